@@ -1,0 +1,1 @@
+//! The solver: turns a stage graph into steps, caches them by content, runs them and exports the result.
