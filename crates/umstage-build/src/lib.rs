@@ -1,1 +1,13 @@
 //! The solver: turns a stage graph into steps, caches them by content, runs them and exports the result.
+
+pub mod cache;
+pub mod chmod;
+pub mod digests;
+pub mod event;
+pub mod options;
+pub mod request;
+pub mod schedule;
+pub mod solver;
+pub mod users;
+
+pub use solver::build;
