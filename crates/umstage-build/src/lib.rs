@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod chmod;
+pub mod config;
 pub mod digests;
 pub mod event;
 pub mod options;
