@@ -1,9 +1,9 @@
 //! The image config a stage builds up, and what each metadata instruction does to it, exactly
 //! as BuildKit does.
 
-use std::collections::BTreeMap;
+use umstage_oci::config::{ContainerConfig, Empty, History};
 
-use serde::{Deserialize, Serialize};
+pub use umstage_oci::config::{HealthConfig, ImageConfig};
 
 /// `PATH` of an image that has none (scratch), as BuildKit sets it.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -11,193 +11,40 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// The comment BuildKit puts on the history entries it writes; kept so tools that look for it work.
 pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
-/// An image config document (`application/vnd.oci.image.config.v1+json`), with Docker's
-/// extensions; fields this code does not know are kept as they were.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Image {
-    /// When the image was made (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-    /// MAINTAINER.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-    /// CPU architecture (`amd64`).
-    #[serde(default)]
-    pub architecture: String,
-    /// Operating system (`linux`).
-    #[serde(default)]
-    pub os: String,
-    /// Architecture variant (`v8`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// The runtime defaults.
-    #[serde(default)]
-    pub config: ContainerConfig,
-    /// The layers, by uncompressed digest.
-    #[serde(default)]
-    pub rootfs: RootFs,
-    /// One entry per instruction that made the image.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<History>,
-    /// Anything else the document had.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-/// The `rootfs` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RootFs {
-    /// Always `layers`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Uncompressed layer digests, bottom first.
-    #[serde(default)]
-    pub diff_ids: Vec<String>,
-}
-
-impl Default for RootFs {
-    fn default() -> Self {
-        RootFs {
-            kind: "layers".into(),
-            diff_ids: Vec::new(),
-        }
+/// A config for a `FROM scratch` stage, as BuildKit starts one: default `PATH`, `WorkingDir` `/`.
+pub fn scratch(os: &str, architecture: &str, variant: Option<&str>) -> ImageConfig {
+    ImageConfig {
+        architecture: architecture.into(),
+        os: os.into(),
+        variant: variant.filter(|v| !v.is_empty()).map(str::to_string),
+        config: ContainerConfig {
+            env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
+            working_dir: Some("/".into()),
+            ..ContainerConfig::default()
+        },
+        ..ImageConfig::default()
     }
 }
 
-/// One history entry.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    /// When (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-    /// The instruction.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_by: Option<String>,
-    /// Who.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-    /// A note (`buildkit.dockerfile.v0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-    /// The step made no layer.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub empty_layer: bool,
-}
-
-/// The `config` section: what a container of the image starts with.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
-    /// USER.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub user: String,
-    /// EXPOSE, as `port/proto` keys.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub exposed_ports: BTreeMap<String, Empty>,
-    /// ENV, as `KEY=value`, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<String>,
-    /// ENTRYPOINT.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    /// CMD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cmd: Option<Vec<String>>,
-    /// VOLUME paths.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub volumes: BTreeMap<String, Empty>,
-    /// WORKDIR.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub working_dir: String,
-    /// LABEL.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// STOPSIGNAL.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub stop_signal: String,
-    /// Windows-only command line escaping flag, kept as found.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub args_escaped: bool,
-    /// HEALTHCHECK (a Docker extension).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<HealthConfig>,
-    /// ONBUILD triggers (a Docker extension).
-    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "OnBuild")]
-    pub on_build: Vec<String>,
-    /// SHELL (a Docker extension).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub shell: Vec<String>,
-    /// Anything else the section had.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-/// The `{}` value of `ExposedPorts` and `Volumes` entries.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Empty {}
-
-/// HEALTHCHECK as stored in the config; durations in nanoseconds, zero meaning "default".
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct HealthConfig {
-    /// `["NONE"]`, `["CMD", …]` or `["CMD-SHELL", "…"]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub test: Vec<String>,
-    /// `--interval`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub interval: u64,
-    /// `--timeout`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub timeout: u64,
-    /// `--start-period`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub start_period: u64,
-    /// `--start-interval`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub start_interval: u64,
-    /// `--retries`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub retries: u64,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-impl Image {
-    /// The config BuildKit starts a `FROM scratch` stage with: default `PATH`, `WorkingDir` `/`.
-    pub fn scratch(os: &str, architecture: &str, variant: Option<&str>) -> Image {
-        Image {
-            architecture: architecture.into(),
-            os: os.into(),
-            variant: variant.filter(|v| !v.is_empty()).map(str::to_string),
-            config: ContainerConfig {
-                env: vec![format!("PATH={DEFAULT_PATH}")],
-                working_dir: "/".into(),
-                ..ContainerConfig::default()
-            },
-            ..Image::default()
-        }
-    }
-
-    /// The config as `KEY=value` pairs.
-    pub fn env_pairs(&self) -> Vec<(String, String)> {
-        self.config
-            .env
-            .iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (e.clone(), String::new()),
-            })
-            .collect()
-    }
+/// A config's ENV as `KEY=value` pairs, in order.
+pub fn env_pairs(image: &ImageConfig) -> Vec<(String, String)> {
+    image
+        .config
+        .env
+        .iter()
+        .flatten()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect()
 }
 
 /// A stage's image config while its instructions are applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageConfig {
     /// The config so far.
-    pub image: Image,
+    pub image: ImageConfig,
     /// Whether this stage set CMD itself (an ENTRYPOINT then keeps it).
     cmd_set: bool,
 }
@@ -217,7 +64,7 @@ pub fn default_shell() -> Vec<String> {
 
 impl StageConfig {
     /// Starts from a base image's config (the stage's CMD counts as not set by it).
-    pub fn new(image: Image) -> Self {
+    pub fn new(image: ImageConfig) -> Self {
         StageConfig {
             image,
             cmd_set: false,
@@ -226,10 +73,9 @@ impl StageConfig {
 
     /// The shell used for shell-form commands: SHELL if set, else `/bin/sh -c`.
     pub fn shell(&self) -> Vec<String> {
-        if self.image.config.shell.is_empty() {
-            default_shell()
-        } else {
-            self.image.config.shell.clone()
+        match &self.image.config.shell {
+            Some(shell) if !shell.is_empty() => shell.clone(),
+            _ => default_shell(),
         }
     }
 
@@ -237,15 +83,13 @@ impl StageConfig {
     pub fn set_env(&mut self, key: &str, value: &str) {
         let entry = format!("{key}={value}");
         let prefix = format!("{key}=");
-        match self
-            .image
-            .config
-            .env
+        let env = self.image.config.env.get_or_insert_with(Vec::new);
+        match env
             .iter_mut()
             .find(|e| e.starts_with(&prefix) || e.as_str() == key)
         {
             Some(slot) => *slot = entry,
-            None => self.image.config.env.push(entry),
+            None => env.push(entry),
         }
     }
 
@@ -254,35 +98,33 @@ impl StageConfig {
         let joined = if path.starts_with('/') {
             path.to_string()
         } else {
-            let base = if self.image.config.working_dir.is_empty() {
-                "/"
-            } else {
-                &self.image.config.working_dir
+            let base = match self.image.config.working_dir.as_deref() {
+                Some(w) if !w.is_empty() => w,
+                _ => "/",
             };
             format!("{base}/{path}")
         };
         let clean = clean_abs(&joined);
-        self.image.config.working_dir = clean.clone();
+        self.image.config.working_dir = Some(clean.clone());
         clean
     }
 
     /// The working directory steps run in (`/` when none is set).
     pub fn workdir(&self) -> String {
-        if self.image.config.working_dir.is_empty() {
-            "/".into()
-        } else {
-            self.image.config.working_dir.clone()
+        match self.image.config.working_dir.as_deref() {
+            Some(w) if !w.is_empty() => w.to_string(),
+            _ => "/".into(),
         }
     }
 
     /// USER.
     pub fn set_user(&mut self, user: &str) {
-        self.image.config.user = user.to_string();
+        self.image.config.user = Some(user.to_string());
     }
 
     /// SHELL.
     pub fn set_shell(&mut self, shell: Vec<String>) {
-        self.image.config.shell = shell;
+        self.image.config.shell = Some(shell);
     }
 
     /// CMD, given as exec words or shell text.
@@ -316,6 +158,7 @@ impl StageConfig {
         self.image
             .config
             .labels
+            .get_or_insert_with(Default::default)
             .insert(key.to_string(), value.to_string());
     }
 
@@ -351,6 +194,7 @@ impl StageConfig {
             self.image
                 .config
                 .exposed_ports
+                .get_or_insert_with(Default::default)
                 .insert(format!("{port}/{proto}"), Empty {});
         }
         Ok(())
@@ -358,22 +202,30 @@ impl StageConfig {
 
     /// VOLUME.
     pub fn add_volume(&mut self, path: &str) {
-        self.image.config.volumes.insert(path.to_string(), Empty {});
+        self.image
+            .config
+            .volumes
+            .get_or_insert_with(Default::default)
+            .insert(path.to_string(), Empty {});
     }
 
     /// STOPSIGNAL.
     pub fn set_stop_signal(&mut self, signal: &str) {
-        self.image.config.stop_signal = signal.to_string();
+        self.image.config.stop_signal = Some(signal.to_string());
     }
 
     /// ONBUILD: records the trigger's text.
     pub fn add_onbuild(&mut self, trigger: &str) {
-        self.image.config.on_build.push(trigger.to_string());
+        self.image
+            .config
+            .on_build
+            .get_or_insert_with(Vec::new)
+            .push(trigger.to_string());
     }
 
     /// Takes the base's ONBUILD triggers, to run now; they are not passed on further.
     pub fn take_onbuild(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.image.config.on_build)
+        self.image.config.on_build.take().unwrap_or_default()
     }
 
     /// HEALTHCHECK NONE (`None`) or a test with its options.
@@ -416,7 +268,7 @@ mod tests {
     use super::*;
 
     fn stage() -> StageConfig {
-        StageConfig::new(Image::scratch("linux", "amd64", None))
+        StageConfig::new(scratch("linux", "amd64", None))
     }
 
     #[test]
@@ -436,7 +288,7 @@ mod tests {
         s.set_env("A", "3");
         assert_eq!(
             s.image.config.env,
-            [format!("PATH={DEFAULT_PATH}"), "A=3".into(), "B=2".into()]
+            Some(vec![format!("PATH={DEFAULT_PATH}"), "A=3".into(), "B=2".into()])
         );
     }
 
@@ -483,7 +335,7 @@ mod tests {
         s.expose("80").ok();
         s.expose("53/UDP").ok();
         s.expose("8000-8002/tcp").ok();
-        let ports: Vec<_> = s.image.config.exposed_ports.keys().cloned().collect();
+        let ports: Vec<_> = s.image.config.exposed_ports.iter().flatten().map(|p| p.0.clone()).collect();
         assert_eq!(
             ports,
             ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
@@ -494,27 +346,11 @@ mod tests {
     }
 
     #[test]
-    fn config_json_uses_docker_names_and_keeps_unknown_fields() -> Result<(), serde_json::Error> {
-        let text = r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Cmd":["sh"],
-            "Healthcheck":{"Test":["CMD","true"],"Interval":1000},"OnBuild":["RUN x"],"Shell":["/bin/ash","-c"],
-            "Custom":1},"rootfs":{"type":"layers","diff_ids":[]},"moby.extra":true}"#;
-        let img: Image = serde_json::from_str(text)?;
-        assert_eq!(img.config.on_build, ["RUN x"]);
-        assert_eq!(img.config.shell, ["/bin/ash", "-c"]);
-        let back = serde_json::to_value(&img)?;
-        assert_eq!(back["config"]["Custom"], 1);
-        assert_eq!(back["moby.extra"], true);
-        assert_eq!(back["config"]["Healthcheck"]["Interval"], 1000);
-        assert!(back["config"].get("User").is_none());
-        Ok(())
-    }
-
-    #[test]
     fn onbuild_triggers_are_taken_once() {
         let mut s = stage();
         s.add_onbuild("RUN echo hi");
         let mut child = StageConfig::new(s.image.clone());
         assert_eq!(child.take_onbuild(), ["RUN echo hi"]);
-        assert!(child.image.config.on_build.is_empty());
+        assert_eq!(child.image.config.on_build, None);
     }
 }

@@ -1,5 +1,6 @@
 //! `umstage`: builds container images from Dockerfiles with no daemon and no root.
 
+mod admin;
 mod cli;
 mod progress;
 
@@ -12,9 +13,12 @@ use clap::Parser;
 use umstage_build::options::DockerfileSource;
 use umstage_build::request::{BuildRequest, BuildResult, SnapshotterChoice};
 
-use cli::{BuildArgs, Cli, Command, ProgressMode};
+use cli::{BuildArgs, Cli, Command, DebugCommand, ProgressMode};
 
 fn main() -> ExitCode {
+    // Before anything else (no thread may exist yet): the RUN sandbox helper and the second
+    // half of the user-namespace re-exec.
+    umstage_snapshot::dispatch();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let root = match state_root(cli.root.as_deref()) {
@@ -22,10 +26,84 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     match cli.command {
-        Command::Build(args) => build(*args, root),
-        Command::Info(_) | Command::Prune(_) | Command::Debug(_) => {
-            eprintln!("umstage: this command is not available yet");
+        Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
+        Command::Build(args) => {
+            if let Err(code) = enter_namespace() {
+                return code;
+            }
+            build(*args, root)
+        }
+        Command::Info(args) => {
+            if let Err(code) = enter_namespace() {
+                return code;
+            }
+            report(admin::info(&root, args.json))
+        }
+        Command::Prune(args) => {
+            if let Err(code) = enter_namespace() {
+                return code;
+            }
+            report(admin::prune(&root, args.all, args.keep_storage))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("umstage: error: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Moves this process into its user + mount namespace: the outer process re-executes itself
+/// and exits with the child's status, so only the child returns from here.
+fn enter_namespace() -> Result<(), ExitCode> {
+    match umstage_snapshot::userns::enter(&umstage_snapshot::userns::Options::default()) {
+        Ok(ns) => {
+            if let Some(w) = ns.warning() {
+                eprintln!("umstage: warning: {w}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("umstage: error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// `umstage debug parse FILE`: BuildKit's dump of the parse tree, or the error (exit 2).
+fn debug_parse(file: &Path) -> ExitCode {
+    let (name, text) = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("umstage: cannot read standard input: {e}");
+            return ExitCode::from(2);
+        }
+        ("Dockerfile".to_string(), text)
+    } else {
+        match std::fs::read(file) {
+            Ok(bytes) => (
+                file.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ),
+            Err(e) => {
+                eprintln!("umstage: cannot read {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match umstage_dockerfile::dump(&name, &text) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -46,18 +124,13 @@ fn usage_error(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `--root`, else `$XDG_DATA_HOME/umstage`, else `~/.local/share/umstage`.
+/// `--root`, else the default (`$XDG_DATA_HOME/umstage` or `~/.local/share/umstage`; as real
+/// root `/var/lib/umstage`).
 fn state_root(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(root) = flag {
-        return std::path::absolute(root)
-            .with_context(|| format!("--root {}: cannot make it absolute", root.display()));
-    }
-    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(data).join("umstage"));
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".local/share/umstage")),
-        None => bail!("neither HOME nor XDG_DATA_HOME is set: give the state root with --root DIR"),
+    match flag {
+        Some(root) => std::path::absolute(root)
+            .with_context(|| format!("--root {}: cannot make it absolute", root.display())),
+        None => Ok(umstage_snapshot::default_state_root()),
     }
 }
 
