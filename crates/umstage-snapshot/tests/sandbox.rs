@@ -311,7 +311,7 @@ fn user_home_umask_and_workdir_follow_docker() -> TestResult {
 }
 
 fn sigkill_mid_step_leaves_no_process_or_mount() -> TestResult {
-    let state = common::world_dir("umstage-sigkill-");
+    let state = common::shared_dir();
     let marker = format!("{}", 600_000 + std::process::id() % 100_000);
     let mut child =
         common::spawn_scenario("long-step", &[&state.path().display().to_string(), &marker]);

@@ -5,12 +5,12 @@
 
 #![allow(dead_code)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use umstage_snapshot::userns;
+use umstage_testutil::user::{SharedDir, TestUser};
 
 /// Why a test did not run: printed loudly, and a failure unless `UMSTAGE_TEST_ALLOW_SKIP=1`.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub struct Scenario {
 
 const OUTER_RESULTS_ENV: &str = "UMSTAGE_TEST_OUTER_RESULTS";
 const RELAUNCHED_ENV: &str = "UMSTAGE_TEST_RELAUNCHED";
-const TEST_USER: &str = "umstage-test";
+const ALLOW_SKIP_ENV: &str = "UMSTAGE_TEST_ALLOW_SKIP";
 
 #[derive(Default, Clone, Copy)]
 struct Totals {
@@ -86,9 +86,37 @@ pub fn main(tests: &[Test], scenarios: &[Scenario]) -> ExitCode {
         let code = (scenario.run)(&args[3..]);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    let filter: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
-    let selected =
-        |test: &Test| filter.is_empty() || filter.iter().any(|f| test.name.contains(f.as_str()));
+    // The libtest protocol cargo-nextest speaks: `--list --format terse [--ignored]`, `--exact NAME`.
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            for test in tests {
+                println!("{}: test", test.name);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let exact = args.iter().any(|a| a == "--exact");
+    let mut filter = Vec::new();
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--format" | "--test-threads" | "--skip" | "--color" | "-Z" => {
+                rest.next();
+            }
+            flag if flag.starts_with('-') => {}
+            name => filter.push(name.to_string()),
+        }
+    }
+    let selected = |test: &Test| {
+        filter.is_empty()
+            || filter.iter().any(|f| {
+                if exact {
+                    test.name == f.as_str()
+                } else {
+                    test.name.contains(f.as_str())
+                }
+            })
+    };
 
     let mut totals = Totals::default();
     if userns::is_inside() {
@@ -164,7 +192,7 @@ fn run_one(test: &Test, totals: &mut Totals) {
 }
 
 fn finish(totals: Totals, started: Instant) -> ExitCode {
-    let skips_allowed = std::env::var("UMSTAGE_TEST_ALLOW_SKIP").as_deref() == Ok("1");
+    let skips_allowed = std::env::var(ALLOW_SKIP_ENV).as_deref() == Ok("1");
     let ok = totals.failed == 0 && (totals.skipped == 0 || skips_allowed);
     if totals.skipped > 0 && !skips_allowed {
         println!(
@@ -189,35 +217,28 @@ fn finish(totals: Totals, started: Instant) -> ExitCode {
 
 /// Copies this binary where the test user can run it and re-runs it as that user.
 fn relaunch_as_test_user(args: &[String], totals: Totals, started: Instant) -> ExitCode {
-    if nix::unistd::User::from_name(TEST_USER)
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        println!("SKIPPED unprivileged tests: user {TEST_USER} does not exist (CI creates it)");
-        let mut totals = totals;
-        totals.skipped += 1;
-        return finish(totals, started);
-    }
-    let dir = world_dir("umstage-test-bin-");
-    let binary = dir.path().join("test-binary");
-    std::fs::copy("/proc/self/exe", &binary).expect("copy the test binary");
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let status = Command::new("setpriv")
-        .args([
-            &format!("--reuid={TEST_USER}"),
-            &format!("--regid={TEST_USER}"),
-            "--init-groups",
-            "--",
-        ])
-        .arg(&binary)
+    let user = match TestUser::get() {
+        Ok(user) => user,
+        Err(e) => {
+            println!("SKIPPED unprivileged tests: {e}");
+            let mut totals = totals;
+            totals.skipped += 1;
+            return finish(totals, started);
+        }
+    };
+    let dir = SharedDir::new(&user).expect("shared dir for the test binary");
+    let binary = dir
+        .install_executable(Path::new("/proc/self/exe"))
+        .expect("install the test binary");
+    let mut command = user.command(&binary);
+    command
         .args(&args[1..])
         .env(RELAUNCHED_ENV, "1")
-        .env(OUTER_RESULTS_ENV, totals.encode())
-        .env("HOME", dir.path())
-        .env("TMPDIR", "/tmp")
-        .status()
-        .expect("run setpriv");
+        .env(OUTER_RESULTS_ENV, totals.encode());
+    if let Some(allow) = std::env::var_os(ALLOW_SKIP_ENV) {
+        command.env(ALLOW_SKIP_ENV, allow);
+    }
+    let status = command.status().expect("run the tests as the test user");
     if status.success() {
         ExitCode::SUCCESS
     } else {
@@ -225,14 +246,11 @@ fn relaunch_as_test_user(args: &[String], totals: Totals, started: Instant) -> E
     }
 }
 
-/// A temporary directory everyone may read and enter.
-pub fn world_dir(prefix: &str) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    dir
+/// A temporary directory of the (unprivileged) current user, removed even when it holds
+/// files owned by subordinate ids.
+pub fn shared_dir() -> SharedDir {
+    let user = TestUser::get().expect("test user");
+    SharedDir::new(&user).expect("shared dir")
 }
 
 /// Runs this binary's scenario `name` with `args`, returning the child.
