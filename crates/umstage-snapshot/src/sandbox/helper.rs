@@ -167,7 +167,29 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
         .as_ref()
         .map(|r| r.path().clone())
         .ok_or("the step has no root")?;
+    let sandbox = &request.sandbox_dir;
+    nix::mount::mount(
+        Some("tmpfs"),
+        sandbox,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=16m"),
+    )
+    .map_err(errno("mounting the sandbox tmpfs"))?;
+    write_private_files(request)?;
+    let stub_layer = sandbox.join("stubs");
+    let mounts: &[Mount] = request.spec.mounts().as_deref().unwrap_or_default();
+    make_stub_layer(&stub_layer, mounts)?;
+    std::fs::create_dir_all(&root_path).map_err(|e| format!("{}: {e}", root_path.display()))?;
     for rootfs in &request.rootfs {
+        let mut rootfs = rootfs.clone();
+        if rootfs.fstype == "overlay" && !rootfs.is_read_only() {
+            // Mount points come from a bottom layer on this tmpfs, so creating them writes
+            // nothing into the snapshot.
+            rootfs
+                .options
+                .push(format!("lowerdir+={}", stub_layer.display()));
+        }
         rootfs
             .mount_at(&root_path)
             .map_err(|e| format!("mounting the snapshot on {}: {e}", root_path.display()))?;
@@ -190,10 +212,7 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
         )
     })?;
 
-    if !request.secrets.is_empty() {
-        write_secrets(request)?;
-    }
-    for mount in request.spec.mounts().iter().flatten() {
+    for mount in mounts {
         mount_one(&root, mount, stubs)
             .map_err(|e| format!("mounting {}: {e}", mount.destination().display()))?;
     }
@@ -214,21 +233,23 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
     Ok(Ready { user })
 }
 
-fn write_secrets(request: &Request) -> Result<(), String> {
-    let dir = &request.secrets_dir;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    nix::mount::mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=0700,size=16m"),
-    )
-    .map_err(errno("mounting the secrets tmpfs"))?;
+/// Writes the step's small files and secrets into the sandbox tmpfs.
+fn write_private_files(request: &Request) -> Result<(), String> {
+    let files = request.sandbox_dir.join("files");
+    let secrets = request.sandbox_dir.join("secrets");
+    for dir in [&files, &secrets] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("chmod {}: {e}", secrets.display()))?;
+    for file in &request.files {
+        let path = files.join(&file.name);
+        std::fs::write(&path, &file.content).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     for secret in &request.secrets {
         let content = std::fs::read(&secret.source)
             .map_err(|e| format!("reading secret {}: {e}", secret.source.display()))?;
-        let path = dir.join(&secret.name);
+        let path = secrets.join(&secret.name);
         std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
         std::os::unix::fs::chown(&path, Some(secret.uid), Some(secret.gid))
             .map_err(|e| format!("chown secret to {}:{}: {e}", secret.uid, secret.gid))?;
@@ -236,6 +257,48 @@ fn write_secrets(request: &Request) -> Result<(), String> {
             .map_err(|e| format!("chmod secret: {e}"))?;
     }
     Ok(())
+}
+
+/// Builds a tree holding every mount point (and its parents) of the step.
+fn make_stub_layer(dir: &Path, mounts: &[Mount]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for mount in mounts {
+        let Ok(rel) = mount.destination().strip_prefix("/") else {
+            continue;
+        };
+        if rel.components().any(|c| !matches!(c, Component::Normal(_)))
+            || rel.as_os_str().is_empty()
+        {
+            continue;
+        }
+        let path = dir.join(rel);
+        let result = match mount_kind(mount) {
+            Kind::Dir => std::fs::create_dir_all(&path),
+            Kind::File => path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&path, b"")),
+        };
+        // A clash (a file where a directory is wanted) is left for the mount itself to report.
+        if let Err(e) = result {
+            tracing::debug!("stub {}: {e}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Whether a mount goes on a directory or on a file.
+fn mount_kind(mount: &Mount) -> Kind {
+    let is_bind = mount.typ().as_deref() == Some("bind");
+    let source_is_file = mount
+        .source()
+        .as_ref()
+        .is_some_and(|s| std::fs::metadata(s).is_ok_and(|m| !m.is_dir()));
+    if is_bind && source_is_file {
+        Kind::File
+    } else {
+        Kind::Dir
+    }
 }
 
 fn exec_step(request: &Request, ready: Ready) -> String {
@@ -515,11 +578,7 @@ fn mount_one(root: &Root, mount: &Mount, stubs: &mut Vec<PathBuf>) -> Result<(),
     let typ = mount.typ().clone().unwrap_or_default();
     let source = mount.source().clone().unwrap_or_default();
     let options = mount.options().clone().unwrap_or_default();
-    let kind = if typ == "bind" && std::fs::metadata(&source).is_ok_and(|m| !m.is_dir()) {
-        Kind::File
-    } else {
-        Kind::Dir
-    };
+    let kind = mount_kind(mount);
     let target_fd = root
         .ensure(mount.destination(), kind, Some(stubs))
         .map_err(|e| format!("creating the mount point: {e}"))?;
@@ -567,25 +626,8 @@ fn mount_one(root: &Root, mount: &Mount, stubs: &mut Vec<PathBuf>) -> Result<(),
         }
         _ => {
             let data_opt = (!data.is_empty()).then_some(data.as_str());
-            let result =
-                nix::mount::mount(Some(&source), &target, Some(typ.as_str()), flags, data_opt);
-            match result {
-                Ok(()) => {}
-                Err(nix::errno::Errno::EINVAL) if typ == "devpts" && data.contains("gid=") => {
-                    // gid 5 (tty) is not mapped in a single-id namespace.
-                    let without_gid: Vec<&str> =
-                        data.split(',').filter(|o| !o.starts_with("gid=")).collect();
-                    nix::mount::mount(
-                        Some(&source),
-                        &target,
-                        Some(typ.as_str()),
-                        flags,
-                        Some(without_gid.join(",").as_str()),
-                    )
-                    .map_err(errno("devpts"))?;
-                }
-                Err(e) => return Err(format!("{typ}: {e}")),
-            }
+            nix::mount::mount(Some(&source), &target, Some(typ.as_str()), flags, data_opt)
+                .map_err(|e| format!("{typ}: {e}"))?;
             if read_only {
                 let top = reopen()?;
                 remount_read_only(&Root::fd_path(&top))

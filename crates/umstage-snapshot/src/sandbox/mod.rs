@@ -176,10 +176,12 @@ pub(crate) struct Request {
     pub(crate) rootfs: Vec<MountSpec>,
     /// The unresolved `user[:group]`; the helper resolves it in the rootfs.
     pub(crate) user: String,
-    /// Secrets to copy into a private tmpfs at `secrets_dir` before mounting.
+    /// Small files (`/etc/hosts`...) the helper writes into its tmpfs at `sandbox_dir/files`.
+    pub(crate) files: Vec<mounts::PrivateFile>,
+    /// Secrets the helper copies into its tmpfs at `sandbox_dir/secrets`.
     pub(crate) secrets: Vec<mounts::SecretFile>,
-    /// Where the private secrets tmpfs goes.
-    pub(crate) secrets_dir: PathBuf,
+    /// Where the helper mounts its private tmpfs: the rootfs mount point, files, secrets, stubs.
+    pub(crate) sandbox_dir: PathBuf,
 }
 
 /// The fd the helper reports on.
@@ -207,22 +209,24 @@ pub fn run_step(
             step.cwd
         )));
     }
-    let rootfs_dir = snapshotter.merged_dir(key)?;
+    snapshotter.active_dir(key)?;
     let rootfs = snapshotter.mounts(key)?;
+    let sandbox_dir = snapshotter.state_root().join("sandbox");
+    fsutil::ensure_dir(&sandbox_dir)?;
     let run_dir = snapshotter
         .state_root()
         .join("run")
         .join(fsutil::random_id());
-    fsutil::ensure_dir(&run_dir)?;
     let result = (|| {
-        let prepared = mounts::prepare(snapshotter.state_root(), &run_dir, step)?;
-        let spec = spec::build(step, &rootfs_dir, &prepared)?;
+        let prepared = mounts::prepare(snapshotter.state_root(), &run_dir, &sandbox_dir, step)?;
+        let spec = spec::build(step, &sandbox_dir.join("rootfs"), &prepared)?;
         let request = Request {
             spec,
             rootfs,
             user: step.user.clone(),
+            files: prepared.private_files.clone(),
             secrets: prepared.secret_files.clone(),
-            secrets_dir: run_dir.join("secrets"),
+            sandbox_dir: sandbox_dir.clone(),
         };
         let outcome = run_helper(&request, cancel, on_event);
         drop(prepared);
@@ -247,11 +251,15 @@ fn run_helper(
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| SandboxError::Spawn(e.into()))?;
     let report_raw = report_write.as_raw_fd();
+    // The request is in the pipe before the helper starts, so it never waits for us.
+    let (request_read, request_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::Spawn(e.into()))?;
+    let unsent = prefill(&request_write, &payload).map_err(SandboxError::Spawn)?;
     let mut command = Command::new("/proc/self/exe");
     command
         .arg(crate::SANDBOX_HELPER_ARG)
         .env_clear()
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(request_read))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: only async-signal-safe calls (dup2, fcntl, setpgid, prctl, sigprocmask).
@@ -277,9 +285,11 @@ fn run_helper(
     }
     let mut child = command.spawn().map_err(SandboxError::Spawn)?;
     drop(report_write);
-    if let Some(mut stdin) = child.stdin.take() {
+    if !unsent.is_empty() {
         // A helper that died early shows up below through its report.
-        let _ = stdin.write_all(&payload);
+        let _ = std::fs::File::from(request_write).write_all(unsent);
+    } else {
+        drop(request_write);
     }
     let stdout: OwnedFd = child
         .stdout
@@ -324,6 +334,31 @@ fn run_helper(
         Err(SandboxError::HelperDied(how))
     };
     Ok((status, stubs))
+}
+
+/// Writes as much of `payload` into the empty pipe as it holds (growing it), returning the rest.
+fn prefill<'a>(pipe: &OwnedFd, payload: &'a [u8]) -> std::io::Result<&'a [u8]> {
+    let wanted = payload.len().next_power_of_two().max(4096);
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, wanted as libc::c_int) };
+    nix::fcntl::fcntl(
+        pipe,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    let mut sent = 0;
+    while sent < payload.len() {
+        match nix::unistd::write(pipe, &payload[sent..]) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    nix::fcntl::fcntl(
+        pipe,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )?;
+    Ok(&payload[sent..])
 }
 
 /// Longest line passed on in one piece.

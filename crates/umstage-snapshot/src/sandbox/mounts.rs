@@ -144,13 +144,21 @@ pub(crate) struct SecretFile {
     pub(crate) gid: u32,
 }
 
+/// A small file the helper writes into its private tmpfs (`/etc/hosts` and the like).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PrivateFile {
+    pub(crate) name: String,
+    pub(crate) content: String,
+}
+
 /// What a step's mounts became, with the cache locks held until it is dropped.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) mounts: Vec<Mount>,
     pub(crate) secret_files: Vec<SecretFile>,
     pub(crate) extra_env: Vec<String>,
-    pub(crate) etc_files: Vec<(PathBuf, &'static str)>,
+    pub(crate) private_files: Vec<PrivateFile>,
+    pub(crate) etc_mounts: Vec<Mount>,
     _locks: Vec<File>,
 }
 
@@ -178,17 +186,21 @@ fn check_target(target: &str) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Prepares the step's mounts and `/etc` files in `run_dir`.
+/// Prepares the step's mounts (scratch space in `run_dir`, made only when needed) and its
+/// `/etc` files (written by the helper into its tmpfs at `sandbox_dir`).
 pub(crate) fn prepare(
     state_root: &Path,
     run_dir: &Path,
+    sandbox_dir: &Path,
     step: &Step,
 ) -> Result<Prepared, SandboxError> {
+    let (private_files, etc_mounts) = etc_files(sandbox_dir, step)?;
     let mut prepared = Prepared {
         mounts: Vec::new(),
         secret_files: Vec::new(),
         extra_env: Vec::new(),
-        etc_files: write_etc_files(run_dir, step)?,
+        private_files,
+        etc_mounts,
         _locks: Vec::new(),
     };
     for (index, step_mount) in step.mounts.iter().enumerate() {
@@ -215,6 +227,7 @@ pub(crate) fn prepare(
                     )?);
                 } else if meta.is_dir() {
                     let scratch = run_dir.join(format!("bind-{index}"));
+                    fsutil::ensure_dir(run_dir)?;
                     for sub in ["upper", "work"] {
                         fsutil::ensure_dir(&scratch.join(sub))?;
                     }
@@ -228,6 +241,7 @@ pub(crate) fn prepare(
                         &["userxattr", &lower, &upper, &work],
                     )?);
                 } else {
+                    fsutil::ensure_dir(run_dir)?;
                     let copy = run_dir.join(format!("bind-{index}"));
                     std::fs::copy(&bind.source, &copy).map_err(at("copy bind source to", &copy))?;
                     prepared
@@ -273,7 +287,7 @@ pub(crate) fn prepare(
                     uid: secret.uid,
                     gid: secret.gid,
                 });
-                let file = run_dir.join("secrets").join(name);
+                let file = sandbox_dir.join("secrets").join(name);
                 prepared
                     .mounts
                     .push(mount(&target, "bind", &file, &["bind", "ro"])?);
@@ -283,10 +297,10 @@ pub(crate) fn prepare(
     Ok(prepared)
 }
 
-fn write_etc_files(
-    run_dir: &Path,
+fn etc_files(
+    sandbox_dir: &Path,
     step: &Step,
-) -> Result<Vec<(PathBuf, &'static str)>, SandboxError> {
+) -> Result<(Vec<PrivateFile>, Vec<Mount>), SandboxError> {
     let mut hosts = format!(
         "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         step.hostname
@@ -301,20 +315,21 @@ fn write_etc_files(
                 .any(|l| l.trim_start().starts_with("nameserver"))
         })
         .unwrap_or_else(|| "nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_string());
-    let files = [
+    let mut files = Vec::new();
+    let mut mounts = Vec::new();
+    for (name, content, target) in [
         ("hosts", hosts, "/etc/hosts"),
         ("resolv.conf", resolv, "/etc/resolv.conf"),
         ("hostname", format!("{}\n", step.hostname), "/etc/hostname"),
-    ];
-    let mut out = Vec::new();
-    for (name, content, target) in files {
-        let path = run_dir.join(name);
-        std::fs::write(&path, content).map_err(at("write", &path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-            .map_err(at("chmod", &path))?;
-        out.push((path, target));
+    ] {
+        let source = sandbox_dir.join("files").join(name);
+        mounts.push(mount(target, "bind", &source, &["bind", "rw"])?);
+        files.push(PrivateFile {
+            name: name.to_string(),
+            content,
+        });
     }
-    Ok(out)
+    Ok((files, mounts))
 }
 
 /// The cache directory for a mount, created on first use, with its sharing lock held.

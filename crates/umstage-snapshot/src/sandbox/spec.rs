@@ -55,7 +55,6 @@ fn standard_mounts() -> Result<Vec<Mount>, SandboxError> {
                 "newinstance",
                 "ptmxmode=0666",
                 "mode=0620",
-                "gid=5",
             ],
         )?,
         mount(
@@ -108,10 +107,7 @@ pub(crate) fn build(step: &Step, rootfs: &Path, prepared: &Prepared) -> Result<S
         .build()
         .map_err(invalid)?;
     let mut mounts = standard_mounts()?;
-    for (file, target) in &prepared.etc_files {
-        let source = file.to_string_lossy();
-        mounts.push(mount(target, "bind", &source, &["bind", "rw"])?);
-    }
+    mounts.extend(prepared.etc_mounts.iter().cloned());
     mounts.extend(prepared.mounts.iter().cloned());
 
     let mut kinds = vec![

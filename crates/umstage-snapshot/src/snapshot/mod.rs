@@ -283,9 +283,7 @@ impl Snapshotter {
                 let parent_record = self.committed(parent)?;
                 drop(parent_record);
             }
-            for sub in ["merged", "work"] {
-                fsutil::ensure_dir(&data.join(sub))?;
-            }
+            fsutil::ensure_dir(&data.join("work"))?;
             self.write_record(&record)?;
         }
         let filled = match (self.driver, kind, parent) {
@@ -325,10 +323,10 @@ impl Snapshotter {
                 CommitOutcome::Committed
             }
         };
-        let data = self.data_dir(&record.dir);
-        match outcome {
-            CommitOutcome::AlreadyExisted => self.discard_data(&record.dir)?,
-            CommitOutcome::Committed => fsutil::remove_tree(&data.join("work"))?,
+        // A committed snapshot keeps its (empty) overlay work dir: removing it costs a step
+        // more I/O than the inode it holds; `remove` takes it with the rest.
+        if outcome == CommitOutcome::AlreadyExisted {
+            self.discard_data(&record.dir)?;
         }
         Ok(outcome)
     }
@@ -453,6 +451,7 @@ impl Snapshotter {
             .read_record(key)?
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
         let target = self.data_dir(&record.dir).join("merged");
+        fsutil::ensure_dir(&target)?;
         for spec in self.mounts(key)? {
             spec.mount_at(&target)
                 .map_err(at("mount snapshot on", &target))?;
@@ -460,9 +459,9 @@ impl Snapshotter {
         Ok(MountGuard { target })
     }
 
-    /// The directory a snapshot is mounted on by the sandbox.
-    pub(crate) fn merged_dir(&self, key: &str) -> Result<PathBuf, SnapshotError> {
-        Ok(self.data_dir(&self.active(key)?.dir).join("merged"))
+    /// The content directory of the active snapshot `key`.
+    pub(crate) fn active_dir(&self, key: &str) -> Result<PathBuf, SnapshotError> {
+        Ok(self.data_dir(&self.active(key)?.dir).join("fs"))
     }
 
     /// The content directories of a committed snapshot and its ancestors, top first.
