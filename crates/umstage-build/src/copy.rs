@@ -477,7 +477,15 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
                 )
                 .map_err(errno(&current))?;
             }
-            Err(rustix::io::Errno::EXIST) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                // A symlink (even a dangling one) is followed inside the root, and what it
+                // names is created.
+                let is_link = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink);
+                if is_link {
+                    root.resolve_dir(&current, Escape::Clamp, true)?;
+                }
+            }
             Err(e) => return Err(errno(&current)(e)),
         }
     }
