@@ -1,5 +1,6 @@
 //! Project chores: `cargo xtask <task>`.
 
+mod bench;
 mod setup;
 mod test;
 mod testimages;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     let result = match task {
         "test" => test::run(rest),
         "testimages" => testimages::run(rest),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
