@@ -1,6 +1,7 @@
 //! The builders compared: umstage, BuildKit (a private dockerd), Buildah rootless.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,6 +86,7 @@ impl BuildKit {
             .arg(format!("--pidfile={}", dir.join("dockerd.pid").display()))
             .arg(format!("--host={socket}"))
             .stdin(Stdio::null())
+            .die_with_parent()
             .stdout(log.try_clone().context("duplicating dockerd.log")?)
             .stderr(log)
             .spawn()
@@ -202,6 +204,27 @@ fn unmount_under(dir: &Path) {
     }
 }
 
+/// Makes a spawned daemon stop when the bench dies, even by a signal that
+/// skips its cleanup (the daemon is spawned from the main thread).
+trait DieWithParent {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    fn die_with_parent(&mut self) -> &mut Self {
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        }
+    }
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -277,7 +300,6 @@ impl Builder for Buildah {
                 "--layers",
                 "--runtime=runc",
                 "--network=none",
-                "--storage-driver=overlay",
                 "--tag",
                 tag,
                 &registry_arg,
@@ -287,7 +309,7 @@ impl Builder for Buildah {
             log,
         )?;
         let push = timed(
-            self.buildah(&["push", "--storage-driver=overlay", tag])
+            self.buildah(&["push", tag])
                 .arg(format!("oci-archive:{}", out.display())),
             &[],
             &log.with_extension("push.log"),
