@@ -20,6 +20,11 @@ fn main() -> ExitCode {
 
 const TESTS: &[Test] = &[
     Test {
+        name: "sigterm_cancels_the_step_and_propagates_the_exit_status",
+        place: Place::Outside,
+        run: sigterm_cancels_the_step_and_propagates_the_exit_status,
+    },
+    Test {
         name: "root_gets_an_identity_map",
         place: Place::AsRoot,
         run: root_gets_an_identity_map,
@@ -114,6 +119,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "single-id",
         run: scenario_single_id,
+    },
+    Scenario {
+        name: "signalled-step",
+        run: scenario_signalled_step,
     },
     Scenario {
         name: "identity",
@@ -391,13 +400,7 @@ fn scenario_long_step(args: &[String]) -> i32 {
         println!("{}", if gone { "collected" } else { "still there" });
         return 0;
     }
-    let base = state.join("base");
-    fixture::write_base(&base);
-    snap.prepare("unpack", None).expect("prepare");
-    let (umstage_snapshot::LayerTarget::Diff(target)
-    | umstage_snapshot::LayerTarget::Apply(target)) = snap.layer_target("unpack").expect("target");
-    fixture::copy_into(&base, &target);
-    snap.commit("base", "unpack").expect("commit");
+    fixture::commit_base(&snap, &state.join("base"));
     snap.prepare("active", Some("base")).expect("prepare");
     let cancel = umstage_snapshot::Cancel::new().expect("cancel");
     let step = Step {
@@ -691,4 +694,65 @@ fn concurrent_builds_commit_the_same_chain_id() -> TestResult {
         .expect("prepare on the shared snapshot");
     assert_eq!(f.sh("after", "cat /same").stdout, ["same"]);
     Ok(())
+}
+
+fn sigterm_cancels_the_step_and_propagates_the_exit_status() -> TestResult {
+    let state = common::shared_dir();
+    let marker = format!("{}", 500_000 + std::process::id() % 100_000);
+    let mut child = common::spawn_scenario(
+        "signalled-step",
+        &[&state.path().display().to_string(), &marker],
+    );
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert_eq!(rest, ["cancelled"], "the step was not cancelled");
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the child's exit status was not propagated"
+    );
+    assert!(common::processes_with(&format!("sleep {marker}")).is_empty());
+    Ok(())
+}
+
+fn scenario_signalled_step(args: &[String]) -> i32 {
+    let state = std::path::PathBuf::from(&args[0]);
+    let marker = &args[1];
+    let _ns = userns::enter(&userns::Options::default()).expect("enter");
+    let cancel: &'static umstage_snapshot::Cancel =
+        Box::leak(Box::new(umstage_snapshot::Cancel::new().expect("cancel")));
+    cancel
+        .cancel_on_termination_signals()
+        .expect("signal handlers");
+    let snap =
+        umstage_snapshot::Snapshotter::open(&state.join("root"), DriverChoice::Auto).expect("open");
+    fixture::commit_base(&snap, &state.join("base"));
+    snap.prepare("active", Some("base")).expect("prepare");
+    let step = Step {
+        args: fixture::sh_args(format!("echo ready; exec sleep {marker}")),
+        ..Step::default()
+    };
+    let result =
+        umstage_snapshot::sandbox::run_step(&snap, "active", &step, cancel, &mut |event| {
+            let umstage_snapshot::sandbox::StepEvent::Output { line, .. } = event;
+            println!("{}", String::from_utf8_lossy(&line));
+        });
+    match result {
+        Err(umstage_snapshot::sandbox::SandboxError::Cancelled) => {
+            println!("cancelled");
+            42
+        }
+        other => {
+            println!("{other:?}");
+            1
+        }
+    }
 }
