@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::mount::{Mount, parse_mount};
-use crate::syntax::{Heredoc, Node, chomp_heredoc, parse_heredoc};
+use crate::syntax::{Heredoc, Node, chomp_heredoc, keyword_lower, parse_heredoc};
 
 /// Every instruction keyword, upper-case.
 pub const INSTRUCTIONS: &[&str] = &[
@@ -621,11 +621,15 @@ fn health_duration(flags: &Flags, name: &str) -> Result<Duration, TypeError> {
     Ok(d)
 }
 
-/// Builds the typed command for one syntax node.
-pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
+/// Builds the typed command for one syntax node, taking its arguments and heredocs.
+pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
     use FlagType::{Bool, String as Str, Strings};
-    let keyword = node.keyword.to_ascii_uppercase();
-    let k = keyword.as_str();
+    let mut buf = [0u8; 16];
+    let lower = keyword_lower(&node.keyword, &mut buf);
+    let k = match INSTRUCTIONS.iter().find(|i| i.eq_ignore_ascii_case(lower)) {
+        Some(k) => *k,
+        None => "",
+    };
     Ok(match k {
         "FROM" => {
             let flags = Flags::parse(k, &node.flags, &[("platform", Str)])?;
@@ -714,7 +718,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
                 network,
                 security,
                 devices: flags.strings("device"),
-                heredocs: node.heredocs.clone(),
+                heredocs: std::mem::take(&mut node.heredocs),
             })
         }
         "CMD" => {
@@ -742,7 +746,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
             if node.args.is_empty() {
                 return Err(TypeError::arg("EXPOSE requires at least one argument"));
             }
-            Command::Expose(node.args.clone())
+            Command::Expose(std::mem::take(&mut node.args))
         }
         "ADD" => {
             let flags = Flags::parse(
@@ -863,7 +867,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
                 }
                 _ => {}
             }
-            type_node(child)?;
+            type_node(&mut child.as_ref().clone())?;
             let mut expression = strip_onbuild(&node.original).to_owned();
             for d in &node.heredocs {
                 expression.push('\n');
@@ -960,7 +964,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
                 e.suggestion = Some(format!("write SHELL [\"{}\"]", node.args.join("\", \"")));
                 return Err(e);
             }
-            Command::Shell(node.args.clone())
+            Command::Shell(std::mem::take(&mut node.args))
         }
         _ => {
             let mut e = TypeError::arg(format!("unknown instruction: {}", node.keyword));
