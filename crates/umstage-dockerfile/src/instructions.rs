@@ -472,17 +472,21 @@ impl Flags {
     }
 }
 
-fn command_line(node: &Node, args: &[String]) -> CommandLine {
+/// The node's arguments as a command line, taken out of the node.
+fn command_line(node: &mut Node) -> CommandLine {
+    let args = std::mem::take(&mut node.args);
     if node.json {
-        CommandLine::Exec(args.to_vec())
+        CommandLine::Exec(args)
+    } else if args.len() == 1 {
+        CommandLine::Shell(args.into_iter().next().unwrap_or_default())
     } else {
         CommandLine::Shell(args.join(" "))
     }
 }
 
-fn exactly_one(node: &Node, name: &str) -> Result<String, TypeError> {
-    match node.args.as_slice() {
-        [one] => Ok(one.clone()),
+fn exactly_one(node: &mut Node, name: &str) -> Result<String, TypeError> {
+    match node.args.as_mut_slice() {
+        [one] => Ok(std::mem::take(one)),
         _ => Err(TypeError::arg(format!(
             "{name} requires exactly one argument"
         ))),
@@ -493,7 +497,7 @@ fn no_flags(node: &Node, name: &str) -> Result<(), TypeError> {
     Flags::parse(name, &node.flags, &[]).map(|_| ())
 }
 
-fn key_values(node: &Node, name: &str) -> Result<Vec<KeyValue>, TypeError> {
+fn key_values(node: &mut Node, name: &str) -> Result<Vec<KeyValue>, TypeError> {
     if node.args.is_empty() {
         return Err(TypeError::arg(format!(
             "{name} requires at least one argument"
@@ -505,28 +509,28 @@ fn key_values(node: &Node, name: &str) -> Result<Vec<KeyValue>, TypeError> {
         )));
     }
     node.args
-        .chunks(3)
+        .chunks_mut(3)
         .map(|c| {
             if c[0].is_empty() {
                 Err(TypeError::arg(format!("{name} names can not be blank")))
             } else {
                 Ok(KeyValue {
-                    key: c[0].clone(),
-                    value: c[1].clone(),
+                    key: std::mem::take(&mut c[0]),
+                    value: std::mem::take(&mut c[1]),
                 })
             }
         })
         .collect()
 }
 
-fn sources(node: &Node, name: &str) -> Result<Sources, TypeError> {
+fn sources(node: &mut Node, name: &str) -> Result<Sources, TypeError> {
     if node.args.len() < 2 {
         return Err(TypeError::arg(format!(
             "{name} requires at least two arguments, but only one was provided. Destination could not be determined"
         )));
     }
-    let (srcs, dest) = node.args.split_at(node.args.len() - 1);
-    let dest = dest[0].clone();
+    let mut srcs = std::mem::take(&mut node.args);
+    let dest = srcs.pop().unwrap_or_default();
     if !node.json && matches!(parse_heredoc(&dest), Ok(Some(_))) {
         return Err(TypeError::arg(format!(
             "{name} cannot accept a heredoc as a destination"
@@ -536,7 +540,7 @@ fn sources(node: &Node, name: &str) -> Result<Sources, TypeError> {
     let mut inline = Vec::new();
     for src in srcs {
         match (!node.json)
-            .then(|| parse_heredoc(src).ok().flatten())
+            .then(|| parse_heredoc(&src).ok().flatten())
             .flatten()
         {
             Some(h) => {
@@ -552,7 +556,7 @@ fn sources(node: &Node, name: &str) -> Result<Sources, TypeError> {
                     expand: h.expand,
                 });
             }
-            None => paths.push(src.clone()),
+            None => paths.push(src),
         }
     }
     Ok(Sources {
@@ -712,7 +716,7 @@ pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
                 .map(|m| parse_mount(m, None).map_err(|e| TypeError::flag("--mount", e)))
                 .collect::<Result<Vec<_>, _>>()?;
             Command::Run(Run {
-                command: command_line(node, &node.args),
+                command: command_line(node),
                 mount_flags,
                 mounts,
                 network,
@@ -723,11 +727,11 @@ pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
         }
         "CMD" => {
             no_flags(node, k)?;
-            Command::Cmd(command_line(node, &node.args))
+            Command::Cmd(command_line(node))
         }
         "ENTRYPOINT" => {
             no_flags(node, k)?;
-            Command::Entrypoint(command_line(node, &node.args))
+            Command::Entrypoint(command_line(node))
         }
         "LABEL" => {
             no_flags(node, k)?;
