@@ -307,7 +307,16 @@ impl Instruction {
                 excludes: list(&a.excludes)?,
                 ..a.clone()
             }),
-            Command::Expose(v) => Command::Expose(list(v)?),
+            Command::Expose(v) => {
+                // BuildKit splits EXPOSE words after expansion: `EXPOSE $PORTS` may give several.
+                let mut ports = Vec::new();
+                for w in v {
+                    ports.extend(lx.expand_words(w, env).map_err(|e| self.expand_error(e))?);
+                }
+                crate::instructions::exposed_ports(&ports)
+                    .map_err(|m| self.error(ErrorKind::Argument, m))?;
+                Command::Expose(ports)
+            }
             Command::Volume(v) => Command::Volume(list(v)?),
             Command::User(u) => Command::User(word(u)?),
             Command::Workdir(w) => Command::Workdir(word(w)?),
@@ -830,9 +839,9 @@ mod tests {
         assert_eq!(e.suggestion.as_deref(), Some("did you mean --from?"));
         let e = parse("Dockerfile", "FROMM a\n").unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnknownInstruction);
-        assert!(
-            e.to_string()
-                .starts_with("Dockerfile:1:1: unknown instruction: FROMM (did you mean FROM?)")
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:1:1: unknown instruction \"FROMM\" (did you mean FROM?)\n1 | FROMM a\n  | ^^^^^"
         );
         assert!(parse("D", "RUN x\n").is_err());
         assert!(parse("D", "ARG x\n").is_err());

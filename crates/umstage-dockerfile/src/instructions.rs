@@ -27,6 +27,46 @@ pub const INSTRUCTIONS: &[&str] = &[
     "WORKDIR",
 ];
 
+/// The SHELL a stage starts with on Linux.
+pub const DEFAULT_SHELL: &[&str] = &["/bin/sh", "-c"];
+
+/// Normalizes EXPOSE words into image-config port keys (`80/tcp`), expanding ranges
+/// (`8000-8002/udp`) and accepting Docker's `[ip:][hostport:]port[/proto]` forms.
+pub fn exposed_ports(words: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for w in words {
+        let (spec, proto) = match w.rsplit_once('/') {
+            Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+            None => (w.as_str(), "tcp".to_owned()),
+        };
+        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(format!("invalid proto: {proto} in EXPOSE {w}"));
+        }
+        let container = spec.rsplit(':').next().unwrap_or(spec);
+        let (lo, hi) = match container.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (container, container),
+        };
+        let parse = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("invalid containerPort: {container} in EXPOSE {w}"))
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if hi < lo {
+            return Err(format!(
+                "invalid range specified for container port: {container}"
+            ));
+        }
+        for p in lo..=hi {
+            let key = format!("{p}/{proto}");
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A command line in exec (JSON) form or shell form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandLine {
@@ -619,7 +659,7 @@ fn health_duration(flags: &Flags, name: &str) -> Result<Duration, TypeError> {
     if !d.is_zero() && d < Duration::from_millis(1) {
         return Err(TypeError::flag(
             &format!("--{name}"),
-            format!("Interval \"{name}\" cannot be less than 1ms"),
+            format!("--{name}: interval cannot be less than 1ms"),
         ));
     }
     Ok(d)
@@ -692,7 +732,7 @@ pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
                     return Err(TypeError::flag(
                         "--network",
                         format!(
-                            "unsupported network mode \"{other}\" (expected default, none or host)"
+                            "--network: unsupported network mode \"{other}\" (expected default, none or host)"
                         ),
                     ));
                 }
@@ -705,7 +745,7 @@ pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
                     return Err(TypeError::flag(
                         "--security",
                         format!(
-                            "unsupported security mode \"{other}\" (expected sandbox or insecure)"
+                            "--security: unsupported security mode \"{other}\" (expected sandbox or insecure)"
                         ),
                     ));
                 }
@@ -713,7 +753,10 @@ pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
             let mount_flags = flags.strings("mount");
             let mounts = mount_flags
                 .iter()
-                .map(|m| parse_mount(m, None).map_err(|e| TypeError::flag("--mount", e)))
+                .map(|m| {
+                    parse_mount(m, None)
+                        .map_err(|e| TypeError::flag("--mount", format!("--mount: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Command::Run(Run {
                 command: command_line(node),
@@ -971,7 +1014,7 @@ pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
             Command::Shell(std::mem::take(&mut node.args))
         }
         _ => {
-            let mut e = TypeError::arg(format!("unknown instruction: {}", node.keyword));
+            let mut e = TypeError::arg(format!("unknown instruction \"{}\"", node.keyword));
             e.unknown_instruction = true;
             e.suggestion = crate::error::closest(&node.keyword, INSTRUCTIONS.iter().copied())
                 .map(|s| format!("did you mean {s}?"));
@@ -992,6 +1035,25 @@ fn strip_onbuild(original: &str) -> &str {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_specs() {
+        let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            exposed_ports(&w(&["80", "53/UDP"])).unwrap(),
+            ["80/tcp", "53/udp"]
+        );
+        assert_eq!(
+            exposed_ports(&w(&["8000-8002/udp"])).unwrap(),
+            ["8000/udp", "8001/udp", "8002/udp"]
+        );
+        assert_eq!(
+            exposed_ports(&w(&["127.0.0.1:8080:80"])).unwrap(),
+            ["80/tcp"]
+        );
+        assert!(exposed_ports(&w(&["http"])).is_err());
+        assert!(exposed_ports(&w(&["80/xyz"])).is_err());
+    }
 
     #[test]
     fn go_durations() {
