@@ -596,7 +596,7 @@ impl State<'_> {
                     return Ok(String::new());
                 };
                 let pat = Pattern::compile(&pattern)?;
-                Ok(pat.replace(&value, &replacement, all))
+                pat.replace(&value, &replacement, all)
             }
             _ => err(format!("unsupported modifier ({modifier}) in substitution")),
         }
@@ -753,14 +753,89 @@ impl Pattern {
         trimmed.chars().rev().collect()
     }
 
-    fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
+    /// Where a match can start: runs the reversed pattern, unanchored, backwards over `s`.
+    fn match_starts(&self, s: &[char]) -> Vec<bool> {
+        let rev = self.reversed();
+        let n = rev.toks.len();
+        let mut out = vec![false; s.len() + 1];
+        let mut states = vec![false; n + 1];
+        states[0] = true;
+        rev.close(&mut states);
+        out[s.len()] = states[n];
+        for (k, &c) in s.iter().enumerate().rev() {
+            let mut next = vec![false; n + 1];
+            next[0] = true;
+            for i in 0..n {
+                if !states[i] {
+                    continue;
+                }
+                match rev.toks[i] {
+                    Tok::Any => next[i] = true,
+                    Tok::One => next[i + 1] = true,
+                    Tok::Lit(l) if l == c => next[i + 1] = true,
+                    Tok::Lit(_) => {}
+                }
+            }
+            rev.close(&mut next);
+            states = next;
+            out[k] = states[n];
+        }
+        out
+    }
+
+    /// The longest prefix of `s` the pattern matches, spending at most `budget` state steps.
+    fn longest_prefix(&self, s: &[char], budget: &mut usize) -> Result<Option<usize>, ExpandError> {
+        let n = self.toks.len();
+        let mut states = vec![false; n + 1];
+        states[0] = true;
+        self.close(&mut states);
+        let mut best = states[n].then_some(0);
+        for (k, &c) in s.iter().enumerate() {
+            *budget = budget.checked_sub(n + 1).ok_or_else(|| ExpandError {
+                message: "pattern substitution too expensive".into(),
+            })?;
+            let mut next = vec![false; n + 1];
+            let mut alive = false;
+            for i in 0..n {
+                if !states[i] {
+                    continue;
+                }
+                match self.toks[i] {
+                    Tok::Any => next[i] = true,
+                    Tok::One => next[i + 1] = true,
+                    Tok::Lit(l) if l == c => next[i + 1] = true,
+                    Tok::Lit(_) => {}
+                }
+            }
+            self.close(&mut next);
+            for &b in &next {
+                alive |= b;
+            }
+            if !alive {
+                break;
+            }
+            states = next;
+            if states[n] {
+                best = Some(k + 1);
+            }
+        }
+        Ok(best)
+    }
+
+    fn replace(&self, value: &str, replacement: &str, all: bool) -> Result<String, ExpandError> {
         let chars: Vec<char> = value.chars().collect();
+        let starts = self.match_starts(&chars);
+        let mut budget: usize = 20_000_000;
         let mut out = String::new();
         let mut i = 0;
         let mut last_match_end: Option<usize> = None;
         while i <= chars.len() {
-            let m = self.prefix_matches(&chars[i..]);
-            let end = m.iter().rposition(|&b| b).map(|k| i + k);
+            let end = if starts[i] {
+                self.longest_prefix(&chars[i..], &mut budget)?
+                    .map(|k| i + k)
+            } else {
+                None
+            };
             match end {
                 Some(e) if !(e == i && last_match_end == Some(i)) => {
                     out.push_str(replacement);
@@ -775,7 +850,7 @@ impl Pattern {
                     last_match_end = Some(e);
                     if !all {
                         out.extend(chars.get(i..).unwrap_or_default());
-                        return out;
+                        return Ok(out);
                     }
                 }
                 _ => {
@@ -786,7 +861,7 @@ impl Pattern {
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -835,6 +910,17 @@ mod tests {
         assert!(word("${FOO=aaa}", &[]).is_err());
         assert!(word("${FOO//}", &[]).is_err());
         assert!(word("${FOO//ww}", &[]).is_err());
+    }
+
+    #[test]
+    fn costly_replacements_are_bounded() {
+        let long = "ab".to_owned() + &"a".repeat(60_000);
+        let r = word("${V//a*b/x}", &[("V", &long)]).unwrap();
+        assert_eq!(&r[..2], "xa");
+        assert_eq!(
+            word("${V//*c/x}", &[("V", &long)]).unwrap().len(),
+            long.len()
+        );
     }
 
     #[test]

@@ -150,6 +150,18 @@ fn exercise(text: &str) {
     }
 }
 
+/// The process's peak resident set size (VmHWM) in KiB; 0 if it cannot be read.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() -> ExitCode {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut count = 0usize;
@@ -171,12 +183,23 @@ fn main() -> ExitCode {
         format!("FROM a\nRUN a \\\n{}b\n", " \\\n".repeat(20_000)),
         format!("FROM a\nENV {}\n", "a=\"b\" ".repeat(5000)),
         format!("{}\n", "*".repeat(3000)),
+        format!(
+            "FROM a\nARG V={}\nENV X=${{V//a*b/x}} Y=${{V%%*c}}\n",
+            "a".repeat(60_000)
+        ),
     ];
     for text in &big {
         exercise(text);
         count += 1;
     }
-    println!("fuzz: {count} generated inputs, no panic");
+    let peak_kib = peak_rss_kib();
+    println!("fuzz: {count} generated inputs, no panic, peak RSS {peak_kib} KiB");
+    // Memory stays bounded: the whole run, pathological inputs included, fits in 512 MiB.
+    if peak_kib == 0 || peak_kib > 512 * 1024 {
+        println!("fuzz: peak RSS {peak_kib} KiB is outside (0, 512 MiB]");
+        println!("{count} passed, 1 failed");
+        return ExitCode::FAILURE;
+    }
     println!("{count} passed, 0 failed");
     ExitCode::SUCCESS
 }
