@@ -56,6 +56,8 @@ pub struct Stage {
     pub index: usize,
     /// The stage name, lower-cased (names are case-insensitive).
     pub name: Option<String>,
+    /// The stage name as written, for display.
+    pub name_as_written: Option<String>,
     /// The base as written (unexpanded): image reference, `scratch` or a stage name.
     pub base: String,
     /// `--platform` as written (unexpanded).
@@ -166,9 +168,11 @@ fn from_ast(ast: Ast, source: Arc<SourceFile>) -> Result<Dockerfile, Error> {
         match &instr.command {
             Command::From(f) => {
                 let (base, name, platform) = (f.base.clone(), f.name.clone(), f.platform.clone());
+                let name_as_written = f.name_as_written.clone();
                 stages.push(Stage {
                     index: stages.len(),
                     name,
+                    name_as_written,
                     base,
                     platform,
                     from: instr,
