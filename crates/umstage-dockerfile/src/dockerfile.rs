@@ -342,6 +342,11 @@ impl Instruction {
     /// The RUN's mounts with option values expanded from `env` and fully validated.
     pub fn expand_mounts(&self, run: &Run, env: &dyn Env) -> Result<Vec<crate::Mount>, Error> {
         let lx = self.lexer();
+        let plain = |m: &String| !m.contains(['$', '\'', '"', lx.escape]);
+        if run.mount_flags.iter().all(plain) {
+            // Expansion would change nothing: the mounts parsed with the instruction are final.
+            return Ok(run.mounts.clone());
+        }
         let f = |v: &str| lx.expand_word(v, env).map_err(|e| e.message);
         run.mount_flags
             .iter()

@@ -164,8 +164,160 @@ pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
                 _ => {}
             }
         }
+        stage_rules(stage, &mut push);
+    }
+    for w in &df.warnings {
+        push(
+            "NoEmptyContinuation",
+            "Empty continuation line".to_owned(),
+            w.span,
+        );
+    }
+    for i in &df.meta_args {
+        secrets(i, &mut push);
     }
     out
+}
+
+/// Whether an ARG or ENV name looks like it holds a secret (BuildKit's word list).
+fn looks_secret(name: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    let lower = name.to_ascii_lowercase();
+    !lower.contains("public") && lower.split('_').any(|part| WORDS.contains(&part))
+}
+
+fn secrets(i: &crate::Instruction, push: &mut dyn FnMut(&'static str, String, Span)) {
+    let names: Vec<&str> = match &i.command {
+        Command::Arg(d) => d.iter().map(|a| a.name.as_str()).collect(),
+        Command::Env(kv) => kv.iter().map(|k| k.key.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    for n in names {
+        if looks_secret(n) {
+            push(
+                "SecretsUsedInArgOrEnv",
+                format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({} \"{n}\")",
+                    i.command.name()
+                ),
+                i.span,
+            );
+        }
+    }
+}
+
+/// Rules that look at one stage's instructions.
+fn stage_rules(stage: &crate::Stage, push: &mut dyn FnMut(&'static str, String, Span)) {
+    if let Command::From(f) = &stage.from.command
+        && let Some(p) = &f.platform
+    {
+        if p == "$TARGETPLATFORM" || p == "${TARGETPLATFORM}" {
+            push(
+                "RedundantTargetPlatform",
+                format!(
+                    "Setting platform to predefined {p} in FROM is redundant as this is the default behavior"
+                ),
+                stage.from.span,
+            );
+        } else if !p.contains('$') {
+            push(
+                "FromPlatformFlagConstDisallowed",
+                format!("FROM --platform flag should not use constant value \"{p}\""),
+                stage.from.span,
+            );
+        }
+    }
+    for kind in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
+        let spans: Vec<Span> = stage
+            .instructions
+            .iter()
+            .filter(|i| i.command.name() == kind)
+            .map(|i| i.span)
+            .collect();
+        for span in spans.iter().take(spans.len().saturating_sub(1)) {
+            push(
+                "MultipleInstructionsDisallowed",
+                format!(
+                    "Multiple {kind} instructions should not be used in the same stage because only the last one will be used"
+                ),
+                *span,
+            );
+        }
+    }
+    let mut absolute_workdir = false;
+    for i in &stage.instructions {
+        secrets(i, push);
+        match &i.command {
+            Command::Workdir(p) => {
+                if p.starts_with('/') || p.starts_with('$') {
+                    absolute_workdir = true;
+                } else if !absolute_workdir {
+                    push(
+                        "WorkdirRelativePath",
+                        format!(
+                            "Relative workdir \"{p}\" can have unexpected results if the base image changes"
+                        ),
+                        i.span,
+                    );
+                }
+            }
+            Command::Env(_) | Command::Label(_) => {
+                let rest = i
+                    .original
+                    .trim_start()
+                    .strip_prefix(i.keyword.as_str())
+                    .unwrap_or("")
+                    .trim_start();
+                let first = rest.split(char::is_whitespace).next().unwrap_or("");
+                if !first.contains('=') {
+                    let k = i.command.name();
+                    push(
+                        "LegacyKeyValueFormat",
+                        format!(
+                            "\"{k} key=value\" should be used instead of legacy \"{k} key value\" format"
+                        ),
+                        i.span,
+                    );
+                }
+            }
+            Command::Expose(ports) => {
+                for p in ports {
+                    if p.contains(':') {
+                        push(
+                            "ExposeInvalidFormat",
+                            format!(
+                                "EXPOSE instruction should not define an IP address or host-port mapping, found '{p}'"
+                            ),
+                            i.span,
+                        );
+                    }
+                    if let Some((_, proto)) = p.rsplit_once('/')
+                        && proto != proto.to_ascii_lowercase()
+                    {
+                        push(
+                            "ExposeProtoCasing",
+                            format!(
+                                "Defined protocol '{p}' in EXPOSE instruction should be lowercase"
+                            ),
+                            i.span,
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Variables base images commonly set; the parser cannot see the image, so it assumes these.
@@ -225,6 +377,25 @@ mod tests {
         assert!(rules("FROM a AS scratch\n").contains(&"ReservedStageName"));
         assert!(rules("FROM a\nrun x\nRUN y\nRUN z\n").contains(&"ConsistentInstructionCasing"));
         assert!(rules("FROM a\nENV X=$NOPE\n").contains(&"UndefinedVar"));
+    }
+
+    #[test]
+    fn more_buildkit_rules() {
+        assert!(
+            rules("FROM a\nCMD [\"a\"]\nCMD [\"b\"]\n").contains(&"MultipleInstructionsDisallowed")
+        );
+        assert!(rules("FROM a\nWORKDIR app\n").contains(&"WorkdirRelativePath"));
+        assert!(!rules("FROM a\nWORKDIR /srv\nWORKDIR app\n").contains(&"WorkdirRelativePath"));
+        assert!(rules("FROM a\nENV k v\n").contains(&"LegacyKeyValueFormat"));
+        assert!(rules("FROM a\nARG DB_PASSWORD\n").contains(&"SecretsUsedInArgOrEnv"));
+        assert!(!rules("FROM a\nARG PUBLIC_KEY\n").contains(&"SecretsUsedInArgOrEnv"));
+        assert!(
+            rules("FROM --platform=linux/amd64 a\n").contains(&"FromPlatformFlagConstDisallowed")
+        );
+        assert!(rules("FROM --platform=$TARGETPLATFORM a\n").contains(&"RedundantTargetPlatform"));
+        assert!(rules("FROM a\nEXPOSE 80/TCP\n").contains(&"ExposeProtoCasing"));
+        assert!(rules("FROM a\nEXPOSE 8080:80\n").contains(&"ExposeInvalidFormat"));
+        assert!(rules("FROM a\nRUN a \\\n\n b\n").contains(&"NoEmptyContinuation"));
     }
 
     #[test]
