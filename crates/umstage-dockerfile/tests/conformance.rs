@@ -232,6 +232,7 @@ const WALK_FAILS_AT: &[(&str, usize, &str)] = &[
 
 /// Resolves the graph and expands every instruction of every stage with default build args.
 fn walk(df: &Dockerfile) -> Result<(), Error> {
+    df.lints();
     let args = BuildArgs::default();
     let meta = df.meta_scope(&args)?;
     let graph = df.graph(&meta)?;

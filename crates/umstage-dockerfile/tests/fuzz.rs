@@ -133,6 +133,7 @@ fn exercise(text: &str) {
     let _ = lexer.expand_words(text, &env);
     let _ = Dockerignore::parse(text).map(|d| d.is_excluded("a/b/c.md"));
     if let Ok(df) = parse("Dockerfile", text) {
+        let _ = df.lints();
         let args = BuildArgs::default();
         if let Ok(meta) = df.meta_scope(&args) {
             if let (Ok(g), Ok(t)) = (df.graph(&meta), df.resolve_target(None)) {
