@@ -335,7 +335,8 @@ fn parse_ast_inner(file: &str, text: &str) -> Result<Ast, Error> {
         directives: Directives::default(),
         seen: Vec::new(),
     };
-    let mut nodes = Vec::new();
+    // At most one instruction per line; sizing once avoids re-copying large node vectors.
+    let mut nodes = Vec::with_capacity(lines.len().min(1 << 16));
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
     let mut next = 0usize;
