@@ -5,6 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod harness;
+
 use umstage_dockerfile::{BuildArgs, Dockerfile, Error, Lexer, StageScope, dump, parse, parse_ast};
 
 /// Cases left out on purpose, with the reason. There are none.
@@ -292,6 +294,9 @@ fn real_world(dir: &Path) -> (Tally, Tally, Tally) {
 }
 
 fn main() -> ExitCode {
+    if !harness::should_run("conformance") {
+        return ExitCode::SUCCESS;
+    }
     let root = shared();
     let parser = root.join("buildkit/frontend/dockerfile/parser");
     let shell = root.join("buildkit/frontend/dockerfile/shell");
