@@ -1,0 +1,128 @@
+//! Layer compression: gzip (zlib-rs, optionally in parallel blocks) and zstd, all deterministic.
+
+use std::io::{self, Read, Write};
+
+use oci_spec::image::MediaType;
+
+use crate::pgzip::ParallelGzip;
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// An uncompressed tar.
+    None,
+    /// gzip at `level` (0–9).
+    Gzip {
+        /// The deflate level.
+        level: u32,
+    },
+    /// zstd at `level` (1–22).
+    Zstd {
+        /// The zstd level.
+        level: i32,
+    },
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::GZIP
+    }
+}
+
+impl Compression {
+    /// The default gzip level; see `docs/benchmarks.md` for why.
+    pub const GZIP: Self = Self::Gzip { level: 1 };
+    /// The default zstd level; see `docs/benchmarks.md` for why.
+    pub const ZSTD: Self = Self::Zstd { level: 3 };
+
+    /// The OCI media type of a layer compressed this way.
+    pub fn oci_media_type(self) -> MediaType {
+        match self {
+            Self::None => MediaType::ImageLayer,
+            Self::Gzip { .. } => MediaType::ImageLayerGzip,
+            Self::Zstd { .. } => MediaType::ImageLayerZstd,
+        }
+    }
+
+    /// The compression a layer media type announces, if it is one umstage reads.
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Self::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Self::GZIP),
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Self::ZSTD),
+            _ => None,
+        }
+    }
+}
+
+/// A writer compressing into `W`.
+pub(crate) enum Encoder<W: Write + Send + 'static> {
+    Plain(W),
+    Gzip(ParallelGzip<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write + Send + 'static> Encoder<W> {
+    /// A compressor for `compression`; gzip and zstd use up to `threads` threads.
+    pub(crate) fn new(out: W, compression: Compression, threads: usize) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => Self::Plain(out),
+            Compression::Gzip { level } => Self::Gzip(ParallelGzip::new(out, level, threads)),
+            Compression::Zstd { level } => {
+                let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+                // zstd's multi-threaded mode cuts the input into jobs independently of the
+                // worker count, so any count >= 1 gives the same bytes (single-threaded mode,
+                // 0 workers, would not).
+                encoder.multithread(u32::try_from(threads.max(1)).unwrap_or(1))?;
+                Self::Zstd(encoder)
+            }
+        })
+    }
+
+    /// Flushes everything and returns the inner writer.
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Self::Plain(w) => Ok(w),
+            Self::Gzip(e) => e.finish(),
+            Self::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(buf),
+            Self::Gzip(e) => e.write(buf),
+            Self::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Gzip(e) => e.flush(),
+            Self::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+/// A reader decompressing a layer blob; the format is detected from its first bytes.
+pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>> {
+    let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
+    let head = io::BufRead::fill_buf(&mut reader)?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
+    } else {
+        Box::new(reader)
+    })
+}

@@ -1,0 +1,366 @@
+//! Path resolution confined to a root directory, as if the root were `/` (like `openat2` with
+//! `RESOLVE_IN_ROOT`): symlinks are followed inside the root, never to a host file. The layer
+//! unpacker uses it, and so must every file operation on a rootfs (COPY, ADD, WORKDIR).
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+
+/// Symlinks followed in one resolution before giving up, as the kernel's limit.
+const MAX_SYMLINKS: u32 = 40;
+
+/// What to do when a path tries to climb above the root (`..` at the root, possibly via a symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// Stay at the root, as the kernel does for `..` at `/` inside a chroot (COPY/ADD semantics).
+    Clamp,
+    /// Refuse the path with [`InRootError::Escapes`] (for untrusted layers).
+    Refuse,
+}
+
+/// A path could not be resolved inside the root.
+#[derive(Debug, thiserror::Error)]
+pub enum InRootError {
+    /// The path, possibly through a symlink, leads outside the root.
+    #[error("{path}: leads outside the root{}", via.as_ref().map(|v| format!(" through the symlink {}", v.display())).unwrap_or_default())]
+    Escapes {
+        /// The path asked for.
+        path: PathBuf,
+        /// The symlink that made it escape, if one did.
+        via: Option<PathBuf>,
+    },
+    /// Too many symlinks were followed.
+    #[error("{0}: too many levels of symbolic links")]
+    Loop(PathBuf),
+    /// An intermediate component is not a directory.
+    #[error("{path}: {component} is not a directory")]
+    NotADirectory {
+        /// The path asked for.
+        path: PathBuf,
+        /// The offending component.
+        component: PathBuf,
+    },
+    /// A system call failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path asked for.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl InRootError {
+    /// Whether the error says the path (or a parent of it) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// A directory used as the root for resolving paths.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// A resolved location: the directory that holds the final component, and its name.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The directory containing the entry (an `O_PATH` descriptor, usable with the `*at` calls).
+    pub parent: OwnedFd,
+    /// The final component (`.` when the path is the root itself).
+    pub name: OsString,
+}
+
+impl Resolved {
+    /// A `/proc/self/fd/N/name` path reaching the entry without following it, for calls that have
+    /// no `*at` form (the `l*xattr` family).
+    pub fn proc_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.parent.as_raw_fd())).join(&self.name)
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(rustix::io::Errno) -> InRootError + '_ {
+    move |e| InRootError::Io {
+        path: path.to_owned(),
+        source: e.into(),
+    }
+}
+
+fn open_path(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+impl Root {
+    /// Opens `path` as a root.
+    pub fn open(path: impl Into<PathBuf>) -> io::Result<Self> {
+        let path = path.into();
+        let fd = rfs::open(
+            &path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Self { fd, path })
+    }
+
+    /// The root's path on the host.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The root directory's descriptor.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Resolves every component of `path` but the last inside the root, following symlinks there;
+    /// missing directories are created (mode 0755) when `create_parents` is set.
+    pub fn resolve_parent(
+        &self,
+        path: &Path,
+        escape: Escape,
+        create_parents: bool,
+    ) -> Result<Resolved, InRootError> {
+        let mut components = normal_components(path, escape)?;
+        let Some(name) = components.pop_back() else {
+            return Ok(Resolved {
+                parent: rfs::openat(&self.fd, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(io_at(path))?,
+                name: ".".into(),
+            });
+        };
+        let parent = self.walk(path, components, escape, create_parents)?;
+        if name == ".." {
+            // `a/..` as a final component: resolve fully instead.
+            let dir = self.resolve_dir(path, escape, false)?;
+            return Ok(Resolved {
+                parent: dir,
+                name: ".".into(),
+            });
+        }
+        Ok(Resolved { parent, name })
+    }
+
+    /// Resolves `path` to a directory inside the root, following symlinks there, optionally
+    /// creating missing directories.
+    pub fn resolve_dir(
+        &self,
+        path: &Path,
+        escape: Escape,
+        create: bool,
+    ) -> Result<OwnedFd, InRootError> {
+        let components = normal_components(path, escape)?;
+        self.walk(path, components, escape, create)
+    }
+
+    fn walk(
+        &self,
+        path: &Path,
+        mut queue: VecDeque<OsString>,
+        escape: Escape,
+        create: bool,
+    ) -> Result<OwnedFd, InRootError> {
+        let mut stack: Vec<OwnedFd> = Vec::new();
+        let mut links = 0;
+        let mut via: Option<PathBuf> = None;
+        let mut walked = PathBuf::new();
+        while let Some(component) = queue.pop_front() {
+            if component == ".." {
+                if stack.pop().is_none() && escape == Escape::Refuse {
+                    return Err(InRootError::Escapes {
+                        path: path.to_owned(),
+                        via,
+                    });
+                }
+                walked.pop();
+                continue;
+            }
+            let current = stack.last().unwrap_or(&self.fd);
+            let fd = match open_path(current, &component) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) if create => {
+                    match rfs::mkdirat(current, &component, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(io_at(path)(e)),
+                    }
+                    open_path(current, &component).map_err(io_at(path))?
+                }
+                Err(e) => return Err(io_at(path)(e)),
+            };
+            let stat = rfs::fstat(&fd).map_err(io_at(path))?;
+            walked.push(&component);
+            match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Directory => stack.push(fd),
+                FileType::Symlink => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(InRootError::Loop(path.to_owned()));
+                    }
+                    let target =
+                        rfs::readlinkat(current, &component, Vec::new()).map_err(io_at(path))?;
+                    let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+                    via = Some(walked.clone());
+                    walked.pop();
+                    if target.is_absolute() {
+                        stack.clear();
+                        walked = PathBuf::new();
+                    }
+                    for part in target.components().rev() {
+                        match part {
+                            Component::Normal(p) => queue.push_front(p.to_owned()),
+                            Component::ParentDir => queue.push_front("..".into()),
+                            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                        }
+                    }
+                }
+                _ => {
+                    return Err(InRootError::NotADirectory {
+                        path: path.to_owned(),
+                        component: walked,
+                    });
+                }
+            }
+        }
+        match stack.pop() {
+            Some(fd) => Ok(fd),
+            None => rfs::openat(&self.fd, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .map_err(io_at(path)),
+        }
+    }
+
+    /// Opens a regular file for reading at `path` inside the root without following a final symlink.
+    pub fn open_file(&self, path: &Path, escape: Escape) -> Result<std::fs::File, InRootError> {
+        let resolved = self.resolve_parent(path, escape, false)?;
+        let fd = rfs::openat(
+            &resolved.parent,
+            &resolved.name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_at(path))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// `lstat` of `path` inside the root.
+    pub fn lstat(&self, path: &Path, escape: Escape) -> Result<rfs::Stat, InRootError> {
+        let resolved = self.resolve_parent(path, escape, false)?;
+        rfs::statat(&resolved.parent, &resolved.name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_at(path))
+    }
+}
+
+/// Splits a path into its components, dropping `/` and `.`; `..` is kept for the walk to handle,
+/// except that with [`Escape::Refuse`] a lexical `..` is refused outright.
+fn normal_components(path: &Path, escape: Escape) -> Result<VecDeque<OsString>, InRootError> {
+    let mut out = VecDeque::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(c) => out.push_back(c.to_owned()),
+            Component::ParentDir if escape == Escape::Refuse => {
+                return Err(InRootError::Escapes {
+                    path: path.to_owned(),
+                    via: None,
+                });
+            }
+            Component::ParentDir => out.push_back("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn stat_ino(fd: &OwnedFd) -> u64 {
+        rfs::fstat(fd).unwrap().st_ino
+    }
+
+    #[test]
+    fn absolute_and_dotdot_symlinks_stay_inside_with_clamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        symlink("/usr/lib", root.join("abs")).unwrap();
+        symlink("../../../../../..", root.join("up")).unwrap();
+        let r = Root::open(&root).unwrap();
+        let lib = std::fs::metadata(root.join("usr/lib")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            stat_ino(
+                &r.resolve_dir(Path::new("abs"), Escape::Clamp, false)
+                    .unwrap()
+            ),
+            lib.ino()
+        );
+        let up = r
+            .resolve_dir(Path::new("up/usr/lib"), Escape::Clamp, false)
+            .unwrap();
+        assert_eq!(stat_ino(&up), lib.ino());
+    }
+
+    #[test]
+    fn escaping_symlink_is_refused_in_refuse_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        symlink("../..", root.join("up")).unwrap();
+        let r = Root::open(&root).unwrap();
+        let err = r
+            .resolve_parent(Path::new("up/etc/passwd"), Escape::Refuse, false)
+            .unwrap_err();
+        assert!(
+            matches!(err, InRootError::Escapes { via: Some(_), .. }),
+            "{err}"
+        );
+        let err = r
+            .resolve_parent(Path::new("a/../../x"), Escape::Refuse, false)
+            .unwrap_err();
+        assert!(matches!(err, InRootError::Escapes { .. }), "{err}");
+    }
+
+    #[test]
+    fn symlink_loops_and_files_as_directories_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        symlink("b", dir.path().join("a")).unwrap();
+        symlink("a", dir.path().join("b")).unwrap();
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        let r = Root::open(dir.path()).unwrap();
+        assert!(matches!(
+            r.resolve_dir(Path::new("a"), Escape::Clamp, false),
+            Err(InRootError::Loop(_))
+        ));
+        assert!(matches!(
+            r.resolve_dir(Path::new("f/x"), Escape::Clamp, false),
+            Err(InRootError::NotADirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn create_parents_makes_directories_inside_the_root_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        symlink("/", root.join("slash")).unwrap();
+        let r = Root::open(&root).unwrap();
+        r.resolve_parent(Path::new("slash/new/deep/file"), Escape::Clamp, true)
+            .unwrap();
+        assert!(root.join("new/deep").is_dir());
+        assert!(!Path::new("/new").exists());
+    }
+}

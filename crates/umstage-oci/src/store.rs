@@ -1,0 +1,460 @@
+//! The content-addressed blob store: blobs are written to a temporary file, verified, synced and
+//! renamed into place, so readers never see a partial or wrong blob.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::{Digest, DigestError, Hasher};
+
+/// A failure of the content store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation on the store failed.
+    #[error("content store: {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Reading the data to store failed.
+    #[error("content store: reading the blob's data: {0}")]
+    Source(#[source] io::Error),
+    /// The bytes received do not hash to the digest they were announced with; nothing was stored.
+    #[error(
+        "content mismatch: expected {expected}, got {actual} ({size} bytes); the data was discarded"
+    )]
+    Mismatch {
+        /// The digest the data was announced with.
+        expected: Digest,
+        /// The digest of the data actually received.
+        actual: Digest,
+        /// How many bytes were received.
+        size: u64,
+    },
+    /// A stored blob no longer matches its digest; it has been removed so it can be fetched again.
+    #[error(
+        "stored blob {0} is corrupt (its content does not match its digest); it was removed, fetch it again"
+    )]
+    Corrupt(Digest),
+    /// The blob is not in the store.
+    #[error("blob {0} is not in the content store")]
+    Missing(Digest),
+    /// The blob is larger than the caller allows.
+    #[error("blob {digest} is {size} bytes, more than the {limit} allowed here")]
+    TooLarge {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The digest cannot be used.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The digest and size of a stored blob.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobInfo {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size in bytes.
+    pub size: u64,
+}
+
+/// A content-addressed blob store rooted in one directory (`blobs/<alg>/<hex>` plus `ingest/`).
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+}
+
+static INGEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl ContentStore {
+    /// The default state root: `$XDG_DATA_HOME/umstage`, else `~/.local/share/umstage`.
+    pub fn default_root() -> Option<PathBuf> {
+        match std::env::var_os("XDG_DATA_HOME") {
+            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir).join("umstage")),
+            _ => std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".local/share/umstage")),
+        }
+    }
+
+    /// Opens (creating if needed) the store whose blobs live under `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for dir in ["blobs/sha256", "blobs/sha512", "ingest"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
+        }
+        Ok(Self { root })
+    }
+
+    /// The directory this store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with `digest` is (or would be) stored.
+    pub fn blob_path(&self, digest: &Digest) -> Result<PathBuf> {
+        Hasher::for_digest(digest)?;
+        Ok(self
+            .root
+            .join("blobs")
+            .join(digest.algorithm().as_ref())
+            .join(digest.digest()))
+    }
+
+    /// Whether a blob with `digest` is present (its content is checked when it is read).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// The size of a stored blob, or `None` when it is absent.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        let path = self.blob_path(digest).ok()?;
+        fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
+    /// Starts writing a new blob hashed with SHA-256.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        self.writer_with(Hasher::sha256())
+    }
+
+    /// Starts writing a blob that must turn out to be `expected`.
+    pub fn writer_for(&self, expected: &Digest) -> Result<BlobWriter> {
+        let mut writer = self.writer_with(Hasher::for_digest(expected)?)?;
+        writer.expected = Some(expected.clone());
+        Ok(writer)
+    }
+
+    fn writer_with(&self, hasher: Hasher) -> Result<BlobWriter> {
+        let name = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            INGEST_COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let temp = self.root.join("ingest").join(name);
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io_err("creating", &temp))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            temp,
+            hasher,
+            size: 0,
+            expected: None,
+        })
+    }
+
+    /// Stores everything `reader` yields, streaming; when `expected` is given the data must match it.
+    pub fn ingest(&self, mut reader: impl Read, expected: Option<&Digest>) -> Result<BlobInfo> {
+        let mut writer = match expected {
+            Some(digest) => self.writer_for(digest)?,
+            None => self.writer()?,
+        };
+        io::copy(&mut reader, &mut writer).map_err(|e| match e.downcast::<StoreError>() {
+            Ok(store_error) => store_error,
+            Err(e) => StoreError::Source(e),
+        })?;
+        writer.commit()
+    }
+
+    /// Stores `bytes` (for small blobs such as configs and manifests).
+    pub fn put(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        self.ingest(bytes, None)
+    }
+
+    /// Opens a stored blob for reading; reading it to the end checks its digest.
+    pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader> {
+        let path = self.blob_path(digest)?;
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(digest.clone()));
+            }
+            Err(e) => return Err(io_err("opening", &path)(e)),
+        };
+        Ok(VerifyingReader {
+            inner: HashingFile {
+                file,
+                hasher: Hasher::for_digest(digest)?,
+            },
+            digest: digest.clone(),
+            path,
+            done: false,
+        })
+    }
+
+    /// Reads a whole stored blob of at most `limit` bytes, checking its digest.
+    pub fn read(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let size = self
+            .size(digest)
+            .ok_or_else(|| StoreError::Missing(digest.clone()))?;
+        if size > limit {
+            return Err(StoreError::TooLarge {
+                digest: digest.clone(),
+                size,
+                limit,
+            });
+        }
+        let mut reader = self.open_blob(digest)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| reader.map_error(e))?;
+        Ok(bytes)
+    }
+
+    /// Checks a stored blob against its digest; a corrupt blob is removed and reported.
+    pub fn verify(&self, digest: &Digest) -> Result<()> {
+        let mut reader = self.open_blob(digest)?;
+        io::copy(&mut reader, &mut io::sink()).map_err(|e| reader.map_error(e))?;
+        Ok(())
+    }
+
+    /// Removes a blob; absent blobs are not an error.
+    pub fn remove(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A blob being written; invisible to readers until [`BlobWriter::commit`] succeeds.
+pub struct BlobWriter {
+    store: ContentStore,
+    file: Option<BufWriter<File>>,
+    temp: PathBuf,
+    hasher: Hasher,
+    size: u64,
+    expected: Option<Digest>,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already committed"))?;
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), |f| f.flush())
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Verifies, syncs and publishes the blob under its digest.
+    pub fn commit(mut self) -> Result<BlobInfo> {
+        let Some(file) = self.file.take() else {
+            return Err(StoreError::Source(io::Error::other(
+                "blob writer already committed",
+            )));
+        };
+        let file = file
+            .into_inner()
+            .map_err(|e| io_err("writing", &self.temp)(e.into_error()))?;
+        let digest = std::mem::take(&mut self.hasher).finish();
+        if let Some(expected) = self.expected.take()
+            && expected != digest
+        {
+            return Err(StoreError::Mismatch {
+                expected,
+                actual: digest,
+                size: self.size,
+            });
+        }
+        file.sync_all().map_err(io_err("syncing", &self.temp))?;
+        drop(file);
+        let path = self.store.blob_path(&digest)?;
+        fs::rename(&self.temp, &path).map_err(io_err("publishing", &path))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("syncing", dir))?;
+        }
+        self.temp = PathBuf::new();
+        Ok(BlobInfo {
+            digest,
+            size: self.size,
+        })
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+struct HashingFile {
+    file: File,
+    hasher: Hasher,
+}
+
+/// A reader over a stored blob that fails at the end if the content does not match the digest
+/// (and then removes the corrupt blob from the store).
+pub struct VerifyingReader {
+    inner: HashingFile,
+    digest: Digest,
+    path: PathBuf,
+    done: bool,
+}
+
+impl VerifyingReader {
+    /// Turns an error from this reader back into the store error it carries, if any.
+    pub fn map_error(&self, e: io::Error) -> StoreError {
+        match e.downcast::<StoreError>() {
+            Ok(store_error) => store_error,
+            Err(e) => io_err("reading", &self.path)(e),
+        }
+    }
+}
+
+impl Read for VerifyingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.inner.file.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.done = true;
+            let actual = std::mem::take(&mut self.inner.hasher).finish();
+            if actual != self.digest {
+                let _ = fs::remove_file(&self.path);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    StoreError::Corrupt(self.digest.clone()),
+                ));
+            }
+            return Ok(0);
+        }
+        self.inner.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::digest::sha256;
+
+    #[test]
+    fn put_then_read_round_trips_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let a = store.put(b"hello").unwrap();
+        let b = store.put(b"hello").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.digest, sha256(b"hello"));
+        assert_eq!(store.read(&a.digest, 100).unwrap(), b"hello");
+        assert!(
+            fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn wrong_content_for_expected_digest_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let expected = sha256(b"right");
+        let err = store.ingest(&b"wrong"[..], Some(&expected)).unwrap_err();
+        assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+        assert!(!store.contains(&expected));
+        assert!(!store.contains(&sha256(b"wrong")));
+    }
+
+    #[test]
+    fn corrupt_blob_is_detected_on_read_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let info = store.put(b"original").unwrap();
+        fs::write(store.blob_path(&info.digest).unwrap(), b"tampered").unwrap();
+        let err = store.read(&info.digest, 100).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(!store.contains(&info.digest));
+        store.put(b"original").unwrap();
+        store.verify(&info.digest).unwrap();
+    }
+
+    #[test]
+    fn interrupted_write_leaves_no_blob_and_next_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let data = vec![7u8; 1 << 20];
+        let mut writer = store.writer().unwrap();
+        writer.write_all(&data[..1000]).unwrap();
+        drop(writer);
+        let digest = sha256(&data);
+        assert!(!store.contains(&digest));
+        assert!(
+            fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert_eq!(
+            store.ingest(&data[..], Some(&digest)).unwrap().size,
+            1 << 20
+        );
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_blob_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| store.ingest(&data[..], None)))
+                .collect();
+            for h in handles {
+                assert_eq!(h.join().unwrap().unwrap().size, data.len() as u64);
+            }
+        });
+        store.verify(&sha256(&data)).unwrap();
+    }
+}

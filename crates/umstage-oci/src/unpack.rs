@@ -1,0 +1,567 @@
+//! The layer unpacker: applies a layer tar onto a directory, either plainly (whiteouts delete) or
+//! overlay-natively (whiteouts become overlay whiteouts, so the directory can be a lower dir).
+//! Every path is resolved inside the target root; hostile entries are refused.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+
+use crate::compress::decompress;
+use crate::digest::Digest;
+use crate::inroot::{Escape, InRootError, Resolved, Root};
+use crate::layer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::store::{ContentStore, StoreError};
+use crate::tarball::{EntryKind, Header, TarError, TarReader};
+
+/// How whiteouts are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnpackMode {
+    /// Whiteouts delete what they name; opaque markers empty their directory.
+    Plain,
+    /// Whiteouts become 0:0 character devices and opaque directories get the overlay opaque
+    /// xattr, so the result can serve as an overlayfs lower directory.
+    Overlay {
+        /// `true` for `user.overlay.opaque` (mounts with `userxattr`, as in a user namespace),
+        /// `false` for `trusted.overlay.opaque`.
+        userxattr: bool,
+    },
+}
+
+/// One contiguous range of a uid or gid map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    /// First id inside the image.
+    pub container: u32,
+    /// The id it becomes on disk.
+    pub host: u32,
+    /// Number of ids in the range.
+    pub size: u32,
+}
+
+/// How image uids and gids become owners on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdMap {
+    /// uid ranges; empty means identity.
+    pub uids: Vec<IdRange>,
+    /// gid ranges; empty means identity.
+    pub gids: Vec<IdRange>,
+}
+
+fn map_id(ranges: &[IdRange], id: u64) -> Option<u32> {
+    let id = u32::try_from(id).ok()?;
+    if ranges.is_empty() {
+        return Some(id);
+    }
+    ranges
+        .iter()
+        .find(|r| id >= r.container && id - r.container < r.size)
+        .map(|r| r.host + (id - r.container))
+}
+
+/// How to unpack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackOptions {
+    /// Plain or overlay-native.
+    pub mode: UnpackMode,
+    /// Owner mapping.
+    pub ids: IdMap,
+    /// Turn failures to set owners or privileged xattrs into warnings (rootless without a
+    /// subordinate id range).
+    pub ignore_chown_errors: bool,
+    /// Largest regular file accepted.
+    pub max_file_size: u64,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        Self {
+            mode: UnpackMode::Plain,
+            ids: IdMap::default(),
+            ignore_chown_errors: false,
+            max_file_size: 1 << 40,
+        }
+    }
+}
+
+/// What an unpack did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// Entries applied.
+    pub entries: u64,
+    /// Things skipped (device nodes without permission, unsettable owners or xattrs).
+    pub warnings: Vec<String>,
+}
+
+/// Unpacking a layer failed; nothing outside the target was touched.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The tar stream is malformed.
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    /// An entry's path or link is refused.
+    #[error("refused entry {path:?}: {reason}")]
+    Refused {
+        /// The entry.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// An entry's path resolves outside the target.
+    #[error("refused entry: {0}")]
+    Resolve(#[from] InRootError),
+    /// A file operation failed.
+    #[error("unpacking {path:?} into {target}: {source}")]
+    Io {
+        /// The entry.
+        path: String,
+        /// The target directory.
+        target: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The layer blob could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Errors while unpacking one layer of an image.
+    #[error("layer {digest}: {source}")]
+    Layer {
+        /// The layer.
+        digest: Digest,
+        /// What went wrong.
+        source: Box<UnpackError>,
+    },
+}
+
+fn refused(path: &[u8], reason: impl Into<String>) -> UnpackError {
+    UnpackError::Refused {
+        path: String::from_utf8_lossy(path).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Normalises an archive path to a relative one, refusing absolute paths and `..`.
+fn clean_path(raw: &[u8]) -> Result<PathBuf, UnpackError> {
+    if raw.starts_with(b"/") {
+        return Err(refused(raw, "absolute path"));
+    }
+    if raw.contains(&0) {
+        return Err(refused(raw, "NUL byte in path"));
+    }
+    let mut out = PathBuf::new();
+    for component in Path::new(OsStr::from_bytes(raw)).components() {
+        match component {
+            Component::Normal(c) => out.push(c),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(refused(raw, "'..' component")),
+            Component::RootDir | Component::Prefix(_) => return Err(refused(raw, "absolute path")),
+        }
+    }
+    Ok(out)
+}
+
+struct Unpacker<'a> {
+    root: Root,
+    options: &'a UnpackOptions,
+    report: UnpackReport,
+    created: HashSet<PathBuf>,
+    dir_times: Vec<(PathBuf, i64)>,
+    buffer: Vec<u8>,
+}
+
+fn is_overlay_internal(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+}
+
+impl Unpacker<'_> {
+    fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> UnpackError + use<> {
+        let path = path.to_string_lossy().into_owned();
+        let target = self.root.path().to_owned();
+        move |source| UnpackError::Io {
+            path,
+            target,
+            source,
+        }
+    }
+
+    fn errno(&self, path: &Path) -> impl FnOnce(rustix::io::Errno) -> UnpackError + use<> {
+        let f = self.io(path);
+        move |e| f(e.into())
+    }
+
+    fn warn(&mut self, message: String) {
+        tracing::warn!("{message}");
+        self.report.warnings.push(message);
+    }
+
+    fn apply<R: Read>(
+        &mut self,
+        tar: &mut TarReader<R>,
+        header: Header,
+    ) -> Result<(), UnpackError> {
+        let path = clean_path(&header.path)?;
+        let Some(name) = path.file_name().map(OsStr::to_owned) else {
+            return Ok(()); // the root itself: its metadata belongs to whoever made the target
+        };
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
+            let dir = path.parent().unwrap_or(Path::new(""));
+            return self.opaque(dir);
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                return Ok(()); // other `.wh..wh.` metadata (aufs): nothing to apply
+            }
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(refused(&header.path, "whiteout names no file"));
+            }
+            return self.whiteout(&path.with_file_name(OsStr::from_bytes(hidden)));
+        }
+        let resolved = self.root.resolve_parent(&path, Escape::Refuse, true)?;
+        let existing = rfs::statat(&resolved.parent, &name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let existing_dir = existing
+            .as_ref()
+            .is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
+        if existing.is_some() && !(header.kind == EntryKind::Dir && existing_dir) {
+            remove_all(&resolved.parent, &name).map_err(self.errno(&path))?;
+        }
+        let err = self.errno(&path);
+        match header.kind {
+            EntryKind::Dir => {
+                if !existing_dir {
+                    rfs::mkdirat(&resolved.parent, &name, Mode::from_raw_mode(0o700))
+                        .map_err(err)?;
+                }
+                self.dir_times.push((path.clone(), header.mtime));
+            }
+            EntryKind::File => {
+                if header.size > self.options.max_file_size {
+                    return Err(refused(
+                        &header.path,
+                        format!("file of {} bytes exceeds the limit", header.size),
+                    ));
+                }
+                let fd = rfs::openat(
+                    &resolved.parent,
+                    &name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(err)?;
+                let mut file = std::fs::File::from(fd);
+                let mut content = tar.content();
+                loop {
+                    let n = content.read(&mut self.buffer).map_err(self.io(&path))?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&self.buffer[..n]).map_err(self.io(&path))?;
+                }
+            }
+            EntryKind::Symlink => {
+                if header.link.contains(&0) {
+                    return Err(refused(&header.path, "NUL byte in symlink target"));
+                }
+                rfs::symlinkat(OsStr::from_bytes(&header.link), &resolved.parent, &name)
+                    .map_err(err)?;
+            }
+            EntryKind::Hardlink => {
+                let source = clean_path(&header.link)?;
+                if source.as_os_str().is_empty() {
+                    return Err(refused(&header.path, "hard link to the root"));
+                }
+                let from = self.root.resolve_parent(&source, Escape::Refuse, false)?;
+                rfs::linkat(
+                    &from.parent,
+                    &from.name,
+                    &resolved.parent,
+                    &name,
+                    AtFlags::empty(),
+                )
+                .map_err(err)?;
+                self.created.insert(path);
+                return Ok(());
+            }
+            EntryKind::Char | EntryKind::Block | EntryKind::Fifo => {
+                let file_type = match header.kind {
+                    EntryKind::Char => FileType::CharacterDevice,
+                    EntryKind::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let dev = rfs::makedev(header.dev_major, header.dev_minor);
+                match rfs::mknodat(
+                    &resolved.parent,
+                    &name,
+                    file_type,
+                    Mode::from_raw_mode(0o600),
+                    dev,
+                ) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
+                        if header.kind != EntryKind::Fifo =>
+                    {
+                        self.warn(format!(
+                            "skipped device node {} ({}:{}): not permitted here",
+                            path.display(),
+                            header.dev_major,
+                            header.dev_minor
+                        ));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            }
+        }
+        self.set_metadata(&path, &resolved, &header)?;
+        self.created.insert(path);
+        Ok(())
+    }
+
+    fn set_metadata(
+        &mut self,
+        path: &Path,
+        at: &Resolved,
+        header: &Header,
+    ) -> Result<(), UnpackError> {
+        let uid = map_id(&self.options.ids.uids, header.uid);
+        let gid = map_id(&self.options.ids.gids, header.gid);
+        let chown = match (uid, gid) {
+            (Some(uid), Some(gid)) => rfs::chownat(
+                &at.parent,
+                &at.name,
+                Some(rfs::Uid::from_raw(uid)),
+                Some(rfs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(io::Error::from),
+            _ => Err(io::Error::other(format!(
+                "owner {}:{} is outside the id map",
+                header.uid, header.gid
+            ))),
+        };
+        if let Err(e) = chown {
+            if !self.options.ignore_chown_errors {
+                return Err(self.io(path)(e));
+            }
+            self.warn(format!(
+                "{}: could not set owner {}:{}: {e}",
+                path.display(),
+                header.uid,
+                header.gid
+            ));
+        }
+        for (key, value) in &header.xattrs {
+            if is_overlay_internal(key) {
+                continue;
+            }
+            if let Err(e) = rfs::lsetxattr(at.proc_path(), key.as_str(), value, XattrFlags::empty())
+            {
+                let privileged = key.starts_with("trusted.") || key.starts_with("security.");
+                let tolerable = privileged
+                    || self.options.ignore_chown_errors
+                    || e == rustix::io::Errno::NOTSUP;
+                if !tolerable {
+                    return Err(self.errno(path)(e));
+                }
+                self.warn(format!(
+                    "{}: could not set xattr {key}: {e}",
+                    path.display()
+                ));
+            }
+        }
+        if header.kind != EntryKind::Symlink {
+            rfs::chmodat(
+                &at.parent,
+                &at.name,
+                Mode::from_raw_mode(header.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(self.errno(path))?;
+        }
+        if header.kind != EntryKind::Dir {
+            set_mtime(&at.parent, &at.name, header.mtime).map_err(self.errno(path))?;
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, target: &Path) -> Result<(), UnpackError> {
+        let create = matches!(self.options.mode, UnpackMode::Overlay { .. });
+        let resolved = match self.root.resolve_parent(target, Escape::Refuse, create) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() && !create => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let exists =
+            rfs::statat(&resolved.parent, &resolved.name, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        if exists {
+            remove_all(&resolved.parent, &resolved.name).map_err(self.errno(target))?;
+        }
+        if create {
+            rfs::mknodat(
+                &resolved.parent,
+                &resolved.name,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rfs::makedev(0, 0),
+            )
+            .map_err(self.errno(target))?;
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, dir: &Path) -> Result<(), UnpackError> {
+        let fd = self.root.resolve_dir(dir, Escape::Refuse, true)?;
+        match self.options.mode {
+            UnpackMode::Overlay { userxattr } => {
+                let key = if userxattr {
+                    "user.overlay.opaque"
+                } else {
+                    "trusted.overlay.opaque"
+                };
+                let at = Resolved {
+                    parent: fd,
+                    name: ".".into(),
+                };
+                rfs::lsetxattr(at.proc_path(), key, b"y", XattrFlags::empty())
+                    .map_err(self.errno(dir))?;
+            }
+            UnpackMode::Plain => {
+                let dir_fd = rfs::openat(
+                    &fd,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(self.errno(dir))?;
+                for name in list_dir(&dir_fd).map_err(self.errno(dir))? {
+                    if !self.created.contains(&dir.join(&name)) {
+                        remove_all(&dir_fd, &name).map_err(self.errno(dir))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), UnpackError> {
+        // Directory times last: creating their children changed them.
+        for (path, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+            let at = self.root.resolve_parent(&path, Escape::Refuse, false)?;
+            set_mtime(&at.parent, &at.name, mtime).map_err(self.errno(&path))?;
+        }
+        Ok(())
+    }
+}
+
+fn set_mtime(dir: impl AsFd, name: &OsStr, mtime: i64) -> rustix::io::Result<()> {
+    let time = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rfs::utimensat(
+        dir,
+        name,
+        &Timestamps {
+            last_access: time,
+            last_modification: time,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+}
+
+fn list_dir(dir: &OwnedFd) -> rustix::io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    let reader = rfs::Dir::read_from(dir)?;
+    for entry in reader {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` in `dir`, recursively, without following symlinks.
+fn remove_all(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<()> {
+    let stat = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+        let fd = rfs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        for child in list_dir(&fd)? {
+            remove_all(&fd, &child)?;
+        }
+        rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR)
+    } else {
+        rfs::unlinkat(&dir, name, AtFlags::empty())
+    }
+}
+
+/// Applies an uncompressed or compressed (gzip, zstd: detected) layer tar onto `target`.
+pub fn unpack(
+    reader: impl Read,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let io_err = |source| UnpackError::Io {
+        path: String::new(),
+        target: target.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(target).map_err(io_err)?;
+    let root = Root::open(target).map_err(io_err)?;
+    let decompressed = decompress(reader).map_err(io_err)?;
+    let mut tar = TarReader::new(decompressed);
+    let mut unpacker = Unpacker {
+        root,
+        options,
+        report: UnpackReport::default(),
+        created: HashSet::new(),
+        dir_times: Vec::new(),
+        buffer: vec![0u8; 256 * 1024],
+    };
+    while let Some(header) = tar.next_header()? {
+        unpacker.apply(&mut tar, header)?;
+        unpacker.report.entries += 1;
+    }
+    // Drain trailing padding so a compressed stream is read to its end (and fully checked).
+    io::copy(&mut tar.into_inner(), &mut io::sink()).map_err(io_err)?;
+    unpacker.finish()?;
+    Ok(unpacker.report)
+}
+
+/// Applies the stored layer `digest` onto `target`, verifying the blob as it is read.
+pub fn unpack_blob(
+    store: &ContentStore,
+    digest: &Digest,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let wrap = |source: UnpackError| UnpackError::Layer {
+        digest: digest.clone(),
+        source: Box::new(source),
+    };
+    let blob = store.open_blob(digest).map_err(|e| wrap(e.into()))?;
+    unpack(blob, target, options).map_err(|e| match e {
+        UnpackError::Io { ref source, .. } | UnpackError::Tar(TarError::Io(ref source))
+            if source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<StoreError>()) =>
+        {
+            wrap(UnpackError::Store(StoreError::Corrupt(digest.clone())))
+        }
+        other => wrap(other),
+    })
+}

@@ -1,0 +1,187 @@
+//! Layer writer and unpacker against each other: round trips, whiteouts, determinism.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use umstage_oci::ContentStore;
+use umstage_oci::changes::{Change, ChangeKind, ChangeSet};
+use umstage_oci::compress::Compression;
+use umstage_oci::layer::{LayerOptions, write_layer};
+use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_blob};
+
+fn options(compression: Compression, epoch: Option<i64>) -> LayerOptions {
+    LayerOptions {
+        compression,
+        source_date_epoch: epoch,
+        threads: 2,
+    }
+}
+
+#[test]
+fn rich_tree_round_trips_through_gzip_zstd_and_plain_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("source");
+    make_rich_tree(&source);
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let expected = without_overlay_xattrs(snapshot(&source, true));
+    for (i, compression) in [Compression::GZIP, Compression::ZSTD, Compression::None]
+        .into_iter()
+        .enumerate()
+    {
+        let layer = write_layer(
+            &store,
+            &full_change_set(&source),
+            &options(compression, None),
+        )
+        .unwrap();
+        assert_eq!(layer.media_type, compression.oci_media_type());
+        let target = tmp.path().join(format!("target{i}"));
+        let report = unpack_blob(
+            &store,
+            &layer.blob.digest,
+            &target,
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(snapshot(&target, true), expected, "{compression:?}");
+    }
+}
+
+#[test]
+fn same_changes_with_source_date_epoch_give_identical_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let mut digests = Vec::new();
+    for run in 0..2 {
+        let source = tmp.path().join(format!("source{run}"));
+        make_rich_tree(&source);
+        // Different real times on each run; the epoch must hide them.
+        let when =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000 + run);
+        std::fs::File::options()
+            .write(true)
+            .open(source.join("etc/hostname"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        for compression in [Compression::GZIP, Compression::ZSTD] {
+            let mut opts = options(compression, Some(1_700_000_000));
+            opts.threads = 1 + run as usize;
+            let layer = write_layer(&store, &full_change_set(&source), &opts).unwrap();
+            digests.push((compression, layer.blob.digest, layer.diff_id));
+        }
+    }
+    assert_eq!(digests[0], digests[2]);
+    assert_eq!(digests[1], digests[3]);
+    assert_ne!(digests[0].1, digests[1].1);
+}
+
+#[test]
+fn unclamped_times_differ_so_the_determinism_test_can_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    make_rich_tree(&source);
+    let first = write_layer(
+        &store,
+        &full_change_set(&source),
+        &options(Compression::GZIP, None),
+    )
+    .unwrap();
+    let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(source.join("etc/hostname"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let second = write_layer(
+        &store,
+        &full_change_set(&source),
+        &options(Compression::GZIP, None),
+    )
+    .unwrap();
+    assert_ne!(first.diff_id, second.diff_id);
+}
+
+fn change(path: &str, kind: ChangeKind) -> Change {
+    Change {
+        path: PathBuf::from(path),
+        kind,
+    }
+}
+
+/// A lower layer with `keep`, `gone`, `dir/{a,b}`, then an upper change set deleting `gone` and
+/// making `dir` opaque with a new `dir/c`.
+fn lower_and_upper(
+    tmp: &Path,
+    store: &ContentStore,
+) -> (umstage_oci::layer::LayerInfo, umstage_oci::layer::LayerInfo) {
+    let lower = tmp.join("lower");
+    std::fs::create_dir_all(lower.join("dir")).unwrap();
+    std::fs::write(lower.join("keep"), b"k").unwrap();
+    std::fs::write(lower.join("gone"), b"g").unwrap();
+    std::fs::write(lower.join("dir/a"), b"a").unwrap();
+    std::fs::create_dir(lower.join("dir/b")).unwrap();
+    let lower_layer =
+        write_layer(store, &full_change_set(&lower), &LayerOptions::default()).unwrap();
+    let upper = tmp.join("upper");
+    std::fs::create_dir_all(upper.join("dir")).unwrap();
+    std::fs::write(upper.join("dir/c"), b"c").unwrap();
+    let changes = ChangeSet {
+        source: upper,
+        changes: vec![
+            change("dir/c", ChangeKind::Upsert),
+            change("gone", ChangeKind::Delete),
+            change("dir", ChangeKind::OpaqueDir),
+            change("dir", ChangeKind::Upsert),
+        ],
+    };
+    let upper_layer = write_layer(store, &changes, &LayerOptions::default()).unwrap();
+    (lower_layer, upper_layer)
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_apply_in_plain_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let (lower, upper) = lower_and_upper(tmp.path(), &store);
+    let target = tmp.path().join("rootfs");
+    for layer in [&lower, &upper] {
+        unpack_blob(
+            &store,
+            &layer.blob.digest,
+            &target,
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+    }
+    let names: Vec<_> = snapshot(&target, false).into_keys().collect();
+    assert_eq!(names, ["dir", "dir/c", "keep"].map(PathBuf::from));
+}
+
+#[test]
+fn overlay_native_unpack_makes_whiteout_devices_and_opaque_xattrs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let (_, upper) = lower_and_upper(tmp.path(), &store);
+    let target = tmp.path().join("diff");
+    let opts = UnpackOptions {
+        mode: UnpackMode::Overlay { userxattr: true },
+        ..Default::default()
+    };
+    unpack_blob(&store, &upper.blob.digest, &target, &opts).unwrap();
+    let tree = snapshot(&target, false);
+    let gone = &tree[Path::new("gone")];
+    assert_eq!((gone.kind, gone.rdev), ("char", 0));
+    assert!(
+        tree[Path::new("dir")]
+            .xattrs
+            .contains(&("user.overlay.opaque".to_owned(), b"y".to_vec()))
+    );
+    assert_eq!(tree[Path::new("dir/c")].content, b"c");
+}
