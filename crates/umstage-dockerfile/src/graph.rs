@@ -1,0 +1,332 @@
+//! The stage graph: which stages a stage needs, target pruning, dependency order, parallel waves.
+
+use crate::dockerfile::{Dockerfile, Instruction, MetaScope};
+use crate::error::{Error, ErrorKind};
+use crate::instructions::Command;
+use crate::span::Span;
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// The empty filesystem.
+    Scratch,
+    /// An image reference (expanded).
+    Image(String),
+    /// An earlier stage, by index.
+    Stage(usize),
+}
+
+/// Why one stage needs another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// `FROM <stage>`.
+    Base,
+    /// `COPY --from=<stage>`.
+    CopyFrom,
+    /// `RUN --mount=…,from=<stage>`.
+    MountFrom,
+}
+
+/// A dependency of a stage on an earlier stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    /// The stage depended on.
+    pub stage: usize,
+    /// How.
+    pub kind: EdgeKind,
+    /// Where the reference is written.
+    pub span: Span,
+}
+
+/// An external image a stage reads from (`COPY --from=image`, `--mount from=image`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The image reference.
+    pub reference: String,
+    /// How it is used.
+    pub kind: EdgeKind,
+    /// Where.
+    pub span: Span,
+}
+
+/// One stage's place in the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageNode {
+    /// The stage's index.
+    pub index: usize,
+    /// What it starts from.
+    pub base: Base,
+    /// `--platform` after expansion.
+    pub platform: Option<String>,
+    /// Stages it needs, in the order referenced (duplicates kept with their spans).
+    pub edges: Vec<Edge>,
+    /// External images it reads files from.
+    pub images: Vec<ImageRef>,
+}
+
+/// The stages and their dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageGraph {
+    /// One node per stage, by index.
+    pub nodes: Vec<StageNode>,
+}
+
+impl Dockerfile {
+    /// Resolves every stage reference with the global scope (for FROM and `COPY --from` names).
+    pub fn graph(&self, meta: &MetaScope) -> Result<StageGraph, Error> {
+        let mut nodes = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            let from = &stage.from;
+            let Command::From(f) = &from.command else {
+                continue;
+            };
+            let lx = from.lexer();
+            let base_name = lx
+                .expand_word(&f.base, meta)
+                .map_err(|e| from.error(ErrorKind::Expansion, e.message))?;
+            let platform = f
+                .platform
+                .as_deref()
+                .map(|p| lx.expand_word(p, meta))
+                .transpose()
+                .map_err(|e| from.error(ErrorKind::Expansion, e.message))?;
+            if base_name.is_empty() {
+                return Err(from.error(
+                    ErrorKind::Argument,
+                    format!("base name ({}) should not be blank", f.base),
+                ));
+            }
+            let mut edges = Vec::new();
+            let base = if base_name == "scratch" {
+                Base::Scratch
+            } else {
+                match self.lookup(&base_name, stage.index, from, false)? {
+                    Some(i) => {
+                        edges.push(Edge {
+                            stage: i,
+                            kind: EdgeKind::Base,
+                            span: from.span,
+                        });
+                        Base::Stage(i)
+                    }
+                    None => Base::Image(base_name),
+                }
+            };
+            let mut images = Vec::new();
+            for instr in &stage.instructions {
+                let refs: Vec<(String, EdgeKind)> = match &instr.command {
+                    Command::Copy(c) => c
+                        .from
+                        .iter()
+                        .map(|f| (f.clone(), EdgeKind::CopyFrom))
+                        .collect(),
+                    Command::Run(r) => r
+                        .mounts
+                        .iter()
+                        .filter_map(|m| m.from.clone())
+                        .map(|f| (f, EdgeKind::MountFrom))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for (name, kind) in refs {
+                    let name = if name.contains('$') {
+                        lx.expand_word(&name, meta)
+                            .map_err(|e| instr.error(ErrorKind::Expansion, e.message))?
+                    } else {
+                        name
+                    };
+                    match self.lookup(&name, stage.index, instr, true)? {
+                        Some(i) => edges.push(Edge {
+                            stage: i,
+                            kind,
+                            span: instr.span,
+                        }),
+                        None => images.push(ImageRef {
+                            reference: name,
+                            kind,
+                            span: instr.span,
+                        }),
+                    }
+                }
+            }
+            nodes.push(StageNode {
+                index: stage.index,
+                base,
+                platform,
+                edges,
+                images,
+            });
+        }
+        Ok(StageGraph { nodes })
+    }
+
+    /// Resolves a stage reference made from stage `current`: `Some(index)` for a stage, `None` for an image.
+    fn lookup(
+        &self,
+        name: &str,
+        current: usize,
+        at: &Instruction,
+        allow_index: bool,
+    ) -> Result<Option<usize>, Error> {
+        if allow_index && !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            let index: usize = name.parse().unwrap_or(usize::MAX);
+            return match index {
+                i if i < current => Ok(Some(i)),
+                i if i == current => Err(at.error(
+                    ErrorKind::Stage,
+                    format!("circular dependency detected on stage: stage {i} refers to itself"),
+                )),
+                i if i < self.stages.len() => Err(at.error(
+                    ErrorKind::Stage,
+                    format!("stage {i} is referenced before it is defined (forward reference)"),
+                )),
+                i => Err(at.error(
+                    ErrorKind::Stage,
+                    format!(
+                        "invalid stage index {i}: there are {} stages",
+                        self.stages.len()
+                    ),
+                )),
+            };
+        }
+        let lower = name.to_lowercase();
+        let earlier = self.stages[..current]
+            .iter()
+            .rposition(|s| s.name.as_deref() == Some(lower.as_str()));
+        if let Some(i) = earlier {
+            return Ok(Some(i));
+        }
+        if self.stages[current].name.as_deref() == Some(lower.as_str()) {
+            return Err(at.error(
+                ErrorKind::Stage,
+                format!("circular dependency detected on stage: {lower}"),
+            ));
+        }
+        if self.stages[current + 1..]
+            .iter()
+            .any(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
+            return Err(at
+                .error(
+                    ErrorKind::Stage,
+                    format!(
+                        "stage \"{lower}\" is referenced before it is defined (forward reference)"
+                    ),
+                )
+                .with_suggestion(Some(format!(
+                    "move the stage \"{lower}\" above this instruction"
+                ))));
+        }
+        Ok(None)
+    }
+}
+
+impl StageGraph {
+    /// The distinct stages `index` needs directly, ascending.
+    pub fn deps(&self, index: usize) -> Vec<usize> {
+        let mut d: Vec<usize> = self
+            .nodes
+            .get(index)
+            .map(|n| n.edges.iter().map(|e| e.stage).collect())
+            .unwrap_or_default();
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+
+    /// Every stage `target` needs, itself included, in dependency order (dependencies first).
+    pub fn required(&self, target: usize) -> Vec<usize> {
+        let mut needed = vec![false; self.nodes.len()];
+        let mut stack = vec![target];
+        while let Some(i) = stack.pop() {
+            if i >= needed.len() || needed[i] {
+                continue;
+            }
+            needed[i] = true;
+            stack.extend(self.deps(i));
+        }
+        // Edges only point to earlier stages, so index order is a dependency order.
+        (0..needed.len()).filter(|&i| needed[i]).collect()
+    }
+
+    /// The required stages grouped into waves: every stage in a wave depends only on earlier waves,
+    /// so the stages of one wave are independent and can be built in parallel.
+    pub fn waves(&self, target: usize) -> Vec<Vec<usize>> {
+        let order = self.required(target);
+        let mut level = vec![0usize; self.nodes.len()];
+        let mut waves: Vec<Vec<usize>> = Vec::new();
+        for &i in &order {
+            let l = self
+                .deps(i)
+                .iter()
+                .map(|&d| level[d] + 1)
+                .max()
+                .unwrap_or(0);
+            level[i] = l;
+            if waves.len() <= l {
+                waves.resize(l + 1, Vec::new());
+            }
+            waves[l].push(i);
+        }
+        waves
+    }
+
+    /// Whether neither of two stages needs the other (directly or not).
+    pub fn independent(&self, a: usize, b: usize) -> bool {
+        !self.required(a).contains(&b) && !self.required(b).contains(&a)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::{BuildArgs, parse};
+
+    use super::*;
+
+    fn graph(src: &str) -> Result<StageGraph, Error> {
+        let d = parse("Dockerfile", src)?;
+        let meta = d.meta_scope(&BuildArgs::default())?;
+        d.graph(&meta)
+    }
+
+    #[test]
+    fn edges_pruning_and_waves() {
+        let src = "FROM alpine AS a\nFROM busybox AS b\nFROM a AS c\nCOPY --from=b /x /x\nRUN --mount=from=0,target=/m true\nFROM scratch AS unused\nFROM c\nCOPY --from=nginx:latest /y /y\n";
+        let g = graph(src).unwrap();
+        assert_eq!(g.nodes[2].base, Base::Stage(0));
+        assert_eq!(g.nodes[0].base, Base::Image("alpine".into()));
+        assert_eq!(g.nodes[3].base, Base::Scratch);
+        assert_eq!(g.nodes[4].images[0].reference, "nginx:latest");
+        assert_eq!(g.required(4), vec![0, 1, 2, 4]);
+        assert_eq!(g.waves(4), vec![vec![0, 1], vec![2], vec![4]]);
+        assert!(g.independent(0, 1));
+        assert!(!g.independent(0, 2));
+    }
+
+    #[test]
+    fn copy_from_uses_meta_args() {
+        let d = parse(
+            "Dockerfile",
+            "ARG SRC=builder\nFROM a AS builder\nFROM b\nCOPY --from=$SRC /x /y\n",
+        )
+        .unwrap();
+        let meta = d.meta_scope(&BuildArgs::default()).unwrap();
+        let g = d.graph(&meta).unwrap();
+        assert_eq!(g.deps(1), vec![0]);
+    }
+
+    #[test]
+    fn bad_references_are_located_errors() {
+        let e = graph("FROM a AS x\nCOPY --from=y /a /b\nFROM b AS y\n").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Stage);
+        assert_eq!(e.span.start.line, 2);
+        let e = graph("FROM a AS x\nCOPY --from=x /a /b\n").unwrap_err();
+        assert!(e.message.contains("circular"));
+        assert!(graph("FROM a\nCOPY --from=5 /a /b\n").is_err());
+        assert!(graph("FROM a\nCOPY --from=1 /a /b\nFROM b\n").is_err());
+        let d = parse("Dockerfile", "FROM a AS x\nFROM x\n").unwrap();
+        assert!(d.resolve_target(Some("y")).is_err());
+        assert_eq!(d.resolve_target(Some("X")).unwrap(), 0);
+    }
+}

@@ -1,0 +1,769 @@
+//! Shell-word processing with BuildKit's semantics: quotes, escapes, `$V` and `${…}` forms, word splitting.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Nesting limit for `${…}` inside `${…}`, so hostile input cannot exhaust the stack.
+const MAX_DEPTH: usize = 64;
+
+/// A source of variable values for expansion.
+pub trait Env {
+    /// The value of `name`, or `None` if it is unset.
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        HashMap::get(self, name).map(String::as_str)
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        BTreeMap::get(self, name).map(String::as_str)
+    }
+}
+
+/// A list of `(name, value)` pairs; the last pair with a name wins.
+impl Env for [(String, String)] {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Env for Vec<(String, String)> {
+    fn get(&self, name: &str) -> Option<&str> {
+        Env::get(self.as_slice(), name)
+    }
+}
+
+/// An environment with no variables.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyEnv;
+
+impl Env for EmptyEnv {
+    fn get(&self, _: &str) -> Option<&str> {
+        None
+    }
+}
+
+/// Why a word could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExpandError {
+    /// What went wrong, e.g. `syntax error: bad substitution`.
+    pub message: String,
+}
+
+fn err<T>(message: impl Into<String>) -> Result<T, ExpandError> {
+    Err(ExpandError {
+        message: message.into(),
+    })
+}
+
+/// The result of expanding a word, with the variable names it looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Expansion {
+    /// The word as one string (no splitting).
+    pub value: String,
+    /// The word split into fields as a shell would.
+    pub words: Vec<String>,
+    /// Names that were referenced and set.
+    pub matched: BTreeSet<String>,
+    /// Names that were referenced but unset.
+    pub unmatched: BTreeSet<String>,
+}
+
+/// A shell-word lexer: escape token plus the modes BuildKit's lexer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lexer {
+    /// The escape character, `\` or `` ` ``.
+    pub escape: char,
+    /// Keep quote characters in the output instead of removing them.
+    pub raw_quotes: bool,
+    /// Keep escape characters in the output instead of removing them.
+    pub raw_escapes: bool,
+    /// Leave references to unset variables as written instead of expanding them to nothing.
+    pub skip_unset: bool,
+    /// Treat quote characters as ordinary text (used for heredoc bodies, which keep their quotes).
+    pub skip_quotes: bool,
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Lexer::new('\\')
+    }
+}
+
+impl Lexer {
+    /// A lexer with `escape` as its escape token and every optional mode off.
+    pub const fn new(escape: char) -> Lexer {
+        Lexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_unset: false,
+            skip_quotes: false,
+        }
+    }
+
+    /// Expands `word` to one string: quotes removed, escapes processed, variables substituted.
+    pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<String, ExpandError> {
+        Ok(self.process(word, env)?.value)
+    }
+
+    /// Expands `word` and splits the result into fields.
+    pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<Vec<String>, ExpandError> {
+        Ok(self.process(word, env)?.words)
+    }
+
+    /// Expands `word`, returning the string, the fields and the names it referenced.
+    pub fn process(&self, word: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
+        let mut state = State {
+            lx: *self,
+            src: word,
+            pos: 0,
+            env,
+            depth: 0,
+            matched: BTreeSet::new(),
+            unmatched: BTreeSet::new(),
+        };
+        let (value, words) = state
+            .stop_on(None, self.raw_escapes)
+            .map_err(|e| ExpandError {
+                message: format!("failed to process \"{word}\": {}", e.message),
+            })?;
+        Ok(Expansion {
+            value,
+            words,
+            matched: state.matched,
+            unmatched: state.unmatched,
+        })
+    }
+}
+
+struct State<'a> {
+    lx: Lexer,
+    src: &'a str,
+    pos: usize,
+    env: &'a dyn Env,
+    depth: usize,
+    matched: BTreeSet<String>,
+    unmatched: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct Words {
+    word: String,
+    words: Vec<String>,
+    in_word: bool,
+}
+
+impl Words {
+    fn add_char(&mut self, ch: char) {
+        if ch.is_whitespace() {
+            if self.in_word && !self.word.is_empty() {
+                self.words.push(std::mem::take(&mut self.word));
+                self.in_word = false;
+            }
+        } else {
+            self.add_raw_char(ch);
+        }
+    }
+    fn add_raw_char(&mut self, ch: char) {
+        self.word.push(ch);
+        self.in_word = true;
+    }
+    fn add_string(&mut self, s: &str) {
+        for ch in s.chars() {
+            self.add_char(ch);
+        }
+    }
+    fn add_raw_string(&mut self, s: &str) {
+        self.word.push_str(s);
+        self.in_word = true;
+    }
+    fn finish(mut self) -> Vec<String> {
+        if !self.word.is_empty() {
+            self.words.push(self.word);
+        }
+        self.words
+    }
+}
+
+fn is_special_param(ch: char) -> bool {
+    matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
+}
+
+impl State<'_> {
+    fn peek(&self) -> Option<char> {
+        self.src[self.pos..].chars().next()
+    }
+
+    fn peek2(&self) -> Option<char> {
+        let mut it = self.src[self.pos..].chars();
+        it.next();
+        it.next()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let ch = self.peek()?;
+        self.pos += ch.len_utf8();
+        Some(ch)
+    }
+
+    fn lookup(&mut self, name: &str) -> Option<String> {
+        match self.env.get(name) {
+            Some(v) => {
+                if !self.matched.contains(name) {
+                    self.matched.insert(name.to_owned());
+                }
+                Some(v.to_owned())
+            }
+            None => {
+                if !self.unmatched.contains(name) {
+                    self.unmatched.insert(name.to_owned());
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads until `stop` (consumed) or end of input; returns the string and its fields.
+    fn stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), ExpandError> {
+        let mut result = String::new();
+        let mut words = Words::default();
+        while let Some(ch) = self.peek() {
+            if Some(ch) == stop {
+                self.next();
+                return Ok((result, words.finish()));
+            }
+            match ch {
+                '\'' if !self.lx.skip_quotes => {
+                    let s = self.single_quote()?;
+                    result.push_str(&s);
+                    words.add_raw_string(&s);
+                }
+                '"' if !self.lx.skip_quotes => {
+                    let s = self.double_quote()?;
+                    result.push_str(&s);
+                    words.add_raw_string(&s);
+                }
+                '$' => {
+                    let s = self.dollar()?;
+                    result.push_str(&s);
+                    words.add_string(&s);
+                }
+                '<' if stop.is_none() && self.peek2() == Some('<') => {
+                    // A heredoc marker and the blanks after it stay together in one word.
+                    for _ in 0..2 {
+                        self.next();
+                        result.push('<');
+                        words.add_raw_char('<');
+                    }
+                    while let Some(c @ (' ' | '\t')) = self.peek() {
+                        self.next();
+                        result.push(c);
+                        words.add_raw_char(c);
+                    }
+                }
+                _ => {
+                    self.next();
+                    if ch == self.lx.escape {
+                        if raw_escapes {
+                            words.add_raw_char(ch);
+                            result.push(ch);
+                        }
+                        match self.next() {
+                            None => break,
+                            Some(c) => {
+                                words.add_raw_char(c);
+                                result.push(c);
+                            }
+                        }
+                    } else {
+                        words.add_char(ch);
+                        result.push(ch);
+                    }
+                }
+            }
+        }
+        if let Some(stop) = stop {
+            return err(format!(
+                "unexpected end of statement while looking for matching {stop}"
+            ));
+        }
+        Ok((result, words.finish()))
+    }
+
+    fn single_quote(&mut self) -> Result<String, ExpandError> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.lx.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            match self.next() {
+                None => {
+                    return err(
+                        "unexpected end of statement while looking for matching single-quote",
+                    );
+                }
+                Some('\'') => {
+                    if self.lx.raw_quotes {
+                        result.push('\'');
+                    }
+                    return Ok(result);
+                }
+                Some(c) => result.push(c),
+            }
+        }
+    }
+
+    fn double_quote(&mut self) -> Result<String, ExpandError> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.lx.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            let Some(ch) = self.peek() else {
+                return err("unexpected end of statement while looking for matching double-quote");
+            };
+            match ch {
+                '"' => {
+                    self.next();
+                    if self.lx.raw_quotes {
+                        result.push('"');
+                    }
+                    return Ok(result);
+                }
+                '$' => {
+                    let v = self.dollar()?;
+                    result.push_str(&v);
+                }
+                _ => {
+                    self.next();
+                    if ch == self.lx.escape {
+                        if self.lx.raw_escapes {
+                            result.push(ch);
+                        }
+                        match self.peek() {
+                            None => continue,
+                            Some(c) if c == '"' || c == '$' || c == self.lx.escape => {
+                                self.next();
+                                result.push(c);
+                            }
+                            Some(_) => {
+                                if !self.lx.raw_escapes {
+                                    result.push(ch);
+                                }
+                            }
+                        }
+                    } else {
+                        result.push(ch);
+                    }
+                }
+            }
+        }
+    }
+
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(ch) = self.peek() {
+            if name.is_empty() && is_decimal_digit(ch) {
+                while let Some(c) = self.peek().filter(|c| is_decimal_digit(*c)) {
+                    self.next();
+                    name.push(c);
+                }
+                return name;
+            }
+            if name.is_empty() && is_special_param(ch) {
+                self.next();
+                name.push(ch);
+                return name;
+            }
+            if !ch.is_alphabetic() && !is_decimal_digit(ch) && ch != '_' {
+                break;
+            }
+            self.next();
+            name.push(ch);
+        }
+        name
+    }
+
+    fn dollar(&mut self) -> Result<String, ExpandError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return err("substitutions nested too deeply");
+        }
+        let r = self.dollar_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, ExpandError> {
+        self.next();
+        if self.peek() != Some('{') {
+            let name = self.name();
+            if name.is_empty() {
+                return Ok("$".into());
+            }
+            return Ok(match self.lookup(&name) {
+                Some(v) => v,
+                None if self.lx.skip_unset => format!("${name}"),
+                None => String::new(),
+            });
+        }
+        self.next();
+        match self.peek() {
+            None => return err("syntax error: missing '}'"),
+            Some('{' | '}' | ':') => return err("syntax error: bad substitution"),
+            _ => {}
+        }
+        let name = self.name();
+        let Some(mut ch) = self.next() else {
+            return err("syntax error: missing '}'");
+        };
+        let mut modifier = String::from(ch);
+        match ch {
+            '}' => Ok(match self.lookup(&name) {
+                Some(v) => v,
+                None if self.lx.skip_unset => format!("${{{name}}}"),
+                None => String::new(),
+            }),
+            ':' | '+' | '-' | '?' | '#' | '%' => {
+                let null_is_unset = ch == ':';
+                if null_is_unset {
+                    match self.next() {
+                        Some(c) => {
+                            ch = c;
+                            modifier.push(c);
+                        }
+                        None => return err("syntax error: missing '}'"),
+                    }
+                }
+                let raw = ch == '#' || ch == '%';
+                if null_is_unset && raw {
+                    return err(format!("unsupported modifier ({modifier}) in substitution"));
+                }
+                let (word, _) = self.stop_on(Some('}'), raw).map_err(|e| {
+                    if self.peek().is_none() {
+                        ExpandError {
+                            message: "syntax error: missing '}'".into(),
+                        }
+                    } else {
+                        e
+                    }
+                })?;
+                let value = self.lookup(&name);
+                if value.is_none() && self.lx.skip_unset {
+                    return Ok(format!("${{{name}{modifier}{word}}}"));
+                }
+                let empty = value
+                    .as_deref()
+                    .is_none_or(|v| null_is_unset && v.is_empty());
+                match ch {
+                    '-' => Ok(if empty {
+                        word
+                    } else {
+                        value.unwrap_or_default()
+                    }),
+                    '+' => Ok(if empty { String::new() } else { word }),
+                    '?' => match value {
+                        None => err(format!(
+                            "{name}: {}",
+                            if word.is_empty() {
+                                "is not allowed to be unset"
+                            } else {
+                                &word
+                            }
+                        )),
+                        Some(v) if null_is_unset && v.is_empty() => err(format!(
+                            "{name}: {}",
+                            if word.is_empty() {
+                                "is not allowed to be empty"
+                            } else {
+                                &word
+                            }
+                        )),
+                        Some(v) => Ok(v),
+                    },
+                    '#' | '%' => {
+                        let value = value.unwrap_or_default();
+                        let (greedy, pattern) = match word.strip_prefix(ch) {
+                            Some(rest) => (true, rest),
+                            None => (false, word.as_str()),
+                        };
+                        let pat = Pattern::compile(pattern)?;
+                        Ok(if ch == '#' {
+                            pat.trim_prefix(&value, greedy)
+                        } else {
+                            pat.trim_suffix(&value, greedy)
+                        })
+                    }
+                    _ => err(format!("unsupported modifier ({modifier}) in substitution")),
+                }
+            }
+            '/' => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.next();
+                }
+                let (pattern, _) = self.stop_on(Some('/'), true).map_err(|e| {
+                    if self.peek().is_none() {
+                        ExpandError {
+                            message: "syntax error: missing '/' in ${}".into(),
+                        }
+                    } else {
+                        e
+                    }
+                })?;
+                let (replacement, _) = self.stop_on(Some('}'), true).map_err(|e| {
+                    if self.peek().is_none() {
+                        ExpandError {
+                            message: "syntax error: missing '}'".into(),
+                        }
+                    } else {
+                        e
+                    }
+                })?;
+                let value = self.lookup(&name);
+                let Some(value) = value else {
+                    if self.lx.skip_unset {
+                        return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+                    }
+                    return Ok(String::new());
+                };
+                let pat = Pattern::compile(&pattern)?;
+                Ok(pat.replace(&value, &replacement, all))
+            }
+            _ => err(format!("unsupported modifier ({modifier}) in substitution")),
+        }
+    }
+}
+
+/// Decimal digits of any script; names are made of letters, these digits and `_`.
+fn is_decimal_digit(ch: char) -> bool {
+    ch.is_ascii_digit() || (!ch.is_ascii() && ch.is_numeric())
+}
+
+/// One element of a shell pattern as used by `${v#p}`, `${v%p}` and `${v/p/r}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Any,
+    One,
+    Lit(char),
+}
+
+/// A compiled shell pattern: `*`, `?` and backslash escapes.
+#[derive(Debug, Clone)]
+struct Pattern {
+    toks: Vec<Tok>,
+}
+
+impl Pattern {
+    fn compile(src: &str) -> Result<Pattern, ExpandError> {
+        let mut toks = Vec::new();
+        let mut it = src.chars().peekable();
+        while let Some(c) = it.next() {
+            match c {
+                '*' => toks.push(Tok::Any),
+                '?' => toks.push(Tok::One),
+                '\\' => match it.peek() {
+                    Some('}' | '/') => {}
+                    Some(&n @ ('*' | '?' | '\\')) => {
+                        it.next();
+                        toks.push(Tok::Lit(n));
+                    }
+                    other => {
+                        let shown = other.map(|c| c.to_string()).unwrap_or_default();
+                        return err(format!(
+                            "invalid pattern ({src}) in substitution: invalid escape '\\{shown}'"
+                        ));
+                    }
+                },
+                c => toks.push(Tok::Lit(c)),
+            }
+        }
+        Ok(Pattern { toks })
+    }
+
+    fn reversed(&self) -> Pattern {
+        Pattern {
+            toks: self.toks.iter().rev().copied().collect(),
+        }
+    }
+
+    /// Lengths (in chars) of the prefixes of `s` that the whole pattern matches, as a bitmap.
+    fn prefix_matches(&self, s: &[char]) -> Vec<bool> {
+        let n = self.toks.len();
+        let mut states = vec![false; n + 1];
+        states[0] = true;
+        self.close(&mut states);
+        let mut out = Vec::with_capacity(s.len() + 1);
+        out.push(states[n]);
+        for &c in s {
+            if !states.iter().any(|&b| b) {
+                out.resize(s.len() + 1, false);
+                return out;
+            }
+            let mut next = vec![false; n + 1];
+            for i in 0..n {
+                if !states[i] {
+                    continue;
+                }
+                match self.toks[i] {
+                    Tok::Any => next[i] = true,
+                    Tok::One => next[i + 1] = true,
+                    Tok::Lit(l) if l == c => next[i + 1] = true,
+                    Tok::Lit(_) => {}
+                }
+            }
+            self.close(&mut next);
+            states = next;
+            out.push(states[n]);
+        }
+        out
+    }
+
+    /// Adds the states reachable by letting `*` match nothing.
+    fn close(&self, states: &mut [bool]) {
+        for i in 0..self.toks.len() {
+            if states[i] && self.toks[i] == Tok::Any {
+                states[i + 1] = true;
+            }
+        }
+    }
+
+    fn trim_prefix(&self, value: &str, greedy: bool) -> String {
+        let chars: Vec<char> = value.chars().collect();
+        let m = self.prefix_matches(&chars);
+        let k = if greedy {
+            m.iter().rposition(|&b| b)
+        } else {
+            m.iter().position(|&b| b)
+        };
+        match k {
+            Some(k) => chars[k..].iter().collect(),
+            None => value.to_owned(),
+        }
+    }
+
+    fn trim_suffix(&self, value: &str, greedy: bool) -> String {
+        let rev: String = value.chars().rev().collect();
+        let trimmed = self.reversed().trim_prefix(&rev, greedy);
+        trimmed.chars().rev().collect()
+    }
+
+    fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
+        let chars: Vec<char> = value.chars().collect();
+        let mut out = String::new();
+        let mut i = 0;
+        let mut last_match_end: Option<usize> = None;
+        while i <= chars.len() {
+            let m = self.prefix_matches(&chars[i..]);
+            let end = m.iter().rposition(|&b| b).map(|k| i + k);
+            match end {
+                Some(e) if !(e == i && last_match_end == Some(i)) => {
+                    out.push_str(replacement);
+                    if e == i {
+                        if let Some(&c) = chars.get(i) {
+                            out.push(c);
+                        }
+                        i += 1;
+                    } else {
+                        i = e;
+                    }
+                    last_match_end = Some(e);
+                    if !all {
+                        out.extend(chars.get(i..).unwrap_or_default());
+                        return out;
+                    }
+                }
+                _ => {
+                    if let Some(&c) = chars.get(i) {
+                        out.push(c);
+                    }
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn word(src: &str, e: &[(&str, &str)]) -> Result<String, ExpandError> {
+        Lexer::new('\\').expand_word(src, &env(e))
+    }
+
+    #[test]
+    fn prefix_and_suffix_removal() {
+        assert_eq!(word("${FOO#*x*y}", &[("FOO", "xxyy")]).as_deref(), Ok("y"));
+        assert_eq!(word("${FOO##*x*y}", &[("FOO", "xxyy")]).as_deref(), Ok(""));
+        assert_eq!(
+            word("${FOO%%\\**}", &[("FOO", "xx**")]).as_deref(),
+            Ok("xx")
+        );
+        assert_eq!(word("${FOO%.*}", &[("FOO", "a.b.c")]).as_deref(), Ok("a.b"));
+        assert_eq!(word("${FOO%%.*}", &[("FOO", "a.b.c")]).as_deref(), Ok("a"));
+        assert!(word("${FOO:#x}", &[("FOO", "a")]).is_err());
+        assert!(word("${FOO#\\x}", &[("FOO", "a")]).is_err());
+    }
+
+    #[test]
+    fn replacement_forms() {
+        assert_eq!(word("${FOO/a/b}", &[("FOO", "aaa")]).as_deref(), Ok("baa"));
+        assert_eq!(word("${FOO//a/b}", &[("FOO", "aaa")]).as_deref(), Ok("bbb"));
+        assert_eq!(
+            word("${FOO/$NEEDLE/.}", &[("FOO", "a*/b"), ("NEEDLE", "\\*/")]).as_deref(),
+            Ok("a.b")
+        );
+        assert_eq!(
+            word("${FOO//\\//\\/}", &[("FOO", "a/b/c")]).as_deref(),
+            Ok("a\\/b\\/c")
+        );
+        assert!(word("${FOO=aaa}", &[]).is_err());
+        assert!(word("${FOO//}", &[]).is_err());
+        assert!(word("${FOO//ww}", &[]).is_err());
+    }
+
+    #[test]
+    fn error_message_form() {
+        let e = word("${X:?message here$ARG}", &[("ARG", "x")]).unwrap_err();
+        assert!(e.message.ends_with("X: message herex"), "{}", e.message);
+    }
+
+    #[test]
+    fn records_matched_and_unmatched_names() {
+        let x = Lexer::default()
+            .process("$A ${B:-c}", &env(&[("A", "1")]))
+            .unwrap();
+        assert!(x.matched.contains("A"));
+        assert!(x.unmatched.contains("B"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = "${a:-".repeat(10_000);
+        assert!(word(&src, &[]).is_err());
+    }
+}
