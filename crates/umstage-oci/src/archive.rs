@@ -101,16 +101,7 @@ fn blob_name(digest: &Digest) -> String {
 fn index_for(images: &[TaggedImage<'_>]) -> ImageIndex {
     let mut manifests = Vec::new();
     for tagged in images {
-        let mut descriptor = tagged.image.descriptor.clone();
-        let platform = oci_spec::image::PlatformBuilder::default()
-            .os(tagged.image.config.os.as_str())
-            .architecture(tagged.image.config.architecture.as_str())
-            .build()
-            .ok();
-        if let Some(mut p) = platform {
-            p.set_variant(tagged.image.config.variant.clone());
-            descriptor.set_platform(Some(p));
-        }
+        let descriptor = tagged.image.platform_descriptor();
         if tagged.tags.is_empty() {
             manifests.push(descriptor.clone());
         }

@@ -404,6 +404,31 @@ fn build_manifest(
     Ok((manifest, manifest_type))
 }
 
+impl Image {
+    /// The manifest's descriptor with the platform taken from the config, as an index lists it.
+    pub fn platform_descriptor(&self) -> Descriptor {
+        let mut descriptor = self.descriptor.clone();
+        if let Ok(mut platform) = oci_spec::image::PlatformBuilder::default()
+            .os(self.config.os.as_str())
+            .architecture(self.config.architecture.as_str())
+            .build()
+        {
+            platform.set_variant(self.config.variant.clone());
+            descriptor.set_platform(Some(platform));
+        }
+        descriptor
+    }
+}
+
+/// Writes an OCI index over `images` (one per platform) and returns its descriptor.
+pub fn write_index(store: &ContentStore, images: &[Image]) -> Result<Descriptor> {
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(MediaType::ImageIndex));
+    index.set_manifests(images.iter().map(Image::platform_descriptor).collect());
+    let BlobInfo { digest, size } = put_json(store, &index)?;
+    Ok(Descriptor::new(MediaType::ImageIndex, size, digest))
+}
+
 /// Stores `value` as canonical JSON.
 pub fn put_json<T: serde::Serialize>(store: &ContentStore, value: &T) -> Result<BlobInfo> {
     let bytes = to_canonical_vec(value)

@@ -1,6 +1,7 @@
 //! Images as data: digests, the content store, image configs and manifests, layers, archives and the registry client.
 
 pub mod archive;
+pub mod auth;
 pub mod changes;
 pub mod compress;
 pub mod config;
@@ -11,6 +12,7 @@ mod json;
 pub mod layer;
 mod pgzip;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod tarball;
 pub mod unpack;
