@@ -64,8 +64,7 @@ pub fn extract(
         mode: UnpackMode::Plain,
         ..UnpackOptions::default()
     };
-    unpack(stream, &host, &options)
-        .map_err(|e| format!("extracting {}: {e}", src.display()))?;
+    unpack(stream, &host, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
     if let Some((uid, gid)) = owner {
         chown_tree(&host, uid, gid).map_err(|e| e.to_string())?;
     }
@@ -139,8 +138,13 @@ pub fn fetch_into(
         dest_clean.clone()
     };
     let (uid, gid) = options.chown.unwrap_or((0, 0));
-    let mode = options.chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false));
-    let dest_dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let mode = options
+        .chmod
+        .as_ref()
+        .map_or(0o600, |c| c.apply(0o600, false));
+    let dest_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     let plan = Plan {
         items: vec![Item {
             src: tmp.path().to_path_buf(),
@@ -162,7 +166,9 @@ pub fn fetch_into(
 /// The file name a URL's content is saved under: its last path segment, or `index.html`.
 fn url_file_name(url: &str) -> String {
     let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    let after_scheme = without_query.split_once("://").map_or(without_query, |x| x.1);
+    let after_scheme = without_query
+        .split_once("://")
+        .map_or(without_query, |x| x.1);
     match after_scheme.split_once('/') {
         Some((_, path)) => path
             .rsplit('/')

@@ -288,7 +288,11 @@ mod tests {
         s.set_env("A", "3");
         assert_eq!(
             s.image.config.env,
-            Some(vec![format!("PATH={DEFAULT_PATH}"), "A=3".into(), "B=2".into()])
+            Some(vec![
+                format!("PATH={DEFAULT_PATH}"),
+                "A=3".into(),
+                "B=2".into()
+            ])
         );
     }
 
@@ -335,7 +339,14 @@ mod tests {
         s.expose("80").ok();
         s.expose("53/UDP").ok();
         s.expose("8000-8002/tcp").ok();
-        let ports: Vec<_> = s.image.config.exposed_ports.iter().flatten().map(|p| p.0.clone()).collect();
+        let ports: Vec<_> = s
+            .image
+            .config
+            .exposed_ports
+            .iter()
+            .flatten()
+            .map(|p| p.0.clone())
+            .collect();
         assert_eq!(
             ports,
             ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]

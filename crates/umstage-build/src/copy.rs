@@ -28,9 +28,7 @@ pub enum CopyError {
     #[error("source {0:?} does not exist")]
     NotFound(String),
     /// Several sources were given but the destination is not a directory.
-    #[error(
-        "with more than one source the destination {0:?} must be a directory: end it with a /"
-    )]
+    #[error("with more than one source the destination {0:?} must be a directory: end it with a /")]
     DestNotDir(String),
     /// A file would replace a non-empty directory.
     #[error("cannot copy {src:?} over the directory {dest:?}")]
@@ -150,8 +148,9 @@ impl<'a> SourceTree<'a> {
         let mut current = rel.to_path_buf();
         for _ in 0..MAX_SYMLINKS {
             let resolved = self.root.resolve_parent(&current, Escape::Clamp, false)?;
-            let parent_host = fs::read_link(format!("/proc/self/fd/{}", resolved.parent.as_raw_fd()))
-                .map_err(io_err(&current))?;
+            let parent_host =
+                fs::read_link(format!("/proc/self/fd/{}", resolved.parent.as_raw_fd()))
+                    .map_err(io_err(&current))?;
             let parent_rel = parent_host
                 .strip_prefix(&self.host)
                 .map(Path::to_path_buf)
@@ -521,8 +520,13 @@ pub fn execute(root: &Root, plan: &Plan, owner_of_new_dirs: (u32, u32)) -> Resul
         if item.kind == ItemKind::Dir && !item.merge_only {
             let parent_path = item.dest.parent().unwrap_or(Path::new("/"));
             if let (Some(parent), Some(name)) = (dirs.get(parent_path), item.dest.file_name()) {
-                rfs::utimensat(parent, name, &timestamps(item.mtime), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(errno(&item.dest))?;
+                rfs::utimensat(
+                    parent,
+                    name,
+                    &timestamps(item.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno(&item.dest))?;
             }
         }
     }
@@ -588,13 +592,19 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
             let fd = rfs::openat(
                 parent,
                 name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::TRUNC
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )
             .map_err(errno(path))?;
             let mut out = fs::File::from(fd);
             match &item.kind {
-                ItemKind::Inline(data) => io::Write::write_all(&mut out, data).map_err(io_err(path))?,
+                ItemKind::Inline(data) => {
+                    io::Write::write_all(&mut out, data).map_err(io_err(path))?
+                }
                 _ => {
                     let mut input = fs::File::open(&item.src).map_err(io_err(&item.src_rel))?;
                     io::copy(&mut input, &mut out).map_err(io_err(path))?;
@@ -642,12 +652,12 @@ fn remove_non_dir(
 ) -> Result<(), CopyError> {
     match existing {
         None => Ok(()),
-        Some(FileType::Directory) => rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(|_| {
-            CopyError::FileOverDir {
+        Some(FileType::Directory) => {
+            rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(|_| CopyError::FileOverDir {
                 src: item.src_rel.display().to_string(),
                 dest: item.dest.display().to_string(),
-            }
-        }),
+            })
+        }
         Some(_) => rfs::unlinkat(parent, name, AtFlags::empty()).map_err(errno(&item.dest)),
     }
 }
@@ -661,8 +671,13 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(errno(&item.dest))?;
-    rfs::chmodat(parent, name, Mode::from_raw_mode(item.mode), AtFlags::empty())
-        .map_err(errno(&item.dest))
+    rfs::chmodat(
+        parent,
+        name,
+        Mode::from_raw_mode(item.mode),
+        AtFlags::empty(),
+    )
+    .map_err(errno(&item.dest))
 }
 
 /// Whether `path` (absolute inside `root`) is an existing directory, symlinks followed inside
@@ -703,10 +718,19 @@ mod tests {
     }
 
     fn me() -> (u32, u32) {
-        (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw())
+        (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        )
     }
 
-    fn copy(f: &Fixture, ignore: Option<&Dockerignore>, sources: &[&str], dest: &str, options: &CopyOptions) -> Result<(), CopyError> {
+    fn copy(
+        f: &Fixture,
+        ignore: Option<&Dockerignore>,
+        sources: &[&str],
+        dest: &str,
+        options: &CopyOptions,
+    ) -> Result<(), CopyError> {
         let tree = SourceTree::open(&f.ctx, ignore, false)?;
         let root = Root::open(&f.dst).unwrap();
         let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
@@ -726,7 +750,10 @@ mod tests {
         let f = fixture();
         copy(&f, None, &["src"], "/app", &opts()).unwrap();
         assert_eq!(fs::read_to_string(f.dst.join("app/a.txt")).unwrap(), "a");
-        assert_eq!(fs::read_to_string(f.dst.join("app/sub/c.txt")).unwrap(), "c");
+        assert_eq!(
+            fs::read_to_string(f.dst.join("app/sub/c.txt")).unwrap(),
+            "c"
+        );
         assert!(!f.dst.join("app/src").exists());
 
         copy(&f, None, &["top.txt"], "/file", &opts()).unwrap();
@@ -736,7 +763,10 @@ mod tests {
         // An existing directory receives the file.
         copy(&f, None, &["top.txt"], "/app", &opts()).unwrap();
         assert!(f.dst.join("app/top.txt").is_file());
-        let mode = fs::metadata(f.dst.join("dir/top.txt")).unwrap().permissions().mode();
+        let mode = fs::metadata(f.dst.join("dir/top.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o750);
     }
 
@@ -748,7 +778,10 @@ mod tests {
         assert!(!f.dst.join("w/b.log").exists());
         copy(&f, None, &["nothing*"], "/none/", &opts()).unwrap();
         let err = copy(&f, None, &["missing.txt"], "/x", &opts()).unwrap_err();
-        assert!(matches!(err, CopyError::NotFound(ref s) if s == "missing.txt"), "{err}");
+        assert!(
+            matches!(err, CopyError::NotFound(ref s) if s == "missing.txt"),
+            "{err}"
+        );
         let err = copy(&f, None, &["top.txt", "src/a.txt"], "/multi", &opts()).unwrap_err();
         assert!(matches!(err, CopyError::DestNotDir(_)), "{err}");
     }
@@ -776,7 +809,10 @@ mod tests {
         };
         copy(&f, None, &["src"], "/m", &options).unwrap();
         assert!(!f.dst.join("m/b.log").exists());
-        let mode = fs::metadata(f.dst.join("m/a.txt")).unwrap().permissions().mode();
+        let mode = fs::metadata(f.dst.join("m/a.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
 
         let parents = CopyOptions {
@@ -803,11 +839,17 @@ mod tests {
         symlink(outside.path(), f.dst.join("link")).unwrap();
         copy(&f, None, &["top.txt"], "/link/", &opts()).unwrap();
         assert!(!outside.path().join("top.txt").exists());
-        let inside = f.dst.join(outside.path().strip_prefix("/").unwrap()).join("top.txt");
+        let inside = f
+            .dst
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("top.txt");
         assert!(inside.is_file(), "{}", inside.display());
         // Symlinks inside a copied directory are copied as symlinks.
         symlink("a.txt", f.ctx.join("src/alias")).unwrap();
         copy(&f, None, &["src"], "/s", &opts()).unwrap();
-        assert_eq!(fs::read_link(f.dst.join("s/alias")).unwrap(), Path::new("a.txt"));
+        assert_eq!(
+            fs::read_link(f.dst.join("s/alias")).unwrap(),
+            Path::new("a.txt")
+        );
     }
 }

@@ -60,8 +60,14 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
         descriptors.push(layer.descriptor().map_err(other)?);
     }
     let store = ctx.store;
-    let image = write_image(store, &config, &descriptors, ManifestFormat::Oci, &BTreeMap::new())
-        .map_err(other)?;
+    let image = write_image(
+        store,
+        &config,
+        &descriptors,
+        ManifestFormat::Oci,
+        &BTreeMap::new(),
+    )
+    .map_err(other)?;
     let mut names: Vec<String> = request.tags.clone();
     if request.outputs.is_empty() {
         ctx.events.emit(Event::Warning {
@@ -114,8 +120,15 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
             } => {
                 let tags = references(request.tags.iter().chain(extra))?;
                 names.extend(extra.iter().cloned());
-                write_layout_dir(store, &[TaggedImage { image: &image, tags }], dest)
-                    .map_err(other)?;
+                write_layout_dir(
+                    store,
+                    &[TaggedImage {
+                        image: &image,
+                        tags,
+                    }],
+                    dest,
+                )
+                .map_err(other)?;
             }
             Output::Local { dest } => with_rootfs(ctx, &state.layers, |rootfs| {
                 fs::create_dir_all(dest)
@@ -139,7 +152,9 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                     ..LayerOptions::default()
                 };
                 write_to(dest, |out| {
-                    write_tar(out, &changes, &options).map(|_| ()).map_err(other)
+                    write_tar(out, &changes, &options)
+                        .map(|_| ())
+                        .map_err(other)
                 })
             })?,
             Output::Registry { .. } => {

@@ -11,8 +11,8 @@ pub mod export;
 pub mod options;
 pub mod request;
 pub mod schedule;
-pub mod state;
 pub mod solver;
+pub mod state;
 pub mod users;
 
 pub use solver::build;

@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use umstage_dockerfile::{
@@ -252,7 +252,8 @@ fn load_dockerignore(
         DockerfileSource::Text(_) => None,
     };
     let general = std::fs::read_to_string(request.context.join(".dockerignore")).ok();
-    let Some(text) = umstage_dockerfile::select_ignore_text(specific.as_deref(), general.as_deref())
+    let Some(text) =
+        umstage_dockerfile::select_ignore_text(specific.as_deref(), general.as_deref())
     else {
         return Ok(None);
     };
@@ -317,8 +318,9 @@ impl Build<'_> {
                     },
                 }
             }
-            Base::Stage(i) => lookup(*i)
-                .ok_or_else(|| other(format!("stage {i} was not built")))?,
+            Base::Stage(i) => {
+                lookup(*i).ok_or_else(|| other(format!("stage {i} was not built")))?
+            }
             Base::Image(reference) => self
                 .image(reference)
                 .map_err(|e| self.fail(&from_id, &stage.from, e, None, Vec::new()))?,
@@ -341,8 +343,10 @@ impl Build<'_> {
         // ONBUILD triggers of the base run first, and are not passed on.
         let mut instructions: Vec<Instruction> = Vec::new();
         for trigger in cfg.take_onbuild() {
-            let parsed = umstage_dockerfile::parse_instruction("ONBUILD", &trigger)
-                .map_err(|e| BuildError::Invalid(format!("ONBUILD trigger of the base image: {e}")))?;
+            let parsed =
+                umstage_dockerfile::parse_instruction("ONBUILD", &trigger).map_err(|e| {
+                    BuildError::Invalid(format!("ONBUILD trigger of the base image: {e}"))
+                })?;
             instructions.push(parsed);
         }
         instructions.extend(stage.instructions.iter().cloned());
@@ -354,7 +358,11 @@ impl Build<'_> {
             if self.cancel.is_cancelled() {
                 return Err(other("cancelled"));
             }
-            let step_index = if n < trigger_count { 0 } else { n - trigger_count + 1 };
+            let step_index = if n < trigger_count {
+                0
+            } else {
+                n - trigger_count + 1
+            };
             let id = self.step_id(index, step_index);
             let line = if n < trigger_count {
                 0
@@ -548,8 +556,7 @@ impl Step<'_, '_> {
                 self.roll_key("workdir", &path);
                 self.fs_step(format!("WORKDIR {path}"), |step, root| {
                     let owner = step.owner_of(&root.root, None)?;
-                    copy::make_dirs(&root.root, Path::new(&path), owner)
-                        .map_err(|e| e.to_string())
+                    copy::make_dirs(&root.root, Path::new(&path), owner).map_err(|e| e.to_string())
                 })
             }
             Command::Env(kvs) => {
@@ -650,9 +657,10 @@ impl Step<'_, '_> {
             return None;
         }
         let state: State = self.build.cache.get(self.key)?;
-        let complete = state.layers.iter().all(|l| {
-            parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d))
-        });
+        let complete = state
+            .layers
+            .iter()
+            .all(|l| parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d)));
         if !complete {
             return None;
         }
@@ -678,7 +686,11 @@ impl Step<'_, '_> {
         }
         let active = self.prepare()?;
         let outcome = (|| {
-            let guard = self.build.snapshotter.mount(&active).map_err(|e| e.to_string())?;
+            let guard = self
+                .build
+                .snapshotter
+                .mount(&active)
+                .map_err(|e| e.to_string())?;
             let root = MountedRoot {
                 root: Root::open(guard.path()).map_err(|e| e.to_string())?,
             };
@@ -686,7 +698,9 @@ impl Step<'_, '_> {
         })();
         if let Err(e) = outcome {
             let _ = self.build.snapshotter.remove(&active);
-            return Err(self.build.fail(self.id, self.instruction, e, None, Vec::new()));
+            return Err(self
+                .build
+                .fail(self.id, self.instruction, e, None, Vec::new()));
         }
         self.commit(&active, created_by)?;
         Ok(false)
@@ -703,12 +717,18 @@ impl Step<'_, '_> {
                 self.layers,
                 self.build.ignore_chown_errors,
             )
-            .map_err(|e| self.build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?;
         let active = unique_key("step");
         self.build
             .snapshotter
             .prepare(&active, parent.as_deref())
-            .map_err(|e| self.build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?;
         Ok(active)
     }
 
@@ -717,7 +737,10 @@ impl Step<'_, '_> {
     fn commit(&mut self, active: &str, created_by: String) -> Result<(), BuildError> {
         let build = self.build;
         let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
-        let changes = build.snapshotter.diff(active).map_err(|e| fail(e.to_string()))?;
+        let changes = build
+            .snapshotter
+            .diff(active)
+            .map_err(|e| fail(e.to_string()))?;
         if changes.changes.is_empty() {
             let _ = build.snapshotter.remove(active);
             self.cfg
@@ -773,8 +796,12 @@ impl Step<'_, '_> {
             std::io::Read::read_to_string(&mut f, &mut s).ok()?;
             Some(s)
         };
-        users::resolve_chown(&spec, read("/etc/passwd").as_deref(), read("/etc/group").as_deref())
-            .map_err(|e| e.to_string())
+        users::resolve_chown(
+            &spec,
+            read("/etc/passwd").as_deref(),
+            read("/etc/group").as_deref(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn run_step(&mut self, expanded: &Command) -> Result<bool, BuildError> {
@@ -793,7 +820,11 @@ impl Step<'_, '_> {
                 argv
             }
             RunScript::File { name, data } => {
-                let dir = build.request.state_root.join("run").join(unique_key("heredoc"));
+                let dir = build
+                    .request
+                    .state_root
+                    .join("run")
+                    .join(unique_key("heredoc"));
                 let file = dir.join("script");
                 let written = std::fs::create_dir_all(&dir)
                     .and_then(|()| std::fs::write(&file, data.as_bytes()))
@@ -979,9 +1010,10 @@ impl Step<'_, '_> {
                 Some(CopySource::Dir { path, .. }) => Ok(path),
                 Some(CopySource::State(out, _)) => {
                     let (key, guard) = self.view(&out.state)?;
-                    let path = guard
-                        .as_ref()
-                        .map_or_else(|| build.request.state_root.join("empty"), |g| g.path().to_path_buf());
+                    let path = guard.as_ref().map_or_else(
+                        || build.request.state_root.join("empty"),
+                        |g| g.path().to_path_buf(),
+                    );
                     views.push((key, guard));
                     Ok(path)
                 }
@@ -1038,16 +1070,15 @@ impl Step<'_, '_> {
                 size: m.size,
             }),
             MountType::Secret => {
-                let id = m
-                    .id
-                    .clone()
-                    .or_else(|| {
-                        m.target
-                            .as_deref()
-                            .and_then(|t| Path::new(t).file_name())
-                            .map(|n| n.to_string_lossy().into_owned())
-                    })
-                    .unwrap_or_default();
+                let id =
+                    m.id.clone()
+                        .or_else(|| {
+                            m.target
+                                .as_deref()
+                                .and_then(|t| Path::new(t).file_name())
+                                .map(|n| n.to_string_lossy().into_owned())
+                        })
+                        .unwrap_or_default();
                 let provided = build.request.secrets.iter().rev().find(|s| s.id == id);
                 let file = match provided.map(|s| &s.source) {
                     Some(crate::options::SecretSource::File(p)) => Some(p.clone()),
@@ -1119,8 +1150,8 @@ impl Step<'_, '_> {
                 .filter(|&i| i < build.dockerfile.stages.len())
         });
         if let Some(i) = stage {
-            let out = (self.lookup)(i)
-                .ok_or_else(|| other(format!("stage {from} was not built")))?;
+            let out =
+                (self.lookup)(i).ok_or_else(|| other(format!("stage {from} was not built")))?;
             return Ok(Some(CopySource::State(out, format!("stage {from}"))));
         }
         let expanded = self
@@ -1236,7 +1267,11 @@ impl Step<'_, '_> {
         };
         match &source {
             CopySource::Dir { path, use_ignore } => {
-                let ignore = if *use_ignore { build.ignore.as_ref() } else { None };
+                let ignore = if *use_ignore {
+                    build.ignore.as_ref()
+                } else {
+                    None
+                };
                 let tree = SourceTree::open(path, ignore, true).map_err(|e| fail(e.to_string()))?;
                 let plan = copy::plan(&tree, &local, &dest, &options, &|_| false)
                     .map_err(|e| fail(self.copy_error(e, &source)))?;
@@ -1301,7 +1336,12 @@ impl Step<'_, '_> {
 
     fn copy_error(&self, e: copy::CopyError, source: &CopySource) -> String {
         match (e, source) {
-            (copy::CopyError::NotFound(p), CopySource::Dir { use_ignore: true, .. }) => format!(
+            (
+                copy::CopyError::NotFound(p),
+                CopySource::Dir {
+                    use_ignore: true, ..
+                },
+            ) => format!(
                 "{p:?} not found in the build context{}: check the path, or the .dockerignore",
                 if self.build.ignore.is_some() {
                     " (or it is excluded by .dockerignore)"
@@ -1348,7 +1388,11 @@ impl Step<'_, '_> {
         let (tree_dir, ignore, reset_owner) = match source {
             CopySource::Dir { path, use_ignore } => (
                 Some(path.clone()),
-                if *use_ignore { self.build.ignore.as_ref() } else { None },
+                if *use_ignore {
+                    self.build.ignore.as_ref()
+                } else {
+                    None
+                },
                 true,
             ),
             CopySource::State(out, _) => {
@@ -1368,13 +1412,16 @@ impl Step<'_, '_> {
                         empty.path().to_path_buf()
                     }
                 };
-                let tree = SourceTree::open(&dir, ignore, reset_owner).map_err(|e| e.to_string())?;
+                let tree =
+                    SourceTree::open(&dir, ignore, reset_owner).map_err(|e| e.to_string())?;
                 let plan = copy::plan(&tree, local, dest, &options, &dest_is_dir)
                     .map_err(|e| self.copy_error(e, source))?;
-                let (archives, plain): (Vec<Item>, Vec<Item>) = plan
-                    .items
-                    .into_iter()
-                    .partition(|i| extract_archives && i.kind == ItemKind::File && crate::add::is_archive(&i.src));
+                let (archives, plain): (Vec<Item>, Vec<Item>) =
+                    plan.items.into_iter().partition(|i| {
+                        extract_archives
+                            && i.kind == ItemKind::File
+                            && crate::add::is_archive(&i.src)
+                    });
                 let plan = copy::Plan {
                     items: plain,
                     dest_dir: plan.dest_dir,
@@ -1390,7 +1437,8 @@ impl Step<'_, '_> {
                 crate::add::fetch_into(root, url, checksum, dest, &options, new_dirs_owner)?;
             }
             if !inline.is_empty() {
-                let into_dir = dest.ends_with('/') || inline.len() > 1 || dest_is_dir(Path::new(dest));
+                let into_dir =
+                    dest.ends_with('/') || inline.len() > 1 || dest_is_dir(Path::new(dest));
                 let (uid, gid) = owner.unwrap_or((0, 0));
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)

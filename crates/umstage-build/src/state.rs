@@ -109,7 +109,10 @@ impl Unpacker {
             let _guard = lock
                 .lock()
                 .map_err(|_| "snapshot unpack lock poisoned".to_string())?;
-            if snapshotter.has_committed(chain).map_err(|e| e.to_string())? {
+            if snapshotter
+                .has_committed(chain)
+                .map_err(|e| e.to_string())?
+            {
                 continue;
             }
             let parent = i.checked_sub(1).map(|p| chains[p].as_str());

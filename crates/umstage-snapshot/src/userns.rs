@@ -174,7 +174,6 @@ fn plan_mapping(options: &Options) -> Plan {
                 .to_string(),
         );
     }
-    let gid = nix::unistd::getegid();
     let name = nix::unistd::User::from_uid(uid)
         .ok()
         .flatten()
@@ -182,6 +181,19 @@ fn plan_mapping(options: &Options) -> Plan {
         .unwrap_or_else(|| uid.to_string());
     let subuid = read_subordinate(Path::new("/etc/subuid"), &name, uid.as_raw());
     let subgid = read_subordinate(Path::new("/etc/subgid"), &name, uid.as_raw());
+    let missing_tool = ["newuidmap", "newgidmap"]
+        .into_iter()
+        .find(|tool| find_in_path(tool).is_none());
+    plan_subordinate(&name, &subuid, &subgid, missing_tool)
+}
+
+/// The subordinate map, or a single-id plan whose warning says what is missing and how to fix it.
+fn plan_subordinate(
+    name: &str,
+    subuid: &[SubRange],
+    subgid: &[SubRange],
+    missing_tool: Option<&str>,
+) -> Plan {
     if subuid.is_empty() || subgid.is_empty() {
         let file = if subuid.is_empty() {
             "subuid"
@@ -192,17 +204,15 @@ fn plan_mapping(options: &Options) -> Plan {
             "no range for user {name} in /etc/{file}: running with a single-id map, so steps cannot chown files to other users (fix: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name})"
         ));
     }
-    for tool in ["newuidmap", "newgidmap"] {
-        if find_in_path(tool).is_none() {
-            return single_id_plan(format!(
-                "{tool} not found: running with a single-id map, so steps cannot chown files to other users (fix: install the uidmap package, or shadow-utils on Fedora)"
-            ));
-        }
+    if let Some(tool) = missing_tool {
+        return single_id_plan(format!(
+            "{tool} not found: running with a single-id map, so steps cannot chown files to other users (fix: install the uidmap package, or shadow-utils on Fedora)"
+        ));
     }
     Plan {
         mode: Mode::Subordinate,
-        uid_map: subordinate_map(uid.as_raw(), &subuid),
-        gid_map: subordinate_map(gid.as_raw(), &subgid),
+        uid_map: subordinate_map(nix::unistd::geteuid().as_raw(), subuid),
+        gid_map: subordinate_map(nix::unistd::getegid().as_raw(), subgid),
         warning: None,
     }
 }
@@ -626,6 +636,31 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn missing_range_or_tool_falls_back_to_single_id_with_a_fix() {
+        let range = [(100000, 65536)];
+        let plan = plan_subordinate("bob", &[], &range, None);
+        assert_eq!(plan.mode, Mode::SingleId);
+        let warning = plan.warning.expect("warning");
+        assert!(
+            warning.contains("no range for user bob in /etc/subuid"),
+            "{warning}"
+        );
+        assert!(warning.contains("usermod --add-subuids"), "{warning}");
+        assert!(!warning.contains('\n'));
+        let plan = plan_subordinate("bob", &range, &range, Some("newuidmap"));
+        assert_eq!(plan.mode, Mode::SingleId);
+        assert!(
+            plan.warning
+                .expect("warning")
+                .contains("install the uidmap package")
+        );
+        let plan = plan_subordinate("bob", &range, &range, None);
+        assert_eq!(plan.mode, Mode::Subordinate);
+        assert!(plan.warning.is_none());
+        assert_eq!(plan.uid_map.len(), 2);
     }
 
     #[test]

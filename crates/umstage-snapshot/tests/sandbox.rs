@@ -20,6 +20,11 @@ fn main() -> ExitCode {
 
 const TESTS: &[Test] = &[
     Test {
+        name: "sigterm_cancels_the_step_and_propagates_the_exit_status",
+        place: Place::Outside,
+        run: sigterm_cancels_the_step_and_propagates_the_exit_status,
+    },
+    Test {
         name: "root_gets_an_identity_map",
         place: Place::AsRoot,
         run: root_gets_an_identity_map,
@@ -79,6 +84,31 @@ const TESTS: &[Test] = &[
         place: Place::Inside,
         run: user_home_umask_and_workdir_follow_docker,
     },
+    Test {
+        name: "run_mounts_work_and_add_nothing_to_the_layer",
+        place: Place::Inside,
+        run: run_mounts_work_and_add_nothing_to_the_layer,
+    },
+    Test {
+        name: "cancel_kills_a_running_step",
+        place: Place::Inside,
+        run: cancel_kills_a_running_step,
+    },
+    Test {
+        name: "two_hundred_lower_layers_mount",
+        place: Place::Inside,
+        run: two_hundred_lower_layers_mount,
+    },
+    Test {
+        name: "state_root_on_overlayfs_is_detected",
+        place: Place::Inside,
+        run: state_root_on_overlayfs_is_detected,
+    },
+    Test {
+        name: "concurrent_builds_commit_the_same_chain_id",
+        place: Place::Inside,
+        run: concurrent_builds_commit_the_same_chain_id,
+    },
 ];
 
 const SCENARIOS: &[Scenario] = &[
@@ -89,6 +119,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "single-id",
         run: scenario_single_id,
+    },
+    Scenario {
+        name: "signalled-step",
+        run: scenario_signalled_step,
     },
     Scenario {
         name: "identity",
@@ -234,11 +268,9 @@ fn network_none_sees_only_lo() -> TestResult {
     let f = Fixture::new(DriverChoice::Auto);
     f.snap.prepare("s", Some("base")).expect("prepare");
     let step = Step {
-        args: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "cat /proc/net/dev | sed 1,2d | sed 's/:.*//;s/ //g'; ip link show lo".into(),
-        ],
+        args: fixture::sh_args(
+            "cat /proc/net/dev | sed 1,2d | sed 's/:.*//;s/ //g'; ip link show lo",
+        ),
         network: Network::None,
         ..Step::default()
     };
@@ -266,11 +298,7 @@ fn user_home_umask_and_workdir_follow_docker() -> TestResult {
     let f = Fixture::new(DriverChoice::Auto);
     f.snap.prepare("s", Some("base")).expect("prepare");
     let step = Step {
-        args: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "id -u; id -g; id -G; echo $HOME; umask; pwd; hostname".into(),
-        ],
+        args: fixture::sh_args("id -u; id -g; id -G; echo $HOME; umask; pwd; hostname"),
         user: "app".into(),
         cwd: "/work/dir".into(),
         hostname: "buildhost".into(),
@@ -372,21 +400,11 @@ fn scenario_long_step(args: &[String]) -> i32 {
         println!("{}", if gone { "collected" } else { "still there" });
         return 0;
     }
-    let base = state.join("base");
-    fixture::write_base(&base);
-    snap.prepare("unpack", None).expect("prepare");
-    let (umstage_snapshot::LayerTarget::Diff(target)
-    | umstage_snapshot::LayerTarget::Apply(target)) = snap.layer_target("unpack").expect("target");
-    fixture::copy_into(&base, &target);
-    snap.commit("base", "unpack").expect("commit");
+    fixture::commit_base(&snap, &state.join("base"));
     snap.prepare("active", Some("base")).expect("prepare");
     let cancel = umstage_snapshot::Cancel::new().expect("cancel");
     let step = Step {
-        args: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            format!("echo ready; sleep {marker} & exec sleep {marker}"),
-        ],
+        args: fixture::sh_args(format!("echo ready; sleep {marker} & exec sleep {marker}")),
         env: vec![format!("MARKER={marker}")],
         ..Step::default()
     };
@@ -465,4 +483,276 @@ fn scenario_identity(_: &[String]) -> i32 {
         println!("{line}");
     }
     i32::from(ran.status != ExitStatus::Code(0))
+}
+
+fn run_mounts_work_and_add_nothing_to_the_layer() -> TestResult {
+    use umstage_snapshot::sandbox::{BindMount, CacheMount, SecretMount, StepMount, TmpfsMount};
+    for choice in [DriverChoice::Auto, DriverChoice::Native] {
+        let f = Fixture::new(choice);
+        let src = f.scratch("bind-src");
+        std::fs::write(src.join("a"), "from the context\n").expect("write");
+        let secret = f.scratch("secrets").join("token");
+        std::fs::write(&secret, "s3cret").expect("write secret");
+        let mounts = vec![
+            StepMount::Cache(CacheMount::new("cache-one", "/cache")),
+            StepMount::Bind(BindMount {
+                source: src.clone(),
+                target: "/src".into(),
+                read_write: false,
+            }),
+            StepMount::Bind(BindMount {
+                source: src.clone(),
+                target: "/rw".into(),
+                read_write: true,
+            }),
+            StepMount::Tmpfs(TmpfsMount {
+                target: "/scratch/tmp".into(),
+                size: Some(1 << 20),
+            }),
+            StepMount::Secret(SecretMount::new("token", Some(secret.clone()))),
+            StepMount::Secret(SecretMount {
+                env: Some("TOKEN".into()),
+                ..SecretMount::new("token-env", Some(secret.clone()))
+            }),
+        ];
+        let script = "set -e; echo cached > /cache/f; cat /src/a; (touch /src/x 2>/dev/null && echo writable) || echo read-only; \
+            echo new > /rw/new; cat /rw/new; echo t > /scratch/tmp/t; cat /run/secrets/token; echo; stat -c %a /run/secrets/token; echo $TOKEN";
+        f.snap.prepare("s", Some("base")).expect("prepare");
+        let step = Step {
+            args: fixture::sh_args(script),
+            mounts: mounts.clone(),
+            ..Step::default()
+        };
+        let ran = f.run("s", &step);
+        assert_eq!(ran.status, ExitStatus::Code(0), "{ran:?}");
+        assert_eq!(
+            ran.stdout,
+            [
+                "from the context",
+                "read-only",
+                "new",
+                "s3cret",
+                "400",
+                "s3cret"
+            ],
+            "driver {}",
+            f.snap.driver()
+        );
+        assert_eq!(
+            f.changes("s"),
+            vec![],
+            "driver {}: mounts leaked into the layer",
+            f.snap.driver()
+        );
+        assert!(
+            !src.join("new").exists(),
+            "a rw bind wrote through to its source"
+        );
+        f.snap.prepare("s2", Some("base")).expect("prepare");
+        let step = Step {
+            args: vec!["cat".into(), "/cache/f".into()],
+            mounts,
+            ..Step::default()
+        };
+        assert_eq!(
+            f.run("s2", &step).stdout,
+            ["cached"],
+            "the cache did not persist"
+        );
+        let required = Step {
+            args: vec!["true".into()],
+            mounts: vec![StepMount::Secret(SecretMount {
+                required: true,
+                ..SecretMount::new("absent", None)
+            })],
+            ..Step::default()
+        };
+        let error =
+            umstage_snapshot::sandbox::run_step(&f.snap, "s2", &required, &f.cancel, &mut |_| {});
+        assert!(
+            error
+                .expect_err("required secret")
+                .to_string()
+                .contains("secret absent is required")
+        );
+    }
+    Ok(())
+}
+
+fn cancel_kills_a_running_step() -> TestResult {
+    let f = Fixture::new(DriverChoice::Auto);
+    f.snap.prepare("s", Some("base")).expect("prepare");
+    let step = Step {
+        args: fixture::sh_args("echo ready; sleep 555444"),
+        ..Step::default()
+    };
+    let started = Instant::now();
+    let result = umstage_snapshot::sandbox::run_step(&f.snap, "s", &step, &f.cancel, &mut |_| {
+        f.cancel.cancel()
+    });
+    assert!(
+        matches!(
+            result,
+            Err(umstage_snapshot::sandbox::SandboxError::Cancelled)
+        ),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(common::processes_with("sleep 555444").is_empty());
+    Ok(())
+}
+
+fn two_hundred_lower_layers_mount() -> TestResult {
+    let f = overlay_fixture()?;
+    let mut parent = "base".to_string();
+    for index in 0..200 {
+        let key = format!("unpack-{index}");
+        f.snap.prepare(&key, Some(&parent)).expect("prepare");
+        let (umstage_snapshot::LayerTarget::Diff(dir) | umstage_snapshot::LayerTarget::Apply(dir)) =
+            f.snap.layer_target(&key).expect("target");
+        std::fs::create_dir_all(dir.join("layers")).expect("mkdir");
+        std::fs::write(dir.join("layers").join(index.to_string()), "x").expect("write");
+        let name = format!("sha256:layer-{index}");
+        f.snap.commit(&name, &key).expect("commit");
+        parent = name;
+    }
+    f.snap.prepare("top", Some(&parent)).expect("prepare top");
+    let ran = f.sh("top", "ls /layers | wc -l; cat /data/keep/a");
+    assert_eq!(
+        ran.stdout.iter().map(|l| l.trim()).collect::<Vec<_>>(),
+        ["200", "a"],
+        "{ran:?}"
+    );
+    Ok(())
+}
+
+fn state_root_on_overlayfs_is_detected() -> TestResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+    }
+    let options = format!(
+        "userxattr,lowerdir={},upperdir={},workdir={}",
+        dir.path().join("lower").display(),
+        dir.path().join("upper").display(),
+        dir.path().join("work").display()
+    );
+    let merged = dir.path().join("merged");
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .expect("mount an overlay to stand for a container's root");
+    let state = merged.join("state");
+    let error = umstage_snapshot::Snapshotter::open(&state, DriverChoice::Overlay)
+        .expect_err("overlay on overlay");
+    assert!(error.to_string().contains("is on overlayfs"), "{error}");
+    let auto = umstage_snapshot::Snapshotter::open(&state, DriverChoice::Auto).expect("auto");
+    assert_eq!(auto.driver(), umstage_snapshot::Driver::Native);
+    assert!(
+        auto.selection_reason().contains("overlayfs"),
+        "{}",
+        auto.selection_reason()
+    );
+    drop(auto);
+    nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).expect("umount");
+    Ok(())
+}
+
+fn concurrent_builds_commit_the_same_chain_id() -> TestResult {
+    let f = Fixture::new(DriverChoice::Auto);
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|worker| {
+                let root = f.dir.path().to_path_buf();
+                scope.spawn(move || {
+                    let snap = umstage_snapshot::Snapshotter::open(&root, DriverChoice::Auto)
+                        .expect("open");
+                    let key = format!("build-{worker}");
+                    snap.prepare(&key, Some("base")).expect("prepare");
+                    let ran = Fixture::run_with(&snap, &key, "echo same > /same");
+                    assert_eq!(ran, ExitStatus::Code(0));
+                    snap.commit("sha256:shared", &key).expect("commit")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect()
+    });
+    let committed = outcomes
+        .iter()
+        .filter(|o| **o == umstage_snapshot::CommitOutcome::Committed)
+        .count();
+    assert_eq!(committed, 1, "{outcomes:?}");
+    f.snap
+        .prepare("after", Some("sha256:shared"))
+        .expect("prepare on the shared snapshot");
+    assert_eq!(f.sh("after", "cat /same").stdout, ["same"]);
+    Ok(())
+}
+
+fn sigterm_cancels_the_step_and_propagates_the_exit_status() -> TestResult {
+    let state = common::shared_dir();
+    let marker = format!("{}", 500_000 + std::process::id() % 100_000);
+    let mut child = common::spawn_scenario(
+        "signalled-step",
+        &[&state.path().display().to_string(), &marker],
+    );
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert_eq!(rest, ["cancelled"], "the step was not cancelled");
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the child's exit status was not propagated"
+    );
+    assert!(common::processes_with(&format!("sleep {marker}")).is_empty());
+    Ok(())
+}
+
+fn scenario_signalled_step(args: &[String]) -> i32 {
+    let state = std::path::PathBuf::from(&args[0]);
+    let marker = &args[1];
+    let _ns = userns::enter(&userns::Options::default()).expect("enter");
+    let cancel: &'static umstage_snapshot::Cancel =
+        Box::leak(Box::new(umstage_snapshot::Cancel::new().expect("cancel")));
+    cancel
+        .cancel_on_termination_signals()
+        .expect("signal handlers");
+    let snap =
+        umstage_snapshot::Snapshotter::open(&state.join("root"), DriverChoice::Auto).expect("open");
+    fixture::commit_base(&snap, &state.join("base"));
+    snap.prepare("active", Some("base")).expect("prepare");
+    let step = Step {
+        args: fixture::sh_args(format!("echo ready; exec sleep {marker}")),
+        ..Step::default()
+    };
+    let result =
+        umstage_snapshot::sandbox::run_step(&snap, "active", &step, cancel, &mut |event| {
+            let umstage_snapshot::sandbox::StepEvent::Output { line, .. } = event;
+            println!("{}", String::from_utf8_lossy(&line));
+        });
+    match result {
+        Err(umstage_snapshot::sandbox::SandboxError::Cancelled) => {
+            println!("cancelled");
+            42
+        }
+        other => {
+            println!("{other:?}");
+            1
+        }
+    }
 }

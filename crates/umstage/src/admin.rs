@@ -109,7 +109,11 @@ pub fn prune(root: &Path, all: bool, keep: Option<u64>) -> anyhow::Result<()> {
             };
             removed.with_context(|| format!("removing {}", path.display()))?;
         }
-        println!("removed everything under {}: {} freed", root.display(), human(before));
+        println!(
+            "removed everything under {}: {} freed",
+            root.display(),
+            human(before)
+        );
         return Ok(());
     }
     let cache = CacheIndex::open(root.join("cache/steps"))?;

@@ -129,6 +129,8 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+/// Follow a symlink at the target, so `/proc/self/fd/N` reaches the directory it names.
+const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes)
@@ -234,7 +236,7 @@ fn mount_overlay_fsconfig(
             empty.as_ptr(),
             libc::AT_FDCWD,
             target_c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
         )
     })?;
     Ok(())
