@@ -274,7 +274,7 @@ enum CopySource {
     /// The build context, or a directory named with `--build-context`.
     Dir { path: PathBuf, use_ignore: bool },
     /// A stage's or an image's filesystem.
-    State(StageOutput, String),
+    State(Box<StageOutput>, String),
 }
 
 impl Build<'_> {
@@ -464,7 +464,7 @@ impl Build<'_> {
             ));
         }
         let mut key = KeyBuilder::new("image");
-        key.key(&self.salt).str(&image.digest().to_string());
+        key.key(&self.salt).str(image.digest().as_ref());
         let output = StageOutput {
             key: key.finish(),
             state: State {
@@ -1152,7 +1152,10 @@ impl Step<'_, '_> {
         if let Some(i) = stage {
             let out =
                 (self.lookup)(i).ok_or_else(|| other(format!("stage {from} was not built")))?;
-            return Ok(Some(CopySource::State(out, format!("stage {from}"))));
+            return Ok(Some(CopySource::State(
+                Box::new(out),
+                format!("stage {from}"),
+            )));
         }
         let expanded = self
             .instruction
@@ -1176,7 +1179,10 @@ impl Step<'_, '_> {
         let out = build
             .image(&expanded)
             .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
-        Ok(Some(CopySource::State(out, format!("image {expanded}"))))
+        Ok(Some(CopySource::State(
+            Box::new(out),
+            format!("image {expanded}"),
+        )))
     }
 
     fn copy_step(&mut self, expanded: &Command) -> Result<bool, BuildError> {

@@ -33,7 +33,11 @@ impl Env {
     }
 
     /// Writes a context directory `name` with these files (path, content); returns its path.
-    fn context(&self, name: &str, files: &[(&str, &str)]) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    fn context(
+        &self,
+        name: &str,
+        files: &[(&str, &str)],
+    ) -> Result<PathBuf, Box<dyn std::error::Error>> {
         let ctx = self.dir.path().join(name);
         for (path, content) in files {
             let p = ctx.join(path);
@@ -59,7 +63,8 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.output().unwrap_or_else(|e| panic!("cannot run umstage: {e}"))
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run umstage: {e}"))
     }
 
     /// `umstage build` of `ctx` into `out` with the plain progress; extra args before the context.
@@ -113,11 +118,17 @@ fn assert_ok(out: &Output) {
 }
 
 fn unpack(env: &Env, archive: &str) -> Result<Unpacked, Box<dyn std::error::Error>> {
-    Ok(archive::umoci_unpack(&env.path(archive), Transport::OciArchive)?)
+    Ok(archive::umoci_unpack(
+        &env.path(archive),
+        Transport::OciArchive,
+    )?)
 }
 
 fn layers(env: &Env, archive: &str) -> Result<Unpacked, Box<dyn std::error::Error>> {
-    Ok(archive::apply_layers(&env.path(archive), Transport::OciArchive)?)
+    Ok(archive::apply_layers(
+        &env.path(archive),
+        Transport::OciArchive,
+    )?)
 }
 
 /// The image config exactly as stored in the archive, read with `tar` and `jq`-free JSON
@@ -132,8 +143,13 @@ fn config(env: &Env, archive: &str) -> Result<Value, Box<dyn std::error::Error>>
             .arg(dir.path()),
     )?;
     let blob = |digest: &Value| -> Result<Value, Box<dyn std::error::Error>> {
-        let hex = digest.as_str().and_then(|d| d.strip_prefix("sha256:")).ok_or("bad digest")?;
-        Ok(serde_json::from_slice(&fs::read(dir.path().join("blobs/sha256").join(hex))?)?)
+        let hex = digest
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .ok_or("bad digest")?;
+        Ok(serde_json::from_slice(&fs::read(
+            dir.path().join("blobs/sha256").join(hex),
+        )?)?)
     };
     let index: Value = serde_json::from_slice(&fs::read(dir.path().join("index.json"))?)?;
     let manifest = blob(&index["manifests"][0]["digest"])?;
@@ -165,16 +181,25 @@ fn multi_stage_build_copies_from_stages_by_name_and_index() -> TestResult {
     assert_ok(&out);
     let image = unpack(&env, "image.tar")?;
     assert_eq!(image.read_to_string("/app/built.txt")?, "built\n");
-    assert_eq!(image.read_to_string("/app/hello.txt")?, "hello from the context\n");
+    assert_eq!(
+        image.read_to_string("/app/hello.txt")?,
+        "hello from the context\n"
+    );
     assert_eq!(image.read_to_string("/app/second.txt")?, "second\n");
-    assert!(image.path("/bin/busybox").exists(), "the base layer is missing");
+    assert!(
+        image.path("/bin/busybox").exists(),
+        "the base layer is missing"
+    );
     assert_eq!(
         archive::strings(&image.config["config"]["Cmd"]),
         ["cat", "/app/built.txt"]
     );
     // The same archive loads as a Docker archive, with the tag in it.
     let inspected = archive::skopeo_inspect(&env.path("image.tar"), Transport::DockerArchive)?;
-    assert!(inspected["Layers"].as_array().is_some_and(|l| l.len() == 3), "{inspected}");
+    assert!(
+        inspected["Layers"].as_array().is_some_and(|l| l.len() == 3),
+        "{inspected}"
+    );
     Ok(())
 }
 
@@ -230,7 +255,10 @@ fn build_args_env_workdir_user_and_shell() -> TestResult {
     let out = env.build(&ctx, "image.tar", &["--build-arg", "VERSION=2.5"]);
     assert_ok(&out);
     let image = unpack(&env, "image.tar")?;
-    assert_eq!(image.read_to_string("/args.txt")?, "2.5 global-default\n[]\n");
+    assert_eq!(
+        image.read_to_string("/args.txt")?,
+        "2.5 global-default\n[]\n"
+    );
     assert_eq!(image.read_to_string("/pwd.txt")?, "/srv/app\n");
     assert_eq!(image.read_to_string("/tmp/uid.txt")?, "1000\n");
     assert_eq!(image.env_var("APP_VERSION").as_deref(), Some("2.5"));
@@ -242,7 +270,10 @@ fn build_args_env_workdir_user_and_shell() -> TestResult {
     assert_eq!(c["User"], "user");
     assert_eq!(archive::strings(&c["Shell"]), ["/bin/sh", "-c", "-x"]);
     // Shell-form CMD uses the SHELL in force.
-    assert_eq!(archive::strings(&c["Cmd"]), ["/bin/sh", "-c", "-x", "echo run"]);
+    assert_eq!(
+        archive::strings(&c["Cmd"]),
+        ["/bin/sh", "-c", "-x", "echo run"]
+    );
     // `sh -x` traced the command on stderr: the SHELL was used for RUN too.
     assert!(String::from_utf8_lossy(&out.stderr).contains("+ echo shell-form"));
     Ok(())
@@ -386,7 +417,10 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() -> TestResult {
     )?;
     assert_ok(&env.build(&ctx, "image.tar", &[]));
     let image = unpack(&env, "image.tar")?;
-    assert_eq!(image.read_to_string("/seen.txt")?, "from the trigger\nran\n");
+    assert_eq!(
+        image.read_to_string("/seen.txt")?,
+        "from the trigger\nran\n"
+    );
     let raw = config(&env, "image.tar")?;
     assert!(raw["config"]["OnBuild"].is_null(), "{raw}");
     // The base stage itself keeps its triggers.
@@ -394,7 +428,10 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() -> TestResult {
     let base = config(&env, "base.tar")?;
     assert_eq!(
         archive::strings(&base["config"]["OnBuild"]),
-        ["COPY trigger.txt /triggered.txt", "RUN echo ran >> /triggered.txt"]
+        [
+            "COPY trigger.txt /triggered.txt",
+            "RUN echo ran >> /triggered.txt"
+        ]
     );
     Ok(())
 }
@@ -420,7 +457,11 @@ fn copy_from_an_external_image_and_from_scratch() -> TestResult {
     let c = &image.config["config"];
     assert_eq!(archive::strings(&c["Entrypoint"]), ["/busybox"]);
     // BuildKit gives a scratch stage the default PATH.
-    assert!(archive::strings(&c["Env"]).iter().any(|e| e.starts_with("PATH=")));
+    assert!(
+        archive::strings(&c["Env"])
+            .iter()
+            .any(|e| e.starts_with("PATH="))
+    );
     let history = image.config["history"].as_array().ok_or("no history")?;
     let empty: Vec<bool> = history
         .iter()
@@ -466,7 +507,10 @@ fn a_cached_rebuild_runs_nothing_and_a_change_reruns_only_what_reads_it() -> Tes
     let log = String::from_utf8_lossy(&third.stderr);
     assert!(!log.contains("ran-41") && !log.contains("ran-42"), "{log}");
     assert!(log.contains("ran-43"), "{log}");
-    assert_eq!(unpack(&env, "three.tar")?.read_to_string("/b.txt")?, "changed\n");
+    assert_eq!(
+        unpack(&env, "three.tar")?.read_to_string("/b.txt")?,
+        "changed\n"
+    );
     Ok(())
 }
 
@@ -509,9 +553,16 @@ fn two_clean_builds_with_source_date_epoch_give_the_same_digest() -> TestResult 
         // Let the clock move so that only SOURCE_DATE_EPOCH can make the builds agree.
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    assert!(digests[0].as_str().is_some_and(|d| d.starts_with("sha256:")));
+    assert!(
+        digests[0]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
     assert_eq!(digests[0], digests[1]);
-    assert_eq!(fs::read(env.path("img-0.tar"))?, fs::read(env.path("img-1.tar"))?);
+    assert_eq!(
+        fs::read(env.path("img-0.tar"))?,
+        fs::read(env.path("img-1.tar"))?
+    );
     let c = config(&env, "img-0.tar")?;
     assert_eq!(c["created"], "2023-11-14T22:13:20Z");
     Ok(())
@@ -540,7 +591,11 @@ fn symlinks_never_reach_host_files() -> TestResult {
     let out = env.build(&ctx, "image.tar", &[]);
     // The escaping symlink resolves inside the context, where it names nothing.
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("escape"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("escape"),
+        "{}",
+        text(&out)
+    );
     assert!(!Path::new("/etc/payload.txt").exists());
     assert!(!Path::new("/nonexistent-host-dir").exists());
 
@@ -554,7 +609,10 @@ fn symlinks_never_reach_host_files() -> TestResult {
     assert_ok(&env.build(&ctx, "image.tar", &[]));
     let image = unpack(&env, "image.tar")?;
     assert_eq!(image.read_to_string("/etc/payload.txt")?, "payload\n");
-    assert_eq!(image.read_to_string("/nonexistent-host-dir/payload.txt")?, "payload\n");
+    assert_eq!(
+        image.read_to_string("/nonexistent-host-dir/payload.txt")?,
+        "payload\n"
+    );
     assert!(!Path::new("/etc/payload.txt").exists());
     assert!(!Path::new("/nonexistent-host-dir").exists());
     Ok(())
@@ -563,19 +621,35 @@ fn symlinks_never_reach_host_files() -> TestResult {
 #[test]
 fn errors_name_what_is_wrong_and_exit_with_the_right_code() -> TestResult {
     let env = Env::new()?;
-    let case = |name: &str, dockerfile: &str, extra: &[&str]| -> Result<(i32, String), Box<dyn std::error::Error>> {
+    let case = |name: &str,
+                dockerfile: &str,
+                extra: &[&str]|
+     -> Result<(i32, String), Box<dyn std::error::Error>> {
         let ctx = env.context(name, &[("Dockerfile", dockerfile), ("present.txt", "x")])?;
         let out = env.build(&ctx, &format!("{name}.tar"), extra);
-        Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     };
 
-    let (code, err) = case("unknown-instr", "FROM busybox\nRUN true\nFROMM busybox\n", &[])?;
+    let (code, err) = case(
+        "unknown-instr",
+        "FROM busybox\nRUN true\nFROMM busybox\n",
+        &[],
+    )?;
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("Dockerfile:3") && err.contains("FROMM"), "{err}");
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("FROMM"),
+        "{err}"
+    );
 
     let (code, err) = case("missing-src", "FROM busybox\nCOPY nothere.txt /x\n", &[])?;
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("nothere.txt") && err.contains("Dockerfile:2"), "{err}");
+    assert!(
+        err.contains("nothere.txt") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
 
     let (code, err) = case(
         "failing-run",
@@ -584,14 +658,28 @@ fn errors_name_what_is_wrong_and_exit_with_the_right_code() -> TestResult {
     )?;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("exit code 7"), "{err}");
-    assert!(err.contains("stage work") && err.contains("Dockerfile:2"), "{err}");
-    assert!(err.contains("about to fail"), "the output tail is missing: {err}");
+    assert!(
+        err.contains("stage work") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("about to fail"),
+        "the output tail is missing: {err}"
+    );
 
-    let (code, err) = case("unknown-target", "FROM busybox AS one\n", &["--target", "two"])?;
+    let (code, err) = case(
+        "unknown-target",
+        "FROM busybox AS one\n",
+        &["--target", "two"],
+    )?;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("two"), "{err}");
 
-    let (code, err) = case("unknown-from", "FROM busybox\nCOPY --from=nostage /x /y\n", &[])?;
+    let (code, err) = case(
+        "unknown-from",
+        "FROM busybox\nCOPY --from=nostage /x /y\n",
+        &[],
+    )?;
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("nostage"), "{err}");
 
@@ -623,11 +711,21 @@ fn filesystem_outputs_and_metadata() -> TestResult {
     );
     assert_ok(&out);
     assert_eq!(fs::read_to_string(local.join("result.txt"))?, "out\n");
-    let listing = umstage_testutil::run_stdout(
-        std::process::Command::new("tar").arg("-tf").arg(&tarball),
-    )?;
-    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "result.txt"), "{listing}");
-    assert!(fs::metadata(local.join("bin/busybox"))?.permissions().mode() & 0o111 != 0);
+    let listing =
+        umstage_testutil::run_stdout(std::process::Command::new("tar").arg("-tf").arg(&tarball))?;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "result.txt"),
+        "{listing}"
+    );
+    assert!(
+        fs::metadata(local.join("bin/busybox"))?
+            .permissions()
+            .mode()
+            & 0o111
+            != 0
+    );
     Ok(())
 }
 
@@ -649,7 +747,11 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
         assert!(!out.stdout.is_empty(), "{}: empty dump", path.display());
         count += 1;
     }
-    assert!(count > 50, "only {count} real-world Dockerfiles found in {}", dir.display());
+    assert!(
+        count > 50,
+        "only {count} real-world Dockerfiles found in {}",
+        dir.display()
+    );
     println!("umstage debug parse: {count} real-world Dockerfiles parsed");
     let bad = env.context("bad", &[("Dockerfile", "FROM busybox\nRUN <<EOF\n")])?;
     let out = std::process::Command::new(&env.bin)
