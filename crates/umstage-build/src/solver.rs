@@ -479,10 +479,26 @@ impl Build<'_> {
     }
 
     fn pull(&self, reference: &str) -> Result<umstage_oci::Image, String> {
-        Err(format!(
-            "cannot use the image {reference}: pulling from registries is not available in this build of umstage yet; \
-             name a local image with --build-context {reference}=oci-layout:///path/to/layout"
+        let parsed = umstage_oci::reference::parse(reference).map_err(|e| e.to_string())?;
+        let id = unique_key("pull");
+        let started = Instant::now();
+        self.events.emit(Event::TaskStarted {
+            id: id.clone(),
+            text: format!("resolving {}", parsed.whole()),
+        });
+        let client = registry_client(self.request);
+        let image = umstage_oci::registry::block_on(client.pull(
+            &self.store,
+            &parsed,
+            &oci_platform(&self.platform()),
         ))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.events.emit(Event::TaskDone {
+            id,
+            elapsed: started.elapsed(),
+        });
+        Ok(image)
     }
 
     /// A failed step, as the user sees it.
@@ -521,6 +537,14 @@ impl Build<'_> {
             ignore_chown_errors: self.ignore_chown_errors,
         }
     }
+}
+
+/// A registry client with the request's insecure registries and the user's credentials.
+pub(crate) fn registry_client(request: &BuildRequest) -> umstage_oci::registry::RegistryClient {
+    umstage_oci::registry::RegistryClient::new(umstage_oci::registry::RegistryOptions {
+        insecure_registries: request.insecure_registries.clone(),
+        auth: umstage_oci::auth::AuthStore::from_environment(),
+    })
 }
 
 fn oci_platform(p: &Platform) -> umstage_oci::Platform {

@@ -761,3 +761,54 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
     assert_eq!(out.status.code(), Some(2));
     Ok(())
 }
+
+#[test]
+fn pulls_the_base_from_a_registry_and_pushes_the_result() -> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let base = images::busybox()?.push(&registry)?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "ARG BASE\nFROM $BASE\nRUN echo pulled > /pulled.txt\nCOPY --from=$BASE /bin/busybox /copy/busybox\n",
+        )],
+    )?;
+    let target = registry.reference("app:1");
+    let root = env.path("state");
+    let out = env.umstage(
+        &[
+            "build",
+            "--root",
+            root.to_str().unwrap_or_default(),
+            "--progress",
+            "plain",
+            "--build-arg",
+            &format!("BASE={base}"),
+            "-t",
+            &target,
+            "--push",
+            "-o",
+            env.path("image.tar").to_str().unwrap_or_default(),
+            ctx.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&out);
+    assert_eq!(registry.tags("app")?, ["1"]);
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/pulled.txt")?, "pulled\n");
+    assert!(image.path("/copy/busybox").is_file());
+    let pushed = umstage_testutil::run_stdout(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{target}")),
+    )?;
+    let pushed: Value = serde_json::from_str(&pushed)?;
+    assert_eq!(
+        pushed["Layers"].as_array().map(Vec::len),
+        Some(3),
+        "{pushed}"
+    );
+    Ok(())
+}
