@@ -812,3 +812,225 @@ fn pulls_the_base_from_a_registry_and_pushes_the_result() -> TestResult {
     );
     Ok(())
 }
+
+/// Serves `body` to every request on a loopback port, from a thread, until the test ends.
+fn serve_once_per_request(
+    body: &'static [u8],
+    requests: usize,
+) -> Result<u16, Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    Ok(port)
+}
+
+#[test]
+fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context("ctx", &[("payload/inside.txt", "inside the archive\n")])?;
+    for (name, flag) in [
+        ("a.tar.gz", "-czf"),
+        ("b.tar.bz2", "-cjf"),
+        ("c.tar.xz", "-cJf"),
+    ] {
+        umstage_testutil::run(
+            std::process::Command::new("tar")
+                .arg(flag)
+                .arg(ctx.join(name))
+                .arg("-C")
+                .arg(&ctx)
+                .arg("payload"),
+        )?;
+    }
+    const BODY: &[u8] = b"downloaded content\n";
+    let port = serve_once_per_request(BODY, 2)?;
+    let sum = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(BODY))
+    };
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\n\
+             ADD a.tar.gz /gz/\n\
+             ADD b.tar.bz2 /bz/\n\
+             ADD c.tar.xz /xz/\n\
+             COPY a.tar.gz /copied/\n\
+             ADD --checksum=sha256:{sum} http://127.0.0.1:{port}/files/data.txt /web/\n"
+        ),
+    )?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = unpack(&env, "image.tar")?;
+    for dir in ["gz", "bz", "xz"] {
+        assert_eq!(
+            image.read_to_string(&format!("/{dir}/payload/inside.txt"))?,
+            "inside the archive\n"
+        );
+    }
+    // COPY never extracts.
+    assert!(image.path("/copied/a.tar.gz").is_file());
+    assert_eq!(
+        image.read_to_string("/web/data.txt")?,
+        "downloaded content\n"
+    );
+    let mode = fs::symlink_metadata(image.path("/web/data.txt"))?
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A wrong checksum fails the step and says so; a git URL is refused with a message.
+    let port = serve_once_per_request(BODY, 1)?;
+    let bad = env.context(
+        "bad",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/x /x\n",
+                "0".repeat(64)
+            ),
+        )],
+    )?;
+    let out = env.build(&bad, "bad.tar", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--checksum"),
+        "{}",
+        text(&out)
+    );
+    let git = env.context(
+        "git",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nADD https://example.invalid/repo.git /src\n",
+        )],
+    )?;
+    let out = env.build(&git, "git.tar", &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not supported yet"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+#[test]
+fn run_network_none_and_mounts() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("secret.txt", "s3cr3t\n"),
+            ("bound/data.txt", "bound\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN --network=none grep -o '^ *[a-z0-9]*:' /proc/net/dev | tr -d ' :' > /net.txt\n\
+                 RUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log > /cache-seen.txt\n\
+                 RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-seen.txt\n\
+                 RUN --mount=type=bind,source=bound,target=/b cat /b/data.txt > /bind-seen.txt\n\
+                 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /secret-seen.txt\n",
+            ),
+        ],
+    )?;
+    let secret = format!("id=tok,src={}", ctx.join("secret.txt").display());
+    let out = env.build(&ctx, "image.tar", &["--secret", &secret]);
+    assert_ok(&out);
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/net.txt")?, "lo\n");
+    assert_eq!(image.read_to_string("/cache-seen.txt")?, "run\n");
+    assert_eq!(image.read_to_string("/tmpfs-seen.txt")?, "x\n");
+    assert_eq!(image.read_to_string("/bind-seen.txt")?, "bound\n");
+    assert_eq!(image.read_to_string("/secret-seen.txt")?, "s3cr3t\n");
+    // Nothing a mount holds lands in a layer.
+    for layer in &image.layers[1..] {
+        for e in &layer.entries {
+            assert!(
+                !e.path.starts_with("cache/")
+                    && !e.path.starts_with("scratch/")
+                    && !e.path.starts_with("run/secrets/tok"),
+                "{} leaked into a layer",
+                e.path
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn directory_build_contexts_info_prune_and_concurrent_builds() -> TestResult {
+    let env = Env::new()?;
+    let extra = env.context("extra", &[("lib/util.txt", "from a named context\n")])?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nCOPY --from=libs lib/util.txt /util.txt\nRUN echo $((6*7)) > /answer\n",
+        )],
+    )?;
+    let libs = format!("libs={}", extra.display());
+    // Two builds on one state root at the same time both succeed.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| env.build(&ctx, "a.tar", &["--build-context", &libs]));
+        let b = s.spawn(|| env.build(&ctx, "b.tar", &["--build-context", &libs]));
+        (a.join(), b.join())
+    });
+    let (a, b) = (a.map_err(|_| "thread")?, b.map_err(|_| "thread")?);
+    assert_ok(&a);
+    assert_ok(&b);
+    let image = unpack(&env, "a.tar")?;
+    assert_eq!(image.read_to_string("/util.txt")?, "from a named context\n");
+    assert_eq!(image.read_to_string("/answer")?, "42\n");
+
+    let root = env.path("state");
+    let info = env.umstage(
+        &[
+            "info",
+            "--json",
+            "--root",
+            root.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&info);
+    let info: Value = serde_json::from_slice(&info.stdout)?;
+    assert!(info["snapshotter"]["driver"].is_string(), "{info}");
+    assert!(
+        info["state_root"]["bytes"].as_u64().is_some_and(|b| b > 0),
+        "{info}"
+    );
+    assert_eq!(info["user_namespace"]["mode"], "Subordinate", "{info}");
+
+    let prune = env.umstage(&["prune", "--root", root.to_str().unwrap_or_default()], &[]);
+    assert_ok(&prune);
+    // After a prune the same build runs its steps again, and succeeds.
+    let again = env.build(&ctx, "c.tar", &["--build-context", &libs]);
+    assert_ok(&again);
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("CACHED"));
+    let all = env.umstage(
+        &[
+            "prune",
+            "--all",
+            "--root",
+            root.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&all);
+    assert_eq!(fs::read_dir(&root)?.count(), 0);
+    Ok(())
+}
