@@ -84,7 +84,7 @@ struct Build<'a> {
     ignore: Option<Dockerignore>,
     unpacker: Unpacker,
     images: Mutex<HashMap<String, StageOutput>>,
-    cancel: Cancel,
+    cancel: &'static Cancel,
     layer_options: LayerOptions,
     /// Mixed into every base key: what changes every layer of a build (timestamps, compression).
     salt: CacheKey,
@@ -176,7 +176,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         ignore,
         unpacker: Unpacker::default(),
         images: Mutex::new(HashMap::new()),
-        cancel: Cancel::new().map_err(other)?,
+        cancel: termination_cancel()?,
         layer_options,
         salt: salt.finish(),
         created: umstage_oci::config::rfc3339(created_secs),
@@ -223,6 +223,19 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         elapsed: started.elapsed(),
     });
     Ok(result)
+}
+
+/// A cancel flag raised by SIGINT and SIGTERM, so a running step is stopped and its snapshot
+/// removed rather than the process dying mid-step. It lives for the rest of the process, as
+/// the signal handler needs.
+fn termination_cancel() -> Result<&'static Cancel, BuildError> {
+    static CANCEL: std::sync::OnceLock<&'static Cancel> = std::sync::OnceLock::new();
+    if let Some(c) = CANCEL.get() {
+        return Ok(c);
+    }
+    let cancel: &'static Cancel = Box::leak(Box::new(Cancel::new().map_err(other)?));
+    cancel.cancel_on_termination_signals().map_err(other)?;
+    Ok(CANCEL.get_or_init(|| cancel))
 }
 
 fn first_compression(outputs: &[Output]) -> Compression {
@@ -356,7 +369,7 @@ impl Build<'_> {
         let mut scope = StageScope::new(&self.args, &self.meta, base_env);
         for (n, instruction) in instructions.iter().enumerate() {
             if self.cancel.is_cancelled() {
-                return Err(other("cancelled"));
+                return Err(other("interrupted: the build was stopped by a signal"));
             }
             let step_index = if n < trigger_count {
                 0
@@ -962,7 +975,7 @@ impl Step<'_, '_> {
             &build.snapshotter,
             &active,
             &step,
-            &build.cancel,
+            build.cancel,
             &mut |event| {
                 let StepEvent::Output { stream, line } = event;
                 let line = String::from_utf8_lossy(&line).into_owned();
