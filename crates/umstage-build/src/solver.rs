@@ -812,6 +812,12 @@ impl Step<'_, '_> {
                 message: e.to_string(),
             });
         }
+        if self.no_cache {
+            // A step run despite its cache entry may have made something new: what follows
+            // (here and in stages that read this one) must be keyed by what it made.
+            let made: Vec<&str> = self.layers.iter().map(|l| l.diff_id.as_str()).collect();
+            self.roll_key("rerun", &made.join(" "));
+        }
         Ok(())
     }
 
