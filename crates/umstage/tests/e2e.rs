@@ -1034,3 +1034,73 @@ fn directory_build_contexts_info_prune_and_concurrent_builds() -> TestResult {
     assert_eq!(fs::read_dir(&root)?.count(), 0);
     Ok(())
 }
+
+#[test]
+fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS base\n\
+             CMD [\"from-base\"]\n\
+             FROM base\n\
+             ENTRYPOINT [\"/bin/echo\"]\n\
+             LABEL org.example.one=1 two=\"2 words\"\n\
+             EXPOSE 80 53/udp\n\
+             VOLUME /data\n\
+             STOPSIGNAL SIGTERM\n\
+             HEALTHCHECK --interval=30s --retries=2 CMD wget -q localhost\n\
+             MAINTAINER someone\n",
+        )],
+    )?;
+    let iid = env.path("iid");
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &[
+            "--label",
+            "cli.label=yes",
+            "--iidfile",
+            iid.to_str().unwrap_or_default(),
+            "--progress",
+            "rawjson",
+        ],
+    );
+    assert_ok(&out);
+    // rawjson: one JSON object per line on stderr.
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "build_done"),
+        "{}",
+        text(&out)
+    );
+    let c = config(&env, "image.tar")?;
+    assert!(fs::read_to_string(&iid)?.starts_with("sha256:"));
+    let cfg = &c["config"];
+    // ENTRYPOINT clears the CMD inherited from the base stage.
+    assert!(cfg["Cmd"].is_null(), "{cfg}");
+    assert_eq!(archive::strings(&cfg["Entrypoint"]), ["/bin/echo"]);
+    assert_eq!(cfg["Labels"]["org.example.one"], "1");
+    assert_eq!(cfg["Labels"]["two"], "2 words");
+    assert_eq!(cfg["Labels"]["cli.label"], "yes");
+    assert!(cfg["ExposedPorts"]["80/tcp"].is_object() && cfg["ExposedPorts"]["53/udp"].is_object());
+    assert!(cfg["Volumes"]["/data"].is_object());
+    assert_eq!(cfg["StopSignal"], "SIGTERM");
+    assert_eq!(
+        archive::strings(&cfg["Healthcheck"]["Test"]),
+        ["CMD-SHELL", "wget -q localhost"]
+    );
+    assert_eq!(cfg["Healthcheck"]["Interval"], 30_000_000_000i64);
+    assert_eq!(cfg["Healthcheck"]["Retries"], 2);
+    assert_eq!(c["author"], "someone");
+    let history = c["history"].as_array().ok_or("no history")?;
+    assert!(
+        history.iter().skip(1).all(|h| h["empty_layer"] == true),
+        "{history:?}"
+    );
+    Ok(())
+}
