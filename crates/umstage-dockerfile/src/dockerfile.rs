@@ -573,6 +573,24 @@ impl Dockerfile {
         Ok(scope)
     }
 
+    /// `--build-arg` names that no ARG in the meta scope or in `stages` declares, sorted: BuildKit
+    /// warns "One or more build-args [...] were not consumed". Predefined proxy ARGs never count.
+    pub fn unconsumed_build_args(&self, args: &BuildArgs, stages: &[usize]) -> Vec<String> {
+        let declared = |name: &str| {
+            let declares = |i: &Instruction| matches!(&i.command, Command::Arg(d) if d.iter().any(|a| a.name == name));
+            self.meta_args.iter().any(declares)
+                || stages
+                    .iter()
+                    .filter_map(|&s| self.stages.get(s))
+                    .any(|s| s.instructions.iter().any(declares))
+        };
+        args.values
+            .keys()
+            .filter(|k| !PROXY_ARGS.contains(&k.as_str()) && !declared(k))
+            .cloned()
+            .collect()
+    }
+
     /// The index of the stage called `name` (case-insensitive), if any.
     pub fn stage_index(&self, name: &str) -> Option<usize> {
         let lower = name.to_lowercase();
@@ -856,6 +874,15 @@ mod tests {
         assert!(parse("D", "ARG x\n").is_err());
         assert!(parse("D", "FROM a\nHEALTHCHECK --interval=1us CMD x\n").is_err());
         assert!(parse("D", "FROM a\nCMD --x y\n").is_err());
+    }
+
+    #[test]
+    fn unconsumed_build_args_are_reported() {
+        let d = df("ARG A\nFROM x\nARG B\nFROM y\nARG C\n");
+        let args = BuildArgs::new(
+            ["A", "B", "C", "D", "HTTP_PROXY"].map(|k| (k.to_owned(), "v".to_owned())),
+        );
+        assert_eq!(d.unconsumed_build_args(&args, &[1]), ["B", "D"]);
     }
 
     #[test]
