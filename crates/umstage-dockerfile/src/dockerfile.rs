@@ -265,17 +265,19 @@ impl Instruction {
         };
         let sources =
             |s: &crate::instructions::Sources| -> Result<crate::instructions::Sources, Error> {
-                let mut out = s.clone();
-                out.paths = list(&s.paths)?;
-                out.dest = word(&s.dest)?;
-                for src in &mut out.inline {
+                let mut inline = s.inline.clone();
+                for src in &mut inline {
                     if src.expand {
                         src.data = heredoc_lx
                             .expand_word(&src.data, env)
                             .map_err(|e| self.expand_error(e))?;
                     }
                 }
-                Ok(out)
+                Ok(crate::instructions::Sources {
+                    paths: list(&s.paths)?,
+                    inline,
+                    dest: word(&s.dest)?,
+                })
             };
         let command = match &self.command {
             Command::From(f) => {
@@ -301,7 +303,9 @@ impl Instruction {
                 chown: opt(&c.chown)?,
                 chmod: opt(&c.chmod)?,
                 excludes: list(&c.excludes)?,
-                ..c.clone()
+                from: c.from.clone(),
+                link: c.link,
+                parents: c.parents,
             }),
             Command::Add(a) => Command::Add(Add {
                 sources: sources(&a.sources)?,
@@ -309,7 +313,10 @@ impl Instruction {
                 chmod: opt(&a.chmod)?,
                 checksum: opt(&a.checksum)?,
                 excludes: list(&a.excludes)?,
-                ..a.clone()
+                link: a.link,
+                keep_git_dir: a.keep_git_dir,
+                unpack: a.unpack,
+                parents: a.parents,
             }),
             Command::Expose(v) => {
                 // BuildKit splits EXPOSE words after expansion: `EXPOSE $PORTS` may give several.
