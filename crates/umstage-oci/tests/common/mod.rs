@@ -14,7 +14,8 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    pub content: Vec<u8>,
+    /// SHA-256 of the content (regular files).
+    pub content: String,
     pub link: Option<PathBuf>,
     pub rdev: u64,
     pub xattrs: Vec<(String, Vec<u8>)>,
@@ -77,9 +78,9 @@ fn walk(
             uid: meta.uid(),
             gid: meta.gid(),
             content: if ft.is_file() {
-                std::fs::read(&path).unwrap()
+                umstage_oci::digest::sha256(&std::fs::read(&path).unwrap()).to_string()
             } else {
-                Vec::new()
+                String::new()
             },
             link: ft.is_symlink().then(|| std::fs::read_link(&path).unwrap()),
             rdev: meta.rdev(),
@@ -203,6 +204,82 @@ pub fn without_overlay_xattrs(mut tree: BTreeMap<PathBuf, Entry>) -> BTreeMap<Pa
         entry
             .xattrs
             .retain(|(k, _)| !k.starts_with("trusted.overlay.") && !k.starts_with("user.overlay."));
+    }
+    tree
+}
+
+/// Runs an external checker tool, failing loudly when it is missing or fails.
+pub fn run(tool: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{tool} is required for this test and could not run ({e}); install it (see .ci/run)"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "{tool} {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Builds a one-layer image from `source` in `store` with Docker extensions in its config.
+pub fn build_image(
+    store: &umstage_oci::ContentStore,
+    source: &Path,
+    compression: umstage_oci::compress::Compression,
+) -> umstage_oci::Image {
+    use umstage_oci::config::{HealthConfig, History, ImageConfig};
+    let layer = umstage_oci::layer::write_layer(
+        store,
+        &full_change_set(source),
+        &umstage_oci::layer::LayerOptions {
+            compression,
+            source_date_epoch: Some(1_700_000_000),
+            threads: 2,
+        },
+    )
+    .unwrap();
+    let mut config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    config.created = Some(umstage_oci::config::rfc3339(1_700_000_000));
+    config.config.cmd = Some(vec!["/bin/sh".into()]);
+    config.config.env = Some(vec!["PATH=/usr/bin:/bin".into()]);
+    config.config.healthcheck = Some(HealthConfig {
+        test: vec!["CMD-SHELL".into(), "true".into()],
+        interval: 30_000_000_000,
+        retries: 3,
+        ..Default::default()
+    });
+    config.config.on_build = Some(vec!["RUN echo child".into()]);
+    config.config.shell = Some(vec!["/bin/sh".into(), "-c".into()]);
+    config.rootfs.diff_ids = vec![layer.diff_id.clone()];
+    config.history = vec![History {
+        created: config.created.clone(),
+        created_by: Some("COPY . /".into()),
+        ..Default::default()
+    }];
+    umstage_oci::image::write_image(
+        store,
+        &config,
+        &[layer.descriptor()],
+        umstage_oci::ManifestFormat::Oci,
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+/// The tree as a layer written with `SOURCE_DATE_EPOCH = epoch` records it.
+pub fn clamp_mtimes(mut tree: BTreeMap<PathBuf, Entry>, epoch: i64) -> BTreeMap<PathBuf, Entry> {
+    for entry in tree.values_mut() {
+        entry.mtime = entry.mtime.map(|m| m.min(epoch));
     }
     tree
 }
