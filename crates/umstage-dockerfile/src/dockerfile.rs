@@ -1,6 +1,6 @@
 //! The typed Dockerfile: stages of located instructions, meta ARGs, expansion and scoping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind};
@@ -507,36 +507,65 @@ impl BuildArgs {
     }
 }
 
+/// Variables in first-set order with a name index, so scopes with thousands of names stay linear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Vars<V> {
+    entries: Vec<(String, V)>,
+    index: HashMap<String, usize>,
+}
+
+impl<V> Default for Vars<V> {
+    fn default() -> Self {
+        Vars {
+            entries: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Vars<V> {
+    fn get(&self, name: &str) -> Option<&V> {
+        self.index.get(name).map(|&i| &self.entries[i].1)
+    }
+
+    /// Sets `name`, replacing an earlier value in place.
+    fn set(&mut self, name: &str, value: V) {
+        match self.index.get(name) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(name.to_owned(), self.entries.len());
+                self.entries.push((name.to_owned(), value));
+            }
+        }
+    }
+}
+
 /// The global scope: the meta ARGs (before the first FROM) and the predefined platform ARGs.
 /// It is the environment for FROM lines and `COPY --from` names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetaScope {
-    /// Every global name with its value (`None`: declared without a value).
-    pub vars: Vec<(String, Option<String>)>,
+    vars: Vars<Option<String>>,
 }
 
 impl Env for MetaScope {
     fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
+        self.vars.get(name).and_then(|v| v.as_deref())
     }
 }
 
 impl MetaScope {
+    /// Every global name with its value (`None`: declared without a value), in declaration order.
+    pub fn vars(&self) -> &[(String, Option<String>)] {
+        &self.vars.entries
+    }
+
     /// Whether `name` is declared globally (with or without a value).
     pub fn declares(&self, name: &str) -> bool {
-        self.vars.iter().any(|(k, _)| k == name)
+        self.vars.get(name).is_some()
     }
 
     fn value(&self, name: &str) -> Option<Option<&str>> {
-        self.vars
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_deref())
+        self.vars.get(name).map(|v| v.as_deref())
     }
 }
 
@@ -548,13 +577,10 @@ impl Dockerfile {
 
     /// The global scope for this file given the user's build args.
     pub fn meta_scope(&self, args: &BuildArgs) -> Result<MetaScope, Error> {
-        let mut scope = MetaScope {
-            vars: args
-                .platform_args()
-                .into_iter()
-                .map(|(k, v)| (k, Some(v)))
-                .collect(),
-        };
+        let mut scope = MetaScope::default();
+        for (k, v) in args.platform_args() {
+            scope.vars.set(&k, Some(v));
+        }
         for instr in &self.meta_args {
             let Command::Arg(decls) = &instr.command else {
                 continue;
@@ -574,7 +600,7 @@ impl Dockerfile {
                     ),
                     (None, None) => None,
                 };
-                scope.vars.push((name, value));
+                scope.vars.set(&name, value);
             }
         }
         Ok(scope)
@@ -634,20 +660,16 @@ impl Dockerfile {
 pub struct StageScope<'a> {
     args: &'a BuildArgs,
     meta: &'a MetaScope,
-    env: Vec<(String, String)>,
-    declared: Vec<(String, Option<String>)>,
+    env: Vars<String>,
+    declared: Vars<Option<String>>,
 }
 
 impl Env for StageScope<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
+        if let Some(v) = self.env.get(name) {
             return Some(v);
         }
-        self.declared
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
+        self.declared.get(name).and_then(|v| v.as_deref())
     }
 }
 
@@ -658,11 +680,15 @@ impl<'a> StageScope<'a> {
         meta: &'a MetaScope,
         base_env: impl IntoIterator<Item = (String, String)>,
     ) -> StageScope<'a> {
+        let mut env = Vars::default();
+        for (k, v) in base_env {
+            env.set(&k, v);
+        }
         StageScope {
             args,
             meta,
-            env: base_env.into_iter().collect(),
-            declared: Vec::new(),
+            env,
+            declared: Vars::default(),
         }
     }
 
@@ -693,8 +719,7 @@ impl<'a> StageScope<'a> {
                     } else {
                         self.meta.value(&d.name).flatten().map(str::to_owned)
                     };
-                    self.declared.retain(|(k, _)| k != &d.name);
-                    self.declared.push((d.name.clone(), value));
+                    self.declared.set(&d.name, value);
                 }
             }
             _ => {}
@@ -711,33 +736,31 @@ impl<'a> StageScope<'a> {
 
     /// Sets an ENV variable (replacing an earlier value in place, as image configs do).
     pub fn set_env(&mut self, key: &str, value: &str) {
-        match self.env.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.to_owned(),
-            None => self.env.push((key.to_owned(), value.to_owned())),
-        }
+        self.env.set(key, value.to_owned());
     }
 
     /// The environment to persist in the image config: ENV only, never ARGs.
     pub fn config_env(&self) -> &[(String, String)] {
-        &self.env
+        &self.env.entries
     }
 
     /// The build args this point of the stage can see, with values: these belong in a RUN's cache key.
     pub fn visible_args(&self) -> Vec<(String, String)> {
         self.declared
+            .entries
             .iter()
+            .filter(|(k, _)| self.env.get(k).is_none())
             .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .filter(|(k, _)| !self.env.iter().any(|(e, _)| e == k))
             .collect()
     }
 
     /// The environment a RUN gets: ENV, then visible ARGs, then proxy build args not declared (kept out of cache keys).
     pub fn run_env(&self) -> Vec<(String, String)> {
-        let mut out = self.env.clone();
+        let mut out = self.env.entries.clone();
         out.extend(self.visible_args());
         for p in PROXY_ARGS {
             if let Some(v) = self.args.values.get(*p)
-                && !out.iter().any(|(k, _)| k == p)
+                && self.get(p).is_none()
             {
                 out.push(((*p).to_owned(), v.clone()));
             }
@@ -748,9 +771,10 @@ impl<'a> StageScope<'a> {
     /// The stage's ENV and ARG names that are set, for undefined-variable checks.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.env
+            .entries
             .iter()
             .map(|(k, _)| k.as_str())
-            .chain(self.declared.iter().map(|(k, _)| k.as_str()))
+            .chain(self.declared.entries.iter().map(|(k, _)| k.as_str()))
     }
 }
 
