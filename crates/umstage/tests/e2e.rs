@@ -63,8 +63,17 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.output()
-            .unwrap_or_else(|e| panic!("cannot run umstage: {e}"))
+        // Another test's fork may briefly hold the freshly copied binary open for writing.
+        for _ in 0..20 {
+            match cmd.output() {
+                Ok(out) if String::from_utf8_lossy(&out.stderr).contains("Text file busy") => {}
+                Ok(out) => return out,
+                Err(e) if e.raw_os_error() == Some(26) => {}
+                Err(e) => panic!("cannot run umstage: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("cannot run umstage: its binary stayed busy");
     }
 
     /// `umstage build` of `ctx` into `out` with the plain progress; extra args before the context.
@@ -739,7 +748,7 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
         if path.extension().is_none_or(|e| e != "Dockerfile") {
             continue;
         }
-        let out = std::process::Command::new(&env.bin)
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_umstage"))
             .args(["debug", "parse"])
             .arg(&path)
             .output()?;
@@ -754,7 +763,7 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
     );
     println!("umstage debug parse: {count} real-world Dockerfiles parsed");
     let bad = env.context("bad", &[("Dockerfile", "FROM busybox\nRUN <<EOF\n")])?;
-    let out = std::process::Command::new(&env.bin)
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_umstage"))
         .args(["debug", "parse"])
         .arg(bad.join("Dockerfile"))
         .output()?;
