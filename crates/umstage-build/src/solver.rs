@@ -129,7 +129,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             )));
         }
     }
-    let ignore = load_dockerignore(request, &file_name)?;
+    let ignore = load_dockerignore(request)?;
 
     let root = &request.state_root;
     let store = ContentStore::open(root).map_err(other)?;
@@ -252,10 +252,7 @@ fn first_compression(outputs: &[Output]) -> Compression {
 
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
 /// the context's `.dockerignore`.
-fn load_dockerignore(
-    request: &BuildRequest,
-    _file_name: &str,
-) -> Result<Option<Dockerignore>, BuildError> {
+fn load_dockerignore(request: &BuildRequest) -> Result<Option<Dockerignore>, BuildError> {
     let specific = match &request.dockerfile {
         DockerfileSource::Path(p) => {
             let mut name = p.as_os_str().to_owned();
