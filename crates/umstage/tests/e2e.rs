@@ -204,6 +204,17 @@ fn multi_stage_build_copies_from_stages_by_name_and_index() -> TestResult {
         ["cat", "/app/built.txt"]
     );
     // The same archive loads as a Docker archive, with the tag in it.
+    let docker_manifest = umstage_testutil::run_stdout(
+        std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(env.path("image.tar"))
+            .arg("manifest.json"),
+    )?;
+    let docker_manifest: Value = serde_json::from_str(&docker_manifest)?;
+    assert_eq!(
+        archive::strings(&docker_manifest[0]["RepoTags"]),
+        ["example/app:1"]
+    );
     let inspected = archive::skopeo_inspect(&env.path("image.tar"), Transport::DockerArchive)?;
     assert!(
         inspected["Layers"].as_array().is_some_and(|l| l.len() == 3),
