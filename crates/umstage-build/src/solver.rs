@@ -948,17 +948,19 @@ impl Step<'_, '_> {
             }
             Ok(())
         })();
-        let cleanup = |views: &[(String, Option<umstage_snapshot::snapshot::MountGuard>)],
-                       secret_files: &[PathBuf]| {
-            for (key, _) in views {
-                let _ = build.snapshotter.remove(key);
-            }
-            for f in secret_files {
-                let _ = std::fs::remove_file(f);
-            }
-        };
+        // Unmounts the views (dropping their guards) before removing them; secrets held in
+        // memory go with their descriptors.
+        let cleanup =
+            |views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
+             secret_files: &mut Vec<std::os::fd::OwnedFd>| {
+                for (key, guard) in views.drain(..) {
+                    drop(guard);
+                    let _ = build.snapshotter.remove(&key);
+                }
+                secret_files.clear();
+            };
         if let Err(e) = prepared {
-            cleanup(&views, &secret_files);
+            cleanup(&mut views, &mut secret_files);
             return Err(build.fail(self.id, self.instruction, e, None, Vec::new()));
         }
 
@@ -996,9 +998,7 @@ impl Step<'_, '_> {
                 });
             },
         );
-        // Views were mounted for the sandbox by path; drop them after the step.
-        drop(views.iter_mut().map(|v| v.1.take()).collect::<Vec<_>>());
-        cleanup(&views, &secret_files);
+        cleanup(&mut views, &mut secret_files);
         if let Some(dir) = script_file {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -1034,7 +1034,7 @@ impl Step<'_, '_> {
         m: &umstage_dockerfile::Mount,
         source: Option<CopySource>,
         views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
-        secret_files: &mut Vec<PathBuf>,
+        secret_files: &mut Vec<std::os::fd::OwnedFd>,
     ) -> Result<StepMount, String> {
         let build = self.build;
         let target = m.target.clone().unwrap_or_default();
@@ -1124,11 +1124,15 @@ impl Step<'_, '_> {
                     Some(crate::options::SecretSource::File(p)) => Some(p.clone()),
                     Some(crate::options::SecretSource::Env(var)) => match std::env::var(var) {
                         Ok(value) => {
-                            let dir = build.request.state_root.join("run");
-                            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                            let path = dir.join(unique_key("secret"));
-                            write_private(&path, value.as_bytes()).map_err(|e| e.to_string())?;
-                            secret_files.push(path.clone());
+                            // Kept in memory only: nothing on disk even if umstage is killed.
+                            let fd =
+                                secret_in_memory(value.as_bytes()).map_err(|e| e.to_string())?;
+                            let path = PathBuf::from(format!(
+                                "/proc/{}/fd/{}",
+                                std::process::id(),
+                                std::os::fd::AsRawFd::as_raw_fd(&fd)
+                            ));
+                            secret_files.push(fd);
                             Some(path)
                         }
                         Err(_) => None,
@@ -1551,15 +1555,13 @@ fn is_git_url(s: &str) -> bool {
         || (is_url(s) && (s.ends_with(".git") || s.contains(".git#")))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// A memory-only file holding `data`, readable through `/proc/PID/fd/N` by the step's helper.
+fn secret_in_memory(data: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
+    let fd = rustix::fs::memfd_create("umstage-secret", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(data)?;
+    Ok(file.into())
 }
 
 fn split_command(line: &umstage_dockerfile::CommandLine) -> (Option<Vec<String>>, Option<String>) {

@@ -963,12 +963,18 @@ fn run_network_none_and_mounts() -> TestResult {
                  RUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log > /cache-seen.txt\n\
                  RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-seen.txt\n\
                  RUN --mount=type=bind,source=bound,target=/b cat /b/data.txt > /bind-seen.txt\n\
-                 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /secret-seen.txt\n",
+                 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /secret-seen.txt\n\
+                 RUN --mount=type=secret,id=envtok,env=TOKEN echo \"$TOKEN\" > /env-secret-seen.txt\n",
             ),
         ],
     )?;
     let secret = format!("id=tok,src={}", ctx.join("secret.txt").display());
-    let out = env.build(&ctx, "image.tar", &["--secret", &secret]);
+    let out = env.build_env(
+        &ctx,
+        "image.tar",
+        &["--secret", &secret, "--secret", "id=envtok,env=MY_TOKEN"],
+        &[("MY_TOKEN", "from-the-environment")],
+    );
     assert_ok(&out);
     let image = layers(&env, "image.tar")?;
     assert_eq!(image.read_to_string("/net.txt")?, "lo\n");
@@ -976,6 +982,10 @@ fn run_network_none_and_mounts() -> TestResult {
     assert_eq!(image.read_to_string("/tmpfs-seen.txt")?, "x\n");
     assert_eq!(image.read_to_string("/bind-seen.txt")?, "bound\n");
     assert_eq!(image.read_to_string("/secret-seen.txt")?, "s3cr3t\n");
+    assert_eq!(
+        image.read_to_string("/env-secret-seen.txt")?,
+        "from-the-environment\n"
+    );
     // Nothing a mount holds lands in a layer.
     for layer in &image.layers[1..] {
         for e in &layer.entries {
