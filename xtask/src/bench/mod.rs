@@ -174,6 +174,7 @@ pub fn run(args: &[String]) -> Result<()> {
         work: &work,
         user: &user,
         registry: registry.host(),
+        images: &images,
     };
     let mut results = Results {
         cases: cases.clone(),
@@ -204,6 +205,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let logs = work.mkdir("logs")?;
     for case in &cases {
         bench_case(case, &mut builders, options.runs, &logs, &mut results);
+        // Written after every case, so a run cut short still leaves what it measured.
+        report::write(&options.output, &results)?;
     }
     // Stop dockerd (and everything else) before writing.
     drop(builders);
