@@ -62,6 +62,9 @@ impl Compression {
     }
 }
 
+/// zstd job size for multi-threaded compression.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// A writer compressing into `W`.
 pub(crate) enum Encoder<W: Write + Send + 'static> {
     Plain(W),
@@ -81,6 +84,9 @@ impl<W: Write + Send + 'static> Encoder<W> {
                 // worker count, so any count >= 1 gives the same bytes (single-threaded mode,
                 // 0 workers, would not).
                 encoder.multithread(u32::try_from(threads.max(1)).unwrap_or(1))?;
+                // Fixed job size: bounds memory (jobs in flight × size) and, being constant,
+                // keeps the output independent of the machine.
+                encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 Self::Zstd(encoder)
             }
         })
