@@ -1,29 +1,49 @@
 //! Project chores: `cargo xtask <task>`.
 
-use std::process::{Command, ExitCode};
+mod bench;
+mod setup;
+mod test;
+mod testimages;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test [--debian] [-- ARGS…]   the whole test suite (what .ci/run runs): as root,
+                               installs missing packages and the test user first
+  testimages [--debian] [--serve [--port N]]
+                               make the offline base images under testdata/images/
+                               (busybox; --debian adds debian-build:bookworm) and
+                               optionally serve them from docker-registry on 127.0.0.1
+  bench [--quick] [--runs N] [--case NAME]… [--builders LIST]
+                               umstage against BuildKit and Buildah; writes docs/benchmarks.md
+";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("test") => run_tests(&args[1..]),
-        _ => {
-            eprintln!("usage: cargo xtask test [ARGS…]");
-            ExitCode::from(2)
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "test" => test::run(rest),
+        "testimages" => testimages::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
         }
-    }
-}
-
-/// Runs the whole test suite.
-fn run_tests(extra: &[String]) -> ExitCode {
-    let status = Command::new(env!("CARGO"))
-        .args(["test", "--workspace"])
-        .args(extra)
-        .status();
-    match status {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
+        other => {
+            eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xtask: cannot run cargo: {e}");
+            eprintln!("xtask {task}: {e:#}");
             ExitCode::FAILURE
         }
     }

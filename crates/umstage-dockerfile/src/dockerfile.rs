@@ -56,6 +56,8 @@ pub struct Stage {
     pub index: usize,
     /// The stage name, lower-cased (names are case-insensitive).
     pub name: Option<String>,
+    /// The stage name as written, for display.
+    pub name_as_written: Option<String>,
     /// The base as written (unexpanded): image reference, `scratch` or a stage name.
     pub base: String,
     /// `--platform` as written (unexpanded).
@@ -79,8 +81,6 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
     /// Parser warnings (empty continuation lines).
     pub warnings: Vec<Warning>,
-    /// Lint findings.
-    pub lints: Vec<Lint>,
 }
 
 /// Parses and types a Dockerfile: every instruction checked, stages split, lint findings collected.
@@ -102,7 +102,7 @@ pub fn parse_instruction(file: &str, text: &str) -> Result<Instruction, Error> {
         text: text.to_owned(),
         escape: ast.directives.escape,
     });
-    let node = ast.nodes.into_iter().next().ok_or_else(|| {
+    let mut node = ast.nodes.into_iter().next().ok_or_else(|| {
         Error::new(
             ErrorKind::Structure,
             file,
@@ -110,10 +110,11 @@ pub fn parse_instruction(file: &str, text: &str) -> Result<Instruction, Error> {
             "no instruction",
         )
     })?;
-    typed(&node, &source)
+    typed(&mut node, &source)
 }
 
-fn typed(node: &Node, source: &Arc<SourceFile>) -> Result<Instruction, Error> {
+/// Types `node`, moving its text into the instruction.
+fn typed(node: &mut Node, source: &Arc<SourceFile>) -> Result<Instruction, Error> {
     let command = type_node(node).map_err(|e| {
         let span = e
             .flag
@@ -139,9 +140,9 @@ fn typed(node: &Node, source: &Arc<SourceFile>) -> Result<Instruction, Error> {
     })?;
     Ok(Instruction {
         command,
-        keyword: node.keyword.clone(),
+        keyword: std::mem::take(&mut node.keyword),
         span: node.span,
-        original: node.original.clone(),
+        original: std::mem::take(&mut node.original),
         source: Arc::clone(source),
     })
 }
@@ -161,14 +162,17 @@ fn find_in_line(source: &SourceFile, start: Pos, needle: &str) -> Option<Span> {
 fn from_ast(ast: Ast, source: Arc<SourceFile>) -> Result<Dockerfile, Error> {
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
-    for node in &ast.nodes {
-        let instr = typed(node, &source)?;
+    let last_span = ast.nodes.last().map(|n| n.span).unwrap_or_default();
+    for mut node in ast.nodes {
+        let instr = typed(&mut node, &source)?;
         match &instr.command {
             Command::From(f) => {
                 let (base, name, platform) = (f.base.clone(), f.name.clone(), f.platform.clone());
+                let name_as_written = f.name_as_written.clone();
                 stages.push(Stage {
                     index: stages.len(),
                     name,
+                    name_as_written,
                     base,
                     platform,
                     from: instr,
@@ -187,25 +191,22 @@ fn from_ast(ast: Ast, source: Arc<SourceFile>) -> Result<Dockerfile, Error> {
         }
     }
     if stages.is_empty() {
-        let last = ast.nodes.last().map(|n| n.span).unwrap_or_default();
         return Err(Error::new(
             ErrorKind::Structure,
             &source.name,
-            last,
+            last_span,
             "dockerfile contains no stages to build",
         )
         .with_suggestion(Some("add a FROM instruction".into()))
         .with_source(&source.text));
     }
-    let mut df = Dockerfile {
+    let df = Dockerfile {
         source,
         directives: ast.directives,
         meta_args,
         stages,
         warnings: ast.warnings,
-        lints: Vec::new(),
     };
-    df.lints = lint(&df);
     Ok(df)
 }
 
@@ -230,7 +231,7 @@ impl Instruction {
         Lexer::new(self.source.escape)
     }
 
-    /// This instruction with every argument BuildKit expands substituted from `env`.
+    /// This instruction's command with every argument BuildKit expands substituted from `env`.
     ///
     /// Expanded: FROM base and platform; ENV and LABEL keys and values; ARG names (defaults are
     /// expanded one by one by [`StageScope::apply`]); ADD/COPY sources, destination, `--chown`,
@@ -238,7 +239,7 @@ impl Instruction {
     /// USER; WORKDIR; STOPSIGNAL; RUN `--mount` option values (mounts fully typed afterwards).
     /// Never expanded: RUN/CMD/ENTRYPOINT/HEALTHCHECK command text, SHELL, MAINTAINER, ONBUILD,
     /// COPY `--from` (resolved by [`crate::StageGraph`] with the meta ARGs).
-    pub fn expand(&self, env: &dyn Env) -> Result<Instruction, Error> {
+    pub fn expand(&self, env: &dyn Env) -> Result<Command, Error> {
         let lx = self.lexer();
         let word = |w: &str| -> Result<String, Error> {
             lx.expand_word(w, env).map_err(|e| self.expand_error(e))
@@ -310,26 +311,42 @@ impl Instruction {
                 excludes: list(&a.excludes)?,
                 ..a.clone()
             }),
-            Command::Expose(v) => Command::Expose(list(v)?),
+            Command::Expose(v) => {
+                // BuildKit splits EXPOSE words after expansion: `EXPOSE $PORTS` may give several.
+                let mut ports = Vec::new();
+                for w in v {
+                    ports.extend(lx.expand_words(w, env).map_err(|e| self.expand_error(e))?);
+                }
+                crate::instructions::exposed_ports(&ports)
+                    .map_err(|m| self.error(ErrorKind::Argument, m))?;
+                Command::Expose(ports)
+            }
             Command::Volume(v) => Command::Volume(list(v)?),
             Command::User(u) => Command::User(word(u)?),
             Command::Workdir(w) => Command::Workdir(word(w)?),
             Command::StopSignal(s) => Command::StopSignal(word(s)?),
             Command::Run(r) => Command::Run(Run {
                 mounts: self.expand_mounts(r, env)?,
-                ..r.clone()
+                command: r.command.clone(),
+                mount_flags: r.mount_flags.clone(),
+                network: r.network,
+                security: r.security,
+                devices: r.devices.clone(),
+                heredocs: r.heredocs.clone(),
             }),
             other => other.clone(),
         };
-        Ok(Instruction {
-            command,
-            ..self.clone()
-        })
+        Ok(command)
     }
 
     /// The RUN's mounts with option values expanded from `env` and fully validated.
     pub fn expand_mounts(&self, run: &Run, env: &dyn Env) -> Result<Vec<crate::Mount>, Error> {
         let lx = self.lexer();
+        let plain = |m: &String| !m.contains(['$', '\'', '"', lx.escape]);
+        if run.mount_flags.iter().all(plain) {
+            // Expansion would change nothing: the mounts parsed with the instruction are final.
+            return Ok(run.mounts.clone());
+        }
         let f = |v: &str| lx.expand_word(v, env).map_err(|e| e.message);
         run.mount_flags
             .iter()
@@ -517,6 +534,11 @@ impl MetaScope {
 }
 
 impl Dockerfile {
+    /// Lint findings for BuildKit's cheap checks, computed on request.
+    pub fn lints(&self) -> Vec<Lint> {
+        lint(self)
+    }
+
     /// The global scope for this file given the user's build args.
     pub fn meta_scope(&self, args: &BuildArgs) -> Result<MetaScope, Error> {
         let mut scope = MetaScope {
@@ -620,13 +642,13 @@ impl<'a> StageScope<'a> {
     }
 
     /// Expands `instr` with the current scope.
-    pub fn expand(&self, instr: &Instruction) -> Result<Instruction, Error> {
+    pub fn expand(&self, instr: &Instruction) -> Result<Command, Error> {
         instr.expand(self)
     }
 
-    /// Applies the effect of an (expanded) ARG or ENV instruction; others change nothing.
-    pub fn apply(&mut self, instr: &Instruction) -> Result<(), Error> {
-        match &instr.command {
+    /// Applies the effect of `expanded` (the expansion of `instr`): ARG and ENV change the scope.
+    pub fn apply(&mut self, instr: &Instruction, expanded: &Command) -> Result<(), Error> {
+        match expanded {
             Command::Env(kvs) => {
                 for kv in kvs {
                     self.set_env(&kv.key, &kv.value);
@@ -655,10 +677,10 @@ impl<'a> StageScope<'a> {
         Ok(())
     }
 
-    /// Expands `instr`, then applies its effect; returns the expanded instruction.
-    pub fn step(&mut self, instr: &Instruction) -> Result<Instruction, Error> {
+    /// Expands `instr`, then applies its effect; returns the expanded command.
+    pub fn step(&mut self, instr: &Instruction) -> Result<Command, Error> {
         let expanded = self.expand(instr)?;
-        self.apply(&expanded)?;
+        self.apply(instr, &expanded)?;
         Ok(expanded)
     }
 
@@ -754,9 +776,7 @@ mod tests {
         let meta = d.meta_scope(&args).unwrap();
         let mut scope = StageScope::new(&args, &meta, []);
         let e = scope.step(&d.stages[0].instructions[0]).unwrap();
-        let Command::Env(kv) = &e.command else {
-            panic!()
-        };
+        let Command::Env(kv) = &e else { panic!() };
         assert_eq!(kv[0].value, "unset");
     }
 
@@ -801,13 +821,9 @@ mod tests {
         for i in &d.stages[0].instructions {
             out.push(scope.step(i).unwrap());
         }
-        let Command::Copy(c) = &out[1].command else {
-            panic!()
-        };
+        let Command::Copy(c) = &out[1] else { panic!() };
         assert_eq!(c.sources.inline[0].data, "v=\"1\" '1'\n");
-        let Command::Copy(c) = &out[2].command else {
-            panic!()
-        };
+        let Command::Copy(c) = &out[2] else { panic!() };
         assert_eq!(c.sources.inline[0].data, "$a\n");
     }
 
@@ -819,9 +835,7 @@ mod tests {
         let mut scope = StageScope::new(&args, &meta, []);
         scope.step(&d.stages[0].instructions[0]).unwrap();
         let e = scope.step(&d.stages[0].instructions[1]).unwrap();
-        let Command::Run(r) = &e.command else {
-            panic!()
-        };
+        let Command::Run(r) = &e else { panic!() };
         assert_eq!(r.mounts[0].target.as_deref(), Some("/cache"));
         assert_eq!(r.mounts[0].uid, Some(5));
     }
@@ -834,9 +848,9 @@ mod tests {
         assert_eq!(e.suggestion.as_deref(), Some("did you mean --from?"));
         let e = parse("Dockerfile", "FROMM a\n").unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnknownInstruction);
-        assert!(
-            e.to_string()
-                .starts_with("Dockerfile:1:1: unknown instruction: FROMM (did you mean FROM?)")
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:1:1: unknown instruction \"FROMM\" (did you mean FROM?)\n1 | FROMM a\n  | ^^^^^"
         );
         assert!(parse("D", "RUN x\n").is_err());
         assert!(parse("D", "ARG x\n").is_err());

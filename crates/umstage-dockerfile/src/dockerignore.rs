@@ -173,12 +173,12 @@ impl Dockerignore {
     /// so a walker must descend into it rather than skip it whole.
     pub fn may_include_below(&self, dir: &str) -> bool {
         let dir = clean_path(dir.trim_start_matches('/'));
-        self.patterns.iter().any(|p| {
-            p.exclusion
-                && (p.text.starts_with(&format!("{dir}/"))
-                    || p.text.contains('*')
-                    || p.text.contains('?')
-                    || p.text.contains('['))
+        let under = format!("{dir}/");
+        self.patterns.iter().filter(|p| p.exclusion).any(|p| {
+            let literal_end = p.text.find(['*', '?', '[', '\\']).unwrap_or(p.text.len());
+            let prefix = &p.text[..literal_end];
+            // The pattern's fixed start must be inside `dir`, or `dir` inside what it can reach.
+            prefix.starts_with(&under) || under.starts_with(prefix)
         })
     }
 }
@@ -379,6 +379,17 @@ mod tests {
         assert!(!ex("# foo", "# foo"));
         assert!(ex("foo//bar/", "foo/bar"));
         assert!(ex("foo", "./foo"));
+    }
+
+    #[test]
+    fn which_excluded_dirs_need_a_walk() {
+        let d =
+            Dockerignore::parse("node_modules\n!node_modules/keep\nbuild\n!src/*.rs\n").unwrap();
+        assert!(d.may_include_below("node_modules"));
+        assert!(!d.may_include_below("build"));
+        assert!(d.may_include_below("src"));
+        let any = Dockerignore::parse("*\n!**/*.go\n").unwrap();
+        assert!(any.may_include_below("vendor"));
     }
 
     #[test]

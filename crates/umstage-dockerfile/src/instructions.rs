@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::mount::{Mount, parse_mount};
-use crate::syntax::{Heredoc, Node, chomp_heredoc, parse_heredoc};
+use crate::syntax::{Heredoc, Node, chomp_heredoc, keyword_lower, parse_heredoc};
 
 /// Every instruction keyword, upper-case.
 pub const INSTRUCTIONS: &[&str] = &[
@@ -26,6 +26,46 @@ pub const INSTRUCTIONS: &[&str] = &[
     "VOLUME",
     "WORKDIR",
 ];
+
+/// The SHELL a stage starts with on Linux.
+pub const DEFAULT_SHELL: &[&str] = &["/bin/sh", "-c"];
+
+/// Normalizes EXPOSE words into image-config port keys (`80/tcp`), expanding ranges
+/// (`8000-8002/udp`) and accepting Docker's `[ip:][hostport:]port[/proto]` forms.
+pub fn exposed_ports(words: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for w in words {
+        let (spec, proto) = match w.rsplit_once('/') {
+            Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+            None => (w.as_str(), "tcp".to_owned()),
+        };
+        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(format!("invalid proto: {proto} in EXPOSE {w}"));
+        }
+        let container = spec.rsplit(':').next().unwrap_or(spec);
+        let (lo, hi) = match container.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (container, container),
+        };
+        let parse = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("invalid containerPort: {container} in EXPOSE {w}"))
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if hi < lo {
+            return Err(format!(
+                "invalid range specified for container port: {container}"
+            ));
+        }
+        for p in lo..=hi {
+            let key = format!("{p}/{proto}");
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// A command line in exec (JSON) form or shell form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,17 +512,21 @@ impl Flags {
     }
 }
 
-fn command_line(node: &Node, args: &[String]) -> CommandLine {
+/// The node's arguments as a command line, taken out of the node.
+fn command_line(node: &mut Node) -> CommandLine {
+    let args = std::mem::take(&mut node.args);
     if node.json {
-        CommandLine::Exec(args.to_vec())
+        CommandLine::Exec(args)
+    } else if args.len() == 1 {
+        CommandLine::Shell(args.into_iter().next().unwrap_or_default())
     } else {
         CommandLine::Shell(args.join(" "))
     }
 }
 
-fn exactly_one(node: &Node, name: &str) -> Result<String, TypeError> {
-    match node.args.as_slice() {
-        [one] => Ok(one.clone()),
+fn exactly_one(node: &mut Node, name: &str) -> Result<String, TypeError> {
+    match node.args.as_mut_slice() {
+        [one] => Ok(std::mem::take(one)),
         _ => Err(TypeError::arg(format!(
             "{name} requires exactly one argument"
         ))),
@@ -493,7 +537,7 @@ fn no_flags(node: &Node, name: &str) -> Result<(), TypeError> {
     Flags::parse(name, &node.flags, &[]).map(|_| ())
 }
 
-fn key_values(node: &Node, name: &str) -> Result<Vec<KeyValue>, TypeError> {
+fn key_values(node: &mut Node, name: &str) -> Result<Vec<KeyValue>, TypeError> {
     if node.args.is_empty() {
         return Err(TypeError::arg(format!(
             "{name} requires at least one argument"
@@ -505,28 +549,28 @@ fn key_values(node: &Node, name: &str) -> Result<Vec<KeyValue>, TypeError> {
         )));
     }
     node.args
-        .chunks(3)
+        .chunks_mut(3)
         .map(|c| {
             if c[0].is_empty() {
                 Err(TypeError::arg(format!("{name} names can not be blank")))
             } else {
                 Ok(KeyValue {
-                    key: c[0].clone(),
-                    value: c[1].clone(),
+                    key: std::mem::take(&mut c[0]),
+                    value: std::mem::take(&mut c[1]),
                 })
             }
         })
         .collect()
 }
 
-fn sources(node: &Node, name: &str) -> Result<Sources, TypeError> {
+fn sources(node: &mut Node, name: &str) -> Result<Sources, TypeError> {
     if node.args.len() < 2 {
         return Err(TypeError::arg(format!(
             "{name} requires at least two arguments, but only one was provided. Destination could not be determined"
         )));
     }
-    let (srcs, dest) = node.args.split_at(node.args.len() - 1);
-    let dest = dest[0].clone();
+    let mut srcs = std::mem::take(&mut node.args);
+    let dest = srcs.pop().unwrap_or_default();
     if !node.json && matches!(parse_heredoc(&dest), Ok(Some(_))) {
         return Err(TypeError::arg(format!(
             "{name} cannot accept a heredoc as a destination"
@@ -536,7 +580,7 @@ fn sources(node: &Node, name: &str) -> Result<Sources, TypeError> {
     let mut inline = Vec::new();
     for src in srcs {
         match (!node.json)
-            .then(|| parse_heredoc(src).ok().flatten())
+            .then(|| parse_heredoc(&src).ok().flatten())
             .flatten()
         {
             Some(h) => {
@@ -552,7 +596,7 @@ fn sources(node: &Node, name: &str) -> Result<Sources, TypeError> {
                     expand: h.expand,
                 });
             }
-            None => paths.push(src.clone()),
+            None => paths.push(src),
         }
     }
     Ok(Sources {
@@ -615,17 +659,21 @@ fn health_duration(flags: &Flags, name: &str) -> Result<Duration, TypeError> {
     if !d.is_zero() && d < Duration::from_millis(1) {
         return Err(TypeError::flag(
             &format!("--{name}"),
-            format!("Interval \"{name}\" cannot be less than 1ms"),
+            format!("--{name}: interval cannot be less than 1ms"),
         ));
     }
     Ok(d)
 }
 
-/// Builds the typed command for one syntax node.
-pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
+/// Builds the typed command for one syntax node, taking its arguments and heredocs.
+pub(crate) fn type_node(node: &mut Node) -> Result<Command, TypeError> {
     use FlagType::{Bool, String as Str, Strings};
-    let keyword = node.keyword.to_ascii_uppercase();
-    let k = keyword.as_str();
+    let mut buf = [0u8; 16];
+    let lower = keyword_lower(&node.keyword, &mut buf);
+    let k = match INSTRUCTIONS.iter().find(|i| i.eq_ignore_ascii_case(lower)) {
+        Some(k) => *k,
+        None => "",
+    };
     Ok(match k {
         "FROM" => {
             let flags = Flags::parse(k, &node.flags, &[("platform", Str)])?;
@@ -684,7 +732,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
                     return Err(TypeError::flag(
                         "--network",
                         format!(
-                            "unsupported network mode \"{other}\" (expected default, none or host)"
+                            "--network: unsupported network mode \"{other}\" (expected default, none or host)"
                         ),
                     ));
                 }
@@ -697,7 +745,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
                     return Err(TypeError::flag(
                         "--security",
                         format!(
-                            "unsupported security mode \"{other}\" (expected sandbox or insecure)"
+                            "--security: unsupported security mode \"{other}\" (expected sandbox or insecure)"
                         ),
                     ));
                 }
@@ -705,25 +753,28 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
             let mount_flags = flags.strings("mount");
             let mounts = mount_flags
                 .iter()
-                .map(|m| parse_mount(m, None).map_err(|e| TypeError::flag("--mount", e)))
+                .map(|m| {
+                    parse_mount(m, None)
+                        .map_err(|e| TypeError::flag("--mount", format!("--mount: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Command::Run(Run {
-                command: command_line(node, &node.args),
+                command: command_line(node),
                 mount_flags,
                 mounts,
                 network,
                 security,
                 devices: flags.strings("device"),
-                heredocs: node.heredocs.clone(),
+                heredocs: std::mem::take(&mut node.heredocs),
             })
         }
         "CMD" => {
             no_flags(node, k)?;
-            Command::Cmd(command_line(node, &node.args))
+            Command::Cmd(command_line(node))
         }
         "ENTRYPOINT" => {
             no_flags(node, k)?;
-            Command::Entrypoint(command_line(node, &node.args))
+            Command::Entrypoint(command_line(node))
         }
         "LABEL" => {
             no_flags(node, k)?;
@@ -742,7 +793,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
             if node.args.is_empty() {
                 return Err(TypeError::arg("EXPOSE requires at least one argument"));
             }
-            Command::Expose(node.args.clone())
+            Command::Expose(std::mem::take(&mut node.args))
         }
         "ADD" => {
             let flags = Flags::parse(
@@ -863,7 +914,7 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
                 }
                 _ => {}
             }
-            type_node(child)?;
+            type_node(&mut child.as_ref().clone())?;
             let mut expression = strip_onbuild(&node.original).to_owned();
             for d in &node.heredocs {
                 expression.push('\n');
@@ -960,10 +1011,10 @@ pub(crate) fn type_node(node: &Node) -> Result<Command, TypeError> {
                 e.suggestion = Some(format!("write SHELL [\"{}\"]", node.args.join("\", \"")));
                 return Err(e);
             }
-            Command::Shell(node.args.clone())
+            Command::Shell(std::mem::take(&mut node.args))
         }
         _ => {
-            let mut e = TypeError::arg(format!("unknown instruction: {}", node.keyword));
+            let mut e = TypeError::arg(format!("unknown instruction \"{}\"", node.keyword));
             e.unknown_instruction = true;
             e.suggestion = crate::error::closest(&node.keyword, INSTRUCTIONS.iter().copied())
                 .map(|s| format!("did you mean {s}?"));
@@ -984,6 +1035,25 @@ fn strip_onbuild(original: &str) -> &str {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_specs() {
+        let w = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            exposed_ports(&w(&["80", "53/UDP"])).unwrap(),
+            ["80/tcp", "53/udp"]
+        );
+        assert_eq!(
+            exposed_ports(&w(&["8000-8002/udp"])).unwrap(),
+            ["8000/udp", "8001/udp", "8002/udp"]
+        );
+        assert_eq!(
+            exposed_ports(&w(&["127.0.0.1:8080:80"])).unwrap(),
+            ["80/tcp"]
+        );
+        assert!(exposed_ports(&w(&["http"])).is_err());
+        assert!(exposed_ports(&w(&["80/xyz"])).is_err());
+    }
 
     #[test]
     fn go_durations() {

@@ -30,8 +30,9 @@ pub use dockerignore::{
 pub use error::{Error, ErrorDetails, ErrorKind};
 pub use graph::{Base, Edge, EdgeKind, ImageRef, StageGraph, StageNode};
 pub use instructions::{
-    Add, ArgDecl, Command, CommandLine, Copy, From, HealthOptions, Healthcheck, INSTRUCTIONS,
-    InlineSource, KeyValue, NetworkMode, Run, RunScript, SecurityMode, Sources, parse_duration,
+    Add, ArgDecl, Command, CommandLine, Copy, DEFAULT_SHELL, From, HealthOptions, Healthcheck,
+    INSTRUCTIONS, InlineSource, KeyValue, NetworkMode, Run, RunScript, SecurityMode, Sources,
+    exposed_ports, parse_duration,
 };
 pub use lint::Lint;
 pub use mount::{Mount, MountType, Sharing, parse_mount};

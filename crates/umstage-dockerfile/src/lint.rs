@@ -1,8 +1,10 @@
 //! Lint findings as data: the cheap checks BuildKit runs on a Dockerfile.
 
-use crate::dockerfile::{Dockerfile, PLATFORM_ARGS};
+use std::collections::HashSet;
+
+use crate::dockerfile::{Dockerfile, PLATFORM_ARGS, PROXY_ARGS};
 use crate::instructions::{Command, CommandLine};
-use crate::shell::{Env, Lexer};
+use crate::shell::referenced_names;
 use crate::span::Span;
 
 /// One finding: which rule, what it says, and where.
@@ -16,15 +18,6 @@ pub struct Lint {
     pub span: Span,
 }
 
-/// Every name is set (to a dummy value) so expansion records which names were referenced.
-struct Names<'a>(&'a [String]);
-
-impl Env for Names<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().any(|n| n == name).then_some("x")
-    }
-}
-
 /// Runs the lint checks over a parsed Dockerfile.
 pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
     let mut out = Vec::new();
@@ -36,10 +29,10 @@ pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
         })
     };
 
-    let mut meta_names: Vec<String> = PLATFORM_ARGS.iter().map(|s| (*s).to_owned()).collect();
+    let mut meta_names: HashSet<&str> = PLATFORM_ARGS.iter().copied().collect();
     for i in &df.meta_args {
         if let Command::Arg(d) = &i.command {
-            meta_names.extend(d.iter().map(|a| a.name.clone()));
+            meta_names.extend(d.iter().map(|a| a.name.as_str()));
         }
     }
 
@@ -52,20 +45,16 @@ pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
                 .flat_map(|s| std::iter::once(&s.from).chain(&s.instructions)),
         )
         .collect();
-    let upper = all
-        .iter()
-        .filter(|i| i.keyword.chars().all(|c| !c.is_lowercase()))
-        .count();
-    let lower = all
-        .iter()
-        .filter(|i| i.keyword.chars().all(|c| !c.is_uppercase()))
-        .count();
+    let is_upper = |k: &str| !k.chars().any(char::is_lowercase);
+    let is_lower = |k: &str| !k.chars().any(char::is_uppercase);
+    let upper = all.iter().filter(|i| is_upper(&i.keyword)).count();
+    let lower = all.iter().filter(|i| is_lower(&i.keyword)).count();
     let majority_upper = upper >= lower;
     for i in &all {
         let ok = if majority_upper {
-            i.keyword == i.keyword.to_uppercase()
+            is_upper(&i.keyword)
         } else {
-            i.keyword == i.keyword.to_lowercase()
+            is_lower(&i.keyword)
         };
         if !ok {
             push(
@@ -130,11 +119,10 @@ pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
                 );
             }
         }
-        let lx = Lexer::new(df.source.escape);
-        let names = Names(&meta_names);
+        let escape = df.source.escape;
         for text in std::iter::once(&f.base).chain(f.platform.iter()) {
-            if let Ok(x) = lx.process(text, &names) {
-                for var in x.unmatched {
+            for var in referenced_names(text, escape) {
+                if !meta_names.contains(var) {
                     push(
                         "UndefinedArgInFrom",
                         format!("FROM argument '{var}' is not declared"),
@@ -144,7 +132,7 @@ pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
             }
         }
 
-        let mut stage_names: Vec<String> = Vec::new();
+        let mut stage_names: HashSet<&str> = IMAGE_ENV.iter().chain(PROXY_ARGS).copied().collect();
         for i in &stage.instructions {
             match &i.command {
                 Command::Cmd(CommandLine::Shell(_))
@@ -163,7 +151,7 @@ pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
                 ),
                 _ => {}
             }
-            undefined_vars(i, &stage_names, &lx, &mut |var| {
+            undefined_vars(i, &stage_names, escape, &mut |var| {
                 push(
                     "UndefinedVar",
                     format!("Usage of undefined variable '${var}'"),
@@ -171,26 +159,180 @@ pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
                 )
             });
             match &i.command {
-                Command::Arg(d) => stage_names.extend(d.iter().map(|a| a.name.clone())),
-                Command::Env(kv) => stage_names.extend(kv.iter().map(|k| k.key.clone())),
+                Command::Arg(d) => stage_names.extend(d.iter().map(|a| a.name.as_str())),
+                Command::Env(kv) => stage_names.extend(kv.iter().map(|k| k.key.as_str())),
                 _ => {}
             }
         }
+        stage_rules(stage, &mut push);
+    }
+    for w in &df.warnings {
+        push(
+            "NoEmptyContinuation",
+            "Empty continuation line".to_owned(),
+            w.span,
+        );
+    }
+    for i in &df.meta_args {
+        secrets(i, &mut push);
     }
     out
 }
+
+/// Whether an ARG or ENV name looks like it holds a secret (BuildKit's word list).
+fn looks_secret(name: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    let lower = name.to_ascii_lowercase();
+    !lower.contains("public") && lower.split('_').any(|part| WORDS.contains(&part))
+}
+
+fn secrets(i: &crate::Instruction, push: &mut dyn FnMut(&'static str, String, Span)) {
+    let names: Vec<&str> = match &i.command {
+        Command::Arg(d) => d.iter().map(|a| a.name.as_str()).collect(),
+        Command::Env(kv) => kv.iter().map(|k| k.key.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    for n in names {
+        if looks_secret(n) {
+            push(
+                "SecretsUsedInArgOrEnv",
+                format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({} \"{n}\")",
+                    i.command.name()
+                ),
+                i.span,
+            );
+        }
+    }
+}
+
+/// Rules that look at one stage's instructions.
+fn stage_rules(stage: &crate::Stage, push: &mut dyn FnMut(&'static str, String, Span)) {
+    if let Command::From(f) = &stage.from.command
+        && let Some(p) = &f.platform
+    {
+        if p == "$TARGETPLATFORM" || p == "${TARGETPLATFORM}" {
+            push(
+                "RedundantTargetPlatform",
+                format!(
+                    "Setting platform to predefined {p} in FROM is redundant as this is the default behavior"
+                ),
+                stage.from.span,
+            );
+        } else if !p.contains('$') {
+            push(
+                "FromPlatformFlagConstDisallowed",
+                format!("FROM --platform flag should not use constant value \"{p}\""),
+                stage.from.span,
+            );
+        }
+    }
+    for kind in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
+        let spans: Vec<Span> = stage
+            .instructions
+            .iter()
+            .filter(|i| i.command.name() == kind)
+            .map(|i| i.span)
+            .collect();
+        for span in spans.iter().take(spans.len().saturating_sub(1)) {
+            push(
+                "MultipleInstructionsDisallowed",
+                format!(
+                    "Multiple {kind} instructions should not be used in the same stage because only the last one will be used"
+                ),
+                *span,
+            );
+        }
+    }
+    let mut absolute_workdir = false;
+    for i in &stage.instructions {
+        secrets(i, push);
+        match &i.command {
+            Command::Workdir(p) => {
+                if p.starts_with('/') || p.starts_with('$') {
+                    absolute_workdir = true;
+                } else if !absolute_workdir {
+                    push(
+                        "WorkdirRelativePath",
+                        format!(
+                            "Relative workdir \"{p}\" can have unexpected results if the base image changes"
+                        ),
+                        i.span,
+                    );
+                }
+            }
+            Command::Env(_) | Command::Label(_) => {
+                let rest = i
+                    .original
+                    .trim_start()
+                    .strip_prefix(i.keyword.as_str())
+                    .unwrap_or("")
+                    .trim_start();
+                let first = rest.split(char::is_whitespace).next().unwrap_or("");
+                if !first.contains('=') {
+                    let k = i.command.name();
+                    push(
+                        "LegacyKeyValueFormat",
+                        format!(
+                            "\"{k} key=value\" should be used instead of legacy \"{k} key value\" format"
+                        ),
+                        i.span,
+                    );
+                }
+            }
+            Command::Expose(ports) => {
+                for p in ports {
+                    if p.contains(':') {
+                        push(
+                            "ExposeInvalidFormat",
+                            format!(
+                                "EXPOSE instruction should not define an IP address or host-port mapping, found '{p}'"
+                            ),
+                            i.span,
+                        );
+                    }
+                    if let Some((_, proto)) = p.rsplit_once('/')
+                        && proto != proto.to_ascii_lowercase()
+                    {
+                        push(
+                            "ExposeProtoCasing",
+                            format!(
+                                "Defined protocol '{p}' in EXPOSE instruction should be lowercase"
+                            ),
+                            i.span,
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Variables base images commonly set; the parser cannot see the image, so it assumes these.
+const IMAGE_ENV: &[&str] = &[
+    "PATH", "HOME", "HOSTNAME", "TERM", "LANG", "PWD", "USER", "SHELL",
+];
 
 /// Reports names an instruction expands that the stage never declared. The base image's ENV is
 /// unknown here, so common image variables are assumed set; the solver can re-check with the image.
 fn undefined_vars(
     i: &crate::Instruction,
-    declared: &[String],
-    lx: &Lexer,
+    declared: &HashSet<&str>,
+    escape: char,
     report: &mut dyn FnMut(&str),
 ) {
-    const IMAGE_ENV: &[&str] = &[
-        "PATH", "HOME", "HOSTNAME", "TERM", "LANG", "PWD", "USER", "SHELL",
-    ];
     let texts: Vec<&String> = match &i.command {
         Command::Env(kv) | Command::Label(kv) => {
             kv.iter().flat_map(|k| [&k.key, &k.value]).collect()
@@ -201,17 +343,9 @@ fn undefined_vars(
         Command::Expose(v) | Command::Volume(v) => v.iter().collect(),
         _ => Vec::new(),
     };
-    let mut known: Vec<String> = declared.to_vec();
-    known.extend(IMAGE_ENV.iter().map(|s| (*s).to_owned()));
-    known.extend(
-        crate::dockerfile::PROXY_ARGS
-            .iter()
-            .map(|s| (*s).to_owned()),
-    );
-    let names = Names(&known);
     for t in texts {
-        if let Ok(x) = lx.process(t, &names) {
-            for var in &x.unmatched {
+        for var in referenced_names(t, escape) {
+            if !declared.contains(var) {
                 report(var);
             }
         }
@@ -226,7 +360,7 @@ mod tests {
     fn rules(src: &str) -> Vec<&'static str> {
         parse("Dockerfile", src)
             .unwrap()
-            .lints
+            .lints()
             .iter()
             .map(|l| l.rule)
             .collect()
@@ -243,6 +377,25 @@ mod tests {
         assert!(rules("FROM a AS scratch\n").contains(&"ReservedStageName"));
         assert!(rules("FROM a\nrun x\nRUN y\nRUN z\n").contains(&"ConsistentInstructionCasing"));
         assert!(rules("FROM a\nENV X=$NOPE\n").contains(&"UndefinedVar"));
+    }
+
+    #[test]
+    fn more_buildkit_rules() {
+        assert!(
+            rules("FROM a\nCMD [\"a\"]\nCMD [\"b\"]\n").contains(&"MultipleInstructionsDisallowed")
+        );
+        assert!(rules("FROM a\nWORKDIR app\n").contains(&"WorkdirRelativePath"));
+        assert!(!rules("FROM a\nWORKDIR /srv\nWORKDIR app\n").contains(&"WorkdirRelativePath"));
+        assert!(rules("FROM a\nENV k v\n").contains(&"LegacyKeyValueFormat"));
+        assert!(rules("FROM a\nARG DB_PASSWORD\n").contains(&"SecretsUsedInArgOrEnv"));
+        assert!(!rules("FROM a\nARG PUBLIC_KEY\n").contains(&"SecretsUsedInArgOrEnv"));
+        assert!(
+            rules("FROM --platform=linux/amd64 a\n").contains(&"FromPlatformFlagConstDisallowed")
+        );
+        assert!(rules("FROM --platform=$TARGETPLATFORM a\n").contains(&"RedundantTargetPlatform"));
+        assert!(rules("FROM a\nEXPOSE 80/TCP\n").contains(&"ExposeProtoCasing"));
+        assert!(rules("FROM a\nEXPOSE 8080:80\n").contains(&"ExposeInvalidFormat"));
+        assert!(rules("FROM a\nRUN a \\\n\n b\n").contains(&"NoEmptyContinuation"));
     }
 
     #[test]

@@ -111,17 +111,44 @@ impl Lexer {
 
     /// Expands `word` to one string: quotes removed, escapes processed, variables substituted.
     pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<String, ExpandError> {
-        Ok(self.process(word, env)?.value)
+        if self.is_plain(word) {
+            return Ok(word.to_owned());
+        }
+        Ok(self.run(word, env, false, false)?.value)
     }
 
     /// Expands `word` and splits the result into fields.
     pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<Vec<String>, ExpandError> {
-        Ok(self.process(word, env)?.words)
+        if self.is_plain(word) && !word.contains('<') {
+            return Ok(word
+                .split(char::is_whitespace)
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect());
+        }
+        Ok(self.run(word, env, true, false)?.words)
+    }
+
+    /// Whether `word` has nothing for the lexer to do: no `$`, quote or escape character.
+    fn is_plain(&self, word: &str) -> bool {
+        !word.contains(['$', '\'', '"', self.escape])
     }
 
     /// Expands `word`, returning the string, the fields and the names it referenced.
     pub fn process(&self, word: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
+        self.run(word, env, true, true)
+    }
+
+    fn run(
+        &self,
+        word: &str,
+        env: &dyn Env,
+        want_words: bool,
+        track: bool,
+    ) -> Result<Expansion, ExpandError> {
         let mut state = State {
+            want_words,
+            track,
             lx: *self,
             src: word,
             pos: 0,
@@ -145,6 +172,10 @@ impl Lexer {
 }
 
 struct State<'a> {
+    /// Whether the top level splits into fields (nested `${…}` words are never split).
+    want_words: bool,
+    /// Whether to record referenced names.
+    track: bool,
     lx: Lexer,
     src: &'a str,
     pos: usize,
@@ -154,15 +185,26 @@ struct State<'a> {
     unmatched: BTreeSet<String>,
 }
 
-#[derive(Default)]
 struct Words {
+    enabled: bool,
     word: String,
     words: Vec<String>,
     in_word: bool,
 }
 
 impl Words {
+    fn new(enabled: bool) -> Words {
+        Words {
+            enabled,
+            word: String::new(),
+            words: Vec::new(),
+            in_word: false,
+        }
+    }
     fn add_char(&mut self, ch: char) {
+        if !self.enabled {
+            return;
+        }
         if ch.is_whitespace() {
             if self.in_word && !self.word.is_empty() {
                 self.words.push(std::mem::take(&mut self.word));
@@ -173,15 +215,24 @@ impl Words {
         }
     }
     fn add_raw_char(&mut self, ch: char) {
+        if !self.enabled {
+            return;
+        }
         self.word.push(ch);
         self.in_word = true;
     }
     fn add_string(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
         for ch in s.chars() {
             self.add_char(ch);
         }
     }
     fn add_raw_string(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
         self.word.push_str(s);
         self.in_word = true;
     }
@@ -215,6 +266,9 @@ impl State<'_> {
     }
 
     fn lookup(&mut self, name: &str) -> Option<String> {
+        if !self.track {
+            return self.env.get(name).map(str::to_owned);
+        }
         match self.env.get(name) {
             Some(v) => {
                 if !self.matched.contains(name) {
@@ -237,8 +291,8 @@ impl State<'_> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, Vec<String>), ExpandError> {
-        let mut result = String::new();
-        let mut words = Words::default();
+        let mut result = String::with_capacity(self.src.len() - self.pos);
+        let mut words = Words::new(self.want_words && stop.is_none());
         while let Some(ch) = self.peek() {
             if Some(ch) == stop {
                 self.next();
@@ -542,11 +596,48 @@ impl State<'_> {
                     return Ok(String::new());
                 };
                 let pat = Pattern::compile(&pattern)?;
-                Ok(pat.replace(&value, &replacement, all))
+                pat.replace(&value, &replacement, all)
             }
             _ => err(format!("unsupported modifier ({modifier}) in substitution")),
         }
     }
+}
+
+/// The variable names `text` references (`$NAME`, `${NAME…}`), found by a quick scan that skips
+/// escaped characters and single-quoted text; used by lint checks, not for expansion.
+pub(crate) fn referenced_names(text: &str, escape: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut it = text.char_indices().peekable();
+    let mut in_single = false;
+    while let Some((i, c)) = it.next() {
+        if in_single {
+            in_single = c != '\'';
+            continue;
+        }
+        match c {
+            '\'' => in_single = true,
+            c if c == escape => {
+                it.next();
+            }
+            '$' => {
+                let start = match it.peek() {
+                    Some(&(j, '{')) => {
+                        it.next();
+                        j + 1
+                    }
+                    _ => i + 1,
+                };
+                let len = text[start..]
+                    .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                    .unwrap_or(text.len() - start);
+                if len > 0 {
+                    out.push(&text[start..start + len]);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Decimal digits of any script; names are made of letters, these digits and `_`.
@@ -662,14 +753,89 @@ impl Pattern {
         trimmed.chars().rev().collect()
     }
 
-    fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
+    /// Where a match can start: runs the reversed pattern, unanchored, backwards over `s`.
+    fn match_starts(&self, s: &[char]) -> Vec<bool> {
+        let rev = self.reversed();
+        let n = rev.toks.len();
+        let mut out = vec![false; s.len() + 1];
+        let mut states = vec![false; n + 1];
+        states[0] = true;
+        rev.close(&mut states);
+        out[s.len()] = states[n];
+        for (k, &c) in s.iter().enumerate().rev() {
+            let mut next = vec![false; n + 1];
+            next[0] = true;
+            for i in 0..n {
+                if !states[i] {
+                    continue;
+                }
+                match rev.toks[i] {
+                    Tok::Any => next[i] = true,
+                    Tok::One => next[i + 1] = true,
+                    Tok::Lit(l) if l == c => next[i + 1] = true,
+                    Tok::Lit(_) => {}
+                }
+            }
+            rev.close(&mut next);
+            states = next;
+            out[k] = states[n];
+        }
+        out
+    }
+
+    /// The longest prefix of `s` the pattern matches, spending at most `budget` state steps.
+    fn longest_prefix(&self, s: &[char], budget: &mut usize) -> Result<Option<usize>, ExpandError> {
+        let n = self.toks.len();
+        let mut states = vec![false; n + 1];
+        states[0] = true;
+        self.close(&mut states);
+        let mut best = states[n].then_some(0);
+        for (k, &c) in s.iter().enumerate() {
+            *budget = budget.checked_sub(n + 1).ok_or_else(|| ExpandError {
+                message: "pattern substitution too expensive".into(),
+            })?;
+            let mut next = vec![false; n + 1];
+            let mut alive = false;
+            for i in 0..n {
+                if !states[i] {
+                    continue;
+                }
+                match self.toks[i] {
+                    Tok::Any => next[i] = true,
+                    Tok::One => next[i + 1] = true,
+                    Tok::Lit(l) if l == c => next[i + 1] = true,
+                    Tok::Lit(_) => {}
+                }
+            }
+            self.close(&mut next);
+            for &b in &next {
+                alive |= b;
+            }
+            if !alive {
+                break;
+            }
+            states = next;
+            if states[n] {
+                best = Some(k + 1);
+            }
+        }
+        Ok(best)
+    }
+
+    fn replace(&self, value: &str, replacement: &str, all: bool) -> Result<String, ExpandError> {
         let chars: Vec<char> = value.chars().collect();
+        let starts = self.match_starts(&chars);
+        let mut budget: usize = 20_000_000;
         let mut out = String::new();
         let mut i = 0;
         let mut last_match_end: Option<usize> = None;
         while i <= chars.len() {
-            let m = self.prefix_matches(&chars[i..]);
-            let end = m.iter().rposition(|&b| b).map(|k| i + k);
+            let end = if starts[i] {
+                self.longest_prefix(&chars[i..], &mut budget)?
+                    .map(|k| i + k)
+            } else {
+                None
+            };
             match end {
                 Some(e) if !(e == i && last_match_end == Some(i)) => {
                     out.push_str(replacement);
@@ -684,7 +850,7 @@ impl Pattern {
                     last_match_end = Some(e);
                     if !all {
                         out.extend(chars.get(i..).unwrap_or_default());
-                        return out;
+                        return Ok(out);
                     }
                 }
                 _ => {
@@ -695,7 +861,7 @@ impl Pattern {
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -744,6 +910,17 @@ mod tests {
         assert!(word("${FOO=aaa}", &[]).is_err());
         assert!(word("${FOO//}", &[]).is_err());
         assert!(word("${FOO//ww}", &[]).is_err());
+    }
+
+    #[test]
+    fn costly_replacements_are_bounded() {
+        let long = "ab".to_owned() + &"a".repeat(60_000);
+        let r = word("${V//a*b/x}", &[("V", &long)]).unwrap();
+        assert_eq!(&r[..2], "xa");
+        assert_eq!(
+            word("${V//*c/x}", &[("V", &long)]).unwrap().len(),
+            long.len()
+        );
     }
 
     #[test]

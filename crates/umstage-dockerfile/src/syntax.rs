@@ -335,7 +335,8 @@ fn parse_ast_inner(file: &str, text: &str) -> Result<Ast, Error> {
         directives: Directives::default(),
         seen: Vec::new(),
     };
-    let mut nodes = Vec::new();
+    // At most one instruction per line; sizing once avoids re-copying large node vectors.
+    let mut nodes = Vec::with_capacity(lines.len().min(1 << 16));
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
     let mut next = 0usize;
@@ -435,6 +436,7 @@ fn parse_ast_inner(file: &str, text: &str) -> Result<Ast, Error> {
         }
         node.span = here(current, last_len + 1);
         node.comments = std::mem::take(&mut comments);
+        node.original = joined;
         nodes.push(node);
     }
     if nodes.is_empty() {
@@ -457,8 +459,8 @@ fn can_contain_heredoc(node: &Node) -> bool {
         Some(c) if node.keyword.eq_ignore_ascii_case("onbuild") => c,
         _ => node,
     };
-    let k = n.keyword.to_ascii_lowercase();
-    matches!(k.as_str(), "run" | "copy" | "add") && !n.json
+    let mut buf = [0u8; 16];
+    matches!(keyword_lower(&n.keyword, &mut buf), "run" | "copy" | "add") && !n.json
 }
 
 /// Finds the heredoc words on an instruction line.
@@ -526,6 +528,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
 }
 
 /// Splits a logical line into a node: keyword, flags, and arguments shaped per keyword.
+/// The caller fills in `original`, `span` and `comments`.
 pub(crate) fn node_from_line(line: &str, escape: char, depth: usize) -> Result<Node, String> {
     let trimmed = line.trim();
     let (keyword, rest) = match trimmed.find(is_ascii_blank) {
@@ -544,11 +547,12 @@ pub(crate) fn node_from_line(line: &str, escape: char, depth: usize) -> Result<N
         child: None,
         json: false,
         heredocs: Vec::new(),
-        original: line.to_owned(),
+        original: String::new(),
         span: Span::default(),
         comments: Vec::new(),
     };
-    match keyword.to_ascii_lowercase().as_str() {
+    let mut buf = [0u8; 16];
+    match keyword_lower(keyword, &mut buf) {
         "from" | "expose" => node.args = split_blank(args),
         "add" | "copy" | "volume" => match json_or(args)? {
             Some(v) => {
@@ -596,12 +600,26 @@ pub(crate) fn node_from_line(line: &str, escape: char, depth: usize) -> Result<N
                 if depth >= MAX_ONBUILD_DEPTH {
                     return Err("ONBUILD triggers nested too deeply".into());
                 }
-                node.child = Some(Box::new(node_from_line(args, escape, depth + 1)?));
+                let mut child = node_from_line(args, escape, depth + 1)?;
+                child.original = args.to_owned();
+                node.child = Some(Box::new(child));
             }
         }
         _ => node.args = vec![String::new()],
     }
     Ok(node)
+}
+
+/// `keyword` in ASCII lower case, written into `buf`; empty if it is too long to be a known keyword.
+pub(crate) fn keyword_lower<'a>(keyword: &str, buf: &'a mut [u8; 16]) -> &'a str {
+    let n = keyword.len();
+    if n > buf.len() || !keyword.is_ascii() {
+        return "";
+    }
+    for (d, s) in buf.iter_mut().zip(keyword.bytes()) {
+        *d = s.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
 fn json_or(args: &str) -> Result<Option<Vec<String>>, String> {

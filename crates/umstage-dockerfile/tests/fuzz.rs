@@ -4,6 +4,8 @@
 
 use std::process::ExitCode;
 
+mod harness;
+
 use umstage_dockerfile::{BuildArgs, Dockerignore, Lexer, StageScope, dump, parse};
 
 /// A small deterministic generator (xorshift64*).
@@ -133,6 +135,7 @@ fn exercise(text: &str) {
     let _ = lexer.expand_words(text, &env);
     let _ = Dockerignore::parse(text).map(|d| d.is_excluded("a/b/c.md"));
     if let Ok(df) = parse("Dockerfile", text) {
+        let _ = df.lints();
         let args = BuildArgs::default();
         if let Ok(meta) = df.meta_scope(&args) {
             if let (Ok(g), Ok(t)) = (df.graph(&meta), df.resolve_target(None)) {
@@ -150,7 +153,22 @@ fn exercise(text: &str) {
     }
 }
 
+/// The process's peak resident set size (VmHWM) in KiB; 0 if it cannot be read.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() -> ExitCode {
+    if !harness::should_run("fuzz") {
+        return ExitCode::SUCCESS;
+    }
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut count = 0usize;
     for i in 0..12_000 {
@@ -171,12 +189,23 @@ fn main() -> ExitCode {
         format!("FROM a\nRUN a \\\n{}b\n", " \\\n".repeat(20_000)),
         format!("FROM a\nENV {}\n", "a=\"b\" ".repeat(5000)),
         format!("{}\n", "*".repeat(3000)),
+        format!(
+            "FROM a\nARG V={}\nENV X=${{V//a*b/x}} Y=${{V%%*c}}\n",
+            "a".repeat(60_000)
+        ),
     ];
     for text in &big {
         exercise(text);
         count += 1;
     }
-    println!("fuzz: {count} generated inputs, no panic");
+    let peak_kib = peak_rss_kib();
+    println!("fuzz: {count} generated inputs, no panic, peak RSS {peak_kib} KiB");
+    // Memory stays bounded: the whole run, pathological inputs included, fits in 512 MiB.
+    if peak_kib == 0 || peak_kib > 512 * 1024 {
+        println!("fuzz: peak RSS {peak_kib} KiB is outside (0, 512 MiB]");
+        println!("{count} passed, 1 failed");
+        return ExitCode::FAILURE;
+    }
     println!("{count} passed, 0 failed");
     ExitCode::SUCCESS
 }

@@ -199,6 +199,9 @@ pub fn umoci_unpack(archive: &Path, transport: Transport) -> Result<Unpacked> {
 /// `index.json` (OCI) or `manifest.json` (Docker), then applies the layers in
 /// order with plain `tar`: whiteouts (`.wh.NAME`) delete what lower layers put
 /// there, opaque markers (`.wh..wh..opq`) empty their directory first.
+///
+/// Meant for archives a test made: like any `tar` run per layer, a symlink to a
+/// directory from one layer is followed by a later layer's entries below it.
 pub fn apply_layers(archive: &Path, transport: Transport) -> Result<Unpacked> {
     let dir = temp_dir()?;
     let extracted = dir.path().join("archive");

@@ -36,19 +36,26 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry that needs no authentication.
     pub fn start() -> Result<Self> {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
+    }
+
+    /// Starts a registry without authentication on a given port of 127.0.0.1
+    /// (for serving images at a well-known address such as `127.0.0.1:5000`).
+    pub fn start_on_port(port: u16) -> Result<Self> {
+        Self::start_inner(None, Some(port))
     }
 
     /// Starts a registry that requires basic auth with `user` and `password`
     /// (an htpasswd file with a bcrypt entry made by `htpasswd -B`).
     pub fn start_with_basic_auth(user: &str, password: &str) -> Result<Self> {
-        Self::start_inner(Some(Credentials {
+        let credentials = Credentials {
             user: user.to_owned(),
             password: password.to_owned(),
-        }))
+        };
+        Self::start_inner(Some(credentials), None)
     }
 
-    fn start_inner(credentials: Option<Credentials>) -> Result<Self> {
+    fn start_inner(credentials: Option<Credentials>, fixed_port: Option<u16>) -> Result<Self> {
         let dir = io(
             "creating a temp dir for",
             Path::new("registry"),
@@ -62,7 +69,10 @@ impl Registry {
         };
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
+            let port = match fixed_port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             let config = write_config(dir.path(), port, htpasswd.as_deref())?;
             let log_path = dir.path().join("registry.log");
             let log = io("creating", &log_path, std::fs::File::create(&log_path))?;
@@ -92,7 +102,7 @@ impl Registry {
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                     let error = Error::Setup(format!("{reason}; its log:\n{log}"));
                     // Another process can take the free port before the registry binds it.
-                    if !log.contains("address already in use") {
+                    if fixed_port.is_some() || !log.contains("address already in use") {
                         return Err(error);
                     }
                     last_error = Some(error);

@@ -1,6 +1,348 @@
 //! `umstage`: builds container images from Dockerfiles with no daemon and no root.
 
-fn main() {
-    eprintln!("umstage: nothing here yet");
-    std::process::exit(2);
+mod admin;
+mod cli;
+mod progress;
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use umstage_build::options::DockerfileSource;
+use umstage_build::request::{BuildRequest, BuildResult, SnapshotterChoice};
+
+use cli::{BuildArgs, Cli, Command, DebugCommand, ProgressMode};
+
+fn main() -> ExitCode {
+    // Before anything else (no thread may exist yet): the RUN sandbox helper and the second
+    // half of the user-namespace re-exec.
+    umstage_snapshot::dispatch();
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let root = match state_root(cli.root.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return usage_error(&e),
+    };
+    match cli.command {
+        Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
+        Command::Build(args) => {
+            if let Err(code) = enter_namespace() {
+                return code;
+            }
+            build(*args, root)
+        }
+        Command::Info(args) => {
+            if let Err(code) = enter_namespace() {
+                return code;
+            }
+            report(admin::info(&root, args.json))
+        }
+        Command::Prune(args) => {
+            if let Err(code) = enter_namespace() {
+                return code;
+            }
+            report(admin::prune(&root, args.all, args.keep_storage))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("umstage: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Moves this process into its user + mount namespace: the outer process re-executes itself
+/// and exits with the child's status, so only the child returns from here.
+fn enter_namespace() -> Result<(), ExitCode> {
+    match umstage_snapshot::userns::enter(&umstage_snapshot::userns::Options::default()) {
+        Ok(ns) => {
+            if let Some(w) = ns.warning() {
+                eprintln!("umstage: warning: {w}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("umstage: error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// `umstage debug parse FILE`: BuildKit's dump of the parse tree, or the error (exit 2).
+fn debug_parse(file: &Path) -> ExitCode {
+    let (name, text) = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("umstage: cannot read standard input: {e}");
+            return ExitCode::from(2);
+        }
+        ("Dockerfile".to_string(), text)
+    } else {
+        match std::fs::read(file) {
+            Ok(bytes) => (
+                file.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ),
+            Err(e) => {
+                eprintln!("umstage: cannot read {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match umstage_dockerfile::dump(&name, &text) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn usage_error(e: &anyhow::Error) -> ExitCode {
+    eprintln!("umstage: {e:#}");
+    ExitCode::from(2)
+}
+
+/// `--root`, else the default (`$XDG_DATA_HOME/umstage` or `~/.local/share/umstage`; as real
+/// root `/var/lib/umstage`).
+fn state_root(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match flag {
+        Some(root) => std::path::absolute(root)
+            .with_context(|| format!("--root {}: cannot make it absolute", root.display())),
+        None => Ok(umstage_snapshot::default_state_root()),
+    }
+}
+
+fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
+    let stdout_taken = args.outputs.iter().any(writes_stdout);
+    let request = match build_request(&args, root) {
+        Ok(r) => r,
+        Err(e) => return usage_error(&e),
+    };
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let renderer = progress::renderer(mode, std::io::stderr().is_terminal());
+    let outcome = umstage_build::build(&request, renderer.as_ref());
+    renderer.finish();
+    match outcome {
+        Ok(result) => {
+            if let Err(e) = write_result_files(&args, &result) {
+                eprintln!("umstage: {e:#}");
+                return ExitCode::from(1);
+            }
+            if args.quiet
+                && !stdout_taken
+                && let Some(id) = &result.config_digest
+            {
+                println!("{id}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("umstage: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn writes_stdout(o: &umstage_build::options::Output) -> bool {
+    use umstage_build::options::{Destination, Output};
+    matches!(
+        o,
+        Output::Archive {
+            dest: Destination::Stdout,
+            ..
+        } | Output::Tar {
+            dest: Destination::Stdout
+        }
+    )
+}
+
+fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequest> {
+    use umstage_build::options::{Compression, Output};
+
+    if a.context.as_os_str() == "-" {
+        bail!(
+            "a context from standard input is not supported yet: give a directory, and -f - for a Dockerfile on standard input"
+        );
+    }
+    let ctx = a.context.to_string_lossy();
+    if ctx.contains("://") || ctx.starts_with("git@") {
+        bail!(
+            "context {ctx:?}: git and http(s) contexts are not supported yet: clone or download it and give the directory"
+        );
+    }
+    let context = std::path::absolute(&a.context)
+        .with_context(|| format!("context {}", a.context.display()))?;
+    if !context.is_dir() {
+        bail!(
+            "context {} is not a directory: give the directory holding the files COPY and ADD read (often .)",
+            a.context.display()
+        );
+    }
+    let dockerfile = match a.file.as_deref() {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Dockerfile from standard input")?;
+            DockerfileSource::Text(text)
+        }
+        Some(p) => DockerfileSource::Path(p.to_path_buf()),
+        None => DockerfileSource::Path(context.join("Dockerfile")),
+    };
+    if let DockerfileSource::Path(p) = &dockerfile
+        && !p.is_file()
+    {
+        bail!(
+            "Dockerfile {} not found: name it with -f FILE (or -f - to read standard input)",
+            p.display()
+        );
+    }
+
+    let mut build_args = Vec::new();
+    for arg in &a.build_args {
+        match arg.split_once('=') {
+            Some((k, v)) if !k.is_empty() => build_args.push((k.to_string(), v.to_string())),
+            Some(_) => bail!("--build-arg {arg:?}: the name is empty: use KEY=VALUE"),
+            // As buildx: a bare name takes the environment's value, and is dropped if unset.
+            None => {
+                if let Ok(v) = std::env::var(arg) {
+                    build_args.push((arg.clone(), v));
+                }
+            }
+        }
+    }
+    let mut labels = Vec::new();
+    for l in &a.labels {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => labels.push((k.to_string(), v.to_string())),
+            _ => bail!("--label {l:?}: use KEY=VALUE"),
+        }
+    }
+    if let Some(p) = &a.platform {
+        let host = host_platform();
+        if p.split(',').any(|one| one.trim() != host) {
+            bail!("--platform {p}: only this machine's platform ({host}) can be built");
+        }
+    }
+    let mut outputs = a.outputs.clone();
+    if a.push {
+        if a.tags.is_empty() {
+            bail!("--push needs a name to push to: add -t REGISTRY/NAME:TAG");
+        }
+        outputs.push(Output::Registry {
+            names: Vec::new(),
+            compression: Compression::Gzip,
+        });
+    }
+    if outputs.iter().filter(|o| writes_stdout(o)).count() > 1 {
+        bail!("only one output can be written to standard output (-)");
+    }
+    if outputs
+        .iter()
+        .any(|o| matches!(o, Output::Registry { names, .. } if names.is_empty()))
+        && a.tags.is_empty()
+    {
+        bail!("--output type=registry needs a name: add name=REF or -t REF");
+    }
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(v.trim().parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?),
+        _ => None,
+    };
+    let jobs = match a.jobs {
+        Some(j) => usize::from(j),
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    Ok(BuildRequest {
+        context,
+        dockerfile,
+        tags: a.tags.clone(),
+        outputs,
+        target: a.target.clone(),
+        build_args,
+        build_contexts: a.build_contexts.clone(),
+        platform: a.platform.clone(),
+        no_cache: a.no_cache,
+        no_cache_filter: a.no_cache_filter.clone(),
+        network: a.network,
+        secrets: a.secrets.clone(),
+        labels,
+        state_root,
+        snapshotter: match a.snapshotter {
+            cli::SnapshotterChoice::Auto => SnapshotterChoice::Auto,
+            cli::SnapshotterChoice::Overlay => SnapshotterChoice::Overlay,
+            cli::SnapshotterChoice::Native => SnapshotterChoice::Native,
+        },
+        insecure_registries: a.insecure_registries.clone(),
+        jobs,
+        source_date_epoch,
+    })
+}
+
+/// This machine's platform as `os/arch`, in Go's names.
+fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
+/// Writes `--iidfile` and `--metadata-file`.
+fn write_result_files(args: &BuildArgs, result: &BuildResult) -> anyhow::Result<()> {
+    if let Some(path) = &args.iidfile {
+        let id = result.config_digest.as_deref().unwrap_or_default();
+        std::fs::write(path, id)
+            .with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let mut meta = serde_json::Map::new();
+        if let Some(c) = &result.config_digest {
+            meta.insert("containerimage.config.digest".into(), c.clone().into());
+        }
+        if let Some(m) = &result.manifest {
+            meta.insert("containerimage.digest".into(), m.digest.clone().into());
+            meta.insert(
+                "containerimage.descriptor".into(),
+                serde_json::to_value(m).unwrap_or_default(),
+            );
+        }
+        if !result.names.is_empty() {
+            meta.insert("image.name".into(), result.names.join(",").into());
+        }
+        let text = serde_json::to_string_pretty(&meta)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("writing --metadata-file {}", path.display()))?;
+    }
+    Ok(())
 }

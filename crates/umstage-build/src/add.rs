@@ -1,0 +1,210 @@
+//! What ADD does beyond COPY: local archives are extracted, http(s) sources are downloaded
+//! (checked against `--checksum` when given).
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use umstage_oci::inroot::{Escape, Root};
+use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack};
+
+use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
+
+/// Whether the file starts like a tar archive, compressed (gzip, bzip2, xz, zstd) or not.
+pub fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return false,
+        }
+    }
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(b"BZh")
+        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+/// Extracts the archive `src` into the directory `target` (absolute inside `root`, existing).
+/// Entries keep the owners the archive gives them, unless `owner` overrides.
+pub fn extract(
+    root: &Root,
+    src: &Path,
+    target: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), String> {
+    let dir = root
+        .resolve_dir(target, Escape::Clamp, false)
+        .map_err(|e| e.to_string())?;
+    let host = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .map_err(|e| format!("{}: {e}", target.display()))?;
+    let file = fs::File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let mut reader = io::BufReader::new(file);
+    let head = io::BufRead::fill_buf(&mut reader)
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    // gzip and zstd are handled by the unpacker; bzip2 and xz are decompressed here.
+    let stream: Box<dyn Read> = if head.starts_with(b"BZh") {
+        Box::new(bzip2::read::BzDecoder::new(reader))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(xz2::read::XzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
+    let options = UnpackOptions {
+        mode: UnpackMode::Plain,
+        ..UnpackOptions::default()
+    };
+    unpack(stream, &host, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
+    if let Some((uid, gid)) = owner {
+        chown_tree(&host, uid, gid).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            chown_tree(&path, uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Downloads `url` into `dest` (absolute inside `root`; a trailing `/` means "into this
+/// directory, named after the URL's last path segment"), mode 0600 unless `--chmod`, checked
+/// against `checksum` (`sha256:…`) when given.
+pub fn fetch_into(
+    root: &Root,
+    url: &str,
+    checksum: Option<&str>,
+    dest: &str,
+    options: &CopyOptions,
+    new_dirs_owner: (u32, u32),
+) -> Result<(), String> {
+    let response = ureq::get(url)
+        .call()
+        .map_err(|e| format!("downloading {url}: {e}"))?;
+    let mtime = response
+        .header("Last-Modified")
+        .and_then(|h| httpdate::parse_http_date(h).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let mut out = tmp.reopen().map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    let mut reader = response.into_reader();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| format!("downloading {url}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        io::Write::write_all(&mut out, &buf[..n]).map_err(|e| e.to_string())?;
+        size += n as u64;
+    }
+    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if let Some(want) = checksum
+        && want != got
+    {
+        return Err(format!(
+            "the download of {url} has digest {got}, but --checksum wants {want}"
+        ));
+    }
+    let name = url_file_name(url);
+    let dest_clean = PathBuf::from(crate::config::clean_abs(dest));
+    let into_dir = dest.ends_with('/') || copy::is_dir_in(root, &dest_clean);
+    let path = if into_dir {
+        dest_clean.join(&name)
+    } else {
+        dest_clean.clone()
+    };
+    let (uid, gid) = options.chown.unwrap_or((0, 0));
+    let mode = options
+        .chmod
+        .as_ref()
+        .map_or(0o600, |c| c.apply(0o600, false));
+    let dest_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let plan = Plan {
+        items: vec![Item {
+            src: tmp.path().to_path_buf(),
+            src_rel: PathBuf::from(&name),
+            dest: path,
+            kind: ItemKind::File,
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: (mtime, 0),
+            merge_only: false,
+        }],
+        dest_dir,
+    };
+    copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())
+}
+
+/// The file name a URL's content is saved under: its last path segment, or `index.html`.
+fn url_file_name(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    let after_scheme = without_query
+        .split_once("://")
+        .map_or(without_query, |x| x.1);
+    match after_scheme.split_once('/') {
+        Some((_, path)) => path
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("index.html")
+            .to_string(),
+        None => "index.html".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_names() {
+        assert_eq!(url_file_name("https://h/x/y/file.tgz?a=1"), "file.tgz");
+        assert_eq!(url_file_name("https://h/"), "index.html");
+        assert_eq!(url_file_name("http://h"), "index.html");
+    }
+
+    #[test]
+    fn archives_are_recognised_by_content() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let plain = dir.path().join("a.tar.gz");
+        fs::write(&plain, b"not really an archive")?;
+        assert!(!is_archive(&plain));
+        let gz = dir.path().join("b");
+        fs::write(&gz, [0x1f, 0x8b, 8, 0])?;
+        assert!(is_archive(&gz));
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        let t = dir.path().join("c");
+        fs::write(&t, tar)?;
+        assert!(is_archive(&t));
+        Ok(())
+    }
+}

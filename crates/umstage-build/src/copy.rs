@@ -1,0 +1,847 @@
+//! COPY and ADD as file operations: which source entries an instruction selects (wildcards,
+//! `.dockerignore`, `--exclude`, directory contents, `--parents`), where each one lands (trailing
+//! slashes, existing directories), and copying them into a rootfs. Every path is resolved inside
+//! its root: a symlink in the context, a stage or the destination never reaches a host file.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use umstage_dockerfile::Dockerignore;
+use umstage_oci::inroot::{Escape, InRootError, Root};
+
+use crate::chmod::Chmod;
+
+/// Symlinks followed when resolving one source path, as the kernel's limit.
+const MAX_SYMLINKS: usize = 40;
+
+/// Why a COPY or ADD could not be planned or done.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A named (non-wildcard) source does not exist, or is excluded.
+    #[error("source {0:?} does not exist")]
+    NotFound(String),
+    /// Several sources were given but the destination is not a directory.
+    #[error("with more than one source the destination {0:?} must be a directory: end it with a /")]
+    DestNotDir(String),
+    /// A file would replace a non-empty directory.
+    #[error("cannot copy {src:?} over the directory {dest:?}")]
+    FileOverDir {
+        /// The source entry.
+        src: String,
+        /// The destination path.
+        dest: String,
+    },
+    /// A source pattern cannot be compiled.
+    #[error("invalid source pattern {0:?}")]
+    BadPattern(String),
+    /// A path could not be resolved inside its root.
+    #[error(transparent)]
+    InRoot(#[from] InRootError),
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path in its root.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
+    move |source| CopyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn errno(path: &Path) -> impl FnOnce(rustix::io::Errno) -> CopyError + '_ {
+    move |e| CopyError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// The kind of one entry to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A regular file with content read from `Item::src`.
+    File,
+    /// A regular file with this content (a heredoc source).
+    Inline(Vec<u8>),
+    /// A directory.
+    Dir,
+    /// A symlink with this target.
+    Symlink(PathBuf),
+    /// A named pipe.
+    Fifo,
+}
+
+/// One entry a COPY creates.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Where the content is read from on the host (empty for inline content).
+    pub src: PathBuf,
+    /// The entry's path relative to its source root, for digest lookups.
+    pub src_rel: PathBuf,
+    /// Absolute path inside the destination root.
+    pub dest: PathBuf,
+    /// What to create.
+    pub kind: ItemKind,
+    /// Permission bits (`0o7777` part).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes, for regular files.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// Whether the entry is the top of a copied directory onto an existing directory: only its
+    /// children are created, the existing directory keeps its metadata.
+    pub merge_only: bool,
+}
+
+/// A tree COPY reads from: the build context (with its `.dockerignore`), a stage's rootfs, or
+/// an image's.
+pub struct SourceTree<'a> {
+    root: Root,
+    host: PathBuf,
+    ignore: Option<&'a Dockerignore>,
+    reset_owner: bool,
+}
+
+impl<'a> SourceTree<'a> {
+    /// Opens `dir` as a source. `ignore` hides matching paths (the context's `.dockerignore`);
+    /// `reset_owner` gives every copied entry uid and gid 0 (context files belong to the user
+    /// running the build, not to anyone in the image).
+    pub fn open(
+        dir: &Path,
+        ignore: Option<&'a Dockerignore>,
+        reset_owner: bool,
+    ) -> Result<Self, CopyError> {
+        let host = fs::canonicalize(dir).map_err(io_err(dir))?;
+        let root = Root::open(&host).map_err(io_err(dir))?;
+        Ok(SourceTree {
+            root,
+            host,
+            ignore,
+            reset_owner,
+        })
+    }
+
+    fn ignored(&self, rel: &Path) -> bool {
+        self.ignore
+            .is_some_and(|i| !rel.as_os_str().is_empty() && i.is_excluded(&rel.to_string_lossy()))
+    }
+
+    /// Resolves `rel` inside the root, following symlinks (also the last one) there; returns
+    /// the real path relative to the root.
+    fn follow(&self, rel: &Path) -> Result<PathBuf, CopyError> {
+        let mut current = rel.to_path_buf();
+        for _ in 0..MAX_SYMLINKS {
+            let resolved = self.root.resolve_parent(&current, Escape::Clamp, false)?;
+            let parent_host =
+                fs::read_link(format!("/proc/self/fd/{}", resolved.parent.as_raw_fd()))
+                    .map_err(io_err(&current))?;
+            let parent_rel = parent_host
+                .strip_prefix(&self.host)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            if resolved.name == "." {
+                return Ok(parent_rel);
+            }
+            let stat = rfs::statat(&resolved.parent, &resolved.name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(errno(&current))?;
+            if FileType::from_raw_mode(stat.st_mode) != FileType::Symlink {
+                return Ok(parent_rel.join(&resolved.name));
+            }
+            let target = rfs::readlinkat(&resolved.parent, &resolved.name, Vec::new())
+                .map_err(errno(&current))?;
+            let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+            current = if target.is_absolute() {
+                target
+            } else {
+                parent_rel.join(target)
+            };
+        }
+        Err(CopyError::InRoot(InRootError::Loop(rel.to_path_buf())))
+    }
+
+    /// Every path (relative to the root) that `pattern` names: the path itself when it has no
+    /// wildcard (an error if it does not exist or is ignored), else every existing, not ignored
+    /// path it matches (possibly none).
+    pub fn expand(&self, pattern: &str) -> Result<Vec<PathBuf>, CopyError> {
+        let clean = umstage_dockerfile::clean_path(pattern.trim_start_matches('/'));
+        let rel = if clean == "." {
+            PathBuf::new()
+        } else {
+            PathBuf::from(&clean)
+        };
+        if !has_wildcard(&clean) {
+            if self.ignored(&rel) {
+                return Err(CopyError::NotFound(pattern.to_string()));
+            }
+            return match self.follow(&rel) {
+                Ok(real) if self.host.join(&real).symlink_metadata().is_ok() => Ok(vec![rel]),
+                Ok(_) => Err(CopyError::NotFound(pattern.to_string())),
+                Err(e) if is_not_found(&e) => Err(CopyError::NotFound(pattern.to_string())),
+                Err(e) => Err(e),
+            };
+        }
+        // Walk from the longest directory prefix without wildcards.
+        let parts: Vec<&str> = clean.split('/').collect();
+        let fixed = parts.iter().take_while(|p| !has_wildcard(p)).count();
+        let prefix: PathBuf = parts[..fixed].iter().collect();
+        let rest = parts[fixed..].join("/");
+        let matcher = Dockerignore::parse(&rest)
+            .ok()
+            .and_then(|d| d.patterns.into_iter().next())
+            .ok_or_else(|| CopyError::BadPattern(pattern.to_string()))?;
+        let depth = if rest.contains("**") {
+            usize::MAX
+        } else {
+            parts.len() - fixed
+        };
+        let start = match self.follow(&prefix) {
+            Ok(real) => real,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(PathBuf::new(), 0usize)];
+        while let Some((below, level)) = stack.pop() {
+            let dir = self.host.join(&start).join(&below);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut names: Vec<OsString> = entries.flatten().map(|e| e.file_name()).collect();
+            names.sort();
+            for name in names.into_iter().rev() {
+                let sub = below.join(&name);
+                let rel_path = prefix.join(&sub);
+                if self.ignored(&rel_path) {
+                    continue;
+                }
+                if matcher.matches(&sub.to_string_lossy()) {
+                    out.push(rel_path.clone());
+                }
+                let is_dir = fs::symlink_metadata(dir.join(&name)).is_ok_and(|m| m.is_dir());
+                if is_dir && level + 1 < depth {
+                    stack.push((sub, level + 1));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn is_not_found(e: &CopyError) -> bool {
+    match e {
+        CopyError::InRoot(e) => e.is_not_found() || matches!(e, InRootError::NotADirectory { .. }),
+        CopyError::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// How a COPY treats what it copies.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// `--chown`, resolved to ids.
+    pub chown: Option<(u32, u32)>,
+    /// `--chmod`.
+    pub chmod: Option<Chmod>,
+    /// `--parents`: keep each source's path below the destination.
+    pub parents: bool,
+    /// `--exclude` patterns, compiled.
+    pub exclude: Option<Dockerignore>,
+}
+
+/// Where a set of sources lands, once every source pattern is expanded.
+pub struct Plan {
+    /// The entries to create, parents before children.
+    pub items: Vec<Item>,
+    /// The destination directory whose missing parents are created (owned like the items).
+    pub dest_dir: PathBuf,
+}
+
+/// Plans a COPY of `sources` (patterns relative to the source root) to `dest` (absolute inside
+/// the destination root; a trailing `/` marks a directory). `dest_is_dir` tells whether a path
+/// is an existing directory in the destination root.
+pub fn plan(
+    tree: &SourceTree<'_>,
+    sources: &[String],
+    dest: &str,
+    options: &CopyOptions,
+    dest_is_dir: &dyn Fn(&Path) -> bool,
+) -> Result<Plan, CopyError> {
+    let mut matched = Vec::new();
+    for pattern in sources {
+        for rel in tree.expand(pattern)? {
+            matched.push((pattern.as_str(), rel));
+        }
+    }
+    let dest_path = PathBuf::from(crate::config::clean_abs(dest));
+    let marked_dir = dest.ends_with('/') || dest.ends_with("/.") || dest_path == Path::new("/");
+    if sources.len() > 1 && !marked_dir && !dest_is_dir(&dest_path) {
+        return Err(CopyError::DestNotDir(dest.to_string()));
+    }
+    let into_dir = marked_dir || matched.len() > 1 || dest_is_dir(&dest_path);
+    let mut items = Vec::new();
+    for (pattern, rel) in matched {
+        let real = tree.follow(&rel)?;
+        let host = tree.host.join(&real);
+        let meta = fs::symlink_metadata(&host).map_err(io_err(&rel))?;
+        let base = if options.parents {
+            dest_path.join(parents_part(pattern, &rel))
+        } else if meta.is_dir() {
+            dest_path.clone()
+        } else if into_dir {
+            dest_path.join(rel.file_name().unwrap_or(real.as_os_str()))
+        } else {
+            dest_path.clone()
+        };
+        if meta.is_dir() {
+            let top = base.clone();
+            let merge_only = dest_is_dir(&top);
+            items.push(item(tree, &host, &real, top.clone(), &meta, options, true)?);
+            if let Some(last) = items.last_mut() {
+                last.merge_only = merge_only;
+            }
+            walk_dir(tree, &host, &real, &top, options, &mut items)?;
+        } else {
+            if excluded(options, &real, rel.file_name()) {
+                continue;
+            }
+            items.push(item(tree, &host, &real, base, &meta, options, false)?);
+        }
+    }
+    let dest_dir = if into_dir || options.parents {
+        dest_path
+    } else {
+        dest_path
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+    };
+    Ok(Plan { items, dest_dir })
+}
+
+/// With `--parents`, the part of a source path kept below the destination: all of it, or what
+/// follows a `/./` pivot in the pattern.
+fn parents_part(pattern: &str, rel: &Path) -> PathBuf {
+    let trimmed = pattern.trim_start_matches("./").trim_start_matches('/');
+    if let Some(pos) = trimmed.find("/./") {
+        let pivot: PathBuf = umstage_dockerfile::clean_path(&trimmed[..pos]).into();
+        if let Ok(rest) = rel.strip_prefix(&pivot) {
+            return rest.to_path_buf();
+        }
+    }
+    rel.to_path_buf()
+}
+
+fn excluded(options: &CopyOptions, rel: &Path, name: Option<&OsStr>) -> bool {
+    let Some(ex) = &options.exclude else {
+        return false;
+    };
+    ex.is_excluded(&rel.to_string_lossy())
+        || name.is_some_and(|n| ex.is_excluded(&n.to_string_lossy()))
+}
+
+fn walk_dir(
+    tree: &SourceTree<'_>,
+    host_dir: &Path,
+    rel_dir: &Path,
+    dest_dir: &Path,
+    options: &CopyOptions,
+    items: &mut Vec<Item>,
+) -> Result<(), CopyError> {
+    let mut names: Vec<OsString> = fs::read_dir(host_dir)
+        .map_err(io_err(rel_dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(rel_dir))?;
+    names.sort();
+    for name in names {
+        let rel = rel_dir.join(&name);
+        if tree.ignored(&rel) {
+            // An ignored directory may still hold re-included files.
+            let may = tree
+                .ignore
+                .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()));
+            let host = host_dir.join(&name);
+            if !(may && fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir())) {
+                continue;
+            }
+        }
+        let host = host_dir.join(&name);
+        let meta = fs::symlink_metadata(&host).map_err(io_err(&rel))?;
+        if excluded(options, &rel, None) {
+            continue;
+        }
+        let dest = dest_dir.join(&name);
+        if meta.is_dir() {
+            let start = items.len();
+            items.push(item(tree, &host, &rel, dest.clone(), &meta, options, true)?);
+            walk_dir(tree, &host, &rel, &dest, options, items)?;
+            // A directory entered only for re-included children is dropped if none was.
+            if tree.ignored(&rel) && items.len() == start + 1 {
+                items.pop();
+            }
+        } else if !tree.ignored(&rel) {
+            items.push(item(tree, &host, &rel, dest, &meta, options, false)?);
+        }
+    }
+    Ok(())
+}
+
+fn item(
+    tree: &SourceTree<'_>,
+    host: &Path,
+    rel: &Path,
+    dest: PathBuf,
+    meta: &fs::Metadata,
+    options: &CopyOptions,
+    is_dir: bool,
+) -> Result<Item, CopyError> {
+    let ft = meta.file_type();
+    let kind = if is_dir {
+        ItemKind::Dir
+    } else if ft.is_symlink() {
+        ItemKind::Symlink(fs::read_link(host).map_err(io_err(rel))?)
+    } else if ft.is_file() {
+        ItemKind::File
+    } else if ft.is_fifo() {
+        ItemKind::Fifo
+    } else {
+        return Err(CopyError::Io {
+            path: rel.to_path_buf(),
+            source: io::Error::other("device nodes and sockets cannot be copied"),
+        });
+    };
+    let mut mode = meta.mode() & 0o7777;
+    if let Some(chmod) = &options.chmod
+        && !matches!(kind, ItemKind::Symlink(_))
+    {
+        mode = chmod.apply(mode, is_dir);
+    }
+    let (uid, gid) = match options.chown {
+        Some(ids) => ids,
+        None if tree.reset_owner => (0, 0),
+        None => (meta.uid(), meta.gid()),
+    };
+    Ok(Item {
+        src: host.to_path_buf(),
+        src_rel: rel.to_path_buf(),
+        dest,
+        kind,
+        mode,
+        uid,
+        gid,
+        size: if ft.is_file() { meta.len() } else { 0 },
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        merge_only: false,
+    })
+}
+
+/// Creates `dir` (absolute inside `root`) and its missing parents, each new one with mode 0755
+/// and the given owner; existing ones (symlinks followed inside the root) are left alone.
+pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyError> {
+    let mut current = PathBuf::from("/");
+    for component in dir.components() {
+        let Component::Normal(name) = component else {
+            continue;
+        };
+        let parent = root.resolve_dir(&current, Escape::Clamp, false)?;
+        current.push(name);
+        match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {
+                rfs::chownat(
+                    &parent,
+                    name,
+                    Some(rfs::Uid::from_raw(owner.0)),
+                    Some(rfs::Gid::from_raw(owner.1)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno(&current))?;
+            }
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(errno(&current)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates every planned entry inside `root`, replacing files and symlinks already there.
+pub fn execute(root: &Root, plan: &Plan, owner_of_new_dirs: (u32, u32)) -> Result<(), CopyError> {
+    make_dirs(root, &plan.dest_dir, owner_of_new_dirs)?;
+    let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
+    for item in &plan.items {
+        if item.merge_only {
+            make_dirs(root, &item.dest, owner_of_new_dirs)?;
+            continue;
+        }
+        let parent_path = item.dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let Some(name) = item.dest.file_name() else {
+            // The destination is the root itself: only its children are copied.
+            continue;
+        };
+        if !dirs.contains_key(&parent_path) {
+            make_dirs(root, &parent_path, owner_of_new_dirs)?;
+            let fd = open_dir(root, &parent_path)?;
+            dirs.insert(parent_path.clone(), fd);
+        }
+        let Some(parent) = dirs.get(&parent_path) else {
+            continue;
+        };
+        create(parent, name, item)?;
+    }
+    // Directory times last: creating their children changed them.
+    for item in plan.items.iter().rev() {
+        if item.kind == ItemKind::Dir && !item.merge_only {
+            let parent_path = item.dest.parent().unwrap_or(Path::new("/"));
+            if let (Some(parent), Some(name)) = (dirs.get(parent_path), item.dest.file_name()) {
+                rfs::utimensat(
+                    parent,
+                    name,
+                    &timestamps(item.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno(&item.dest))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn timestamps((sec, nsec): (i64, i64)) -> Timestamps {
+    let t = Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Opens a directory inside the root for `*at` calls, following symlinks inside the root.
+fn open_dir(root: &Root, path: &Path) -> Result<OwnedFd, CopyError> {
+    let fd = root.resolve_dir(path, Escape::Clamp, false)?;
+    rfs::openat(
+        &fd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno(path))
+}
+
+fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {
+    let path = item.dest.as_path();
+    let existing = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|s| FileType::from_raw_mode(s.st_mode));
+    let times = timestamps(item.mtime);
+    match &item.kind {
+        ItemKind::Dir => {
+            match existing {
+                Some(FileType::Directory) => {}
+                Some(_) => {
+                    rfs::unlinkat(parent, name, AtFlags::empty()).map_err(errno(path))?;
+                    rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(errno(path))?;
+                }
+                None => {
+                    rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(errno(path))?;
+                }
+            }
+            set_owner_mode(parent, name, item)?;
+        }
+        ItemKind::File | ItemKind::Inline(_) => {
+            if let Some(t) = existing {
+                if t == FileType::Directory {
+                    rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(|_| {
+                        CopyError::FileOverDir {
+                            src: item.src_rel.display().to_string(),
+                            dest: path.display().to_string(),
+                        }
+                    })?;
+                } else if t != FileType::RegularFile {
+                    rfs::unlinkat(parent, name, AtFlags::empty()).map_err(errno(path))?;
+                }
+            }
+            let fd = rfs::openat(
+                parent,
+                name,
+                OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::TRUNC
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(errno(path))?;
+            let mut out = fs::File::from(fd);
+            match &item.kind {
+                ItemKind::Inline(data) => {
+                    io::Write::write_all(&mut out, data).map_err(io_err(path))?
+                }
+                _ => {
+                    let mut input = fs::File::open(&item.src).map_err(io_err(&item.src_rel))?;
+                    io::copy(&mut input, &mut out).map_err(io_err(path))?;
+                }
+            }
+            rfs::fchown(
+                &out,
+                Some(rfs::Uid::from_raw(item.uid)),
+                Some(rfs::Gid::from_raw(item.gid)),
+            )
+            .map_err(errno(path))?;
+            // After chown, which clears set-id bits.
+            rfs::fchmod(&out, Mode::from_raw_mode(item.mode)).map_err(errno(path))?;
+            rfs::futimens(&out, &times).map_err(errno(path))?;
+        }
+        ItemKind::Symlink(target) => {
+            remove_non_dir(parent, name, existing, item)?;
+            rfs::symlinkat(target.as_os_str(), parent, name).map_err(errno(path))?;
+            rfs::chownat(
+                parent,
+                name,
+                Some(rfs::Uid::from_raw(item.uid)),
+                Some(rfs::Gid::from_raw(item.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno(path))?;
+            rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(path))?;
+        }
+        ItemKind::Fifo => {
+            remove_non_dir(parent, name, existing, item)?;
+            rfs::mknodat(parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                .map_err(errno(path))?;
+            set_owner_mode(parent, name, item)?;
+            rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(path))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_non_dir(
+    parent: &OwnedFd,
+    name: &OsStr,
+    existing: Option<FileType>,
+    item: &Item,
+) -> Result<(), CopyError> {
+    match existing {
+        None => Ok(()),
+        Some(FileType::Directory) => {
+            rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(|_| CopyError::FileOverDir {
+                src: item.src_rel.display().to_string(),
+                dest: item.dest.display().to_string(),
+            })
+        }
+        Some(_) => rfs::unlinkat(parent, name, AtFlags::empty()).map_err(errno(&item.dest)),
+    }
+}
+
+fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {
+    rfs::chownat(
+        parent,
+        name,
+        Some(rfs::Uid::from_raw(item.uid)),
+        Some(rfs::Gid::from_raw(item.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(errno(&item.dest))?;
+    rfs::chmodat(
+        parent,
+        name,
+        Mode::from_raw_mode(item.mode),
+        AtFlags::empty(),
+    )
+    .map_err(errno(&item.dest))
+}
+
+/// Whether `path` (absolute inside `root`) is an existing directory, symlinks followed inside
+/// the root.
+pub fn is_dir_in(root: &Root, path: &Path) -> bool {
+    root.resolve_dir(path, Escape::Clamp, false).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    struct Fixture {
+        _ctx: tempfile::TempDir,
+        _dst: tempfile::TempDir,
+        ctx: PathBuf,
+        dst: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let ctx = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let c = ctx.path().to_path_buf();
+        fs::create_dir_all(c.join("src/sub")).unwrap();
+        fs::write(c.join("src/a.txt"), "a").unwrap();
+        fs::write(c.join("src/b.log"), "b").unwrap();
+        fs::write(c.join("src/sub/c.txt"), "c").unwrap();
+        fs::write(c.join("top.txt"), "top").unwrap();
+        fs::set_permissions(c.join("top.txt"), fs::Permissions::from_mode(0o750)).unwrap();
+        Fixture {
+            ctx: c,
+            dst: dst.path().to_path_buf(),
+            _ctx: ctx,
+            _dst: dst,
+        }
+    }
+
+    fn me() -> (u32, u32) {
+        (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        )
+    }
+
+    fn copy(
+        f: &Fixture,
+        ignore: Option<&Dockerignore>,
+        sources: &[&str],
+        dest: &str,
+        options: &CopyOptions,
+    ) -> Result<(), CopyError> {
+        let tree = SourceTree::open(&f.ctx, ignore, false)?;
+        let root = Root::open(&f.dst).unwrap();
+        let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        let p = plan(&tree, &sources, dest, options, &|p| is_dir_in(&root, p))?;
+        execute(&root, &p, me())
+    }
+
+    fn opts() -> CopyOptions {
+        CopyOptions {
+            chown: Some(me()),
+            ..CopyOptions::default()
+        }
+    }
+
+    #[test]
+    fn directory_contents_and_trailing_slash_rules() {
+        let f = fixture();
+        copy(&f, None, &["src"], "/app", &opts()).unwrap();
+        assert_eq!(fs::read_to_string(f.dst.join("app/a.txt")).unwrap(), "a");
+        assert_eq!(
+            fs::read_to_string(f.dst.join("app/sub/c.txt")).unwrap(),
+            "c"
+        );
+        assert!(!f.dst.join("app/src").exists());
+
+        copy(&f, None, &["top.txt"], "/file", &opts()).unwrap();
+        assert!(f.dst.join("file").is_file());
+        copy(&f, None, &["top.txt"], "/dir/", &opts()).unwrap();
+        assert!(f.dst.join("dir/top.txt").is_file());
+        // An existing directory receives the file.
+        copy(&f, None, &["top.txt"], "/app", &opts()).unwrap();
+        assert!(f.dst.join("app/top.txt").is_file());
+        let mode = fs::metadata(f.dst.join("dir/top.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
+    }
+
+    #[test]
+    fn wildcards_match_or_copy_nothing_and_named_sources_must_exist() {
+        let f = fixture();
+        copy(&f, None, &["src/*.txt"], "/w/", &opts()).unwrap();
+        assert!(f.dst.join("w/a.txt").is_file());
+        assert!(!f.dst.join("w/b.log").exists());
+        copy(&f, None, &["nothing*"], "/none/", &opts()).unwrap();
+        let err = copy(&f, None, &["missing.txt"], "/x", &opts()).unwrap_err();
+        assert!(
+            matches!(err, CopyError::NotFound(ref s) if s == "missing.txt"),
+            "{err}"
+        );
+        let err = copy(&f, None, &["top.txt", "src/a.txt"], "/multi", &opts()).unwrap_err();
+        assert!(matches!(err, CopyError::DestNotDir(_)), "{err}");
+    }
+
+    #[test]
+    fn dockerignore_hides_files_and_exceptions_bring_them_back() {
+        let f = fixture();
+        let ignore = Dockerignore::parse("src\n!src/sub/c.txt\n").unwrap();
+        copy(&f, Some(&ignore), &["."], "/ctx/", &opts()).unwrap();
+        assert!(f.dst.join("ctx/top.txt").is_file());
+        assert!(!f.dst.join("ctx/src/a.txt").exists());
+        assert!(f.dst.join("ctx/src/sub/c.txt").is_file());
+        let err = copy(&f, Some(&ignore), &["src/a.txt"], "/x", &opts()).unwrap_err();
+        assert!(matches!(err, CopyError::NotFound(_)));
+    }
+
+    #[test]
+    fn chmod_exclude_and_parents() {
+        let f = fixture();
+        let options = CopyOptions {
+            chmod: Some("0640".parse().unwrap()),
+            exclude: Some(Dockerignore::parse("*.log").unwrap()),
+            parents: false,
+            ..opts()
+        };
+        copy(&f, None, &["src"], "/m", &options).unwrap();
+        assert!(!f.dst.join("m/b.log").exists());
+        let mode = fs::metadata(f.dst.join("m/a.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+
+        let parents = CopyOptions {
+            parents: true,
+            ..opts()
+        };
+        copy(&f, None, &["src/sub/c.txt", "top.txt"], "/p/", &parents).unwrap();
+        assert!(f.dst.join("p/src/sub/c.txt").is_file());
+        assert!(f.dst.join("p/top.txt").is_file());
+        copy(&f, None, &["./src/./sub/c.txt"], "/q/", &parents).unwrap();
+        assert!(f.dst.join("q/sub/c.txt").is_file());
+    }
+
+    #[test]
+    fn symlinks_never_reach_host_files() {
+        let f = fixture();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "host secret").unwrap();
+        // A context symlink pointing outside resolves inside the context instead.
+        symlink(outside.path().join("secret"), f.ctx.join("escape")).unwrap();
+        let err = copy(&f, None, &["escape"], "/got", &opts()).unwrap_err();
+        assert!(matches!(err, CopyError::NotFound(_)), "{err}");
+        // A symlink in the destination pointing at a host directory lands inside the root.
+        symlink(outside.path(), f.dst.join("link")).unwrap();
+        copy(&f, None, &["top.txt"], "/link/", &opts()).unwrap();
+        assert!(!outside.path().join("top.txt").exists());
+        let inside = f
+            .dst
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("top.txt");
+        assert!(inside.is_file(), "{}", inside.display());
+        // Symlinks inside a copied directory are copied as symlinks.
+        symlink("a.txt", f.ctx.join("src/alias")).unwrap();
+        copy(&f, None, &["src"], "/s", &opts()).unwrap();
+        assert_eq!(
+            fs::read_link(f.dst.join("s/alias")).unwrap(),
+            Path::new("a.txt")
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Writing a built image where the request says: image archives, OCI layout directories, the
+//! final filesystem as a directory or a tar.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use umstage_oci::archive::{ArchiveOptions, TaggedImage, write_archive, write_layout_dir};
+use umstage_oci::changes::{Change, ChangeKind, ChangeSet};
+use umstage_oci::image::write_image;
+use umstage_oci::inroot::Root;
+use umstage_oci::layer::{LayerOptions, write_tar};
+use umstage_oci::{ContentStore, ManifestFormat};
+use umstage_snapshot::Snapshotter;
+
+use crate::copy::{self, CopyOptions, SourceTree};
+use crate::event::{Event, EventSink};
+use crate::options::{ArchiveFormat, Destination, Output};
+use crate::request::{BuildError, BuildRequest, BuildResult, Descriptor};
+use crate::state::{State, Unpacker};
+
+/// What exporting needs from the build.
+pub struct ExportContext<'a> {
+    /// The request (outputs, tags, labels, `SOURCE_DATE_EPOCH`).
+    pub request: &'a BuildRequest,
+    /// Progress.
+    pub events: &'a dyn EventSink,
+    /// The content store holding the layers.
+    pub store: &'a ContentStore,
+    /// Snapshots, for filesystem outputs.
+    pub snapshotter: &'a Snapshotter,
+    /// Unpacks layers into snapshots when a filesystem output needs one.
+    pub unpacker: &'a Unpacker,
+    /// The image creation time (RFC 3339).
+    pub created: &'a str,
+    /// Rootless without subordinate ids.
+    pub ignore_chown_errors: bool,
+}
+
+fn other(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Other(e.to_string())
+}
+
+/// Writes every output of the request for the image `state`.
+pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, BuildError> {
+    let request = ctx.request;
+    let mut config = state.config;
+    for (k, v) in &request.labels {
+        config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.clone(), v.clone());
+    }
+    config.created = Some(ctx.created.to_string());
+    let mut descriptors = Vec::with_capacity(state.layers.len());
+    for layer in &state.layers {
+        descriptors.push(layer.descriptor().map_err(other)?);
+    }
+    let store = ctx.store;
+    let image = write_image(
+        store,
+        &config,
+        &descriptors,
+        ManifestFormat::Oci,
+        &BTreeMap::new(),
+    )
+    .map_err(other)?;
+    let mut names: Vec<String> = request.tags.clone();
+    if request.outputs.is_empty() {
+        ctx.events.emit(Event::Warning {
+            message: "no output given: the result stays in the build cache only; add -o image.tar to get an image archive".into(),
+        });
+    }
+    for output in &request.outputs {
+        let started = Instant::now();
+        let id = crate::solver::unique_key("export");
+        ctx.events.emit(Event::TaskStarted {
+            id: id.clone(),
+            text: describe(output),
+        });
+        match output {
+            Output::Archive {
+                format,
+                dest,
+                names: extra,
+                ..
+            } => {
+                let tags = references(request.tags.iter().chain(extra))?;
+                names.extend(extra.iter().cloned());
+                let docker_image;
+                let chosen = if *format == ArchiveFormat::Docker {
+                    docker_image = write_image(
+                        store,
+                        &config,
+                        &descriptors,
+                        ManifestFormat::Docker,
+                        &BTreeMap::new(),
+                    )
+                    .map_err(other)?;
+                    &docker_image
+                } else {
+                    &image
+                };
+                let options = ArchiveOptions {
+                    mtime: request.source_date_epoch.unwrap_or(0),
+                };
+                let tagged = [TaggedImage {
+                    image: chosen,
+                    tags,
+                }];
+                write_to(dest, |out| {
+                    write_archive(store, &tagged, out, options).map_err(other)
+                })?;
+            }
+            Output::LayoutDir {
+                dest, names: extra, ..
+            } => {
+                let tags = references(request.tags.iter().chain(extra))?;
+                names.extend(extra.iter().cloned());
+                write_layout_dir(
+                    store,
+                    &[TaggedImage {
+                        image: &image,
+                        tags,
+                    }],
+                    dest,
+                )
+                .map_err(other)?;
+            }
+            Output::Local { dest } => with_rootfs(ctx, &state.layers, |rootfs| {
+                fs::create_dir_all(dest)
+                    .map_err(|e| other(format!("creating {}: {e}", dest.display())))?;
+                let tree = SourceTree::open(rootfs, None, false).map_err(other)?;
+                let target = Root::open(dest).map_err(other)?;
+                let plan = copy::plan(
+                    &tree,
+                    &[".".to_string()],
+                    "/",
+                    &CopyOptions::default(),
+                    &|p| copy::is_dir_in(&target, p),
+                )
+                .map_err(other)?;
+                copy::execute(&target, &plan, (0, 0)).map_err(other)
+            })?,
+            Output::Tar { dest } => with_rootfs(ctx, &state.layers, |rootfs| {
+                let changes = whole_tree(rootfs).map_err(other)?;
+                let options = LayerOptions {
+                    source_date_epoch: request.source_date_epoch,
+                    ..LayerOptions::default()
+                };
+                write_to(dest, |out| {
+                    write_tar(out, &changes, &options)
+                        .map(|_| ())
+                        .map_err(other)
+                })
+            })?,
+            Output::Registry { .. } => {
+                return Err(other(
+                    "pushing to a registry is not available in this build of umstage yet: write an archive with -o image.tar and push it with skopeo copy oci-archive:image.tar docker://REF",
+                ));
+            }
+        }
+        ctx.events.emit(Event::TaskDone {
+            id,
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(BuildResult {
+        config_digest: Some(image.manifest.config().digest().to_string()),
+        manifest: Some(Descriptor {
+            media_type: image.descriptor.media_type().to_string(),
+            digest: image.descriptor.digest().to_string(),
+            size: image.descriptor.size(),
+        }),
+        names,
+    })
+}
+
+fn describe(output: &Output) -> String {
+    let dest = |d: &Destination| match d {
+        Destination::File(p) => p.display().to_string(),
+        Destination::Stdout => "standard output".into(),
+    };
+    match output {
+        Output::Archive { dest: d, .. } => format!("exporting image archive to {}", dest(d)),
+        Output::LayoutDir { dest, .. } => format!("exporting OCI layout to {}", dest.display()),
+        Output::Local { dest } => format!("copying the filesystem to {}", dest.display()),
+        Output::Tar { dest: d } => format!("writing the filesystem tar to {}", dest(d)),
+        Output::Registry { .. } => "pushing the image".into(),
+    }
+}
+
+fn references<'a>(
+    names: impl Iterator<Item = &'a String>,
+) -> Result<Vec<umstage_oci::reference::Reference>, BuildError> {
+    names
+        .map(|n| {
+            umstage_oci::reference::parse(n)
+                .map_err(|e| BuildError::Invalid(format!("-t {n}: {e}")))
+        })
+        .collect()
+}
+
+/// Writes through `write` to a file (atomically: a temporary name renamed into place) or to
+/// standard output.
+fn write_to(
+    dest: &Destination,
+    write: impl FnOnce(Box<dyn Write + Send>) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    match dest {
+        Destination::Stdout => write(Box::new(io::stdout())),
+        Destination::File(path) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+            let file = fs::File::create(&tmp).map_err(|e| {
+                other(format!(
+                    "cannot write {}: {e} (does the directory exist and can you write to it?)",
+                    path.display()
+                ))
+            })?;
+            let result = write(Box::new(file)).and_then(|()| {
+                fs::rename(&tmp, path)
+                    .map_err(|e| other(format!("cannot write {}: {e}", path.display())))
+            });
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result
+        }
+    }
+}
+
+/// Runs `work` with the image's filesystem mounted read-only (an empty directory for none).
+fn with_rootfs(
+    ctx: &ExportContext<'_>,
+    layers: &[crate::state::Layer],
+    work: impl FnOnce(&Path) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    let chain = ctx
+        .unpacker
+        .ensure(ctx.snapshotter, ctx.store, layers, ctx.ignore_chown_errors)
+        .map_err(other)?;
+    let Some(chain) = chain else {
+        let empty = tempfile::tempdir().map_err(other)?;
+        return work(empty.path());
+    };
+    let key = crate::solver::unique_key("export");
+    ctx.snapshotter.view(&key, &chain).map_err(other)?;
+    let result = match ctx.snapshotter.mount(&key) {
+        Ok(guard) => {
+            let r = work(guard.path());
+            drop(guard);
+            r
+        }
+        Err(e) => Err(other(e)),
+    };
+    let _ = ctx.snapshotter.remove(&key);
+    result
+}
+
+/// A change set adding every entry of `root`, for writing a whole filesystem as one tar.
+fn whole_tree(root: &Path) -> io::Result<ChangeSet> {
+    let mut changes = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in fs::read_dir(root.join(&rel))? {
+            let entry = entry?;
+            let path = rel.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                stack.push(path.clone());
+            }
+            changes.push(Change {
+                path,
+                kind: ChangeKind::Upsert,
+            });
+        }
+    }
+    Ok(ChangeSet {
+        source: root.to_path_buf(),
+        changes,
+    })
+}

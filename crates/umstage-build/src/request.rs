@@ -1,0 +1,146 @@
+//! A build request (everything the command line says) and what a build gives back.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::options::{BuildContext, DockerfileSource, NetworkMode, Output, Secret};
+
+/// Which snapshotter holds the build's filesystems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotterChoice {
+    /// The best one that works on this machine.
+    #[default]
+    Auto,
+    /// Native overlayfs in the user namespace.
+    Overlay,
+    /// Copies; works everywhere.
+    Native,
+}
+
+/// Everything one build needs to know.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The context directory.
+    pub context: PathBuf,
+    /// The Dockerfile.
+    pub dockerfile: DockerfileSource,
+    /// Image names (`-t`).
+    pub tags: Vec<String>,
+    /// Outputs; none means the build only fills the cache.
+    pub outputs: Vec<Output>,
+    /// Stage to build; the last one when `None`.
+    pub target: Option<String>,
+    /// `--build-arg` values, in order (a later one for the same name wins).
+    pub build_args: Vec<(String, String)>,
+    /// Named contexts.
+    pub build_contexts: Vec<BuildContext>,
+    /// Requested platform (`os/arch[/variant]`), `None` for this machine's.
+    pub platform: Option<String>,
+    /// Ignore the cache for every step.
+    pub no_cache: bool,
+    /// Ignore the cache for these stages (names compared case-insensitively).
+    pub no_cache_filter: Vec<String>,
+    /// Network for RUN steps.
+    pub network: NetworkMode,
+    /// Secrets for `RUN --mount=type=secret`.
+    pub secrets: Vec<Secret>,
+    /// Labels added to the image (`--label`).
+    pub labels: Vec<(String, String)>,
+    /// The state root.
+    pub state_root: PathBuf,
+    /// The snapshotter wanted.
+    pub snapshotter: SnapshotterChoice,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Stages built at the same time, at most.
+    pub jobs: usize,
+    /// `SOURCE_DATE_EPOCH`: fixed timestamps for a reproducible image.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What a finished build made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BuildResult {
+    /// The image config digest (the image id); `None` when no image was exported.
+    pub config_digest: Option<String>,
+    /// The manifest's digest, media type and size, when an image was exported.
+    pub manifest: Option<Descriptor>,
+    /// Names the image was given.
+    pub names: Vec<String>,
+}
+
+/// A content descriptor as in the OCI image spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Descriptor {
+    /// The media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// `sha256:…`.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Why a build did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The request or the Dockerfile is wrong; nothing ran. The message says what to change.
+    #[error("{0}")]
+    Invalid(String),
+    /// A step failed.
+    #[error("{0}")]
+    StepFailed(Box<StepFailure>),
+    /// Anything else that stopped the build (I/O, registry, sandbox).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl BuildError {
+    /// The process exit code for this error: 2 for bad usage or a bad Dockerfile, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuildError::Invalid(_) => 2,
+            BuildError::StepFailed(_) | BuildError::Other(_) => 1,
+        }
+    }
+}
+
+/// A failed step, described for the user: where it is and what it printed last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    /// The stage's name (or index).
+    pub stage: String,
+    /// The Dockerfile's name, as the user gave it.
+    pub file: String,
+    /// 1-based line of the instruction.
+    pub line: usize,
+    /// The instruction as written.
+    pub instruction: String,
+    /// The process exit code, for RUN steps that ran.
+    pub exit_code: Option<i32>,
+    /// What went wrong, one line.
+    pub reason: String,
+    /// The last lines the step printed.
+    pub output_tail: Vec<String>,
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stage {}, {}:{}: {}: {}",
+            self.stage, self.file, self.line, self.instruction, self.reason
+        )?;
+        if let Some(code) = self.exit_code {
+            write!(f, " (exit code {code})")?;
+        }
+        if !self.output_tail.is_empty() {
+            write!(f, "\nlast lines of output:")?;
+            for line in &self.output_tail {
+                write!(f, "\n  | {line}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1579 @@
+//! The solver: from a request to a built, exported image.
+//!
+//! A build parses the Dockerfile, picks the stages the target needs and builds them on a
+//! bounded number of threads (a stage starts when the stages it reads from are done). Each
+//! step's cache key is a hash of its parent's key and of everything the step reads; a hit
+//! reuses the recorded config and layers without touching a filesystem, so a warm build reads a
+//! handful of small files. A miss materialises the parent as a committed snapshot (unpacking
+//! layers only when no snapshot exists), runs the step in an active snapshot, turns the diff
+//! into a layer and commits the snapshot under the new chain id.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use umstage_dockerfile::{
+    Base, BuildArgs, Command, Dockerfile, Dockerignore, Instruction, MetaScope, MountType,
+    Platform, RunScript, StageGraph, StageScope,
+};
+use umstage_oci::ContentStore;
+use umstage_oci::inroot::Root;
+use umstage_oci::layer::{LayerOptions, write_layer};
+use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
+use umstage_snapshot::{Cancel, DriverChoice, Snapshotter};
+
+use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
+use crate::config::{self, StageConfig};
+use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
+use crate::digests::ContextDigests;
+use crate::event::{Event, EventSink, StepId, Stream};
+use crate::options::{Compression, DockerfileSource, NamedContext, NetworkMode, Output};
+use crate::request::{BuildError, BuildRequest, BuildResult, SnapshotterChoice, StepFailure};
+use crate::schedule::{Finished, GraphError, run_graph};
+use crate::state::{Layer, State, Unpacker, parse_digest};
+use crate::users;
+
+/// Lines of a failed step's output quoted in the error.
+const FAILURE_TAIL: usize = 12;
+
+/// A name unique to this process for an active snapshot or a temporary file.
+pub(crate) fn unique_key(kind: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{kind}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn other(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Other(e.to_string())
+}
+
+impl From<GraphError> for BuildError {
+    fn from(e: GraphError) -> Self {
+        BuildError::Other(e.to_string())
+    }
+}
+
+/// What a finished stage hands to the stages that use it.
+#[derive(Debug, Clone)]
+struct StageOutput {
+    key: CacheKey,
+    state: State,
+}
+
+/// Everything a build shares between its stages.
+struct Build<'a> {
+    request: &'a BuildRequest,
+    events: &'a dyn EventSink,
+    dockerfile: &'a Dockerfile,
+    args: BuildArgs,
+    meta: MetaScope,
+    graph: StageGraph,
+    store: ContentStore,
+    snapshotter: Snapshotter,
+    cache: CacheIndex,
+    digests: ContextDigests,
+    ignore: Option<Dockerignore>,
+    unpacker: Unpacker,
+    images: Mutex<HashMap<String, StageOutput>>,
+    cancel: Cancel,
+    layer_options: LayerOptions,
+    /// Mixed into every base key: what changes every layer of a build (timestamps, compression).
+    salt: CacheKey,
+    created: String,
+    ignore_chown_errors: bool,
+}
+
+/// Builds what `request` asks for, reporting progress to `events`.
+pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResult, BuildError> {
+    let started = Instant::now();
+    let (file_name, text) = match &request.dockerfile {
+        DockerfileSource::Path(p) => (
+            p.file_name()
+                .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
+            std::fs::read_to_string(p).map_err(|e| {
+                BuildError::Invalid(format!("cannot read the Dockerfile {}: {e}", p.display()))
+            })?,
+        ),
+        DockerfileSource::Text(t) => ("Dockerfile".to_string(), t.clone()),
+    };
+    let dockerfile = umstage_dockerfile::parse(&file_name, &text)
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    if dockerfile.stages.is_empty() {
+        return Err(BuildError::Invalid(format!(
+            "{file_name}: no FROM instruction: a Dockerfile needs at least one stage"
+        )));
+    }
+    let args = BuildArgs::new(request.build_args.iter().cloned());
+    let meta = dockerfile
+        .meta_scope(&args)
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    let graph = dockerfile
+        .graph(&meta)
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    let target = dockerfile
+        .resolve_target(request.target.as_deref())
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    for name in &request.no_cache_filter {
+        if dockerfile.stage_index(name).is_none() {
+            return Err(BuildError::Invalid(format!(
+                "--no-cache-filter: there is no stage named {name:?}"
+            )));
+        }
+    }
+    let ignore = load_dockerignore(request, &file_name)?;
+
+    let root = &request.state_root;
+    let store = ContentStore::open(root).map_err(other)?;
+    let choice = match request.snapshotter {
+        SnapshotterChoice::Auto => DriverChoice::Auto,
+        SnapshotterChoice::Overlay => DriverChoice::Overlay,
+        SnapshotterChoice::Native => DriverChoice::Native,
+    };
+    let snapshotter = Snapshotter::open(root, choice).map_err(other)?;
+    let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
+    let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
+    let compression = first_compression(&request.outputs);
+    let layer_options = LayerOptions {
+        compression: match compression {
+            Compression::Gzip => umstage_oci::compress::Compression::default(),
+            Compression::Zstd => umstage_oci::compress::Compression::Zstd { level: 3 },
+            Compression::Uncompressed => umstage_oci::compress::Compression::None,
+        },
+        source_date_epoch: request.source_date_epoch,
+        ..LayerOptions::default()
+    };
+    let mut salt = KeyBuilder::new("salt");
+    salt.str(&format!("{:?}", layer_options.compression));
+    salt.opt_str(request.source_date_epoch.map(|e| e.to_string()).as_deref());
+    let created_secs = request.source_date_epoch.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let ignore_chown_errors = umstage_snapshot::userns::current()
+        .is_some_and(|ns| ns.mode() == umstage_snapshot::userns::Mode::SingleId);
+    let build = Build {
+        request,
+        events,
+        dockerfile: &dockerfile,
+        args,
+        meta,
+        graph,
+        store,
+        snapshotter,
+        cache,
+        digests,
+        ignore,
+        unpacker: Unpacker::default(),
+        images: Mutex::new(HashMap::new()),
+        cancel: Cancel::new().map_err(other)?,
+        layer_options,
+        salt: salt.finish(),
+        created: umstage_oci::config::rfc3339(created_secs),
+        ignore_chown_errors,
+    };
+
+    let needed = build.graph.required(target);
+    let task_of: HashMap<usize, usize> = needed.iter().enumerate().map(|(t, &s)| (s, t)).collect();
+    let deps: Vec<Vec<usize>> = needed
+        .iter()
+        .map(|&s| {
+            build
+                .graph
+                .deps(s)
+                .iter()
+                .filter_map(|d| task_of.get(d).copied())
+                .collect()
+        })
+        .collect();
+    events.emit(Event::BuildStarted {
+        stages_needed: needed.len(),
+        stages_total: dockerfile.stages.len(),
+        steps_needed: needed
+            .iter()
+            .map(|&s| dockerfile.stages[s].instructions.len() + 1)
+            .sum(),
+        target: stage_label(&dockerfile, target),
+    });
+    let outputs = run_graph(&deps, request.jobs, |task, done: &Finished<StageOutput>| {
+        let index = needed[task];
+        let lookup = |stage: usize| task_of.get(&stage).and_then(|&t| done.get(t)).cloned();
+        build.build_stage(index, &lookup)
+    })?;
+    if let Err(e) = build.digests.save() {
+        tracing::warn!("cannot save context digests: {e}");
+    }
+    let final_state = outputs
+        .last()
+        .map(|o| o.state.clone())
+        .ok_or_else(|| other("no stage was built"))?;
+    let result = crate::export::export(&build.export_context(), final_state)?;
+    events.emit(Event::BuildDone {
+        image_id: result.config_digest.clone(),
+        elapsed: started.elapsed(),
+    });
+    Ok(result)
+}
+
+fn first_compression(outputs: &[Output]) -> Compression {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Archive { compression, .. }
+            | Output::LayoutDir { compression, .. }
+            | Output::Registry { compression, .. } => Some(*compression),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
+/// the context's `.dockerignore`.
+fn load_dockerignore(
+    request: &BuildRequest,
+    _file_name: &str,
+) -> Result<Option<Dockerignore>, BuildError> {
+    let specific = match &request.dockerfile {
+        DockerfileSource::Path(p) => {
+            let mut name = p.as_os_str().to_owned();
+            name.push(".dockerignore");
+            std::fs::read_to_string(PathBuf::from(name)).ok()
+        }
+        DockerfileSource::Text(_) => None,
+    };
+    let general = std::fs::read_to_string(request.context.join(".dockerignore")).ok();
+    let Some(text) =
+        umstage_dockerfile::select_ignore_text(specific.as_deref(), general.as_deref())
+    else {
+        return Ok(None);
+    };
+    Dockerignore::parse(text)
+        .map(Some)
+        .map_err(|e| BuildError::Invalid(format!(".dockerignore: {e}")))
+}
+
+fn stage_label(dockerfile: &Dockerfile, index: usize) -> String {
+    dockerfile.stages[index]
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{index}"))
+}
+
+/// What a COPY reads from.
+enum CopySource {
+    /// The build context, or a directory named with `--build-context`.
+    Dir { path: PathBuf, use_ignore: bool },
+    /// A stage's or an image's filesystem.
+    State(StageOutput, String),
+}
+
+impl Build<'_> {
+    fn step_id(&self, stage: usize, step: usize) -> StepId {
+        StepId {
+            stage_index: stage,
+            stage: stage_label(self.dockerfile, stage),
+            step_index: step,
+        }
+    }
+
+    fn platform(&self) -> Platform {
+        self.args.target_platform.clone()
+    }
+
+    fn build_stage(
+        &self,
+        index: usize,
+        lookup: &dyn Fn(usize) -> Option<StageOutput>,
+    ) -> Result<StageOutput, BuildError> {
+        let stage = &self.dockerfile.stages[index];
+        let steps = stage.instructions.len() + 1;
+        let from_id = self.step_id(index, 0);
+        let from_started = Instant::now();
+        self.events.emit(Event::StepStarted {
+            step: from_id.clone(),
+            line: stage.from.span.start.line,
+            text: stage.from.original.clone(),
+            steps_in_stage: steps,
+        });
+        let base = match &self.graph.nodes[index].base {
+            Base::Scratch => {
+                let p = self.platform();
+                let mut key = KeyBuilder::new("scratch");
+                key.key(&self.salt).str(&p.to_string());
+                StageOutput {
+                    key: key.finish(),
+                    state: State {
+                        config: config::scratch(&p.os, &p.arch, Some(&p.variant)),
+                        layers: Vec::new(),
+                    },
+                }
+            }
+            Base::Stage(i) => {
+                lookup(*i).ok_or_else(|| other(format!("stage {i} was not built")))?
+            }
+            Base::Image(reference) => self
+                .image(reference)
+                .map_err(|e| self.fail(&from_id, &stage.from, e, None, Vec::new()))?,
+        };
+        self.events.emit(Event::StepDone {
+            step: from_id,
+            elapsed: from_started.elapsed(),
+        });
+
+        let mut cfg = StageConfig::new(base.state.config.clone());
+        let mut layers = base.state.layers.clone();
+        let mut key = base.key;
+        let no_cache = self.request.no_cache
+            || self
+                .request
+                .no_cache_filter
+                .iter()
+                .any(|n| self.dockerfile.stage_index(n) == Some(index));
+
+        // ONBUILD triggers of the base run first, and are not passed on.
+        let mut instructions: Vec<Instruction> = Vec::new();
+        for trigger in cfg.take_onbuild() {
+            let parsed =
+                umstage_dockerfile::parse_instruction("ONBUILD", &trigger).map_err(|e| {
+                    BuildError::Invalid(format!("ONBUILD trigger of the base image: {e}"))
+                })?;
+            instructions.push(parsed);
+        }
+        instructions.extend(stage.instructions.iter().cloned());
+        let trigger_count = instructions.len() - stage.instructions.len();
+
+        let base_env = config::env_pairs(&cfg.image);
+        let mut scope = StageScope::new(&self.args, &self.meta, base_env);
+        for (n, instruction) in instructions.iter().enumerate() {
+            if self.cancel.is_cancelled() {
+                return Err(other("cancelled"));
+            }
+            let step_index = if n < trigger_count {
+                0
+            } else {
+                n - trigger_count + 1
+            };
+            let id = self.step_id(index, step_index);
+            let line = if n < trigger_count {
+                0
+            } else {
+                instruction.span.start.line
+            };
+            let started = Instant::now();
+            self.events.emit(Event::StepStarted {
+                step: id.clone(),
+                line,
+                text: instruction.original.clone(),
+                steps_in_stage: steps,
+            });
+            let expanded = scope
+                .expand(instruction)
+                .map_err(|e| BuildError::Invalid(e.to_string()))?;
+            let mut step = Step {
+                build: self,
+                id: &id,
+                instruction,
+                cfg: &mut cfg,
+                layers: &mut layers,
+                key: &mut key,
+                no_cache,
+                lookup,
+                scope: &scope,
+            };
+            let cached = step.run(&expanded)?;
+            scope
+                .apply(instruction, &expanded)
+                .map_err(|e| BuildError::Invalid(e.to_string()))?;
+            if cached {
+                self.events.emit(Event::StepCached { step: id });
+            } else {
+                self.events.emit(Event::StepDone {
+                    step: id,
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+        Ok(StageOutput {
+            key,
+            state: State {
+                config: cfg.image,
+                layers,
+            },
+        })
+    }
+
+    /// A base image by reference: a named build context, or an image from a registry.
+    fn image(&self, reference: &str) -> Result<StageOutput, String> {
+        if let Ok(images) = self.images.lock()
+            && let Some(found) = images.get(reference)
+        {
+            return Ok(found.clone());
+        }
+        let named = self
+            .request
+            .build_contexts
+            .iter()
+            .rev()
+            .find(|c| c.name.eq_ignore_ascii_case(reference));
+        let image = match named.map(|c| &c.source) {
+            Some(NamedContext::OciLayout { path, reference: r }) => {
+                let selector = umstage_oci::archive::Selector {
+                    name: r.clone(),
+                    platform: oci_platform(&self.platform()),
+                };
+                umstage_oci::archive::import_layout_dir(&self.store, path, &selector)
+                    .map_err(|e| format!("image {reference} from {}: {e}", path.display()))?
+            }
+            Some(NamedContext::Dir(dir)) => {
+                return Err(format!(
+                    "the build context {reference} is a directory ({}): use it with COPY --from, not FROM",
+                    dir.display()
+                ));
+            }
+            Some(NamedContext::Image(r)) => return self.image(r),
+            None => self.pull(reference)?,
+        };
+        let mut layers = Vec::new();
+        for (descriptor, diff_id) in image
+            .layers()
+            .iter()
+            .zip(image.config.rootfs.diff_ids.iter())
+        {
+            layers.push(Layer {
+                digest: descriptor.digest().to_string(),
+                diff_id: diff_id.to_string(),
+                size: descriptor.size(),
+                media_type: descriptor.media_type().to_string(),
+            });
+        }
+        if layers.len() != image.layers().len() {
+            return Err(format!(
+                "image {reference}: its config lists {} layers but its manifest {}",
+                image.config.rootfs.diff_ids.len(),
+                image.layers().len()
+            ));
+        }
+        let mut key = KeyBuilder::new("image");
+        key.key(&self.salt).str(&image.digest().to_string());
+        let output = StageOutput {
+            key: key.finish(),
+            state: State {
+                config: image.config.clone(),
+                layers,
+            },
+        };
+        if let Ok(mut images) = self.images.lock() {
+            images.insert(reference.to_string(), output.clone());
+        }
+        Ok(output)
+    }
+
+    fn pull(&self, reference: &str) -> Result<umstage_oci::Image, String> {
+        Err(format!(
+            "cannot use the image {reference}: pulling from registries is not available in this build of umstage yet; \
+             name a local image with --build-context {reference}=oci-layout:///path/to/layout"
+        ))
+    }
+
+    /// A failed step, as the user sees it.
+    fn fail(
+        &self,
+        id: &StepId,
+        instruction: &Instruction,
+        reason: impl std::fmt::Display,
+        exit_code: Option<i32>,
+        output_tail: Vec<String>,
+    ) -> BuildError {
+        let reason = reason.to_string();
+        self.events.emit(Event::StepFailed {
+            step: id.clone(),
+            message: reason.clone(),
+        });
+        BuildError::StepFailed(Box::new(StepFailure {
+            stage: id.stage.clone(),
+            file: instruction.source.name.clone(),
+            line: instruction.span.start.line,
+            instruction: instruction.original.clone(),
+            exit_code,
+            reason,
+            output_tail,
+        }))
+    }
+
+    fn export_context(&self) -> crate::export::ExportContext<'_> {
+        crate::export::ExportContext {
+            request: self.request,
+            events: self.events,
+            store: &self.store,
+            snapshotter: &self.snapshotter,
+            unpacker: &self.unpacker,
+            created: &self.created,
+            ignore_chown_errors: self.ignore_chown_errors,
+        }
+    }
+}
+
+fn oci_platform(p: &Platform) -> umstage_oci::Platform {
+    umstage_oci::Platform {
+        os: p.os.clone(),
+        architecture: p.arch.clone(),
+        variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
+    }
+}
+
+/// One instruction being applied to a stage.
+struct Step<'s, 'b> {
+    build: &'s Build<'b>,
+    id: &'s StepId,
+    instruction: &'s Instruction,
+    cfg: &'s mut StageConfig,
+    layers: &'s mut Vec<Layer>,
+    key: &'s mut CacheKey,
+    no_cache: bool,
+    lookup: &'s dyn Fn(usize) -> Option<StageOutput>,
+    scope: &'s StageScope<'s>,
+}
+
+impl Step<'_, '_> {
+    /// Applies the instruction; returns whether the result came from the cache.
+    fn run(&mut self, expanded: &Command) -> Result<bool, BuildError> {
+        let text = self.instruction.original.clone();
+        match expanded {
+            Command::Run(_) => self.run_step(expanded),
+            Command::Copy(_) | Command::Add(_) => self.copy_step(expanded),
+            Command::Workdir(path) => {
+                let path = self.cfg.set_workdir(path);
+                self.roll_key("workdir", &path);
+                self.fs_step(format!("WORKDIR {path}"), |step, root| {
+                    let owner = step.owner_of(&root.root, None)?;
+                    copy::make_dirs(&root.root, Path::new(&path), owner).map_err(|e| e.to_string())
+                })
+            }
+            Command::Env(kvs) => {
+                for kv in kvs {
+                    self.cfg.set_env(&kv.key, &kv.value);
+                }
+                self.metadata(text)
+            }
+            Command::Label(kvs) => {
+                for kv in kvs {
+                    self.cfg.set_label(&kv.key, &kv.value);
+                }
+                self.metadata(text)
+            }
+            Command::Maintainer(name) => {
+                self.cfg.set_maintainer(name);
+                self.metadata(text)
+            }
+            Command::Expose(ports) => {
+                for p in ports {
+                    self.cfg
+                        .expose(p)
+                        .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                }
+                self.metadata(text)
+            }
+            Command::Volume(paths) => {
+                for p in paths {
+                    self.cfg.add_volume(p);
+                }
+                self.metadata(text)
+            }
+            Command::User(u) => {
+                self.cfg.set_user(u);
+                self.metadata(text)
+            }
+            Command::StopSignal(s) => {
+                self.cfg.set_stop_signal(s);
+                self.metadata(text)
+            }
+            Command::Shell(words) => {
+                self.cfg.set_shell(words.clone());
+                self.metadata(text)
+            }
+            Command::Cmd(line) => {
+                let (exec, shell) = split_command(line);
+                self.cfg.set_cmd(exec, shell.as_deref());
+                self.metadata(text)
+            }
+            Command::Entrypoint(line) => {
+                let (exec, shell) = split_command(line);
+                self.cfg.set_entrypoint(exec, shell.as_deref());
+                self.metadata(text)
+            }
+            Command::Onbuild(trigger) => {
+                self.cfg.add_onbuild(trigger);
+                self.metadata(text)
+            }
+            Command::Healthcheck(check) => {
+                self.cfg.set_healthcheck(health_config(check));
+                self.metadata(text)
+            }
+            Command::Arg(_) => {
+                // ARG changes what later steps see (their keys include it), not the image.
+                self.roll_key("arg", &text);
+                Ok(false)
+            }
+            Command::From(_) => Err(BuildError::Invalid(
+                self.located("FROM cannot be an ONBUILD trigger"),
+            )),
+        }
+    }
+
+    fn located(&self, message: impl std::fmt::Display) -> String {
+        format!(
+            "{}:{}: {message}",
+            self.instruction.source.name, self.instruction.span.start.line
+        )
+    }
+
+    fn roll_key(&mut self, kind: &str, text: &str) {
+        let mut k = KeyBuilder::new(kind);
+        k.key(self.key).str(text);
+        *self.key = k.finish();
+    }
+
+    /// A step that changes only the config: no filesystem, no cache lookup.
+    fn metadata(&mut self, created_by: String) -> Result<bool, BuildError> {
+        self.roll_key("meta", &created_by);
+        self.cfg
+            .add_history(created_by, Some(self.build.created.clone()), true);
+        Ok(false)
+    }
+
+    /// The cached result for the current key, if it is complete.
+    fn cached(&self) -> Option<State> {
+        if self.no_cache {
+            return None;
+        }
+        let state: State = self.build.cache.get(self.key)?;
+        let complete = state
+            .layers
+            .iter()
+            .all(|l| parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d)));
+        if !complete {
+            return None;
+        }
+        self.build.cache.touch(self.key);
+        Some(state)
+    }
+
+    fn use_cached(&mut self, state: State) -> bool {
+        self.cfg.image = state.config;
+        *self.layers = state.layers;
+        true
+    }
+
+    /// Runs `work` in an active snapshot over the current state (mounted at a root), then turns
+    /// what it changed into a layer; consults and fills the cache under the current key.
+    fn fs_step(
+        &mut self,
+        created_by: String,
+        work: impl FnOnce(&Self, &MountedRoot) -> Result<(), String>,
+    ) -> Result<bool, BuildError> {
+        if let Some(state) = self.cached() {
+            return Ok(self.use_cached(state));
+        }
+        let active = self.prepare()?;
+        let outcome = (|| {
+            let guard = self
+                .build
+                .snapshotter
+                .mount(&active)
+                .map_err(|e| e.to_string())?;
+            let root = MountedRoot {
+                root: Root::open(guard.path()).map_err(|e| e.to_string())?,
+            };
+            work(self, &root)
+        })();
+        if let Err(e) = outcome {
+            let _ = self.build.snapshotter.remove(&active);
+            return Err(self
+                .build
+                .fail(self.id, self.instruction, e, None, Vec::new()));
+        }
+        self.commit(&active, created_by)?;
+        Ok(false)
+    }
+
+    /// Makes an active snapshot on top of the current layers.
+    fn prepare(&self) -> Result<String, BuildError> {
+        let parent = self
+            .build
+            .unpacker
+            .ensure(
+                &self.build.snapshotter,
+                &self.build.store,
+                self.layers,
+                self.build.ignore_chown_errors,
+            )
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?;
+        let active = unique_key("step");
+        self.build
+            .snapshotter
+            .prepare(&active, parent.as_deref())
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?;
+        Ok(active)
+    }
+
+    /// Diffs the active snapshot into a layer (none if nothing changed), commits it, records the
+    /// history entry and stores the result under the current key.
+    fn commit(&mut self, active: &str, created_by: String) -> Result<(), BuildError> {
+        let build = self.build;
+        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let changes = build
+            .snapshotter
+            .diff(active)
+            .map_err(|e| fail(e.to_string()))?;
+        if changes.changes.is_empty() {
+            let _ = build.snapshotter.remove(active);
+            self.cfg
+                .add_history(created_by, Some(build.created.clone()), true);
+        } else {
+            let info = write_layer(&build.store, &changes, &build.layer_options)
+                .map_err(|e| fail(format!("writing the layer: {e}")))?;
+            let layer = Layer {
+                digest: info.blob.digest.to_string(),
+                diff_id: info.diff_id.to_string(),
+                size: info.blob.size,
+                media_type: info.media_type.to_string(),
+            };
+            self.layers.push(layer);
+            self.cfg.image.rootfs.diff_ids.push(info.diff_id.clone());
+            let chain = crate::state::chain_ids(self.layers)
+                .pop()
+                .unwrap_or_default();
+            build
+                .snapshotter
+                .commit(&chain, active)
+                .map_err(|e| fail(e.to_string()))?;
+            self.cfg
+                .add_history(created_by, Some(build.created.clone()), false);
+        }
+        let state = State {
+            config: self.cfg.image.clone(),
+            layers: self.layers.clone(),
+        };
+        if let Err(e) = build.cache.put(self.key, &state) {
+            build.events.emit(Event::Warning {
+                message: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The uid and gid for `spec` (`--chown` value or, when `None`, the stage's USER for WORKDIR),
+    /// resolved in the image's own passwd and group files.
+    fn owner_of(&self, root: &Root, spec: Option<&str>) -> Result<(u32, u32), String> {
+        let spec = match spec {
+            Some(s) => s.to_string(),
+            None => match self.cfg.image.config.user.as_deref() {
+                Some(u) if !u.is_empty() => u.to_string(),
+                _ => return Ok((0, 0)),
+            },
+        };
+        let read = |p: &str| -> Option<String> {
+            let mut f = root
+                .open_file(Path::new(p), umstage_oci::inroot::Escape::Clamp)
+                .ok()?;
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut f, &mut s).ok()?;
+            Some(s)
+        };
+        users::resolve_chown(
+            &spec,
+            read("/etc/passwd").as_deref(),
+            read("/etc/group").as_deref(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn run_step(&mut self, expanded: &Command) -> Result<bool, BuildError> {
+        let Command::Run(run) = expanded else {
+            return Ok(false);
+        };
+        let build = self.build;
+        let shell = self.cfg.shell();
+        let mut mounts = Vec::new();
+        let mut script_file = None;
+        let argv = match run.script() {
+            RunScript::Exec(v) => v,
+            RunScript::Shell(text) => {
+                let mut argv = shell.clone();
+                argv.push(text);
+                argv
+            }
+            RunScript::File { name, data } => {
+                let dir = build
+                    .request
+                    .state_root
+                    .join("run")
+                    .join(unique_key("heredoc"));
+                let file = dir.join("script");
+                let written = std::fs::create_dir_all(&dir)
+                    .and_then(|()| std::fs::write(&file, data.as_bytes()))
+                    .and_then(|()| {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    });
+                written.map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+                let target = format!("/dev/pipes/{name}");
+                mounts.push(StepMount::Bind(sandbox::BindMount {
+                    source: file,
+                    target: target.clone(),
+                    read_write: false,
+                }));
+                script_file = Some(dir);
+                vec![target]
+            }
+        };
+        let env: Vec<String> = self
+            .scope
+            .run_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let visible_args = self.scope.visible_args();
+        let user = self.cfg.image.config.user.clone().unwrap_or_default();
+        let cwd = self.cfg.workdir();
+        let network = match run.network {
+            Some(umstage_dockerfile::NetworkMode::None) => sandbox::Network::None,
+            Some(umstage_dockerfile::NetworkMode::Host) => sandbox::Network::Host,
+            Some(umstage_dockerfile::NetworkMode::Default) | None => match build.request.network {
+                NetworkMode::Default => sandbox::Network::Default,
+                NetworkMode::None => sandbox::Network::None,
+                NetworkMode::Host => sandbox::Network::Host,
+            },
+        };
+
+        let mut k = KeyBuilder::new("run");
+        k.key(self.key);
+        for a in &argv {
+            k.str(a);
+        }
+        // The config's ENV is part of the parent key; the build args it can see are not.
+        for (name, value) in &visible_args {
+            k.str(name).str(value);
+        }
+        k.str(&user).str(&cwd).str(&format!("{network:?}"));
+        let mut mount_sources = Vec::new();
+        for m in &run.mounts {
+            k.str(&format!("{m:?}"));
+            if let Some(from) = &m.from
+                && let Some(source) = self.resolve_from(from)?
+            {
+                match &source {
+                    CopySource::State(out, _) => {
+                        k.key(&out.key);
+                    }
+                    CopySource::Dir { path, .. } => {
+                        k.str(&path.to_string_lossy());
+                    }
+                }
+                mount_sources.push(Some(source));
+            } else {
+                mount_sources.push(None);
+            }
+        }
+        *self.key = k.finish();
+        let created_by = run_history(&argv, &visible_args);
+        if let Some(state) = self.cached() {
+            if let Some(dir) = script_file {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Ok(self.use_cached(state));
+        }
+
+        let mut views = Vec::new();
+        let mut secret_files = Vec::new();
+        let prepared = (|| -> Result<(), String> {
+            for (m, source) in run.mounts.iter().zip(mount_sources) {
+                mounts.push(self.step_mount(m, source, &mut views, &mut secret_files)?);
+            }
+            Ok(())
+        })();
+        let cleanup = |views: &[(String, Option<umstage_snapshot::snapshot::MountGuard>)],
+                       secret_files: &[PathBuf]| {
+            for (key, _) in views {
+                let _ = build.snapshotter.remove(key);
+            }
+            for f in secret_files {
+                let _ = std::fs::remove_file(f);
+            }
+        };
+        if let Err(e) = prepared {
+            cleanup(&views, &secret_files);
+            return Err(build.fail(self.id, self.instruction, e, None, Vec::new()));
+        }
+
+        let active = self.prepare()?;
+        let step = sandbox::Step {
+            args: argv,
+            env,
+            cwd,
+            user,
+            network,
+            mounts,
+            ..sandbox::Step::default()
+        };
+        let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let id = self.id.clone();
+        let status = sandbox::run_step(
+            &build.snapshotter,
+            &active,
+            &step,
+            &build.cancel,
+            &mut |event| {
+                let StepEvent::Output { stream, line } = event;
+                let line = String::from_utf8_lossy(&line).into_owned();
+                if tail.len() == FAILURE_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+                build.events.emit(Event::StepOutput {
+                    step: id.clone(),
+                    stream: match stream {
+                        sandbox::Stream::Stdout => Stream::Stdout,
+                        sandbox::Stream::Stderr => Stream::Stderr,
+                    },
+                    line,
+                });
+            },
+        );
+        // Views were mounted for the sandbox by path; drop them after the step.
+        drop(views.iter_mut().map(|v| v.1.take()).collect::<Vec<_>>());
+        cleanup(&views, &secret_files);
+        if let Some(dir) = script_file {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let tail: Vec<String> = tail.into_iter().collect();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                let _ = build.snapshotter.remove(&active);
+                let code = match s {
+                    sandbox::ExitStatus::Code(c) => Some(c),
+                    sandbox::ExitStatus::Signal(_) => None,
+                };
+                return Err(build.fail(
+                    self.id,
+                    self.instruction,
+                    format!("the command failed: {s}"),
+                    code,
+                    tail,
+                ));
+            }
+            Err(e) => {
+                let _ = build.snapshotter.remove(&active);
+                return Err(build.fail(self.id, self.instruction, e, None, tail));
+            }
+        }
+        self.commit(&active, created_by)?;
+        Ok(false)
+    }
+
+    /// Turns a `RUN --mount` into what the sandbox mounts.
+    fn step_mount(
+        &self,
+        m: &umstage_dockerfile::Mount,
+        source: Option<CopySource>,
+        views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
+        secret_files: &mut Vec<PathBuf>,
+    ) -> Result<StepMount, String> {
+        let build = self.build;
+        let target = m.target.clone().unwrap_or_default();
+        let target = if target.starts_with('/') {
+            target
+        } else {
+            format!("{}/{target}", self.cfg.workdir())
+        };
+        // The host directory a `from=` (or the context) provides.
+        let mut source_dir = |source: Option<CopySource>| -> Result<PathBuf, String> {
+            match source {
+                None => Ok(build.request.context.clone()),
+                Some(CopySource::Dir { path, .. }) => Ok(path),
+                Some(CopySource::State(out, _)) => {
+                    let (key, guard) = self.view(&out.state)?;
+                    let path = guard.as_ref().map_or_else(
+                        || build.request.state_root.join("empty"),
+                        |g| g.path().to_path_buf(),
+                    );
+                    views.push((key, guard));
+                    Ok(path)
+                }
+            }
+        };
+        let within = |dir: PathBuf, sub: Option<&str>| -> Result<PathBuf, String> {
+            let Some(sub) = sub.filter(|s| !s.is_empty() && *s != "/" && *s != ".") else {
+                return Ok(dir);
+            };
+            let root = Root::open(&dir).map_err(|e| e.to_string())?;
+            let resolved = root
+                .resolve_parent(Path::new(sub), umstage_oci::inroot::Escape::Clamp, false)
+                .map_err(|e| e.to_string())?;
+            let parent = std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&resolved.parent)
+            ))
+            .map_err(|e| e.to_string())?;
+            Ok(parent.join(resolved.name))
+        };
+        Ok(match m.kind {
+            MountType::Bind => {
+                let dir = source_dir(source)?;
+                StepMount::Bind(sandbox::BindMount {
+                    source: within(dir, m.source.as_deref())?,
+                    target,
+                    read_write: !m.readonly,
+                })
+            }
+            MountType::Cache => {
+                let mut cache = sandbox::CacheMount::new(
+                    m.id.clone().unwrap_or_else(|| target.clone()),
+                    target,
+                );
+                cache.sharing = match m.sharing {
+                    Some(umstage_dockerfile::Sharing::Private) => sandbox::Sharing::Private,
+                    Some(umstage_dockerfile::Sharing::Locked) => sandbox::Sharing::Locked,
+                    _ => sandbox::Sharing::Shared,
+                };
+                cache.read_only = m.readonly;
+                if let Some(mode) = m.mode {
+                    cache.mode = mode;
+                }
+                cache.uid = m.uid.unwrap_or(0);
+                cache.gid = m.gid.unwrap_or(0);
+                if m.from.is_some() {
+                    let dir = source_dir(source)?;
+                    cache.seed = Some(within(dir, m.source.as_deref())?);
+                }
+                StepMount::Cache(cache)
+            }
+            MountType::Tmpfs => StepMount::Tmpfs(sandbox::TmpfsMount {
+                target,
+                size: m.size,
+            }),
+            MountType::Secret => {
+                let id =
+                    m.id.clone()
+                        .or_else(|| {
+                            m.target
+                                .as_deref()
+                                .and_then(|t| Path::new(t).file_name())
+                                .map(|n| n.to_string_lossy().into_owned())
+                        })
+                        .unwrap_or_default();
+                let provided = build.request.secrets.iter().rev().find(|s| s.id == id);
+                let file = match provided.map(|s| &s.source) {
+                    Some(crate::options::SecretSource::File(p)) => Some(p.clone()),
+                    Some(crate::options::SecretSource::Env(var)) => match std::env::var(var) {
+                        Ok(value) => {
+                            let dir = build.request.state_root.join("run");
+                            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                            let path = dir.join(unique_key("secret"));
+                            write_private(&path, value.as_bytes()).map_err(|e| e.to_string())?;
+                            secret_files.push(path.clone());
+                            Some(path)
+                        }
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                let mut secret = sandbox::SecretMount::new(id, file);
+                secret.target = m.target.clone();
+                secret.env = m.env.clone();
+                secret.required = m.required;
+                if let Some(mode) = m.mode {
+                    secret.mode = mode;
+                }
+                secret.uid = m.uid.unwrap_or(0);
+                secret.gid = m.gid.unwrap_or(0);
+                StepMount::Secret(secret)
+            }
+            MountType::Ssh => {
+                return Err("RUN --mount=type=ssh is not supported yet".into());
+            }
+        })
+    }
+
+    /// A read-only view of a state's filesystem, mounted; `None` for an empty filesystem.
+    fn view(
+        &self,
+        state: &State,
+    ) -> Result<(String, Option<umstage_snapshot::snapshot::MountGuard>), String> {
+        let build = self.build;
+        let chain = build.unpacker.ensure(
+            &build.snapshotter,
+            &build.store,
+            &state.layers,
+            build.ignore_chown_errors,
+        )?;
+        let key = unique_key("view");
+        let Some(chain) = chain else {
+            return Ok((key, None));
+        };
+        build
+            .snapshotter
+            .view(&key, &chain)
+            .map_err(|e| e.to_string())?;
+        match build.snapshotter.mount(&key) {
+            Ok(guard) => Ok((key, Some(guard))),
+            Err(e) => {
+                let _ = build.snapshotter.remove(&key);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Resolves a `--from` value: a stage (name or index), a named context, or an image.
+    fn resolve_from(&self, from: &str) -> Result<Option<CopySource>, BuildError> {
+        let build = self.build;
+        let stage = build.dockerfile.stage_index(from).or_else(|| {
+            from.parse::<usize>()
+                .ok()
+                .filter(|&i| i < build.dockerfile.stages.len())
+        });
+        if let Some(i) = stage {
+            let out =
+                (self.lookup)(i).ok_or_else(|| other(format!("stage {from} was not built")))?;
+            return Ok(Some(CopySource::State(out, format!("stage {from}"))));
+        }
+        let expanded = self
+            .instruction
+            .lexer()
+            .expand_word(from, &build.meta)
+            .map_err(|e| BuildError::Invalid(self.located(e.message)))?;
+        if let Some(ctx) = build
+            .request
+            .build_contexts
+            .iter()
+            .rev()
+            .find(|c| c.name.eq_ignore_ascii_case(&expanded))
+            && let NamedContext::Dir(path) = &ctx.source
+        {
+            let path = std::path::absolute(path).map_err(other)?;
+            return Ok(Some(CopySource::Dir {
+                path,
+                use_ignore: false,
+            }));
+        }
+        let out = build
+            .image(&expanded)
+            .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+        Ok(Some(CopySource::State(out, format!("image {expanded}"))))
+    }
+
+    fn copy_step(&mut self, expanded: &Command) -> Result<bool, BuildError> {
+        let build = self.build;
+        let (sources, chown, chmod, excludes, parents, from, is_add, checksum, unpack) =
+            match expanded {
+                Command::Copy(c) => (
+                    &c.sources,
+                    c.chown.clone(),
+                    c.chmod.clone(),
+                    c.excludes.clone(),
+                    c.parents,
+                    c.from.clone(),
+                    false,
+                    None,
+                    Some(false),
+                ),
+                Command::Add(a) => (
+                    &a.sources,
+                    a.chown.clone(),
+                    a.chmod.clone(),
+                    a.excludes.clone(),
+                    a.parents,
+                    None,
+                    true,
+                    a.checksum.clone(),
+                    a.unpack,
+                ),
+                _ => return Ok(false),
+            };
+        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        for path in &sources.paths {
+            if is_add && is_git_url(path) {
+                return Err(fail(format!(
+                    "ADD of a git repository ({path}) is not supported yet: clone it into the context and COPY it"
+                )));
+            }
+        }
+        let chmod_parsed = chmod
+            .as_deref()
+            .map(str::parse::<crate::chmod::Chmod>)
+            .transpose()
+            .map_err(|e| BuildError::Invalid(self.located(e)))?;
+        let exclude = if excludes.is_empty() {
+            None
+        } else {
+            Some(
+                Dockerignore::parse(&excludes.join("\n"))
+                    .map_err(|e| BuildError::Invalid(self.located(e)))?,
+            )
+        };
+        let workdir = self.cfg.workdir();
+        let dest = if sources.dest.starts_with('/') {
+            sources.dest.clone()
+        } else {
+            let mut d = format!("{}/{}", workdir.trim_end_matches('/'), sources.dest);
+            if sources.dest == "." || sources.dest == "./" {
+                d.push('/');
+            }
+            d
+        };
+        let source = match &from {
+            Some(f) => self.resolve_from(f)?.ok_or_else(|| other("no source"))?,
+            None => CopySource::Dir {
+                path: build.request.context.clone(),
+                use_ignore: true,
+            },
+        };
+        let (remote, local): (Vec<&String>, Vec<&String>) =
+            sources.paths.iter().partition(|p| is_add && is_url(p));
+        let local: Vec<String> = local.into_iter().cloned().collect();
+
+        let mut k = KeyBuilder::new(if is_add { "add" } else { "copy" });
+        k.key(self.key).str(&dest);
+        k.opt_str(chown.as_deref()).opt_str(chmod.as_deref());
+        k.u64(u64::from(parents)).u64(unpack.map_or(2, u64::from));
+        for e in &excludes {
+            k.str(e);
+        }
+        for inline in &sources.inline {
+            k.str(&inline.name).str(&inline.data);
+        }
+        let options = CopyOptions {
+            chown: None,
+            chmod: chmod_parsed.clone(),
+            parents,
+            exclude: exclude.clone(),
+        };
+        match &source {
+            CopySource::Dir { path, use_ignore } => {
+                let ignore = if *use_ignore {
+                    build.ignore.as_ref()
+                } else {
+                    None
+                };
+                let tree = SourceTree::open(path, ignore, true).map_err(|e| fail(e.to_string()))?;
+                let plan = copy::plan(&tree, &local, &dest, &options, &|_| false)
+                    .map_err(|e| fail(self.copy_error(e, &source)))?;
+                let digests_for_context = *use_ignore;
+                for item in &plan.items {
+                    k.str(&item.src_rel.to_string_lossy());
+                    k.str(&item.dest.to_string_lossy());
+                    k.u64(u64::from(item.mode));
+                    match &item.kind {
+                        ItemKind::File => {
+                            let meta = std::fs::symlink_metadata(&item.src)
+                                .map_err(|e| fail(e.to_string()))?;
+                            let digest = if digests_for_context {
+                                build.digests.digest(&item.src_rel, &item.src, &meta)
+                            } else {
+                                crate::digests::hash_file(&item.src)
+                            }
+                            .map_err(|e| fail(format!("{}: {e}", item.src_rel.display())))?;
+                            k.bytes(&digest);
+                        }
+                        ItemKind::Symlink(t) => {
+                            k.str("symlink").str(&t.to_string_lossy());
+                        }
+                        ItemKind::Dir => {
+                            k.str("dir");
+                        }
+                        ItemKind::Fifo | ItemKind::Inline(_) => {
+                            k.str("other");
+                        }
+                    }
+                }
+            }
+            CopySource::State(out, _) => {
+                k.key(&out.key);
+                for p in &local {
+                    k.str(p);
+                }
+            }
+        }
+        for url in &remote {
+            k.str(url).opt_str(checksum.as_deref());
+        }
+        *self.key = k.finish();
+        let created_by = format!("{} # buildkit", self.instruction.original);
+
+        let remote_files: Vec<String> = remote.iter().map(|s| s.to_string()).collect();
+        self.fs_step(created_by, |step, mounted| {
+            step.do_copy(
+                mounted,
+                &source,
+                &local,
+                &remote_files,
+                checksum.as_deref(),
+                &dest,
+                chown.as_deref(),
+                &options,
+                is_add && unpack != Some(false),
+                &sources.inline,
+            )
+        })
+    }
+
+    fn copy_error(&self, e: copy::CopyError, source: &CopySource) -> String {
+        match (e, source) {
+            (
+                copy::CopyError::NotFound(p),
+                CopySource::Dir {
+                    use_ignore: true, ..
+                },
+            ) => format!(
+                "{p:?} not found in the build context{}: check the path, or the .dockerignore",
+                if self.build.ignore.is_some() {
+                    " (or it is excluded by .dockerignore)"
+                } else {
+                    ""
+                }
+            ),
+            (copy::CopyError::NotFound(p), CopySource::Dir { path, .. }) => {
+                format!("{p:?} not found in {}", path.display())
+            }
+            (copy::CopyError::NotFound(p), CopySource::State(_, what)) => {
+                format!("{p:?} not found in {what}")
+            }
+            (e, _) => e.to_string(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_copy(
+        &self,
+        mounted: &MountedRoot,
+        source: &CopySource,
+        local: &[String],
+        remote: &[String],
+        checksum: Option<&str>,
+        dest: &str,
+        chown: Option<&str>,
+        options: &CopyOptions,
+        extract_archives: bool,
+        inline: &[umstage_dockerfile::InlineSource],
+    ) -> Result<(), String> {
+        let root = &mounted.root;
+        let owner = match chown {
+            Some(spec) => Some(self.owner_of(root, Some(spec))?),
+            None => None,
+        };
+        let options = CopyOptions {
+            chown: owner,
+            ..options.clone()
+        };
+        let new_dirs_owner = owner.unwrap_or((0, 0));
+        let dest_is_dir = |p: &Path| copy::is_dir_in(root, p);
+        let mut guards = Vec::new();
+        let (tree_dir, ignore, reset_owner) = match source {
+            CopySource::Dir { path, use_ignore } => (
+                Some(path.clone()),
+                if *use_ignore {
+                    self.build.ignore.as_ref()
+                } else {
+                    None
+                },
+                true,
+            ),
+            CopySource::State(out, _) => {
+                let (key, guard) = self.view(&out.state)?;
+                let dir = guard.as_ref().map(|g| g.path().to_path_buf());
+                guards.push((key, guard));
+                (dir, None, false)
+            }
+        };
+        let result = (|| -> Result<(), String> {
+            if !local.is_empty() {
+                let empty;
+                let dir = match &tree_dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        empty = tempfile::tempdir().map_err(|e| e.to_string())?;
+                        empty.path().to_path_buf()
+                    }
+                };
+                let tree =
+                    SourceTree::open(&dir, ignore, reset_owner).map_err(|e| e.to_string())?;
+                let plan = copy::plan(&tree, local, dest, &options, &dest_is_dir)
+                    .map_err(|e| self.copy_error(e, source))?;
+                let (archives, plain): (Vec<Item>, Vec<Item>) =
+                    plan.items.into_iter().partition(|i| {
+                        extract_archives
+                            && i.kind == ItemKind::File
+                            && crate::add::is_archive(&i.src)
+                    });
+                let plan = copy::Plan {
+                    items: plain,
+                    dest_dir: plan.dest_dir,
+                };
+                copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())?;
+                for archive in archives {
+                    let target = PathBuf::from(config::clean_abs(dest));
+                    copy::make_dirs(root, &target, new_dirs_owner).map_err(|e| e.to_string())?;
+                    crate::add::extract(root, &archive.src, &target, owner)?;
+                }
+            }
+            for url in remote {
+                crate::add::fetch_into(root, url, checksum, dest, &options, new_dirs_owner)?;
+            }
+            if !inline.is_empty() {
+                let into_dir =
+                    dest.ends_with('/') || inline.len() > 1 || dest_is_dir(Path::new(dest));
+                let (uid, gid) = owner.unwrap_or((0, 0));
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let items = inline
+                    .iter()
+                    .map(|doc| {
+                        let dest_path = if into_dir {
+                            PathBuf::from(config::clean_abs(dest)).join(&doc.name)
+                        } else {
+                            PathBuf::from(config::clean_abs(dest))
+                        };
+                        let mode = options
+                            .chmod
+                            .as_ref()
+                            .map_or(0o644, |c| c.apply(0o644, false));
+                        Item {
+                            src: PathBuf::new(),
+                            src_rel: PathBuf::from(&doc.name),
+                            dest: dest_path,
+                            kind: ItemKind::Inline(doc.data.clone().into_bytes()),
+                            mode,
+                            uid,
+                            gid,
+                            size: doc.data.len() as u64,
+                            mtime: (now, 0),
+                            merge_only: false,
+                        }
+                    })
+                    .collect();
+                let dest_dir = if into_dir {
+                    PathBuf::from(config::clean_abs(dest))
+                } else {
+                    PathBuf::from(config::clean_abs(dest))
+                        .parent()
+                        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+                };
+                copy::execute(root, &copy::Plan { items, dest_dir }, new_dirs_owner)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })();
+        for (key, guard) in guards {
+            drop(guard);
+            let _ = self.build.snapshotter.remove(&key);
+        }
+        result
+    }
+}
+
+/// A rootfs mounted for a COPY or WORKDIR step.
+struct MountedRoot {
+    root: Root,
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+fn is_git_url(s: &str) -> bool {
+    s.starts_with("git@")
+        || s.starts_with("git://")
+        || (is_url(s) && (s.ends_with(".git") || s.contains(".git#")))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+fn split_command(line: &umstage_dockerfile::CommandLine) -> (Option<Vec<String>>, Option<String>) {
+    match line {
+        umstage_dockerfile::CommandLine::Exec(v) => (Some(v.clone()), None),
+        umstage_dockerfile::CommandLine::Shell(s) => (None, Some(s.clone())),
+    }
+}
+
+fn health_config(check: &umstage_dockerfile::Healthcheck) -> Option<config::HealthConfig> {
+    match check {
+        umstage_dockerfile::Healthcheck::None => None,
+        umstage_dockerfile::Healthcheck::Cmd { test, options } => {
+            let ns = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+            Some(config::HealthConfig {
+                test: test.clone(),
+                interval: ns(options.interval),
+                timeout: ns(options.timeout),
+                start_period: ns(options.start_period),
+                start_interval: ns(options.start_interval),
+                retries: i64::from(options.retries),
+            })
+        }
+    }
+}
+
+/// BuildKit's history text for a RUN: the build args it saw, then the command.
+fn run_history(argv: &[String], args: &[(String, String)]) -> String {
+    let mut s = String::from("RUN ");
+    if !args.is_empty() {
+        s.push_str(&format!("|{} ", args.len()));
+        for (k, v) in args {
+            s.push_str(&format!("{k}={v} "));
+        }
+    }
+    s.push_str(&argv.join(" "));
+    s.push_str(" # buildkit");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_history_names_the_args_it_saw() {
+        assert_eq!(
+            run_history(&["/bin/sh".into(), "-c".into(), "make".into()], &[]),
+            "RUN /bin/sh -c make # buildkit"
+        );
+        assert_eq!(
+            run_history(&["true".into()], &[("A".into(), "1".into())]),
+            "RUN |1 A=1 true # buildkit"
+        );
+    }
+
+    #[test]
+    fn git_urls_are_recognised() {
+        assert!(is_git_url("git@example.invalid:x/y.git"));
+        assert!(is_git_url("https://example.invalid/x/y.git"));
+        assert!(!is_git_url("https://example.invalid/file.tar.gz"));
+    }
+}

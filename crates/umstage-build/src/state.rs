@@ -1,0 +1,164 @@
+//! What a build step results in: an image config and its layers, as the cache stores it; and
+//! making sure the filesystem of such a state exists as a committed snapshot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use umstage_oci::config::ImageConfig;
+use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_blob};
+use umstage_oci::{ContentStore, Digest};
+use umstage_snapshot::{LayerTarget, Snapshotter};
+
+/// One layer of an image, as a manifest lists it plus its diff id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Compressed blob digest.
+    pub digest: String,
+    /// Uncompressed tar digest.
+    pub diff_id: String,
+    /// Blob size.
+    pub size: u64,
+    /// Blob media type.
+    pub media_type: String,
+}
+
+impl Layer {
+    /// The manifest descriptor of this layer.
+    pub fn descriptor(&self) -> Result<oci_spec::image::Descriptor, String> {
+        let digest = parse_digest(&self.digest)?;
+        Ok(oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::from(self.media_type.as_str()),
+            self.size,
+            digest,
+        ))
+    }
+}
+
+/// Parses a `sha256:…` digest.
+pub fn parse_digest(text: &str) -> Result<Digest, String> {
+    umstage_oci::digest::parse(text).map_err(|e| format!("invalid digest {text:?}: {e}"))
+}
+
+/// The result of a step: the image so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The image config, `rootfs.diff_ids` and history included.
+    pub config: ImageConfig,
+    /// The layers, bottom first (one per diff id).
+    pub layers: Vec<Layer>,
+}
+
+impl State {
+    /// The chain id of the whole layer stack (`None` for an empty filesystem): the name of
+    /// the committed snapshot holding it.
+    pub fn chain_id(&self) -> Option<String> {
+        chain_ids(&self.layers).pop()
+    }
+}
+
+/// The chain id of each prefix of `layers`, as the OCI image spec defines them.
+pub fn chain_ids(layers: &[Layer]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let next = match out.last() {
+            None => layer.diff_id.clone(),
+            Some(parent) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{parent} {}", layer.diff_id)))
+            ),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Unpacks base layers into committed snapshots, once per chain id even when several stages
+/// need the same one at the same time.
+#[derive(Default)]
+pub struct Unpacker {
+    in_progress: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Unpacker {
+    /// Makes sure the committed snapshot of `layers` exists, unpacking the missing ones from the
+    /// content store; returns its chain id (`None` when there are no layers).
+    pub fn ensure(
+        &self,
+        snapshotter: &Snapshotter,
+        store: &ContentStore,
+        layers: &[Layer],
+        ignore_chown_errors: bool,
+    ) -> Result<Option<String>, String> {
+        let chains = chain_ids(layers);
+        // Find the highest chain already there; unpack the ones above it.
+        let have = chains
+            .iter()
+            .rposition(|c| snapshotter.has_committed(c).unwrap_or(false));
+        let start = have.map_or(0, |i| i + 1);
+        for i in start..chains.len() {
+            let chain = &chains[i];
+            let lock = {
+                let mut map = self
+                    .in_progress
+                    .lock()
+                    .map_err(|_| "snapshot unpack lock poisoned".to_string())?;
+                Arc::clone(map.entry(chain.clone()).or_default())
+            };
+            let _guard = lock
+                .lock()
+                .map_err(|_| "snapshot unpack lock poisoned".to_string())?;
+            if snapshotter
+                .has_committed(chain)
+                .map_err(|e| e.to_string())?
+            {
+                continue;
+            }
+            let parent = i.checked_sub(1).map(|p| chains[p].as_str());
+            let key = crate::solver::unique_key("unpack");
+            snapshotter
+                .prepare(&key, parent)
+                .map_err(|e| e.to_string())?;
+            let digest = parse_digest(&layers[i].digest)?;
+            let result = (|| {
+                let (dir, mode) = match snapshotter.layer_target(&key).map_err(|e| e.to_string())? {
+                    LayerTarget::Diff(dir) => (dir, UnpackMode::Overlay { userxattr: true }),
+                    LayerTarget::Apply(dir) => (dir, UnpackMode::Plain),
+                };
+                let options = UnpackOptions {
+                    mode,
+                    ignore_chown_errors,
+                    ..UnpackOptions::default()
+                };
+                unpack_blob(store, &digest, &dir, &options).map_err(|e| e.to_string())?;
+                snapshotter.commit(chain, &key).map_err(|e| e.to_string())
+            })();
+            if let Err(e) = result {
+                let _ = snapshotter.remove(&key);
+                return Err(format!("unpacking layer {}: {e}", layers[i].digest));
+            }
+        }
+        Ok(chains.last().cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let layer = |d: &str| Layer {
+            digest: String::new(),
+            diff_id: d.into(),
+            size: 0,
+            media_type: String::new(),
+        };
+        let ids = chain_ids(&[layer("sha256:a"), layer("sha256:b")]);
+        assert_eq!(ids[0], "sha256:a");
+        let expected = hex::encode(Sha256::digest("sha256:a sha256:b"));
+        assert_eq!(ids[1], format!("sha256:{expected}"));
+        assert!(chain_ids(&[]).is_empty());
+    }
+}

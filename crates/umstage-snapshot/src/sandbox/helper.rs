@@ -1,0 +1,666 @@
+//! The sandbox helper: a fresh, single-threaded `/proc/self/exe` that runs one step.
+//!
+//! It reads a [`Request`] on stdin, unshares pid, uts, ipc (and net) namespaces, and forks
+//! the step's pid 1. Pid 1 unshares a mount namespace, mounts the snapshot and the spec's
+//! mounts (targets resolved inside the rootfs, never through its symlinks to the host),
+//! `pivot_root`s, becomes the step's user and execs. The helper waits and reports on fd 3.
+
+use std::ffi::{CString, OsStr};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{ForkResult, Gid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Mount};
+
+use super::user::{ResolvedUser, resolve};
+use super::{DEFAULT_PATH, ExitStatus, REPORT_FD, Report, Request};
+use crate::snapshot::{MountSpec, bind_mount, remount_read_only};
+
+/// Runs the helper and exits; never returns.
+pub(crate) fn main() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(message) => {
+            send(&Report::SetupError(message));
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn send(report: &Report) {
+    let Ok(mut line) = serde_json::to_vec(report) else {
+        return;
+    };
+    line.push(b'\n');
+    let mut written = 0;
+    while written < line.len() {
+        // SAFETY: writes from a live buffer to the report fd the parent gave us.
+        let n = unsafe {
+            libc::write(
+                REPORT_FD,
+                line[written..].as_ptr().cast(),
+                line.len() - written,
+            )
+        };
+        if n <= 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        written += n as usize;
+    }
+}
+
+fn errno(what: &str) -> impl FnOnce(nix::errno::Errno) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn run() -> Result<(), String> {
+    // SAFETY: fcntl/close_range on fds this fresh process owns; nothing else uses fd 3 or above.
+    unsafe {
+        libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::syscall(libc::SYS_close_range, REPORT_FD + 1, u32::MAX, 0);
+    }
+    let mut input = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .map_err(|e| format!("reading the step: {e}"))?;
+    let request: Request =
+        serde_json::from_slice(&input).map_err(|e| format!("decoding the step: {e}"))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // SAFETY: dup2 onto stdin, which this process owns.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(format!("stdin: {}", std::io::Error::last_os_error()));
+    }
+    drop(null);
+
+    let wants = |kind: LinuxNamespaceType| {
+        request
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == kind))
+    };
+    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let new_net = wants(LinuxNamespaceType::Network);
+    if new_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(errno("unsharing the step's namespaces"))?;
+    if new_net {
+        loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+    }
+    if let Some(hostname) = request.spec.hostname() {
+        nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
+    }
+    // SAFETY: this process is single-threaded (a fresh exec that started no threads).
+    match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
+        ForkResult::Child => step_main(&request),
+        ForkResult::Parent { child } => loop {
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    send(&Report::Ended(ExitStatus::Code(code)));
+                    return Ok(());
+                }
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    send(&Report::Ended(ExitStatus::Signal(signal as i32)));
+                    return Ok(());
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("waiting for the step: {e}")),
+            }
+        },
+    }
+}
+
+/// Pid 1 of the step: set up and exec; reports and exits on failure.
+fn step_main(request: &Request) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let mut stubs = Vec::new();
+    let message = setup_and_exec(request, &mut stubs);
+    send(&Report::Stubs(stubs));
+    send(&Report::SetupError(message));
+    // SAFETY: _exit ends this forked process without running the parent's destructors.
+    unsafe { libc::_exit(127) }
+}
+
+/// Returns only on failure, with the message for the user.
+fn setup_and_exec(request: &Request, stubs: &mut Vec<PathBuf>) -> String {
+    match prepare_root(request, stubs) {
+        Ok(ready) => {
+            send(&Report::Stubs(stubs.clone()));
+            exec_step(request, ready)
+        }
+        Err(message) => message,
+    }
+}
+
+/// What the step needs once its root is ready.
+struct Ready {
+    user: ResolvedUser,
+}
+
+fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, String> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errno("unsharing the mount namespace"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(errno("making / private"))?;
+    let root_path = request
+        .spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or("the step has no root")?;
+    let sandbox = &request.sandbox_dir;
+    nix::mount::mount(
+        Some("tmpfs"),
+        sandbox,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=16m"),
+    )
+    .map_err(errno("mounting the sandbox tmpfs"))?;
+    write_private_files(request)?;
+    let stub_layer = sandbox.join("stubs");
+    let mounts: &[Mount] = request.spec.mounts().as_deref().unwrap_or_default();
+    make_stub_layer(&stub_layer, mounts)?;
+    std::fs::create_dir_all(&root_path).map_err(|e| format!("{}: {e}", root_path.display()))?;
+    for rootfs in &request.rootfs {
+        let mut rootfs = rootfs.clone();
+        if rootfs.fstype == "overlay" && !rootfs.is_read_only() {
+            // Mount points come from a bottom layer on this tmpfs, so creating them writes
+            // nothing into the snapshot.
+            rootfs
+                .options
+                .push(format!("lowerdir+={}", stub_layer.display()));
+        }
+        rootfs
+            .mount_at(&root_path)
+            .map_err(|e| format!("mounting the snapshot on {}: {e}", root_path.display()))?;
+    }
+    let root = Root::open(&root_path)?;
+
+    let passwd = root.read_file("etc/passwd")?;
+    let group = root.read_file("etc/group")?;
+    let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
+
+    let process = request
+        .spec
+        .process()
+        .as_ref()
+        .ok_or("the step has no process")?;
+    root.ensure(process.cwd(), Kind::Dir, None).map_err(|e| {
+        format!(
+            "creating working directory {}: {e}",
+            process.cwd().display()
+        )
+    })?;
+
+    for mount in mounts {
+        mount_one(&root, mount, stubs)
+            .map_err(|e| format!("mounting {}: {e}", mount.destination().display()))?;
+    }
+
+    std::env::set_current_dir(&root_path).map_err(|e| format!("chdir to the rootfs: {e}"))?;
+    nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(errno("detaching the old root"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/ptmx", "pts/ptmx"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, link);
+    }
+    Ok(Ready { user })
+}
+
+/// Writes the step's small files and secrets into the sandbox tmpfs.
+fn write_private_files(request: &Request) -> Result<(), String> {
+    let files = request.sandbox_dir.join("files");
+    let secrets = request.sandbox_dir.join("secrets");
+    for dir in [&files, &secrets] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("chmod {}: {e}", secrets.display()))?;
+    for file in &request.files {
+        let path = files.join(&file.name);
+        std::fs::write(&path, &file.content).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    for secret in &request.secrets {
+        let content = std::fs::read(&secret.source)
+            .map_err(|e| format!("reading secret {}: {e}", secret.source.display()))?;
+        let path = secrets.join(&secret.name);
+        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::os::unix::fs::chown(&path, Some(secret.uid), Some(secret.gid))
+            .map_err(|e| format!("chown secret to {}:{}: {e}", secret.uid, secret.gid))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
+            .map_err(|e| format!("chmod secret: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Builds a tree holding every mount point (and its parents) of the step.
+fn make_stub_layer(dir: &Path, mounts: &[Mount]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for mount in mounts {
+        let Ok(rel) = mount.destination().strip_prefix("/") else {
+            continue;
+        };
+        if rel.components().any(|c| !matches!(c, Component::Normal(_)))
+            || rel.as_os_str().is_empty()
+        {
+            continue;
+        }
+        let path = dir.join(rel);
+        let result = match mount_kind(mount) {
+            Kind::Dir => std::fs::create_dir_all(&path),
+            Kind::File => path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&path, b"")),
+        };
+        // A clash (a file where a directory is wanted) is left for the mount itself to report.
+        if let Err(e) = result {
+            tracing::debug!("stub {}: {e}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Whether a mount goes on a directory or on a file.
+fn mount_kind(mount: &Mount) -> Kind {
+    let is_bind = mount.typ().as_deref() == Some("bind");
+    let source_is_file = mount
+        .source()
+        .as_ref()
+        .is_some_and(|s| std::fs::metadata(s).is_ok_and(|m| !m.is_dir()));
+    if is_bind && source_is_file {
+        Kind::File
+    } else {
+        Kind::Dir
+    }
+}
+
+fn exec_step(request: &Request, ready: Ready) -> String {
+    match try_exec(request, ready) {
+        Ok(never) => match never {},
+        Err(message) => message,
+    }
+}
+
+fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible, String> {
+    let process = request
+        .spec
+        .process()
+        .as_ref()
+        .ok_or("the step has no process")?;
+    let user = ready.user;
+    let groups_denied = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|t| t.trim() == "deny")
+        .unwrap_or(false);
+    let unmapped = |what: &'static str, id: u32| {
+        move |e: nix::errno::Errno| {
+            format!(
+                "cannot switch to {what} {id}: {e} (is it mapped? with a single-id user namespace only 0 exists)"
+            )
+        }
+    };
+    if !groups_denied {
+        let groups: Vec<Gid> = user
+            .additional_gids
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups)
+            .map_err(|e| format!("setgroups {:?}: {e}", user.additional_gids))?;
+    } else if !user.additional_gids.is_empty() {
+        tracing::debug!("supplementary groups skipped: setgroups is denied in this namespace");
+    }
+    let gid = Gid::from_raw(user.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(unmapped("gid", user.gid))?;
+    let uid = Uid::from_raw(user.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(unmapped("uid", user.uid))?;
+    // Changing credentials cleared the parent-death signal.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("PR_SET_PDEATHSIG"))?;
+    let umask = process.user().umask().unwrap_or(super::spec::UMASK);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    std::env::set_current_dir(process.cwd())
+        .map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let args = process.args().clone().unwrap_or_default();
+    let program = args.first().ok_or("the step has no command")?;
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    let resolved = find_program(program, path_var)
+        .ok_or_else(|| format!("exec: \"{program}\": executable file not found in $PATH"))?;
+    let c_program =
+        CString::new(resolved.as_os_str().as_bytes()).map_err(|_| "NUL in program path")?;
+    let c_args = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "NUL in an argument")?;
+    let c_env = env
+        .iter()
+        .map(|e| CString::new(e.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "NUL in the environment")?;
+    nix::unistd::execve(&c_program, &c_args, &c_env)
+        .map_err(|e| format!("exec {}: {e}", resolved.display()))
+}
+
+fn find_program(program: &str, path_var: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    path_var
+        .split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Whether a mount target is a directory or a file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+}
+
+/// The rootfs, with every path resolved inside it (`RESOLVE_IN_ROOT`).
+struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+    dev: u64,
+}
+
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+fn openat2(dir: RawFd, path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: open_how is plain data; all-zero is valid and the fields are set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = RESOLVE_IN_ROOT;
+    loop {
+        // SAFETY: openat2 with a live open_how of the right size and a NUL-terminated path.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir,
+                c_path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel returned a new fd that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EAGAIN) && err.kind() != std::io::ErrorKind::Interrupted
+        {
+            return Err(err);
+        }
+    }
+}
+
+fn fstat_dev(fd: &OwnedFd) -> std::io::Result<u64> {
+    let stat = nix::sys::stat::fstat(fd).map_err(std::io::Error::from)?;
+    Ok(stat.st_dev)
+}
+
+impl Root {
+    fn open(path: &Path) -> Result<Self, String> {
+        let fd = std::fs::File::open(path)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("opening the rootfs {}: {e}", path.display()))?;
+        let dev = fstat_dev(&fd).map_err(|e| format!("stat rootfs: {e}"))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            fd,
+            dev,
+        })
+    }
+
+    /// Reads a file inside the root, `None` if it does not exist.
+    fn read_file(&self, rel: &str) -> Result<Option<String>, String> {
+        match openat2(self.fd.as_raw_fd(), Path::new(rel), libc::O_RDONLY) {
+            Ok(fd) => {
+                let mut text = String::new();
+                std::fs::File::from(fd)
+                    .read_to_string(&mut text)
+                    .map_err(|e| format!("reading /{rel}: {e}"))?;
+                Ok(Some(text))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("opening /{rel}: {e}")),
+        }
+    }
+
+    /// The path of an fd inside the root, if it is on the root's own filesystem.
+    fn relative(&self, fd: &OwnedFd) -> Option<PathBuf> {
+        if fstat_dev(fd).ok()? != self.dev {
+            return None;
+        }
+        let full = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        full.strip_prefix(&self.path).ok().map(Path::to_path_buf)
+    }
+
+    /// Opens `path` inside the root (`O_PATH`), creating what is missing; records created
+    /// entries on the root filesystem in `stubs` when given.
+    fn ensure(
+        &self,
+        path: &Path,
+        last_kind: Kind,
+        mut stubs: Option<&mut Vec<PathBuf>>,
+    ) -> std::io::Result<OwnedFd> {
+        let components: Vec<&OsStr> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(Ok(name)),
+                Component::ParentDir => Some(Err(())),
+                _ => None,
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "'..' in path"))?;
+        let mut current = PathBuf::new();
+        let mut parent = self.fd.try_clone()?;
+        for (index, name) in components.iter().enumerate() {
+            current.push(name);
+            let last = index + 1 == components.len();
+            let fd = match openat2(self.fd.as_raw_fd(), &current, libc::O_PATH) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let c_name = CString::new(name.as_bytes())?;
+                    let kind = if last { last_kind } else { Kind::Dir };
+                    // SAFETY: *at calls on our parent dir fd with a NUL-terminated name.
+                    let rc = unsafe {
+                        match kind {
+                            Kind::Dir => libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o755),
+                            Kind::File => {
+                                let fd = libc::openat(
+                                    parent.as_raw_fd(),
+                                    c_name.as_ptr(),
+                                    libc::O_CREAT
+                                        | libc::O_EXCL
+                                        | libc::O_WRONLY
+                                        | libc::O_CLOEXEC
+                                        | libc::O_NOFOLLOW,
+                                    0o644,
+                                );
+                                if fd >= 0 {
+                                    libc::close(fd);
+                                }
+                                fd
+                            }
+                        }
+                    };
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if let Some(stubs) = stubs.as_deref_mut()
+                        && let Some(dir) = self.relative(&parent)
+                    {
+                        stubs.push(dir.join(name));
+                    }
+                    openat2(self.fd.as_raw_fd(), &current, libc::O_PATH)?
+                }
+                Err(e) => return Err(e),
+            };
+            if last {
+                return Ok(fd);
+            }
+            parent = fd;
+        }
+        Ok(parent)
+    }
+
+    /// A path through which `mount(2)` reaches the object behind an `O_PATH` fd.
+    fn fd_path(fd: &OwnedFd) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    }
+}
+
+/// Splits OCI mount options into flags and filesystem data.
+fn parse_options(options: &[String]) -> (MsFlags, bool, bool, String) {
+    let mut flags = MsFlags::empty();
+    let mut recursive = false;
+    let mut read_only = false;
+    let mut data = Vec::new();
+    for option in options {
+        match option.as_str() {
+            "ro" => read_only = true,
+            "rw" => {}
+            "bind" => {}
+            "rbind" => recursive = true,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            other => data.push(other),
+        }
+    }
+    (flags, recursive, read_only, data.join(","))
+}
+
+fn mount_one(root: &Root, mount: &Mount, stubs: &mut Vec<PathBuf>) -> Result<(), String> {
+    let typ = mount.typ().clone().unwrap_or_default();
+    let source = mount.source().clone().unwrap_or_default();
+    let options = mount.options().clone().unwrap_or_default();
+    let kind = mount_kind(mount);
+    let target_fd = root
+        .ensure(mount.destination(), kind, Some(stubs))
+        .map_err(|e| format!("creating the mount point: {e}"))?;
+    let target = Root::fd_path(&target_fd);
+    let (flags, recursive, read_only, data) = parse_options(&options);
+    let reopen = || {
+        root.ensure(mount.destination(), kind, None)
+            .map_err(|e| format!("reopening the mount point: {e}"))
+    };
+    match typ.as_str() {
+        "bind" => {
+            let mut bind_flags = MsFlags::MS_BIND;
+            if recursive {
+                bind_flags |= MsFlags::MS_REC;
+            }
+            nix::mount::mount(
+                Some(&source),
+                &target,
+                None::<&str>,
+                bind_flags,
+                None::<&str>,
+            )
+            .map_err(errno("bind"))?;
+            if read_only {
+                let top = reopen()?;
+                remount_read_only(&Root::fd_path(&top))
+                    .map_err(|e| format!("read-only remount: {e}"))?;
+            }
+        }
+        "proc" => {
+            let fresh = nix::mount::mount(Some("proc"), &target, Some("proc"), flags, None::<&str>);
+            if let Err(e) = fresh {
+                tracing::debug!("fresh /proc refused ({e}); binding the host's");
+                bind_mount(Path::new("/proc"), &target, false)
+                    .map_err(|e| format!("bind /proc: {e}"))?;
+            }
+        }
+        "overlay" => {
+            let spec = MountSpec {
+                fstype: "overlay".into(),
+                source: PathBuf::from("overlay"),
+                options: options.clone(),
+            };
+            spec.mount_at(&target).map_err(|e| e.to_string())?;
+        }
+        _ => {
+            let data_opt = (!data.is_empty()).then_some(data.as_str());
+            nix::mount::mount(Some(&source), &target, Some(typ.as_str()), flags, data_opt)
+                .map_err(|e| format!("{typ}: {e}"))?;
+            if read_only {
+                let top = reopen()?;
+                remount_read_only(&Root::fd_path(&top))
+                    .map_err(|e| format!("read-only remount: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Brings the loopback interface of a new network namespace up.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain socket() call; the fd is owned right after.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the fd was just returned by socket().
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

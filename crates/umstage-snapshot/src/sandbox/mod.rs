@@ -1,0 +1,459 @@
+//! The `RUN` sandbox: one step in its own pid, uts, ipc and mount namespaces (and network for
+//! `--network=none`) over an active snapshot, with its output streamed line by line.
+//!
+//! [`run_step`] describes the step as an OCI runtime [`Spec`](oci_spec::runtime::Spec) and
+//! spawns `/proc/self/exe` as a single-threaded helper ([`crate::SANDBOX_HELPER_ARG`]); the
+//! helper unshares the namespaces and forks the step's pid 1, which mounts the snapshot and
+//! everything the spec lists, `pivot_root`s into it, switches to the step's user and execs.
+//! When pid 1 exits the kernel kills every other process of the step; when the helper dies
+//! (cancel, SIGKILL of umstage) pid 1 dies with it.
+
+pub(crate) mod helper;
+mod mounts;
+mod spec;
+mod user;
+
+pub use mounts::{BindMount, CacheMount, SecretMount, Sharing, StepMount, TmpfsMount};
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cancel::Cancel;
+use crate::fsutil::{self, PathError};
+use crate::snapshot::{MountSpec, SnapshotError, Snapshotter};
+
+/// The hostname a step sees unless told otherwise (BuildKit's, which some scripts expect).
+pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+
+/// `PATH` when the step's environment has none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The network a step gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Network {
+    /// The host's network (no slirp or tun device needed).
+    #[default]
+    Default,
+    /// A new network namespace with only `lo`, up.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// One `RUN` step, with everything the build engine has already resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The command and its arguments (`argv`); the program is looked up in the step's `PATH`.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` environment; `PATH` and `HOME` get Docker's defaults when missing.
+    pub env: Vec<String>,
+    /// Absolute working directory inside the rootfs, created if missing.
+    pub cwd: String,
+    /// `user[:group]` by name or number, resolved in the image's `/etc/passwd` and `/etc/group`; empty is root.
+    pub user: String,
+    /// The hostname the step sees.
+    pub hostname: String,
+    /// The network.
+    pub network: Network,
+    /// Extra `/etc/hosts` entries (`--add-host`): name and address.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `RUN --mount`s, in order.
+    pub mounts: Vec<StepMount>,
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Self {
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: DEFAULT_HOSTNAME.into(),
+            network: Network::Default,
+            extra_hosts: Vec::new(),
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The step's standard output.
+    Stdout,
+    /// The step's standard error.
+    Stderr,
+}
+
+/// Something a running step reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepEvent {
+    /// One line of output, without its newline (a last line may lack one; very long lines come in pieces).
+    Output {
+        /// The stream.
+        stream: Stream,
+        /// The bytes, as the step wrote them.
+        line: Vec<u8>,
+    },
+}
+
+/// How the step's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
+}
+
+/// Why a step could not run (a step that runs and fails is an [`ExitStatus`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The snapshot is unusable.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// Preparing files for the step failed.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// The step is malformed.
+    #[error("invalid step: {0}")]
+    InvalidStep(String),
+    /// A required secret has no source.
+    #[error("secret {0} is required but was not provided (--secret id={0},src=...)")]
+    SecretMissing(String),
+    /// The helper could not be started.
+    #[error("cannot start the sandbox helper: {0}")]
+    Spawn(std::io::Error),
+    /// Setting up the sandbox failed (user not found, mount refused, program not found...).
+    #[error("{0}")]
+    Setup(String),
+    /// The helper ended without saying how the step ended.
+    #[error("the sandbox helper died ({0})")]
+    HelperDied(String),
+    /// The step was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// What the helper reports on fd 3, one JSON line each.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// Mount targets created in the rootfs (relative paths, parents first).
+    Stubs(Vec<PathBuf>),
+    /// Setup failed before the step's program ran.
+    SetupError(String),
+    /// The step's main process ended.
+    Ended(ExitStatus),
+}
+
+/// Everything the helper needs, sent on its stdin.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    /// The step as an OCI runtime spec (`root.path` is where the snapshot is mounted).
+    pub(crate) spec: oci_spec::runtime::Spec,
+    /// How to mount the snapshot on `root.path`.
+    pub(crate) rootfs: Vec<MountSpec>,
+    /// The unresolved `user[:group]`; the helper resolves it in the rootfs.
+    pub(crate) user: String,
+    /// Small files (`/etc/hosts`...) the helper writes into its tmpfs at `sandbox_dir/files`.
+    pub(crate) files: Vec<mounts::PrivateFile>,
+    /// Secrets the helper copies into its tmpfs at `sandbox_dir/secrets`.
+    pub(crate) secrets: Vec<mounts::SecretFile>,
+    /// Where the helper mounts its private tmpfs: the rootfs mount point, files, secrets, stubs.
+    pub(crate) sandbox_dir: PathBuf,
+}
+
+/// The fd the helper reports on.
+pub(crate) const REPORT_FD: i32 = 3;
+
+/// Runs one step in the active snapshot `key`, streaming its output to `on_event`.
+///
+/// Returns how the step's main process ended; all its other processes are gone by then.
+/// Nothing the step's `--mount`s, `/etc/hosts`, `/etc/resolv.conf` or `/etc/hostname` add
+/// stays in the snapshot. With `cancel` cancelled the step is killed and
+/// [`SandboxError::Cancelled`] returned. Must run inside the user namespace.
+pub fn run_step(
+    snapshotter: &Snapshotter,
+    key: &str,
+    step: &Step,
+    cancel: &Cancel,
+    on_event: &mut dyn FnMut(StepEvent),
+) -> Result<ExitStatus, SandboxError> {
+    if step.args.is_empty() {
+        return Err(SandboxError::InvalidStep("no command".into()));
+    }
+    if !step.cwd.starts_with('/') {
+        return Err(SandboxError::InvalidStep(format!(
+            "working directory {:?} is not absolute",
+            step.cwd
+        )));
+    }
+    snapshotter.active_dir(key)?;
+    let rootfs = snapshotter.mounts(key)?;
+    let sandbox_dir = snapshotter.state_root().join("sandbox");
+    fsutil::ensure_dir(&sandbox_dir)?;
+    let run_dir = snapshotter
+        .state_root()
+        .join("run")
+        .join(fsutil::random_id());
+    let result = (|| {
+        let prepared = mounts::prepare(snapshotter.state_root(), &run_dir, &sandbox_dir, step)?;
+        let spec = spec::build(step, &sandbox_dir.join("rootfs"), &prepared)?;
+        let request = Request {
+            spec,
+            rootfs,
+            user: step.user.clone(),
+            files: prepared.private_files.clone(),
+            secrets: prepared.secret_files.clone(),
+            sandbox_dir: sandbox_dir.clone(),
+        };
+        let outcome = run_helper(&request, cancel, on_event);
+        drop(prepared);
+        outcome
+    })();
+    let cleanup = fsutil::remove_tree(&run_dir);
+    let (status, stubs) = result?;
+    snapshotter.remove_stubs(key, &stubs)?;
+    cleanup?;
+    status
+}
+
+type HelperOutcome = (Result<ExitStatus, SandboxError>, Vec<PathBuf>);
+
+fn run_helper(
+    request: &Request,
+    cancel: &Cancel,
+    on_event: &mut dyn FnMut(StepEvent),
+) -> Result<HelperOutcome, SandboxError> {
+    let payload = serde_json::to_vec(request)
+        .map_err(|e| SandboxError::InvalidStep(format!("cannot encode the step: {e}")))?;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::Spawn(e.into()))?;
+    let report_raw = report_write.as_raw_fd();
+    // The request is in the pipe before the helper starts, so it never waits for us.
+    let (request_read, request_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::Spawn(e.into()))?;
+    let unsent = prefill(&request_write, &payload).map_err(SandboxError::Spawn)?;
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg(crate::SANDBOX_HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::from(request_read))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, setpgid, prctl, sigprocmask).
+    unsafe {
+        command.pre_exec(move || {
+            if report_raw == REPORT_FD {
+                if libc::fcntl(REPORT_FD, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(report_raw, REPORT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Terminal signals go to umstage, which decides; the step is not in its group.
+            libc::setpgid(0, 0);
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )?;
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(SandboxError::Spawn)?;
+    drop(report_write);
+    if !unsent.is_empty() {
+        // A helper that died early shows up below through its report.
+        let _ = std::fs::File::from(request_write).write_all(unsent);
+    } else {
+        drop(request_write);
+    }
+    let stdout: OwnedFd = child
+        .stdout
+        .take()
+        .map(OwnedFd::from)
+        .ok_or_else(|| SandboxError::Spawn(std::io::Error::other("no stdout pipe")))?;
+    let stderr: OwnedFd = child
+        .stderr
+        .take()
+        .map(OwnedFd::from)
+        .ok_or_else(|| SandboxError::Spawn(std::io::Error::other("no stderr pipe")))?;
+
+    let pumped = pump(&stdout, &stderr, &report_read, cancel, &mut child, on_event);
+    let waited = child.wait();
+    let (report_bytes, cancelled) = pumped.map_err(SandboxError::Spawn)?;
+
+    let mut stubs = Vec::new();
+    let mut ended = None;
+    let mut setup_error = None;
+    for line in report_bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        match serde_json::from_slice::<Report>(line) {
+            Ok(Report::Stubs(list)) => stubs = list,
+            Ok(Report::SetupError(message)) => setup_error = Some(message),
+            Ok(Report::Ended(status)) => ended = Some(status),
+            Err(e) => tracing::warn!("unreadable sandbox report: {e}"),
+        }
+    }
+    let status = if cancelled {
+        Err(SandboxError::Cancelled)
+    } else if let Some(message) = setup_error {
+        Err(SandboxError::Setup(message))
+    } else if let Some(status) = ended {
+        Ok(status)
+    } else {
+        let how = match waited {
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        };
+        Err(SandboxError::HelperDied(how))
+    };
+    Ok((status, stubs))
+}
+
+/// Writes as much of `payload` into the empty pipe as it holds (growing it), returning the rest.
+fn prefill<'a>(pipe: &OwnedFd, payload: &'a [u8]) -> std::io::Result<&'a [u8]> {
+    let wanted = payload.len().next_power_of_two().max(4096);
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, wanted as libc::c_int) };
+    nix::fcntl::fcntl(
+        pipe,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    let mut sent = 0;
+    while sent < payload.len() {
+        match nix::unistd::write(pipe, &payload[sent..]) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    nix::fcntl::fcntl(
+        pipe,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )?;
+    Ok(&payload[sent..])
+}
+
+/// Longest line passed on in one piece.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Reads the step's output and the helper's report until all are closed; kills the helper on cancel.
+fn pump(
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    report: &OwnedFd,
+    cancel: &Cancel,
+    child: &mut std::process::Child,
+    on_event: &mut dyn FnMut(StepEvent),
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut open = [true, true, true];
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut report_bytes = Vec::new();
+    let mut cancelled = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    while open.iter().any(|o| *o) {
+        let sources = [stdout.as_fd(), stderr.as_fd(), report.as_fd()];
+        let mut fds: Vec<PollFd> = sources
+            .iter()
+            .zip(open)
+            .filter(|(_, is_open)| *is_open)
+            .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        let watch_cancel = !cancelled;
+        if watch_cancel {
+            fds.push(PollFd::new(cancel.fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(false)).collect();
+        if watch_cancel && ready.last().copied().unwrap_or(false) {
+            cancelled = true;
+            let _ = child.kill();
+        }
+        let mut index = 0;
+        for source in 0..3 {
+            if !open[source] {
+                continue;
+            }
+            let is_ready = ready[index];
+            index += 1;
+            if !is_ready {
+                continue;
+            }
+            let fd = sources[source];
+            let n = read_some(fd, &mut buf)?;
+            if n == 0 {
+                open[source] = false;
+                if source < 2 && !pending[source].is_empty() {
+                    emit(on_event, source, std::mem::take(&mut pending[source]));
+                }
+                continue;
+            }
+            if source == 2 {
+                report_bytes.extend_from_slice(&buf[..n]);
+                continue;
+            }
+            let pending = &mut pending[source];
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = pending.drain(..=end).collect();
+                line.pop();
+                emit(on_event, source, line);
+            }
+            while pending.len() >= MAX_LINE {
+                let piece: Vec<u8> = pending.drain(..MAX_LINE).collect();
+                emit(on_event, source, piece);
+            }
+        }
+    }
+    Ok((report_bytes, cancelled))
+}
+
+fn read_some(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(std::io::Error::from),
+        }
+    }
+}
+
+fn emit(on_event: &mut dyn FnMut(StepEvent), source: usize, line: Vec<u8>) {
+    let stream = if source == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    };
+    on_event(StepEvent::Output { stream, line });
+}

@@ -1,0 +1,149 @@
+//! A step as an OCI runtime spec: what the helper executes, and what an external runtime could.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use super::mounts::Prepared;
+use super::{DEFAULT_PATH, Network, SandboxError, Step};
+
+/// The devices bound from the host into the step's `/dev`.
+pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The umask every step starts with.
+pub(crate) const UMASK: u32 = 0o022;
+
+fn invalid(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::InvalidStep(e.to_string())
+}
+
+fn mount(
+    destination: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<Mount, SandboxError> {
+    MountBuilder::default()
+        .destination(PathBuf::from(destination))
+        .typ(typ)
+        .source(PathBuf::from(source))
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(invalid)
+}
+
+/// The mounts every step gets, in mounting order.
+fn standard_mounts() -> Result<Vec<Mount>, SandboxError> {
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "bind",
+            "/sys",
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        )?,
+    ];
+    for device in DEVICES {
+        let path = format!("/dev/{device}");
+        mounts.push(mount(&path, "bind", &path, &["bind", "nosuid", "noexec"])?);
+    }
+    Ok(mounts)
+}
+
+/// The spec for `step` with its snapshot mounted at `rootfs`.
+pub(crate) fn build(step: &Step, rootfs: &Path, prepared: &Prepared) -> Result<Spec, SandboxError> {
+    let mut env: Vec<String> = step.env.clone();
+    env.extend(prepared.extra_env.iter().cloned());
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    let user = UserBuilder::default()
+        .uid(0u32)
+        .gid(0u32)
+        .umask(UMASK)
+        .username(step.user.clone())
+        .build()
+        .map_err(invalid)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(step.args.clone())
+        .env(env)
+        .cwd(PathBuf::from(&step.cwd))
+        .user(user)
+        .no_new_privileges(false)
+        .build()
+        .map_err(invalid)?;
+    let mut mounts = standard_mounts()?;
+    mounts.extend(prepared.etc_mounts.iter().cloned());
+    mounts.extend(prepared.mounts.iter().cloned());
+
+    let mut kinds = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if step.network == Network::None {
+        kinds.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = kinds
+        .into_iter()
+        .map(|typ| {
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .build()
+                .map_err(invalid)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .build()
+        .map_err(invalid)?;
+    let root = RootBuilder::default()
+        .path(rootfs.to_path_buf())
+        .readonly(false)
+        .build()
+        .map_err(invalid)?;
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(root)
+        .process(process)
+        .hostname(step.hostname.clone())
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .map_err(invalid)
+}

@@ -1,0 +1,207 @@
+//! Resolving a Dockerfile `USER` against the image's own `/etc/passwd` and `/etc/group`, as Docker does.
+
+/// The ids and home a step runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResolvedUser {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) additional_gids: Vec<u32>,
+    pub(crate) home: String,
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+struct GroupEntry<'a> {
+    name: &'a str,
+    gid: u32,
+    members: Vec<&'a str>,
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if line.starts_with('#') || fields.len() < 4 {
+            return None;
+        }
+        Some(PasswdEntry {
+            name: fields[0],
+            uid: fields[2].parse().ok()?,
+            gid: fields[3].parse().ok()?,
+            home: fields.get(5).copied().unwrap_or(""),
+        })
+    })
+}
+
+fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+    text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if line.starts_with('#') || fields.len() < 3 {
+            return None;
+        }
+        Some(GroupEntry {
+            name: fields[0],
+            gid: fields[2].parse().ok()?,
+            members: fields
+                .get(3)
+                .map(|m| {
+                    m.split(',')
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    })
+}
+
+/// Resolves `user[:group]` (names or numbers; empty is root).
+///
+/// A name must exist in `passwd`; a number need not. Without an explicit group the primary
+/// group comes from the passwd entry and the supplementary groups are those listing the
+/// user; with one, only that group applies. `home` is the passwd entry's, else `/`.
+pub(crate) fn resolve(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ResolvedUser, String> {
+    let mut parts = spec.splitn(3, ':');
+    let user_arg = parts.next().unwrap_or("").trim();
+    let group_arg = parts.next().unwrap_or("").trim();
+    let uid_arg = user_arg.parse::<u32>().ok();
+    let gid_arg = group_arg.parse::<u32>().ok();
+
+    let mut resolved = ResolvedUser {
+        uid: 0,
+        gid: 0,
+        additional_gids: Vec::new(),
+        home: "/".to_string(),
+    };
+    let matched = passwd.and_then(|text| {
+        passwd_entries(text).find(|entry| match (user_arg, uid_arg) {
+            ("", _) => entry.uid == 0,
+            (_, Some(uid)) => entry.uid == uid,
+            (name, None) => entry.name == name,
+        })
+    });
+    let matched_name = match &matched {
+        Some(entry) => {
+            resolved.uid = entry.uid;
+            resolved.gid = entry.gid;
+            resolved.home = if entry.home.is_empty() {
+                "/".into()
+            } else {
+                entry.home.into()
+            };
+            Some(entry.name.to_string())
+        }
+        None if user_arg.is_empty() => None,
+        None => match uid_arg {
+            Some(uid) => {
+                resolved.uid = uid;
+                None
+            }
+            None => {
+                return Err(format!(
+                    "unable to find user {user_arg}: no matching entries in passwd file"
+                ));
+            }
+        },
+    };
+
+    if !group_arg.is_empty() {
+        let found = group.and_then(|text| {
+            group_entries(text)
+                .find(|g| match gid_arg {
+                    Some(gid) => g.gid == gid,
+                    None => g.name == group_arg,
+                })
+                .map(|g| g.gid)
+        });
+        resolved.gid = match (found, gid_arg) {
+            (Some(gid), _) | (None, Some(gid)) => gid,
+            (None, None) => {
+                return Err(format!(
+                    "unable to find group {group_arg}: no matching entries in group file"
+                ));
+            }
+        };
+    } else if let (Some(name), Some(text)) = (&matched_name, group) {
+        resolved.additional_gids = group_entries(text)
+            .filter(|g| g.members.contains(&name.as_str()))
+            .map(|g| g.gid)
+            .collect();
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnohome:x:1001:1001::\n";
+    const GROUP: &str =
+        "root:x:0:\nwheel:x:10:app,root\napp:x:1000:\naudio:x:29:other,app\nstaff:x:50:\n";
+
+    fn r(spec: &str) -> Result<ResolvedUser, String> {
+        resolve(spec, Some(PASSWD), Some(GROUP))
+    }
+
+    #[test]
+    fn empty_spec_is_root_with_its_home_and_groups() {
+        let root = r("").expect("root");
+        assert_eq!((root.uid, root.gid, root.home.as_str()), (0, 0, "/root"));
+        assert_eq!(root.additional_gids, vec![10]);
+    }
+
+    #[test]
+    fn name_gives_primary_group_home_and_supplementary_groups() {
+        let app = r("app").expect("app");
+        assert_eq!(
+            (app.uid, app.gid, app.home.as_str()),
+            (1000, 1000, "/home/app")
+        );
+        assert_eq!(app.additional_gids, vec![10, 29]);
+    }
+
+    #[test]
+    fn number_without_entry_is_allowed_with_gid_0_and_home_slash() {
+        let u = r("4242").expect("numeric");
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
+        assert!(u.additional_gids.is_empty());
+        assert_eq!(r("1000").expect("numeric app").home, "/home/app");
+    }
+
+    #[test]
+    fn explicit_group_replaces_primary_and_drops_supplementary() {
+        let u = r("app:staff").expect("app:staff");
+        assert_eq!((u.uid, u.gid), (1000, 50));
+        assert!(u.additional_gids.is_empty());
+        assert_eq!(r("app:777").expect("numeric group").gid, 777);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_like_docker() {
+        assert_eq!(
+            r("nobody").expect_err("must fail"),
+            "unable to find user nobody: no matching entries in passwd file"
+        );
+        assert!(
+            r("app:nogroup")
+                .expect_err("must fail")
+                .contains("unable to find group nogroup")
+        );
+        assert!(resolve("app", None, None).is_err());
+        assert_eq!(resolve("7", None, None).expect("no passwd").uid, 7);
+    }
+
+    #[test]
+    fn empty_home_field_defaults_to_slash() {
+        assert_eq!(r("nohome").expect("nohome").home, "/");
+    }
+}

@@ -1,0 +1,276 @@
+//! The command line: every subcommand and flag, with clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use umstage_build::options::{BuildContext, NetworkMode, Output, Secret};
+
+/// Builds container images from Dockerfiles, with no daemon and no root.
+#[derive(Debug, Parser)]
+#[command(name = "umstage", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// State root: cache, snapshots and blobs [default: $XDG_DATA_HOME/umstage, or ~/.local/share/umstage]
+    #[arg(long, global = true, value_name = "DIR", env = "UMSTAGE_ROOT")]
+    pub root: Option<PathBuf>,
+
+    /// Log detail on standard error: error, warn, info, debug or trace (or a RUST_LOG filter)
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile and a context directory
+    Build(Box<BuildArgs>),
+    /// Show what this machine supports and the state of the store
+    Info(InfoArgs),
+    /// Remove build cache and unused data from the state root
+    Prune(PruneArgs),
+    /// Tools for looking inside
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// `tty` on a terminal, `plain` otherwise
+    Auto,
+    /// A live view of the running steps
+    Tty,
+    /// One line per event, for logs
+    Plain,
+    /// One JSON object per event
+    Rawjson,
+    /// Nothing but errors (and the image id at the end)
+    Quiet,
+}
+
+/// Which snapshotter holds the build's filesystems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotterChoice {
+    /// The best one that works here
+    Auto,
+    /// overlayfs inside the user namespace
+    Overlay,
+    /// Plain copies (reflinks where possible); works everywhere
+    Native,
+}
+
+/// `umstage build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Context directory (files COPY and ADD can read)
+    #[arg(value_name = "CONTEXT")]
+    pub context: PathBuf,
+
+    /// Dockerfile to use; `-` reads it from standard input [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Name for the image (repeatable): goes in the archive and is the push target
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+
+    /// Output: a path for the image archive, or type=oci|docker|local|tar|registry[,dest=…][,name=…][,compression=gzip|zstd|uncompressed]
+    #[arg(short = 'o', long = "output", value_name = "PATH|SPEC")]
+    pub outputs: Vec<Output>,
+
+    /// Stage to build [default: the last one]
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+
+    /// Build argument (repeatable); with no value, taken from the environment
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+
+    /// Extra named context (repeatable): NAME=DIR, NAME=docker-image://REF or NAME=oci-layout:///PATH[:TAG]
+    #[arg(long = "build-context", value_name = "NAME=SOURCE")]
+    pub build_contexts: Vec<BuildContext>,
+
+    /// Target platform; only this machine's own platform can be built
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+
+    /// Do not use the cache for any step
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Do not use the cache for these stages (repeatable or comma-separated)
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
+    /// Progress display
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub progress: ProgressMode,
+
+    /// Quiet: show no progress, print the image id when done
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Network for RUN steps: default, none or host
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    pub network: NetworkMode,
+
+    /// Secret for RUN --mount=type=secret (repeatable): id=ID[,src=PATH|env=VAR]
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<Secret>,
+
+    /// Label to set on the image (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Write the image id (config digest) to this file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Write build results (digests, names) as JSON to this file
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+
+    /// Snapshotter for the build's filesystems
+    #[arg(long, value_enum, default_value = "auto", value_name = "NAME")]
+    pub snapshotter: SnapshotterChoice,
+
+    /// Registry host to reach over plain HTTP (repeatable); loopback registries need none
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// Push the image to the registry named by -t (same as --output type=registry)
+    #[arg(long)]
+    pub push: bool,
+
+    /// Stages to build at the same time [default: number of cores]
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+}
+
+/// `umstage info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `umstage prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove everything: cache, snapshots, blobs and pulled images
+    #[arg(short = 'a', long)]
+    pub all: bool,
+
+    /// Keep the most recently used data up to this size (such as 10GB or 512MiB)
+    #[arg(long = "keep-storage", value_name = "SIZE", value_parser = parse_size)]
+    pub keep_storage: Option<u64>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    umstage_build::options::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// `umstage debug …`.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print the Dockerfile's parse tree in BuildKit's dump format
+    Parse {
+        /// The Dockerfile; `-` reads standard input
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_full_build_command_parses() {
+        let cli = Cli::try_parse_from([
+            "umstage",
+            "build",
+            "-f",
+            "-",
+            "-t",
+            "a:1",
+            "-t",
+            "b",
+            "-o",
+            "image.tar",
+            "--target",
+            "app",
+            "--build-arg",
+            "X=1",
+            "--build-arg",
+            "Y",
+            "--build-context",
+            "base=oci-layout:///l:t",
+            "--platform",
+            "linux/amd64",
+            "--no-cache",
+            "--no-cache-filter",
+            "a,b",
+            "--progress",
+            "plain",
+            "--network",
+            "none",
+            "--secret",
+            "id=s,src=/f",
+            "--label",
+            "k=v",
+            "--iidfile",
+            "iid",
+            "--metadata-file",
+            "m.json",
+            "--root",
+            "/state",
+            "--snapshotter",
+            "native",
+            "--insecure-registry",
+            "h:5000",
+            "--push",
+            "-j",
+            "2",
+            ".",
+        ]);
+        let Ok(Cli {
+            command: Command::Build(b),
+            root,
+            ..
+        }) = cli
+        else {
+            panic!("did not parse: {cli:?}");
+        };
+        assert_eq!(root, Some(PathBuf::from("/state")));
+        assert_eq!(b.tags, ["a:1", "b"]);
+        assert_eq!(b.no_cache_filter, ["a", "b"]);
+        assert_eq!(b.network, NetworkMode::None);
+        assert_eq!(b.jobs, Some(2));
+    }
+
+    #[test]
+    fn bad_usage_is_a_clap_error_with_exit_code_2() {
+        for args in [
+            vec!["umstage", "build"],
+            vec!["umstage", "build", "--bogus", "."],
+            vec!["umstage", "build", "--network", "wifi", "."],
+            vec!["umstage", "build", "-o", "type=floppy,dest=x", "."],
+            vec!["umstage", "build", "-j", "0", "."],
+            vec!["umstage", "prune", "--keep-storage", "lots"],
+        ] {
+            let err = Cli::try_parse_from(&args).err();
+            assert_eq!(err.map(|e| e.exit_code()), Some(2), "{args:?}");
+        }
+    }
+}

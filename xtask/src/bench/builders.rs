@@ -1,0 +1,394 @@
+//! The builders compared: umstage, BuildKit (a private dockerd), Buildah rootless.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use umstage_testutil::user::{SharedDir, TestUser};
+
+use super::measure::{Measurement, timed};
+
+/// A builder under test.
+pub trait Builder {
+    /// Its name in the report.
+    fn name(&self) -> &'static str;
+    /// Its version line(s) for the report.
+    fn version(&self) -> String;
+    /// Empties its store: the next build is cold (base images pulled again).
+    fn reset(&mut self) -> Result<()>;
+    /// Builds `context` with `--build-arg REGISTRY=…` and writes the image archive to `out`.
+    fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement>;
+}
+
+/// Where a builder keeps its state and how it reaches the base images.
+pub struct Setup<'a> {
+    /// The bench's work dir (owned by the test user, readable by all).
+    pub work: &'a SharedDir,
+    /// The unprivileged user rootless builders run as.
+    pub user: &'a TestUser,
+    /// `127.0.0.1:PORT` of the registry with the base images.
+    pub registry: String,
+}
+
+fn version_of(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("{program}: version unknown"))
+}
+
+/// Runs `cmd` quietly, failing with its output.
+fn quiet(cmd: &mut Command) -> Result<()> {
+    umstage_testutil::run(cmd)?;
+    Ok(())
+}
+
+/// BuildKit as built into Debian's dockerd 20.10, started privately: no
+/// bridge, no iptables or forwarding changes, its own data root and socket.
+pub struct BuildKit {
+    daemon: Child,
+    dir: PathBuf,
+    socket: String,
+    registry: String,
+}
+
+impl BuildKit {
+    /// Starts the private dockerd and waits until it answers.
+    pub fn start(setup: &Setup) -> Result<Self> {
+        let dir = setup.work.path().join("dockerd");
+        std::fs::create_dir_all(&dir).context("creating the dockerd dir")?;
+        let socket = format!("unix://{}", dir.join("docker.sock").display());
+        let log = std::fs::File::create(dir.join("dockerd.log")).context("creating dockerd.log")?;
+        let daemon = Command::new("dockerd")
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--storage-driver=overlay2",
+            ])
+            .arg(format!("--data-root={}", dir.join("data").display()))
+            .arg(format!("--exec-root={}", dir.join("exec").display()))
+            .arg(format!("--pidfile={}", dir.join("dockerd.pid").display()))
+            .arg(format!("--host={socket}"))
+            .stdin(Stdio::null())
+            .die_with_parent()
+            .stdout(log.try_clone().context("duplicating dockerd.log")?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start dockerd (Debian package docker.io)")?;
+        let mut buildkit = BuildKit {
+            daemon,
+            dir,
+            socket,
+            registry: setup.registry.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = buildkit.daemon.try_wait()? {
+                let log =
+                    std::fs::read_to_string(buildkit.dir.join("dockerd.log")).unwrap_or_default();
+                bail!("dockerd exited ({status}):\n{}", tail(&log, 15));
+            }
+            if buildkit
+                .docker()
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(buildkit);
+            }
+            if Instant::now() > deadline {
+                bail!("dockerd did not answer on {} within 60 s", buildkit.socket);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Debian's docker client (the newer one in /usr/local/bin refuses
+    /// `DOCKER_BUILDKIT=1` without buildx) against the private daemon.
+    fn docker(&self) -> Command {
+        let mut cmd = Command::new("/usr/bin/docker");
+        cmd.arg("--host")
+            .arg(&self.socket)
+            .env("DOCKER_BUILDKIT", "1");
+        cmd
+    }
+}
+
+impl Builder for BuildKit {
+    fn name(&self) -> &'static str {
+        "BuildKit"
+    }
+
+    fn version(&self) -> String {
+        format!(
+            "{} (built-in BuildKit, export with `docker save`)",
+            version_of("dockerd", &["--version"])
+        )
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        quiet(self.docker().args(["system", "prune", "--all", "--force"]))?;
+        quiet(self.docker().args(["builder", "prune", "--all", "--force"]))
+    }
+
+    fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement> {
+        let daemon = [self.daemon.id()];
+        let build = timed(
+            self.docker()
+                .args(["build", "--network=none", "--tag", tag])
+                .arg(format!("--build-arg=REGISTRY={}", self.registry))
+                .arg(context),
+            &daemon,
+            log,
+        )?;
+        let save = timed(
+            self.docker().args(["save", "--output"]).arg(out).arg(tag),
+            &daemon,
+            &log.with_extension("save.log"),
+        )?;
+        Ok(build.then(save))
+    }
+}
+
+impl Drop for BuildKit {
+    fn drop(&mut self) {
+        // Stop the daemon by its pid and wait: it takes containerd down with it
+        // and unmounts its overlays on the way out.
+        // SAFETY: kill with a pid we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(self.daemon.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        unmount_under(&self.dir);
+    }
+}
+
+/// Unmounts whatever is still mounted below `dir` (deepest first).
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = Command::new("umount").arg("-l").arg(point).status();
+    }
+}
+
+/// Makes a spawned daemon stop when the bench dies, even by a signal that
+/// skips its cleanup (the daemon is spawned from the main thread).
+trait DieWithParent {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    fn die_with_parent(&mut self) -> &mut Self {
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Buildah rootless as the test user, with runc (crun fails on this hybrid
+/// cgroup layout) and no network (slirp4netns cannot open /dev/net/tun as a user).
+pub struct Buildah {
+    user: TestUser,
+    home: PathBuf,
+    registry: String,
+}
+
+impl Buildah {
+    /// Prepares a private home (storage, config, runtime dir) for the test user.
+    pub fn new(setup: &Setup) -> Result<Self> {
+        let home = setup.work.mkdir("buildah-home")?;
+        let config = home.join(".config/containers");
+        std::fs::create_dir_all(&config)?;
+        std::fs::write(
+            config.join("registries.conf"),
+            format!(
+                "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+                setup.registry
+            ),
+        )?;
+        std::fs::create_dir_all(home.join("run"))?;
+        setup.user.chown_tree(&home)?;
+        std::fs::set_permissions(home.join("run"), std::fs::Permissions::from_mode(0o700))?;
+        let buildah = Buildah {
+            user: setup.user.clone(),
+            home,
+            registry: setup.registry.clone(),
+        };
+        quiet(&mut buildah.buildah(&["info"])).context("`buildah info` fails as the test user")?;
+        Ok(buildah)
+    }
+
+    fn buildah(&self, args: &[&str]) -> Command {
+        let mut cmd = self.user.command("buildah");
+        cmd.args(args)
+            .env("HOME", &self.home)
+            .env("XDG_RUNTIME_DIR", self.home.join("run"))
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_DATA_HOME", self.home.join(".local/share"));
+        cmd
+    }
+}
+
+impl Builder for Buildah {
+    fn name(&self) -> &'static str {
+        "Buildah"
+    }
+
+    fn version(&self) -> String {
+        format!(
+            "{} rootless, {}, overlay, export with `buildah push oci-archive:`",
+            version_of("buildah", &["--version"]),
+            version_of("runc", &["--version"])
+        )
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        quiet(&mut self.buildah(&["rm", "--all"]))?;
+        quiet(&mut self.buildah(&["rmi", "--all", "--force"]))
+    }
+
+    fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement> {
+        let registry_arg = format!("--build-arg=REGISTRY={}", self.registry);
+        let build = timed(
+            self.buildah(&[
+                "build",
+                "--layers",
+                "--runtime=runc",
+                "--network=none",
+                "--tag",
+                tag,
+                &registry_arg,
+            ])
+            .arg(context),
+            &[],
+            log,
+        )?;
+        let push = timed(
+            self.buildah(&["push", tag])
+                .arg(format!("oci-archive:{}", out.display())),
+            &[],
+            &log.with_extension("push.log"),
+        )?;
+        Ok(build.then(push))
+    }
+}
+
+/// umstage itself, rootless as the test user, with a private state root.
+pub struct Umstage {
+    user: TestUser,
+    exe: PathBuf,
+    root: PathBuf,
+    registry: String,
+}
+
+impl Umstage {
+    /// Uses the `umstage` binary at `exe` (copied where the test user can run it).
+    pub fn new(setup: &Setup, exe: &Path) -> Result<Self> {
+        let exe = setup.work.install_executable(exe)?;
+        let root = setup.work.path().join("umstage-root");
+        let umstage = Umstage {
+            user: setup.user.clone(),
+            exe,
+            root,
+            registry: setup.registry.clone(),
+        };
+        quiet(umstage.command().args(["build", "--help"]))
+            .context("this umstage has no working `build` command yet")?;
+        Ok(umstage)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = self.user.command(&self.exe);
+        cmd.env("HOME", self.root.with_extension("home"));
+        cmd
+    }
+}
+
+impl Builder for Umstage {
+    fn name(&self) -> &'static str {
+        "umstage"
+    }
+
+    fn version(&self) -> String {
+        let version = Command::new(&self.exe).arg("--version").output().ok();
+        let version = version
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        format!("{version} rootless, gzip layers")
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        if self.root.exists() {
+            // Files owned by subordinate ids go only from inside the user's namespace.
+            quiet(
+                self.user
+                    .command("unshare")
+                    .args(["--map-root-user", "--map-auto", "rm", "-rf"])
+                    .arg(&self.root),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement> {
+        timed(
+            self.command()
+                .arg("build")
+                .arg("--root")
+                .arg(&self.root)
+                .args(["--progress=plain", "--tag", tag])
+                .arg(format!("--build-arg=REGISTRY={}", self.registry))
+                .arg(format!("--insecure-registry={}", self.registry))
+                .arg("--output")
+                .arg(out)
+                .arg(context),
+            &[],
+            log,
+        )
+    }
+}

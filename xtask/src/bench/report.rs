@@ -1,0 +1,356 @@
+//! `docs/benchmarks.md`: the bench's own section, between markers, so the
+//! micro-benchmark sections others write in the same file are kept.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::measure::{Summary, summarize};
+use super::{BUILDERS, Mode, Results};
+
+const BEGIN: &str = "<!-- cargo xtask bench: begin (generated; edit outside these markers) -->";
+const END: &str = "<!-- cargo xtask bench: end -->";
+
+/// A target from issue 6: umstage's median against a peer's, or an absolute bound.
+struct Target {
+    case: &'static str,
+    mode: Mode,
+    /// umstage ÷ BuildKit must be at most this.
+    max_ratio: f64,
+    /// …and umstage's median at most this many seconds.
+    max_seconds: Option<f64>,
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        case: "c-multistage",
+        mode: Mode::Cold,
+        max_ratio: 0.95,
+        max_seconds: None,
+    },
+    Target {
+        case: "c-multistage",
+        mode: Mode::Warm,
+        max_ratio: 0.5,
+        max_seconds: Some(0.1),
+    },
+    Target {
+        case: "c-multistage",
+        mode: Mode::Incr,
+        max_ratio: 0.5,
+        max_seconds: None,
+    },
+    Target {
+        case: "parallel-stages",
+        mode: Mode::Cold,
+        max_ratio: 1.0,
+        max_seconds: None,
+    },
+    Target {
+        case: "many-files",
+        mode: Mode::Cold,
+        max_ratio: 0.7,
+        max_seconds: None,
+    },
+    Target {
+        case: "many-files",
+        mode: Mode::Warm,
+        max_ratio: 0.35,
+        max_seconds: None,
+    },
+    Target {
+        case: "big-layer",
+        mode: Mode::Cold,
+        max_ratio: 0.7,
+        max_seconds: None,
+    },
+];
+
+/// Per-RUN-step target (seconds) and peak RSS target for big-layer (bytes).
+const STEP_TARGET: f64 = 0.010;
+const BIG_LAYER_RSS_TARGET: u64 = 64 << 20;
+
+/// Writes (or replaces) the bench section of `path`.
+pub fn write(path: &Path, results: &Results) -> Result<()> {
+    let section = render(results);
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            format!("{}{section}{}", &old[..begin], &old[end + END.len()..])
+        }
+        _ if old.trim().is_empty() => format!("# Benchmarks\n\n{section}\n"),
+        _ => format!("{}\n\n{section}\n", old.trim_end()),
+    };
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+fn summary(results: &Results, case: &str, mode: Mode, builder: &str) -> Option<Summary> {
+    results
+        .runs
+        .iter()
+        .find(|((c, m, b), _)| c == case && *m == mode && *b == builder)
+        .and_then(|(_, runs)| summarize(runs))
+}
+
+fn cell(summary: Option<Summary>) -> String {
+    summary.map_or_else(
+        || "—".into(),
+        |s| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
+    )
+}
+
+fn ratio(a: Option<Summary>, b: Option<Summary>) -> Option<f64> {
+    Some(a?.median / b?.median)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0}", bytes as f64 / f64::from(1 << 20))
+}
+
+fn render(results: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(s, "## Builders side by side (`cargo xtask bench`)\n");
+    let _ = writeln!(
+        s,
+        "Measured {} on {}.{}\n",
+        command_text("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine(),
+        if results.quick {
+            " A `--quick` run: a subset of the cases."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Reproduce (as root, with `../shared` beside the workspace): `cargo xtask bench`{} \
+         (`--quick` for a subset in a few minutes, `--runs N`, `--case NAME`, `--builders umstage,buildkit,buildah`).\n",
+        if results.quick { " --quick" } else { "" }
+    );
+    let _ = writeln!(s, "Builders:\n");
+    for builder in BUILDERS {
+        match (
+            results.versions.get(builder),
+            results.failures.get(&("*".to_owned(), builder)),
+        ) {
+            (Some(version), _) => {
+                let _ = writeln!(s, "- **{builder}**: {version}");
+            }
+            (None, Some(reason)) => {
+                let _ = writeln!(s, "- **{builder}**: could not run: {}", one_line(reason));
+            }
+            (None, None) => {
+                let _ = writeln!(s, "- **{builder}**: not selected for this run");
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nEach cell is the median wall time in seconds of {} runs (fastest–slowest), \
+         building and writing the image archive (`docker save` for BuildKit, whose \
+         archive is uncompressed; `buildah push oci-archive:` and umstage's `-o` \
+         with gzip layers). **cold**: store emptied, base images pulled again from a \
+         `docker-registry` on 127.0.0.1; **warm**: the same build again; **incr**: \
+         after a one-line change to the case's `INCR_FILE`. Builders alternate run \
+         by run. Cases: `../shared/bench/cases`.\n",
+        results.runs_asked
+    );
+    let _ = writeln!(
+        s,
+        "| case | mode | umstage | BuildKit | Buildah | umstage ÷ BuildKit | umstage ÷ Buildah |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for case in &results.cases {
+        for &mode in case.modes() {
+            let [u, k, b] = BUILDERS.map(|builder| summary(results, &case.name, mode, builder));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                case.name,
+                mode.label(),
+                cell(u),
+                cell(k),
+                cell(b),
+                ratio(u, k).map_or("—".into(), |r| format!("{r:.2}")),
+                ratio(u, b).map_or("—".into(), |r| format!("{r:.2}")),
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n### Per RUN step\n");
+    let _ = writeln!(
+        s,
+        "(cold `run-steps-20` − cold `run-steps-1`) ÷ 19, from the medians above, in milliseconds.\n"
+    );
+    let _ = writeln!(s, "| | umstage | BuildKit | Buildah |\n|---|---|---|---|");
+    let steps = BUILDERS.map(|b| per_step(results, b));
+    let _ = writeln!(
+        s,
+        "| per RUN step (ms) | {} |",
+        steps
+            .iter()
+            .map(|v| v.map_or("—".into(), |v| format!("{:.0}", v * 1000.0)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+
+    let _ = writeln!(s, "\n### Peak memory\n");
+    let _ = writeln!(
+        s,
+        "Largest resident set of the builder's whole process tree seen while it \
+         built (sampled every 40 ms; for BuildKit that includes dockerd and its \
+         containerd), median over the runs, MiB.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| case | mode | umstage | BuildKit | Buildah |\n|---|---|---|---|---|"
+    );
+    for case in &results.cases {
+        for &mode in case.modes() {
+            let cells = BUILDERS.map(|b| {
+                summary(results, &case.name, mode, b).map_or("—".into(), |x| mib(x.peak_rss_bytes))
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                case.name,
+                mode.label(),
+                cells.join(" | ")
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n### Targets (issue 6)\n");
+    let _ = writeln!(s, "| target | measured | met |\n|---|---|---|");
+    for t in TARGETS {
+        let u = summary(results, t.case, t.mode, "umstage");
+        let k = summary(results, t.case, t.mode, "BuildKit");
+        let bound = t
+            .max_seconds
+            .map_or(String::new(), |m| format!(", under {m} s"));
+        let (measured, met) = match ratio(u, k) {
+            Some(r) => {
+                let median = u.map_or(f64::MAX, |u| u.median);
+                let met = r <= t.max_ratio && t.max_seconds.is_none_or(|m| median < m);
+                (
+                    format!("{r:.2} × BuildKit ({median:.2} s)"),
+                    if met { "yes" } else { "**no**" },
+                )
+            }
+            None => ("not measured".into(), "—"),
+        };
+        let _ = writeln!(
+            s,
+            "| {} {} ≤ {} × BuildKit{bound} | {measured} | {met} |",
+            t.case,
+            t.mode.label(),
+            t.max_ratio
+        );
+    }
+    let [u_step, k_step, b_step] = steps;
+    let _ = writeln!(
+        s,
+        "| per RUN step ≤ 10 ms | {} | {} |",
+        u_step.map_or("not measured".into(), |v| format!(
+            "{:.0} ms (BuildKit {}, Buildah {})",
+            v * 1000.0,
+            k_step.map_or("—".into(), |v| format!("{:.0} ms", v * 1000.0)),
+            b_step.map_or("—".into(), |v| format!("{:.0} ms", v * 1000.0)),
+        )),
+        u_step.map_or("—", |v| if v <= STEP_TARGET { "yes" } else { "**no**" })
+    );
+    let big = summary(results, "big-layer", Mode::Cold, "umstage");
+    let _ = writeln!(
+        s,
+        "| peak RSS, big-layer ≤ 64 MiB | {} | {} |",
+        big.map_or("not measured".into(), |b| format!(
+            "{} MiB",
+            mib(b.peak_rss_bytes)
+        )),
+        big.map_or("—", |b| if b.peak_rss_bytes <= BIG_LAYER_RSS_TARGET {
+            "yes"
+        } else {
+            "**no**"
+        })
+    );
+    let incr = summary(results, "big-layer", Mode::Incr, "umstage");
+    let _ = writeln!(
+        s,
+        "| big-layer incr: the 500 MB layer neither re-diffed nor recompressed | {} | judged from the time |",
+        match (incr, big) {
+            (Some(i), Some(c)) => format!("incr {:.2} s against cold {:.2} s", i.median, c.median),
+            _ => "not measured".into(),
+        }
+    );
+
+    let failures: Vec<_> = results
+        .failures
+        .iter()
+        .filter(|((case, _), _)| case != "*")
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\n### Runs that failed\n");
+        for ((case, builder), reason) in failures {
+            let _ = writeln!(s, "- {builder} on {case}: {}", one_line(reason));
+        }
+    }
+    let _ = writeln!(s, "\n{END}");
+    s
+}
+
+fn per_step(results: &Results, builder: &str) -> Option<f64> {
+    let one = summary(results, "run-steps-1", Mode::Cold, builder)?;
+    let twenty = summary(results, "run-steps-20", Mode::Cold, builder)?;
+    Some((twenty.median - one.median) / 19.0)
+}
+
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.chars().count() > 400 {
+        format!("{}…", joined.chars().take(400).collect::<String>())
+    } else {
+        joined
+    }
+}
+
+fn command_text(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kib: u64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "{} ({}), Linux {}, {cores} cores, {memory}, load average {load} at the end",
+        command_text("sh", &["-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        cpu,
+        command_text("uname", &["-r"]),
+    )
+}
