@@ -30,6 +30,8 @@ pub enum UnpackMode {
         /// `false` for `trusted.overlay.opaque`.
         userxattr: bool,
     },
+    /// An ordinary archive (ADD): `.wh.` names are plain files, nothing is deleted.
+    Extract,
 }
 
 /// One contiguous range of a uid or gid map.
@@ -208,11 +210,15 @@ impl Unpacker<'_> {
             return Ok(()); // the root itself: its metadata belongs to whoever made the target
         };
         let name_bytes = name.as_bytes();
-        if name_bytes == OPAQUE_MARKER.as_bytes() {
+        let whiteouts = self.options.mode != UnpackMode::Extract;
+        if whiteouts && name_bytes == OPAQUE_MARKER.as_bytes() {
             let dir = path.parent().unwrap_or(Path::new(""));
             return self.opaque(dir);
         }
-        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        if let Some(hidden) = name_bytes
+            .strip_prefix(WHITEOUT_PREFIX.as_bytes())
+            .filter(|_| whiteouts)
+        {
             if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 return Ok(()); // other `.wh..wh.` metadata (aufs): nothing to apply
             }
@@ -433,7 +439,7 @@ impl Unpacker<'_> {
                 rfs::lsetxattr(at.proc_path(), key, b"y", XattrFlags::empty())
                     .map_err(self.errno(dir))?;
             }
-            UnpackMode::Plain => {
+            UnpackMode::Plain | UnpackMode::Extract => {
                 let dir_fd = rfs::openat(
                     &fd,
                     ".",

@@ -256,3 +256,36 @@ fn layout_dir_output_is_read_by_skopeo() {
     );
     assert_eq!(&umstage_oci::digest::sha256(raw.as_bytes()), image.digest());
 }
+
+#[test]
+fn podman_loads_image_tar_with_its_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    make_rich_tree(&source);
+    let image = build_image(&store, &source, Compression::GZIP);
+    let tar = tmp.path().join("image.tar");
+    export(&store, &image, &tar, "umstage-test/loaded:7");
+    // A private storage so the test touches nothing of the host's podman state.
+    let root = tmp.path().join("podman-root");
+    let runroot = tmp.path().join("podman-run");
+    let podman = |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            runroot.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+        ];
+        all.extend_from_slice(args);
+        run("podman", &all)
+    };
+    podman(&["load", "-i", tar.to_str().unwrap()]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&podman(&["image", "inspect", "umstage-test/loaded:7"])).unwrap();
+    assert_eq!(inspect[0]["Id"], image.manifest.config().digest().digest());
+    assert_eq!(inspect[0]["Config"]["Cmd"][0], "/bin/sh");
+}

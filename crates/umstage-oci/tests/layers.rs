@@ -188,3 +188,33 @@ fn overlay_native_unpack_makes_whiteout_devices_and_opaque_xattrs() {
         umstage_oci::digest::sha256(b"c").to_string()
     );
 }
+
+#[test]
+fn extract_mode_keeps_whiteout_names_as_plain_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let (lower, upper) = lower_and_upper(tmp.path(), &store);
+    let target = tmp.path().join("extracted");
+    let opts = UnpackOptions {
+        mode: UnpackMode::Extract,
+        ..Default::default()
+    };
+    for layer in [&lower, &upper] {
+        unpack_blob(&store, &layer.blob.digest, &target, &opts).unwrap();
+    }
+    let names: Vec<_> = snapshot(&target, false).into_keys().collect();
+    let expected = [
+        "dir",
+        "dir/.wh..wh..opq",
+        "dir/a",
+        "dir/b",
+        "dir/c",
+        ".wh.gone",
+        "gone",
+        "keep",
+    ]
+    .map(PathBuf::from);
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(names, expected);
+}
