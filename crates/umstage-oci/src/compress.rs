@@ -33,7 +33,7 @@ impl Compression {
     /// The default gzip level; see `docs/benchmarks.md` for why.
     pub const GZIP: Self = Self::Gzip { level: 1 };
     /// The default zstd level; see `docs/benchmarks.md` for why.
-    pub const ZSTD: Self = Self::Zstd { level: 3 };
+    pub const ZSTD: Self = Self::Zstd { level: 1 };
 
     /// The OCI media type of a layer compressed this way.
     pub fn oci_media_type(self) -> MediaType {

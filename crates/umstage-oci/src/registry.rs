@@ -417,7 +417,15 @@ impl RegistryClient {
     ) -> Result<()> {
         let digest = descriptor.digest();
         if store.size(digest) == Some(descriptor.size()) {
-            return Ok(());
+            // Present: use it only if it still matches its digest (a corrupt one is removed by
+            // `verify` and fetched again below).
+            match store.verify(digest) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Corrupt(_)) => {
+                    tracing::warn!("stored blob {digest} was corrupt; fetching it again")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut stream = session
             .client

@@ -289,3 +289,69 @@ fn podman_loads_image_tar_with_its_tag() {
     assert_eq!(inspect[0]["Id"], image.manifest.config().digest().digest());
     assert_eq!(inspect[0]["Config"]["Cmd"][0], "/bin/sh");
 }
+
+#[test]
+fn docker_media_types_on_request_are_read_by_skopeo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    make_rich_tree(&source);
+    let oci = build_image(&store, &source, Compression::GZIP);
+    let docker = umstage_oci::image::write_image(
+        &store,
+        &oci.config,
+        oci.layers(),
+        umstage_oci::ManifestFormat::Docker,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        docker.descriptor.media_type().to_string(),
+        umstage_oci::image::media::DOCKER_MANIFEST
+    );
+    assert_eq!(
+        docker.layers()[0].media_type().to_string(),
+        umstage_oci::image::media::DOCKER_LAYER_GZIP
+    );
+    let tar = tmp.path().join("docker-types.tar");
+    export(&store, &docker, &tar, "dockerish:1");
+    let raw: serde_json::Value = serde_json::from_str(&run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("docker-archive:{}", tar.display()),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(raw["mediaType"], umstage_oci::image::media::DOCKER_MANIFEST);
+    let config: serde_json::Value = serde_json::from_str(&run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--config",
+            &format!("oci-archive:{}", tar.display()),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(config["config"]["Shell"][0], "/bin/sh");
+    let err = umstage_oci::image::write_image(
+        &store,
+        &oci.config,
+        &[umstage_oci::layer::write_layer(
+            &store,
+            &full_change_set(&source),
+            &umstage_oci::layer::LayerOptions {
+                compression: Compression::ZSTD,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .descriptor()],
+        umstage_oci::ManifestFormat::Docker,
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("zstd"), "{err}");
+}

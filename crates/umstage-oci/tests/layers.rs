@@ -218,3 +218,66 @@ fn extract_mode_keeps_whiteout_names_as_plain_files() {
     expected.sort();
     assert_eq!(names, expected);
 }
+
+#[test]
+fn owners_are_mapped_through_the_id_map() {
+    use umstage_oci::unpack::{IdMap, IdRange};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    make_rich_tree(&source);
+    let layer = write_layer(&store, &full_change_set(&source), &LayerOptions::default()).unwrap();
+    let map = |size| {
+        vec![IdRange {
+            container: 0,
+            host: 100_000,
+            size,
+        }]
+    };
+    let opts = UnpackOptions {
+        ids: IdMap {
+            uids: map(65_536),
+            gids: map(65_536),
+        },
+        ..Default::default()
+    };
+    let target = tmp.path().join("mapped");
+    unpack_blob(&store, &layer.blob.digest, &target, &opts).unwrap();
+    let tree = snapshot(&target, false);
+    let hostname = &tree[Path::new("etc/hostname")];
+    assert_eq!((hostname.uid, hostname.gid), (101_234, 105_678));
+    assert_eq!(tree[Path::new("usr")].uid, 100_000);
+
+    // An owner outside the map is an error unless chown errors are ignored.
+    let narrow = UnpackOptions {
+        ids: IdMap {
+            uids: map(1000),
+            gids: map(1000),
+        },
+        ..Default::default()
+    };
+    let err = unpack_blob(
+        &store,
+        &layer.blob.digest,
+        &tmp.path().join("narrow"),
+        &narrow,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("outside the id map"), "{err}");
+    let lenient = UnpackOptions {
+        ignore_chown_errors: true,
+        ..narrow
+    };
+    let report = unpack_blob(
+        &store,
+        &layer.blob.digest,
+        &tmp.path().join("lenient"),
+        &lenient,
+    )
+    .unwrap();
+    assert!(
+        report.warnings.iter().any(|w| w.contains("etc/hostname")),
+        "{:?}",
+        report.warnings
+    );
+}
