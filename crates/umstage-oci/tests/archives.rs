@@ -37,13 +37,10 @@ fn unpack_image(store: &ContentStore, image: &umstage_oci::Image, target: &Path)
 
 #[test]
 fn skopeo_reads_image_tar_in_both_transports_with_docker_extensions_kept() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let source = tmp.path().join("source");
-    make_rich_tree(&source);
-    let image = build_image(&store, &source, Compression::GZIP);
+    let f = Fixture::new(Compression::GZIP);
+    let (tmp, store, image) = (&f.tmp, &f.store, &f.image);
     let tar = tmp.path().join("image.tar");
-    export(&store, &image, &tar, "umstage-test/rich:1.0");
+    export(store, image, &tar, "umstage-test/rich:1.0");
     let tar_arg = tar.to_str().unwrap();
 
     let config: serde_json::Value = serde_json::from_str(&run(
@@ -85,13 +82,10 @@ fn skopeo_reads_image_tar_in_both_transports_with_docker_extensions_kept() {
 
 #[test]
 fn umoci_unpacks_our_image_to_the_source_tree() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let source = tmp.path().join("source");
-    make_rich_tree(&source);
-    let image = build_image(&store, &source, Compression::GZIP);
+    let f = Fixture::new(Compression::GZIP);
+    let (tmp, store, source, image) = (&f.tmp, &f.store, &f.source, &f.image);
     let tar = tmp.path().join("image.tar");
-    export(&store, &image, &tar, "rich:1.0");
+    export(store, image, &tar, "rich:1.0");
     let layout = tmp.path().join("layout");
     run(
         "skopeo",
@@ -127,20 +121,17 @@ fn umoci_unpacks_our_image_to_the_source_tree() {
             })
             .collect::<std::collections::BTreeMap<_, _>>()
     };
-    let expected = strip(without_overlay_xattrs(snapshot(&source, false)));
+    let expected = strip(without_overlay_xattrs(snapshot(source, false)));
     let unpacked = strip(snapshot(&bundle.join("rootfs"), false));
     assert_eq!(unpacked, expected);
 }
 
 #[test]
 fn image_tar_imports_back_to_the_same_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let source = tmp.path().join("source");
-    make_rich_tree(&source);
-    let image = build_image(&store, &source, Compression::ZSTD);
+    let f = Fixture::new(Compression::ZSTD);
+    let (tmp, store, image) = (&f.tmp, &f.store, &f.image);
     let tar = tmp.path().join("image.tar");
-    export(&store, &image, &tar, "rich:1.0");
+    export(store, image, &tar, "rich:1.0");
     let other = ContentStore::open(tmp.path().join("other")).unwrap();
     let selector = Selector {
         name: Some("rich:1.0".into()),
@@ -173,13 +164,10 @@ fn image_tar_imports_back_to_the_same_image() {
 
 #[test]
 fn docker_archive_and_oci_layout_from_skopeo_import_as_base_images() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let source = tmp.path().join("source");
-    make_rich_tree(&source);
-    let image = build_image(&store, &source, Compression::GZIP);
+    let f = Fixture::new(Compression::GZIP);
+    let (tmp, store, source, image) = (&f.tmp, &f.store, &f.source, &f.image);
     let tar = tmp.path().join("image.tar");
-    export(&store, &image, &tar, "rich:1.0");
+    export(store, image, &tar, "rich:1.0");
     let docker_tar = tmp.path().join("docker.tar");
     let layout = tmp.path().join("layout");
     run(
@@ -199,7 +187,7 @@ fn docker_archive_and_oci_layout_from_skopeo_import_as_base_images() {
         ],
     );
     let expected = clamp_mtimes(
-        without_overlay_xattrs(snapshot(&source, true)),
+        without_overlay_xattrs(snapshot(source, true)),
         1_700_000_000,
     );
 
@@ -239,17 +227,14 @@ fn docker_archive_and_oci_layout_from_skopeo_import_as_base_images() {
 
 #[test]
 fn layout_dir_output_is_read_by_skopeo() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let source = tmp.path().join("source");
-    make_rich_tree(&source);
-    let image = build_image(&store, &source, Compression::GZIP);
+    let f = Fixture::new(Compression::GZIP);
+    let (tmp, store, image) = (&f.tmp, &f.store, &f.image);
     let dir = tmp.path().join("out");
     let tagged = [TaggedImage {
-        image: &image,
+        image,
         tags: vec![reference::parse("rich:3").unwrap()],
     }];
-    write_layout_dir(&store, &tagged, &dir).unwrap();
+    write_layout_dir(store, &tagged, &dir).unwrap();
     let raw = run(
         "skopeo",
         &["inspect", "--raw", &format!("oci:{}:3", dir.display())],
@@ -259,13 +244,10 @@ fn layout_dir_output_is_read_by_skopeo() {
 
 #[test]
 fn podman_loads_image_tar_with_its_tag() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let source = tmp.path().join("source");
-    make_rich_tree(&source);
-    let image = build_image(&store, &source, Compression::GZIP);
+    let f = Fixture::new(Compression::GZIP);
+    let (tmp, store, image) = (&f.tmp, &f.store, &f.image);
     let tar = tmp.path().join("image.tar");
-    export(&store, &image, &tar, "umstage-test/loaded:7");
+    export(store, image, &tar, "umstage-test/loaded:7");
     // A private storage so the test touches nothing of the host's podman state.
     let root = tmp.path().join("podman-root");
     let runroot = tmp.path().join("podman-run");
@@ -292,13 +274,10 @@ fn podman_loads_image_tar_with_its_tag() {
 
 #[test]
 fn docker_media_types_on_request_are_read_by_skopeo() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let source = tmp.path().join("source");
-    make_rich_tree(&source);
-    let oci = build_image(&store, &source, Compression::GZIP);
+    let f = Fixture::new(Compression::GZIP);
+    let (tmp, store, source, oci) = (&f.tmp, &f.store, &f.source, &f.image);
     let docker = umstage_oci::image::write_image(
-        &store,
+        store,
         &oci.config,
         oci.layers(),
         umstage_oci::ManifestFormat::Docker,
@@ -314,7 +293,7 @@ fn docker_media_types_on_request_are_read_by_skopeo() {
         umstage_oci::image::media::DOCKER_LAYER_GZIP
     );
     let tar = tmp.path().join("docker-types.tar");
-    export(&store, &docker, &tar, "dockerish:1");
+    export(store, &docker, &tar, "dockerish:1");
     let raw: serde_json::Value = serde_json::from_str(&run(
         "skopeo",
         &[
@@ -337,11 +316,11 @@ fn docker_media_types_on_request_are_read_by_skopeo() {
     .unwrap();
     assert_eq!(config["config"]["Shell"][0], "/bin/sh");
     let err = umstage_oci::image::write_image(
-        &store,
+        store,
         &oci.config,
         &[umstage_oci::layer::write_layer(
-            &store,
-            &full_change_set(&source),
+            store,
+            &full_change_set(source),
             &umstage_oci::layer::LayerOptions {
                 compression: Compression::ZSTD,
                 ..Default::default()
