@@ -171,7 +171,9 @@ struct Unpacker<'a> {
     options: &'a UnpackOptions,
     report: UnpackReport,
     created: HashSet<PathBuf>,
-    dir_times: Vec<(PathBuf, i64)>,
+    /// Directories' modes and times, applied last: a read-only directory must still take its
+    /// children, and creating them changes its time.
+    dirs: Vec<(PathBuf, u32, i64)>,
     buffer: Vec<u8>,
 }
 
@@ -242,7 +244,8 @@ impl Unpacker<'_> {
                     rfs::mkdirat(&resolved.parent, &name, Mode::from_raw_mode(0o700))
                         .map_err(err)?;
                 }
-                self.dir_times.push((path.clone(), header.mtime));
+                self.dirs
+                    .push((path.clone(), header.mode & 0o7777, header.mtime));
             }
             EntryKind::File => {
                 if header.size > self.options.max_file_size {
@@ -383,7 +386,7 @@ impl Unpacker<'_> {
                 ));
             }
         }
-        if header.kind != EntryKind::Symlink {
+        if !matches!(header.kind, EntryKind::Symlink | EntryKind::Dir) {
             rfs::chmodat(
                 &at.parent,
                 &at.name,
@@ -458,10 +461,21 @@ impl Unpacker<'_> {
     }
 
     fn finish(&mut self) -> Result<(), UnpackError> {
-        // Directory times last: creating their children changed them.
-        for (path, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+        // Deepest first, so a parent's time is set after its children's.
+        for (path, mode, mtime) in std::mem::take(&mut self.dirs).into_iter().rev() {
             let at = self.root.resolve_parent(&path, Escape::Refuse, false)?;
-            set_mtime(&at.parent, &at.name, mtime).map_err(self.errno(&path))?;
+            if rfs::statat(&at.parent, &at.name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+            {
+                rfs::chmodat(
+                    &at.parent,
+                    &at.name,
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .map_err(self.errno(&path))?;
+                set_mtime(&at.parent, &at.name, mtime).map_err(self.errno(&path))?;
+            }
         }
         Ok(())
     }
@@ -535,7 +549,7 @@ pub fn unpack(
         options,
         report: UnpackReport::default(),
         created: HashSet::new(),
-        dir_times: Vec::new(),
+        dirs: Vec::new(),
         buffer: vec![0u8; 256 * 1024],
     };
     while let Some(header) = tar.next_header()? {

@@ -281,3 +281,48 @@ fn owners_are_mapped_through_the_id_map() {
         report.warnings
     );
 }
+
+#[test]
+fn read_only_directories_still_receive_their_children() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    std::fs::create_dir_all(source.join("ro/sub")).unwrap();
+    std::fs::write(source.join("ro/sub/file"), b"x").unwrap();
+    std::fs::set_permissions(
+        source.join("ro/sub"),
+        std::fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    std::fs::set_permissions(source.join("ro"), std::fs::Permissions::from_mode(0o500)).unwrap();
+    // Only the file is listed: its parents come from the source, and a deleted path whose
+    // parent is gone from the source is still a valid whiteout.
+    let changes = ChangeSet {
+        source: source.clone(),
+        changes: vec![
+            change("ro/sub/file", ChangeKind::Upsert),
+            change("gone/dir/x", ChangeKind::Delete),
+        ],
+    };
+    let layer = write_layer(&store, &changes, &LayerOptions::default()).unwrap();
+    let target = tmp.path().join("target");
+    unpack_blob(
+        &store,
+        &layer.blob.digest,
+        &target,
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    let tree = snapshot(&target, true);
+    assert_eq!(tree[Path::new("ro")].mode, 0o500);
+    assert_eq!(tree[Path::new("ro/sub")].mode, 0o555);
+    assert_eq!(
+        tree[Path::new("ro/sub/file")].content,
+        umstage_oci::digest::sha256(b"x").to_string()
+    );
+    assert_eq!(
+        tree[Path::new("ro")].mtime,
+        snapshot(&source, true)[Path::new("ro")].mtime
+    );
+}

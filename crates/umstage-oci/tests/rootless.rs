@@ -22,6 +22,12 @@ fn layer() -> Vec<u8> {
     null.mode = 0o666;
     (null.dev_major, null.dev_minor) = (1, 3);
     write_header(&mut out, &null).unwrap();
+    let mut read_only = Header::new("ro", EntryKind::Dir);
+    read_only.mode = 0o555;
+    write_header(&mut out, &read_only).unwrap();
+    let mut inside = Header::new("ro/inside", EntryKind::File);
+    inside.mode = 0o444;
+    write_header(&mut out, &inside).unwrap();
     let mut file = Header::new("etc-file", EntryKind::File);
     file.mode = 0o640;
     file.size = 5;
@@ -55,6 +61,8 @@ fn as_unprivileged_user(dir: &Path) {
     );
     assert!(!target.join("dev/null").exists());
     assert_eq!(std::fs::read(target.join("etc-file")).unwrap(), b"hello");
+    // A read-only directory still received its child (its mode is applied last).
+    assert!(target.join("ro/inside").is_file());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(target.join("etc-file"))
