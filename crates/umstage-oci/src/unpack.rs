@@ -585,3 +585,20 @@ pub fn unpack_blob(
         other => wrap(other),
     })
 }
+
+/// Applies every layer of `image`, bottom first, onto `target` (e.g. a rootfs for
+/// `--output type=local`, or an overlay lower dir per layer when called layer by layer).
+pub fn unpack_image(
+    store: &ContentStore,
+    image: &crate::image::Image,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let mut report = UnpackReport::default();
+    for layer in image.layers() {
+        let one = unpack_blob(store, layer.digest(), target, options)?;
+        report.entries += one.entries;
+        report.warnings.extend(one.warnings);
+    }
+    Ok(report)
+}

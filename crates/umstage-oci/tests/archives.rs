@@ -11,7 +11,7 @@ use umstage_oci::archive::{
     write_layout_dir,
 };
 use umstage_oci::compress::Compression;
-use umstage_oci::unpack::{UnpackOptions, unpack_blob};
+use umstage_oci::unpack::UnpackOptions;
 use umstage_oci::{ContentStore, reference};
 
 fn export(store: &ContentStore, image: &umstage_oci::Image, path: &Path, tag: &str) {
@@ -30,9 +30,7 @@ fn export(store: &ContentStore, image: &umstage_oci::Image, path: &Path, tag: &s
 
 /// Unpacks every layer of `image` (from `store`) into `target`.
 fn unpack_image(store: &ContentStore, image: &umstage_oci::Image, target: &Path) {
-    for layer in image.layers() {
-        unpack_blob(store, layer.digest(), target, &UnpackOptions::default()).unwrap();
-    }
+    umstage_oci::unpack::unpack_image(store, image, target, &UnpackOptions::default()).unwrap();
 }
 
 #[test]
