@@ -101,13 +101,13 @@ type Result<T> = std::result::Result<T, RegistryError>;
 /// How to talk to registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// Registries (host[:port]) reached over plain HTTP although not on loopback.
+    /// Registries (`host[:port]`) reached over plain HTTP although not on loopback.
     pub insecure_registries: Vec<String>,
     /// Where credentials come from.
     pub auth: AuthStore,
 }
 
-/// Whether `registry` (host[:port]) is a loopback address, reached over plain HTTP as Docker does.
+/// Whether `registry` (`host[:port]`) is a loopback address, reached over plain HTTP as Docker does.
 pub fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
