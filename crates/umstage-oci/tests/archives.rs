@@ -76,6 +76,18 @@ fn skopeo_reads_image_tar_in_both_transports_with_docker_extensions_kept() {
         docker_config["rootfs"]["diff_ids"][0],
         image.config.rootfs.diff_ids[0].to_string()
     );
+    // And both transports copy it (skopeo reads every blob and checks every digest).
+    for transport in ["oci-archive", "docker-archive"] {
+        let out = tmp.path().join(format!("copy-{transport}"));
+        run(
+            "skopeo",
+            &[
+                "copy",
+                &format!("{transport}:{tar_arg}"),
+                &format!("oci:{}:copied", out.display()),
+            ],
+        );
+    }
 }
 
 #[test]
