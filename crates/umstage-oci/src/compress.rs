@@ -132,3 +132,46 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>>
         Box::new(reader)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn compress(data: &[u8], compression: Compression, threads: usize) -> Vec<u8> {
+        let mut encoder = Encoder::new(Vec::new(), compression, threads).unwrap();
+        for chunk in data.chunks(100_000) {
+            encoder.write_all(chunk).unwrap();
+        }
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn output_does_not_depend_on_the_thread_count_across_many_jobs() {
+        // 12 MB: several zstd jobs and many gzip blocks, half text, half pseudo-random.
+        let mut x = 7u64;
+        let data: Vec<u8> = (0..12_000_000u32)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2_000_000 < 1_000_000 {
+                    b"layer data "[(i % 11) as usize]
+                } else {
+                    x as u8
+                }
+            })
+            .collect();
+        for compression in [Compression::GZIP, Compression::ZSTD] {
+            let one = compress(&data, compression, 1);
+            assert_eq!(one, compress(&data, compression, 2), "{compression:?}");
+            assert_eq!(one, compress(&data, compression, 4), "{compression:?}");
+            let mut back = Vec::new();
+            decompress(&one[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data);
+        }
+    }
+}
