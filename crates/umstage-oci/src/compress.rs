@@ -33,7 +33,7 @@ impl Compression {
     /// The default gzip level; see `docs/benchmarks.md` for why.
     pub const GZIP: Self = Self::Gzip { level: 1 };
     /// The default zstd level; see `docs/benchmarks.md` for why.
-    pub const ZSTD: Self = Self::Zstd { level: 3 };
+    pub const ZSTD: Self = Self::Zstd { level: 1 };
 
     /// The OCI media type of a layer compressed this way.
     pub fn oci_media_type(self) -> MediaType {
@@ -62,6 +62,9 @@ impl Compression {
     }
 }
 
+/// zstd job size for multi-threaded compression.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// A writer compressing into `W`.
 pub(crate) enum Encoder<W: Write + Send + 'static> {
     Plain(W),
@@ -81,6 +84,9 @@ impl<W: Write + Send + 'static> Encoder<W> {
                 // worker count, so any count >= 1 gives the same bytes (single-threaded mode,
                 // 0 workers, would not).
                 encoder.multithread(u32::try_from(threads.max(1)).unwrap_or(1))?;
+                // Fixed job size: bounds memory (jobs in flight × size) and, being constant,
+                // keeps the output independent of the machine.
+                encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 Self::Zstd(encoder)
             }
         })
@@ -125,4 +131,47 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>>
     } else {
         Box::new(reader)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn compress(data: &[u8], compression: Compression, threads: usize) -> Vec<u8> {
+        let mut encoder = Encoder::new(Vec::new(), compression, threads).unwrap();
+        for chunk in data.chunks(100_000) {
+            encoder.write_all(chunk).unwrap();
+        }
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn output_does_not_depend_on_the_thread_count_across_many_jobs() {
+        // 12 MB: several zstd jobs and many gzip blocks, half text, half pseudo-random.
+        let mut x = 7u64;
+        let data: Vec<u8> = (0..12_000_000u32)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2_000_000 < 1_000_000 {
+                    b"layer data "[(i % 11) as usize]
+                } else {
+                    x as u8
+                }
+            })
+            .collect();
+        for compression in [Compression::GZIP, Compression::ZSTD] {
+            let one = compress(&data, compression, 1);
+            assert_eq!(one, compress(&data, compression, 2), "{compression:?}");
+            assert_eq!(one, compress(&data, compression, 4), "{compression:?}");
+            let mut back = Vec::new();
+            decompress(&one[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data);
+        }
+    }
 }

@@ -97,6 +97,8 @@ pub enum LayerError {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Item {
     Upsert,
+    /// A directory added because a listed path is below it; skipped if the source lacks it.
+    Parent,
     Whiteout,
     Opaque,
 }
@@ -156,7 +158,7 @@ fn plan(changes: &ChangeSet) -> Result<BTreeMap<SortKey, (PathBuf, Item)>, Layer
         while let Some(dir) = parent.filter(|p| !p.as_os_str().is_empty()) {
             entries
                 .entry(sort_key(dir))
-                .or_insert_with(|| (dir.to_owned(), Item::Upsert));
+                .or_insert_with(|| (dir.to_owned(), Item::Parent));
             parent = dir.parent();
         }
         entries.insert(sort_key(&tar_path), (tar_path, item));
@@ -368,6 +370,16 @@ pub fn write_tar<W: Write>(
     for (tar_path, item) in entries.values() {
         match item {
             Item::Upsert => reader.write_entry(&mut out, tar_path)?,
+            Item::Parent => match reader.write_entry(&mut out, tar_path) {
+                Err(
+                    LayerError::Read { source, .. }
+                    | LayerError::Resolve {
+                        source: InRootError::Io { source, .. },
+                        ..
+                    },
+                ) if source.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            },
             Item::Whiteout | Item::Opaque => {
                 tarball::write_header(&mut out, &reader.marker(tar_path))
                     .map_err(LayerError::Write)?;

@@ -1,4 +1,13 @@
 //! Images as data: digests, the content store, image configs and manifests, layers, archives and the registry client.
+//!
+//! The crate runs no processes and mounts nothing. The main entry points:
+//! - [`ContentStore`]: verified, atomic, streaming blob storage.
+//! - [`layer::write_layer`]: a [`changes::ChangeSet`] becomes a compressed layer in the store.
+//! - [`unpack::unpack_blob`] / [`unpack::unpack_image`]: layers applied onto a directory, plainly or
+//!   overlay-natively, with every path resolved by [`inroot`].
+//! - [`image::write_image`] / [`Image::load`]: configs and manifests.
+//! - [`archive`]: `image.tar`, OCI layout dirs, and importing OCI/Docker archives.
+//! - [`registry::RegistryClient`]: pull and push.
 
 pub mod archive;
 pub mod auth;

@@ -57,8 +57,35 @@ impl Drop for Pool {
     }
 }
 
+/// Byte entropy (bits per byte) above which a block is stored rather than deflated: such data
+/// (already compressed or random) does not shrink, and deflating it is the slowest case.
+const STORE_ENTROPY: f64 = 7.95;
+
+/// Shannon entropy of the byte histogram of `data`, in bits per byte.
+fn byte_entropy(data: &[u8]) -> f64 {
+    let mut counts = [0u64; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let total = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total;
+            -p * p.log2()
+        })
+        .sum()
+}
+
 fn deflate_block(level: u32, dict: &[u8], input: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    let mut compress = Compress::new(flate2::Compression::new(level.min(9)), false);
+    // Depends only on the block's bytes, so the output stays deterministic.
+    let level = if input.len() >= 64 * 1024 && byte_entropy(input) > STORE_ENTROPY {
+        0
+    } else {
+        level.min(9)
+    };
+    let mut compress = Compress::new(flate2::Compression::new(level), false);
     if !dict.is_empty() {
         compress.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -253,6 +280,29 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn random_blocks_are_stored_and_text_is_compressed() {
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..3_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(byte_entropy(&random) > STORE_ENTROPY);
+        let out = gzip(&random, 2);
+        assert!(out.len() < random.len() + random.len() / 100);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, random);
+        let text = b"the quick brown fox jumps over the lazy dog\n".repeat(50_000);
+        assert!(gzip(&text, 2).len() < text.len() / 20);
     }
 
     #[test]

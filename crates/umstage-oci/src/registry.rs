@@ -101,13 +101,13 @@ type Result<T> = std::result::Result<T, RegistryError>;
 /// How to talk to registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// Registries (host[:port]) reached over plain HTTP although not on loopback.
+    /// Registries (`host[:port]`) reached over plain HTTP although not on loopback.
     pub insecure_registries: Vec<String>,
     /// Where credentials come from.
     pub auth: AuthStore,
 }
 
-/// Whether `registry` (host[:port]) is a loopback address, reached over plain HTTP as Docker does.
+/// Whether `registry` (`host[:port]`) is a loopback address, reached over plain HTTP as Docker does.
 pub fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
@@ -137,6 +137,25 @@ struct Session {
 }
 
 impl Session {
+    /// Uploads manifest or index bytes as they are (so the digest is kept) under `reference`.
+    async fn put_manifest(
+        &self,
+        reference: &Reference,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<()> {
+        let content_type = media_type.parse().map_err(|_| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            reference: self.reference.clone(),
+            detail: format!("invalid media type {media_type:?}"),
+        })?;
+        self.client
+            .push_manifest_raw(reference, bytes, content_type)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     fn error(&self, e: OciDistributionError) -> RegistryError {
         let registry = self.registry.clone();
         let reference = self.reference.clone();
@@ -283,7 +302,12 @@ impl RegistryClient {
         Self { options }
     }
 
-    fn session(&self, reference: &Reference) -> Session {
+    /// A session for `reference`'s registry, authenticated for `operation`.
+    async fn session(
+        &self,
+        reference: &Reference,
+        operation: RegistryOperation,
+    ) -> Result<Session> {
         let registry = reference.registry().to_owned();
         let plain_http =
             is_loopback(&registry) || self.options.insecure_registries.contains(&registry);
@@ -302,14 +326,20 @@ impl RegistryClient {
             Credential::Anonymous => RegistryAuth::Anonymous,
             Credential::Basic { username, password } => RegistryAuth::Basic(username, password),
         };
-        Session {
+        let session = Session {
             client,
             auth,
             had_credentials,
             registry,
             scheme: if plain_http { "http" } else { "https" },
             reference: reference.whole(),
-        }
+        };
+        session
+            .client
+            .auth(reference, &session.auth, operation)
+            .await
+            .map_err(|e| session.error(e))?;
+        Ok(session)
     }
 
     /// Pulls `reference` for `platform` into `store` (blobs already present are not fetched again)
@@ -320,12 +350,7 @@ impl RegistryClient {
         reference: &Reference,
         platform: &Platform,
     ) -> Result<Image> {
-        let session = self.session(reference);
-        session
-            .client
-            .auth(reference, &session.auth, RegistryOperation::Pull)
-            .await
-            .map_err(|e| session.error(e))?;
+        let session = self.session(reference, RegistryOperation::Pull).await?;
         let mut manifest_digest = self
             .fetch_manifest(&session, store, reference, reference.digest())
             .await?;
@@ -417,7 +442,15 @@ impl RegistryClient {
     ) -> Result<()> {
         let digest = descriptor.digest();
         if store.size(digest) == Some(descriptor.size()) {
-            return Ok(());
+            // Present: use it only if it still matches its digest (a corrupt one is removed by
+            // `verify` and fetched again below).
+            match store.verify(digest) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Corrupt(_)) => {
+                    tracing::warn!("stored blob {digest} was corrupt; fetching it again")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut stream = session
             .client
@@ -456,12 +489,7 @@ impl RegistryClient {
         reference: &Reference,
         mount_from: Option<&Reference>,
     ) -> Result<Digest> {
-        let session = self.session(reference);
-        session
-            .client
-            .auth(reference, &session.auth, RegistryOperation::Push)
-            .await
-            .map_err(|e| session.error(e))?;
+        let session = self.session(reference, RegistryOperation::Push).await?;
         let mut blobs: Vec<Descriptor> = image.layers().to_vec();
         blobs.push(image.manifest.config().clone());
         let session = &session;
@@ -473,21 +501,9 @@ impl RegistryClient {
         .try_collect::<Vec<()>>()
         .await?;
         let bytes = store.read(image.digest(), crate::image::MAX_JSON_SIZE)?;
-        let content_type = image
-            .descriptor
-            .media_type()
-            .to_string()
-            .parse()
-            .map_err(|_| RegistryError::Protocol {
-                registry: session.registry.clone(),
-                reference: session.reference.clone(),
-                detail: "invalid manifest media type".into(),
-            })?;
         session
-            .client
-            .push_manifest_raw(reference, bytes, content_type)
-            .await
-            .map_err(|e| session.error(e))?;
+            .put_manifest(reference, bytes, image.descriptor.media_type().as_ref())
+            .await?;
         Ok(image.digest().clone())
     }
 
@@ -511,25 +527,11 @@ impl RegistryClient {
             reference: reference.whole(),
             source: Box::new(e),
         })?;
-        let session = self.session(reference);
-        session
-            .client
-            .auth(reference, &session.auth, RegistryOperation::Push)
-            .await
-            .map_err(|e| session.error(e))?;
+        let session = self.session(reference, RegistryOperation::Push).await?;
         let bytes = store.read(index.digest(), crate::image::MAX_JSON_SIZE)?;
-        let content_type = media::OCI_INDEX
-            .parse()
-            .map_err(|_| RegistryError::Protocol {
-                registry: session.registry.clone(),
-                reference: session.reference.clone(),
-                detail: "invalid index media type".into(),
-            })?;
         session
-            .client
-            .push_manifest_raw(reference, bytes, content_type)
-            .await
-            .map_err(|e| session.error(e))?;
+            .put_manifest(reference, bytes, media::OCI_INDEX)
+            .await?;
         Ok(index.digest().clone())
     }
 

@@ -103,6 +103,7 @@ impl ContentStore {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
         }
+        remove_stale_ingests(&root.join("ingest"));
         Ok(Self { root })
     }
 
@@ -244,6 +245,26 @@ impl ContentStore {
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &path)(e)),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Temporary files left by writers that died (a crash mid-write) are removed once they are a
+/// day old; younger ones may belong to a writer still running.
+fn remove_stale_ingests(dir: &Path) {
+    const STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        if old {
+            let _ = fs::remove_file(entry.path());
         }
     }
 }
@@ -440,6 +461,26 @@ mod tests {
             store.ingest(&data[..], Some(&digest)).unwrap().size,
             1 << 20
         );
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        ContentStore::open(dir.path()).unwrap();
+        let old = dir.path().join("ingest/123-0-0");
+        let young = dir.path().join("ingest/456-0-0");
+        fs::write(&old, b"partial").unwrap();
+        fs::write(&young, b"partial").unwrap();
+        let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        ContentStore::open(dir.path()).unwrap();
+        assert!(!old.exists());
+        assert!(young.exists());
     }
 
     #[test]

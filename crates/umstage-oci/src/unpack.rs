@@ -30,6 +30,8 @@ pub enum UnpackMode {
         /// `false` for `trusted.overlay.opaque`.
         userxattr: bool,
     },
+    /// An ordinary archive (ADD): `.wh.` names are plain files, nothing is deleted.
+    Extract,
 }
 
 /// One contiguous range of a uid or gid map.
@@ -169,7 +171,9 @@ struct Unpacker<'a> {
     options: &'a UnpackOptions,
     report: UnpackReport,
     created: HashSet<PathBuf>,
-    dir_times: Vec<(PathBuf, i64)>,
+    /// Directories' modes and times, applied last: a read-only directory must still take its
+    /// children, and creating them changes its time.
+    dirs: Vec<(PathBuf, u32, i64)>,
     buffer: Vec<u8>,
 }
 
@@ -208,11 +212,15 @@ impl Unpacker<'_> {
             return Ok(()); // the root itself: its metadata belongs to whoever made the target
         };
         let name_bytes = name.as_bytes();
-        if name_bytes == OPAQUE_MARKER.as_bytes() {
+        let whiteouts = self.options.mode != UnpackMode::Extract;
+        if whiteouts && name_bytes == OPAQUE_MARKER.as_bytes() {
             let dir = path.parent().unwrap_or(Path::new(""));
             return self.opaque(dir);
         }
-        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        if let Some(hidden) = name_bytes
+            .strip_prefix(WHITEOUT_PREFIX.as_bytes())
+            .filter(|_| whiteouts)
+        {
             if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 return Ok(()); // other `.wh..wh.` metadata (aufs): nothing to apply
             }
@@ -236,7 +244,8 @@ impl Unpacker<'_> {
                     rfs::mkdirat(&resolved.parent, &name, Mode::from_raw_mode(0o700))
                         .map_err(err)?;
                 }
-                self.dir_times.push((path.clone(), header.mtime));
+                self.dirs
+                    .push((path.clone(), header.mode & 0o7777, header.mtime));
             }
             EntryKind::File => {
                 if header.size > self.options.max_file_size {
@@ -377,7 +386,7 @@ impl Unpacker<'_> {
                 ));
             }
         }
-        if header.kind != EntryKind::Symlink {
+        if !matches!(header.kind, EntryKind::Symlink | EntryKind::Dir) {
             rfs::chmodat(
                 &at.parent,
                 &at.name,
@@ -433,7 +442,7 @@ impl Unpacker<'_> {
                 rfs::lsetxattr(at.proc_path(), key, b"y", XattrFlags::empty())
                     .map_err(self.errno(dir))?;
             }
-            UnpackMode::Plain => {
+            UnpackMode::Plain | UnpackMode::Extract => {
                 let dir_fd = rfs::openat(
                     &fd,
                     ".",
@@ -452,10 +461,21 @@ impl Unpacker<'_> {
     }
 
     fn finish(&mut self) -> Result<(), UnpackError> {
-        // Directory times last: creating their children changed them.
-        for (path, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+        // Deepest first, so a parent's time is set after its children's.
+        for (path, mode, mtime) in std::mem::take(&mut self.dirs).into_iter().rev() {
             let at = self.root.resolve_parent(&path, Escape::Refuse, false)?;
-            set_mtime(&at.parent, &at.name, mtime).map_err(self.errno(&path))?;
+            if rfs::statat(&at.parent, &at.name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+            {
+                rfs::chmodat(
+                    &at.parent,
+                    &at.name,
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .map_err(self.errno(&path))?;
+                set_mtime(&at.parent, &at.name, mtime).map_err(self.errno(&path))?;
+            }
         }
         Ok(())
     }
@@ -529,7 +549,7 @@ pub fn unpack(
         options,
         report: UnpackReport::default(),
         created: HashSet::new(),
-        dir_times: Vec::new(),
+        dirs: Vec::new(),
         buffer: vec![0u8; 256 * 1024],
     };
     while let Some(header) = tar.next_header()? {
@@ -564,4 +584,21 @@ pub fn unpack_blob(
         }
         other => wrap(other),
     })
+}
+
+/// Applies every layer of `image`, bottom first, onto `target` (e.g. a rootfs for
+/// `--output type=local`, or an overlay lower dir per layer when called layer by layer).
+pub fn unpack_image(
+    store: &ContentStore,
+    image: &crate::image::Image,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let mut report = UnpackReport::default();
+    for layer in image.layers() {
+        let one = unpack_blob(store, layer.digest(), target, options)?;
+        report.entries += one.entries;
+        report.warnings.extend(one.warnings);
+    }
+    Ok(report)
 }

@@ -188,3 +188,141 @@ fn overlay_native_unpack_makes_whiteout_devices_and_opaque_xattrs() {
         umstage_oci::digest::sha256(b"c").to_string()
     );
 }
+
+#[test]
+fn extract_mode_keeps_whiteout_names_as_plain_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let (lower, upper) = lower_and_upper(tmp.path(), &store);
+    let target = tmp.path().join("extracted");
+    let opts = UnpackOptions {
+        mode: UnpackMode::Extract,
+        ..Default::default()
+    };
+    for layer in [&lower, &upper] {
+        unpack_blob(&store, &layer.blob.digest, &target, &opts).unwrap();
+    }
+    let names: Vec<_> = snapshot(&target, false).into_keys().collect();
+    let expected = [
+        "dir",
+        "dir/.wh..wh..opq",
+        "dir/a",
+        "dir/b",
+        "dir/c",
+        ".wh.gone",
+        "gone",
+        "keep",
+    ]
+    .map(PathBuf::from);
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn owners_are_mapped_through_the_id_map() {
+    use umstage_oci::unpack::{IdMap, IdRange};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    make_rich_tree(&source);
+    let layer = write_layer(&store, &full_change_set(&source), &LayerOptions::default()).unwrap();
+    let map = |size| {
+        vec![IdRange {
+            container: 0,
+            host: 100_000,
+            size,
+        }]
+    };
+    let opts = UnpackOptions {
+        ids: IdMap {
+            uids: map(65_536),
+            gids: map(65_536),
+        },
+        ..Default::default()
+    };
+    let target = tmp.path().join("mapped");
+    unpack_blob(&store, &layer.blob.digest, &target, &opts).unwrap();
+    let tree = snapshot(&target, false);
+    let hostname = &tree[Path::new("etc/hostname")];
+    assert_eq!((hostname.uid, hostname.gid), (101_234, 105_678));
+    assert_eq!(tree[Path::new("usr")].uid, 100_000);
+
+    // An owner outside the map is an error unless chown errors are ignored.
+    let narrow = UnpackOptions {
+        ids: IdMap {
+            uids: map(1000),
+            gids: map(1000),
+        },
+        ..Default::default()
+    };
+    let err = unpack_blob(
+        &store,
+        &layer.blob.digest,
+        &tmp.path().join("narrow"),
+        &narrow,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("outside the id map"), "{err}");
+    let lenient = UnpackOptions {
+        ignore_chown_errors: true,
+        ..narrow
+    };
+    let report = unpack_blob(
+        &store,
+        &layer.blob.digest,
+        &tmp.path().join("lenient"),
+        &lenient,
+    )
+    .unwrap();
+    assert!(
+        report.warnings.iter().any(|w| w.contains("etc/hostname")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn read_only_directories_still_receive_their_children() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    std::fs::create_dir_all(source.join("ro/sub")).unwrap();
+    std::fs::write(source.join("ro/sub/file"), b"x").unwrap();
+    std::fs::set_permissions(
+        source.join("ro/sub"),
+        std::fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    std::fs::set_permissions(source.join("ro"), std::fs::Permissions::from_mode(0o500)).unwrap();
+    // Only the file is listed: its parents come from the source, and a deleted path whose
+    // parent is gone from the source is still a valid whiteout.
+    let changes = ChangeSet {
+        source: source.clone(),
+        changes: vec![
+            change("ro/sub/file", ChangeKind::Upsert),
+            change("gone/dir/x", ChangeKind::Delete),
+        ],
+    };
+    let layer = write_layer(&store, &changes, &LayerOptions::default()).unwrap();
+    let target = tmp.path().join("target");
+    unpack_blob(
+        &store,
+        &layer.blob.digest,
+        &target,
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    let tree = snapshot(&target, true);
+    assert_eq!(tree[Path::new("ro")].mode, 0o500);
+    assert_eq!(tree[Path::new("ro/sub")].mode, 0o555);
+    assert_eq!(
+        tree[Path::new("ro/sub/file")].content,
+        umstage_oci::digest::sha256(b"x").to_string()
+    );
+    assert_eq!(
+        tree[Path::new("ro")].mtime,
+        snapshot(&source, true)[Path::new("ro")].mtime
+    );
+}

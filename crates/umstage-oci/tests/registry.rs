@@ -74,6 +74,17 @@ fn push_then_pull_round_trips_and_skopeo_sees_the_image() {
         )
     );
 
+    // A stored blob that went bad is fetched again, never used.
+    let layer = pulled.layers()[0].digest().clone();
+    let path = fresh.blob_path(&layer).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    block_on(client.pull(&fresh, &target, &Platform::default()))
+        .unwrap()
+        .unwrap();
+    fresh.verify(&layer).unwrap();
+
     // Pinned by digest, and into another repository with a cross-repository mount.
     let pinned =
         reference::parse(&format!("{}/team/rich@{}", registry.host(), image.digest())).unwrap();

@@ -283,3 +283,33 @@ pub fn clamp_mtimes(mut tree: BTreeMap<PathBuf, Entry>, epoch: i64) -> BTreeMap<
     }
     tree
 }
+
+/// A temp dir with a store, a rich source tree and a one-layer image of it.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub store: umstage_oci::ContentStore,
+    pub source: PathBuf,
+    pub image: umstage_oci::Image,
+}
+
+impl Fixture {
+    /// Builds the fixture with `compression` for the layer.
+    pub fn new(compression: umstage_oci::compress::Compression) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = umstage_oci::ContentStore::open(tmp.path().join("store")).unwrap();
+        let source = tmp.path().join("source");
+        make_rich_tree(&source);
+        let image = build_image(&store, &source, compression);
+        Self {
+            tmp,
+            store,
+            source,
+            image,
+        }
+    }
+
+    /// A path inside the fixture's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
