@@ -1134,3 +1134,52 @@ fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_build_killed_with_sigkill_leaves_a_root_the_next_build_reuses() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo first-$((1+1)) > /first\nRUN sleep 60\n",
+        )],
+    )?;
+    let root = env.path("state");
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let mut cmd = env.dir.user().command(&env.bin);
+    cmd.args(["build", "--progress", "plain", "--root"])
+        .arg(&root)
+        .args(["--build-context", &bb])
+        .arg(&ctx)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn()?;
+    // Long enough for the first RUN to be committed while the second is running.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    child.kill()?;
+    child.wait()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(
+        !mounts.contains(root.to_str().unwrap_or("?")),
+        "mounts left behind:\n{mounts}"
+    );
+
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo first-$((1+1)) > /first\nRUN true\n",
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("#2 CACHED"),
+        "the committed step was not reused:\n{log}"
+    );
+    assert_eq!(
+        unpack(&env, "image.tar")?.read_to_string("/first")?,
+        "first-2\n"
+    );
+    Ok(())
+}
