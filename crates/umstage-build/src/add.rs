@@ -157,6 +157,7 @@ pub fn fetch_into(
             size,
             mtime: (mtime, 0),
             merge_only: false,
+            stat: None,
         }],
         dest_dir,
     };

@@ -107,6 +107,8 @@ pub struct Item {
     /// Whether the entry is the top of a copied directory onto an existing directory: only its
     /// children are created, the existing directory keeps its metadata.
     pub merge_only: bool,
+    /// The source's metadata as planned, so a digest lookup needs no second `stat`.
+    pub stat: Option<fs::Metadata>,
 }
 
 /// A tree COPY reads from: the build context (with its `.dockerignore`), a stage's rootfs, or
@@ -456,6 +458,7 @@ fn item(
         size: if ft.is_file() { meta.len() } else { 0 },
         mtime: (meta.mtime(), meta.mtime_nsec()),
         merge_only: false,
+        stat: Some(meta.clone()),
     })
 }
 

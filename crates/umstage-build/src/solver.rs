@@ -1334,8 +1334,11 @@ impl Step<'_, '_> {
                     k.u64(u64::from(item.mode));
                     match &item.kind {
                         ItemKind::File => {
-                            let meta = std::fs::symlink_metadata(&item.src)
-                                .map_err(|e| fail(e.to_string()))?;
+                            let meta = match &item.stat {
+                                Some(m) => m.clone(),
+                                None => std::fs::symlink_metadata(&item.src)
+                                    .map_err(|e| fail(e.to_string()))?,
+                            };
                             let digest = if digests_for_context {
                                 build.digests.digest(&item.src_rel, &item.src, &meta)
                             } else {
@@ -1519,6 +1522,7 @@ impl Step<'_, '_> {
                             size: doc.data.len() as u64,
                             mtime: (now, 0),
                             merge_only: false,
+                            stat: None,
                         }
                     })
                     .collect();
