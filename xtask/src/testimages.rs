@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use umstage_testutil::images::{self, ImageLayout};
 use umstage_testutil::registry::Registry;
 
+use crate::setup::install_packages;
+
 /// Options of `testimages`.
 #[derive(Debug, Default)]
 struct Options {
@@ -43,8 +45,18 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// Makes busybox, and debian-build when asked (fast when already made).
+/// What making (and serving) the images uses.
+const IMAGE_PACKAGES: &[&str] = &["busybox-static", "umoci", "skopeo", "docker-registry"];
+
+/// Makes busybox, and debian-build when asked (fast when already made); as
+/// root, installs the tools that takes first.
 pub fn make(debian: bool) -> Result<Vec<ImageLayout>> {
+    if umstage_testutil::is_root() {
+        install_packages(IMAGE_PACKAGES)?;
+        if debian {
+            install_packages(&["debootstrap"])?;
+        }
+    }
     let mut made = vec![images::busybox().context("making busybox:latest")?];
     if debian {
         if images::existing("debian-build", "bookworm").is_none() {

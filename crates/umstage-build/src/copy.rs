@@ -320,7 +320,7 @@ pub fn plan(
             if let Some(last) = items.last_mut() {
                 last.merge_only = merge_only;
             }
-            walk_dir(tree, &host, &real, &top, options, &mut items)?;
+            walk_dir(tree, &host, &real, &real, &top, options, &mut items)?;
         } else {
             if excluded(options, &real, rel.file_name()) {
                 continue;
@@ -359,9 +359,12 @@ fn excluded(options: &CopyOptions, rel: &Path, name: Option<&OsStr>) -> bool {
         || name.is_some_and(|n| ex.is_excluded(&n.to_string_lossy()))
 }
 
+/// Adds the entries below a copied directory; `top` is the copied directory (relative to the
+/// source root), which `--exclude` patterns are also matched from.
 fn walk_dir(
     tree: &SourceTree<'_>,
     host_dir: &Path,
+    top: &Path,
     rel_dir: &Path,
     dest_dir: &Path,
     options: &CopyOptions,
@@ -387,14 +390,15 @@ fn walk_dir(
         }
         let host = host_dir.join(&name);
         let meta = fs::symlink_metadata(&host).map_err(io_err(&rel))?;
-        if excluded(options, &rel, None) {
+        let below_top = rel.strip_prefix(top).ok();
+        if excluded(options, &rel, None) || below_top.is_some_and(|b| excluded(options, b, None)) {
             continue;
         }
         let dest = dest_dir.join(&name);
         if meta.is_dir() {
             let start = items.len();
             items.push(item(tree, &host, &rel, dest.clone(), &meta, options, true)?);
-            walk_dir(tree, &host, &rel, &dest, options, items)?;
+            walk_dir(tree, &host, top, &rel, &dest, options, items)?;
             // A directory entered only for re-included children is dropped if none was.
             if tree.ignored(&rel) && items.len() == start + 1 {
                 items.pop();
@@ -476,7 +480,15 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
                 )
                 .map_err(errno(&current))?;
             }
-            Err(rustix::io::Errno::EXIST) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                // A symlink (even a dangling one) is followed inside the root, and what it
+                // names is created.
+                let is_link = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink);
+                if is_link {
+                    root.resolve_dir(&current, Escape::Clamp, true)?;
+                }
+            }
             Err(e) => return Err(errno(&current)(e)),
         }
     }

@@ -157,10 +157,21 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                         .map_err(other)
                 })
             })?,
-            Output::Registry { .. } => {
-                return Err(other(
-                    "pushing to a registry is not available in this build of umstage yet: write an archive with -o image.tar and push it with skopeo copy oci-archive:image.tar docker://REF",
-                ));
+            Output::Registry { names: extra, .. } => {
+                let targets: Vec<&String> = if extra.is_empty() {
+                    request.tags.iter().collect()
+                } else {
+                    extra.iter().collect()
+                };
+                names.extend(extra.iter().cloned());
+                let client = crate::solver::registry_client(request);
+                for name in targets {
+                    let reference = umstage_oci::reference::parse(name)
+                        .map_err(|e| BuildError::Invalid(format!("push target {name}: {e}")))?;
+                    umstage_oci::registry::block_on(client.push(store, &image, &reference, None))
+                        .map_err(other)?
+                        .map_err(|e| other(format!("pushing {name}: {e}")))?;
+                }
             }
         }
         ctx.events.emit(Event::TaskDone {

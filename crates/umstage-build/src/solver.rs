@@ -84,7 +84,7 @@ struct Build<'a> {
     ignore: Option<Dockerignore>,
     unpacker: Unpacker,
     images: Mutex<HashMap<String, StageOutput>>,
-    cancel: Cancel,
+    cancel: &'static Cancel,
     layer_options: LayerOptions,
     /// Mixed into every base key: what changes every layer of a build (timestamps, compression).
     salt: CacheKey,
@@ -176,7 +176,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         ignore,
         unpacker: Unpacker::default(),
         images: Mutex::new(HashMap::new()),
-        cancel: Cancel::new().map_err(other)?,
+        cancel: termination_cancel()?,
         layer_options,
         salt: salt.finish(),
         created: umstage_oci::config::rfc3339(created_secs),
@@ -223,6 +223,19 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         elapsed: started.elapsed(),
     });
     Ok(result)
+}
+
+/// A cancel flag raised by SIGINT and SIGTERM, so a running step is stopped and its snapshot
+/// removed rather than the process dying mid-step. It lives for the rest of the process, as
+/// the signal handler needs.
+fn termination_cancel() -> Result<&'static Cancel, BuildError> {
+    static CANCEL: std::sync::OnceLock<&'static Cancel> = std::sync::OnceLock::new();
+    if let Some(c) = CANCEL.get() {
+        return Ok(c);
+    }
+    let cancel: &'static Cancel = Box::leak(Box::new(Cancel::new().map_err(other)?));
+    cancel.cancel_on_termination_signals().map_err(other)?;
+    Ok(CANCEL.get_or_init(|| cancel))
 }
 
 fn first_compression(outputs: &[Output]) -> Compression {
@@ -274,7 +287,7 @@ enum CopySource {
     /// The build context, or a directory named with `--build-context`.
     Dir { path: PathBuf, use_ignore: bool },
     /// A stage's or an image's filesystem.
-    State(StageOutput, String),
+    State(Box<StageOutput>, String),
 }
 
 impl Build<'_> {
@@ -356,7 +369,7 @@ impl Build<'_> {
         let mut scope = StageScope::new(&self.args, &self.meta, base_env);
         for (n, instruction) in instructions.iter().enumerate() {
             if self.cancel.is_cancelled() {
-                return Err(other("cancelled"));
+                return Err(other("interrupted: the build was stopped by a signal"));
             }
             let step_index = if n < trigger_count {
                 0
@@ -464,7 +477,7 @@ impl Build<'_> {
             ));
         }
         let mut key = KeyBuilder::new("image");
-        key.key(&self.salt).str(&image.digest().to_string());
+        key.key(&self.salt).str(image.digest().as_ref());
         let output = StageOutput {
             key: key.finish(),
             state: State {
@@ -479,10 +492,26 @@ impl Build<'_> {
     }
 
     fn pull(&self, reference: &str) -> Result<umstage_oci::Image, String> {
-        Err(format!(
-            "cannot use the image {reference}: pulling from registries is not available in this build of umstage yet; \
-             name a local image with --build-context {reference}=oci-layout:///path/to/layout"
+        let parsed = umstage_oci::reference::parse(reference).map_err(|e| e.to_string())?;
+        let id = unique_key("pull");
+        let started = Instant::now();
+        self.events.emit(Event::TaskStarted {
+            id: id.clone(),
+            text: format!("resolving {}", parsed.whole()),
+        });
+        let client = registry_client(self.request);
+        let image = umstage_oci::registry::block_on(client.pull(
+            &self.store,
+            &parsed,
+            &oci_platform(&self.platform()),
         ))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.events.emit(Event::TaskDone {
+            id,
+            elapsed: started.elapsed(),
+        });
+        Ok(image)
     }
 
     /// A failed step, as the user sees it.
@@ -521,6 +550,14 @@ impl Build<'_> {
             ignore_chown_errors: self.ignore_chown_errors,
         }
     }
+}
+
+/// A registry client with the request's insecure registries and the user's credentials.
+pub(crate) fn registry_client(request: &BuildRequest) -> umstage_oci::registry::RegistryClient {
+    umstage_oci::registry::RegistryClient::new(umstage_oci::registry::RegistryOptions {
+        insecure_registries: request.insecure_registries.clone(),
+        auth: umstage_oci::auth::AuthStore::from_environment(),
+    })
 }
 
 fn oci_platform(p: &Platform) -> umstage_oci::Platform {
@@ -775,6 +812,12 @@ impl Step<'_, '_> {
                 message: e.to_string(),
             });
         }
+        if self.no_cache {
+            // A step run despite its cache entry may have made something new: what follows
+            // (here and in stages that read this one) must be keyed by what it made.
+            let made: Vec<&str> = self.layers.iter().map(|l| l.diff_id.as_str()).collect();
+            self.roll_key("rerun", &made.join(" "));
+        }
         Ok(())
     }
 
@@ -938,7 +981,7 @@ impl Step<'_, '_> {
             &build.snapshotter,
             &active,
             &step,
-            &build.cancel,
+            build.cancel,
             &mut |event| {
                 let StepEvent::Output { stream, line } = event;
                 let line = String::from_utf8_lossy(&line).into_owned();
@@ -1152,7 +1195,10 @@ impl Step<'_, '_> {
         if let Some(i) = stage {
             let out =
                 (self.lookup)(i).ok_or_else(|| other(format!("stage {from} was not built")))?;
-            return Ok(Some(CopySource::State(out, format!("stage {from}"))));
+            return Ok(Some(CopySource::State(
+                Box::new(out),
+                format!("stage {from}"),
+            )));
         }
         let expanded = self
             .instruction
@@ -1176,7 +1222,10 @@ impl Step<'_, '_> {
         let out = build
             .image(&expanded)
             .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
-        Ok(Some(CopySource::State(out, format!("image {expanded}"))))
+        Ok(Some(CopySource::State(
+            Box::new(out),
+            format!("image {expanded}"),
+        )))
     }
 
     fn copy_step(&mut self, expanded: &Command) -> Result<bool, BuildError> {

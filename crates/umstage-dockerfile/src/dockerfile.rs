@@ -1,6 +1,6 @@
 //! The typed Dockerfile: stages of located instructions, meta ARGs, expansion and scoping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind};
@@ -265,17 +265,19 @@ impl Instruction {
         };
         let sources =
             |s: &crate::instructions::Sources| -> Result<crate::instructions::Sources, Error> {
-                let mut out = s.clone();
-                out.paths = list(&s.paths)?;
-                out.dest = word(&s.dest)?;
-                for src in &mut out.inline {
+                let mut inline = s.inline.clone();
+                for src in &mut inline {
                     if src.expand {
                         src.data = heredoc_lx
                             .expand_word(&src.data, env)
                             .map_err(|e| self.expand_error(e))?;
                     }
                 }
-                Ok(out)
+                Ok(crate::instructions::Sources {
+                    paths: list(&s.paths)?,
+                    inline,
+                    dest: word(&s.dest)?,
+                })
             };
         let command = match &self.command {
             Command::From(f) => {
@@ -301,7 +303,9 @@ impl Instruction {
                 chown: opt(&c.chown)?,
                 chmod: opt(&c.chmod)?,
                 excludes: list(&c.excludes)?,
-                ..c.clone()
+                from: c.from.clone(),
+                link: c.link,
+                parents: c.parents,
             }),
             Command::Add(a) => Command::Add(Add {
                 sources: sources(&a.sources)?,
@@ -309,7 +313,10 @@ impl Instruction {
                 chmod: opt(&a.chmod)?,
                 checksum: opt(&a.checksum)?,
                 excludes: list(&a.excludes)?,
-                ..a.clone()
+                link: a.link,
+                keep_git_dir: a.keep_git_dir,
+                unpack: a.unpack,
+                parents: a.parents,
             }),
             Command::Expose(v) => {
                 // BuildKit splits EXPOSE words after expansion: `EXPOSE $PORTS` may give several.
@@ -500,36 +507,65 @@ impl BuildArgs {
     }
 }
 
+/// Variables in first-set order with a name index, so scopes with thousands of names stay linear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Vars<V> {
+    entries: Vec<(String, V)>,
+    index: HashMap<String, usize>,
+}
+
+impl<V> Default for Vars<V> {
+    fn default() -> Self {
+        Vars {
+            entries: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Vars<V> {
+    fn get(&self, name: &str) -> Option<&V> {
+        self.index.get(name).map(|&i| &self.entries[i].1)
+    }
+
+    /// Sets `name`, replacing an earlier value in place.
+    fn set(&mut self, name: &str, value: V) {
+        match self.index.get(name) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(name.to_owned(), self.entries.len());
+                self.entries.push((name.to_owned(), value));
+            }
+        }
+    }
+}
+
 /// The global scope: the meta ARGs (before the first FROM) and the predefined platform ARGs.
 /// It is the environment for FROM lines and `COPY --from` names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetaScope {
-    /// Every global name with its value (`None`: declared without a value).
-    pub vars: Vec<(String, Option<String>)>,
+    vars: Vars<Option<String>>,
 }
 
 impl Env for MetaScope {
     fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
+        self.vars.get(name).and_then(|v| v.as_deref())
     }
 }
 
 impl MetaScope {
+    /// Every global name with its value (`None`: declared without a value), in declaration order.
+    pub fn vars(&self) -> &[(String, Option<String>)] {
+        &self.vars.entries
+    }
+
     /// Whether `name` is declared globally (with or without a value).
     pub fn declares(&self, name: &str) -> bool {
-        self.vars.iter().any(|(k, _)| k == name)
+        self.vars.get(name).is_some()
     }
 
     fn value(&self, name: &str) -> Option<Option<&str>> {
-        self.vars
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_deref())
+        self.vars.get(name).map(|v| v.as_deref())
     }
 }
 
@@ -541,13 +577,10 @@ impl Dockerfile {
 
     /// The global scope for this file given the user's build args.
     pub fn meta_scope(&self, args: &BuildArgs) -> Result<MetaScope, Error> {
-        let mut scope = MetaScope {
-            vars: args
-                .platform_args()
-                .into_iter()
-                .map(|(k, v)| (k, Some(v)))
-                .collect(),
-        };
+        let mut scope = MetaScope::default();
+        for (k, v) in args.platform_args() {
+            scope.vars.set(&k, Some(v));
+        }
         for instr in &self.meta_args {
             let Command::Arg(decls) = &instr.command else {
                 continue;
@@ -567,10 +600,28 @@ impl Dockerfile {
                     ),
                     (None, None) => None,
                 };
-                scope.vars.push((name, value));
+                scope.vars.set(&name, value);
             }
         }
         Ok(scope)
+    }
+
+    /// `--build-arg` names that no ARG in the meta scope or in `stages` declares, sorted: BuildKit
+    /// warns "One or more build-args [...] were not consumed". Predefined proxy ARGs never count.
+    pub fn unconsumed_build_args(&self, args: &BuildArgs, stages: &[usize]) -> Vec<String> {
+        let declared = |name: &str| {
+            let declares = |i: &Instruction| matches!(&i.command, Command::Arg(d) if d.iter().any(|a| a.name == name));
+            self.meta_args.iter().any(declares)
+                || stages
+                    .iter()
+                    .filter_map(|&s| self.stages.get(s))
+                    .any(|s| s.instructions.iter().any(declares))
+        };
+        args.values
+            .keys()
+            .filter(|k| !PROXY_ARGS.contains(&k.as_str()) && !declared(k))
+            .cloned()
+            .collect()
     }
 
     /// The index of the stage called `name` (case-insensitive), if any.
@@ -609,20 +660,16 @@ impl Dockerfile {
 pub struct StageScope<'a> {
     args: &'a BuildArgs,
     meta: &'a MetaScope,
-    env: Vec<(String, String)>,
-    declared: Vec<(String, Option<String>)>,
+    env: Vars<String>,
+    declared: Vars<Option<String>>,
 }
 
 impl Env for StageScope<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
+        if let Some(v) = self.env.get(name) {
             return Some(v);
         }
-        self.declared
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
+        self.declared.get(name).and_then(|v| v.as_deref())
     }
 }
 
@@ -633,11 +680,15 @@ impl<'a> StageScope<'a> {
         meta: &'a MetaScope,
         base_env: impl IntoIterator<Item = (String, String)>,
     ) -> StageScope<'a> {
+        let mut env = Vars::default();
+        for (k, v) in base_env {
+            env.set(&k, v);
+        }
         StageScope {
             args,
             meta,
-            env: base_env.into_iter().collect(),
-            declared: Vec::new(),
+            env,
+            declared: Vars::default(),
         }
     }
 
@@ -668,8 +719,7 @@ impl<'a> StageScope<'a> {
                     } else {
                         self.meta.value(&d.name).flatten().map(str::to_owned)
                     };
-                    self.declared.retain(|(k, _)| k != &d.name);
-                    self.declared.push((d.name.clone(), value));
+                    self.declared.set(&d.name, value);
                 }
             }
             _ => {}
@@ -686,33 +736,31 @@ impl<'a> StageScope<'a> {
 
     /// Sets an ENV variable (replacing an earlier value in place, as image configs do).
     pub fn set_env(&mut self, key: &str, value: &str) {
-        match self.env.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.to_owned(),
-            None => self.env.push((key.to_owned(), value.to_owned())),
-        }
+        self.env.set(key, value.to_owned());
     }
 
     /// The environment to persist in the image config: ENV only, never ARGs.
     pub fn config_env(&self) -> &[(String, String)] {
-        &self.env
+        &self.env.entries
     }
 
     /// The build args this point of the stage can see, with values: these belong in a RUN's cache key.
     pub fn visible_args(&self) -> Vec<(String, String)> {
         self.declared
+            .entries
             .iter()
+            .filter(|(k, _)| self.env.get(k).is_none())
             .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .filter(|(k, _)| !self.env.iter().any(|(e, _)| e == k))
             .collect()
     }
 
     /// The environment a RUN gets: ENV, then visible ARGs, then proxy build args not declared (kept out of cache keys).
     pub fn run_env(&self) -> Vec<(String, String)> {
-        let mut out = self.env.clone();
+        let mut out = self.env.entries.clone();
         out.extend(self.visible_args());
         for p in PROXY_ARGS {
             if let Some(v) = self.args.values.get(*p)
-                && !out.iter().any(|(k, _)| k == p)
+                && self.get(p).is_none()
             {
                 out.push(((*p).to_owned(), v.clone()));
             }
@@ -723,9 +771,10 @@ impl<'a> StageScope<'a> {
     /// The stage's ENV and ARG names that are set, for undefined-variable checks.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.env
+            .entries
             .iter()
             .map(|(k, _)| k.as_str())
-            .chain(self.declared.iter().map(|(k, _)| k.as_str()))
+            .chain(self.declared.entries.iter().map(|(k, _)| k.as_str()))
     }
 }
 
@@ -856,6 +905,15 @@ mod tests {
         assert!(parse("D", "ARG x\n").is_err());
         assert!(parse("D", "FROM a\nHEALTHCHECK --interval=1us CMD x\n").is_err());
         assert!(parse("D", "FROM a\nCMD --x y\n").is_err());
+    }
+
+    #[test]
+    fn unconsumed_build_args_are_reported() {
+        let d = df("ARG A\nFROM x\nARG B\nFROM y\nARG C\n");
+        let args = BuildArgs::new(
+            ["A", "B", "C", "D", "HTTP_PROXY"].map(|k| (k.to_owned(), "v".to_owned())),
+        );
+        assert_eq!(d.unconsumed_build_args(&args, &[1]), ["B", "D"]);
     }
 
     #[test]

@@ -95,10 +95,15 @@ impl std::ops::DerefMut for Error {
 
 impl ErrorDetails {
     fn render(&self) -> String {
-        let mut out = format!(
-            "{}:{}:{}: {}",
-            self.file, self.span.start.line, self.span.start.col, self.message
-        );
+        // Line 0 means "about the file as a whole" (e.g. an unknown --target): no position to show.
+        let mut out = if self.span.start.line == 0 {
+            format!("{}: {}", self.file, self.message)
+        } else {
+            format!(
+                "{}:{}:{}: {}",
+                self.file, self.span.start.line, self.span.start.col, self.message
+            )
+        };
         if let Some(s) = &self.suggestion {
             out.push_str(&format!(" ({s})"));
         }
@@ -208,6 +213,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "Dockerfile:2:1: unknown instruction: FROMM (did you mean FROM?)\n2 | FROMM alpine\n  | ^^^^^"
+        );
+    }
+
+    #[test]
+    fn whole_file_errors_have_no_position() {
+        let e = Error::new(
+            ErrorKind::Stage,
+            "Dockerfile",
+            Span::default(),
+            "target stage \"x\" could not be found",
+        );
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile: target stage \"x\" could not be found"
         );
     }
 

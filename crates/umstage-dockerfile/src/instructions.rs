@@ -94,7 +94,7 @@ impl CommandLine {
     }
 }
 
-/// A `key=value` pair from ENV or LABEL, unexpanded until [`crate::Command::expand`].
+/// A `key=value` pair from ENV or LABEL, unexpanded until [`crate::Instruction::expand`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
     /// The key.
@@ -154,7 +154,7 @@ pub struct Run {
     pub command: CommandLine,
     /// `--mount` values as written.
     pub mount_flags: Vec<String>,
-    /// The parsed mounts: final after [`crate::Command::expand`]; before it, values with `$` are raw.
+    /// The parsed mounts: final after [`crate::Instruction::expand`]; before it, values with `$` are raw.
     pub mounts: Vec<Mount>,
     /// `--network`.
     pub network: Option<NetworkMode>,

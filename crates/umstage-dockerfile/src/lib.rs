@@ -7,6 +7,37 @@
 //!   [`Instruction::expand`] substitutes them.
 //! - [`Dockerfile::graph`] gives the [`StageGraph`]: dependencies, target pruning, parallel waves.
 //! - [`Dockerignore`] matches context paths.
+//!
+//! How a solver walks a build:
+//!
+//! ```
+//! use umstage_dockerfile::{Base, BuildArgs, Command, StageScope, parse};
+//!
+//! let text = "ARG V=3.20\nFROM alpine:$V AS base\nARG V\nENV APP=/srv/$V\nRUN echo $APP\n\
+//!             FROM base\nCOPY --from=base /srv /srv\n";
+//! let df = parse("Dockerfile", text)?;
+//! let args = BuildArgs::default();
+//! let meta = df.meta_scope(&args)?;
+//! let graph = df.graph(&meta)?;
+//! let target = df.resolve_target(None)?;
+//! assert_eq!(graph.required(target), [0, 1]);
+//! assert_eq!(graph.nodes[0].base, Base::Image("alpine:3.20".into()));
+//!
+//! // The base image's ENV would go here; each step sees the scope as it is at that point.
+//! let mut scope = StageScope::new(&args, &meta, [("PATH".to_owned(), "/bin".to_owned())]);
+//! for instr in &df.stages[0].instructions {
+//!     match scope.step(instr)? {
+//!         Command::Run(run) => {
+//!             assert!(scope.run_env().contains(&("APP".into(), "/srv/3.20".into())));
+//!             assert_eq!(scope.visible_args(), [("V".to_owned(), "3.20".to_owned())]);
+//!             let _script = run.script();
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(scope.config_env().len(), 2); // PATH and APP; ARGs are never persisted
+//! # Ok::<(), umstage_dockerfile::Error>(())
+//! ```
 
 mod dockerfile;
 mod dockerignore;

@@ -30,7 +30,7 @@ pub enum Sharing {
 /// One parsed `--mount` value.
 ///
 /// Before expansion (as stored on a parsed [`crate::Run`]) option values that contain `$` are
-/// kept as written and their typed checks are deferred; [`crate::Run::expand_mounts`] gives
+/// kept as written and their typed checks are deferred; [`crate::Instruction::expand_mounts`] gives
 /// the final values.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Mount {

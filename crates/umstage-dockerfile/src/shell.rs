@@ -1,5 +1,6 @@
 //! Shell-word processing with BuildKit's semantics: quotes, escapes, `$V` and `${…}` forms, word splitting.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Nesting limit for `${…}` inside `${…}`, so hostile input cannot exhaust the stack.
@@ -248,7 +249,7 @@ fn is_special_param(ch: char) -> bool {
     matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
 }
 
-impl State<'_> {
+impl<'a> State<'a> {
     fn peek(&self) -> Option<char> {
         self.src[self.pos..].chars().next()
     }
@@ -265,16 +266,17 @@ impl State<'_> {
         Some(ch)
     }
 
-    fn lookup(&mut self, name: &str) -> Option<String> {
+    fn lookup(&mut self, name: &str) -> Option<&'a str> {
+        let env: &'a dyn Env = self.env;
         if !self.track {
-            return self.env.get(name).map(str::to_owned);
+            return env.get(name);
         }
-        match self.env.get(name) {
+        match env.get(name) {
             Some(v) => {
                 if !self.matched.contains(name) {
                     self.matched.insert(name.to_owned());
                 }
-                Some(v.to_owned())
+                Some(v)
             }
             None => {
                 if !self.unmatched.contains(name) {
@@ -428,31 +430,31 @@ impl State<'_> {
         }
     }
 
-    fn name(&mut self) -> String {
-        let mut name = String::new();
+    /// Reads a variable name; names are plain runs of the source, so this borrows it.
+    fn name(&mut self) -> &'a str {
+        let src: &'a str = self.src;
+        let start = self.pos;
         while let Some(ch) = self.peek() {
-            if name.is_empty() && is_decimal_digit(ch) {
-                while let Some(c) = self.peek().filter(|c| is_decimal_digit(*c)) {
+            let empty = self.pos == start;
+            if empty && is_decimal_digit(ch) {
+                while self.peek().is_some_and(is_decimal_digit) {
                     self.next();
-                    name.push(c);
                 }
-                return name;
+                break;
             }
-            if name.is_empty() && is_special_param(ch) {
+            if empty && is_special_param(ch) {
                 self.next();
-                name.push(ch);
-                return name;
+                break;
             }
             if !ch.is_alphabetic() && !is_decimal_digit(ch) && ch != '_' {
                 break;
             }
             self.next();
-            name.push(ch);
         }
-        name
+        &src[start..self.pos]
     }
 
-    fn dollar(&mut self) -> Result<String, ExpandError> {
+    fn dollar(&mut self) -> Result<Cow<'a, str>, ExpandError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return err("substitutions nested too deeply");
@@ -462,17 +464,17 @@ impl State<'_> {
         r
     }
 
-    fn dollar_inner(&mut self) -> Result<String, ExpandError> {
+    fn dollar_inner(&mut self) -> Result<Cow<'a, str>, ExpandError> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.name();
             if name.is_empty() {
-                return Ok("$".into());
+                return Ok(Cow::Borrowed("$"));
             }
-            return Ok(match self.lookup(&name) {
-                Some(v) => v,
-                None if self.lx.skip_unset => format!("${name}"),
-                None => String::new(),
+            return Ok(match self.lookup(name) {
+                Some(v) => Cow::Borrowed(v),
+                None if self.lx.skip_unset => Cow::Owned(format!("${name}")),
+                None => Cow::Borrowed(""),
             });
         }
         self.next();
@@ -482,16 +484,23 @@ impl State<'_> {
             _ => {}
         }
         let name = self.name();
-        let Some(mut ch) = self.next() else {
+        let Some(ch) = self.next() else {
             return err("syntax error: missing '}'");
         };
+        if ch == '}' {
+            return Ok(match self.lookup(name) {
+                Some(v) => Cow::Borrowed(v),
+                None if self.lx.skip_unset => Cow::Owned(format!("${{{name}}}")),
+                None => Cow::Borrowed(""),
+            });
+        }
+        self.modified(name, ch).map(Cow::Owned)
+    }
+
+    /// `${name<op>…}` after `name` and the first operator character `ch` have been read.
+    fn modified(&mut self, name: &'a str, mut ch: char) -> Result<String, ExpandError> {
         let mut modifier = String::from(ch);
         match ch {
-            '}' => Ok(match self.lookup(&name) {
-                Some(v) => v,
-                None if self.lx.skip_unset => format!("${{{name}}}"),
-                None => String::new(),
-            }),
             ':' | '+' | '-' | '?' | '#' | '%' => {
                 let null_is_unset = ch == ':';
                 if null_is_unset {
@@ -516,18 +525,16 @@ impl State<'_> {
                         e
                     }
                 })?;
-                let value = self.lookup(&name);
+                let value = self.lookup(name);
                 if value.is_none() && self.lx.skip_unset {
                     return Ok(format!("${{{name}{modifier}{word}}}"));
                 }
-                let empty = value
-                    .as_deref()
-                    .is_none_or(|v| null_is_unset && v.is_empty());
+                let empty = value.is_none_or(|v| null_is_unset && v.is_empty());
                 match ch {
                     '-' => Ok(if empty {
                         word
                     } else {
-                        value.unwrap_or_default()
+                        value.unwrap_or_default().to_owned()
                     }),
                     '+' => Ok(if empty { String::new() } else { word }),
                     '?' => match value {
@@ -547,7 +554,7 @@ impl State<'_> {
                                 &word
                             }
                         )),
-                        Some(v) => Ok(v),
+                        Some(v) => Ok(v.to_owned()),
                     },
                     '#' | '%' => {
                         let value = value.unwrap_or_default();
@@ -557,9 +564,9 @@ impl State<'_> {
                         };
                         let pat = Pattern::compile(pattern)?;
                         Ok(if ch == '#' {
-                            pat.trim_prefix(&value, greedy)
+                            pat.trim_prefix(value, greedy)
                         } else {
-                            pat.trim_suffix(&value, greedy)
+                            pat.trim_suffix(value, greedy)
                         })
                     }
                     _ => err(format!("unsupported modifier ({modifier}) in substitution")),
@@ -588,7 +595,7 @@ impl State<'_> {
                         e
                     }
                 })?;
-                let value = self.lookup(&name);
+                let value = self.lookup(name);
                 let Some(value) = value else {
                     if self.lx.skip_unset {
                         return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
@@ -596,7 +603,7 @@ impl State<'_> {
                     return Ok(String::new());
                 };
                 let pat = Pattern::compile(&pattern)?;
-                pat.replace(&value, &replacement, all)
+                pat.replace(value, &replacement, all)
             }
             _ => err(format!("unsupported modifier ({modifier}) in substitution")),
         }

@@ -573,7 +573,7 @@ pub(crate) fn node_from_line(line: &str, escape: char, depth: usize) -> Result<N
             }
         }
         "env" | "label" => node.args = name_values(args, keyword, escape)?,
-        "arg" => node.args = words(args, escape),
+        "arg" => node.args = words(args, escape).into_iter().map(str::to_owned).collect(),
         "maintainer" | "user" | "workdir" | "stopsignal" => {
             if !args.is_empty() {
                 node.args = vec![args.to_owned()];
@@ -717,83 +717,58 @@ fn extract_flags(line: &str, escape: char) -> (&str, Vec<String>) {
 }
 
 /// Cuts `rest` at unquoted whitespace, keeping quotes and escapes in the words (ENV, LABEL, ARG).
-pub(crate) fn words(rest: &str, escape: char) -> Vec<String> {
+/// Words are runs of the source (only a dangling escape token at the very end is left out).
+pub(crate) fn words(rest: &str, escape: char) -> Vec<&str> {
     let mut out = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
+    let mut start: Option<usize> = None;
     let mut blank_ok = false;
     let mut quote: Option<char> = None;
-    let mut it = rest.chars().peekable();
-    while let Some(ch) = it.next() {
-        match quote {
-            None if !in_word => {
-                if ch.is_whitespace() {
-                    continue;
-                }
-                in_word = true;
-                push_unquoted(ch, &mut it, escape, &mut word, &mut quote, &mut blank_ok);
+    let mut end = rest.len();
+    let mut it = rest.char_indices();
+    while let Some((i, ch)) = it.next() {
+        let Some(word_start) = start else {
+            if ch.is_whitespace() {
+                continue;
             }
+            start = Some(i);
+            if ch == '\'' || ch == '"' {
+                quote = Some(ch);
+                blank_ok = true;
+            } else if ch == escape && it.next().is_none() {
+                end = i;
+            }
+            continue;
+        };
+        match quote {
             None => {
                 if ch.is_whitespace() {
-                    if blank_ok || !word.is_empty() {
-                        out.push(std::mem::take(&mut word));
+                    if blank_ok || i > word_start {
+                        out.push(&rest[word_start..i]);
                     }
-                    in_word = false;
+                    start = None;
                     blank_ok = false;
-                    continue;
+                } else if ch == '\'' || ch == '"' {
+                    quote = Some(ch);
+                    blank_ok = true;
+                } else if ch == escape && it.next().is_none() {
+                    end = i;
                 }
-                push_unquoted(ch, &mut it, escape, &mut word, &mut quote, &mut blank_ok);
             }
             Some(q) => {
                 if ch == q {
                     quote = None;
+                } else if ch == escape && q != '\'' && it.next().is_none() {
+                    end = i;
                 }
-                if ch == escape && q != '\'' {
-                    match it.next() {
-                        None => {
-                            quote = None;
-                            continue;
-                        }
-                        Some(n) => {
-                            word.push(ch);
-                            word.push(n);
-                            continue;
-                        }
-                    }
-                }
-                word.push(ch);
             }
         }
     }
-    if in_word && (blank_ok || !word.is_empty()) {
-        out.push(word);
+    if let Some(word_start) = start
+        && (blank_ok || end > word_start)
+    {
+        out.push(&rest[word_start..end]);
     }
     out
-}
-
-fn push_unquoted(
-    ch: char,
-    it: &mut std::iter::Peekable<std::str::Chars<'_>>,
-    escape: char,
-    word: &mut String,
-    quote: &mut Option<char>,
-    blank_ok: &mut bool,
-) {
-    if ch == '\'' || ch == '"' {
-        *quote = Some(ch);
-        *blank_ok = true;
-    }
-    if ch == escape {
-        match it.next() {
-            None => {}
-            Some(n) => {
-                word.push(ch);
-                word.push(n);
-            }
-        }
-        return;
-    }
-    word.push(ch);
 }
 
 fn name_values(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, String> {
@@ -847,6 +822,12 @@ mod tests {
             ["foo", "bar", "\"abc xyz\""]
         );
         assert_eq!(words("àöû", '\\'), ["àöû"]);
+        assert_eq!(words("a\\", '\\'), ["a"]);
+        assert_eq!(words("\"ab\\", '\\'), ["\"ab"]);
+        assert_eq!(words("x \\", '\\'), ["x"]);
+        assert_eq!(words("'' \"\"", '\\'), ["''", "\"\""]);
+        assert_eq!(words("a='b \\' c'", '\\'), ["a='b \\'", "c'"]);
+        assert_eq!(words("k=\"v \\\" w\" z", '\\'), ["k=\"v \\\" w\"", "z"]);
     }
 
     #[test]

@@ -193,6 +193,14 @@ fn main() -> ExitCode {
             "FROM a\nARG V={}\nENV X=${{V//a*b/x}} Y=${{V%%*c}}\n",
             "a".repeat(60_000)
         ),
+        // Thousands of variables in one stage: lookups must not grow with the scope.
+        (0..20_000usize).fold(String::from("FROM a\n"), |mut s, i| {
+            s.push_str(&format!(
+                "ENV V{i}=${{V{}:+y}}\nARG A{i}=$V{i}\n",
+                i.saturating_sub(1)
+            ));
+            s
+        }),
     ];
     for text in &big {
         exercise(text);

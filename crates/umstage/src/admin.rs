@@ -120,7 +120,7 @@ pub fn prune(root: &Path, all: bool, keep: Option<u64>) -> anyhow::Result<()> {
     cache.remove_leftovers()?;
     let mut entries = cache.entries()?;
     // Most recently used first.
-    entries.sort_by(|a, b| b.1.cmp(&a.1));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.1));
     let budget = keep.unwrap_or(0);
     let mut used = 0u64;
     let mut kept_blobs = HashSet::new();

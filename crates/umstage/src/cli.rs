@@ -7,7 +7,13 @@ use umstage_build::options::{BuildContext, NetworkMode, Output, Secret};
 
 /// Builds container images from Dockerfiles, with no daemon and no root.
 #[derive(Debug, Parser)]
-#[command(name = "umstage", version, about, max_term_width = 100)]
+#[command(
+    name = "umstage",
+    version,
+    about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     /// State root: cache, snapshots and blobs [default: $XDG_DATA_HOME/umstage, or ~/.local/share/umstage]
     #[arg(long, global = true, value_name = "DIR", env = "UMSTAGE_ROOT")]

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use umstage_testutil::images::ImageLayout;
 use umstage_testutil::user::{SharedDir, TestUser};
 
 use super::measure::{Measurement, timed};
@@ -31,6 +32,8 @@ pub struct Setup<'a> {
     pub user: &'a TestUser,
     /// `127.0.0.1:PORT` of the registry with the base images.
     pub registry: String,
+    /// The base images pushed there, as OCI layouts.
+    pub images: &'a [ImageLayout],
 }
 
 fn version_of(program: &str, args: &[&str]) -> String {
@@ -324,21 +327,63 @@ pub struct Umstage {
     exe: PathBuf,
     root: PathBuf,
     registry: String,
+    /// `--build-context REF=oci-layout://…` for each base image, when umstage
+    /// cannot pull them from the registry.
+    base_contexts: Vec<String>,
+    /// Why the base images come from layouts, for the report.
+    note: Option<String>,
 }
 
 impl Umstage {
     /// Uses the `umstage` binary at `exe` (copied where the test user can run it).
+    /// When it cannot pull the base images from the registry, it gets them as
+    /// OCI layouts through `--build-context`, and the report says so.
     pub fn new(setup: &Setup, exe: &Path) -> Result<Self> {
         let exe = setup.work.install_executable(exe)?;
         let root = setup.work.path().join("umstage-root");
-        let umstage = Umstage {
+        let mut umstage = Umstage {
             user: setup.user.clone(),
             exe,
             root,
             registry: setup.registry.clone(),
+            base_contexts: Vec::new(),
+            note: None,
         };
         quiet(umstage.command().args(["build", "--help"]))
             .context("this umstage has no working `build` command yet")?;
+        let probe = setup.work.mkdir("umstage-probe")?;
+        std::fs::write(
+            probe.join("Dockerfile"),
+            "ARG REGISTRY\nFROM ${REGISTRY}/busybox:latest\nRUN true\n",
+        )?;
+        let log = probe.join("build.log");
+        if let Err(pull) = umstage.build(&probe, "bench/probe", &probe.join("out.tar"), &log) {
+            let layouts = setup.work.mkdir("layouts")?;
+            for image in setup.images {
+                let copy = image.copy_to(&layouts.join(&image.name))?;
+                umstage.base_contexts.push(format!(
+                    "--build-context={}/{}=oci-layout://{}:{}",
+                    setup.registry,
+                    image.name_tag(),
+                    copy.dir.display(),
+                    copy.tag
+                ));
+            }
+            umstage
+                .build(&probe, "bench/probe", &probe.join("out.tar"), &log)
+                .context("umstage builds neither from the registry nor from OCI layouts")?;
+            let reason = format!("{pull:#}");
+            let reason = reason
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            umstage.note = Some(format!(
+                "base images given as OCI layouts with `--build-context`, not pulled from \
+                 the registry, so its cold runs skip the pull the peers do (pulling failed: {})",
+                reason.trim()
+            ));
+        }
         Ok(umstage)
     }
 
@@ -359,7 +404,10 @@ impl Builder for Umstage {
         let version = version
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
-        format!("{version} rootless, gzip layers")
+        match &self.note {
+            Some(note) => format!("{version} rootless, gzip layers; {note}"),
+            None => format!("{version} rootless, gzip layers"),
+        }
     }
 
     fn reset(&mut self) -> Result<()> {
@@ -384,6 +432,7 @@ impl Builder for Umstage {
                 .args(["--progress=plain", "--tag", tag])
                 .arg(format!("--build-arg=REGISTRY={}", self.registry))
                 .arg(format!("--insecure-registry={}", self.registry))
+                .args(&self.base_contexts)
                 .arg("--output")
                 .arg(out)
                 .arg(context),

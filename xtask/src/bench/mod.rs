@@ -136,10 +136,13 @@ pub struct Results {
     pub runs_asked: usize,
     /// Whether `--quick` chose the cases.
     pub quick: bool,
+    /// The 1-minute load average when the bench started (other work on the machine skews times).
+    pub load_at_start: String,
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let options = parse(args)?;
+    let load_at_start = report::load_average();
     if !is_root() {
         bail!("the bench starts a private dockerd and switches to the test user: run it as root");
     }
@@ -171,11 +174,13 @@ pub fn run(args: &[String]) -> Result<()> {
         work: &work,
         user: &user,
         registry: registry.host(),
+        images: &images,
     };
     let mut results = Results {
         cases: cases.clone(),
         runs_asked: options.runs,
         quick: options.quick,
+        load_at_start,
         ..Results::default()
     };
     let mut builders: Vec<Box<dyn Builder>> = Vec::new();
@@ -200,6 +205,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let logs = work.mkdir("logs")?;
     for case in &cases {
         bench_case(case, &mut builders, options.runs, &logs, &mut results);
+        // Written after every case, so a run cut short still leaves what it measured.
+        report::write(&options.output, &results)?;
     }
     // Stop dockerd (and everything else) before writing.
     drop(builders);

@@ -81,7 +81,13 @@ pub fn write(path: &Path, results: &Results) -> Result<()> {
             format!("{}{section}{}", &old[..begin], &old[end + END.len()..])
         }
         _ if old.trim().is_empty() => format!("# Benchmarks\n\n{section}\n"),
-        _ => format!("{}\n\n{section}\n", old.trim_end()),
+        // First in the file, right under its title, ahead of the crates' own sections.
+        _ => match old.split_once('\n') {
+            Some((title, rest)) if title.starts_with("# ") => {
+                format!("{title}\n\n{section}\n\n{}", rest.trim_start())
+            }
+            _ => format!("{section}\n\n{old}"),
+        },
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
@@ -115,9 +121,12 @@ fn render(results: &Results) -> String {
     let _ = writeln!(s, "## Builders side by side (`cargo xtask bench`)\n");
     let _ = writeln!(
         s,
-        "Measured {} on {}.{}\n",
+        "Measured {} on {}; 1-minute load average {} at the start and {} at the end \
+         (the machine is shared: other work running beside the bench slows every builder).{}\n",
         command_text("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine(),
+        results.load_at_start,
+        load_average(),
         if results.quick {
             " A `--quick` run: a subset of the cases."
         } else {
@@ -325,6 +334,14 @@ fn command_text(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// The 1-minute load average now.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -343,14 +360,34 @@ fn machine() -> String {
         })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_default();
     format!(
-        "{} ({}), Linux {}, {cores} cores, {memory}, load average {load} at the end",
+        "{} ({}), Linux {}, {cores} cores, {memory}",
         command_text("sh", &["-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         cpu,
         command_text("uname", &["-r"]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BEGIN, END, write};
+    use crate::bench::Results;
+
+    #[test]
+    fn the_bench_section_is_replaced_and_other_sections_kept() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("benchmarks.md");
+        std::fs::write(&path, "# Benchmarks\n\n## Parser\n\nparse: 3 ms\n")?;
+        write(&path, &Results::default())?;
+        write(&path, &Results::default())?;
+        let text = std::fs::read_to_string(&path)?;
+        assert_eq!(text.matches(BEGIN).count(), 1, "{text}");
+        assert_eq!(text.matches(END).count(), 1, "{text}");
+        assert!(text.starts_with("# Benchmarks\n\n<!--"), "{text}");
+        assert!(
+            text.trim_end().ends_with("## Parser\n\nparse: 3 ms"),
+            "{text}"
+        );
+        Ok(())
+    }
 }
