@@ -378,17 +378,17 @@ fn walk_dir(
     names.sort();
     for name in names {
         let rel = rel_dir.join(&name);
-        if tree.ignored(&rel) {
+        let host = host_dir.join(&name);
+        let ignored = tree.ignored(&rel);
+        if ignored {
             // An ignored directory may still hold re-included files.
             let may = tree
                 .ignore
                 .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()));
-            let host = host_dir.join(&name);
             if !(may && fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir())) {
                 continue;
             }
         }
-        let host = host_dir.join(&name);
         let meta = fs::symlink_metadata(&host).map_err(io_err(&rel))?;
         let below_top = rel.strip_prefix(top).ok();
         if excluded(options, &rel, None) || below_top.is_some_and(|b| excluded(options, b, None)) {
@@ -400,10 +400,10 @@ fn walk_dir(
             items.push(item(tree, &host, &rel, dest.clone(), &meta, options, true)?);
             walk_dir(tree, &host, top, &rel, &dest, options, items)?;
             // A directory entered only for re-included children is dropped if none was.
-            if tree.ignored(&rel) && items.len() == start + 1 {
+            if ignored && items.len() == start + 1 {
                 items.pop();
             }
-        } else if !tree.ignored(&rel) {
+        } else if !ignored {
             items.push(item(tree, &host, &rel, dest, &meta, options, false)?);
         }
     }

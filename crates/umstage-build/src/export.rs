@@ -13,7 +13,6 @@ use umstage_oci::image::write_image;
 use umstage_oci::inroot::Root;
 use umstage_oci::layer::{LayerOptions, write_tar};
 use umstage_oci::{ContentStore, ManifestFormat};
-use umstage_snapshot::Snapshotter;
 
 use crate::copy::{self, CopyOptions, SourceTree};
 use crate::event::{Event, EventSink};
@@ -30,7 +29,7 @@ pub struct ExportContext<'a> {
     /// The content store holding the layers.
     pub store: &'a ContentStore,
     /// Snapshots, for filesystem outputs.
-    pub snapshotter: &'a Snapshotter,
+    pub snapshotter: &'a crate::state::LazySnapshotter,
     /// Unpacks layers into snapshots when a filesystem output needs one.
     pub unpacker: &'a Unpacker,
     /// The image creation time (RFC 3339).
@@ -254,17 +253,18 @@ fn with_rootfs(
     layers: &[crate::state::Layer],
     work: impl FnOnce(&Path) -> Result<(), BuildError>,
 ) -> Result<(), BuildError> {
+    let snapshotter = ctx.snapshotter.get().map_err(other)?;
     let chain = ctx
         .unpacker
-        .ensure(ctx.snapshotter, ctx.store, layers, ctx.ignore_chown_errors)
+        .ensure(snapshotter, ctx.store, layers, ctx.ignore_chown_errors)
         .map_err(other)?;
     let Some(chain) = chain else {
         let empty = tempfile::tempdir().map_err(other)?;
         return work(empty.path());
     };
     let key = crate::solver::unique_key("export");
-    ctx.snapshotter.view(&key, &chain).map_err(other)?;
-    let result = match ctx.snapshotter.mount(&key) {
+    snapshotter.view(&key, &chain).map_err(other)?;
+    let result = match snapshotter.mount(&key) {
         Ok(guard) => {
             let r = work(guard.path());
             drop(guard);
@@ -272,7 +272,7 @@ fn with_rootfs(
         }
         Err(e) => Err(other(e)),
     };
-    let _ = ctx.snapshotter.remove(&key);
+    ctx.snapshotter.remove(&key);
     result
 }
 

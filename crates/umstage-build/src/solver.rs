@@ -22,7 +22,7 @@ use umstage_oci::ContentStore;
 use umstage_oci::inroot::Root;
 use umstage_oci::layer::{LayerOptions, write_layer};
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
-use umstage_snapshot::{Cancel, DriverChoice, Snapshotter};
+use umstage_snapshot::{Cancel, DriverChoice};
 
 use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
 use crate::config::{self, StageConfig};
@@ -32,7 +32,7 @@ use crate::event::{Event, EventSink, StepId, Stream};
 use crate::options::{Compression, DockerfileSource, NamedContext, NetworkMode, Output};
 use crate::request::{BuildError, BuildRequest, BuildResult, SnapshotterChoice, StepFailure};
 use crate::schedule::{Finished, GraphError, run_graph};
-use crate::state::{Layer, State, Unpacker, parse_digest};
+use crate::state::{Layer, LazySnapshotter, State, Unpacker, parse_digest};
 use crate::users;
 
 /// Lines of a failed step's output quoted in the error.
@@ -78,7 +78,7 @@ struct Build<'a> {
     meta: MetaScope,
     graph: StageGraph,
     store: ContentStore,
-    snapshotter: Snapshotter,
+    snapshotter: LazySnapshotter,
     cache: CacheIndex,
     digests: ContextDigests,
     ignore: Option<Dockerignore>,
@@ -129,7 +129,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             )));
         }
     }
-    let ignore = load_dockerignore(request, &file_name)?;
+    let ignore = load_dockerignore(request)?;
 
     let root = &request.state_root;
     let store = ContentStore::open(root).map_err(other)?;
@@ -138,7 +138,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         SnapshotterChoice::Overlay => DriverChoice::Overlay,
         SnapshotterChoice::Native => DriverChoice::Native,
     };
-    let snapshotter = Snapshotter::open(root, choice).map_err(other)?;
+    let snapshotter = LazySnapshotter::new(root.clone(), choice);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let compression = first_compression(&request.outputs);
@@ -252,10 +252,7 @@ fn first_compression(outputs: &[Output]) -> Compression {
 
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
 /// the context's `.dockerignore`.
-fn load_dockerignore(
-    request: &BuildRequest,
-    _file_name: &str,
-) -> Result<Option<Dockerignore>, BuildError> {
+fn load_dockerignore(request: &BuildRequest) -> Result<Option<Dockerignore>, BuildError> {
     let specific = match &request.dockerfile {
         DockerfileSource::Path(p) => {
             let mut name = p.as_os_str().to_owned();
@@ -726,6 +723,7 @@ impl Step<'_, '_> {
             let guard = self
                 .build
                 .snapshotter
+                .get()?
                 .mount(&active)
                 .map_err(|e| e.to_string())?;
             let root = MountedRoot {
@@ -734,7 +732,7 @@ impl Step<'_, '_> {
             work(self, &root)
         })();
         if let Err(e) = outcome {
-            let _ = self.build.snapshotter.remove(&active);
+            self.build.snapshotter.remove(&active);
             return Err(self
                 .build
                 .fail(self.id, self.instruction, e, None, Vec::new()));
@@ -749,7 +747,10 @@ impl Step<'_, '_> {
             .build
             .unpacker
             .ensure(
-                &self.build.snapshotter,
+                self.build.snapshotter.get().map_err(|e| {
+                    self.build
+                        .fail(self.id, self.instruction, e, None, Vec::new())
+                })?,
                 &self.build.store,
                 self.layers,
                 self.build.ignore_chown_errors,
@@ -761,6 +762,11 @@ impl Step<'_, '_> {
         let active = unique_key("step");
         self.build
             .snapshotter
+            .get()
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?
             .prepare(&active, parent.as_deref())
             .map_err(|e| {
                 self.build
@@ -774,12 +780,10 @@ impl Step<'_, '_> {
     fn commit(&mut self, active: &str, created_by: String) -> Result<(), BuildError> {
         let build = self.build;
         let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
-        let changes = build
-            .snapshotter
-            .diff(active)
-            .map_err(|e| fail(e.to_string()))?;
+        let snapshotter = build.snapshotter.get().map_err(&fail)?;
+        let changes = snapshotter.diff(active).map_err(|e| fail(e.to_string()))?;
         if changes.changes.is_empty() {
-            let _ = build.snapshotter.remove(active);
+            build.snapshotter.remove(active);
             self.cfg
                 .add_history(created_by, Some(build.created.clone()), true);
         } else {
@@ -796,8 +800,7 @@ impl Step<'_, '_> {
             let chain = crate::state::chain_ids(self.layers)
                 .pop()
                 .unwrap_or_default();
-            build
-                .snapshotter
+            snapshotter
                 .commit(&chain, active)
                 .map_err(|e| fail(e.to_string()))?;
             self.cfg
@@ -951,17 +954,19 @@ impl Step<'_, '_> {
             }
             Ok(())
         })();
-        let cleanup = |views: &[(String, Option<umstage_snapshot::snapshot::MountGuard>)],
-                       secret_files: &[PathBuf]| {
-            for (key, _) in views {
-                let _ = build.snapshotter.remove(key);
-            }
-            for f in secret_files {
-                let _ = std::fs::remove_file(f);
-            }
-        };
+        // Unmounts the views (dropping their guards) before removing them; secrets held in
+        // memory go with their descriptors.
+        let cleanup =
+            |views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
+             secret_files: &mut Vec<std::os::fd::OwnedFd>| {
+                for (key, guard) in views.drain(..) {
+                    drop(guard);
+                    build.snapshotter.remove(&key);
+                }
+                secret_files.clear();
+            };
         if let Err(e) = prepared {
-            cleanup(&views, &secret_files);
+            cleanup(&mut views, &mut secret_files);
             return Err(build.fail(self.id, self.instruction, e, None, Vec::new()));
         }
 
@@ -977,31 +982,27 @@ impl Step<'_, '_> {
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let id = self.id.clone();
-        let status = sandbox::run_step(
-            &build.snapshotter,
-            &active,
-            &step,
-            build.cancel,
-            &mut |event| {
-                let StepEvent::Output { stream, line } = event;
-                let line = String::from_utf8_lossy(&line).into_owned();
-                if tail.len() == FAILURE_TAIL {
-                    tail.pop_front();
-                }
-                tail.push_back(line.clone());
-                build.events.emit(Event::StepOutput {
-                    step: id.clone(),
-                    stream: match stream {
-                        sandbox::Stream::Stdout => Stream::Stdout,
-                        sandbox::Stream::Stderr => Stream::Stderr,
-                    },
-                    line,
-                });
-            },
-        );
-        // Views were mounted for the sandbox by path; drop them after the step.
-        drop(views.iter_mut().map(|v| v.1.take()).collect::<Vec<_>>());
-        cleanup(&views, &secret_files);
+        let snapshotter = build
+            .snapshotter
+            .get()
+            .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+        let status = sandbox::run_step(snapshotter, &active, &step, build.cancel, &mut |event| {
+            let StepEvent::Output { stream, line } = event;
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if tail.len() == FAILURE_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.clone());
+            build.events.emit(Event::StepOutput {
+                step: id.clone(),
+                stream: match stream {
+                    sandbox::Stream::Stdout => Stream::Stdout,
+                    sandbox::Stream::Stderr => Stream::Stderr,
+                },
+                line,
+            });
+        });
+        cleanup(&mut views, &mut secret_files);
         if let Some(dir) = script_file {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -1009,7 +1010,7 @@ impl Step<'_, '_> {
         match status {
             Ok(s) if s.success() => {}
             Ok(s) => {
-                let _ = build.snapshotter.remove(&active);
+                build.snapshotter.remove(&active);
                 let code = match s {
                     sandbox::ExitStatus::Code(c) => Some(c),
                     sandbox::ExitStatus::Signal(_) => None,
@@ -1023,7 +1024,7 @@ impl Step<'_, '_> {
                 ));
             }
             Err(e) => {
-                let _ = build.snapshotter.remove(&active);
+                build.snapshotter.remove(&active);
                 return Err(build.fail(self.id, self.instruction, e, None, tail));
             }
         }
@@ -1037,7 +1038,7 @@ impl Step<'_, '_> {
         m: &umstage_dockerfile::Mount,
         source: Option<CopySource>,
         views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
-        secret_files: &mut Vec<PathBuf>,
+        secret_files: &mut Vec<std::os::fd::OwnedFd>,
     ) -> Result<StepMount, String> {
         let build = self.build;
         let target = m.target.clone().unwrap_or_default();
@@ -1127,11 +1128,15 @@ impl Step<'_, '_> {
                     Some(crate::options::SecretSource::File(p)) => Some(p.clone()),
                     Some(crate::options::SecretSource::Env(var)) => match std::env::var(var) {
                         Ok(value) => {
-                            let dir = build.request.state_root.join("run");
-                            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                            let path = dir.join(unique_key("secret"));
-                            write_private(&path, value.as_bytes()).map_err(|e| e.to_string())?;
-                            secret_files.push(path.clone());
+                            // Kept in memory only: nothing on disk even if umstage is killed.
+                            let fd =
+                                secret_in_memory(value.as_bytes()).map_err(|e| e.to_string())?;
+                            let path = PathBuf::from(format!(
+                                "/proc/{}/fd/{}",
+                                std::process::id(),
+                                std::os::fd::AsRawFd::as_raw_fd(&fd)
+                            ));
+                            secret_files.push(fd);
                             Some(path)
                         }
                         Err(_) => None,
@@ -1161,8 +1166,9 @@ impl Step<'_, '_> {
         state: &State,
     ) -> Result<(String, Option<umstage_snapshot::snapshot::MountGuard>), String> {
         let build = self.build;
+        let snapshotter = build.snapshotter.get()?;
         let chain = build.unpacker.ensure(
-            &build.snapshotter,
+            snapshotter,
             &build.store,
             &state.layers,
             build.ignore_chown_errors,
@@ -1171,14 +1177,11 @@ impl Step<'_, '_> {
         let Some(chain) = chain else {
             return Ok((key, None));
         };
-        build
-            .snapshotter
-            .view(&key, &chain)
-            .map_err(|e| e.to_string())?;
-        match build.snapshotter.mount(&key) {
+        snapshotter.view(&key, &chain).map_err(|e| e.to_string())?;
+        match snapshotter.mount(&key) {
             Ok(guard) => Ok((key, Some(guard))),
             Err(e) => {
-                let _ = build.snapshotter.remove(&key);
+                build.snapshotter.remove(&key);
                 Err(e.to_string())
             }
         }
@@ -1533,7 +1536,7 @@ impl Step<'_, '_> {
         })();
         for (key, guard) in guards {
             drop(guard);
-            let _ = self.build.snapshotter.remove(&key);
+            self.build.snapshotter.remove(&key);
         }
         result
     }
@@ -1554,15 +1557,13 @@ fn is_git_url(s: &str) -> bool {
         || (is_url(s) && (s.ends_with(".git") || s.contains(".git#")))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// A memory-only file holding `data`, readable through `/proc/PID/fd/N` by the step's helper.
+fn secret_in_memory(data: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
+    let fd = rustix::fs::memfd_create("umstage-secret", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(data)?;
+    Ok(file.into())
 }
 
 fn split_command(line: &umstage_dockerfile::CommandLine) -> (Option<Vec<String>>, Option<String>) {

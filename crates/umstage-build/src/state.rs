@@ -74,6 +74,50 @@ pub fn chain_ids(layers: &[Layer]) -> Vec<String> {
     out
 }
 
+/// The snapshotter, opened on first use: a build whose every step is cached never needs one
+/// (opening probes overlayfs with a test mount).
+pub struct LazySnapshotter {
+    state_root: std::path::PathBuf,
+    choice: umstage_snapshot::DriverChoice,
+    cell: std::sync::OnceLock<Snapshotter>,
+    opening: Mutex<()>,
+}
+
+impl LazySnapshotter {
+    /// A snapshotter under `state_root` with the driver `choice`, not opened yet.
+    pub fn new(state_root: std::path::PathBuf, choice: umstage_snapshot::DriverChoice) -> Self {
+        LazySnapshotter {
+            state_root,
+            choice,
+            cell: std::sync::OnceLock::new(),
+            opening: Mutex::new(()),
+        }
+    }
+
+    /// The snapshotter, opening it if this is the first use.
+    pub fn get(&self) -> Result<&Snapshotter, String> {
+        if let Some(s) = self.cell.get() {
+            return Ok(s);
+        }
+        let _guard = self
+            .opening
+            .lock()
+            .map_err(|_| "snapshotter lock poisoned".to_string())?;
+        if let Some(s) = self.cell.get() {
+            return Ok(s);
+        }
+        let opened = Snapshotter::open(&self.state_root, self.choice).map_err(|e| e.to_string())?;
+        Ok(self.cell.get_or_init(|| opened))
+    }
+
+    /// Removes a snapshot made earlier through this snapshotter; best effort, for cleanup.
+    pub fn remove(&self, key: &str) {
+        if let Some(s) = self.cell.get() {
+            let _ = s.remove(key);
+        }
+    }
+}
+
 /// Unpacks base layers into committed snapshots, once per chain id even when several stages
 /// need the same one at the same time.
 #[derive(Default)]

@@ -63,8 +63,17 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.output()
-            .unwrap_or_else(|e| panic!("cannot run umstage: {e}"))
+        // Another test's fork may briefly hold the freshly copied binary open for writing.
+        for _ in 0..20 {
+            match cmd.output() {
+                Ok(out) if String::from_utf8_lossy(&out.stderr).contains("Text file busy") => {}
+                Ok(out) => return out,
+                Err(e) if e.raw_os_error() == Some(26) => {}
+                Err(e) => panic!("cannot run umstage: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("cannot run umstage: its binary stayed busy");
     }
 
     /// `umstage build` of `ctx` into `out` with the plain progress; extra args before the context.
@@ -195,6 +204,17 @@ fn multi_stage_build_copies_from_stages_by_name_and_index() -> TestResult {
         ["cat", "/app/built.txt"]
     );
     // The same archive loads as a Docker archive, with the tag in it.
+    let docker_manifest = umstage_testutil::run_stdout(
+        std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(env.path("image.tar"))
+            .arg("manifest.json"),
+    )?;
+    let docker_manifest: Value = serde_json::from_str(&docker_manifest)?;
+    assert_eq!(
+        archive::strings(&docker_manifest[0]["RepoTags"]),
+        ["example/app:1"]
+    );
     let inspected = archive::skopeo_inspect(&env.path("image.tar"), Transport::DockerArchive)?;
     assert!(
         inspected["Layers"].as_array().is_some_and(|l| l.len() == 3),
@@ -739,7 +759,7 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
         if path.extension().is_none_or(|e| e != "Dockerfile") {
             continue;
         }
-        let out = std::process::Command::new(&env.bin)
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_umstage"))
             .args(["debug", "parse"])
             .arg(&path)
             .output()?;
@@ -754,7 +774,7 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
     );
     println!("umstage debug parse: {count} real-world Dockerfiles parsed");
     let bad = env.context("bad", &[("Dockerfile", "FROM busybox\nRUN <<EOF\n")])?;
-    let out = std::process::Command::new(&env.bin)
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_umstage"))
         .args(["debug", "parse"])
         .arg(bad.join("Dockerfile"))
         .output()?;
@@ -943,12 +963,18 @@ fn run_network_none_and_mounts() -> TestResult {
                  RUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log > /cache-seen.txt\n\
                  RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-seen.txt\n\
                  RUN --mount=type=bind,source=bound,target=/b cat /b/data.txt > /bind-seen.txt\n\
-                 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /secret-seen.txt\n",
+                 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /secret-seen.txt\n\
+                 RUN --mount=type=secret,id=envtok,env=TOKEN echo \"$TOKEN\" > /env-secret-seen.txt\n",
             ),
         ],
     )?;
     let secret = format!("id=tok,src={}", ctx.join("secret.txt").display());
-    let out = env.build(&ctx, "image.tar", &["--secret", &secret]);
+    let out = env.build_env(
+        &ctx,
+        "image.tar",
+        &["--secret", &secret, "--secret", "id=envtok,env=MY_TOKEN"],
+        &[("MY_TOKEN", "from-the-environment")],
+    );
     assert_ok(&out);
     let image = layers(&env, "image.tar")?;
     assert_eq!(image.read_to_string("/net.txt")?, "lo\n");
@@ -956,6 +982,10 @@ fn run_network_none_and_mounts() -> TestResult {
     assert_eq!(image.read_to_string("/tmpfs-seen.txt")?, "x\n");
     assert_eq!(image.read_to_string("/bind-seen.txt")?, "bound\n");
     assert_eq!(image.read_to_string("/secret-seen.txt")?, "s3cr3t\n");
+    assert_eq!(
+        image.read_to_string("/env-secret-seen.txt")?,
+        "from-the-environment\n"
+    );
     // Nothing a mount holds lands in a layer.
     for layer in &image.layers[1..] {
         for e in &layer.entries {
@@ -1101,6 +1131,55 @@ fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
     assert!(
         history.iter().skip(1).all(|h| h["empty_layer"] == true),
         "{history:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_build_killed_with_sigkill_leaves_a_root_the_next_build_reuses() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo first-$((1+1)) > /first\nRUN sleep 60\n",
+        )],
+    )?;
+    let root = env.path("state");
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let mut cmd = env.dir.user().command(&env.bin);
+    cmd.args(["build", "--progress", "plain", "--root"])
+        .arg(&root)
+        .args(["--build-context", &bb])
+        .arg(&ctx)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn()?;
+    // Long enough for the first RUN to be committed while the second is running.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    child.kill()?;
+    child.wait()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(
+        !mounts.contains(root.to_str().unwrap_or("?")),
+        "mounts left behind:\n{mounts}"
+    );
+
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo first-$((1+1)) > /first\nRUN true\n",
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("#2 CACHED"),
+        "the committed step was not reused:\n{log}"
+    );
+    assert_eq!(
+        unpack(&env, "image.tar")?.read_to_string("/first")?,
+        "first-2\n"
     );
     Ok(())
 }
