@@ -888,6 +888,7 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
              ADD a.tar.gz /gz/\n\
              ADD b.tar.bz2 /bz/\n\
              ADD c.tar.xz /xz/\n\
+             ADD --chown=1000:1000 a.tar.gz /etc/\n\
              COPY a.tar.gz /copied/\n\
              ADD --checksum=sha256:{sum} http://127.0.0.1:{port}/files/data.txt /web/\n"
         ),
@@ -900,6 +901,20 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
             image.read_to_string(&format!("/{dir}/payload/inside.txt"))?,
             "inside the archive\n"
         );
+    }
+    // --chown owns what the archive brings, not what the directory already held.
+    let layered = layers(&env, "image.tar")?;
+    let add_layer = layered
+        .layers
+        .iter()
+        .find(|l| l.entries.iter().any(|e| e.path == "etc/payload/inside.txt"))
+        .ok_or("no layer holds the archive extracted into /etc")?;
+    for e in &add_layer.entries {
+        match e.path.as_str() {
+            "etc" => assert_eq!((e.uid, e.gid), (0, 0), "{e:?}"),
+            p if p.starts_with("etc/payload") => assert_eq!((e.uid, e.gid), (1000, 1000), "{e:?}"),
+            p => panic!("ADD --chown changed {p}, which the archive does not hold: {e:?}"),
+        }
     }
     // COPY never extracts.
     assert!(image.path("/copied/a.tar.gz").is_file());
