@@ -610,11 +610,9 @@ impl Step<'_, '_> {
                 self.metadata(text)
             }
             Command::Expose(ports) => {
-                for p in ports {
-                    self.cfg
-                        .expose(p)
-                        .map_err(|e| BuildError::Invalid(self.located(e)))?;
-                }
+                let ports = umstage_dockerfile::exposed_ports(ports)
+                    .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                self.cfg.expose(ports);
                 self.metadata(text)
             }
             Command::Volume(paths) => {

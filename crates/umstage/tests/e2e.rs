@@ -1093,6 +1093,7 @@ fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
              ENTRYPOINT [\"/bin/echo\"]\n\
              LABEL org.example.one=1 two=\"2 words\"\n\
              EXPOSE 80 53/udp\n\
+             EXPOSE 127.0.0.1:8080:9090/udp 7000-7001\n\
              VOLUME /data\n\
              STOPSIGNAL SIGTERM\n\
              HEALTHCHECK --interval=30s --retries=2 CMD wget -q localhost\n\
@@ -1133,6 +1134,10 @@ fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
     assert_eq!(cfg["Labels"]["two"], "2 words");
     assert_eq!(cfg["Labels"]["cli.label"], "yes");
     assert!(cfg["ExposedPorts"]["80/tcp"].is_object() && cfg["ExposedPorts"]["53/udp"].is_object());
+    // As BuildKit: a published form keeps the container port; a range is every port in it.
+    for port in ["9090/udp", "7000/tcp", "7001/tcp"] {
+        assert!(cfg["ExposedPorts"][port].is_object(), "{port}: {cfg}");
+    }
     assert!(cfg["Volumes"]["/data"].is_object());
     assert_eq!(cfg["StopSignal"], "SIGTERM");
     assert_eq!(
