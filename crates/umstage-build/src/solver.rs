@@ -453,26 +453,18 @@ impl Build<'_> {
             Some(NamedContext::Image(r)) => return self.image(r),
             None => self.pull(reference)?,
         };
-        let mut layers = Vec::new();
-        for (descriptor, diff_id) in image
+        // `Image::load` made sure there is one diff id per layer.
+        let layers = image
             .layers()
             .iter()
             .zip(image.config.rootfs.diff_ids.iter())
-        {
-            layers.push(Layer {
+            .map(|(descriptor, diff_id)| Layer {
                 digest: descriptor.digest().to_string(),
                 diff_id: diff_id.to_string(),
                 size: descriptor.size(),
                 media_type: descriptor.media_type().to_string(),
-            });
-        }
-        if layers.len() != image.layers().len() {
-            return Err(format!(
-                "image {reference}: its config lists {} layers but its manifest {}",
-                image.config.rootfs.diff_ids.len(),
-                image.layers().len()
-            ));
-        }
+            })
+            .collect();
         let mut key = KeyBuilder::new("image");
         key.key(&self.salt).str(image.digest().as_ref());
         let output = StageOutput {
