@@ -754,7 +754,13 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
     let env = Env::new()?;
     let dir = umstage_testutil::shared_dir().join("conformance/real-world");
     let mut count = 0;
-    for entry in fs::read_dir(&dir)? {
+    let entries = fs::read_dir(&dir).map_err(|e| {
+        format!(
+            "cannot read {} (is ../shared beside the workspace?): {e}",
+            dir.display()
+        )
+    })?;
+    for entry in entries {
         let path = entry?.path();
         if path.extension().is_none_or(|e| e != "Dockerfile") {
             continue;
