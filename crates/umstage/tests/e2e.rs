@@ -224,6 +224,33 @@ fn multi_stage_build_copies_from_stages_by_name_and_index() -> TestResult {
 }
 
 #[test]
+fn the_readme_quick_start_builds_as_it_says() -> TestResult {
+    // README.md builds testdata/quickstart with busybox as a named context: keep it working.
+    let env = Env::new()?;
+    let source = umstage_testutil::workspace_root().join("testdata/quickstart");
+    let mut files = Vec::new();
+    for name in ["Dockerfile", "greet.sh"] {
+        files.push((name, fs::read_to_string(source.join(name))?));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let ctx = env.context("quickstart", &files)?;
+    assert_ok(&env.build(&ctx, "image.tar", &["-t", "greet:latest"]));
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/usr/share/greet/greeting.txt")?,
+        "hello, world, from Linux\n"
+    );
+    let greet = fs::metadata(image.path("/usr/local/bin/greet"))?;
+    assert_eq!(greet.permissions().mode() & 0o777, 0o755);
+    assert_eq!(image.config["config"]["User"], "user");
+    assert_eq!(
+        archive::strings(&image.config["config"]["Cmd"]),
+        ["greet", "container"]
+    );
+    Ok(())
+}
+
+#[test]
 fn target_builds_only_what_it_needs_and_skips_a_broken_unused_stage() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(
