@@ -144,8 +144,8 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let compression = first_compression(&request.outputs);
     let layer_options = LayerOptions {
         compression: match compression {
-            Compression::Gzip => umstage_oci::compress::Compression::default(),
-            Compression::Zstd => umstage_oci::compress::Compression::Zstd { level: 3 },
+            Compression::Gzip => umstage_oci::compress::Compression::GZIP,
+            Compression::Zstd => umstage_oci::compress::Compression::ZSTD,
             Compression::Uncompressed => umstage_oci::compress::Compression::None,
         },
         source_date_epoch: request.source_date_epoch,
