@@ -49,6 +49,35 @@ pub struct StageConfig {
     cmd_set: bool,
 }
 
+/// A metadata instruction's value that BuildKit refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// STOPSIGNAL with something that is not a signal.
+    #[error("invalid signal {0:?} in STOPSIGNAL: use a name such as SIGTERM or a number")]
+    BadSignal(String),
+}
+
+/// Signal names Linux knows, without the `SIG` prefix.
+const SIGNALS: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX",
+];
+
+/// Whether `s` names a signal: a number from 1 to 64, or a name with or without `SIG`
+/// (any case), real-time ones as `RTMIN+N` / `RTMAX-N`.
+fn is_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset_ok = |rest: &str| rest.parse::<u32>().is_ok_and(|n| (1..=15).contains(&n));
+    SIGNALS.contains(&name)
+        || name.strip_prefix("RTMIN+").is_some_and(offset_ok)
+        || name.strip_prefix("RTMAX-").is_some_and(offset_ok)
+}
+
 /// The default shell BuildKit uses on Linux.
 pub fn default_shell() -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into()]
@@ -122,6 +151,8 @@ impl StageConfig {
     /// CMD, given as exec words or shell text.
     pub fn set_cmd(&mut self, exec: Option<Vec<String>>, shell_text: Option<&str>) {
         self.image.config.cmd = Some(self.command(exec, shell_text));
+        // BuildKit marks every CMD so, for Docker's image spec (Windows reads it).
+        self.image.config.args_escaped = true;
         self.cmd_set = true;
     }
 
@@ -181,9 +212,13 @@ impl StageConfig {
             .insert(path.to_string(), Empty {});
     }
 
-    /// STOPSIGNAL.
-    pub fn set_stop_signal(&mut self, signal: &str) {
+    /// STOPSIGNAL: a signal name (`SIGTERM`, `term`, `RTMIN+3`) or number, as Docker accepts.
+    pub fn set_stop_signal(&mut self, signal: &str) -> Result<(), ConfigError> {
+        if !is_signal(signal) {
+            return Err(ConfigError::BadSignal(signal.to_string()));
+        }
         self.image.config.stop_signal = Some(signal.to_string());
+        Ok(())
     }
 
     /// ONBUILD: records the trigger's text.
@@ -320,6 +355,17 @@ mod tests {
             .map(|p| p.0.clone())
             .collect();
         assert_eq!(ports, ["53/udp", "80/tcp"]);
+    }
+
+    #[test]
+    fn stop_signals_are_checked() {
+        let mut s = stage();
+        for ok in ["SIGTERM", "term", "9", "SIGRTMIN+3", "RTMAX-1", "sigkill"] {
+            assert!(s.set_stop_signal(ok).is_ok(), "{ok}");
+        }
+        for bad in ["FOO", "0", "65", "SIG", "RTMIN+99", ""] {
+            assert!(s.set_stop_signal(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

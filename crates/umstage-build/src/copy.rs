@@ -500,6 +500,10 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
 
 /// Creates every planned entry inside `root`, replacing files and symlinks already there.
 pub fn execute(root: &Root, plan: &Plan, owner_of_new_dirs: (u32, u32)) -> Result<(), CopyError> {
+    // A wildcard that matched nothing copies nothing: not even the destination is made.
+    if plan.items.is_empty() {
+        return Ok(());
+    }
     make_dirs(root, &plan.dest_dir, owner_of_new_dirs)?;
     let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
     for item in &plan.items {

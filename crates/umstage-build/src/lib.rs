@@ -8,6 +8,7 @@ pub mod copy;
 pub mod digests;
 pub mod event;
 pub mod export;
+pub mod history;
 pub mod options;
 pub mod request;
 pub mod schedule;

@@ -144,8 +144,8 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let compression = first_compression(&request.outputs);
     let layer_options = LayerOptions {
         compression: match compression {
-            Compression::Gzip => umstage_oci::compress::Compression::default(),
-            Compression::Zstd => umstage_oci::compress::Compression::Zstd { level: 3 },
+            Compression::Gzip => umstage_oci::compress::Compression::GZIP,
+            Compression::Zstd => umstage_oci::compress::Compression::ZSTD,
             Compression::Uncompressed => umstage_oci::compress::Compression::None,
         },
         source_date_epoch: request.source_date_epoch,
@@ -404,6 +404,22 @@ impl Build<'_> {
             scope
                 .apply(instruction, &expanded)
                 .map_err(|e| BuildError::Invalid(e.to_string()))?;
+            if let Command::Arg(decls) = &expanded {
+                // BuildKit records each ARG with the value it resolved to.
+                let values: Vec<(String, Option<String>)> = decls
+                    .iter()
+                    .map(|d| {
+                        let v = scope.arg_value(&d.name).flatten().map(str::to_owned);
+                        (d.name.clone(), v)
+                    })
+                    .collect();
+                if let Some(text) = crate::history::created_by(&expanded, &cfg.image, &values) {
+                    let mut k = KeyBuilder::new("arg");
+                    k.key(&key).str(&text);
+                    key = k.finish();
+                    cfg.add_history(text, Some(self.created.clone()), true);
+                }
+            }
             if cached {
                 self.events.emit(Event::StepCached { step: id });
             } else {
@@ -573,7 +589,6 @@ struct Step<'s, 'b> {
 impl Step<'_, '_> {
     /// Applies the instruction; returns whether the result came from the cache.
     fn run(&mut self, expanded: &Command) -> Result<bool, BuildError> {
-        let text = self.instruction.original.clone();
         match expanded {
             Command::Run(_) => self.run_step(expanded),
             Command::Copy(_) | Command::Add(_) => self.copy_step(expanded),
@@ -589,65 +604,64 @@ impl Step<'_, '_> {
                 for kv in kvs {
                     self.cfg.set_env(&kv.key, &kv.value);
                 }
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Label(kvs) => {
                 for kv in kvs {
                     self.cfg.set_label(&kv.key, &kv.value);
                 }
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Maintainer(name) => {
                 self.cfg.set_maintainer(name);
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Expose(ports) => {
                 let ports = umstage_dockerfile::exposed_ports(ports)
                     .map_err(|e| BuildError::Invalid(self.located(e)))?;
                 self.cfg.expose(ports);
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Volume(paths) => {
                 for p in paths {
                     self.cfg.add_volume(p);
                 }
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::User(u) => {
                 self.cfg.set_user(u);
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::StopSignal(s) => {
-                self.cfg.set_stop_signal(s);
-                self.metadata(text)
+                self.cfg
+                    .set_stop_signal(s)
+                    .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                self.metadata(expanded)
             }
             Command::Shell(words) => {
                 self.cfg.set_shell(words.clone());
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Cmd(line) => {
                 let (exec, shell) = split_command(line);
                 self.cfg.set_cmd(exec, shell.as_deref());
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Entrypoint(line) => {
                 let (exec, shell) = split_command(line);
                 self.cfg.set_entrypoint(exec, shell.as_deref());
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Onbuild(trigger) => {
                 self.cfg.add_onbuild(trigger);
-                self.metadata(text)
+                self.metadata(expanded)
             }
             Command::Healthcheck(check) => {
                 self.cfg.set_healthcheck(health_config(check));
-                self.metadata(text)
+                self.metadata(expanded)
             }
-            Command::Arg(_) => {
-                // ARG changes what later steps see (their keys include it), not the image.
-                self.roll_key("arg", &text);
-                Ok(false)
-            }
+            // ARG is recorded once the scope has resolved its values (in `build_stage`).
+            Command::Arg(_) => Ok(false),
             Command::From(_) => Err(BuildError::Invalid(
                 self.located("FROM cannot be an ONBUILD trigger"),
             )),
@@ -667,11 +681,18 @@ impl Step<'_, '_> {
         *self.key = k.finish();
     }
 
-    /// A step that changes only the config: no filesystem, no cache lookup.
-    fn metadata(&mut self, created_by: String) -> Result<bool, BuildError> {
-        self.roll_key("meta", &created_by);
-        self.cfg
-            .add_history(created_by, Some(self.build.created.clone()), true);
+    /// A step that changes only the config: no filesystem, no cache lookup. `expanded` words
+    /// the history entry (none for ONBUILD, as BuildKit); the key rolls over the instruction.
+    fn metadata(&mut self, expanded: &Command) -> Result<bool, BuildError> {
+        let created_by = crate::history::created_by(expanded, &self.cfg.image, &[]);
+        self.roll_key(
+            "meta",
+            created_by.as_deref().unwrap_or(&self.instruction.original),
+        );
+        if let Some(text) = created_by {
+            self.cfg
+                .add_history(text, Some(self.build.created.clone()), true);
+        }
         Ok(false)
     }
 
@@ -876,7 +897,10 @@ impl Step<'_, '_> {
                     read_write: false,
                 }));
                 script_file = Some(dir);
-                vec![target]
+                // BuildKit runs the script through the shell too: `/bin/sh -c /dev/pipes/EOF`.
+                let mut argv = shell.clone();
+                argv.push(target);
+                argv
             }
         };
         let env: Vec<String> = self
@@ -928,7 +952,7 @@ impl Step<'_, '_> {
             }
         }
         *self.key = k.finish();
-        let created_by = run_history(&argv, &visible_args);
+        let created_by = run_history(&argv, &self.scope.history_args());
         if let Some(state) = self.cached() {
             if let Some(dir) = script_file {
                 let _ = std::fs::remove_dir_all(dir);
@@ -1360,7 +1384,8 @@ impl Step<'_, '_> {
             k.str(url).opt_str(checksum.as_deref());
         }
         *self.key = k.finish();
-        let created_by = format!("{} # buildkit", self.instruction.original);
+        let created_by = crate::history::created_by(expanded, &self.cfg.image, &[])
+            .unwrap_or_else(|| format!("{} # buildkit", self.instruction.original));
 
         let remote_files: Vec<String> = remote.iter().map(|s| s.to_string()).collect();
         self.fs_step(created_by, |step, mounted| {

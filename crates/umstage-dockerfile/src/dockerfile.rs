@@ -739,6 +739,11 @@ impl<'a> StageScope<'a> {
         self.env.set(key, value.to_owned());
     }
 
+    /// The value an ARG declared in this stage has (`None` inside: declared without one).
+    pub fn arg_value(&self, name: &str) -> Option<Option<&str>> {
+        self.declared.get(name).map(|v| v.as_deref())
+    }
+
     /// The environment to persist in the image config: ENV only, never ARGs.
     pub fn config_env(&self) -> &[(String, String)] {
         &self.env.entries
@@ -751,6 +756,20 @@ impl<'a> StageScope<'a> {
             .iter()
             .filter(|(k, _)| self.env.get(k).is_none())
             .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect()
+    }
+
+    /// The build args as a RUN's history entry names them (BuildKit's `|N K=V …`): every ARG
+    /// declared so far in the stage, in order, valued from ENV when ENV shadows it, else its own
+    /// value (empty when it has none).
+    pub fn history_args(&self) -> Vec<(String, String)> {
+        self.declared
+            .entries
+            .iter()
+            .map(|(k, v)| {
+                let value = self.env.get(k).or(v.as_ref()).cloned().unwrap_or_default();
+                (k.clone(), value)
+            })
             .collect()
     }
 

@@ -120,14 +120,36 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
     }
 }
 
-/// A reader decompressing a layer blob; the format is detected from its first bytes.
+/// The first bytes of a gzip stream.
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+/// The first bytes of a bzip2 stream.
+const BZIP2_MAGIC: &[u8] = b"BZh";
+/// The first bytes of an xz stream.
+const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+
+/// Whether `head` (a file's first bytes) starts a stream [`decompress`] understands:
+/// gzip, zstd, bzip2 or xz.
+pub fn is_compressed(head: &[u8]) -> bool {
+    [GZIP_MAGIC, ZSTD_MAGIC, BZIP2_MAGIC, XZ_MAGIC]
+        .iter()
+        .any(|m| head.starts_with(m))
+}
+
+/// A reader decompressing a layer blob or an archive; the format (gzip, zstd, bzip2, xz or
+/// none) is detected from its first bytes.
 pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>> {
     let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
     let head = io::BufRead::fill_buf(&mut reader)?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+    Ok(if head.starts_with(GZIP_MAGIC) {
         Box::new(flate2::bufread::MultiGzDecoder::new(reader))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(ZSTD_MAGIC) {
         Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
+    } else if head.starts_with(BZIP2_MAGIC) {
+        Box::new(bzip2::bufread::MultiBzDecoder::new(reader))
+    } else if head.starts_with(XZ_MAGIC) {
+        Box::new(xz2::bufread::XzDecoder::new_multi_decoder(reader))
     } else {
         Box::new(reader)
     })
@@ -144,6 +166,25 @@ mod tests {
             encoder.write_all(chunk).unwrap();
         }
         encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn bzip2_and_xz_streams_are_detected_and_read() {
+        let data = b"a tar would be here".repeat(100);
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&data).unwrap();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&data).unwrap();
+        for blob in [bz.finish().unwrap(), xz.finish().unwrap()] {
+            assert!(is_compressed(&blob));
+            let mut back = Vec::new();
+            decompress(&blob[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data);
+        }
+        assert!(!is_compressed(b"plain text"));
     }
 
     #[test]

@@ -537,7 +537,7 @@ fn remove_all(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<()> {
     }
 }
 
-/// Applies an uncompressed or compressed (gzip, zstd: detected) layer tar onto `target`.
+/// Applies an uncompressed or compressed (gzip, zstd, bzip2, xz: detected) tar onto `target`.
 pub fn unpack(
     reader: impl Read,
     target: &Path,

@@ -1,0 +1,212 @@
+//! Shared by the end-to-end test files: a workspace per test (a directory the unprivileged test
+//! user owns, the binary, the busybox base image), running `umstage` as that user, and readers
+//! of what it wrote that share no code with umstage.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+use umstage_testutil::archive::{self, Transport, Unpacked};
+use umstage_testutil::images;
+use umstage_testutil::user::{SharedDir, TestUser};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A workspace for one test: a directory the test user owns, the binary, the busybox base image.
+pub struct Env {
+    pub dir: SharedDir,
+    pub bin: PathBuf,
+    pub busybox: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Result<Self, Box<dyn std::error::Error>> {
+        let user = TestUser::get()?;
+        let dir = SharedDir::new(&user)?;
+        let bin = dir.install_executable(Path::new(env!("CARGO_BIN_EXE_umstage")))?;
+        let busybox = dir.path().join("busybox-layout");
+        images::busybox()?.copy_to(&busybox)?;
+        dir.mkdir("state")?;
+        Ok(Env { dir, bin, busybox })
+    }
+
+    /// Writes a context directory `name` with these files (path, content); returns its path.
+    pub fn context(
+        &self,
+        name: &str,
+        files: &[(&str, &str)],
+    ) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        let ctx = self.dir.path().join(name);
+        for (path, content) in files {
+            let p = ctx.join(path);
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::write(&p, content)?;
+        }
+        fs::create_dir_all(&ctx)?;
+        self.dir.user().chown_tree(self.dir.path())?;
+        Ok(ctx)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `umstage ARGS` as the test user, with busybox as a named context.
+    pub fn umstage(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = self.dir.user().command(&self.bin);
+        cmd.args(args);
+        cmd.env("XDG_DATA_HOME", self.path("xdg"));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        // Another test's fork may briefly hold the freshly copied binary open for writing.
+        for _ in 0..20 {
+            match cmd.output() {
+                Ok(out) if String::from_utf8_lossy(&out.stderr).contains("Text file busy") => {}
+                Ok(out) => return out,
+                Err(e) if e.raw_os_error() == Some(26) => {}
+                Err(e) => panic!("cannot run umstage: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("cannot run umstage: its binary stayed busy");
+    }
+
+    /// `umstage build` of `ctx` into `out` with the plain progress; extra args before the context.
+    pub fn build(&self, ctx: &Path, out: &str, extra: &[&str]) -> Output {
+        self.build_env(ctx, out, extra, &[])
+    }
+
+    pub fn build_env(
+        &self,
+        ctx: &Path,
+        out: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Output {
+        self.build_in(&self.path("state"), ctx, out, extra, envs)
+    }
+
+    pub fn build_in(
+        &self,
+        root: &Path,
+        ctx: &Path,
+        out: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Output {
+        let bb = format!("busybox=oci-layout://{}", self.busybox.display());
+        let out = self.path(out);
+        let mut args: Vec<&str> = vec![
+            "build",
+            "--root",
+            root.to_str().unwrap_or_default(),
+            "--progress",
+            "plain",
+            "--build-context",
+            &bb,
+            "-o",
+            out.to_str().unwrap_or_default(),
+        ];
+        args.extend_from_slice(extra);
+        let ctx = ctx.to_string_lossy().into_owned();
+        args.push(&ctx);
+        self.umstage(&args, envs)
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "umstage failed:\n{}", text(out));
+}
+
+pub fn unpack(env: &Env, archive: &str) -> Result<Unpacked, Box<dyn std::error::Error>> {
+    Ok(archive::umoci_unpack(
+        &env.path(archive),
+        Transport::OciArchive,
+    )?)
+}
+
+pub fn layers(env: &Env, archive: &str) -> Result<Unpacked, Box<dyn std::error::Error>> {
+    Ok(archive::apply_layers(
+        &env.path(archive),
+        Transport::OciArchive,
+    )?)
+}
+
+/// The image config exactly as stored in the archive, read with `tar` and `jq`-free JSON
+/// parsing (skopeo drops Docker's extensions such as `Shell` and `OnBuild` when it parses).
+pub fn config(env: &Env, archive: &str) -> Result<Value, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    umstage_testutil::run(
+        std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(env.path(archive))
+            .arg("-C")
+            .arg(dir.path()),
+    )?;
+    let blob = |digest: &Value| -> Result<Value, Box<dyn std::error::Error>> {
+        let hex = digest
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .ok_or("bad digest")?;
+        Ok(serde_json::from_slice(&fs::read(
+            dir.path().join("blobs/sha256").join(hex),
+        )?)?)
+    };
+    let index: Value = serde_json::from_slice(&fs::read(dir.path().join("index.json"))?)?;
+    let manifest = blob(&index["manifests"][0]["digest"])?;
+    blob(&manifest["config"]["digest"])
+}
+
+/// The last entry for `path` (no leading `/`) in any layer: what the image holds there.
+pub fn entry(image: &Unpacked, path: &str) -> Option<archive::TarEntry> {
+    image
+        .layers
+        .iter()
+        .rev()
+        .flat_map(|l| l.entries.iter())
+        .find(|e| e.path.trim_end_matches('/') == path)
+        .cloned()
+}
+
+/// The `created_by` of every history entry, in order.
+pub fn history(config: &Value) -> Vec<String> {
+    config["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| e["created_by"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs an image archive's `manifest.json` through `tar`: Docker's view of the archive.
+pub fn docker_manifest(env: &Env, archive: &str) -> Result<Value, Box<dyn std::error::Error>> {
+    let text = umstage_testutil::run_stdout(
+        std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(env.path(archive))
+            .arg("manifest.json"),
+    )?;
+    Ok(serde_json::from_str(&text)?)
+}
