@@ -87,15 +87,6 @@ pub struct ContentStore {
 static INGEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ContentStore {
-    /// The default state root: `$XDG_DATA_HOME/umstage`, else `~/.local/share/umstage`.
-    pub fn default_root() -> Option<PathBuf> {
-        match std::env::var_os("XDG_DATA_HOME") {
-            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir).join("umstage")),
-            _ => std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".local/share/umstage")),
-        }
-    }
-
     /// Opens (creating if needed) the store whose blobs live under `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
