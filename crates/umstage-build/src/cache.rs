@@ -158,10 +158,9 @@ impl CacheIndex {
         };
         let bytes = serde_json::to_vec(value).map_err(|e| err(io::Error::other(e)))?;
         let tmp = self.dir.join(format!(
-            ".{}.{}.{}.tmp",
+            ".{}.{}.tmp",
             key.to_hex(),
-            std::process::id(),
-            unique_suffix()
+            crate::solver::unique_key("entry")
         ));
         let written = (|| {
             let mut f = fs::File::create_new(&tmp)?;
@@ -220,13 +219,6 @@ impl CacheIndex {
         }
         Ok(removed)
     }
-}
-
-/// A value unique within this process, for temporary file names.
-pub(crate) fn unique_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[cfg(test)]
