@@ -245,8 +245,10 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         }
     }
     if let Some(p) = &a.platform {
-        let host = host_platform();
-        if p.split(',').any(|one| one.trim() != host) {
+        let host = umstage_dockerfile::Platform::host();
+        if p.split(',')
+            .any(|one| umstage_dockerfile::Platform::parse(one.trim()).is_none_or(|q| q != host))
+        {
             bail!("--platform {p}: only this machine's platform ({host}) can be built");
         }
     }
@@ -304,18 +306,6 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         jobs,
         source_date_epoch,
     })
-}
-
-/// This machine's platform as `os/arch`, in Go's names.
-fn host_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    format!("linux/{arch}")
 }
 
 /// Writes `--iidfile` and `--metadata-file`.
