@@ -9,6 +9,7 @@ pub mod digests;
 pub mod event;
 pub mod export;
 pub mod history;
+pub mod lints;
 pub mod options;
 pub mod request;
 pub mod schedule;
@@ -16,4 +17,4 @@ pub mod solver;
 pub mod state;
 pub mod users;
 
-pub use solver::build;
+pub use solver::{build, check};

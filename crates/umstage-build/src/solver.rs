@@ -92,9 +92,15 @@ struct Build<'a> {
     ignore_chown_errors: bool,
 }
 
-/// Builds what `request` asks for, reporting progress to `events`.
-pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResult, BuildError> {
-    let started = Instant::now();
+/// Runs the build checks only (`--check`): reports each finding as an event and returns how
+/// many there were. Nothing is built.
+pub fn check(request: &BuildRequest, events: &dyn EventSink) -> Result<usize, BuildError> {
+    let dockerfile = load_dockerfile(request)?;
+    crate::lints::report(&dockerfile, events)
+}
+
+/// Reads and parses the request's Dockerfile; a file with no stage is an error.
+fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
     let (file_name, text) = match &request.dockerfile {
         DockerfileSource::Path(p) => (
             p.file_name()
@@ -112,6 +118,14 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             "{file_name}: no FROM instruction: a Dockerfile needs at least one stage"
         )));
     }
+    Ok(dockerfile)
+}
+
+/// Builds what `request` asks for, reporting progress to `events`.
+pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResult, BuildError> {
+    let started = Instant::now();
+    let dockerfile = load_dockerfile(request)?;
+    crate::lints::report(&dockerfile, events)?;
     let args = BuildArgs::new(request.build_args.iter().cloned());
     let meta = dockerfile
         .meta_scope(&args)
@@ -184,6 +198,15 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     };
 
     let needed = build.graph.required(target);
+    let unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    if !unused.is_empty() {
+        events.emit(Event::Warning {
+            message: format!(
+                "One or more build-args [{}] were not consumed",
+                unused.join(" ")
+            ),
+        });
+    }
     let task_of: HashMap<usize, usize> = needed.iter().enumerate().map(|(t, &s)| (s, t)).collect();
     let deps: Vec<Vec<usize>> = needed
         .iter()

@@ -151,6 +151,10 @@ pub struct BuildArgs {
     #[arg(long)]
     pub push: bool,
 
+    /// Run the build checks (lint rules) only, build nothing; exit 1 if any is found
+    #[arg(long)]
+    pub check: bool,
+
     /// Stages to build at the same time [default: number of cores]
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,

@@ -140,6 +140,9 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
         Ok(r) => r,
         Err(e) => return usage_error(&e),
     };
+    if args.check {
+        return check(&request);
+    }
     let mode = if args.quiet {
         ProgressMode::Quiet
     } else {
@@ -165,6 +168,47 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
         Err(e) => {
             eprintln!("umstage: error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `umstage build --check`: the build checks in BuildKit's verbose form, on standard error;
+/// exit 1 when any is found.
+fn check(request: &BuildRequest) -> ExitCode {
+    let findings = umstage_build::event::Collect::default();
+    if let Err(e) = umstage_build::check(request, &findings) {
+        eprintln!("umstage: error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
+    let mut count = 0;
+    for event in findings.events() {
+        if let umstage_build::event::Event::Lint {
+            rule,
+            message,
+            url,
+            file,
+            line,
+            source,
+        } = event
+        {
+            count += 1;
+            eprintln!(
+                "{rule} - {url}\n{message}\n{file}:{line}\n--------------------\n{line} | >>> {source}\n--------------------\n"
+            );
+        }
+    }
+    match count {
+        0 => {
+            eprintln!("Check complete, no warnings found.");
+            ExitCode::SUCCESS
+        }
+        1 => {
+            eprintln!("Check complete, 1 warning has been found!");
+            ExitCode::from(1)
+        }
+        n => {
+            eprintln!("Check complete, {n} warnings have been found!");
+            ExitCode::from(1)
         }
     }
 }
