@@ -4,6 +4,7 @@ pub mod add;
 pub mod cache;
 pub mod chmod;
 pub mod config;
+pub mod context;
 pub mod copy;
 pub mod digests;
 pub mod event;

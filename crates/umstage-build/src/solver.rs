@@ -338,6 +338,23 @@ impl Build<'_> {
             text: stage.from.original.clone(),
             steps_in_stage: steps,
         });
+        // A named context called like the stage replaces the whole stage, as in BuildKit.
+        if let Some(name) = &stage.name
+            && self
+                .request
+                .build_contexts
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(name))
+        {
+            let output = self
+                .image(name)
+                .map_err(|e| self.fail(&from_id, &stage.from, e, None, Vec::new()))?;
+            self.events.emit(Event::StepDone {
+                step: from_id,
+                elapsed: from_started.elapsed(),
+            });
+            return Ok(output);
+        }
         let base = match &self.graph.nodes[index].base {
             Base::Scratch => {
                 let p = self.platform();
@@ -483,12 +500,7 @@ impl Build<'_> {
                 umstage_oci::archive::import_layout_dir(&self.store, path, &selector)
                     .map_err(|e| format!("image {reference} from {}: {e}", path.display()))?
             }
-            Some(NamedContext::Dir(dir)) => {
-                return Err(format!(
-                    "the build context {reference} is a directory ({}): use it with COPY --from, not FROM",
-                    dir.display()
-                ));
-            }
+            Some(NamedContext::Dir(dir)) => return self.directory_image(reference, dir),
             Some(NamedContext::Image(r)) => return self.image(r),
             None => self.pull(reference)?,
         };
@@ -523,6 +535,41 @@ impl Build<'_> {
         };
         if let Ok(mut images) = self.images.lock() {
             images.insert(reference.to_string(), output.clone());
+        }
+        Ok(output)
+    }
+
+    /// A named context that is a directory, used as a base: an image with the directory's files
+    /// as its one layer and a scratch config, as BuildKit makes of a local context in FROM.
+    fn directory_image(&self, name: &str, dir: &Path) -> Result<StageOutput, String> {
+        let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let changes = crate::export::whole_tree(&dir)
+            .map_err(|e| format!("build context {name} ({}): {e}", dir.display()))?;
+        let p = self.platform();
+        let mut config = config::scratch(&p.os, &p.arch, Some(&p.variant));
+        let mut layers = Vec::new();
+        if !changes.changes.is_empty() {
+            let info = write_layer(&self.store, &changes, &self.layer_options)
+                .map_err(|e| format!("build context {name} ({}): {e}", dir.display()))?;
+            config.rootfs.diff_ids.push(info.diff_id.clone());
+            layers.push(Layer {
+                digest: info.blob.digest.to_string(),
+                diff_id: info.diff_id.to_string(),
+                size: info.blob.size,
+                media_type: info.media_type.to_string(),
+            });
+        }
+        let mut key = KeyBuilder::new("directory");
+        key.key(&self.salt).str(&p.to_string());
+        for l in &layers {
+            key.str(&l.diff_id);
+        }
+        let output = StageOutput {
+            key: key.finish(),
+            state: State { config, layers },
+        };
+        if let Ok(mut images) = self.images.lock() {
+            images.insert(name.to_string(), output.clone());
         }
         Ok(output)
     }

@@ -136,7 +136,8 @@ fn state_root(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
     let stdout_taken = args.outputs.iter().any(writes_stdout);
-    let request = match build_request(&args, root) {
+    // A context read from standard input lives in a temporary directory for the build.
+    let (request, _stdin_context) = match build_request(&args, root) {
         Ok(r) => r,
         Err(e) => return usage_error(&e),
     };
@@ -226,21 +227,49 @@ fn writes_stdout(o: &umstage_build::options::Output) -> bool {
     )
 }
 
-fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequest> {
+/// The request the command line describes, and the temporary directory holding a context
+/// read from standard input (removed when dropped).
+fn build_request(
+    a: &BuildArgs,
+    state_root: PathBuf,
+) -> anyhow::Result<(BuildRequest, Option<tempfile::TempDir>)> {
+    use umstage_build::context::StdinContext;
     use umstage_build::options::{Compression, Output};
 
+    let mut stdin_dockerfile = None;
+    let mut stdin_context = None;
     if a.context.as_os_str() == "-" {
-        bail!(
-            "a context from standard input is not supported yet: give a directory, and -f - for a Dockerfile on standard input"
-        );
+        if a.file.as_deref().is_some_and(|f| f.as_os_str() == "-") {
+            bail!(
+                "the context and the Dockerfile cannot both come from standard input (-f - and -)"
+            );
+        }
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading the context from standard input")?;
+        let dir = tempfile::Builder::new()
+            .prefix("umstage-context-")
+            .tempdir()
+            .context("making a directory for the context from standard input")?;
+        if let StdinContext::Dockerfile(text) =
+            umstage_build::context::from_stdin(data, dir.path())?
+        {
+            stdin_dockerfile = Some(text);
+        }
+        stdin_context = Some(dir);
     }
-    let ctx = a.context.to_string_lossy();
+    let context_arg = match &stdin_context {
+        Some(dir) => dir.path().to_path_buf(),
+        None => a.context.clone(),
+    };
+    let ctx = context_arg.to_string_lossy();
     if ctx.contains("://") || ctx.starts_with("git@") {
         bail!(
             "context {ctx:?}: git and http(s) contexts are not supported yet: clone or download it and give the directory"
         );
     }
-    let context = std::path::absolute(&a.context)
+    let context = std::path::absolute(&context_arg)
         .with_context(|| format!("context {}", a.context.display()))?;
     if !context.is_dir() {
         bail!(
@@ -249,12 +278,19 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         );
     }
     let dockerfile = match a.file.as_deref() {
+        _ if stdin_dockerfile.is_some() => {
+            DockerfileSource::Text(stdin_dockerfile.take().unwrap_or_default())
+        }
         Some(p) if p.as_os_str() == "-" => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .context("reading the Dockerfile from standard input")?;
             DockerfileSource::Text(text)
+        }
+        // In a context archive from standard input, -f names a file in the archive.
+        Some(p) if stdin_context.is_some() && p.is_relative() => {
+            DockerfileSource::Path(context.join(p))
         }
         Some(p) => DockerfileSource::Path(p.to_path_buf()),
         None => DockerfileSource::Path(context.join("Dockerfile")),
@@ -324,7 +360,7 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         Some(j) => usize::from(j),
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
-    Ok(BuildRequest {
+    let request = BuildRequest {
         context,
         dockerfile,
         tags: a.tags.clone(),
@@ -347,7 +383,8 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         insecure_registries: a.insecure_registries.clone(),
         jobs,
         source_date_epoch,
-    })
+    };
+    Ok((request, stdin_context))
 }
 
 /// This machine's platform as `os/arch`, in Go's names.
