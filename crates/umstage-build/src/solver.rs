@@ -983,7 +983,7 @@ impl Step<'_, '_> {
                 argv
             }
         };
-        let env: Vec<String> = self
+        let mut env: Vec<String> = self
             .scope
             .run_env()
             .into_iter()
@@ -1043,8 +1043,20 @@ impl Step<'_, '_> {
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
         let prepared = (|| -> Result<(), String> {
+            let mut ssh_index = 0;
             for (m, source) in run.mounts.iter().zip(mount_sources) {
-                mounts.push(self.step_mount(m, source, &mut views, &mut secret_files)?);
+                let mounted =
+                    self.step_mount(m, source, &mut views, &mut secret_files, ssh_index)?;
+                if m.kind == MountType::Ssh {
+                    // The first agent is the step's SSH_AUTH_SOCK, as in BuildKit.
+                    if let Some(StepMount::Bind(b)) = &mounted
+                        && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="))
+                    {
+                        env.push(format!("SSH_AUTH_SOCK={}", b.target));
+                    }
+                    ssh_index += 1;
+                }
+                mounts.extend(mounted);
             }
             Ok(())
         })();
@@ -1133,7 +1145,8 @@ impl Step<'_, '_> {
         source: Option<CopySource>,
         views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
         secret_files: &mut Vec<std::os::fd::OwnedFd>,
-    ) -> Result<StepMount, String> {
+        ssh_index: usize,
+    ) -> Result<Option<StepMount>, String> {
         let build = self.build;
         let target = m.target.clone().unwrap_or_default();
         let target = if target.starts_with('/') {
@@ -1172,7 +1185,7 @@ impl Step<'_, '_> {
             .map_err(|e| e.to_string())?;
             Ok(parent.join(resolved.name))
         };
-        Ok(match m.kind {
+        Ok(Some(match m.kind {
             MountType::Bind => {
                 let dir = source_dir(source)?;
                 StepMount::Bind(sandbox::BindMount {
@@ -1249,9 +1262,33 @@ impl Step<'_, '_> {
                 StepMount::Secret(secret)
             }
             MountType::Ssh => {
-                return Err("RUN --mount=type=ssh is not supported yet".into());
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let agent = build
+                    .request
+                    .ssh
+                    .iter()
+                    .rev()
+                    .find(|a| a.id == id)
+                    .and_then(|a| a.socket.clone());
+                match agent {
+                    Some(socket) => StepMount::Bind(sandbox::BindMount {
+                        source: socket,
+                        target: if m.target.is_some() {
+                            target
+                        } else {
+                            ssh_target(ssh_index)
+                        },
+                        read_write: false,
+                    }),
+                    None if m.required => {
+                        return Err(format!(
+                            "no ssh agent {id:?} forwarded: pass --ssh {id} (its socket from $SSH_AUTH_SOCK) or --ssh {id}=SOCKET"
+                        ));
+                    }
+                    None => return Ok(None),
+                }
             }
-        })
+        }))
     }
 
     /// A read-only view of a state's filesystem, mounted; `None` for an empty filesystem.
@@ -1654,6 +1691,12 @@ fn is_git_url(s: &str) -> bool {
     s.starts_with("git@")
         || s.starts_with("git://")
         || (is_url(s) && (s.ends_with(".git") || s.contains(".git#")))
+}
+
+/// Where an ssh mount with no `target` puts the socket, as BuildKit does:
+/// `/run/buildkit/ssh_agent.N`, N counting the step's ssh mounts.
+fn ssh_target(index: usize) -> String {
+    format!("/run/buildkit/ssh_agent.{index}")
 }
 
 /// A memory-only file holding `data`, readable through `/proc/PID/fd/N` by the step's helper.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use umstage_build::options::{BuildContext, NetworkMode, Output, Secret};
+use umstage_build::options::{BuildContext, NetworkMode, Output, Secret, SshAgent};
 
 /// Builds container images from Dockerfiles, with no daemon and no root.
 #[derive(Debug, Parser)]
@@ -126,6 +126,10 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret (repeatable): id=ID[,src=PATH|env=VAR]
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<Secret>,
+
+    /// ssh-agent socket for RUN --mount=type=ssh (repeatable): default (uses $SSH_AUTH_SOCK) or ID=SOCKET
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<SshAgent>,
 
     /// Label to set on the image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]

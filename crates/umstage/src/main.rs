@@ -317,6 +317,12 @@ fn build_request(
             }
         }
     }
+    let ssh = a
+        .ssh
+        .iter()
+        .cloned()
+        .map(umstage_build::options::SshAgent::resolve)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut labels = Vec::new();
     for l in &a.labels {
         match l.split_once('=') {
@@ -373,6 +379,7 @@ fn build_request(
         no_cache_filter: a.no_cache_filter.clone(),
         network: a.network,
         secrets: a.secrets.clone(),
+        ssh,
         labels,
         state_root,
         snapshotter: match a.snapshotter {
