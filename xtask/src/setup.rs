@@ -23,6 +23,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "zstd",
     "bzip2",
     "ca-certificates",
+    "openssh-client",
 ];
 
 /// First subordinate id handed out when no range is taken yet.

@@ -87,6 +87,21 @@ pub enum Event {
         /// The warning, one line.
         message: String,
     },
+    /// A build check (lint rule) found something in the Dockerfile; the build goes on.
+    Lint {
+        /// BuildKit's rule name, e.g. `JSONArgsRecommended`.
+        rule: String,
+        /// What is wrong.
+        message: String,
+        /// The page documenting the rule.
+        url: String,
+        /// The Dockerfile's name.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// That line's text.
+        source: String,
+    },
     /// A phase outside the steps (pulling a base image, exporting) starts.
     TaskStarted {
         /// Identifies the task in later events.

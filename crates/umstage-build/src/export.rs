@@ -277,7 +277,8 @@ fn with_rootfs(
 }
 
 /// A change set adding every entry of `root`, for writing a whole filesystem as one tar.
-fn whole_tree(root: &Path) -> io::Result<ChangeSet> {
+/// Every path under `root` as an upsert: a whole tree as one layer.
+pub(crate) fn whole_tree(root: &Path) -> io::Result<ChangeSet> {
     let mut changes = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {

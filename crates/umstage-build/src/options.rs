@@ -372,6 +372,94 @@ impl FromStr for Secret {
     }
 }
 
+/// One `--ssh ID[=SOCKET]`: an ssh-agent socket `RUN --mount=type=ssh,id=ID` can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshAgent {
+    /// The id mounts refer to (`default` when they name none).
+    pub id: String,
+    /// The agent's socket; `None` until [`SshAgent::resolve`] takes `$SSH_AUTH_SOCK`.
+    pub socket: Option<PathBuf>,
+}
+
+impl FromStr for SshAgent {
+    type Err = OptionError;
+
+    /// Parses `default`, `ID=/path/to/agent.sock` (buildx's syntax).
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, path)) => (id, Some(path)),
+            None => (spec, None),
+        };
+        if id.is_empty() {
+            return Err(OptionError::new(
+                "--ssh",
+                spec,
+                "use ID[=SOCKET], such as default",
+            ));
+        }
+        let mut paths = path.map(|p| p.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>());
+        let socket = match paths.as_deref_mut() {
+            None | Some([]) => None,
+            Some([one]) => Some(PathBuf::from(*one)),
+            Some(_) => {
+                return Err(OptionError::new(
+                    "--ssh",
+                    spec,
+                    "give one agent socket; to forward keys, load them into an ssh-agent with ssh-add",
+                ));
+            }
+        };
+        Ok(SshAgent {
+            id: id.to_string(),
+            socket,
+        })
+    }
+}
+
+impl SshAgent {
+    /// Fills in `$SSH_AUTH_SOCK` when no socket was given, and checks that the socket is one:
+    /// umstage forwards agents, not key files.
+    pub fn resolve(self) -> Result<SshAgent, OptionError> {
+        let spec = match &self.socket {
+            Some(p) => format!("{}={}", self.id, p.display()),
+            None => self.id.clone(),
+        };
+        let socket = match self.socket {
+            Some(p) => p,
+            None => match std::env::var_os("SSH_AUTH_SOCK") {
+                Some(s) if !s.is_empty() => PathBuf::from(s),
+                _ => {
+                    return Err(OptionError::new(
+                        "--ssh",
+                        &spec,
+                        "SSH_AUTH_SOCK is not set: start an ssh-agent, or name its socket (ID=SOCKET)",
+                    ));
+                }
+            },
+        };
+        let socket = std::path::absolute(&socket).unwrap_or(socket);
+        match std::fs::metadata(&socket) {
+            Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => Ok(SshAgent {
+                id: self.id,
+                socket: Some(socket),
+            }),
+            Ok(_) => Err(OptionError::new(
+                "--ssh",
+                &spec,
+                format!(
+                    "{} is not an agent socket: load key files into an ssh-agent (ssh-add KEY) and pass its socket",
+                    socket.display()
+                ),
+            )),
+            Err(e) => Err(OptionError::new(
+                "--ssh",
+                &spec,
+                format!("{}: {e}", socket.display()),
+            )),
+        }
+    }
+}
+
 /// What a named build context (`--build-context NAME=…`) stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamedContext {
@@ -494,6 +582,30 @@ pub fn parse_size(text: &str) -> Result<u64, OptionError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ssh_agents_parse_as_buildx_writes_them() {
+        let d: SshAgent = "default".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((d.id.as_str(), d.socket), ("default", None));
+        let s: SshAgent = "work=/run/agent.sock"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.socket, Some(PathBuf::from("/run/agent.sock")));
+        assert!("=x".parse::<SshAgent>().is_err());
+        assert!("a=/k1,/k2".parse::<SshAgent>().is_err());
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, "key").unwrap_or_else(|e| panic!("{e}"));
+        let err = SshAgent {
+            id: "k".into(),
+            socket: Some(key),
+        }
+        .resolve()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("not an agent socket"), "{err}");
+    }
+
     use super::*;
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::options::{BuildContext, DockerfileSource, NetworkMode, Output, Secret};
+use crate::options::{BuildContext, DockerfileSource, NetworkMode, Output, Secret, SshAgent};
 
 /// Which snapshotter holds the build's filesystems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +45,8 @@ pub struct BuildRequest {
     pub network: NetworkMode,
     /// Secrets for `RUN --mount=type=secret`.
     pub secrets: Vec<Secret>,
+    /// ssh-agent sockets for `RUN --mount=type=ssh` (`--ssh`), resolved.
+    pub ssh: Vec<SshAgent>,
     /// Labels added to the image (`--label`).
     pub labels: Vec<(String, String)>,
     /// The state root.

@@ -92,9 +92,15 @@ struct Build<'a> {
     ignore_chown_errors: bool,
 }
 
-/// Builds what `request` asks for, reporting progress to `events`.
-pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResult, BuildError> {
-    let started = Instant::now();
+/// Runs the build checks only (`--check`): reports each finding as an event and returns how
+/// many there were. Nothing is built.
+pub fn check(request: &BuildRequest, events: &dyn EventSink) -> Result<usize, BuildError> {
+    let dockerfile = load_dockerfile(request)?;
+    crate::lints::report(&dockerfile, events)
+}
+
+/// Reads and parses the request's Dockerfile; a file with no stage is an error.
+fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
     let (file_name, text) = match &request.dockerfile {
         DockerfileSource::Path(p) => (
             p.file_name()
@@ -112,6 +118,14 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             "{file_name}: no FROM instruction: a Dockerfile needs at least one stage"
         )));
     }
+    Ok(dockerfile)
+}
+
+/// Builds what `request` asks for, reporting progress to `events`.
+pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResult, BuildError> {
+    let started = Instant::now();
+    let dockerfile = load_dockerfile(request)?;
+    crate::lints::report(&dockerfile, events)?;
     let args = BuildArgs::new(request.build_args.iter().cloned());
     let meta = dockerfile
         .meta_scope(&args)
@@ -184,6 +198,15 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     };
 
     let needed = build.graph.required(target);
+    let unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    if !unused.is_empty() {
+        events.emit(Event::Warning {
+            message: format!(
+                "One or more build-args [{}] were not consumed",
+                unused.join(" ")
+            ),
+        });
+    }
     let task_of: HashMap<usize, usize> = needed.iter().enumerate().map(|(t, &s)| (s, t)).collect();
     let deps: Vec<Vec<usize>> = needed
         .iter()
@@ -315,6 +338,23 @@ impl Build<'_> {
             text: stage.from.original.clone(),
             steps_in_stage: steps,
         });
+        // A named context called like the stage replaces the whole stage, as in BuildKit.
+        if let Some(name) = &stage.name
+            && self
+                .request
+                .build_contexts
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(name))
+        {
+            let output = self
+                .image(name)
+                .map_err(|e| self.fail(&from_id, &stage.from, e, None, Vec::new()))?;
+            self.events.emit(Event::StepDone {
+                step: from_id,
+                elapsed: from_started.elapsed(),
+            });
+            return Ok(output);
+        }
         let base = match &self.graph.nodes[index].base {
             Base::Scratch => {
                 let p = self.platform();
@@ -460,12 +500,7 @@ impl Build<'_> {
                 umstage_oci::archive::import_layout_dir(&self.store, path, &selector)
                     .map_err(|e| format!("image {reference} from {}: {e}", path.display()))?
             }
-            Some(NamedContext::Dir(dir)) => {
-                return Err(format!(
-                    "the build context {reference} is a directory ({}): use it with COPY --from, not FROM",
-                    dir.display()
-                ));
-            }
+            Some(NamedContext::Dir(dir)) => return self.directory_image(reference, dir),
             Some(NamedContext::Image(r)) => return self.image(r),
             None => self.pull(reference)?,
         };
@@ -492,6 +527,41 @@ impl Build<'_> {
         };
         if let Ok(mut images) = self.images.lock() {
             images.insert(reference.to_string(), output.clone());
+        }
+        Ok(output)
+    }
+
+    /// A named context that is a directory, used as a base: an image with the directory's files
+    /// as its one layer and a scratch config, as BuildKit makes of a local context in FROM.
+    fn directory_image(&self, name: &str, dir: &Path) -> Result<StageOutput, String> {
+        let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let changes = crate::export::whole_tree(&dir)
+            .map_err(|e| format!("build context {name} ({}): {e}", dir.display()))?;
+        let p = self.platform();
+        let mut config = config::scratch(&p.os, &p.arch, Some(&p.variant));
+        let mut layers = Vec::new();
+        if !changes.changes.is_empty() {
+            let info = write_layer(&self.store, &changes, &self.layer_options)
+                .map_err(|e| format!("build context {name} ({}): {e}", dir.display()))?;
+            config.rootfs.diff_ids.push(info.diff_id.clone());
+            layers.push(Layer {
+                digest: info.blob.digest.to_string(),
+                diff_id: info.diff_id.to_string(),
+                size: info.blob.size,
+                media_type: info.media_type.to_string(),
+            });
+        }
+        let mut key = KeyBuilder::new("directory");
+        key.key(&self.salt).str(&p.to_string());
+        for l in &layers {
+            key.str(&l.diff_id);
+        }
+        let output = StageOutput {
+            key: key.finish(),
+            state: State { config, layers },
+        };
+        if let Ok(mut images) = self.images.lock() {
+            images.insert(name.to_string(), output.clone());
         }
         Ok(output)
     }
@@ -903,7 +973,7 @@ impl Step<'_, '_> {
                 argv
             }
         };
-        let env: Vec<String> = self
+        let mut env: Vec<String> = self
             .scope
             .run_env()
             .into_iter()
@@ -963,8 +1033,20 @@ impl Step<'_, '_> {
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
         let prepared = (|| -> Result<(), String> {
+            let mut ssh_index = 0;
             for (m, source) in run.mounts.iter().zip(mount_sources) {
-                mounts.push(self.step_mount(m, source, &mut views, &mut secret_files)?);
+                let mounted =
+                    self.step_mount(m, source, &mut views, &mut secret_files, ssh_index)?;
+                if m.kind == MountType::Ssh {
+                    // The first agent is the step's SSH_AUTH_SOCK, as in BuildKit.
+                    if let Some(StepMount::Bind(b)) = &mounted
+                        && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="))
+                    {
+                        env.push(format!("SSH_AUTH_SOCK={}", b.target));
+                    }
+                    ssh_index += 1;
+                }
+                mounts.extend(mounted);
             }
             Ok(())
         })();
@@ -1053,7 +1135,8 @@ impl Step<'_, '_> {
         source: Option<CopySource>,
         views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
         secret_files: &mut Vec<std::os::fd::OwnedFd>,
-    ) -> Result<StepMount, String> {
+        ssh_index: usize,
+    ) -> Result<Option<StepMount>, String> {
         let build = self.build;
         let target = m.target.clone().unwrap_or_default();
         let target = if target.starts_with('/') {
@@ -1092,7 +1175,7 @@ impl Step<'_, '_> {
             .map_err(|e| e.to_string())?;
             Ok(parent.join(resolved.name))
         };
-        Ok(match m.kind {
+        Ok(Some(match m.kind {
             MountType::Bind => {
                 let dir = source_dir(source)?;
                 StepMount::Bind(sandbox::BindMount {
@@ -1169,9 +1252,33 @@ impl Step<'_, '_> {
                 StepMount::Secret(secret)
             }
             MountType::Ssh => {
-                return Err("RUN --mount=type=ssh is not supported yet".into());
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let agent = build
+                    .request
+                    .ssh
+                    .iter()
+                    .rev()
+                    .find(|a| a.id == id)
+                    .and_then(|a| a.socket.clone());
+                match agent {
+                    Some(socket) => StepMount::Bind(sandbox::BindMount {
+                        source: socket,
+                        target: if m.target.is_some() {
+                            target
+                        } else {
+                            ssh_target(ssh_index)
+                        },
+                        read_write: false,
+                    }),
+                    None if m.required => {
+                        return Err(format!(
+                            "no ssh agent {id:?} forwarded: pass --ssh {id} (its socket from $SSH_AUTH_SOCK) or --ssh {id}=SOCKET"
+                        ));
+                    }
+                    None => return Ok(None),
+                }
             }
-        })
+        }))
     }
 
     /// A read-only view of a state's filesystem, mounted; `None` for an empty filesystem.
@@ -1574,6 +1681,12 @@ fn is_git_url(s: &str) -> bool {
     s.starts_with("git@")
         || s.starts_with("git://")
         || (is_url(s) && (s.ends_with(".git") || s.contains(".git#")))
+}
+
+/// Where an ssh mount with no `target` puts the socket, as BuildKit does:
+/// `/run/buildkit/ssh_agent.N`, N counting the step's ssh mounts.
+fn ssh_target(index: usize) -> String {
+    format!("/run/buildkit/ssh_agent.{index}")
 }
 
 /// A memory-only file holding `data`, readable through `/proc/PID/fd/N` by the step's helper.

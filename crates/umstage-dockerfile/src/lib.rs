@@ -65,7 +65,7 @@ pub use instructions::{
     INSTRUCTIONS, InlineSource, KeyValue, NetworkMode, Run, RunScript, SecurityMode, Sources,
     exposed_ports, parse_duration,
 };
-pub use lint::Lint;
+pub use lint::{CheckConfig, Lint};
 pub use mount::{Mount, MountType, Sharing, parse_mount};
 pub use shell::{EmptyEnv, Env, ExpandError, Expansion, Lexer};
 pub use span::{Pos, Span};

@@ -18,6 +18,76 @@ pub struct Lint {
     pub span: Span,
 }
 
+impl Lint {
+    /// The page documenting the rule, as BuildKit links it.
+    pub fn url(&self) -> String {
+        let mut slug = String::new();
+        let chars: Vec<char> = self.rule.chars().collect();
+        for (i, &c) in chars.iter().enumerate() {
+            let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+            let acronym_end = i > 0
+                && chars[i - 1].is_ascii_uppercase()
+                && chars.get(i + 1).is_some_and(char::is_ascii_lowercase);
+            if c.is_ascii_uppercase() && (prev_lower || acronym_end) {
+                slug.push('-');
+            }
+            slug.push(c.to_ascii_lowercase());
+        }
+        format!("https://docs.docker.com/go/dockerfile/rule/{slug}/")
+    }
+}
+
+/// The `# check=` directive: which rules to skip and whether a finding fails the build.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// Rules not reported.
+    pub skip: Vec<String>,
+    /// `skip=all`: nothing is reported.
+    pub skip_all: bool,
+    /// `error=true`: any finding fails the build.
+    pub error: bool,
+}
+
+impl CheckConfig {
+    /// Parses `skip=Rule1,Rule2;error=true` (either part optional, as BuildKit reads it).
+    pub fn parse(text: &str) -> Result<CheckConfig, String> {
+        let mut config = CheckConfig::default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(config);
+        }
+        for part in text.split(';') {
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(format!(
+                    "invalid check option {part:?}: use skip=RULES;error=BOOL"
+                ));
+            };
+            match key.trim() {
+                "skip" if value.trim() == "all" => config.skip_all = true,
+                "skip" => config.skip = value.split(',').map(|r| r.trim().to_owned()).collect(),
+                "error" => {
+                    config.error = match value.trim() {
+                        "true" | "1" | "t" | "T" | "TRUE" | "True" => true,
+                        "false" | "0" | "f" | "F" | "FALSE" | "False" => false,
+                        v => {
+                            return Err(format!(
+                                "invalid check option error={v:?}: use true or false"
+                            ));
+                        }
+                    }
+                }
+                k => return Err(format!("invalid check option {k:?}: use skip or error")),
+            }
+        }
+        Ok(config)
+    }
+
+    /// Whether findings of `rule` are reported.
+    pub fn reports(&self, rule: &str) -> bool {
+        !self.skip_all && !self.skip.iter().any(|s| s == rule)
+    }
+}
+
 /// Runs the lint checks over a parsed Dockerfile.
 pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
     let mut out = Vec::new();
@@ -396,6 +466,29 @@ mod tests {
         assert!(rules("FROM a\nEXPOSE 80/TCP\n").contains(&"ExposeProtoCasing"));
         assert!(rules("FROM a\nEXPOSE 8080:80\n").contains(&"ExposeInvalidFormat"));
         assert!(rules("FROM a\nRUN a \\\n\n b\n").contains(&"NoEmptyContinuation"));
+    }
+
+    #[test]
+    fn rule_urls_and_the_check_directive() {
+        let lint = |rule| super::Lint {
+            rule,
+            message: String::new(),
+            span: crate::Span::default(),
+        };
+        assert_eq!(
+            lint("JSONArgsRecommended").url(),
+            "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"
+        );
+        assert_eq!(
+            lint("UndefinedArgInFrom").url(),
+            "https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/"
+        );
+        let c =
+            super::CheckConfig::parse("skip=JSONArgsRecommended, FromAsCasing;error=true").unwrap();
+        assert!(c.error && !c.reports("FromAsCasing") && c.reports("StageNameCasing"));
+        assert!(!super::CheckConfig::parse("skip=all").unwrap().reports("X"));
+        assert!(super::CheckConfig::parse("error=maybe").is_err());
+        assert!(super::CheckConfig::parse("nonsense").is_err());
     }
 
     #[test]

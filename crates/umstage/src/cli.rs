@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use umstage_build::options::{BuildContext, NetworkMode, Output, Secret};
+use umstage_build::options::{BuildContext, NetworkMode, Output, Secret, SshAgent};
 
 /// Builds container images from Dockerfiles, with no daemon and no root.
 #[derive(Debug, Parser)]
@@ -127,6 +127,10 @@ pub struct BuildArgs {
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<Secret>,
 
+    /// ssh-agent socket for RUN --mount=type=ssh (repeatable): default (uses $SSH_AUTH_SOCK) or ID=SOCKET
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<SshAgent>,
+
     /// Label to set on the image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -150,6 +154,10 @@ pub struct BuildArgs {
     /// Push the image to the registry named by -t (same as --output type=registry)
     #[arg(long)]
     pub push: bool,
+
+    /// Run the build checks (lint rules) only, build nothing; exit 1 if any is found
+    #[arg(long)]
+    pub check: bool,
 
     /// Stages to build at the same time [default: number of cores]
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]

@@ -136,10 +136,14 @@ fn state_root(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
     let stdout_taken = args.outputs.iter().any(writes_stdout);
-    let request = match build_request(&args, root) {
+    // A context read from standard input lives in a temporary directory for the build.
+    let (request, _stdin_context) = match build_request(&args, root) {
         Ok(r) => r,
         Err(e) => return usage_error(&e),
     };
+    if args.check {
+        return check(&request);
+    }
     let mode = if args.quiet {
         ProgressMode::Quiet
     } else {
@@ -169,6 +173,47 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
     }
 }
 
+/// `umstage build --check`: the build checks in BuildKit's verbose form, on standard error;
+/// exit 1 when any is found.
+fn check(request: &BuildRequest) -> ExitCode {
+    let findings = umstage_build::event::Collect::default();
+    if let Err(e) = umstage_build::check(request, &findings) {
+        eprintln!("umstage: error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
+    let mut count = 0;
+    for event in findings.events() {
+        if let umstage_build::event::Event::Lint {
+            rule,
+            message,
+            url,
+            file,
+            line,
+            source,
+        } = event
+        {
+            count += 1;
+            eprintln!(
+                "{rule} - {url}\n{message}\n{file}:{line}\n--------------------\n{line} | >>> {source}\n--------------------\n"
+            );
+        }
+    }
+    match count {
+        0 => {
+            eprintln!("Check complete, no warnings found.");
+            ExitCode::SUCCESS
+        }
+        1 => {
+            eprintln!("Check complete, 1 warning has been found!");
+            ExitCode::from(1)
+        }
+        n => {
+            eprintln!("Check complete, {n} warnings have been found!");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn writes_stdout(o: &umstage_build::options::Output) -> bool {
     use umstage_build::options::{Destination, Output};
     matches!(
@@ -182,21 +227,49 @@ fn writes_stdout(o: &umstage_build::options::Output) -> bool {
     )
 }
 
-fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequest> {
+/// The request the command line describes, and the temporary directory holding a context
+/// read from standard input (removed when dropped).
+fn build_request(
+    a: &BuildArgs,
+    state_root: PathBuf,
+) -> anyhow::Result<(BuildRequest, Option<tempfile::TempDir>)> {
+    use umstage_build::context::StdinContext;
     use umstage_build::options::{Compression, Output};
 
+    let mut stdin_dockerfile = None;
+    let mut stdin_context = None;
     if a.context.as_os_str() == "-" {
-        bail!(
-            "a context from standard input is not supported yet: give a directory, and -f - for a Dockerfile on standard input"
-        );
+        if a.file.as_deref().is_some_and(|f| f.as_os_str() == "-") {
+            bail!(
+                "the context and the Dockerfile cannot both come from standard input (-f - and -)"
+            );
+        }
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading the context from standard input")?;
+        let dir = tempfile::Builder::new()
+            .prefix("umstage-context-")
+            .tempdir()
+            .context("making a directory for the context from standard input")?;
+        if let StdinContext::Dockerfile(text) =
+            umstage_build::context::from_stdin(data, dir.path())?
+        {
+            stdin_dockerfile = Some(text);
+        }
+        stdin_context = Some(dir);
     }
-    let ctx = a.context.to_string_lossy();
+    let context_arg = match &stdin_context {
+        Some(dir) => dir.path().to_path_buf(),
+        None => a.context.clone(),
+    };
+    let ctx = context_arg.to_string_lossy();
     if ctx.contains("://") || ctx.starts_with("git@") {
         bail!(
             "context {ctx:?}: git and http(s) contexts are not supported yet: clone or download it and give the directory"
         );
     }
-    let context = std::path::absolute(&a.context)
+    let context = std::path::absolute(&context_arg)
         .with_context(|| format!("context {}", a.context.display()))?;
     if !context.is_dir() {
         bail!(
@@ -205,12 +278,19 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         );
     }
     let dockerfile = match a.file.as_deref() {
+        _ if stdin_dockerfile.is_some() => {
+            DockerfileSource::Text(stdin_dockerfile.take().unwrap_or_default())
+        }
         Some(p) if p.as_os_str() == "-" => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .context("reading the Dockerfile from standard input")?;
             DockerfileSource::Text(text)
+        }
+        // In a context archive from standard input, -f names a file in the archive.
+        Some(p) if stdin_context.is_some() && p.is_relative() => {
+            DockerfileSource::Path(context.join(p))
         }
         Some(p) => DockerfileSource::Path(p.to_path_buf()),
         None => DockerfileSource::Path(context.join("Dockerfile")),
@@ -237,6 +317,12 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
             }
         }
     }
+    let ssh = a
+        .ssh
+        .iter()
+        .cloned()
+        .map(umstage_build::options::SshAgent::resolve)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut labels = Vec::new();
     for l in &a.labels {
         match l.split_once('=') {
@@ -282,7 +368,7 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         Some(j) => usize::from(j),
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
-    Ok(BuildRequest {
+    let request = BuildRequest {
         context,
         dockerfile,
         tags: a.tags.clone(),
@@ -295,6 +381,7 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         no_cache_filter: a.no_cache_filter.clone(),
         network: a.network,
         secrets: a.secrets.clone(),
+        ssh,
         labels,
         state_root,
         snapshotter: match a.snapshotter {
@@ -305,7 +392,8 @@ fn build_request(a: &BuildArgs, state_root: PathBuf) -> anyhow::Result<BuildRequ
         insecure_registries: a.insecure_registries.clone(),
         jobs,
         source_date_epoch,
-    })
+    };
+    Ok((request, stdin_context))
 }
 
 /// Writes `--iidfile` and `--metadata-file`.

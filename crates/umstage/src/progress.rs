@@ -36,6 +36,34 @@ fn label(step: &StepId, steps_in_stage: usize) -> String {
     )
 }
 
+/// A build check finding, kept for the summary at the end of the build.
+struct Finding {
+    rule: String,
+    message: String,
+    line: usize,
+}
+
+/// The one-line form of a finding, as BuildKit prints it.
+fn finding_line(rule: &str, message: &str, line: usize) -> String {
+    format!("{rule}: {message} (line {line})")
+}
+
+/// BuildKit's summary of the build checks, printed after the build.
+fn findings_summary(findings: &[Finding]) -> String {
+    let mut s = format!(
+        "{} warning{} found:\n",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" }
+    );
+    for f in findings {
+        s.push_str(&format!(
+            " - {}\n",
+            finding_line(&f.rule, &f.message, f.line)
+        ));
+    }
+    s
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -73,6 +101,7 @@ struct Plain {
 
 #[derive(Default)]
 struct PlainState {
+    findings: Vec<Finding>,
     numbers: HashMap<StepId, usize>,
     started: HashMap<StepId, Instant>,
     tasks: HashMap<String, usize>,
@@ -138,6 +167,20 @@ impl EventSink for Plain {
                 writeln!(out, "#{n} ERROR: {message}")
             }
             Event::Warning { message } => writeln!(out, "WARNING: {message}"),
+            Event::Lint {
+                rule,
+                message,
+                line,
+                ..
+            } => {
+                let text = finding_line(&rule, &message, line);
+                st.findings.push(Finding {
+                    rule,
+                    message,
+                    line,
+                });
+                writeln!(out, "WARN: {text}")
+            }
             Event::TaskStarted { id, text } => {
                 st.next += 1;
                 let n = st.next;
@@ -156,7 +199,13 @@ impl EventSink for Plain {
     }
 }
 impl Renderer for Plain {
-    fn finish(&self) {}
+    fn finish(&self) {
+        if let Ok(st) = self.state.lock()
+            && !st.findings.is_empty()
+        {
+            let _ = write!(io::stderr().lock(), "\n{}", findings_summary(&st.findings));
+        }
+    }
 }
 
 /// Lines of output kept per running step in the live view.
@@ -187,6 +236,8 @@ struct LiveState {
     /// Height of the live block last drawn, to erase it.
     drawn: usize,
     stopped: bool,
+    /// Build check findings, summed up when the view stops.
+    findings: Vec<Finding>,
 }
 
 struct Running {
@@ -380,6 +431,16 @@ impl EventSink for Live {
                 st.permanent
                     .push(format!("\x1b[33mWARNING:\x1b[0m {message}"));
             }
+            Event::Lint {
+                rule,
+                message,
+                line,
+                ..
+            } => st.findings.push(Finding {
+                rule,
+                message,
+                line,
+            }),
             Event::TaskStarted { id, text } => st.tasks.push((id, text, Instant::now())),
             Event::TaskDone { id, elapsed } => {
                 if let Some(pos) = st.tasks.iter().position(|t| t.0 == id) {
@@ -412,6 +473,15 @@ impl Renderer for Live {
         self.shared.wake.notify_all();
         if let Some(t) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
+        }
+        if let Ok(st) = self.shared.state.lock()
+            && !st.findings.is_empty()
+        {
+            let _ = write!(
+                io::stderr().lock(),
+                "\n\x1b[33m{}\x1b[0m",
+                findings_summary(&st.findings)
+            );
         }
     }
 }

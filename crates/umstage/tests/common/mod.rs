@@ -77,6 +77,41 @@ impl Env {
         panic!("cannot run umstage: its binary stayed busy");
     }
 
+    /// Runs `umstage ARGS` as the test user with `input` on its standard input.
+    pub fn umstage_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut cmd = self.dir.user().command(&self.bin);
+        cmd.args(args)
+            .env("XDG_DATA_HOME", self.path("xdg"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot run umstage");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input)
+                .expect("cannot write umstage's stdin");
+        }
+        child.wait_with_output().expect("cannot wait for umstage")
+    }
+
+    /// The arguments `build_in` passes before the extra ones: state root, plain progress,
+    /// busybox as a named context, output.
+    pub fn build_args(&self, out: &str) -> Vec<String> {
+        vec![
+            "build".into(),
+            "--root".into(),
+            self.path("state").to_string_lossy().into_owned(),
+            "--progress".into(),
+            "plain".into(),
+            "--build-context".into(),
+            format!("busybox=oci-layout://{}", self.busybox.display()),
+            "-o".into(),
+            self.path(out).to_string_lossy().into_owned(),
+        ]
+    }
+
     /// `umstage build` of `ctx` into `out` with the plain progress; extra args before the context.
     pub fn build(&self, ctx: &Path, out: &str, extra: &[&str]) -> Output {
         self.build_env(ctx, out, extra, &[])

@@ -1,0 +1,317 @@
+//! End to end, flag by flag: what `docker buildx build` documents for its command line, as a
+//! user running `umstage build` sees it (outputs, names, result files, build checks, cache
+//! flags, the Dockerfile from standard input, exit codes).
+
+mod common;
+
+use std::fs;
+
+use common::{Env, TestResult, assert_ok, config, docker_manifest, stderr, text, unpack};
+use serde_json::Value;
+use umstage_testutil::archive::{self, Transport};
+
+#[test]
+fn build_checks_warn_by_default_fail_with_check_error_and_check_builds_nothing() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox as base\nCMD echo hello\n")],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 2)"),
+        "{err}"
+    );
+    assert!(err.contains("2 warnings found"), "{err}");
+
+    // `--check` runs the checks only: nothing is built, and findings make it fail.
+    let out = env.build(&ctx, "checked.tar", &["--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!env.path("checked.tar").exists());
+    let err = stderr(&out);
+    assert!(
+        err.contains("JSONArgsRecommended - https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"),
+        "{err}"
+    );
+
+    // `# check=skip=…` silences rules; `error=true` fails the build before anything runs.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "# check=skip=JSONArgsRecommended;error=true\nFROM busybox as base\nRUN echo must-not-run\nCMD echo hello\n",
+    )?;
+    let out = env.build(&ctx, "strict.tar", &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("FromAsCasing"), "{err}");
+    assert!(!err.contains("JSONArgsRecommended"), "{err}");
+    assert!(!err.contains("must-not-run"), "{err}");
+    fs::write(
+        ctx.join("Dockerfile"),
+        "# check=skip=all\nFROM busybox as base\nCMD echo hello\n",
+    )?;
+    let out = env.build(&ctx, "quiet.tar", &["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!stderr(&out).contains("FromAsCasing"), "{}", text(&out));
+    Ok(())
+}
+
+#[test]
+fn an_unused_build_arg_is_reported() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nARG USED\nRUN true\n")],
+    )?;
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &["--build-arg", "USED=1", "--build-arg", "NOT_USED=2"],
+    );
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("One or more build-args [NOT_USED] were not consumed"),
+        "{err}"
+    );
+    assert!(!err.contains("[USED"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn dockerfile_from_stdin_tags_and_result_files() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context("ctx", &[("data.txt", "from the context\n")])?;
+    let iid = env.path("iid.txt");
+    let meta = env.path("meta.json");
+    let mut args = env.build_args("image.tar");
+    args.extend(
+        [
+            "-f",
+            "-",
+            "-t",
+            "example.com/team/app:1.0",
+            "--tag",
+            "app:latest",
+            "--iidfile",
+            iid.to_str().unwrap_or_default(),
+            "--metadata-file",
+            meta.to_str().unwrap_or_default(),
+            "--label",
+            "org.opencontainers.image.title=app",
+            ctx.to_str().unwrap_or_default(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.umstage_with_input(
+        &args,
+        b"FROM busybox\nCOPY data.txt /data.txt\nLABEL from=stdin\n",
+    );
+    assert_ok(&out);
+    let image = archive::apply_layers(&env.path("image.tar"), Transport::DockerArchive)?;
+    assert_eq!(image.read_to_string("/data.txt")?, "from the context\n");
+    let c = config(&env, "image.tar")?;
+    assert_eq!(c["config"]["Labels"]["from"], "stdin");
+    assert_eq!(
+        c["config"]["Labels"]["org.opencontainers.image.title"],
+        "app"
+    );
+    // Every -t name is in the archive, for docker load.
+    let docker = docker_manifest(&env, "image.tar")?;
+    assert_eq!(
+        archive::strings(&docker[0]["RepoTags"]),
+        ["example.com/team/app:1.0", "app:latest"]
+    );
+    let iid = fs::read_to_string(&iid)?;
+    let meta: Value = serde_json::from_str(&fs::read_to_string(&meta)?)?;
+    assert_eq!(meta["containerimage.config.digest"], iid.as_str());
+    assert!(
+        meta["containerimage.digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert_eq!(meta["image.name"], "example.com/team/app:1.0,app:latest");
+    // As BuildKit's, the OCI index lists the manifest named in the metadata once per name.
+    let index: Value = serde_json::from_str(&umstage_testutil::run_stdout(
+        std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(env.path("image.tar"))
+            .arg("index.json"),
+    )?)?;
+    let entries = index["manifests"].as_array().ok_or("no manifests")?;
+    assert_eq!(entries.len(), 2, "{index}");
+    assert!(
+        entries
+            .iter()
+            .all(|m| m["digest"] == meta["containerimage.digest"]),
+        "{index}"
+    );
+    Ok(())
+}
+
+#[test]
+fn output_types_oci_docker_local_tar_and_layout_directory() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("hello.txt", "hello\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n",
+            ),
+        ],
+    )?;
+    let oci = format!("type=oci,dest={}", env.path("oci.tar").display());
+    let docker = format!("type=docker,dest={}", env.path("docker.tar").display());
+    let local = format!("type=local,dest={}", env.path("rootfs").display());
+    let tar = format!("type=tar,dest={}", env.path("rootfs.tar").display());
+    let layout = format!("type=oci,dest={},tar=false", env.path("layout").display());
+    let out = env.build(
+        &ctx,
+        "default.tar",
+        &[
+            "-t", "app:1", "-o", &oci, "-o", &docker, "-o", &local, "-o", &tar, "-o", &layout,
+        ],
+    );
+    assert_ok(&out);
+    // type=oci: an OCI layout in a tar, OCI media types.
+    let m = archive::skopeo_manifest(&env.path("oci.tar"), Transport::OciArchive)?;
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    // type=docker: what `docker load` reads, Docker media types.
+    let m = archive::skopeo_manifest(&env.path("docker.tar"), Transport::DockerArchive)?;
+    assert_eq!(
+        m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
+        "{m}"
+    );
+    let c = archive::skopeo_config(&env.path("docker.tar"), Transport::DockerArchive)?;
+    assert_eq!(archive::strings(&c["config"]["Cmd"]), ["cat", "/hello.txt"]);
+    // type=local: the filesystem itself; type=tar: the same as one tar.
+    assert_eq!(fs::read_to_string(env.path("rootfs/hello.txt"))?, "hello\n");
+    assert!(env.path("rootfs/bin/busybox").is_file());
+    let listing = umstage_testutil::run_stdout(
+        std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(env.path("rootfs.tar")),
+    )?;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "hello.txt"),
+        "{listing}"
+    );
+    // tar=false: an OCI layout directory skopeo reads.
+    assert!(env.path("layout/oci-layout").is_file());
+    let inspected = umstage_testutil::run_stdout(
+        std::process::Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:1", env.path("layout").display())),
+    )?;
+    assert!(inspected.contains("\"Digest\""), "{inspected}");
+    Ok(())
+}
+
+#[test]
+fn no_cache_and_no_cache_filter_rerun_what_they_name() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS deps\n\
+             RUN echo deps-ran-$((1+1))\n\
+             FROM busybox\n\
+             COPY --from=deps /etc/passwd /passwd\n\
+             RUN echo final-ran-$((2+2))\n",
+        )],
+    )?;
+    assert_ok(&env.build(&ctx, "one.tar", &[]));
+    let cached = env.build(&ctx, "two.tar", &[]);
+    assert_ok(&cached);
+    let log = stderr(&cached);
+    assert!(
+        !log.contains("deps-ran-2") && !log.contains("final-ran-4"),
+        "{log}"
+    );
+
+    let filtered = env.build(&ctx, "three.tar", &["--no-cache-filter", "deps"]);
+    assert_ok(&filtered);
+    let log = stderr(&filtered);
+    assert!(log.contains("deps-ran-2"), "{log}");
+
+    let all = env.build(&ctx, "four.tar", &["--no-cache"]);
+    assert_ok(&all);
+    let log = stderr(&all);
+    assert!(
+        log.contains("deps-ran-2") && log.contains("final-ran-4"),
+        "{log}"
+    );
+    assert!(!log.contains("CACHED"), "{log}");
+    Ok(())
+}
+
+#[test]
+fn progress_modes_quiet_and_rawjson() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nRUN echo visible-output\n")],
+    )?;
+    let out = env.build(&ctx, "q.tar", &["-q"]);
+    assert_ok(&out);
+    // -q prints the image id on standard output, and no progress.
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        id.starts_with("sha256:") && id.len() == 71,
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr(&out).contains("visible-output"), "{}", text(&out));
+
+    let out = env.build(&ctx, "j.tar", &["--no-cache", "--progress", "rawjson"]);
+    assert_ok(&out);
+    let events: Vec<Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step_output" && e["line"] == "visible-output"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_dockerfile_specific_ignore_file_wins_over_the_context_one() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+            (".dockerignore", "a.txt\n"),
+            ("docker/app.Dockerfile", "FROM busybox\nCOPY . /ctx/\n"),
+            ("docker/app.Dockerfile.dockerignore", "b.txt\n"),
+        ],
+    )?;
+    let file = ctx.join("docker/app.Dockerfile");
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &["-f", file.to_str().unwrap_or_default()],
+    );
+    assert_ok(&out);
+    let image = unpack(&env, "image.tar")?;
+    assert!(image.path("/ctx/a.txt").is_file());
+    assert!(!image.path("/ctx/b.txt").exists());
+    Ok(())
+}

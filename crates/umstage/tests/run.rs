@@ -1,0 +1,96 @@
+//! End to end, RUN as BuildKit documents it: exec and shell forms, the user and working
+//! directory a step runs as, `--mount=type=ssh` with `--ssh`, and the privileges a step has.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{Env, TestResult, assert_ok, entry, layers, stderr, text};
+
+/// An `ssh-agent` run by the test user on a socket in the test's directory; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(env: &Env) -> Result<Agent, Box<dyn std::error::Error>> {
+        let socket = env.path("agent.sock");
+        let child = env
+            .dir
+            .user()
+            .command("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("ssh-agent (openssh-client) is needed for this test: {e}"))?;
+        for _ in 0..100 {
+            if socket.exists() {
+                return Ok(Agent { child, socket });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err("ssh-agent did not make its socket".into())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_mounts_forward_the_agent_socket_named_with_ssh() -> TestResult {
+    let env = Env::new()?;
+    let agent = Agent::start(&env)?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=ssh [ -S \"$SSH_AUTH_SOCK\" ] && echo \"$SSH_AUTH_SOCK\" > /default.txt\n\
+             RUN --mount=type=ssh,id=work,target=/agent.sock,required [ -S /agent.sock ] && echo found > /work.txt\n\
+             RUN --mount=type=ssh,id=absent echo \"[$SSH_AUTH_SOCK]\" > /absent.txt\n",
+        )],
+    )?;
+    let work = format!("work={}", agent.socket.display());
+    let sock = agent.socket.to_string_lossy().into_owned();
+    let out = env.build_env(
+        &ctx,
+        "image.tar",
+        &["--ssh", "default", "--ssh", &work],
+        &[("SSH_AUTH_SOCK", &sock)],
+    );
+    assert_ok(&out);
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/default.txt")?,
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    assert_eq!(image.read_to_string("/work.txt")?, "found\n");
+    // An ssh mount that is not required and not forwarded is left out.
+    assert_eq!(image.read_to_string("/absent.txt")?, "[]\n");
+    // The socket never lands in a layer.
+    assert!(entry(&image, "run/buildkit/ssh_agent.0").is_none());
+    assert!(entry(&image, "agent.sock").is_none());
+
+    // A required agent that was not forwarded fails the step, saying what to pass.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=ssh,required=true true\n",
+    )?;
+    let out = env.build(&ctx, "missing.tar", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("--ssh default"), "{}", text(&out));
+
+    // --ssh default with no agent running is a usage error.
+    let out = env.build(&ctx, "noagent.tar", &["--ssh", "default"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("SSH_AUTH_SOCK"), "{}", text(&out));
+    Ok(())
+}
