@@ -845,6 +845,35 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
 }
 
 #[test]
+fn a_run_step_reruns_when_a_context_file_it_binds_changes() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("bound/data.txt", "first\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN --mount=type=bind,source=bound,target=/b cat /b/data.txt > /seen.txt\n",
+            ),
+        ],
+    )?;
+    assert_ok(&env.build(&ctx, "first.tar", &[]));
+    assert_eq!(
+        layers(&env, "first.tar")?.read_to_string("/seen.txt")?,
+        "first\n"
+    );
+    // The step reads the mounted file: its cache key covers that file's content.
+    fs::write(ctx.join("bound/data.txt"), "second\n")?;
+    assert_ok(&env.build(&ctx, "second.tar", &[]));
+    assert_eq!(
+        layers(&env, "second.tar")?.read_to_string("/seen.txt")?,
+        "second\n"
+    );
+    Ok(())
+}
+
+#[test]
 fn run_network_none_and_mounts() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(
