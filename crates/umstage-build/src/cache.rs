@@ -115,7 +115,12 @@ impl CacheIndex {
     /// Opens (creating if needed) the index kept in `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating the build cache {}: {e}", dir.display()),
+            )
+        })?;
         Ok(CacheIndex { dir })
     }
 
@@ -235,6 +240,22 @@ mod tests {
         assert_ne!(c, d);
         assert_eq!(a, KeyBuilder::new("t").str("ab").str("c").finish());
         assert_eq!(CacheKey::from_hex(&a.to_hex()), Some(a));
+    }
+
+    #[test]
+    fn an_index_that_cannot_be_made_names_its_directory() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        fs::write(dir.path().join("file"), b"")?;
+        let wanted = dir.path().join("file/steps");
+        let err = CacheIndex::open(&wanted)
+            .err()
+            .ok_or("opened under a file")?;
+        assert!(
+            err.to_string().contains(&wanted.display().to_string()),
+            "{err}"
+        );
+        Ok(())
     }
 
     #[test]
