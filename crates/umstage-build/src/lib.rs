@@ -7,7 +7,7 @@
 //!   [`event::EventSink`]; failures are [`request::BuildError`]s with their exit codes.
 //! - [`check`]: the build checks only (`--check`).
 //! - [`cache::CacheIndex`] and [`state::State`]: the step cache under the state root, which
-//!   `umstage prune` walks.
+//!   [`prune`] frees.
 //! - [`context::from_stdin`]: a context or Dockerfile given on standard input.
 
 pub mod add;
@@ -22,6 +22,7 @@ pub mod export;
 pub mod history;
 pub mod lints;
 pub mod options;
+pub mod prune;
 pub mod request;
 pub mod schedule;
 pub mod solver;
