@@ -11,7 +11,7 @@
 pub(crate) mod helper;
 mod mounts;
 mod spec;
-mod user;
+pub mod user;
 
 pub use mounts::{BindMount, CacheMount, SecretMount, Sharing, StepMount, TmpfsMount};
 
