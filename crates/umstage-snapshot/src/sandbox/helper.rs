@@ -65,9 +65,25 @@ fn errno(what: &str) -> impl FnOnce(nix::errno::Errno) -> String + '_ {
 }
 
 fn run() -> Result<(), String> {
-    // SAFETY: fcntl/close_range on fds this fresh process owns; nothing else uses fd 3 or above.
+    // Die with the thread that started us; if it is gone already, we were reparented.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("PR_SET_PDEATHSIG"))?;
+    let parent = std::env::args().nth(2).and_then(|p| p.parse::<i32>().ok());
+    if parent != Some(nix::unistd::getppid().as_raw()) {
+        std::process::exit(125);
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(errno("resetting the signal mask"))?;
+    // Stdin is a socket: the request comes in on it and the reports go back on a copy at
+    // REPORT_FD, which the step's program does not inherit.
+    // SAFETY: dup3/close_range on fds this fresh process owns; nothing else uses fd 3 or above.
     unsafe {
-        libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        if libc::dup3(0, REPORT_FD, libc::O_CLOEXEC) < 0 {
+            std::process::exit(125);
+        }
         libc::syscall(libc::SYS_close_range, REPORT_FD + 1, u32::MAX, 0);
     }
     let mut input = Vec::new();

@@ -16,7 +16,9 @@ pub mod user;
 pub use mounts::{BindMount, CacheMount, SecretMount, Sharing, StepMount, TmpfsMount};
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -184,7 +186,7 @@ pub(crate) struct Request {
     pub(crate) sandbox_dir: PathBuf,
 }
 
-/// The fd the helper reports on.
+/// The fd the helper reports on (its copy of the socket it got as stdin).
 pub(crate) const REPORT_FD: i32 = 3;
 
 /// Runs one step in the active snapshot `key`, streaming its output to `on_event`.
@@ -248,48 +250,35 @@ fn run_helper(
 ) -> Result<HelperOutcome, SandboxError> {
     let payload = serde_json::to_vec(request)
         .map_err(|e| SandboxError::InvalidStep(format!("cannot encode the step: {e}")))?;
-    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| SandboxError::Spawn(e.into()))?;
-    let report_raw = report_write.as_raw_fd();
-    // The request is in the pipe before the helper starts, so it never waits for us.
-    let (request_read, request_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| SandboxError::Spawn(e.into()))?;
-    let unsent = prefill(&request_write, &payload).map_err(SandboxError::Spawn)?;
+    // One socket carries the request to the helper's stdin and its reports back. The request
+    // is in the socket before the helper starts, so it never waits for us.
+    let (ours, theirs) = UnixStream::pair().map_err(SandboxError::Spawn)?;
+    let unsent = prefill(&ours, &payload).map_err(SandboxError::Spawn)?;
+    if unsent.is_empty() {
+        ours.shutdown(Shutdown::Write)
+            .map_err(SandboxError::Spawn)?;
+    }
+    // No closure runs in the child, so the standard library spawns with posix_spawn (vfork
+    // semantics): neither the copy of this process's page tables a fork makes nor its
+    // teardown at exec. The helper sets its parent-death signal and signal mask itself.
     let mut command = Command::new("/proc/self/exe");
     command
         .arg(crate::SANDBOX_HELPER_ARG)
+        .arg(std::process::id().to_string())
         .env_clear()
-        .stdin(Stdio::from(request_read))
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, setpgid, prctl, sigprocmask).
-    unsafe {
-        command.pre_exec(move || {
-            if report_raw == REPORT_FD {
-                if libc::fcntl(REPORT_FD, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(report_raw, REPORT_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Terminal signals go to umstage, which decides; the step is not in its group.
-            libc::setpgid(0, 0);
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-            nix::sys::signal::sigprocmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
-                None,
-            )?;
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().map_err(SandboxError::Spawn)?;
-    drop(report_write);
+        .stderr(Stdio::piped())
+        // Terminal signals go to umstage, which decides; the step is not in its group.
+        .process_group(0);
+    let spawned = command.spawn();
+    // The command holds the helper's end of the socket; the helper's exit must end our reads.
+    drop(command);
+    let mut child = spawned.map_err(SandboxError::Spawn)?;
     if !unsent.is_empty() {
         // A helper that died early shows up below through its report.
-        let _ = std::fs::File::from(request_write).write_all(unsent);
-    } else {
-        drop(request_write);
+        let _ = (&ours).write_all(unsent);
+        let _ = ours.shutdown(Shutdown::Write);
     }
     let stdout: OwnedFd = child
         .stdout
@@ -302,7 +291,8 @@ fn run_helper(
         .map(OwnedFd::from)
         .ok_or_else(|| SandboxError::Spawn(std::io::Error::other("no stderr pipe")))?;
 
-    let pumped = pump(&stdout, &stderr, &report_read, cancel, &mut child, on_event);
+    let report = OwnedFd::from(ours);
+    let pumped = pump(&stdout, &stderr, &report, cancel, &mut child, on_event);
     let waited = child.wait();
     let (report_bytes, cancelled) = pumped.map_err(SandboxError::Spawn)?;
 
@@ -336,28 +326,19 @@ fn run_helper(
     Ok((status, stubs))
 }
 
-/// Writes as much of `payload` into the empty pipe as it holds (growing it), returning the rest.
-fn prefill<'a>(pipe: &OwnedFd, payload: &'a [u8]) -> std::io::Result<&'a [u8]> {
-    let wanted = payload.len().next_power_of_two().max(4096);
-    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
-    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, wanted as libc::c_int) };
-    nix::fcntl::fcntl(
-        pipe,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )?;
+/// Writes as much of `payload` into the empty socket as it holds, returning the rest.
+fn prefill<'a>(socket: &UnixStream, payload: &'a [u8]) -> std::io::Result<&'a [u8]> {
+    socket.set_nonblocking(true)?;
     let mut sent = 0;
     while sent < payload.len() {
-        match nix::unistd::write(pipe, &payload[sent..]) {
+        match (&*socket).write(&payload[sent..]) {
             Ok(n) => sent += n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
         }
     }
-    nix::fcntl::fcntl(
-        pipe,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-    )?;
+    socket.set_nonblocking(false)?;
     Ok(&payload[sent..])
 }
 
