@@ -30,7 +30,9 @@ use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
 use crate::digests::ContextDigests;
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::options::{Compression, DockerfileSource, NamedContext, NetworkMode, Output};
-use crate::request::{BuildError, BuildRequest, BuildResult, SnapshotterChoice, StepFailure};
+use crate::request::{
+    BuildError, BuildRequest, BuildResult, Entitlement, SnapshotterChoice, StepFailure,
+};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{Layer, LazySnapshotter, State, Unpacker, parse_digest};
 use crate::users;
@@ -992,6 +994,34 @@ impl Step<'_, '_> {
         let visible_args = self.scope.visible_args();
         let user = self.cfg.image.config.user.clone().unwrap_or_default();
         let cwd = self.cfg.workdir();
+        let entitled = |e: Entitlement, what: &str, flag: &str| {
+            if build.request.allow.contains(&e) {
+                Ok(())
+            } else {
+                Err(build.fail(
+                    self.id,
+                    self.instruction,
+                    format!("{what} is not allowed: grant it with --allow {flag}"),
+                    None,
+                    Vec::new(),
+                ))
+            }
+        };
+        let privileged = run.security == Some(umstage_dockerfile::SecurityMode::Insecure);
+        if privileged {
+            entitled(
+                Entitlement::SecurityInsecure,
+                "RUN --security=insecure",
+                "security.insecure",
+            )?;
+        }
+        if run.network == Some(umstage_dockerfile::NetworkMode::Host) {
+            entitled(
+                Entitlement::NetworkHost,
+                "RUN --network=host",
+                "network.host",
+            )?;
+        }
         let network = match run.network {
             Some(umstage_dockerfile::NetworkMode::None) => sandbox::Network::None,
             Some(umstage_dockerfile::NetworkMode::Host) => sandbox::Network::Host,
@@ -1012,6 +1042,9 @@ impl Step<'_, '_> {
             k.str(name).str(value);
         }
         k.str(&user).str(&cwd).str(&format!("{network:?}"));
+        if privileged {
+            k.str("insecure");
+        }
         let mut mount_sources = Vec::new();
         for m in &run.mounts {
             k.str(&format!("{m:?}"));
@@ -1084,6 +1117,7 @@ impl Step<'_, '_> {
             user,
             network,
             mounts,
+            privileged,
             ..sandbox::Step::default()
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();

@@ -131,6 +131,10 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
     pub ssh: Vec<SshAgent>,
 
+    /// Grant an entitlement (repeatable): security.insecure (RUN --security=insecure), network.host (RUN --network=host)
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<umstage_build::request::Entitlement>,
+
     /// Label to set on the image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,

@@ -380,6 +380,7 @@ fn build_request(
         network: a.network,
         secrets: a.secrets.clone(),
         ssh,
+        allow: a.allow.clone(),
         labels,
         state_root,
         snapshotter: match a.snapshotter {
