@@ -48,7 +48,7 @@ pub fn extract(
         .map_err(|e| format!("{}: {e}", target.display()))?;
     let file = fs::File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let options = UnpackOptions {
-        mode: UnpackMode::Plain,
+        mode: UnpackMode::Extract,
         ..UnpackOptions::default()
     };
     unpack(file, &host, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
@@ -177,6 +177,32 @@ mod tests {
         assert_eq!(url_file_name("https://h/x/y/file.tgz?a=1"), "file.tgz");
         assert_eq!(url_file_name("https://h/"), "index.html");
         assert_eq!(url_file_name("http://h"), "index.html");
+    }
+
+    #[test]
+    fn an_added_archive_is_a_plain_archive_not_a_layer() -> Result<(), Box<dyn std::error::Error>> {
+        // `.wh.` names in an ADDed tar are ordinary files: nothing already there is deleted.
+        let dir = tempfile::tempdir()?;
+        let payload = dir.path().join("payload");
+        fs::create_dir_all(&payload)?;
+        fs::write(payload.join(".wh.keep"), b"just a file\n")?;
+        let archive = dir.path().join("a.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&payload)
+            .arg(".wh.keep")
+            .status()?;
+        assert!(status.success());
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("opt"))?;
+        fs::write(rootfs.join("opt/keep"), b"kept\n")?;
+
+        extract(&Root::open(&rootfs)?, &archive, Path::new("/opt"), None)?;
+        assert_eq!(fs::read(rootfs.join("opt/keep"))?, b"kept\n");
+        assert_eq!(fs::read(rootfs.join("opt/.wh.keep"))?, b"just a file\n");
+        Ok(())
     }
 
     #[test]

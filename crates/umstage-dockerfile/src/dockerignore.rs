@@ -1,5 +1,6 @@
 //! `.dockerignore` matching with Docker's semantics, and which ignore file applies.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The ignore files to look for, best first: `<dockerfile>.dockerignore` beside the Dockerfile,
@@ -49,6 +50,58 @@ enum Tok {
     },
 }
 
+/// How a pattern is tested against a path, cheapest form first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Matcher {
+    /// No wildcard: the path equals the text.
+    Literal(String),
+    /// `**literal`: matches paths ending in `literal` (Docker's suffix match).
+    Suffix(String),
+    /// Anything else: the tokens, run as a set of states over the path's characters.
+    Glob(Glob),
+}
+
+/// A pattern with wildcards: the literal text a matching path starts and ends with, and the
+/// tokens between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Glob {
+    prefix: String,
+    middle: Vec<Tok>,
+    suffix: String,
+}
+
+impl Glob {
+    fn new(mut toks: Vec<Tok>) -> Self {
+        let lit = |t: &Tok| match t {
+            Tok::Lit(c) => Some(*c),
+            _ => None,
+        };
+        let prefix: String = toks.iter().map_while(lit).collect();
+        let mut suffix: Vec<char> = toks.iter().rev().map_while(lit).collect();
+        suffix.reverse();
+        // A glob has a wildcard, so the literal ends never overlap.
+        toks.truncate(toks.len() - suffix.len());
+        toks.drain(..prefix.chars().count());
+        Glob {
+            prefix,
+            middle: toks,
+            suffix: suffix.into_iter().collect(),
+        }
+    }
+
+    /// Each literal token consumes exactly one character, so the ends match by comparison
+    /// and only the middle needs the automaton.
+    fn matches(&self, path: &str) -> bool {
+        path.len() >= self.prefix.len() + self.suffix.len()
+            && path.starts_with(self.prefix.as_str())
+            && path.ends_with(self.suffix.as_str())
+            && glob_matches(
+                &self.middle,
+                &path[self.prefix.len()..path.len() - self.suffix.len()],
+            )
+    }
+}
+
 /// One compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
@@ -56,9 +109,7 @@ pub struct Pattern {
     pub text: String,
     /// Whether it is an exception (`!pattern`).
     pub exclusion: bool,
-    toks: Vec<Tok>,
-    /// `**literal`: matches paths ending in `literal` (Docker's suffix match).
-    suffix: Option<String>,
+    matcher: Matcher,
 }
 
 /// A compiled `.dockerignore`.
@@ -96,6 +147,18 @@ pub fn clean_path(p: &str) -> String {
     }
 }
 
+/// `clean_path` of a relative path, borrowed when it is clean already (the usual case).
+fn clean_relative(p: &str) -> Cow<'_, str> {
+    let clean = !p.is_empty()
+        && !p.starts_with('/')
+        && p.split('/').all(|seg| !matches!(seg, "" | "." | ".."));
+    if clean {
+        Cow::Borrowed(p)
+    } else {
+        Cow::Owned(clean_path(p))
+    }
+}
+
 impl Dockerignore {
     /// Compiles the text of an ignore file.
     pub fn parse(text: &str) -> Result<Dockerignore, PatternError> {
@@ -120,7 +183,7 @@ impl Dockerignore {
             if cleaned.len() > 1 && cleaned.starts_with('/') {
                 cleaned.remove(0);
             }
-            let (toks, suffix) = compile(&cleaned).map_err(|reason| PatternError {
+            let matcher = compile(&cleaned).map_err(|reason| PatternError {
                 line: i + 1,
                 pattern: raw.to_owned(),
                 reason,
@@ -128,8 +191,7 @@ impl Dockerignore {
             patterns.push(Pattern {
                 text: cleaned,
                 exclusion,
-                toks,
-                suffix,
+                matcher,
             });
         }
         Ok(Dockerignore { patterns })
@@ -138,30 +200,17 @@ impl Dockerignore {
     /// Whether `path` (relative to the context, `/`-separated) is excluded: the last matching
     /// pattern wins, and a pattern matching a parent directory matches the path too.
     pub fn is_excluded(&self, path: &str) -> bool {
-        let file = clean_path(path.trim_start_matches('/'));
-        let parent_dirs: Vec<&str> = match file.rfind('/') {
-            Some(i) => file[..i].split('/').collect(),
-            None => Vec::new(),
-        };
+        let file = clean_relative(path.trim_start_matches('/'));
+        let file = file.as_ref();
         let mut matched = false;
         for p in &self.patterns {
             if p.exclusion != matched {
                 continue;
             }
-            let mut m = p.matches(&file);
-            if !m {
-                let mut prefix = String::new();
-                for (i, d) in parent_dirs.iter().enumerate() {
-                    if i > 0 {
-                        prefix.push('/');
-                    }
-                    prefix.push_str(d);
-                    if p.matches(&prefix) {
-                        m = true;
-                        break;
-                    }
-                }
-            }
+            let m = p.matches(file)
+                || file
+                    .match_indices('/')
+                    .any(|(slash, _)| p.matches(&file[..slash]));
             if m {
                 matched = !p.exclusion;
             }
@@ -186,55 +235,136 @@ impl Dockerignore {
 impl Pattern {
     /// Whether this pattern matches `path` exactly (parents are not considered).
     pub fn matches(&self, path: &str) -> bool {
-        if let Some(suffix) = &self.suffix {
-            return path.ends_with(suffix.as_str())
-                || (suffix.starts_with('/') && path == &suffix[1..]);
+        match &self.matcher {
+            Matcher::Literal(text) => path == text,
+            Matcher::Suffix(suffix) => {
+                path.ends_with(suffix.as_str()) || (suffix.starts_with('/') && path == &suffix[1..])
+            }
+            Matcher::Glob(glob) => glob.matches(path),
         }
-        let chars: Vec<char> = path.chars().collect();
-        let mut memo = vec![None; (self.toks.len() + 1) * (chars.len() + 1)];
-        self.match_at(0, 0, &chars, &mut memo)
-    }
-
-    fn match_at(&self, t: usize, i: usize, s: &[char], memo: &mut Vec<Option<bool>>) -> bool {
-        let key = t * (s.len() + 1) + i;
-        if let Some(r) = memo[key] {
-            return r;
-        }
-        let r = match self.toks.get(t) {
-            None => i == s.len(),
-            Some(Tok::Lit(c)) => s.get(i) == Some(c) && self.match_at(t + 1, i + 1, s, memo),
-            Some(Tok::Question) => {
-                s.get(i).is_some_and(|&c| c != '/') && self.match_at(t + 1, i + 1, s, memo)
-            }
-            Some(Tok::Class { negated, items }) => {
-                s.get(i)
-                    .is_some_and(|&c| items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
-                    && self.match_at(t + 1, i + 1, s, memo)
-            }
-            Some(Tok::Star) => {
-                let mut j = i;
-                loop {
-                    if self.match_at(t + 1, j, s, memo) {
-                        break true;
-                    }
-                    if j >= s.len() || s[j] == '/' {
-                        break false;
-                    }
-                    j += 1;
-                }
-            }
-            Some(Tok::AnyTail) => true,
-            Some(Tok::DirStar) => {
-                self.match_at(t + 1, i, s, memo)
-                    || (i..s.len()).any(|j| s[j] == '/' && self.match_at(t + 1, j + 1, s, memo))
-            }
-        };
-        memo[key] = Some(r);
-        r
     }
 }
 
-fn compile(p: &str) -> Result<(Vec<Tok>, Option<String>), String> {
+/// Words of state bits kept on the stack; longer patterns use the heap.
+const STACK_WORDS: usize = 8;
+
+/// Runs `toks` over `path` as a nondeterministic automaton: one bit per token position that
+/// is reached, plus one per `**` whose `/`-ended prefix is being consumed. Linear in the
+/// path for a given pattern, whatever its wildcards.
+fn glob_matches(toks: &[Tok], path: &str) -> bool {
+    let words = (toks.len() + 1).div_ceil(64);
+    let mut stack = [0u64; STACK_WORDS];
+    let mut heap = Vec::new();
+    let bits: &mut [u64] = if 4 * words <= STACK_WORDS {
+        &mut stack[..4 * words]
+    } else {
+        heap.resize(4 * words, 0);
+        &mut heap
+    };
+    let (now, next) = bits.split_at_mut(2 * words);
+    let (mut at, mut inside) = now.split_at_mut(words);
+    let (mut next_at, mut next_inside) = next.split_at_mut(words);
+    set(at, 0);
+    close(toks, at, inside);
+    for c in path.chars() {
+        next_at.fill(0);
+        next_inside.fill(0);
+        let mut t = next_set(at, 0);
+        while let Some(from) = t {
+            let to = match toks.get(from) {
+                Some(Tok::Lit(l)) => (*l == c).then_some(from + 1),
+                Some(Tok::Question) => (c != '/').then_some(from + 1),
+                Some(Tok::Class { negated, items }) => {
+                    (items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
+                        .then_some(from + 1)
+                }
+                Some(Tok::Star) => (c != '/').then_some(from),
+                Some(Tok::AnyTail) => Some(from),
+                Some(Tok::DirStar) | None => None,
+            };
+            if let Some(to) = to {
+                set(next_at, to);
+            }
+            t = next_set(at, from + 1);
+        }
+        let mut t = next_set(inside, 0);
+        while let Some(dir_star) = t {
+            set(next_inside, dir_star);
+            if c == '/' {
+                set(next_at, dir_star + 1);
+            }
+            t = next_set(inside, dir_star + 1);
+        }
+        if next_at.iter().chain(next_inside.iter()).all(|w| *w == 0) {
+            return false;
+        }
+        std::mem::swap(&mut at, &mut next_at);
+        std::mem::swap(&mut inside, &mut next_inside);
+        close(toks, at, inside);
+    }
+    get(at, toks.len())
+}
+
+/// Follows the moves that consume nothing: past `*`, `**` and a trailing `**`, and into a `**`'s prefix.
+fn close(toks: &[Tok], at: &mut [u64], inside: &mut [u64]) {
+    let mut t = next_set(at, 0);
+    while let Some(from) = t {
+        match toks.get(from) {
+            Some(Tok::Star | Tok::AnyTail) => set(at, from + 1),
+            Some(Tok::DirStar) => {
+                set(at, from + 1);
+                set(inside, from);
+            }
+            _ => {}
+        }
+        t = next_set(at, from + 1);
+    }
+}
+
+/// The first set bit at or after `from`.
+fn next_set(bits: &[u64], from: usize) -> Option<usize> {
+    let mut word = from / 64;
+    let mut rest = bits.get(word)? & (u64::MAX << (from % 64));
+    loop {
+        if rest != 0 {
+            return Some(word * 64 + rest.trailing_zeros() as usize);
+        }
+        word += 1;
+        rest = *bits.get(word)?;
+    }
+}
+
+fn get(bits: &[u64], i: usize) -> bool {
+    bits[i / 64] & (1 << (i % 64)) != 0
+}
+
+fn set(bits: &mut [u64], i: usize) {
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+fn compile(p: &str) -> Result<Matcher, String> {
+    let toks = tokenize(p)?;
+    // Docker treats `**literal` (nothing else special) as a plain suffix test.
+    if let Some(Tok::DirStar) = toks.first()
+        && p.starts_with("**")
+        && toks[1..].iter().all(|t| matches!(t, Tok::Lit(_)))
+    {
+        return Ok(Matcher::Suffix(p[2..].replace('\\', "")));
+    }
+    let literal: Option<String> = toks
+        .iter()
+        .map(|t| match t {
+            Tok::Lit(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    Ok(match literal {
+        Some(text) => Matcher::Literal(text),
+        None => Matcher::Glob(Glob::new(toks)),
+    })
+}
+
+fn tokenize(p: &str) -> Result<Vec<Tok>, String> {
     let chars: Vec<char> = p.chars().collect();
     let mut toks = Vec::new();
     let mut i = 0;
@@ -308,16 +438,7 @@ fn compile(p: &str) -> Result<(Vec<Tok>, Option<String>), String> {
             c => toks.push(Tok::Lit(c)),
         }
     }
-    // Docker treats `**literal` (nothing else special) as a plain suffix test.
-    let suffix = match toks.first() {
-        Some(Tok::DirStar)
-            if p.starts_with("**") && toks[1..].iter().all(|t| matches!(t, Tok::Lit(_))) =>
-        {
-            Some(p[2..].replace('\\', ""))
-        }
-        _ => None,
-    };
-    Ok((toks, suffix))
+    Ok(toks)
 }
 
 impl fmt::Display for Pattern {
@@ -390,6 +511,87 @@ mod tests {
         assert!(d.may_include_below("src"));
         let any = Dockerignore::parse("*\n!**/*.go\n").unwrap();
         assert!(any.may_include_below("vendor"));
+    }
+
+    #[test]
+    fn long_and_pathological_patterns() {
+        // More tokens than the stack holds state bits for.
+        let long = "a*".repeat(150);
+        assert!(ex(&long, &"a".repeat(150)));
+        assert!(!ex(&long, &"a".repeat(149)));
+        // Many stars against a near miss: linear, not exponential.
+        let stars = format!("{}b", "*a".repeat(30));
+        assert!(!ex(&stars, &"a".repeat(5000)));
+        assert!(ex(&stars, &format!("{}b", "a".repeat(5000))));
+        assert!(ex("**/x/**/y", "a/x/b/c/y"));
+        assert!(!ex("**/x/**/y", "a/xb/c/y"));
+    }
+
+    /// The matching rules written as plain backtracking over the tokens, to check the
+    /// automaton against.
+    fn reference(toks: &[Tok], s: &[char]) -> bool {
+        match toks.split_first() {
+            None => s.is_empty(),
+            Some((Tok::Lit(c), rest)) => s.first() == Some(c) && reference(rest, &s[1..]),
+            Some((Tok::Question, rest)) => {
+                s.first().is_some_and(|&c| c != '/') && reference(rest, &s[1..])
+            }
+            Some((Tok::Class { negated, items }, rest)) => {
+                s.first()
+                    .is_some_and(|&c| items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
+                    && reference(rest, &s[1..])
+            }
+            Some((Tok::Star, rest)) => {
+                let run = s.iter().take_while(|&&c| c != '/').count();
+                (0..=run).any(|j| reference(rest, &s[j..]))
+            }
+            Some((Tok::AnyTail, _)) => true,
+            Some((Tok::DirStar, rest)) => {
+                reference(rest, s)
+                    || (0..s.len()).any(|j| s[j] == '/' && reference(rest, &s[j + 1..]))
+            }
+        }
+    }
+
+    #[test]
+    fn the_automaton_agrees_with_backtracking() {
+        let pattern_parts = ["a", "b", "/", "*", "?", "**", "**/", "[a-b]", "[^a]", "\\*"];
+        let path_parts = ["a", "b", "/", "*", "c"];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..4000 {
+            let pattern: String = (0..1 + next(6))
+                .map(|_| pattern_parts[next(pattern_parts.len())])
+                .collect();
+            let Ok(toks) = tokenize(&pattern) else {
+                continue;
+            };
+            let Ok(matcher @ (Matcher::Glob(_) | Matcher::Literal(_))) = compile(&pattern) else {
+                continue;
+            };
+            let pattern = Pattern {
+                text: pattern,
+                exclusion: false,
+                matcher,
+            };
+            for _ in 0..8 {
+                let path: String = (0..next(9))
+                    .map(|_| path_parts[next(path_parts.len())])
+                    .collect();
+                let chars: Vec<char> = path.chars().collect();
+                assert_eq!(
+                    pattern.matches(&path),
+                    reference(&toks, &chars),
+                    "pattern {:?} path {path:?}",
+                    pattern.text
+                );
+            }
+        }
     }
 
     #[test]
