@@ -99,7 +99,7 @@ pub struct BuildArgs {
     #[arg(long = "build-context", value_name = "NAME=SOURCE")]
     pub build_contexts: Vec<BuildContext>,
 
-    /// Target platform; only this machine's own platform can be built
+    /// Target platform (OS/ARCH[/VARIANT]); RUN steps for another architecture need the kernel's binfmt emulation
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Option<String>,
 

@@ -330,12 +330,22 @@ fn build_request(
             _ => bail!("--label {l:?}: use KEY=VALUE"),
         }
     }
-    if let Some(p) = &a.platform {
-        let host = host_platform();
-        if p.split(',').any(|one| one.trim() != host) {
-            bail!("--platform {p}: only this machine's platform ({host}) can be built");
+    let platform = match &a.platform {
+        Some(p) => {
+            let mut wanted: Vec<&str> = p.split(',').map(str::trim).collect();
+            wanted.dedup();
+            match wanted.as_slice() {
+                [one] if umstage_dockerfile::Platform::parse(one).is_some() => {
+                    Some((*one).to_string())
+                }
+                [one] => bail!("--platform {one}: use OS/ARCH[/VARIANT], such as linux/arm64"),
+                _ => bail!(
+                    "--platform {p}: one build makes one platform's image: run a build per platform"
+                ),
+            }
         }
-    }
+        None => None,
+    };
     let mut outputs = a.outputs.clone();
     if a.push {
         if a.tags.is_empty() {
@@ -374,7 +384,7 @@ fn build_request(
         target: a.target.clone(),
         build_args,
         build_contexts: a.build_contexts.clone(),
-        platform: a.platform.clone(),
+        platform,
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
         network: a.network,
@@ -393,18 +403,6 @@ fn build_request(
         source_date_epoch,
     };
     Ok((request, stdin_context))
-}
-
-/// This machine's platform as `os/arch`, in Go's names.
-fn host_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    format!("linux/{arch}")
 }
 
 /// Writes `--iidfile` and `--metadata-file`.
