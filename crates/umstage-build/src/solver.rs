@@ -1485,6 +1485,25 @@ impl Step<'_, '_> {
                 )));
             }
         }
+        if let Some(sum) = &checksum {
+            // As BuildKit: a checksum pins exactly one download.
+            let problem = if sources.paths.len() + sources.inline.len() != 1 {
+                Some("checksum can't be specified for multiple sources")
+            } else if !sources.paths.first().is_some_and(|p| is_url(p)) {
+                Some("checksum can't be specified for non-HTTP sources")
+            } else if !sum.strip_prefix("sha256:").is_some_and(|h| {
+                h.len() == 64
+                    && h.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            }) {
+                Some("invalid checksum digest format: use sha256: and 64 lower-case hex digits")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(BuildError::Invalid(self.located(problem)));
+            }
+        }
         let chmod_parsed = chmod
             .as_deref()
             .map(str::parse::<crate::chmod::Chmod>)
