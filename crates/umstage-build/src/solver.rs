@@ -128,6 +128,13 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let started = Instant::now();
     let dockerfile = load_dockerfile(request)?;
     crate::lints::report(&dockerfile, events)?;
+    if let Some(syntax) = &dockerfile.directives.syntax {
+        events.emit(Event::Warning {
+            message: format!(
+                "# syntax={syntax} is not fetched: umstage parses with its built-in frontend, which follows docker/dockerfile:1"
+            ),
+        });
+    }
     let mut args = BuildArgs::new(request.build_args.iter().cloned());
     if let Some(p) = &request.platform {
         args.target_platform = Platform::parse(p).ok_or_else(|| {
