@@ -34,7 +34,8 @@ pub fn is_archive(path: &Path) -> bool {
 }
 
 /// Extracts the archive `src` into the directory `target` (absolute inside `root`, existing).
-/// Entries keep the owners the archive gives them, unless `owner` overrides.
+/// Entries keep the owners the archive gives them, unless `owner` overrides (for the
+/// archive's entries only: what `target` already held keeps its owner).
 pub fn extract(
     root: &Root,
     src: &Path,
@@ -49,26 +50,10 @@ pub fn extract(
     let file = fs::File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let options = UnpackOptions {
         mode: UnpackMode::Extract,
+        owner,
         ..UnpackOptions::default()
     };
     unpack(file, &host, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
-    if let Some((uid, gid)) = owner {
-        chown_tree(&host, uid, gid).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            chown_tree(&path, uid, gid)?;
-        } else {
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
-        }
-    }
     Ok(())
 }
 

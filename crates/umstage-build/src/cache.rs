@@ -115,7 +115,12 @@ impl CacheIndex {
     /// Opens (creating if needed) the index kept in `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating the build cache {}: {e}", dir.display()),
+            )
+        })?;
         Ok(CacheIndex { dir })
     }
 
@@ -158,10 +163,9 @@ impl CacheIndex {
         };
         let bytes = serde_json::to_vec(value).map_err(|e| err(io::Error::other(e)))?;
         let tmp = self.dir.join(format!(
-            ".{}.{}.{}.tmp",
+            ".{}.{}.tmp",
             key.to_hex(),
-            std::process::id(),
-            unique_suffix()
+            crate::solver::unique_key("entry")
         ));
         let written = (|| {
             let mut f = fs::File::create_new(&tmp)?;
@@ -222,13 +226,6 @@ impl CacheIndex {
     }
 }
 
-/// A value unique within this process, for temporary file names.
-pub(crate) fn unique_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +240,22 @@ mod tests {
         assert_ne!(c, d);
         assert_eq!(a, KeyBuilder::new("t").str("ab").str("c").finish());
         assert_eq!(CacheKey::from_hex(&a.to_hex()), Some(a));
+    }
+
+    #[test]
+    fn an_index_that_cannot_be_made_names_its_directory() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        fs::write(dir.path().join("file"), b"")?;
+        let wanted = dir.path().join("file/steps");
+        let err = CacheIndex::open(&wanted)
+            .err()
+            .ok_or("opened under a file")?;
+        assert!(
+            err.to_string().contains(&wanted.display().to_string()),
+            "{err}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -52,9 +52,6 @@ pub struct StageConfig {
 /// A metadata instruction's value that BuildKit refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// EXPOSE with a port that is not `N`, `N/proto` or `N-M/proto`.
-    #[error("invalid port {0:?} in EXPOSE: use PORT[/tcp|udp|sctp] or a range START-END[/PROTO]")]
-    BadPort(String),
     /// STOPSIGNAL with something that is not a signal.
     #[error("invalid signal {0:?} in STOPSIGNAL: use a name such as SIGTERM or a number")]
     BadSignal(String),
@@ -193,37 +190,17 @@ impl StageConfig {
         self.image.author = Some(name.to_string());
     }
 
-    /// EXPOSE of one port spec (`80`, `53/udp`, `8000-8002/tcp`).
-    pub fn expose(&mut self, spec: &str) -> Result<(), ConfigError> {
-        let bad = || ConfigError::BadPort(spec.to_string());
-        let (ports, proto) = match spec.split_once('/') {
-            Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-            None => (spec, "tcp".to_string()),
-        };
-        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-            return Err(bad());
+    /// EXPOSE: adds ports given as image-config keys (`80/tcp`, from
+    /// [`umstage_dockerfile::exposed_ports`]).
+    pub fn expose(&mut self, ports: impl IntoIterator<Item = String>) {
+        let exposed = self
+            .image
+            .config
+            .exposed_ports
+            .get_or_insert_with(Default::default);
+        for port in ports {
+            exposed.insert(port, Empty {});
         }
-        let (start, end) = match ports.split_once('-') {
-            Some((a, b)) => (
-                a.parse::<u16>().map_err(|_| bad())?,
-                b.parse::<u16>().map_err(|_| bad())?,
-            ),
-            None => {
-                let p = ports.parse::<u16>().map_err(|_| bad())?;
-                (p, p)
-            }
-        };
-        if end < start {
-            return Err(bad());
-        }
-        for port in start..=end {
-            self.image
-                .config
-                .exposed_ports
-                .get_or_insert_with(Default::default)
-                .insert(format!("{port}/{proto}"), Empty {});
-        }
-        Ok(())
     }
 
     /// VOLUME.
@@ -364,12 +341,12 @@ mod tests {
     }
 
     #[test]
-    fn expose_normalises_and_expands_ranges() {
+    fn expose_adds_to_the_inherited_ports() {
         let mut s = stage();
-        s.expose("80").ok();
-        s.expose("53/UDP").ok();
-        s.expose("8000-8002/tcp").ok();
-        let ports: Vec<_> = s
+        s.expose(["80/tcp".to_string()]);
+        let mut child = StageConfig::new(s.image.clone());
+        child.expose(["53/udp".to_string(), "80/tcp".to_string()]);
+        let ports: Vec<_> = child
             .image
             .config
             .exposed_ports
@@ -377,13 +354,7 @@ mod tests {
             .flatten()
             .map(|p| p.0.clone())
             .collect();
-        assert_eq!(
-            ports,
-            ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
-        );
-        assert!(s.expose("http").is_err());
-        assert!(s.expose("80/icmp").is_err());
-        assert!(s.expose("90-80").is_err());
+        assert_eq!(ports, ["53/udp", "80/tcp"]);
     }
 
     #[test]

@@ -111,11 +111,9 @@ impl ContextDigests {
         if let Some(dir) = self.file.parent() {
             fs::create_dir_all(dir)?;
         }
-        let tmp = self.file.with_extension(format!(
-            "{}.{}.tmp",
-            std::process::id(),
-            crate::cache::unique_suffix()
-        ));
+        let tmp = self
+            .file
+            .with_extension(format!("{}.tmp", crate::solver::unique_key("digests")));
         let result = (|| {
             let mut out = io::BufWriter::new(fs::File::create_new(&tmp)?);
             let mut entries: Vec<_> = known.entries.iter().collect();

@@ -1,4 +1,14 @@
 //! The solver: turns a stage graph into steps, caches them by content, runs them and exports the result.
+//!
+//! The only crate that sees the frontend, the snapshotter and the OCI crate together. The
+//! entry points:
+//! - [`build`]: a [`request::BuildRequest`] (everything the command line says, with the
+//!   values in [`options`]) becomes outputs, reporting progress as [`event::Event`]s to an
+//!   [`event::EventSink`]; failures are [`request::BuildError`]s with their exit codes.
+//! - [`check`]: the build checks only (`--check`).
+//! - [`cache::CacheIndex`] and [`state::State`]: the step cache under the state root, which
+//!   [`prune`] frees.
+//! - [`context::from_stdin`]: a context or Dockerfile given on standard input.
 
 pub mod add;
 pub mod cache;
@@ -12,6 +22,7 @@ pub mod export;
 pub mod history;
 pub mod lints;
 pub mod options;
+pub mod prune;
 pub mod request;
 pub mod schedule;
 pub mod solver;

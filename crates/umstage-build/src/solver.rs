@@ -561,26 +561,18 @@ impl Build<'_> {
             Some(NamedContext::Image(r)) => return self.image(r, platform),
             None => self.pull(reference, platform)?,
         };
-        let mut layers = Vec::new();
-        for (descriptor, diff_id) in image
+        // `Image::load` made sure there is one diff id per layer.
+        let layers = image
             .layers()
             .iter()
             .zip(image.config.rootfs.diff_ids.iter())
-        {
-            layers.push(Layer {
+            .map(|(descriptor, diff_id)| Layer {
                 digest: descriptor.digest().to_string(),
                 diff_id: diff_id.to_string(),
                 size: descriptor.size(),
                 media_type: descriptor.media_type().to_string(),
-            });
-        }
-        if layers.len() != image.layers().len() {
-            return Err(format!(
-                "image {reference}: its config lists {} layers but its manifest {}",
-                image.config.rootfs.diff_ids.len(),
-                image.layers().len()
-            ));
-        }
+            })
+            .collect();
         let mut key = KeyBuilder::new("image");
         key.key(&self.salt).str(image.digest().as_ref());
         let output = StageOutput {
@@ -757,11 +749,9 @@ impl Step<'_, '_> {
                 self.metadata(expanded)
             }
             Command::Expose(ports) => {
-                for p in ports {
-                    self.cfg
-                        .expose(p)
-                        .map_err(|e| BuildError::Invalid(self.located(e)))?;
-                }
+                let ports = umstage_dockerfile::exposed_ports(ports)
+                    .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                self.cfg.expose(ports);
                 self.metadata(expanded)
             }
             Command::Volume(paths) => {
@@ -1108,21 +1098,15 @@ impl Step<'_, '_> {
         let mut mount_sources = Vec::new();
         for m in &run.mounts {
             k.str(&format!("{m:?}"));
-            if let Some(from) = &m.from
-                && let Some(source) = self.resolve_from(from)?
-            {
-                match &source {
-                    CopySource::State(out, _) => {
-                        k.key(&out.key);
-                    }
-                    CopySource::Dir { path, .. } => {
-                        k.str(&path.to_string_lossy());
-                    }
-                }
-                mount_sources.push(Some(source));
-            } else {
-                mount_sources.push(None);
+            let source = match &m.from {
+                Some(from) => self.resolve_from(from)?,
+                None => None,
+            };
+            if let Some(CopySource::State(out, _)) = &source {
+                k.key(&out.key);
             }
+            self.key_mount_source(&mut k, m, source.as_ref())?;
+            mount_sources.push(source);
         }
         *self.key = k.finish();
         let created_by = run_history(&argv, &self.scope.history_args());
@@ -1571,37 +1555,7 @@ impl Step<'_, '_> {
                 let tree = SourceTree::open(path, ignore, true).map_err(|e| fail(e.to_string()))?;
                 let plan = copy::plan(&tree, &local, &dest, &options, &|_| false)
                     .map_err(|e| fail(self.copy_error(e, &source)))?;
-                let digests_for_context = *use_ignore;
-                for item in &plan.items {
-                    k.str(&item.src_rel.to_string_lossy());
-                    k.str(&item.dest.to_string_lossy());
-                    k.u64(u64::from(item.mode));
-                    match &item.kind {
-                        ItemKind::File => {
-                            let meta = match &item.stat {
-                                Some(m) => m.clone(),
-                                None => std::fs::symlink_metadata(&item.src)
-                                    .map_err(|e| fail(e.to_string()))?,
-                            };
-                            let digest = if digests_for_context {
-                                build.digests.digest(&item.src_rel, &item.src, &meta)
-                            } else {
-                                crate::digests::hash_file(&item.src)
-                            }
-                            .map_err(|e| fail(format!("{}: {e}", item.src_rel.display())))?;
-                            k.bytes(&digest);
-                        }
-                        ItemKind::Symlink(t) => {
-                            k.str("symlink").str(&t.to_string_lossy());
-                        }
-                        ItemKind::Dir => {
-                            k.str("dir");
-                        }
-                        ItemKind::Fifo | ItemKind::Inline(_) => {
-                            k.str("other");
-                        }
-                    }
-                }
+                self.key_plan(&mut k, &plan, *use_ignore).map_err(fail)?;
             }
             CopySource::State(out, _) => {
                 k.key(&out.key);
@@ -1632,6 +1586,76 @@ impl Step<'_, '_> {
                 &sources.inline,
             )
         })
+    }
+
+    /// Adds what a step reads from a directory to `k`: each planned entry's path, destination,
+    /// mode and kind, and a file's content digest (remembered across builds for the build
+    /// context, whose `.dockerignore` applies).
+    fn key_plan(&self, k: &mut KeyBuilder, plan: &copy::Plan, context: bool) -> Result<(), String> {
+        for item in &plan.items {
+            k.str(&item.src_rel.to_string_lossy());
+            k.str(&item.dest.to_string_lossy());
+            k.u64(u64::from(item.mode));
+            match &item.kind {
+                ItemKind::File => {
+                    let meta = match &item.stat {
+                        Some(m) => m.clone(),
+                        None => std::fs::symlink_metadata(&item.src)
+                            .map_err(|e| format!("{}: {e}", item.src.display()))?,
+                    };
+                    let digest = if context {
+                        self.build.digests.digest(&item.src_rel, &item.src, &meta)
+                    } else {
+                        crate::digests::hash_file(&item.src)
+                    }
+                    .map_err(|e| format!("{}: {e}", item.src_rel.display()))?;
+                    k.bytes(&digest);
+                }
+                ItemKind::Symlink(t) => {
+                    k.str("symlink").str(&t.to_string_lossy());
+                }
+                ItemKind::Dir => {
+                    k.str("dir");
+                }
+                ItemKind::Fifo | ItemKind::Inline(_) => {
+                    k.str("other");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds to `k` the content a `RUN --mount` reads from the build context or a directory
+    /// context (`bind`, or a `cache` seeded `from=` one), so a changed file reruns the step.
+    fn key_mount_source(
+        &self,
+        k: &mut KeyBuilder,
+        m: &umstage_dockerfile::Mount,
+        source: Option<&CopySource>,
+    ) -> Result<(), BuildError> {
+        let build = self.build;
+        let (dir, context) = match (m.kind, source) {
+            (MountType::Bind, None) => (build.request.context.clone(), true),
+            (MountType::Bind | MountType::Cache, Some(CopySource::Dir { path, .. })) => {
+                (path.clone(), false)
+            }
+            _ => return Ok(()),
+        };
+        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let ignore = if context { build.ignore.as_ref() } else { None };
+        let tree = SourceTree::open(&dir, ignore, true).map_err(|e| fail(e.to_string()))?;
+        let wanted = m
+            .source
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| ".".into());
+        let source_dir = CopySource::Dir {
+            path: dir.clone(),
+            use_ignore: context,
+        };
+        let plan = copy::plan(&tree, &[wanted], "/", &CopyOptions::default(), &|_| false)
+            .map_err(|e| fail(self.copy_error(e, &source_dir)))?;
+        self.key_plan(k, &plan, context).map_err(fail)
     }
 
     fn copy_error(&self, e: copy::CopyError, source: &CopySource) -> String {

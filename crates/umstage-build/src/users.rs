@@ -1,5 +1,7 @@
 //! Resolving `--chown` owners through the target image's own `/etc/passwd` and `/etc/group`.
 
+use umstage_snapshot::sandbox::user::{group_entries, passwd_entries};
+
 /// A `--chown` value that cannot be resolved in the image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChownError {
@@ -20,28 +22,14 @@ pub enum ChownError {
 
 /// Finds `name` in passwd-format text (`name:x:uid:gid:…`) and returns its uid and primary gid.
 pub fn lookup_user(passwd: &str, name: &str) -> Option<(u32, u32)> {
-    passwd.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        let uid = f.next()?.trim().parse().ok()?;
-        let gid = f.next()?.trim().parse().ok()?;
-        Some((uid, gid))
-    })
+    passwd_entries(passwd)
+        .find(|e| e.name == name)
+        .map(|e| (e.uid, e.gid))
 }
 
 /// Finds `name` in group-format text (`name:x:gid:members`) and returns its gid.
 pub fn lookup_group(group: &str, name: &str) -> Option<u32> {
-    group.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        f.next()?.trim().parse().ok()
-    })
+    group_entries(group).find(|g| g.name == name).map(|g| g.gid)
 }
 
 /// Resolves a `--chown` value (`user`, `user:group`, names or numbers) to a uid and gid, as

@@ -273,8 +273,18 @@ impl Image {
                         Descriptor::new(media_type, bytes.len() as u64, digest.clone());
                     let config_digest = manifest.config().digest().clone();
                     let config_bytes = store.read(&config_digest, MAX_JSON_SIZE)?;
-                    let config = serde_json::from_slice(&config_bytes)
+                    let config: ImageConfig = serde_json::from_slice(&config_bytes)
                         .map_err(json_err("config", &config_digest))?;
+                    let (diff_ids, layers) =
+                        (config.rootfs.diff_ids.len(), manifest.layers().len());
+                    if diff_ids != layers {
+                        return Err(ImageError::Unsupported {
+                            digest,
+                            reason: format!(
+                                "its config lists {diff_ids} diff ids but its manifest {layers} layer(s)"
+                            ),
+                        });
+                    }
                     return Ok(Self {
                         descriptor,
                         manifest: *manifest,
@@ -444,5 +454,38 @@ impl crate::layer::LayerInfo {
             self.blob.size,
             self.blob.digest.clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_config_whose_diff_ids_do_not_match_the_layers_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let layer = store.put(b"not really a layer").unwrap();
+        let descriptor = Descriptor::new(MediaType::ImageLayerGzip, layer.size, layer.digest);
+        let mut config = ImageConfig::default();
+        // Two diff ids for one layer: no reader can apply this image.
+        config.rootfs.diff_ids = vec![
+            store.put(b"a").unwrap().digest,
+            store.put(b"b").unwrap().digest,
+        ];
+        let written = write_image(
+            &store,
+            &config,
+            &[descriptor],
+            ManifestFormat::Oci,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let err = Image::load(&store, written.digest(), &Platform::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("2 diff ids") && err.to_string().contains("1 layer"),
+            "{err}"
+        );
     }
 }

@@ -87,15 +87,6 @@ pub struct ContentStore {
 static INGEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ContentStore {
-    /// The default state root: `$XDG_DATA_HOME/umstage`, else `~/.local/share/umstage`.
-    pub fn default_root() -> Option<PathBuf> {
-        match std::env::var_os("XDG_DATA_HOME") {
-            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir).join("umstage")),
-            _ => std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".local/share/umstage")),
-        }
-    }
-
     /// Opens (creating if needed) the store whose blobs live under `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
@@ -237,6 +228,31 @@ impl ContentStore {
         let mut reader = self.open_blob(digest)?;
         io::copy(&mut reader, &mut io::sink()).map_err(|e| reader.map_error(e))?;
         Ok(())
+    }
+
+    /// The digests of every blob in the store.
+    pub fn digests(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for algorithm in ["sha256", "sha512"] {
+            let dir = self.root.join("blobs").join(algorithm);
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("listing", &dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err("listing", &dir))?;
+                let name = entry.file_name();
+                // Anything else in there (a stray file) is not a blob of this store.
+                if let Some(digest) = name
+                    .to_str()
+                    .and_then(|hex| crate::digest::parse(&format!("{algorithm}:{hex}")).ok())
+                {
+                    out.push(digest);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Removes a blob; absent blobs are not an error.
@@ -415,6 +431,20 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn digests_lists_every_stored_blob_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let a = store.put(b"a").unwrap().digest;
+        let b = store.put(b"b").unwrap().digest;
+        fs::write(dir.path().join("blobs/sha256/not-a-digest"), b"").unwrap();
+        let mut listed = store.digests().unwrap();
+        listed.sort_by_key(ToString::to_string);
+        let mut expected = vec![a, b];
+        expected.sort_by_key(ToString::to_string);
+        assert_eq!(listed, expected);
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct UnpackOptions {
     pub mode: UnpackMode,
     /// Owner mapping.
     pub ids: IdMap,
+    /// One owner (uid, gid) for every entry instead of the archive's (`ADD --chown`).
+    pub owner: Option<(u32, u32)>,
     /// Turn failures to set owners or privileged xattrs into warnings (rootless without a
     /// subordinate id range).
     pub ignore_chown_errors: bool,
@@ -84,6 +86,7 @@ impl Default for UnpackOptions {
         Self {
             mode: UnpackMode::Plain,
             ids: IdMap::default(),
+            owner: None,
             ignore_chown_errors: false,
             max_file_size: 1 << 40,
         }
@@ -340,8 +343,13 @@ impl Unpacker<'_> {
         at: &Resolved,
         header: &Header,
     ) -> Result<(), UnpackError> {
-        let uid = map_id(&self.options.ids.uids, header.uid);
-        let gid = map_id(&self.options.ids.gids, header.gid);
+        let (uid, gid) = match self.options.owner {
+            Some((uid, gid)) => (Some(uid), Some(gid)),
+            None => (
+                map_id(&self.options.ids.uids, header.uid),
+                map_id(&self.options.ids.gids, header.gid),
+            ),
+        };
         let chown = match (uid, gid) {
             (Some(uid), Some(gid)) => rfs::chownat(
                 &at.parent,

@@ -71,7 +71,7 @@ pub enum SnapshotterChoice {
 /// `umstage build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Context directory (files COPY and ADD can read)
+    /// Context directory (files COPY and ADD can read); `-` reads a tar context or a Dockerfile from standard input
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
 

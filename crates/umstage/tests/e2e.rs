@@ -72,6 +72,33 @@ fn multi_stage_build_copies_from_stages_by_name_and_index() -> TestResult {
 }
 
 #[test]
+fn the_readme_quick_start_builds_as_it_says() -> TestResult {
+    // README.md builds testdata/quickstart with busybox as a named context: keep it working.
+    let env = Env::new()?;
+    let source = umstage_testutil::workspace_root().join("testdata/quickstart");
+    let mut files = Vec::new();
+    for name in ["Dockerfile", "greet.sh"] {
+        files.push((name, fs::read_to_string(source.join(name))?));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let ctx = env.context("quickstart", &files)?;
+    assert_ok(&env.build(&ctx, "image.tar", &["-t", "greet:latest"]));
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/usr/share/greet/greeting.txt")?,
+        "hello, world, from Linux\n"
+    );
+    let greet = fs::metadata(image.path("/usr/local/bin/greet"))?;
+    assert_eq!(greet.permissions().mode() & 0o777, 0o755);
+    assert_eq!(image.config["config"]["User"], "user");
+    assert_eq!(
+        archive::strings(&image.config["config"]["Cmd"]),
+        ["greet", "container"]
+    );
+    Ok(())
+}
+
+#[test]
 fn target_builds_only_what_it_needs_and_skips_a_broken_unused_stage() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(
@@ -602,7 +629,13 @@ fn debug_parse_handles_every_real_world_dockerfile() -> TestResult {
     let env = Env::new()?;
     let dir = umstage_testutil::shared_dir().join("conformance/real-world");
     let mut count = 0;
-    for entry in fs::read_dir(&dir)? {
+    let entries = fs::read_dir(&dir).map_err(|e| {
+        format!(
+            "cannot read {} (is ../shared beside the workspace?): {e}",
+            dir.display()
+        )
+    })?;
+    for entry in entries {
         let path = entry?.path();
         if path.extension().is_none_or(|e| e != "Dockerfile") {
             continue;
@@ -736,6 +769,7 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
              ADD a.tar.gz /gz/\n\
              ADD b.tar.bz2 /bz/\n\
              ADD c.tar.xz /xz/\n\
+             ADD --chown=1000:1000 a.tar.gz /etc/\n\
              COPY a.tar.gz /copied/\n\
              ADD --checksum=sha256:{sum} http://127.0.0.1:{port}/files/data.txt /web/\n"
         ),
@@ -748,6 +782,20 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
             image.read_to_string(&format!("/{dir}/payload/inside.txt"))?,
             "inside the archive\n"
         );
+    }
+    // --chown owns what the archive brings, not what the directory already held.
+    let layered = layers(&env, "image.tar")?;
+    let add_layer = layered
+        .layers
+        .iter()
+        .find(|l| l.entries.iter().any(|e| e.path == "etc/payload/inside.txt"))
+        .ok_or("no layer holds the archive extracted into /etc")?;
+    for e in &add_layer.entries {
+        match e.path.as_str() {
+            "etc" => assert_eq!((e.uid, e.gid), (0, 0), "{e:?}"),
+            p if p.starts_with("etc/payload") => assert_eq!((e.uid, e.gid), (1000, 1000), "{e:?}"),
+            p => panic!("ADD --chown changed {p}, which the archive does not hold: {e:?}"),
+        }
     }
     // COPY never extracts.
     assert!(image.path("/copied/a.tar.gz").is_file());
@@ -792,6 +840,35 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
         String::from_utf8_lossy(&out.stderr).contains("not supported yet"),
         "{}",
         text(&out)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_run_step_reruns_when_a_context_file_it_binds_changes() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("bound/data.txt", "first\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN --mount=type=bind,source=bound,target=/b cat /b/data.txt > /seen.txt\n",
+            ),
+        ],
+    )?;
+    assert_ok(&env.build(&ctx, "first.tar", &[]));
+    assert_eq!(
+        layers(&env, "first.tar")?.read_to_string("/seen.txt")?,
+        "first\n"
+    );
+    // The step reads the mounted file: its cache key covers that file's content.
+    fs::write(ctx.join("bound/data.txt"), "second\n")?;
+    assert_ok(&env.build(&ctx, "second.tar", &[]));
+    assert_eq!(
+        layers(&env, "second.tar")?.read_to_string("/seen.txt")?,
+        "second\n"
     );
     Ok(())
 }
@@ -926,6 +1003,7 @@ fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
              ENTRYPOINT [\"/bin/echo\"]\n\
              LABEL org.example.one=1 two=\"2 words\"\n\
              EXPOSE 80 53/udp\n\
+             EXPOSE 127.0.0.1:8080:9090/udp 7000-7001\n\
              VOLUME /data\n\
              STOPSIGNAL SIGTERM\n\
              HEALTHCHECK --interval=30s --retries=2 CMD wget -q localhost\n\
@@ -966,6 +1044,10 @@ fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
     assert_eq!(cfg["Labels"]["two"], "2 words");
     assert_eq!(cfg["Labels"]["cli.label"], "yes");
     assert!(cfg["ExposedPorts"]["80/tcp"].is_object() && cfg["ExposedPorts"]["53/udp"].is_object());
+    // As BuildKit: a published form keeps the container port; a range is every port in it.
+    for port in ["9090/udp", "7000/tcp", "7001/tcp"] {
+        assert!(cfg["ExposedPorts"][port].is_object(), "{port}: {cfg}");
+    }
     assert!(cfg["Volumes"]["/data"].is_object());
     assert_eq!(cfg["StopSignal"], "SIGTERM");
     assert_eq!(

@@ -12,7 +12,7 @@ mod caps;
 pub(crate) mod helper;
 mod mounts;
 mod spec;
-mod user;
+pub mod user;
 
 pub use mounts::{BindMount, CacheMount, SecretMount, Sharing, StepMount, TmpfsMount};
 

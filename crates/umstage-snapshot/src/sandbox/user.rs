@@ -1,4 +1,5 @@
-//! Resolving a Dockerfile `USER` against the image's own `/etc/passwd` and `/etc/group`, as Docker does.
+//! Reading an image's own `/etc/passwd` and `/etc/group`, and resolving a step's user
+//! (`name`, `uid`, `user:group`) against them as Docker does.
 
 /// The ids and home a step runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,20 +10,32 @@ pub(crate) struct ResolvedUser {
     pub(crate) home: String,
 }
 
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
+/// One line of an `/etc/passwd` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdEntry<'a> {
+    /// The user name.
+    pub name: &'a str,
+    /// The uid.
+    pub uid: u32,
+    /// The primary gid.
+    pub gid: u32,
+    /// The home directory (empty when the field is).
+    pub home: &'a str,
 }
 
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
+/// One line of an `/etc/group` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry<'a> {
+    /// The group name.
+    pub name: &'a str,
+    /// The gid.
+    pub gid: u32,
+    /// The user names listed as members.
+    pub members: Vec<&'a str>,
 }
 
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+/// The entries of passwd-format text; comments and malformed lines are skipped.
+pub fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     text.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
         if line.starts_with('#') || fields.len() < 4 {
@@ -37,7 +50,8 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     })
 }
 
-fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+/// The entries of group-format text; comments and malformed lines are skipped.
+pub fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     text.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
         if line.starts_with('#') || fields.len() < 3 {

@@ -1,2 +1,0 @@
-#!/bin/sh
-echo "hello from a rootless multi-stage build, made on $(uname -m)"
