@@ -24,6 +24,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "bzip2",
     "ca-certificates",
     "openssh-client",
+    "docker.io",
 ];
 
 /// First subordinate id handed out when no range is taken yet.

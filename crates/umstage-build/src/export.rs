@@ -81,6 +81,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
             text: describe(output),
         });
         match output {
+            Output::CacheOnly => {}
             Output::Archive {
                 format,
                 dest,
@@ -200,6 +201,7 @@ fn describe(output: &Output) -> String {
         Output::Local { dest } => format!("copying the filesystem to {}", dest.display()),
         Output::Tar { dest: d } => format!("writing the filesystem tar to {}", dest(d)),
         Output::Registry { .. } => "pushing the image".into(),
+        Output::CacheOnly => "keeping the result in the build cache".into(),
     }
 }
 

@@ -87,6 +87,8 @@ pub enum Output {
         /// Where to write it.
         dest: Destination,
     },
+    /// Nothing but the build cache (`type=cacheonly`), said explicitly.
+    CacheOnly,
     /// The image pushed to a registry (`type=registry` or `--push`).
     Registry {
         /// References to push to; `-t` names when empty.
@@ -280,13 +282,7 @@ impl FromStr for Output {
                     ));
                 }
             }
-            "cacheonly" => {
-                return Err(OptionError::new(
-                    "--output",
-                    spec,
-                    "type=cacheonly is not needed: a build with no --output only fills the cache",
-                ));
-            }
+            "cacheonly" => Output::CacheOnly,
             other => {
                 return Err(OptionError::new(
                     "--output",

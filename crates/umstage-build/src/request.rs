@@ -47,6 +47,8 @@ pub struct BuildRequest {
     pub secrets: Vec<Secret>,
     /// ssh-agent sockets for `RUN --mount=type=ssh` (`--ssh`), resolved.
     pub ssh: Vec<SshAgent>,
+    /// Entitlements granted with `--allow`.
+    pub allow: Vec<Entitlement>,
     /// Labels added to the image (`--label`).
     pub labels: Vec<(String, String)>,
     /// The state root.
@@ -59,6 +61,28 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: fixed timestamps for a reproducible image.
     pub source_date_epoch: Option<i64>,
+}
+
+/// A privilege a Dockerfile may only use when the command line grants it (`--allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement {
+    /// `security.insecure`: `RUN --security=insecure` runs with every capability.
+    SecurityInsecure,
+    /// `network.host`: `RUN --network=host`.
+    NetworkHost,
+}
+
+impl std::str::FromStr for Entitlement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "security.insecure" => Ok(Entitlement::SecurityInsecure),
+            "network.host" => Ok(Entitlement::NetworkHost),
+            other => Err(format!(
+                "unknown entitlement {other:?}: use security.insecure or network.host"
+            )),
+        }
+    }
 }
 
 /// What a finished build made.

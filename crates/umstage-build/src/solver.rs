@@ -30,7 +30,9 @@ use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
 use crate::digests::ContextDigests;
 use crate::event::{Event, EventSink, StepId, Stream};
 use crate::options::{Compression, DockerfileSource, NamedContext, NetworkMode, Output};
-use crate::request::{BuildError, BuildRequest, BuildResult, SnapshotterChoice, StepFailure};
+use crate::request::{
+    BuildError, BuildRequest, BuildResult, Entitlement, SnapshotterChoice, StepFailure,
+};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{Layer, LazySnapshotter, State, Unpacker, parse_digest};
 use crate::users;
@@ -126,7 +128,21 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let started = Instant::now();
     let dockerfile = load_dockerfile(request)?;
     crate::lints::report(&dockerfile, events)?;
-    let args = BuildArgs::new(request.build_args.iter().cloned());
+    if let Some(syntax) = &dockerfile.directives.syntax {
+        events.emit(Event::Warning {
+            message: format!(
+                "# syntax={syntax} is not fetched: umstage parses with its built-in frontend, which follows docker/dockerfile:1"
+            ),
+        });
+    }
+    let mut args = BuildArgs::new(request.build_args.iter().cloned());
+    if let Some(p) = &request.platform {
+        args.target_platform = Platform::parse(p).ok_or_else(|| {
+            BuildError::Invalid(format!(
+                "--platform {p}: use OS/ARCH[/VARIANT], such as linux/arm64"
+            ))
+        })?;
+    }
     let meta = dockerfile
         .meta_scope(&args)
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
@@ -236,10 +252,17 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     if let Err(e) = build.digests.save() {
         tracing::warn!("cannot save context digests: {e}");
     }
-    let final_state = outputs
+    let mut final_state = outputs
         .last()
         .map(|o| o.state.clone())
         .ok_or_else(|| other("no stage was built"))?;
+    if request.platform.is_some() {
+        // An explicit --platform names the image's platform, whatever its last base was.
+        let p = &build.args.target_platform;
+        final_state.config.os = p.os.clone();
+        final_state.config.architecture = p.arch.clone();
+        final_state.config.variant = (!p.variant.is_empty()).then(|| p.variant.clone());
+    }
     let result = crate::export::export(&build.export_context(), final_state)?;
     events.emit(Event::BuildDone {
         image_id: result.config_digest.clone(),
@@ -323,6 +346,38 @@ impl Build<'_> {
         self.args.target_platform.clone()
     }
 
+    /// The platform a stage is for: its `FROM --platform` (expanded with the global ARGs and
+    /// the predefined platform ARGs), else the build's target platform.
+    fn stage_platform(&self, stage: &umstage_dockerfile::Stage) -> Result<Platform, String> {
+        let Command::From(from) = &stage.from.command else {
+            return Ok(self.platform());
+        };
+        let Some(text) = &from.platform else {
+            return Ok(self.platform());
+        };
+        let located = |m: String| {
+            format!(
+                "{}:{}: {m}",
+                stage.from.source.name, stage.from.span.start.line
+            )
+        };
+        let expanded = stage
+            .from
+            .lexer()
+            .expand_word(text, &self.meta)
+            .map_err(|e| located(e.message))?;
+        if expanded.is_empty() {
+            return Err(located(format!(
+                "empty platform value from expression {text}"
+            )));
+        }
+        Platform::parse(&expanded).ok_or_else(|| {
+            located(format!(
+                "invalid platform {expanded:?}: use OS/ARCH[/VARIANT], such as linux/arm64"
+            ))
+        })
+    }
+
     fn build_stage(
         &self,
         index: usize,
@@ -338,6 +393,7 @@ impl Build<'_> {
             text: stage.from.original.clone(),
             steps_in_stage: steps,
         });
+        let platform = self.stage_platform(stage).map_err(BuildError::Invalid)?;
         // A named context called like the stage replaces the whole stage, as in BuildKit.
         if let Some(name) = &stage.name
             && self
@@ -347,7 +403,7 @@ impl Build<'_> {
                 .any(|c| c.name.eq_ignore_ascii_case(name))
         {
             let output = self
-                .image(name)
+                .image(name, &platform)
                 .map_err(|e| self.fail(&from_id, &stage.from, e, None, Vec::new()))?;
             self.events.emit(Event::StepDone {
                 step: from_id,
@@ -357,7 +413,7 @@ impl Build<'_> {
         }
         let base = match &self.graph.nodes[index].base {
             Base::Scratch => {
-                let p = self.platform();
+                let p = &platform;
                 let mut key = KeyBuilder::new("scratch");
                 key.key(&self.salt).str(&p.to_string());
                 StageOutput {
@@ -372,7 +428,7 @@ impl Build<'_> {
                 lookup(*i).ok_or_else(|| other(format!("stage {i} was not built")))?
             }
             Base::Image(reference) => self
-                .image(reference)
+                .image(reference, &platform)
                 .map_err(|e| self.fail(&from_id, &stage.from, e, None, Vec::new()))?,
         };
         self.events.emit(Event::StepDone {
@@ -479,9 +535,10 @@ impl Build<'_> {
     }
 
     /// A base image by reference: a named build context, or an image from a registry.
-    fn image(&self, reference: &str) -> Result<StageOutput, String> {
+    fn image(&self, reference: &str, platform: &Platform) -> Result<StageOutput, String> {
+        let cache_name = format!("{reference} {platform}");
         if let Ok(images) = self.images.lock()
-            && let Some(found) = images.get(reference)
+            && let Some(found) = images.get(&cache_name)
         {
             return Ok(found.clone());
         }
@@ -495,14 +552,14 @@ impl Build<'_> {
             Some(NamedContext::OciLayout { path, reference: r }) => {
                 let selector = umstage_oci::archive::Selector {
                     name: r.clone(),
-                    platform: oci_platform(&self.platform()),
+                    platform: oci_platform(platform),
                 };
                 umstage_oci::archive::import_layout_dir(&self.store, path, &selector)
                     .map_err(|e| format!("image {reference} from {}: {e}", path.display()))?
             }
-            Some(NamedContext::Dir(dir)) => return self.directory_image(reference, dir),
-            Some(NamedContext::Image(r)) => return self.image(r),
-            None => self.pull(reference)?,
+            Some(NamedContext::Dir(dir)) => return self.directory_image(reference, dir, platform),
+            Some(NamedContext::Image(r)) => return self.image(r, platform),
+            None => self.pull(reference, platform)?,
         };
         // `Image::load` made sure there is one diff id per layer.
         let layers = image
@@ -526,18 +583,23 @@ impl Build<'_> {
             },
         };
         if let Ok(mut images) = self.images.lock() {
-            images.insert(reference.to_string(), output.clone());
+            images.insert(cache_name, output.clone());
         }
         Ok(output)
     }
 
     /// A named context that is a directory, used as a base: an image with the directory's files
     /// as its one layer and a scratch config, as BuildKit makes of a local context in FROM.
-    fn directory_image(&self, name: &str, dir: &Path) -> Result<StageOutput, String> {
+    fn directory_image(
+        &self,
+        name: &str,
+        dir: &Path,
+        platform: &Platform,
+    ) -> Result<StageOutput, String> {
         let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let changes = crate::export::whole_tree(&dir)
             .map_err(|e| format!("build context {name} ({}): {e}", dir.display()))?;
-        let p = self.platform();
+        let p = platform;
         let mut config = config::scratch(&p.os, &p.arch, Some(&p.variant));
         let mut layers = Vec::new();
         if !changes.changes.is_empty() {
@@ -561,12 +623,12 @@ impl Build<'_> {
             state: State { config, layers },
         };
         if let Ok(mut images) = self.images.lock() {
-            images.insert(name.to_string(), output.clone());
+            images.insert(format!("{name} {platform}"), output.clone());
         }
         Ok(output)
     }
 
-    fn pull(&self, reference: &str) -> Result<umstage_oci::Image, String> {
+    fn pull(&self, reference: &str, platform: &Platform) -> Result<umstage_oci::Image, String> {
         let parsed = umstage_oci::reference::parse(reference).map_err(|e| e.to_string())?;
         let id = unique_key("pull");
         let started = Instant::now();
@@ -578,7 +640,7 @@ impl Build<'_> {
         let image = umstage_oci::registry::block_on(client.pull(
             &self.store,
             &parsed,
-            &oci_platform(&self.platform()),
+            &oci_platform(platform),
         ))
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -982,6 +1044,34 @@ impl Step<'_, '_> {
         let visible_args = self.scope.visible_args();
         let user = self.cfg.image.config.user.clone().unwrap_or_default();
         let cwd = self.cfg.workdir();
+        let entitled = |e: Entitlement, what: &str, flag: &str| {
+            if build.request.allow.contains(&e) {
+                Ok(())
+            } else {
+                Err(build.fail(
+                    self.id,
+                    self.instruction,
+                    format!("{what} is not allowed: grant it with --allow {flag}"),
+                    None,
+                    Vec::new(),
+                ))
+            }
+        };
+        let privileged = run.security == Some(umstage_dockerfile::SecurityMode::Insecure);
+        if privileged {
+            entitled(
+                Entitlement::SecurityInsecure,
+                "RUN --security=insecure",
+                "security.insecure",
+            )?;
+        }
+        if run.network == Some(umstage_dockerfile::NetworkMode::Host) {
+            entitled(
+                Entitlement::NetworkHost,
+                "RUN --network=host",
+                "network.host",
+            )?;
+        }
         let network = match run.network {
             Some(umstage_dockerfile::NetworkMode::None) => sandbox::Network::None,
             Some(umstage_dockerfile::NetworkMode::Host) => sandbox::Network::Host,
@@ -1002,6 +1092,9 @@ impl Step<'_, '_> {
             k.str(name).str(value);
         }
         k.str(&user).str(&cwd).str(&format!("{network:?}"));
+        if privileged {
+            k.str("insecure");
+        }
         let mut mount_sources = Vec::new();
         for m in &run.mounts {
             k.str(&format!("{m:?}"));
@@ -1068,6 +1161,7 @@ impl Step<'_, '_> {
             user,
             network,
             mounts,
+            privileged,
             ..sandbox::Step::default()
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -1338,7 +1432,7 @@ impl Step<'_, '_> {
             }));
         }
         let out = build
-            .image(&expanded)
+            .image(&expanded, &build.platform())
             .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
         Ok(Some(CopySource::State(
             Box::new(out),
@@ -1380,6 +1474,25 @@ impl Step<'_, '_> {
                 return Err(fail(format!(
                     "ADD of a git repository ({path}) is not supported yet: clone it into the context and COPY it"
                 )));
+            }
+        }
+        if let Some(sum) = &checksum {
+            // As BuildKit: a checksum pins exactly one download.
+            let problem = if sources.paths.len() + sources.inline.len() != 1 {
+                Some("checksum can't be specified for multiple sources")
+            } else if !sources.paths.first().is_some_and(|p| is_url(p)) {
+                Some("checksum can't be specified for non-HTTP sources")
+            } else if !sum.strip_prefix("sha256:").is_some_and(|h| {
+                h.len() == 64
+                    && h.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            }) {
+                Some("invalid checksum digest format: use sha256: and 64 lower-case hex digits")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(BuildError::Invalid(self.located(problem)));
             }
         }
         let chmod_parsed = chmod

@@ -99,7 +99,7 @@ pub struct BuildArgs {
     #[arg(long = "build-context", value_name = "NAME=SOURCE")]
     pub build_contexts: Vec<BuildContext>,
 
-    /// Target platform; only this machine's own platform can be built
+    /// Target platform (OS/ARCH[/VARIANT]); RUN steps for another architecture need the kernel's binfmt emulation
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Option<String>,
 
@@ -130,6 +130,10 @@ pub struct BuildArgs {
     /// ssh-agent socket for RUN --mount=type=ssh (repeatable): default (uses $SSH_AUTH_SOCK) or ID=SOCKET
     #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
     pub ssh: Vec<SshAgent>,
+
+    /// Grant an entitlement (repeatable): security.insecure (RUN --security=insecure), network.host (RUN --network=host)
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<umstage_build::request::Entitlement>,
 
     /// Label to set on the image (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]

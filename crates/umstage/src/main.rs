@@ -330,14 +330,22 @@ fn build_request(
             _ => bail!("--label {l:?}: use KEY=VALUE"),
         }
     }
-    if let Some(p) = &a.platform {
-        let host = umstage_dockerfile::Platform::host();
-        if p.split(',')
-            .any(|one| umstage_dockerfile::Platform::parse(one.trim()).is_none_or(|q| q != host))
-        {
-            bail!("--platform {p}: only this machine's platform ({host}) can be built");
+    let platform = match &a.platform {
+        Some(p) => {
+            let mut wanted: Vec<&str> = p.split(',').map(str::trim).collect();
+            wanted.dedup();
+            match wanted.as_slice() {
+                [one] if umstage_dockerfile::Platform::parse(one).is_some() => {
+                    Some((*one).to_string())
+                }
+                [one] => bail!("--platform {one}: use OS/ARCH[/VARIANT], such as linux/arm64"),
+                _ => bail!(
+                    "--platform {p}: one build makes one platform's image: run a build per platform"
+                ),
+            }
         }
-    }
+        None => None,
+    };
     let mut outputs = a.outputs.clone();
     if a.push {
         if a.tags.is_empty() {
@@ -376,12 +384,13 @@ fn build_request(
         target: a.target.clone(),
         build_args,
         build_contexts: a.build_contexts.clone(),
-        platform: a.platform.clone(),
+        platform,
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
         network: a.network,
         secrets: a.secrets.clone(),
         ssh,
+        allow: a.allow.clone(),
         labels,
         state_root,
         snapshotter: match a.snapshotter {

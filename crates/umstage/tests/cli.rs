@@ -315,3 +315,44 @@ fn a_dockerfile_specific_ignore_file_wins_over_the_context_one() -> TestResult {
     assert!(!image.path("/ctx/b.txt").exists());
     Ok(())
 }
+
+#[test]
+fn parser_directives_and_a_cache_only_output() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "# syntax=docker/dockerfile:1.7\n\
+             # escape=`\n\
+             FROM busybox\n\
+             RUN echo one `\n\
+             \x20   two > /joined.txt\n\
+             COPY Dockerfile C:\\some\\path\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    // The syntax directive is read, said to be ignored, and the build goes on.
+    assert!(
+        stderr(&out).contains("# syntax=docker/dockerfile:1.7"),
+        "{}",
+        text(&out)
+    );
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/joined.txt")?, "one two\n");
+    // With ` as the escape character a backslash is an ordinary character.
+    assert!(image.path("/C:\\some\\path").is_file());
+
+    // `-o type=cacheonly` alone: the build only fills the cache, and says nothing about it.
+    let mut args = env.build_args("unused.tar");
+    args.truncate(args.len() - 2);
+    args.extend(["-o", "type=cacheonly", ctx.to_str().unwrap_or_default()].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.umstage(&args, &[]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("CACHED"), "{}", text(&out));
+    assert!(!stderr(&out).contains("no output given"), "{}", text(&out));
+    assert!(!env.path("unused.tar").exists());
+    Ok(())
+}

@@ -109,3 +109,115 @@ fn a_dockerfile_or_a_tar_context_on_standard_input() -> TestResult {
     assert_eq!(image.read_to_string("/data/file.txt")?, "packed\n");
     Ok(())
 }
+
+/// Writes `data` as a blob of the OCI layout at `dir`; returns its descriptor fields.
+fn blob(dir: &std::path::Path, data: &[u8]) -> Result<(String, usize), Box<dyn std::error::Error>> {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+    std::fs::write(dir.join("blobs/sha256").join(&hex), data)?;
+    Ok((format!("sha256:{hex}"), data.len()))
+}
+
+/// An OCI layout whose index holds one image per architecture, each a single layer with a file
+/// `/which` naming its architecture.
+fn multi_platform_layout(env: &Env) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    use sha2::Digest as _;
+    let dir = env.path("multi-layout");
+    let mut manifests = Vec::new();
+    for arch in ["arm64", "amd64"] {
+        let files = env.context(&format!("files-{arch}"), &[("which", arch)])?;
+        let tar = umstage_testutil::run(
+            std::process::Command::new("tar")
+                .args(["--owner=0", "--group=0", "-cf", "-", "-C"])
+                .arg(&files)
+                .arg("which"),
+        )?
+        .stdout;
+        let diff_id = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&tar)));
+        let (layer, layer_size) = blob(&dir, &tar)?;
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        });
+        let (config, config_size) = blob(&dir, config.to_string().as_bytes())?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+        });
+        let (digest, size) = blob(&dir, manifest.to_string().as_bytes())?;
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    let inner = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let (digest, size) = blob(&dir, inner.to_string().as_bytes())?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string())?;
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    env.dir.user().chown_tree(&dir)?;
+    Ok(dir)
+}
+
+#[test]
+fn the_platform_is_picked_from_a_multi_platform_index() -> TestResult {
+    let env = Env::new()?;
+    let layout = multi_platform_layout(&env)?;
+    let multi = format!("multi=oci-layout://{}", layout.display());
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM multi AS native\n\
+             FROM --platform=linux/arm64 multi AS arm\n\
+             FROM scratch\n\
+             COPY --from=native /which /native\n\
+             COPY --from=arm /which /arm\n",
+        )],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &["--build-context", &multi]));
+    let image = archive::apply_layers(&env.path("image.tar"), Transport::OciArchive)?;
+    assert_eq!(image.read_to_string("/native")?, "amd64");
+    assert_eq!(image.read_to_string("/arm")?, "arm64");
+    assert_eq!(image.config["architecture"], "amd64");
+
+    // --platform picks the base for every stage and names the image's platform; with no RUN
+    // step nothing needs to execute for the other architecture.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM multi\nARG TARGETARCH\nLABEL arch=$TARGETARCH\n",
+    )?;
+    let out = env.build(
+        &ctx,
+        "arm.tar",
+        &["--build-context", &multi, "--platform", "linux/arm64"],
+    );
+    assert_ok(&out);
+    let image = archive::apply_layers(&env.path("arm.tar"), Transport::OciArchive)?;
+    assert_eq!(image.read_to_string("/which")?, "arm64");
+    assert_eq!(image.config["architecture"], "arm64");
+    assert_eq!(image.config["config"]["Labels"]["arch"], "arm64");
+    let index = archive::skopeo_manifest(&env.path("arm.tar"), Transport::OciArchive)?;
+    assert!(index["layers"].is_array(), "{index}");
+
+    // A bad platform is a usage error.
+    let out = env.build(&ctx, "bad.tar", &["--platform", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    Ok(())
+}

@@ -94,3 +94,95 @@ fn ssh_mounts_forward_the_agent_socket_named_with_ssh() -> TestResult {
     assert!(stderr(&out).contains("SSH_AUTH_SOCK"), "{}", text(&out));
     Ok(())
 }
+
+#[test]
+fn steps_get_dockers_default_capabilities_and_insecure_needs_an_entitlement() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN grep CapBnd /proc/self/status > /default-caps\n\
+             RUN --security=insecure grep CapBnd /proc/self/status > /insecure-caps\n\
+             RUN --network=host true\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "denied.tar", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("--allow security.insecure"),
+        "{err}"
+    );
+
+    let out = env.build(&ctx, "image.tar", &["--allow", "security.insecure"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("--allow network.host"),
+        "{}",
+        text(&out)
+    );
+
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &["--allow", "security.insecure,network.host"],
+    );
+    assert_ok(&out);
+    let image = layers(&env, "image.tar")?;
+    // Docker's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(
+        image.read_to_string("/default-caps")?,
+        "CapBnd:\t00000000a80425fb\n"
+    );
+    let insecure = image.read_to_string("/insecure-caps")?;
+    let bits = u64::from_str_radix(insecure.trim().trim_start_matches("CapBnd:\t"), 16)?;
+    // CAP_SYS_ADMIN (21) is there only with --security=insecure.
+    assert!(bits & (1 << 21) != 0, "{insecure}");
+    Ok(())
+}
+
+#[test]
+fn exec_form_user_and_workdir_shape_what_a_step_runs_as() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             ENTRYPOINT [\"/bin/false\"]\n\
+             RUN [\"/bin/sh\", \"-c\", \"echo exec-form $0 > /exec.txt\"]\n\
+             RUN [\"echo\", \"$HOME\", \"not expanded\"]\n\
+             USER user\n\
+             WORKDIR /home/user/app\n\
+             RUN id > /tmp/id.txt && touch made-by-user && pwd > /tmp/pwd.txt\n\
+             USER 1234:5678\n\
+             WORKDIR /numeric\n\
+             RUN id -u > /tmp/numeric.txt && id -g >> /tmp/numeric.txt\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    // Exec form runs as written: no shell, no variable expansion, ENTRYPOINT not prepended.
+    assert!(
+        stderr(&out).contains("$HOME not expanded"),
+        "{}",
+        text(&out)
+    );
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/exec.txt")?, "exec-form /bin/sh\n");
+    let id = image.read_to_string("/tmp/id.txt")?;
+    assert!(id.starts_with("uid=1000(user) gid=1000(user)"), "{id}");
+    assert_eq!(image.read_to_string("/tmp/pwd.txt")?, "/home/user/app\n");
+    assert_eq!(image.read_to_string("/tmp/numeric.txt")?, "1234\n5678\n");
+    // WORKDIR creates the directory owned by the USER in force; a step's files are the user's.
+    let app = entry(&image, "home/user/app").ok_or("app dir missing")?;
+    assert_eq!((app.uid, app.gid), (1000, 1000));
+    let made = entry(&image, "home/user/app/made-by-user").ok_or("file missing")?;
+    assert_eq!((made.uid, made.gid), (1000, 1000));
+    let numeric = entry(&image, "numeric").ok_or("numeric dir missing")?;
+    assert_eq!((numeric.uid, numeric.gid), (1234, 5678));
+    Ok(())
+}

@@ -330,6 +330,13 @@ fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible,
         .process()
         .as_ref()
         .ok_or("the step has no process")?;
+    if let Some(bounding) = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().as_ref())
+    {
+        super::caps::limit_to(bounding)?;
+    }
     let user = ready.user;
     let groups_denied = std::fs::read_to_string("/proc/self/setgroups")
         .map(|t| t.trim() == "deny")

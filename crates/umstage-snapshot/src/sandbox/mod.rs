@@ -8,6 +8,7 @@
 //! When pid 1 exits the kernel kills every other process of the step; when the helper dies
 //! (cancel, SIGKILL of umstage) pid 1 dies with it.
 
+mod caps;
 pub(crate) mod helper;
 mod mounts;
 mod spec;
@@ -66,6 +67,9 @@ pub struct Step {
     pub extra_hosts: Vec<(String, String)>,
     /// `RUN --mount`s, in order.
     pub mounts: Vec<StepMount>,
+    /// `RUN --security=insecure`: every capability the user namespace grants, instead of
+    /// Docker's default set.
+    pub privileged: bool,
 }
 
 impl Default for Step {
@@ -79,6 +83,7 @@ impl Default for Step {
             network: Network::Default,
             extra_hosts: Vec::new(),
             mounts: Vec::new(),
+            privileged: false,
         }
     }
 }

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use super::mounts::Prepared;
@@ -12,6 +13,24 @@ use super::{DEFAULT_PATH, Network, SandboxError, Step};
 
 /// The devices bound from the host into the step's `/dev`.
 pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Docker's default capabilities, the set BuildKit gives a RUN step.
+pub(crate) const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
 
 /// The umask every step starts with.
 pub(crate) const UMASK: u32 = 0o022;
@@ -103,7 +122,23 @@ pub(crate) fn build(step: &Step, rootfs: &Path, prepared: &Prepared) -> Result<S
         .env(env)
         .cwd(PathBuf::from(&step.cwd))
         .user(user)
-        .no_new_privileges(false)
+        .no_new_privileges(false);
+    // A privileged step keeps every capability the user namespace grants.
+    let set: Capabilities = if step.privileged {
+        super::caps::all()
+    } else {
+        DEFAULT_CAPABILITIES.into_iter().collect()
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .map_err(invalid)?;
+    let process = process
+        .capabilities(capabilities)
         .build()
         .map_err(invalid)?;
     let mut mounts = standard_mounts()?;

@@ -1,0 +1,210 @@
+//! End to end: the archive umstage writes loads into a real Docker daemon (`docker load`), as
+//! the default `-o image.tar` promises, and so does `--output type=docker`.
+//!
+//! The test starts a private `dockerd` (Debian's `docker.io`) with its own data root and socket
+//! and no bridge, iptables or forwarding changes, and stops it by its pid. It needs root: run
+//! as anyone else it says so and skips (and fails when `CI` is set, so CI never skips it).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, TestResult, assert_ok};
+use serde_json::Value;
+
+/// A private Docker daemon on a socket in a temporary directory; stopped on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Result<Daemon, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("docker.sock");
+        let log = std::fs::File::create(dir.path().join("dockerd.log"))?;
+        let child = Command::new("/usr/sbin/dockerd")
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--storage-driver=vfs",
+            ])
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start dockerd (Debian package docker.io): {e}"))?;
+        let daemon = Daemon {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if daemon
+                .docker()
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return Ok(daemon);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let log =
+            std::fs::read_to_string(daemon._dir.path().join("dockerd.log")).unwrap_or_default();
+        Err(format!("dockerd did not answer within 60 s:\n{log}").into())
+    }
+
+    /// Debian's client, talking to this daemon only.
+    fn docker(&self) -> Command {
+        let mut cmd = Command::new("/usr/bin/docker");
+        cmd.arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self._dir.path().join("client"));
+        cmd
+    }
+
+    fn load(&self, archive: &Path) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(umstage_testutil::run_stdout(
+            self.docker().arg("load").arg("-i").arg(archive),
+        )?)
+    }
+
+    fn inspect(&self, image: &str) -> Result<Value, Box<dyn std::error::Error>> {
+        let text = umstage_testutil::run_stdout(self.docker().args(["image", "inspect", image]))?;
+        let all: Value = serde_json::from_str(&text)?;
+        Ok(all[0].clone())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM to the daemon this test started, by its pid: it stops its containerd too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_load_reads_the_default_archive_and_the_docker_output() -> TestResult {
+    if !umstage_testutil::is_root() {
+        let why = "docker_load: SKIPPED: starting a private dockerd needs root";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("{why}");
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("hello.txt", "hello docker\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 COPY hello.txt /hello.txt\n\
+                 RUN echo built > /built.txt\n\
+                 ENV GREETING=hi\n\
+                 LABEL org.example.loaded=yes\n\
+                 CMD [\"cat\", \"/hello.txt\"]\n",
+            ),
+        ],
+    )?;
+    let docker_out = format!("type=docker,dest={}", env.path("docker.tar").display());
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &["-t", "umstage-e2e/loaded:1", "-o", &docker_out],
+    );
+    assert_ok(&out);
+
+    let daemon = Daemon::start()?;
+    let loaded = daemon.load(&env.path("image.tar"))?;
+    assert!(
+        loaded.contains("Loaded image: umstage-e2e/loaded:1"),
+        "{loaded}"
+    );
+    let image = daemon.inspect("umstage-e2e/loaded:1")?;
+    let config = &image["Config"];
+    assert_eq!(
+        umstage_testutil::archive::strings(&config["Cmd"]),
+        ["cat", "/hello.txt"]
+    );
+    assert!(
+        umstage_testutil::archive::strings(&config["Env"])
+            .iter()
+            .any(|e| e == "GREETING=hi"),
+        "{config}"
+    );
+    assert_eq!(config["Labels"]["org.example.loaded"], "yes");
+    assert_eq!(image["Os"], "linux");
+    // Base layer, COPY, RUN: three layers, each readable by Docker.
+    assert_eq!(
+        image["RootFS"]["Layers"].as_array().map(Vec::len),
+        Some(3),
+        "{image}"
+    );
+    // The image id Docker computes is umstage's config digest.
+    let iid = umstage_testutil::run_stdout(
+        Command::new("tar")
+            .arg("-xOf")
+            .arg(env.path("image.tar"))
+            .arg("manifest.json"),
+    )?;
+    let manifest: Value = serde_json::from_str(&iid)?;
+    let config_blob = manifest[0]["Config"].as_str().unwrap_or_default();
+    assert!(
+        config_blob.ends_with(
+            image["Id"]
+                .as_str()
+                .unwrap_or("?")
+                .trim_start_matches("sha256:")
+        ),
+        "{config_blob} vs {}",
+        image["Id"]
+    );
+    // The files are there: docker cp out of a created (never started) container.
+    let container = umstage_testutil::run_stdout(daemon.docker().args([
+        "create",
+        "--network",
+        "none",
+        "umstage-e2e/loaded:1",
+    ]))?;
+    let copied = umstage_testutil::run_stdout(daemon.docker().args([
+        "cp",
+        &format!("{}:/built.txt", container.trim()),
+        "-",
+    ]))?;
+    assert!(copied.contains("built\n"), "{copied:?}");
+
+    // --output type=docker loads too (it carries the -t name).
+    let loaded = daemon.load(&env.path("docker.tar"))?;
+    assert!(loaded.contains("umstage-e2e/loaded:1"), "{loaded}");
+    Ok(())
+}
