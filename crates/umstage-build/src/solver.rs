@@ -87,6 +87,8 @@ struct Build<'a> {
     unpacker: Unpacker,
     images: Mutex<HashMap<String, StageOutput>>,
     cancel: &'static Cancel,
+    /// One client for every pull, so connections and the TLS setup are made once.
+    registry: umstage_oci::registry::RegistryClient,
     layer_options: LayerOptions,
     /// Mixed into every base key: what changes every layer of a build (timestamps, compression).
     salt: CacheKey,
@@ -207,6 +209,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         unpacker: Unpacker::default(),
         images: Mutex::new(HashMap::new()),
         cancel: termination_cancel()?,
+        registry: registry_client(request),
         layer_options,
         salt: salt.finish(),
         created: umstage_oci::config::rfc3339(created_secs),
@@ -636,8 +639,7 @@ impl Build<'_> {
             id: id.clone(),
             text: format!("resolving {}", parsed.whole()),
         });
-        let client = registry_client(self.request);
-        let image = umstage_oci::registry::block_on(client.pull(
+        let image = umstage_oci::registry::block_on(self.registry.pull(
             &self.store,
             &parsed,
             &oci_platform(platform),

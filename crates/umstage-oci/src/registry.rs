@@ -2,6 +2,7 @@
 //! of the `oci-client` crate (transport, token handshake, chunked uploads).
 
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -125,6 +126,40 @@ pub fn is_loopback(registry: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct RegistryClient {
     options: RegistryOptions,
+    clients: SharedClients,
+}
+
+/// The HTTP and HTTPS clients, each built on first use and shared by every session: building
+/// one loads the system's TLS roots, which costs more than the rest of a warm build's pull.
+#[derive(Clone, Default)]
+struct SharedClients {
+    http: Arc<OnceLock<Client>>,
+    https: Arc<OnceLock<Client>>,
+}
+
+impl std::fmt::Debug for SharedClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedClients")
+            .field("http", &self.http.get().is_some())
+            .field("https", &self.https.get().is_some())
+            .finish()
+    }
+}
+
+impl SharedClients {
+    fn get(&self, protocol: ClientProtocol) -> Client {
+        let cell = match protocol {
+            ClientProtocol::Http => &self.http,
+            _ => &self.https,
+        };
+        cell.get_or_init(|| {
+            Client::new(ClientConfig {
+                protocol,
+                ..Default::default()
+            })
+        })
+        .clone()
+    }
 }
 
 struct Session {
@@ -299,7 +334,10 @@ fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
 impl RegistryClient {
     /// A client with `options`.
     pub fn new(options: RegistryOptions) -> Self {
-        Self { options }
+        Self {
+            options,
+            clients: SharedClients::default(),
+        }
     }
 
     /// A session for `reference`'s registry, authenticated for `operation`.
@@ -316,10 +354,7 @@ impl RegistryClient {
         } else {
             ClientProtocol::Https
         };
-        let client = Client::new(ClientConfig {
-            protocol,
-            ..Default::default()
-        });
+        let client = self.clients.get(protocol);
         let credential = self.options.auth.lookup(&registry, reference.repository());
         let had_credentials = credential != Credential::Anonymous;
         let auth = match credential {
@@ -591,13 +626,24 @@ impl RegistryClient {
     }
 }
 
-/// Runs a registry future to completion on a private current-thread runtime, for callers that
-/// are not async.
+/// Runs a registry future to completion, for callers that are not async.
+///
+/// Every call shares one runtime, made on first use: the shared clients keep idle connections
+/// that belong to the runtime they were opened on. Several threads may wait here at once.
 pub fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(future))
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = match RUNTIME.get() {
+        Some(runtime) => runtime,
+        None => {
+            let made = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("umstage-registry")
+                .enable_all()
+                .build()?;
+            RUNTIME.get_or_init(|| made)
+        }
+    };
+    Ok(runtime.block_on(future))
 }
 
 #[cfg(test)]

@@ -1,8 +1,14 @@
 //! The content-addressed blob store: blobs are written to a temporary file, verified, synced and
 //! renamed into place, so readers never see a partial or wrong blob.
+//!
+//! A blob checked in full gets a stamp (`verified/<alg>-<hex>`: its inode, size and mtime), so a
+//! later [`ContentStore::verify`] of the unchanged file costs a `stat` instead of a rehash (a
+//! warm build would otherwise hash every base layer again); a file changed since fails the
+//! stamp and is hashed again.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -90,7 +96,7 @@ impl ContentStore {
     /// Opens (creating if needed) the store whose blobs live under `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for dir in ["blobs/sha256", "blobs/sha512", "ingest"] {
+        for dir in ["blobs/sha256", "blobs/sha512", "ingest", "verified"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
         }
@@ -223,11 +229,46 @@ impl ContentStore {
         Ok(bytes)
     }
 
-    /// Checks a stored blob against its digest; a corrupt blob is removed and reported.
+    /// Checks a stored blob against its digest (unless it is unchanged since it last passed); a
+    /// corrupt blob is removed and reported.
     pub fn verify(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest)?;
+        let stamp_path = self.stamp_path(digest);
+        if let Ok(metadata) = fs::symlink_metadata(&path)
+            && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp(&metadata))
+        {
+            return Ok(());
+        }
         let mut reader = self.open_blob(digest)?;
         io::copy(&mut reader, &mut io::sink()).map_err(|e| reader.map_error(e))?;
+        self.write_stamp(digest, &path);
         Ok(())
+    }
+
+    fn stamp_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("verified").join(format!(
+            "{}-{}",
+            digest.algorithm().as_ref(),
+            digest.digest()
+        ))
+    }
+
+    /// Records that the blob at `path` matched `digest` as it is now. Best effort: without a
+    /// stamp the next check hashes the blob again.
+    fn write_stamp(&self, digest: &Digest, path: &Path) {
+        let Ok(metadata) = fs::symlink_metadata(path) else {
+            return;
+        };
+        let stamp_path = self.stamp_path(digest);
+        // In `ingest/`, where a crash's leftovers are collected.
+        let temp = self.root.join("ingest").join(format!(
+            "stamp-{}-{}",
+            std::process::id(),
+            INGEST_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if fs::write(&temp, stamp(&metadata)).is_err() || fs::rename(&temp, &stamp_path).is_err() {
+            let _ = fs::remove_file(&temp);
+        }
     }
 
     /// The digests of every blob in the store.
@@ -258,6 +299,7 @@ impl ContentStore {
     /// Removes a blob; absent blobs are not an error.
     pub fn remove(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest)?;
+        let _ = fs::remove_file(self.stamp_path(digest));
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &path)(e)),
             _ => Ok(()),
@@ -267,6 +309,21 @@ impl ContentStore {
 
 /// Temporary files left by writers that died (a crash mid-write) are removed once they are a
 /// day old; younger ones may belong to a writer still running.
+/// What a verified blob's stamp records: which file it was and that it has not been written
+/// since (any write moves its ctime; the stamp is taken after the rename, which moves it too).
+fn stamp(metadata: &fs::Metadata) -> String {
+    format!(
+        "{} {} {} {}.{} {}.{}",
+        metadata.dev(),
+        metadata.ino(),
+        metadata.len(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+        metadata.ctime(),
+        metadata.ctime_nsec()
+    )
+}
+
 fn remove_stale_ingests(dir: &Path) {
     const STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
     let Ok(entries) = fs::read_dir(dir) else {
@@ -338,14 +395,22 @@ impl BlobWriter {
                 size: self.size,
             });
         }
-        file.sync_all().map_err(io_err("syncing", &self.temp))?;
-        drop(file);
         let path = self.store.blob_path(&digest)?;
-        fs::rename(&self.temp, &path).map_err(io_err("publishing", &path))?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("syncing", dir))?;
+        // Already stored and intact (configs and manifests come again with every pull): keep it
+        // and spare the two syncs.
+        if self.store.verify(&digest).is_err() {
+            file.sync_all().map_err(io_err("syncing", &self.temp))?;
+            drop(file);
+            fs::rename(&self.temp, &path).map_err(io_err("publishing", &path))?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err("syncing", dir))?;
+            }
+            self.store.write_stamp(&digest, &path);
+        } else {
+            drop(file);
+            let _ = fs::remove_file(&self.temp);
         }
         self.temp = PathBuf::new();
         Ok(BlobInfo {
@@ -468,6 +533,27 @@ mod tests {
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
         assert!(!store.contains(&info.digest));
         store.put(b"original").unwrap();
+        store.verify(&info.digest).unwrap();
+    }
+
+    #[test]
+    fn a_blob_changed_after_it_was_verified_is_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let info = store.put(b"original").unwrap();
+        store.verify(&info.digest).unwrap();
+        // Past the filesystem's timestamp tick, as any later change would be.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(store.blob_path(&info.digest).unwrap(), b"tampere").unwrap();
+        let err = store.verify(&info.digest).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(!store.contains(&info.digest));
+        // Stored again, it passes, and a second put of the same bytes keeps the stored file.
+        store.put(b"original").unwrap();
+        let path = store.blob_path(&info.digest).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        store.put(b"original").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
         store.verify(&info.digest).unwrap();
     }
 
