@@ -295,6 +295,35 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), PathError> {
     }
 }
 
+/// Marks `dir` as the top of separate directory trees (ext4's `FS_TOPDIR_FL`, `chattr +T`), so
+/// the filesystem spreads its subdirectories over block groups instead of packing them next to
+/// their parent. Best effort: other filesystems refuse the flag, which only hints.
+///
+/// Why: on ext4 without a journal, creating a file skips every inode of its group deleted in
+/// the last minutes, one inode-table lookup each. After a large delete (a pruned or removed
+/// state root) a snapshot packed into those groups took 20 s instead of 3 s to fill with
+/// 20,000 files.
+pub(crate) fn mark_top_directory(dir: &Path) {
+    /// `FS_TOPDIR_FL` from `linux/fs.h`.
+    const TOPDIR: libc::c_int = 0x0002_0000;
+    let Ok(file) = File::open(dir) else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS and FS_IOC_SETFLAGS read and write one int through a pointer to a
+    // local, on a directory fd owned here.
+    unsafe {
+        if libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) != 0
+            || flags & TOPDIR != 0
+        {
+            return;
+        }
+        flags |= TOPDIR;
+        libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags);
+    }
+}
+
 /// Makes sure the directory exists.
 pub(crate) fn ensure_dir(path: &Path) -> Result<(), PathError> {
     std::fs::create_dir_all(path).map_err(at("create dir", path))

@@ -217,6 +217,7 @@ impl Snapshotter {
         for sub in ["meta", "data", "empty", "leases", "trash"] {
             fsutil::ensure_dir(&root.join(sub))?;
         }
+        fsutil::mark_top_directory(&root.join("data"));
         let lease_id = fsutil::random_id();
         let lease_path = root.join("leases").join(&lease_id);
         let lease = File::create(&lease_path).map_err(at("create", &lease_path))?;
