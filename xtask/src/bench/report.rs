@@ -78,7 +78,12 @@ pub fn write(path: &Path, results: &Results) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(BEGIN), old.find(END)) {
         (Some(begin), Some(end)) if begin < end => {
-            format!("{}{section}{}", &old[..begin], &old[end + END.len()..])
+            let rest = old[end + END.len()..].trim_start();
+            if rest.is_empty() {
+                format!("{}{section}", &old[..begin])
+            } else {
+                format!("{}{section}\n{rest}", &old[..begin])
+            }
         }
         _ if old.trim().is_empty() => format!("# Benchmarks\n\n{section}\n"),
         // First in the file, right under its title, ahead of the crates' own sections.
