@@ -1,10 +1,10 @@
 //! The content-addressed blob store: blobs are written to a temporary file, verified, synced and
 //! renamed into place, so readers never see a partial or wrong blob.
 //!
-//! A blob checked in full gets a stamp (`verified/<alg>-<hex>`: its inode, size and mtime), so a
-//! later [`ContentStore::verify`] of the unchanged file costs a `stat` instead of a rehash (a
-//! warm build would otherwise hash every base layer again); a file changed since fails the
-//! stamp and is hashed again.
+//! A blob checked in full gets a stamp (`verified/<alg>-<hex>`: its device, inode, size, mtime
+//! and ctime), so a later [`ContentStore::verify`] of the unchanged file costs a `stat` instead
+//! of a rehash (a warm build would otherwise hash every base layer again); a file changed since
+//! fails the stamp and is hashed again.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -307,8 +307,6 @@ impl ContentStore {
     }
 }
 
-/// Temporary files left by writers that died (a crash mid-write) are removed once they are a
-/// day old; younger ones may belong to a writer still running.
 /// What a verified blob's stamp records: which file it was and that it has not been written
 /// since (any write moves its ctime; the stamp is taken after the rename, which moves it too).
 fn stamp(metadata: &fs::Metadata) -> String {
@@ -324,6 +322,8 @@ fn stamp(metadata: &fs::Metadata) -> String {
     )
 }
 
+/// Temporary files left by writers that died (a crash mid-write) are removed once they are a
+/// day old; younger ones may belong to a writer still running.
 fn remove_stale_ingests(dir: &Path) {
     const STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
     let Ok(entries) = fs::read_dir(dir) else {
