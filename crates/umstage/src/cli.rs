@@ -163,7 +163,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub check: bool,
 
-    /// Stages to build at the same time [default: number of cores]
+    /// Stages to build at the same time [default: twice the number of cores]
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
 }
