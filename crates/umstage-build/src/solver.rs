@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use umstage_dockerfile::{
@@ -85,7 +85,8 @@ struct Build<'a> {
     digests: ContextDigests,
     ignore: Option<Dockerignore>,
     unpacker: Unpacker,
-    images: Mutex<HashMap<String, StageOutput>>,
+    /// Base images by reference and platform, each resolved once (later callers wait for it).
+    images: Mutex<HashMap<String, Arc<ImageCell>>>,
     cancel: &'static Cancel,
     /// One client for every pull, so connections and the TLS setup are made once.
     registry: umstage_oci::registry::RegistryClient,
@@ -95,6 +96,9 @@ struct Build<'a> {
     created: String,
     ignore_chown_errors: bool,
 }
+
+/// A base image being resolved, or its outcome.
+type ImageCell = OnceLock<Result<StageOutput, String>>;
 
 /// Runs the build checks only (`--check`): reports each finding as an event and returns how
 /// many there were. Nothing is built.
@@ -247,10 +251,13 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .sum(),
         target: stage_label(&dockerfile, target),
     });
-    let outputs = run_graph(&deps, request.jobs, |task, done: &Finished<StageOutput>| {
-        let index = needed[task];
-        let lookup = |stage: usize| task_of.get(&stage).and_then(|&t| done.get(t)).cloned();
-        build.build_stage(index, &lookup)
+    let outputs = std::thread::scope(|scope| {
+        build.prefetch_bases(scope, &needed);
+        run_graph(&deps, request.jobs, |task, done: &Finished<StageOutput>| {
+            let index = needed[task];
+            let lookup = |stage: usize| task_of.get(&stage).and_then(|&t| done.get(t)).cloned();
+            build.build_stage(index, &lookup)
+        })
     })?;
     if let Err(e) = build.digests.save() {
         tracing::warn!("cannot save context digests: {e}");
@@ -539,12 +546,48 @@ impl Build<'_> {
 
     /// A base image by reference: a named build context, or an image from a registry.
     fn image(&self, reference: &str, platform: &Platform) -> Result<StageOutput, String> {
-        let cache_name = format!("{reference} {platform}");
-        if let Ok(images) = self.images.lock()
-            && let Some(found) = images.get(&cache_name)
-        {
-            return Ok(found.clone());
+        let cell = {
+            let mut images = self
+                .images
+                .lock()
+                .map_err(|_| "the image table was poisoned by a panic".to_string())?;
+            Arc::clone(images.entry(format!("{reference} {platform}")).or_default())
+        };
+        cell.get_or_init(|| self.resolve_image(reference, platform))
+            .clone()
+    }
+
+    /// Starts resolving the base images of `stages` in the background, as BuildKit resolves
+    /// every FROM before it solves: a stage that waits for another need not wait for its own
+    /// base too. A failure is kept and reported by the stage that needs the image.
+    fn prefetch_bases<'s>(&'s self, scope: &'s std::thread::Scope<'s, '_>, stages: &[usize]) {
+        for &index in stages {
+            let stage = &self.dockerfile.stages[index];
+            let replaced = stage.name.as_ref().is_some_and(|name| {
+                self.request
+                    .build_contexts
+                    .iter()
+                    .any(|c| c.name.eq_ignore_ascii_case(name))
+            });
+            let Base::Image(reference) = &self.graph.nodes[index].base else {
+                continue;
+            };
+            if replaced || self.graph.deps(index).is_empty() {
+                // Replaced stages have no base of their own; stages with no dependency start
+                // at once and resolve their base themselves.
+                continue;
+            }
+            let Ok(platform) = self.stage_platform(stage) else {
+                continue;
+            };
+            scope.spawn(move || {
+                let _ = self.image(reference, &platform);
+            });
         }
+    }
+
+    /// Resolves a base image (uncached: see [`Build::image`]).
+    fn resolve_image(&self, reference: &str, platform: &Platform) -> Result<StageOutput, String> {
         let named = self
             .request
             .build_contexts
@@ -561,7 +604,9 @@ impl Build<'_> {
                     .map_err(|e| format!("image {reference} from {}: {e}", path.display()))?
             }
             Some(NamedContext::Dir(dir)) => return self.directory_image(reference, dir, platform),
-            Some(NamedContext::Image(r)) => return self.image(r, platform),
+            // From the registry directly: a context may bear the name of the image it stands
+            // for (`alpine=docker-image://alpine:3.20`).
+            Some(NamedContext::Image(r)) => self.pull(r, platform)?,
             None => self.pull(reference, platform)?,
         };
         // `Image::load` made sure there is one diff id per layer.
@@ -585,9 +630,6 @@ impl Build<'_> {
                 layers,
             },
         };
-        if let Ok(mut images) = self.images.lock() {
-            images.insert(cache_name, output.clone());
-        }
         Ok(output)
     }
 
@@ -621,14 +663,10 @@ impl Build<'_> {
         for l in &layers {
             key.str(&l.diff_id);
         }
-        let output = StageOutput {
+        Ok(StageOutput {
             key: key.finish(),
             state: State { config, layers },
-        };
-        if let Ok(mut images) = self.images.lock() {
-            images.insert(format!("{name} {platform}"), output.clone());
-        }
-        Ok(output)
+        })
     }
 
     fn pull(&self, reference: &str, platform: &Platform) -> Result<umstage_oci::Image, String> {

@@ -711,6 +711,37 @@ fn pulls_the_base_from_a_registry_and_pushes_the_result() -> TestResult {
         Some(3),
         "{pushed}"
     );
+
+    // A named context may carry the name of the image it stands for, and a stage that waits
+    // for another gets its own base (resolved ahead) all the same.
+    let ctx = env.context(
+        "named",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {base} AS first\nRUN echo first > /first.txt\n\
+                 FROM {base}\nCOPY --from=first /first.txt /from-first.txt\n"
+            ),
+        )],
+    )?;
+    let out = env.umstage(
+        &[
+            "build",
+            "--root",
+            root.to_str().unwrap_or_default(),
+            "--progress",
+            "plain",
+            "--build-context",
+            &format!("{base}=docker-image://{base}"),
+            "-o",
+            env.path("named.tar").to_str().unwrap_or_default(),
+            ctx.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&out);
+    let image = unpack(&env, "named.tar")?;
+    assert_eq!(image.read_to_string("/from-first.txt")?, "first\n");
     Ok(())
 }
 
