@@ -16,6 +16,7 @@ pub mod chmod;
 pub mod config;
 pub mod context;
 pub mod copy;
+pub mod credentials;
 pub mod digests;
 pub mod event;
 pub mod export;

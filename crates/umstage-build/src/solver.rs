@@ -734,6 +734,9 @@ pub(crate) fn registry_client(request: &BuildRequest) -> umstage_oci::registry::
     umstage_oci::registry::RegistryClient::new(umstage_oci::registry::RegistryOptions {
         insecure_registries: request.insecure_registries.clone(),
         auth: umstage_oci::auth::AuthStore::from_environment(),
+        credential_helper: Some(umstage_oci::registry::HelperRunner(std::sync::Arc::new(
+            crate::credentials::ask_helper,
+        ))),
     })
 }
 

@@ -55,8 +55,8 @@ struct AuthEntry {
 pub struct AuthStore {
     /// (normalised key, credential), in file priority order.
     entries: Vec<(String, Credential)>,
-    /// Registries whose credentials live in a helper program (not run by this crate).
-    helpers: Vec<String>,
+    /// (normalised registry key, or `*` for `credsStore`; helper name), in file priority order.
+    helpers: Vec<(String, String)>,
 }
 
 /// `docker.io` under all its spellings; other keys lose their scheme and trailing `/`.
@@ -171,10 +171,13 @@ impl AuthStore {
                 self.entries.push((normalise_key(key), credential));
             }
         }
-        self.helpers
-            .extend(file.cred_helpers.keys().map(|k| normalise_key(k)));
-        if file.creds_store.is_some() {
-            self.helpers.push("*".into());
+        self.helpers.extend(
+            file.cred_helpers
+                .iter()
+                .map(|(k, helper)| (normalise_key(k), helper.clone())),
+        );
+        if let Some(store) = file.creds_store.filter(|s| !s.is_empty()) {
+            self.helpers.push(("*".into(), store));
         }
     }
 
@@ -198,12 +201,18 @@ impl AuthStore {
                 _ => break,
             }
         }
-        if self.helpers.iter().any(|h| h == "*" || *h == registry) {
-            tracing::warn!(
-                "credentials for {registry} are in a credential helper, which umstage does not run; using anonymous access"
-            );
-        }
         Credential::Anonymous
+    }
+
+    /// The credential helper (`docker-credential-NAME`) said to hold `registry`'s credentials:
+    /// its `credHelpers` entry, else the `credsStore`, as Docker picks them.
+    pub fn helper(&self, registry: &str) -> Option<&str> {
+        let registry = normalise_host(registry);
+        self.helpers
+            .iter()
+            .find(|(key, _)| *key == registry)
+            .or_else(|| self.helpers.iter().find(|(key, _)| key == "*"))
+            .map(|(_, helper)| helper.as_str())
     }
 }
 
@@ -258,5 +267,20 @@ mod tests {
         );
         assert_eq!(store.lookup("elsewhere", "x"), Credential::Anonymous);
         assert!(!format!("{store:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_registry_s_own_helper_wins_over_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("config.json");
+        std::fs::write(
+            &docker,
+            r#"{"credsStore":"desktop","credHelpers":{"https://gcr.io":"gcloud"}}"#,
+        )
+        .unwrap();
+        let store = AuthStore::from_files(&[docker]);
+        assert_eq!(store.helper("gcr.io"), Some("gcloud"));
+        assert_eq!(store.helper("index.docker.io"), Some("desktop"));
+        assert_eq!(AuthStore::default().helper("gcr.io"), None);
     }
 }

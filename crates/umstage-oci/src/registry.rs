@@ -106,6 +106,33 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// Where credentials come from.
     pub auth: AuthStore,
+    /// Asks a credential helper the auth files name; without one such registries are anonymous.
+    pub credential_helper: Option<HelperRunner>,
+}
+
+/// Asks credential helper `name` for the credential of `server` (Docker's server address):
+/// `Ok(None)` when it holds none. Running the helper program is the caller's business, since
+/// this crate runs no processes.
+#[derive(Clone)]
+pub struct HelperRunner(pub Arc<AskHelper>);
+
+/// The function behind a [`HelperRunner`]: (helper name, server) to its answer.
+pub type AskHelper =
+    dyn Fn(&str, &str) -> std::result::Result<Option<Credential>, String> + Send + Sync;
+
+impl std::fmt::Debug for HelperRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HelperRunner")
+    }
+}
+
+/// The address Docker gives a credential helper for `registry`.
+fn helper_server(registry: &str) -> String {
+    if registry == "docker.io" {
+        "https://index.docker.io/v1/".into()
+    } else {
+        registry.into()
+    }
 }
 
 /// Whether `registry` (`host[:port]`) is a loopback address, reached over plain HTTP as Docker does.
@@ -355,7 +382,23 @@ impl RegistryClient {
             ClientProtocol::Https
         };
         let client = self.clients.get(protocol);
-        let credential = self.options.auth.lookup(&registry, reference.repository());
+        let mut credential = self.options.auth.lookup(&registry, reference.repository());
+        if credential == Credential::Anonymous
+            && let Some(helper) = self.options.auth.helper(&registry)
+        {
+            credential = match &self.options.credential_helper {
+                Some(run) => match (run.0)(helper, &helper_server(&registry)) {
+                    Ok(found) => found.unwrap_or_default(),
+                    Err(e) => {
+                        tracing::warn!(
+                            "credential helper docker-credential-{helper} for {registry}: {e}; using anonymous access"
+                        );
+                        Credential::Anonymous
+                    }
+                },
+                None => Credential::Anonymous,
+            };
+        }
         let had_credentials = credential != Credential::Anonymous;
         let auth = match credential {
             Credential::Anonymous => RegistryAuth::Anonymous,

@@ -745,6 +745,81 @@ fn pulls_the_base_from_a_registry_and_pushes_the_result() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn credentials_come_from_the_credential_helper_the_docker_config_names() -> TestResult {
+    let env = Env::new()?;
+    let registry =
+        umstage_testutil::registry::Registry::start_with_basic_auth("builder", "s3cret-pw")?;
+    let host = registry.host();
+    // A helper speaking Docker's protocol: the server on stdin, the credential as JSON.
+    let helper_dir = env.context(
+        "helpers",
+        &[(
+            "docker-credential-umstagetest",
+            &format!(
+                "#!/bin/sh\nread server\nif [ \"$1\" = get ] && [ \"$server\" = {host} ]; then\n\
+                 echo '{{\"ServerURL\":\"{host}\",\"Username\":\"builder\",\"Secret\":\"s3cret-pw\"}}'\n\
+                 else echo 'credentials not found in native keychain'; exit 1; fi\n"
+            ),
+        )],
+    )?;
+    fs::set_permissions(
+        helper_dir.join("docker-credential-umstagetest"),
+        fs::Permissions::from_mode(0o755),
+    )?;
+    let with_helper = env.context(
+        "docker-helper",
+        &[(
+            "config.json",
+            &format!(r#"{{"credHelpers":{{"{host}":"umstagetest"}}}}"#),
+        )],
+    )?;
+    let with_missing_store = env.context(
+        "docker-store",
+        &[("config.json", r#"{"credsStore":"umstage-missing"}"#)],
+    )?;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nRUN echo hi > /hi.txt\n")],
+    )?;
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let target = registry.reference("private/app:1");
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", helper_dir.display());
+    let push = |config: &Path| {
+        env.umstage(
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--build-context",
+                &bb,
+                "-t",
+                &target,
+                "--push",
+                ctx.to_str().unwrap_or_default(),
+            ],
+            &[
+                ("DOCKER_CONFIG", config.to_str().unwrap_or_default()),
+                ("PATH", &path),
+            ],
+        )
+    };
+
+    let refused = push(&with_missing_store);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let said = text(&refused);
+    assert!(
+        said.contains("docker-credential-umstage-missing is not installed"),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret-pw"), "{said}");
+
+    let pushed = push(&with_helper);
+    assert_ok(&pushed);
+    assert_eq!(registry.tags("private/app")?, ["1"]);
+    Ok(())
+}
+
 /// Serves `body` to every request on a loopback port, from a thread, until the test ends.
 fn serve_once_per_request(
     body: &'static [u8],
