@@ -70,7 +70,8 @@ pub use mount::{Mount, MountType, Sharing, parse_mount};
 pub use shell::{EmptyEnv, Env, ExpandError, Expansion, Lexer};
 pub use span::{Pos, Span};
 pub use syntax::{
-    Ast, Directives, Heredoc, MAX_LINE_LEN, Node, Warning, chomp_heredoc, parse_ast, parse_heredoc,
+    Ast, Directives, Heredoc, MAX_LINE_LEN, Node, Warning, chomp_heredoc, go_quote, parse_ast,
+    parse_heredoc,
 };
 
 /// BuildKit's dump of the parse tree for `text`, ending in a newline, as `umstage debug parse` prints it.

@@ -156,6 +156,13 @@ impl Node {
     }
 }
 
+/// `s` quoted the way Go's `strconv.Quote` does (BuildKit's `%q`).
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    go_quote_into(s, &mut out);
+    out
+}
+
 /// Appends `s` quoted the way Go's `strconv.Quote` does.
 pub fn go_quote_into(s: &str, out: &mut String) {
     use std::fmt::Write;
