@@ -2,9 +2,9 @@
 //! renamed into place, so readers never see a partial or wrong blob.
 //!
 //! A blob checked in full gets a stamp (`verified/<alg>-<hex>`: its device, inode, size, mtime
-//! and ctime), so a later [`ContentStore::verify`] of the unchanged file costs a `stat` instead
-//! of a rehash (a warm build would otherwise hash every base layer again); a file changed since
-//! fails the stamp and is hashed again.
+//! and ctime), so a later [`ContentStore::verify`] or read of the unchanged file costs a `stat`
+//! instead of a rehash (a warm build would otherwise hash every base layer again); a file
+//! changed since fails the stamp and is hashed again.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -188,7 +188,8 @@ impl ContentStore {
         self.ingest(bytes, None)
     }
 
-    /// Opens a stored blob for reading; reading it to the end checks its digest.
+    /// Opens a stored blob for reading; reading it to the end checks its digest, unless the blob
+    /// is unchanged since it last passed a check (its stamp holds).
     pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader> {
         let path = self.blob_path(digest)?;
         let file = match File::open(&path) {
@@ -198,11 +199,12 @@ impl ContentStore {
             }
             Err(e) => return Err(io_err("opening", &path)(e)),
         };
+        let hasher = match file.metadata() {
+            Ok(metadata) if self.is_stamped(digest, &metadata) => None,
+            _ => Some(Hasher::for_digest(digest)?),
+        };
         Ok(VerifyingReader {
-            inner: HashingFile {
-                file,
-                hasher: Hasher::for_digest(digest)?,
-            },
+            inner: HashingFile { file, hasher },
             digest: digest.clone(),
             path,
             done: false,
@@ -233,16 +235,18 @@ impl ContentStore {
     /// corrupt blob is removed and reported.
     pub fn verify(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest)?;
-        let stamp_path = self.stamp_path(digest);
-        if let Ok(metadata) = fs::symlink_metadata(&path)
-            && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp(&metadata))
-        {
+        if fs::symlink_metadata(&path).is_ok_and(|m| self.is_stamped(digest, &m)) {
             return Ok(());
         }
         let mut reader = self.open_blob(digest)?;
         io::copy(&mut reader, &mut io::sink()).map_err(|e| reader.map_error(e))?;
         self.write_stamp(digest, &path);
         Ok(())
+    }
+
+    /// Whether the blob whose file has `metadata` passed a check and has not changed since.
+    fn is_stamped(&self, digest: &Digest, metadata: &fs::Metadata) -> bool {
+        fs::read_to_string(self.stamp_path(digest)).is_ok_and(|s| s == stamp(metadata))
     }
 
     fn stamp_path(&self, digest: &Digest) -> PathBuf {
@@ -430,11 +434,12 @@ impl Drop for BlobWriter {
 
 struct HashingFile {
     file: File,
-    hasher: Hasher,
+    /// `None` for a blob whose stamp holds.
+    hasher: Option<Hasher>,
 }
 
 /// A reader over a stored blob that fails at the end if the content does not match the digest
-/// (and then removes the corrupt blob from the store).
+/// (and then removes the corrupt blob from the store); a blob whose stamp holds is not hashed.
 pub struct VerifyingReader {
     inner: HashingFile,
     digest: Digest,
@@ -460,8 +465,10 @@ impl Read for VerifyingReader {
         let n = self.inner.file.read(buf)?;
         if n == 0 && !buf.is_empty() {
             self.done = true;
-            let actual = std::mem::take(&mut self.inner.hasher).finish();
-            if actual != self.digest {
+            let Some(hasher) = self.inner.hasher.take() else {
+                return Ok(0);
+            };
+            if hasher.finish() != self.digest {
                 let _ = fs::remove_file(&self.path);
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -470,7 +477,9 @@ impl Read for VerifyingReader {
             }
             return Ok(0);
         }
-        self.inner.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.inner.hasher {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -528,6 +537,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(dir.path()).unwrap();
         let info = store.put(b"original").unwrap();
+        // Past the filesystem's timestamp tick, as any later change would be.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(store.blob_path(&info.digest).unwrap(), b"tampered").unwrap();
         let err = store.read(&info.digest, 100).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
