@@ -1067,7 +1067,7 @@ impl Step<'_, '_> {
                 written.map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
                 let target = format!("/dev/pipes/{name}");
                 mounts.push(StepMount::Bind(sandbox::BindMount {
-                    source: file,
+                    source: sandbox::BindSource::Host(file),
                     target: target.clone(),
                     read_write: false,
                 }));
@@ -1162,11 +1162,18 @@ impl Step<'_, '_> {
 
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
+        let mut scratch = Vec::new();
         let prepared = (|| -> Result<(), String> {
             let mut ssh_index = 0;
             for (m, source) in run.mounts.iter().zip(mount_sources) {
-                let mounted =
-                    self.step_mount(m, source, &mut views, &mut secret_files, ssh_index)?;
+                let mounted = self.step_mount(
+                    m,
+                    source,
+                    &mut views,
+                    &mut secret_files,
+                    &mut scratch,
+                    ssh_index,
+                )?;
                 if m.kind == MountType::Ssh {
                     // The first agent is the step's SSH_AUTH_SOCK, as in BuildKit.
                     if let Some(StepMount::Bind(b)) = &mounted
@@ -1184,15 +1191,21 @@ impl Step<'_, '_> {
         // memory go with their descriptors.
         let cleanup =
             |views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
-             secret_files: &mut Vec<std::os::fd::OwnedFd>| {
+             secret_files: &mut Vec<std::os::fd::OwnedFd>,
+             scratch: &mut Vec<PathBuf>| {
                 for (key, guard) in views.drain(..) {
                     drop(guard);
                     build.snapshotter.remove(&key);
                 }
                 secret_files.clear();
+                for dir in scratch.drain(..) {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!("removing {}: {e}", dir.display());
+                    }
+                }
             };
         if let Err(e) = prepared {
-            cleanup(&mut views, &mut secret_files);
+            cleanup(&mut views, &mut secret_files, &mut scratch);
             return Err(build.fail(self.id, self.instruction, e, None, Vec::new()));
         }
 
@@ -1229,7 +1242,7 @@ impl Step<'_, '_> {
                 line,
             });
         });
-        cleanup(&mut views, &mut secret_files);
+        cleanup(&mut views, &mut secret_files, &mut scratch);
         if let Some(dir) = script_file {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -1266,6 +1279,7 @@ impl Step<'_, '_> {
         source: Option<CopySource>,
         views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
         secret_files: &mut Vec<std::os::fd::OwnedFd>,
+        scratch: &mut Vec<PathBuf>,
         ssh_index: usize,
     ) -> Result<Option<StepMount>, String> {
         let build = self.build;
@@ -1275,11 +1289,12 @@ impl Step<'_, '_> {
         } else {
             format!("{}/{target}", self.cfg.workdir())
         };
-        // The host directory a `from=` (or the context) provides.
-        let mut source_dir = |source: Option<CopySource>| -> Result<PathBuf, String> {
-            match source {
-                None => Ok(build.request.context.clone()),
-                Some(CopySource::Dir { path, .. }) => Ok(path),
+        // The directory a `from=` (or the context) provides, and the `source=` path inside it,
+        // which the sandbox resolves inside that directory, never on the host's terms.
+        let mut in_root = |source: Option<CopySource>| -> Result<sandbox::InRoot, String> {
+            let root = match source {
+                None => self.context_view(scratch)?,
+                Some(CopySource::Dir { path, .. }) => path,
                 Some(CopySource::State(out, _)) => {
                     let (key, guard) = self.view(&out.state)?;
                     let path = guard.as_ref().map_or_else(
@@ -1287,34 +1302,20 @@ impl Step<'_, '_> {
                         |g| g.path().to_path_buf(),
                     );
                     views.push((key, guard));
-                    Ok(path)
+                    path
                 }
-            }
-        };
-        let within = |dir: PathBuf, sub: Option<&str>| -> Result<PathBuf, String> {
-            let Some(sub) = sub.filter(|s| !s.is_empty() && *s != "/" && *s != ".") else {
-                return Ok(dir);
             };
-            let root = Root::open(&dir).map_err(|e| e.to_string())?;
-            let resolved = root
-                .resolve_parent(Path::new(sub), umstage_oci::inroot::Escape::Clamp, false)
-                .map_err(|e| e.to_string())?;
-            let parent = std::fs::read_link(format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&resolved.parent)
-            ))
-            .map_err(|e| e.to_string())?;
-            Ok(parent.join(resolved.name))
+            Ok(sandbox::InRoot {
+                root,
+                path: PathBuf::from(m.source.as_deref().unwrap_or_default()),
+            })
         };
         Ok(Some(match m.kind {
-            MountType::Bind => {
-                let dir = source_dir(source)?;
-                StepMount::Bind(sandbox::BindMount {
-                    source: within(dir, m.source.as_deref())?,
-                    target,
-                    read_write: !m.readonly,
-                })
-            }
+            MountType::Bind => StepMount::Bind(sandbox::BindMount {
+                source: sandbox::BindSource::InRoot(in_root(source)?),
+                target,
+                read_write: !m.readonly,
+            }),
             MountType::Cache => {
                 let mut cache = sandbox::CacheMount::new(
                     m.id.clone().unwrap_or_else(|| target.clone()),
@@ -1332,8 +1333,7 @@ impl Step<'_, '_> {
                 cache.uid = m.uid.unwrap_or(0);
                 cache.gid = m.gid.unwrap_or(0);
                 if m.from.is_some() {
-                    let dir = source_dir(source)?;
-                    cache.seed = Some(within(dir, m.source.as_deref())?);
+                    cache.seed = Some(in_root(source)?);
                 }
                 StepMount::Cache(cache)
             }
@@ -1393,7 +1393,7 @@ impl Step<'_, '_> {
                     .and_then(|a| a.socket.clone());
                 match agent {
                     Some(socket) => StepMount::Bind(sandbox::BindMount {
-                        source: socket,
+                        source: sandbox::BindSource::Host(socket),
                         target: if m.target.is_some() {
                             target
                         } else {
@@ -1410,6 +1410,37 @@ impl Step<'_, '_> {
                 }
             }
         }))
+    }
+
+    /// The build context as a step may see it: what `.dockerignore` leaves, exactly as
+    /// `COPY .` sees it. Without a `.dockerignore` that is the context directory itself; with
+    /// one, a copy of what it keeps, made under the state root and listed in `scratch` for
+    /// removal after the step.
+    fn context_view(&self, scratch: &mut Vec<PathBuf>) -> Result<PathBuf, String> {
+        let build = self.build;
+        let Some(ignore) = build.ignore.as_ref() else {
+            return Ok(build.request.context.clone());
+        };
+        let dir = build
+            .request
+            .state_root
+            .join("run")
+            .join(unique_key("context"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        scratch.push(dir.clone());
+        let context = CopySource::Dir {
+            path: build.request.context.clone(),
+            use_ignore: true,
+        };
+        let tree = SourceTree::open(&build.request.context, Some(ignore), true)
+            .map_err(|e| self.copy_error(e, &context))?;
+        let plan = copy::plan(&tree, &[".".into()], "/", &CopyOptions::default(), &|_| {
+            true
+        })
+        .map_err(|e| self.copy_error(e, &context))?;
+        let root = Root::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        copy::execute(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))?;
+        Ok(dir)
     }
 
     /// A read-only view of a state's filesystem, mounted; `None` for an empty filesystem.

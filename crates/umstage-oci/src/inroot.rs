@@ -1,6 +1,12 @@
 //! Path resolution confined to a root directory, as if the root were `/` (like `openat2` with
 //! `RESOLVE_IN_ROOT`): symlinks are followed inside the root, never to a host file. The layer
-//! unpacker uses it, and so must every file operation on a rootfs (COPY, ADD, WORKDIR).
+//! unpacker uses it, and so must every operation on a path that comes from a Dockerfile, a
+//! context, an image or an earlier step: COPY, ADD, WORKDIR, `RUN --mount` sources and targets.
+//!
+//! [`Root`] walks component by component, each opened `O_NOFOLLOW` relative to the directory
+//! before it, so nothing is ever resolved by the kernel on the host's terms; the operation then
+//! acts on the returned descriptor, never on a path joined again. [`open_in_root`] is the same
+//! guarantee from the kernel (`openat2`), for the sandbox helper.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -153,6 +159,15 @@ impl Root {
         Ok(Resolved { parent, name })
     }
 
+    /// Resolves `path` inside the root, every component including the last: a final symlink is
+    /// followed inside the root too. Returns an `O_PATH` descriptor of what it names (a
+    /// directory or not), for `*at` calls with `AT_EMPTY_PATH` or a reopen through
+    /// `/proc/self/fd`.
+    pub fn resolve(&self, path: &Path, escape: Escape) -> Result<OwnedFd, InRootError> {
+        let components = normal_components(path, escape)?;
+        self.walk_to(path, components, escape, false, true)
+    }
+
     /// Resolves `path` to a directory inside the root, following symlinks there, optionally
     /// creating missing directories.
     pub fn resolve_dir(
@@ -168,9 +183,22 @@ impl Root {
     fn walk(
         &self,
         path: &Path,
+        queue: VecDeque<OsString>,
+        escape: Escape,
+        create: bool,
+    ) -> Result<OwnedFd, InRootError> {
+        self.walk_to(path, queue, escape, create, false)
+    }
+
+    /// Walks `queue` from the root; the entry reached last may be a non-directory only when
+    /// `final_any` is set.
+    fn walk_to(
+        &self,
+        path: &Path,
         mut queue: VecDeque<OsString>,
         escape: Escape,
         create: bool,
+        final_any: bool,
     ) -> Result<OwnedFd, InRootError> {
         let mut stack: Vec<OwnedFd> = Vec::new();
         let mut links = 0;
@@ -225,6 +253,7 @@ impl Root {
                         }
                     }
                 }
+                _ if final_any && queue.is_empty() => return Ok(fd),
                 _ => {
                     return Err(InRootError::NotADirectory {
                         path: path.to_owned(),
@@ -279,6 +308,38 @@ fn normal_components(path: &Path, escape: Escape) -> Result<VecDeque<OsString>, 
         }
     }
     Ok(out)
+}
+
+/// Opens `path` inside the directory `root` with the kernel's in-root resolution: `openat2`
+/// with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, so every component, the last included, is
+/// resolved as if `root` were `/`, and no `/proc` magic link is followed. Add `O_NOFOLLOW` to
+/// `flags` to refuse a final symlink instead of following it inside the root.
+pub fn open_in_root(root: impl AsFd, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    // openat2 has no AT_EMPTY_PATH: the root itself is `.`.
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    loop {
+        match rfs::openat2(
+            root.as_fd(),
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            rfs::ResolveFlags::IN_ROOT | rfs::ResolveFlags::NO_MAGICLINKS,
+        ) {
+            // The kernel asks for a retry when a rename raced with the walk.
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// The path the kernel gives for what `fd` refers to, as seen from this process.
+pub fn fd_path(fd: impl AsFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
 }
 
 #[cfg(test)]
@@ -349,6 +410,61 @@ mod tests {
             r.resolve_dir(Path::new("f/x"), Escape::Clamp, false),
             Err(InRootError::NotADirectory { .. })
         ));
+    }
+
+    #[test]
+    fn resolve_follows_a_final_symlink_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("etc/file"), b"inside").unwrap();
+        std::fs::write(outside.join("file"), b"outside").unwrap();
+        symlink(&outside, root.join("abs")).unwrap();
+        symlink("../../../outside", root.join("rel")).unwrap();
+        symlink("/etc/file", root.join("final")).unwrap();
+        symlink("final", root.join("chained")).unwrap();
+        let r = Root::open(&root).unwrap();
+        let read = |fd: OwnedFd| std::fs::read_to_string(fd_path(&fd)).unwrap();
+        for name in ["final", "chained", "etc/../../etc/file", "/../etc/file"] {
+            assert_eq!(
+                read(r.resolve(Path::new(name), Escape::Clamp).unwrap()),
+                "inside",
+                "{name}"
+            );
+        }
+        // A link to a host directory is followed inside the root, where it names nothing.
+        for name in ["abs", "abs/file", "rel/file"] {
+            let err = r.resolve(Path::new(name), Escape::Clamp).unwrap_err();
+            assert!(err.is_not_found(), "{name}: {err}");
+        }
+        let err = r.resolve(Path::new("rel"), Escape::Refuse).unwrap_err();
+        assert!(matches!(err, InRootError::Escapes { .. }), "{err}");
+    }
+
+    #[test]
+    fn open_in_root_is_confined_by_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/file"), b"inside").unwrap();
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        symlink("../secret", root.join("up")).unwrap();
+        symlink("/proc/self/root/etc/passwd", root.join("magic")).unwrap();
+        symlink("/etc/file", root.join("final")).unwrap();
+        let r = Root::open(&root).unwrap();
+        let file = open_in_root(r.fd(), Path::new("final"), OFlags::RDONLY).unwrap();
+        let top = open_in_root(r.fd(), Path::new(""), OFlags::PATH).unwrap();
+        assert_eq!(stat_ino(&top), stat_ino(r.fd()));
+        assert_eq!(std::fs::read_to_string(fd_path(&file)).unwrap(), "inside");
+        assert!(open_in_root(r.fd(), Path::new("up"), OFlags::RDONLY).is_err());
+        assert!(open_in_root(r.fd(), Path::new("magic"), OFlags::RDONLY).is_err());
+        assert!(
+            open_in_root(r.fd(), Path::new("final"), OFlags::PATH | OFlags::NOFOLLOW)
+                .and_then(|fd| rfs::fstat(&fd).map_err(io::Error::from))
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+        );
     }
 
     #[test]

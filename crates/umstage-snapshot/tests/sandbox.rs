@@ -486,7 +486,9 @@ fn scenario_identity(_: &[String]) -> i32 {
 }
 
 fn run_mounts_work_and_add_nothing_to_the_layer() -> TestResult {
-    use umstage_snapshot::sandbox::{BindMount, CacheMount, SecretMount, StepMount, TmpfsMount};
+    use umstage_snapshot::sandbox::{
+        BindMount, BindSource, CacheMount, InRoot, SecretMount, StepMount, TmpfsMount,
+    };
     for choice in [DriverChoice::Auto, DriverChoice::Native] {
         let f = Fixture::new(choice);
         let src = f.scratch("bind-src");
@@ -496,12 +498,15 @@ fn run_mounts_work_and_add_nothing_to_the_layer() -> TestResult {
         let mounts = vec![
             StepMount::Cache(CacheMount::new("cache-one", "/cache")),
             StepMount::Bind(BindMount {
-                source: src.clone(),
+                source: BindSource::Host(src.clone()),
                 target: "/src".into(),
                 read_write: false,
             }),
             StepMount::Bind(BindMount {
-                source: src.clone(),
+                source: BindSource::InRoot(InRoot {
+                    root: src.clone(),
+                    path: "/".into(),
+                }),
                 target: "/rw".into(),
                 read_write: true,
             }),

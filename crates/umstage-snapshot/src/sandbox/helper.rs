@@ -18,6 +18,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Mount};
+use rustix::fs::{Mode, OFlags};
 
 use super::user::{ResolvedUser, resolve};
 use super::{DEFAULT_PATH, ExitStatus, REPORT_FD, Report, Request};
@@ -195,7 +196,16 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
     write_private_files(request)?;
     let stub_layer = sandbox.join("stubs");
     let mounts: &[Mount] = request.spec.mounts().as_deref().unwrap_or_default();
-    make_stub_layer(&stub_layer, mounts)?;
+    let sources = mounts
+        .iter()
+        .enumerate()
+        .map(|(index, mount)| {
+            let in_root = request.in_root.get(index).and_then(Option::as_deref);
+            Source::resolve(mount, in_root)
+                .map_err(|e| format!("mount source for {}: {e}", mount.destination().display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    make_stub_layer(&stub_layer, mounts, &sources)?;
     std::fs::create_dir_all(&root_path).map_err(|e| format!("{}: {e}", root_path.display()))?;
     for rootfs in &request.rootfs {
         let mut rootfs = rootfs.clone();
@@ -228,8 +238,8 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
         )
     })?;
 
-    for mount in mounts {
-        mount_one(&root, mount, stubs)
+    for (mount, source) in mounts.iter().zip(&sources) {
+        mount_one(&root, mount, source, stubs)
             .map_err(|e| format!("mounting {}: {e}", mount.destination().display()))?;
     }
 
@@ -276,9 +286,9 @@ fn write_private_files(request: &Request) -> Result<(), String> {
 }
 
 /// Builds a tree holding every mount point (and its parents) of the step.
-fn make_stub_layer(dir: &Path, mounts: &[Mount]) -> Result<(), String> {
+fn make_stub_layer(dir: &Path, mounts: &[Mount], sources: &[Source]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for mount in mounts {
+    for (mount, source) in mounts.iter().zip(sources) {
         let Ok(rel) = mount.destination().strip_prefix("/") else {
             continue;
         };
@@ -288,7 +298,7 @@ fn make_stub_layer(dir: &Path, mounts: &[Mount]) -> Result<(), String> {
             continue;
         }
         let path = dir.join(rel);
-        let result = match mount_kind(mount) {
+        let result = match source.kind() {
             Kind::Dir => std::fs::create_dir_all(&path),
             Kind::File => path
                 .parent()
@@ -303,17 +313,58 @@ fn make_stub_layer(dir: &Path, mounts: &[Mount]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a mount goes on a directory or on a file.
-fn mount_kind(mount: &Mount) -> Kind {
-    let is_bind = mount.typ().as_deref() == Some("bind");
-    let source_is_file = mount
-        .source()
-        .as_ref()
-        .is_some_and(|s| std::fs::metadata(s).is_ok_and(|m| !m.is_dir()));
-    if is_bind && source_is_file {
-        Kind::File
-    } else {
-        Kind::Dir
+/// What a mount is made from: for a bind, the source opened (`O_PATH`) in this mount namespace,
+/// resolved inside its root when it comes from a stage, an image or the context; for an
+/// overlay whose lower directory does, that directory.
+enum Source {
+    /// Nothing to resolve (proc, tmpfs, overlays of umstage's own directories).
+    None,
+    /// A bind's source.
+    Bind(OwnedFd),
+    /// The lower directory of a writable bind, made an overlay.
+    Lower(OwnedFd),
+}
+
+impl Source {
+    fn resolve(mount: &Mount, in_root: Option<&Path>) -> std::io::Result<Self> {
+        let open = |root: &Path| -> std::io::Result<OwnedFd> {
+            let flags = OFlags::PATH | OFlags::CLOEXEC;
+            match in_root {
+                Some(path) => {
+                    let dir = rustix::fs::open(root, flags | OFlags::DIRECTORY, Mode::empty())?;
+                    umstage_oci::inroot::open_in_root(&dir, path, OFlags::PATH)
+                }
+                None => Ok(rustix::fs::open(root, flags, Mode::empty())?),
+            }
+        };
+        match mount.typ().as_deref() {
+            Some("bind") => {
+                let source = mount.source().clone().unwrap_or_default();
+                Ok(Self::Bind(open(&source)?))
+            }
+            Some("overlay") if in_root.is_some() => {
+                let options = mount.options().as_deref().unwrap_or_default();
+                let lower = options
+                    .iter()
+                    .find_map(|o| o.strip_prefix("lowerdir+="))
+                    .ok_or_else(|| std::io::Error::other("the overlay has no lower directory"))?;
+                Ok(Self::Lower(open(Path::new(lower))?))
+            }
+            _ => Ok(Self::None),
+        }
+    }
+
+    /// Whether the mount goes on a directory or on a file.
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Bind(fd)
+                if nix::sys::stat::fstat(fd)
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT != libc::S_IFDIR) =>
+            {
+                Kind::File
+            }
+            _ => Kind::Dir,
+        }
     }
 }
 
@@ -425,35 +476,11 @@ struct Root {
     dev: u64,
 }
 
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
+/// Opens `path` inside the directory `dir` with the kernel's in-root resolution.
 fn openat2(dir: RawFd, path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
-    let c_path = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: open_how is plain data; all-zero is valid and the fields are set below.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = RESOLVE_IN_ROOT;
-    loop {
-        // SAFETY: openat2 with a live open_how of the right size and a NUL-terminated path.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir,
-                c_path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel returned a new fd that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EAGAIN) && err.kind() != std::io::ErrorKind::Interrupted
-        {
-            return Err(err);
-        }
-    }
+    // SAFETY: `dir` is a descriptor the caller keeps open for the duration of the call.
+    let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(dir) };
+    umstage_oci::inroot::open_in_root(dir, path, OFlags::from_bits_retain(flags as u32))
 }
 
 fn fstat_dev(fd: &OwnedFd) -> std::io::Result<u64> {
@@ -597,11 +624,16 @@ fn parse_options(options: &[String]) -> (MsFlags, bool, bool, String) {
     (flags, recursive, read_only, data.join(","))
 }
 
-fn mount_one(root: &Root, mount: &Mount, stubs: &mut Vec<PathBuf>) -> Result<(), String> {
+fn mount_one(
+    root: &Root,
+    mount: &Mount,
+    resolved: &Source,
+    stubs: &mut Vec<PathBuf>,
+) -> Result<(), String> {
     let typ = mount.typ().clone().unwrap_or_default();
     let source = mount.source().clone().unwrap_or_default();
-    let options = mount.options().clone().unwrap_or_default();
-    let kind = mount_kind(mount);
+    let mut options = mount.options().clone().unwrap_or_default();
+    let kind = resolved.kind();
     let target_fd = root
         .ensure(mount.destination(), kind, Some(stubs))
         .map_err(|e| format!("creating the mount point: {e}"))?;
@@ -617,6 +649,11 @@ fn mount_one(root: &Root, mount: &Mount, stubs: &mut Vec<PathBuf>) -> Result<(),
             if recursive {
                 bind_flags |= MsFlags::MS_REC;
             }
+            // From the descriptor: what was resolved is what is mounted.
+            let source = match resolved {
+                Source::Bind(fd) => Root::fd_path(fd),
+                _ => source,
+            };
             nix::mount::mount(
                 Some(&source),
                 &target,
@@ -640,6 +677,13 @@ fn mount_one(root: &Root, mount: &Mount, stubs: &mut Vec<PathBuf>) -> Result<(),
             }
         }
         "overlay" => {
+            if let Source::Lower(fd) = resolved {
+                for option in &mut options {
+                    if option.starts_with("lowerdir+=") {
+                        *option = format!("lowerdir+={}", Root::fd_path(fd).display());
+                    }
+                }
+            }
             let spec = MountSpec {
                 fstype: "overlay".into(),
                 source: PathBuf::from("overlay"),

@@ -14,7 +14,9 @@ mod mounts;
 mod spec;
 pub mod user;
 
-pub use mounts::{BindMount, CacheMount, SecretMount, Sharing, StepMount, TmpfsMount};
+pub use mounts::{
+    BindMount, BindSource, CacheMount, InRoot, SecretMount, Sharing, StepMount, TmpfsMount,
+};
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -146,6 +148,9 @@ pub enum SandboxError {
     /// The step is malformed.
     #[error("invalid step: {0}")]
     InvalidStep(String),
+    /// A mount's source could not be resolved inside its root.
+    #[error("mount source {0}: {1}")]
+    Source(mounts::InRoot, umstage_oci::inroot::InRootError),
     /// A required secret has no source.
     #[error("secret {0} is required but was not provided (--secret id={0},src=...)")]
     SecretMissing(String),
@@ -189,6 +194,11 @@ pub(crate) struct Request {
     pub(crate) secrets: Vec<mounts::SecretFile>,
     /// Where the helper mounts its private tmpfs: the rootfs mount point, files, secrets, stubs.
     pub(crate) sandbox_dir: PathBuf,
+    /// One entry for each of the spec's mounts: for a bind (or an overlay's lower directory)
+    /// whose source is a stage, an image or the context, the path inside that source, which the
+    /// helper resolves inside it (`RESOLVE_IN_ROOT`, the final component included) and mounts
+    /// from the resulting descriptor.
+    pub(crate) in_root: Vec<Option<PathBuf>>,
 }
 
 /// The fd the helper reports on (its copy of the socket it got as stdin).
@@ -226,9 +236,10 @@ pub fn run_step(
         .join(fsutil::random_id());
     let result = (|| {
         let prepared = mounts::prepare(snapshotter.state_root(), &run_dir, &sandbox_dir, step)?;
-        let spec = spec::build(step, &sandbox_dir.join("rootfs"), &prepared)?;
+        let (spec, in_root) = spec::build(step, &sandbox_dir.join("rootfs"), &prepared)?;
         let request = Request {
             spec,
+            in_root,
             rootfs,
             user: step.user.clone(),
             files: prepared.private_files.clone(),

@@ -1,15 +1,20 @@
 //! `RUN --mount` and the files every step gets (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`).
 //!
-//! The build engine resolves sources to host paths; this prepares them: cache directories
-//! under the state root with their sharing lock held for the step, read-write binds as an
-//! overlay whose upper dir is thrown away, secrets copied into a private tmpfs by the helper.
+//! The build engine names each source as a root and a path inside it ([`InRoot`]); this
+//! prepares them: cache directories under the state root with their sharing lock held for the
+//! step, read-write binds as an overlay whose upper dir is thrown away, secrets copied into a
+//! private tmpfs by the helper. A path inside a root is resolved inside it, every component
+//! including the last (`umstage_oci::inroot`), here and again by the helper when it mounts,
+//! so a symlink planted by a step, an image or the context never reaches a host file.
 
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder};
+use rustix::fs::{FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
+use umstage_oci::inroot::{self, Escape, Root};
 
 use super::{SandboxError, Step};
 use crate::fsutil::{self, at};
@@ -44,8 +49,8 @@ pub struct CacheMount {
     pub uid: u32,
     /// Group of the cache directory when it is created.
     pub gid: u32,
-    /// A host directory (`from`/`source`) whose content seeds a new cache.
-    pub seed: Option<PathBuf>,
+    /// The directory (`from`/`source`) whose content seeds a new cache.
+    pub seed: Option<InRoot>,
 }
 
 impl CacheMount {
@@ -64,11 +69,46 @@ impl CacheMount {
     }
 }
 
-/// `--mount=type=bind`: a host file or directory (a stage's rootfs, the context).
+/// A path inside a root directory that the build engine trusts (a stage's mounted view, the
+/// context): `path` comes from the Dockerfile or names what an earlier step or an image made,
+/// so it is resolved inside `root`, every component including the last, as if `root` were `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InRoot {
+    /// The root directory on the host.
+    pub root: PathBuf,
+    /// The path inside it (`/`, `.` or empty for the root itself).
+    pub path: PathBuf,
+}
+
+impl InRoot {
+    /// Resolves the path inside its root to an `O_PATH` descriptor of what it names.
+    fn resolve(&self) -> Result<OwnedFd, SandboxError> {
+        let root = Root::open(&self.root).map_err(at("open", &self.root))?;
+        root.resolve(&self.path, Escape::Clamp)
+            .map_err(|e| SandboxError::Source(self.clone(), e))
+    }
+}
+
+impl std::fmt::Display for InRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in {}", self.path.display(), self.root.display())
+    }
+}
+
+/// Where a bind mount's source is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSource {
+    /// A file or directory umstage itself chose: a script it wrote, the ssh agent's socket.
+    Host(PathBuf),
+    /// A path inside a stage, an image or the context.
+    InRoot(InRoot),
+}
+
+/// `--mount=type=bind`: a file or directory of a stage's rootfs or the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
-    /// The host path.
-    pub source: PathBuf,
+    /// What is mounted.
+    pub source: BindSource,
     /// Where it appears in the step.
     pub target: String,
     /// Writable (`rw`); what the step writes is thrown away.
@@ -151,14 +191,22 @@ pub(crate) struct PrivateFile {
     pub(crate) content: String,
 }
 
+/// One mount of the step; `in_root` is set for a bind whose `source` is a root directory and
+/// whose object the helper resolves inside it (for an overlay, its lower directory).
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedMount {
+    pub(crate) mount: Mount,
+    pub(crate) in_root: Option<PathBuf>,
+}
+
 /// What a step's mounts became, with the cache locks held until it is dropped.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    pub(crate) mounts: Vec<Mount>,
+    pub(crate) mounts: Vec<PreparedMount>,
     pub(crate) secret_files: Vec<SecretFile>,
     pub(crate) extra_env: Vec<String>,
     pub(crate) private_files: Vec<PrivateFile>,
-    pub(crate) etc_mounts: Vec<Mount>,
+    pub(crate) etc_mounts: Vec<PreparedMount>,
     _locks: Vec<File>,
 }
 
@@ -177,13 +225,34 @@ fn mount(
         .map_err(|e| SandboxError::InvalidStep(format!("mount {destination}: {e}")))
 }
 
-fn check_target(target: &str) -> Result<(), SandboxError> {
-    if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+/// The target cleaned as BuildKit cleans it (Go's `path.Clean` of an absolute path: `..` at
+/// `/` stays at `/`); a relative target is an error (the build engine makes them absolute).
+fn clean_target(target: &str) -> Result<String, SandboxError> {
+    if !target.starts_with('/') {
         return Err(SandboxError::InvalidStep(format!(
-            "mount target {target:?} must be an absolute path without '..'"
+            "mount target {target:?} must be an absolute path"
         )));
     }
-    Ok(())
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for component in Path::new(target).components() {
+        match component {
+            Component::Normal(name) => parts.push(name),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let mut clean = PathBuf::from("/");
+    clean.extend(parts);
+    Ok(clean.to_string_lossy().into_owned())
+}
+
+fn plain(mount: Mount) -> PreparedMount {
+    PreparedMount {
+        mount,
+        in_root: None,
+    }
 }
 
 /// Prepares the step's mounts (scratch space in `run_dir`, made only when needed) and its
@@ -206,59 +275,33 @@ pub(crate) fn prepare(
     for (index, step_mount) in step.mounts.iter().enumerate() {
         match step_mount {
             StepMount::Cache(cache) => {
-                check_target(&cache.target)?;
+                let target = clean_target(&cache.target)?;
                 let (dir, lock) = cache_dir(state_root, cache)?;
                 prepared._locks.push(lock);
                 let access = if cache.read_only { "ro" } else { "rw" };
                 prepared
                     .mounts
-                    .push(mount(&cache.target, "bind", &dir, &["rbind", access])?);
+                    .push(plain(mount(&target, "bind", &dir, &["rbind", access])?));
             }
             StepMount::Bind(bind) => {
-                check_target(&bind.target)?;
-                let meta =
-                    std::fs::metadata(&bind.source).map_err(at("bind source", &bind.source))?;
-                if !bind.read_write {
-                    prepared.mounts.push(mount(
-                        &bind.target,
-                        "bind",
-                        &bind.source,
-                        &["rbind", "ro"],
-                    )?);
-                } else if meta.is_dir() {
-                    let scratch = run_dir.join(format!("bind-{index}"));
-                    fsutil::ensure_dir(run_dir)?;
-                    for sub in ["upper", "work"] {
-                        fsutil::ensure_dir(&scratch.join(sub))?;
-                    }
-                    let lower = format!("lowerdir+={}", bind.source.display());
-                    let upper = format!("upperdir={}", scratch.join("upper").display());
-                    let work = format!("workdir={}", scratch.join("work").display());
-                    prepared.mounts.push(mount(
-                        &bind.target,
-                        "overlay",
-                        Path::new("overlay"),
-                        &["userxattr", &lower, &upper, &work],
-                    )?);
-                } else {
-                    fsutil::ensure_dir(run_dir)?;
-                    let copy = run_dir.join(format!("bind-{index}"));
-                    std::fs::copy(&bind.source, &copy).map_err(at("copy bind source to", &copy))?;
-                    prepared
-                        .mounts
-                        .push(mount(&bind.target, "bind", &copy, &["bind", "rw"])?);
-                }
+                let target = clean_target(&bind.target)?;
+                prepared
+                    .mounts
+                    .push(bind_mount(run_dir, index, bind, &target)?);
             }
             StepMount::Tmpfs(tmpfs) => {
-                check_target(&tmpfs.target)?;
+                let target = clean_target(&tmpfs.target)?;
                 let size = tmpfs.size.map(|s| format!("size={s}"));
                 let mut options = vec!["nosuid", "nodev", "mode=1777"];
                 if let Some(size) = &size {
                     options.push(size);
                 }
-                prepared
-                    .mounts
-                    .push(mount(&tmpfs.target, "tmpfs", Path::new("tmpfs"), &options)?);
+                prepared.mounts.push(plain(mount(
+                    &target,
+                    "tmpfs",
+                    Path::new("tmpfs"),
+                    &options,
+                )?));
             }
             StepMount::Secret(secret) => {
                 let Some(source) = &secret.source else {
@@ -278,7 +321,7 @@ pub(crate) fn prepare(
                     (None, Some(_)) => continue,
                     (None, None) => format!("/run/secrets/{}", secret.id),
                 };
-                check_target(&target)?;
+                let target = clean_target(&target)?;
                 let name = format!("secret-{index}");
                 prepared.secret_files.push(SecretFile {
                     source: source.clone(),
@@ -290,17 +333,72 @@ pub(crate) fn prepare(
                 let file = sandbox_dir.join("secrets").join(name);
                 prepared
                     .mounts
-                    .push(mount(&target, "bind", &file, &["bind", "ro"])?);
+                    .push(plain(mount(&target, "bind", &file, &["bind", "ro"])?));
             }
         }
     }
     Ok(prepared)
 }
 
+/// A bind mount: read-only binds as they are; a writable directory as an overlay over it whose
+/// upper dir is thrown away; a writable file as a copy.
+fn bind_mount(
+    run_dir: &Path,
+    index: usize,
+    bind: &BindMount,
+    target: &str,
+) -> Result<PreparedMount, SandboxError> {
+    let (host_path, in_root, resolved) = match &bind.source {
+        BindSource::Host(path) => {
+            let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| at("bind source", path)(e.into()))?;
+            (path.clone(), None, fd)
+        }
+        BindSource::InRoot(source) => (
+            source.root.clone(),
+            Some(source.path.clone()),
+            source.resolve()?,
+        ),
+    };
+    let stat = rustix::fs::fstat(&resolved).map_err(|e| at("stat", &host_path)(e.into()))?;
+    let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+    if !bind.read_write {
+        return Ok(PreparedMount {
+            mount: mount(target, "bind", &host_path, &["rbind", "ro"])?,
+            in_root,
+        });
+    }
+    fsutil::ensure_dir(run_dir)?;
+    let scratch = run_dir.join(format!("bind-{index}"));
+    if is_dir {
+        for sub in ["upper", "work"] {
+            fsutil::ensure_dir(&scratch.join(sub))?;
+        }
+        let lower = format!("lowerdir+={}", host_path.display());
+        let upper = format!("upperdir={}", scratch.join("upper").display());
+        let work = format!("workdir={}", scratch.join("work").display());
+        Ok(PreparedMount {
+            mount: mount(
+                target,
+                "overlay",
+                Path::new("overlay"),
+                &["userxattr", &lower, &upper, &work],
+            )?,
+            in_root,
+        })
+    } else {
+        // Reopened through the descriptor: what was resolved is what is read.
+        let mut from = File::open(inroot::fd_path(&resolved)).map_err(at("open", &host_path))?;
+        let mut to = File::create_new(&scratch).map_err(at("create", &scratch))?;
+        std::io::copy(&mut from, &mut to).map_err(at("copy bind source to", &scratch))?;
+        Ok(plain(mount(target, "bind", &scratch, &["bind", "rw"])?))
+    }
+}
+
 fn etc_files(
     sandbox_dir: &Path,
     step: &Step,
-) -> Result<(Vec<PrivateFile>, Vec<Mount>), SandboxError> {
+) -> Result<(Vec<PrivateFile>, Vec<PreparedMount>), SandboxError> {
     let mut hosts = format!(
         "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         step.hostname
@@ -323,7 +421,7 @@ fn etc_files(
         ("hostname", format!("{}\n", step.hostname), "/etc/hostname"),
     ] {
         let source = sandbox_dir.join("files").join(name);
-        mounts.push(mount(target, "bind", &source, &["bind", "rw"])?);
+        mounts.push(plain(mount(target, "bind", &source, &["bind", "rw"])?));
         files.push(PrivateFile {
             name: name.to_string(),
             content,
@@ -370,16 +468,32 @@ fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), S
         }
     };
     let dir = base.join(instance.to_string());
+    match std::fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => {}
+        // Anything else in its place (a symlink a seed left before this was fixed) is removed,
+        // never followed: the cache starts again from its seed.
+        Ok(_) => std::fs::remove_file(&dir).map_err(at("remove", &dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(at("stat", &dir)(e).into()),
+    }
     if !dir.exists() {
         let fresh = base.join(format!(".new-{}", fsutil::random_id()));
         match &cache.seed {
-            Some(seed) => fsutil::copy_tree(seed, &fresh)?,
+            Some(seed) => {
+                let source = seed.resolve()?;
+                let is_dir = rustix::fs::fstat(&source)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                if !is_dir {
+                    return Err(SandboxError::InvalidStep(format!(
+                        "cache mount source {seed} is not a directory"
+                    )));
+                }
+                // `/.` after the descriptor's path: the walk starts at the resolved directory.
+                fsutil::copy_tree(&inroot::fd_path(&source).join("."), &fresh)?;
+            }
             None => std::fs::create_dir(&fresh).map_err(at("mkdir", &fresh))?,
         }
-        std::os::unix::fs::chown(&fresh, Some(cache.uid), Some(cache.gid))
-            .map_err(at("chown cache dir", &fresh))?;
-        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(cache.mode & 0o7777))
-            .map_err(at("chmod", &fresh))?;
+        set_owner_and_mode(&fresh, cache)?;
         if fsutil::rename_noreplace(&fresh, &dir).is_err() {
             fsutil::remove_tree(&fresh)?;
         }
@@ -387,4 +501,47 @@ fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), S
         std::fs::write(&id_file, &cache.id).map_err(at("write", &id_file))?;
     }
     Ok((dir, lock))
+}
+
+/// Gives a new cache directory its owner and mode through a descriptor opened without
+/// following a symlink, so neither can reach anything but the directory itself.
+fn set_owner_and_mode(dir: &Path, cache: &CacheMount) -> Result<(), SandboxError> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| at("open", dir)(e.into()))?;
+    rustix::fs::fchown(
+        &fd,
+        Some(rustix::fs::Uid::from_raw(cache.uid)),
+        Some(rustix::fs::Gid::from_raw(cache.gid)),
+    )
+    .map_err(|e| at("chown cache dir", dir)(e.into()))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(cache.mode & 0o7777))
+        .map_err(|e| at("chmod", dir)(e.into()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_cleaned_as_buildkit_cleans_them() {
+        for (target, clean) in [
+            ("/a/../b", "/b"),
+            ("/../../etc", "/etc"),
+            ("/x/./y/", "/x/y"),
+            ("/..", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(
+                clean_target(target).ok().as_deref(),
+                Some(clean),
+                "{target}"
+            );
+        }
+        assert!(clean_target("relative").is_err());
+    }
 }

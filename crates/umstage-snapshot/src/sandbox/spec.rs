@@ -102,8 +102,13 @@ fn standard_mounts() -> Result<Vec<Mount>, SandboxError> {
     Ok(mounts)
 }
 
-/// The spec for `step` with its snapshot mounted at `rootfs`.
-pub(crate) fn build(step: &Step, rootfs: &Path, prepared: &Prepared) -> Result<Spec, SandboxError> {
+/// The spec for `step` with its snapshot mounted at `rootfs`, and for each of its mounts the
+/// path the helper resolves inside the mount's source (see [`Request::in_root`](super::Request)).
+pub(crate) fn build(
+    step: &Step,
+    rootfs: &Path,
+    prepared: &Prepared,
+) -> Result<(Spec, Vec<Option<PathBuf>>), SandboxError> {
     let mut env: Vec<String> = step.env.clone();
     env.extend(prepared.extra_env.iter().cloned());
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -142,8 +147,11 @@ pub(crate) fn build(step: &Step, rootfs: &Path, prepared: &Prepared) -> Result<S
         .build()
         .map_err(invalid)?;
     let mut mounts = standard_mounts()?;
-    mounts.extend(prepared.etc_mounts.iter().cloned());
-    mounts.extend(prepared.mounts.iter().cloned());
+    let mut in_root = vec![None; mounts.len()];
+    for prepared in prepared.etc_mounts.iter().chain(&prepared.mounts) {
+        mounts.push(prepared.mount.clone());
+        in_root.push(prepared.in_root.clone());
+    }
 
     let mut kinds = vec![
         LinuxNamespaceType::Pid,
@@ -172,7 +180,7 @@ pub(crate) fn build(step: &Step, rootfs: &Path, prepared: &Prepared) -> Result<S
         .readonly(false)
         .build()
         .map_err(invalid)?;
-    SpecBuilder::default()
+    let spec = SpecBuilder::default()
         .version("1.0.2")
         .root(root)
         .process(process)
@@ -180,5 +188,6 @@ pub(crate) fn build(step: &Step, rootfs: &Path, prepared: &Prepared) -> Result<S
         .mounts(mounts)
         .linux(linux)
         .build()
-        .map_err(invalid)
+        .map_err(invalid)?;
+    Ok((spec, in_root))
 }
