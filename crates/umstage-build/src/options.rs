@@ -9,8 +9,8 @@ use std::str::FromStr;
 pub enum DockerfileSource {
     /// A file on disk.
     Path(PathBuf),
-    /// Text already read (from standard input).
-    Text(String),
+    /// Bytes already read (from standard input), not yet checked to be UTF-8.
+    Text(Vec<u8>),
 }
 
 /// How `RUN` steps reach the network.

@@ -109,17 +109,18 @@ pub fn check(request: &BuildRequest, events: &dyn EventSink) -> Result<usize, Bu
 
 /// Reads and parses the request's Dockerfile; a file with no stage is an error.
 fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
-    let (file_name, text) = match &request.dockerfile {
+    let (file_name, bytes) = match &request.dockerfile {
         DockerfileSource::Path(p) => (
             p.file_name()
                 .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
-            std::fs::read_to_string(p).map_err(|e| {
+            std::fs::read(p).map_err(|e| {
                 BuildError::Invalid(format!("cannot read the Dockerfile {}: {e}", p.display()))
             })?,
         ),
         DockerfileSource::Text(t) => ("Dockerfile".to_string(), t.clone()),
     };
-    let dockerfile = umstage_dockerfile::parse(&file_name, &text)
+    let dockerfile = umstage_dockerfile::decode(&file_name, &bytes)
+        .and_then(|text| umstage_dockerfile::parse(&file_name, text))
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
     if dockerfile.stages.is_empty() {
         return Err(BuildError::Invalid(format!(
