@@ -168,7 +168,10 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
         }
         Err(e) => {
             eprintln!("umstage: error: {e}");
-            ExitCode::from(e.exit_code())
+            // Stopped by SIGINT or SIGTERM: exit as a shell reports a process the signal killed.
+            let code = umstage_snapshot::Cancel::received_signal()
+                .map_or(e.exit_code(), |signal| 128 + signal as u8);
+            ExitCode::from(code)
         }
     }
 }
