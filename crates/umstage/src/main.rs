@@ -320,6 +320,9 @@ fn build_request(
             }
         }
     }
+    for secret in &a.secrets {
+        secret.check()?;
+    }
     let ssh = a
         .ssh
         .iter()

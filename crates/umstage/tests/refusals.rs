@@ -37,3 +37,34 @@ fn a_dockerfile_that_is_not_utf8_is_refused_at_its_first_invalid_byte() -> TestR
     );
     Ok(())
 }
+
+#[test]
+fn a_secret_file_that_does_not_exist_fails_before_the_build_even_unused() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context("ctx", &[("Dockerfile", "FROM busybox\nRUN true\n")])?;
+    let missing = env.path("no-such-secret");
+    let spec = format!("id=x,src={}", missing.display());
+    let out = env.build(&ctx, "image.tar", &["--secret", &spec]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        err.contains("--secret") && err.contains(&format!("cannot read {}", missing.display())),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !err.contains("RUN true"),
+        "the build started: {}",
+        text(&out)
+    );
+    assert!(!env.path("image.tar").exists());
+
+    // An unset variable is an empty secret to buildx, not an error.
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &["--secret", "id=y,env=UMSTAGE_TEST_SECRET_NOT_SET"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    Ok(())
+}
