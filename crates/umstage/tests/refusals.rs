@@ -68,3 +68,21 @@ fn a_secret_file_that_does_not_exist_fails_before_the_build_even_unused() -> Tes
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     Ok(())
 }
+
+#[test]
+fn a_log_level_that_is_no_level_or_filter_is_a_usage_error() -> TestResult {
+    let env = Env::new()?;
+    for bad in ["((((", "verbose"] {
+        let out = env.umstage(&["--log-level", bad, "info"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            err.contains(&format!("'{bad}'")) && err.contains("--log-level"),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = env.umstage(&["--log-level", "umstage_build=debug,warn", "info"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    Ok(())
+}
