@@ -21,6 +21,7 @@ use umstage_dockerfile::{
 use umstage_oci::ContentStore;
 use umstage_oci::inroot::Root;
 use umstage_oci::layer::{LayerOptions, write_layer};
+use umstage_oci::store::StoreError;
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
 use umstage_snapshot::{Cancel, DriverChoice};
 
@@ -883,6 +884,29 @@ impl Step<'_, '_> {
             .iter()
             .all(|l| parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d)));
         if !complete {
+            return None;
+        }
+        // The layers this step added were made here, not pulled: one that no longer matches
+        // its digest (verify removes it) makes the entry a miss, so the step runs and remakes
+        // it. A stamp spares the hashing while the blob is unchanged.
+        let made = state.layers.get(self.layers.len()..).unwrap_or_default();
+        for layer in made {
+            let reason = match parse_digest(&layer.digest) {
+                Err(e) => e,
+                Ok(d) => match self.build.store.verify(&d) {
+                    Ok(()) => continue,
+                    Err(StoreError::Corrupt(_)) => {
+                        format!("its blob {d} does not match its digest (removed)")
+                    }
+                    Err(e) => e.to_string(),
+                },
+            };
+            self.build.events.emit(Event::Warning {
+                message: format!(
+                    "{}:{}: the cached layer is unusable, so the step runs again: {reason}",
+                    self.instruction.source.name, self.instruction.span.start.line
+                ),
+            });
             return None;
         }
         self.build.cache.touch(self.key);

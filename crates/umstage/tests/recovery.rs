@@ -1,4 +1,5 @@
-//! End to end: a build that is interrupted ends as a shell expects and leaves nothing running.
+//! End to end: a build that is interrupted ends as a shell expects and leaves nothing running;
+//! a state root that was damaged is repaired by the next build.
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Env, TestResult};
+use common::{Env, TestResult, assert_ok, docker_manifest, stderr, unpack};
 
 /// Pids of the processes for which `matches(pid)` holds.
 fn processes(matches: impl Fn(&Path) -> bool) -> Vec<String> {
@@ -91,5 +92,43 @@ fn sigint_and_sigterm_stop_a_running_step_and_exit_128_plus_the_signal() -> Test
         let left = processes(ours);
         assert!(left.is_empty(), "processes left running: {left:?}");
     }
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_layer_a_step_made_is_made_again() -> TestResult {
+    let env = Env::new()?;
+    let dockerfile = "FROM busybox\nRUN echo made-$((6*7)) > /made\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile)])?;
+    assert_ok(&env.build(&ctx, "first.tar", &[]));
+    let manifest = docker_manifest(&env, "first.tar")?;
+    let layer = manifest[0]["Layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l.as_str())
+        .ok_or("no layers in manifest.json")?
+        .to_owned();
+    // The archive names blobs as the state root's content store does: blobs/sha256/HEX.
+    let blob = env.path("state").join(&layer);
+    assert!(blob.is_file(), "{} is not in the store", blob.display());
+    let mut corrupt = env.dir.user().command("sh");
+    corrupt
+        .arg("-c")
+        .arg(r#"chmod u+w "$1" && printf 'not a layer' | dd of="$1" bs=1 seek=20 conv=notrunc 2>/dev/null"#)
+        .arg("sh")
+        .arg(&blob);
+    umstage_testutil::run(&mut corrupt)?;
+
+    let out = env.build(&ctx, "second.tar", &[]);
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("Dockerfile:2: the cached layer is unusable, so the step runs again"),
+        "{log}"
+    );
+    assert_eq!(
+        unpack(&env, "second.tar")?.read_to_string("/made")?,
+        "made-42\n"
+    );
     Ok(())
 }
