@@ -14,8 +14,8 @@ use crate::request::BuildError;
 pub enum StdinContext {
     /// A tar archive, now extracted into the directory given.
     Archive,
-    /// A Dockerfile's text; the context is empty.
-    Dockerfile(String),
+    /// A Dockerfile's bytes (the solver checks they are UTF-8); the context is empty.
+    Dockerfile(Vec<u8>),
 }
 
 /// Whether `data` is a tar archive, plain or compressed (gzip, bzip2, xz, zstd).
@@ -38,13 +38,7 @@ pub fn is_tar(data: &[u8]) -> bool {
 /// returns them as a Dockerfile.
 pub fn from_stdin(data: Vec<u8>, dir: &Path) -> Result<StdinContext, BuildError> {
     if !is_tar(&data) {
-        return String::from_utf8(data)
-            .map(StdinContext::Dockerfile)
-            .map_err(|_| {
-                BuildError::Invalid(
-                    "standard input is neither a tar archive nor a text Dockerfile".into(),
-                )
-            });
+        return Ok(StdinContext::Dockerfile(data));
     }
     let options = UnpackOptions {
         mode: UnpackMode::Plain,
@@ -65,7 +59,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         assert_eq!(
             from_stdin(b"FROM scratch\n".to_vec(), dir.path())?,
-            StdinContext::Dockerfile("FROM scratch\n".into())
+            StdinContext::Dockerfile(b"FROM scratch\n".to_vec())
         );
         let mut tar = vec![0u8; 1536];
         tar[..10].copy_from_slice(b"Dockerfile");

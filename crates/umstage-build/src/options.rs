@@ -9,8 +9,8 @@ use std::str::FromStr;
 pub enum DockerfileSource {
     /// A file on disk.
     Path(PathBuf),
-    /// Text already read (from standard input).
-    Text(String),
+    /// Bytes already read (from standard input), not yet checked to be UTF-8.
+    Text(Vec<u8>),
 }
 
 /// How `RUN` steps reach the network.
@@ -368,6 +368,31 @@ impl FromStr for Secret {
     }
 }
 
+impl Secret {
+    /// Checks that a file source exists, as buildx does before it builds: a missing file
+    /// fails the build even when no step mounts the secret. An unset variable is not checked:
+    /// buildx takes it as an empty value.
+    pub fn check(&self) -> Result<(), OptionError> {
+        let SecretSource::File(path) = &self.source else {
+            return Ok(());
+        };
+        let spec = format!("id={},src={}", self.id, path.display());
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Err(OptionError::new(
+                "--secret",
+                &spec,
+                format!("{} is a directory: a secret is one file", path.display()),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(OptionError::new(
+                "--secret",
+                &spec,
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+    }
+}
+
 /// One `--ssh ID[=SOCKET]`: an ssh-agent socket `RUN --mount=type=ssh,id=ID` can use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshAgent {
@@ -666,6 +691,32 @@ mod tests {
         ] {
             assert!(bad.parse::<Output>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_secret_file_that_cannot_be_read_is_refused_up_front()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("token");
+        std::fs::write(&file, "t0k3n")?;
+        let secret =
+            |src: &std::path::Path| format!("id=x,src={}", src.display()).parse::<Secret>();
+        secret(&file)?.check()?;
+        "id=TOKEN,env=UMSTAGE_TEST_UNSET_VARIABLE"
+            .parse::<Secret>()?
+            .check()?;
+        let missing = dir.path().join("missing");
+        let err = secret(&missing)?.check().map_err(|e| e.to_string());
+        assert_eq!(
+            err,
+            Err(format!(
+                "invalid --secret value \"id=x,src={0}\": cannot read {0}: No such file or directory (os error 2)",
+                missing.display()
+            ))
+        );
+        let err = secret(dir.path())?.check().map_err(|e| e.to_string());
+        assert!(err.is_err_and(|e| e.contains("is a directory")));
+        Ok(())
     }
 
     #[test]

@@ -21,6 +21,7 @@ use umstage_dockerfile::{
 use umstage_oci::ContentStore;
 use umstage_oci::inroot::Root;
 use umstage_oci::layer::{LayerOptions, write_layer};
+use umstage_oci::store::StoreError;
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
 use umstage_snapshot::{Cancel, DriverChoice};
 
@@ -109,17 +110,18 @@ pub fn check(request: &BuildRequest, events: &dyn EventSink) -> Result<usize, Bu
 
 /// Reads and parses the request's Dockerfile; a file with no stage is an error.
 fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
-    let (file_name, text) = match &request.dockerfile {
+    let (file_name, bytes) = match &request.dockerfile {
         DockerfileSource::Path(p) => (
             p.file_name()
                 .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
-            std::fs::read_to_string(p).map_err(|e| {
+            std::fs::read(p).map_err(|e| {
                 BuildError::Invalid(format!("cannot read the Dockerfile {}: {e}", p.display()))
             })?,
         ),
         DockerfileSource::Text(t) => ("Dockerfile".to_string(), t.clone()),
     };
-    let dockerfile = umstage_dockerfile::parse(&file_name, &text)
+    let dockerfile = umstage_dockerfile::decode(&file_name, &bytes)
+        .and_then(|text| umstage_dockerfile::parse(&file_name, text))
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
     if dockerfile.stages.is_empty() {
         return Err(BuildError::Invalid(format!(
@@ -882,6 +884,29 @@ impl Step<'_, '_> {
             .iter()
             .all(|l| parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d)));
         if !complete {
+            return None;
+        }
+        // The layers this step added were made here, not pulled: one that no longer matches
+        // its digest (verify removes it) makes the entry a miss, so the step runs and remakes
+        // it. A stamp spares the hashing while the blob is unchanged.
+        let made = state.layers.get(self.layers.len()..).unwrap_or_default();
+        for layer in made {
+            let reason = match parse_digest(&layer.digest) {
+                Err(e) => e,
+                Ok(d) => match self.build.store.verify(&d) {
+                    Ok(()) => continue,
+                    Err(StoreError::Corrupt(_)) => {
+                        format!("its blob {d} does not match its digest (removed)")
+                    }
+                    Err(e) => e.to_string(),
+                },
+            };
+            self.build.events.emit(Event::Warning {
+                message: format!(
+                    "{}:{}: the cached layer is unusable, so the step runs again: {reason}",
+                    self.instruction.source.name, self.instruction.span.start.line
+                ),
+            });
             return None;
         }
         self.build.cache.touch(self.key);

@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorKind};
 use crate::instructions::{Add, ArgDecl, Command, Copy, KeyValue, Run, type_node};
 use crate::lint::{Lint, lint};
 use crate::mount::parse_mount;
-use crate::shell::{Env, ExpandError, Lexer};
+use crate::shell::{Env, ExpandError, Growth, Lexer};
 use crate::span::{Pos, Span};
 use crate::syntax::{Ast, Directives, Node, Warning, parse_ast};
 
@@ -241,8 +241,13 @@ impl Instruction {
     /// COPY `--from` (resolved by [`crate::StageGraph`] with the meta ARGs).
     pub fn expand(&self, env: &dyn Env) -> Result<Command, Error> {
         let lx = self.lexer();
+        let growth = Growth::default();
+        let grown = |w: &str, expanded: String| -> Result<String, Error> {
+            growth.add(w, &expanded).map_err(|e| self.expand_error(e))?;
+            Ok(expanded)
+        };
         let word = |w: &str| -> Result<String, Error> {
-            lx.expand_word(w, env).map_err(|e| self.expand_error(e))
+            grown(w, lx.expand_word(w, env).map_err(|e| self.expand_error(e))?)
         };
         let opt = |w: &Option<String>| -> Result<Option<String>, Error> {
             w.as_deref().map(word).transpose()
@@ -268,9 +273,10 @@ impl Instruction {
                 let mut inline = s.inline.clone();
                 for src in &mut inline {
                     if src.expand {
-                        src.data = heredoc_lx
+                        let expanded = heredoc_lx
                             .expand_word(&src.data, env)
                             .map_err(|e| self.expand_error(e))?;
+                        src.data = grown(&src.data, expanded)?;
                     }
                 }
                 Ok(crate::instructions::Sources {
@@ -322,7 +328,9 @@ impl Instruction {
                 // BuildKit splits EXPOSE words after expansion: `EXPOSE $PORTS` may give several.
                 let mut ports = Vec::new();
                 for w in v {
-                    ports.extend(lx.expand_words(w, env).map_err(|e| self.expand_error(e))?);
+                    let words = lx.expand_words(w, env).map_err(|e| self.expand_error(e))?;
+                    grown(w, words.concat())?;
+                    ports.extend(words);
                 }
                 crate::instructions::exposed_ports(&ports)
                     .map_err(|m| self.error(ErrorKind::Argument, m))?;
@@ -354,7 +362,12 @@ impl Instruction {
             // Expansion would change nothing: the mounts parsed with the instruction are final.
             return Ok(run.mounts.clone());
         }
-        let f = |v: &str| lx.expand_word(v, env).map_err(|e| e.message);
+        let growth = Growth::default();
+        let f = |v: &str| {
+            let expanded = lx.expand_word(v, env).map_err(|e| e.message)?;
+            growth.add(v, &expanded).map_err(|e| e.message)?;
+            Ok(expanded)
+        };
         run.mount_flags
             .iter()
             .map(|m| {
@@ -585,19 +598,22 @@ impl Dockerfile {
             let Command::Arg(decls) = &instr.command else {
                 continue;
             };
-            for d in decls {
-                let name = instr
+            let growth = Growth::default();
+            let expand = |word: &str, scope: &MetaScope| -> Result<String, Error> {
+                let expanded = instr
                     .lexer()
-                    .expand_word(&d.name, &scope)
+                    .expand_word(word, scope)
                     .map_err(|e| instr.expand_error(e))?;
+                growth
+                    .add(word, &expanded)
+                    .map_err(|e| instr.expand_error(e))?;
+                Ok(expanded)
+            };
+            for d in decls {
+                let name = expand(&d.name, &scope)?;
                 let value = match (args.values.get(&name), &d.default) {
                     (Some(v), _) => Some(v.clone()),
-                    (None, Some(def)) => Some(
-                        instr
-                            .lexer()
-                            .expand_word(def, &scope)
-                            .map_err(|e| instr.expand_error(e))?,
-                    ),
+                    (None, Some(def)) => Some(expand(def, &scope)?),
                     (None, None) => None,
                 };
                 scope.vars.set(&name, value);
@@ -706,16 +722,19 @@ impl<'a> StageScope<'a> {
                 }
             }
             Command::Arg(decls) => {
+                let growth = Growth::default();
                 for d in decls {
                     let value = if let Some(v) = self.args.values.get(&d.name) {
                         Some(v.clone())
                     } else if let Some(def) = &d.default {
-                        Some(
-                            instr
-                                .lexer()
-                                .expand_word(def, &*self)
-                                .map_err(|e| instr.expand_error(e))?,
-                        )
+                        let expanded = instr
+                            .lexer()
+                            .expand_word(def, &*self)
+                            .map_err(|e| instr.expand_error(e))?;
+                        growth
+                            .add(def, &expanded)
+                            .map_err(|e| instr.expand_error(e))?;
+                        Some(expanded)
                     } else {
                         self.meta.value(&d.name).flatten().map(str::to_owned)
                     };
@@ -943,5 +962,57 @@ mod tests {
         };
         let i = parse_instruction("ONBUILD", t).unwrap();
         assert_eq!(i.command.name(), "RUN");
+    }
+
+    /// The first error walking every instruction of the only stage, and the meta scope.
+    fn first_expansion_error(src: &str) -> Option<Error> {
+        let d = df(src);
+        let args = BuildArgs::default();
+        let meta = match d.meta_scope(&args) {
+            Ok(m) => m,
+            Err(e) => return Some(e),
+        };
+        let mut scope = StageScope::new(&args, &meta, []);
+        d.stages[0]
+            .instructions
+            .iter()
+            .find_map(|i| scope.step(i).err())
+    }
+
+    #[test]
+    fn args_that_double_their_value_stop_at_one_mebibyte_with_a_located_error() {
+        // 16 bytes doubled 16 times is 1 MiB; the 17th doubling is refused on its line.
+        let mut src = String::from("FROM x\nARG A0=0123456789abcdef\n");
+        for n in 1..=20 {
+            src.push_str(&format!("ARG A{n}=$A{m}$A{m}\n", m = n - 1));
+        }
+        let e = first_expansion_error(&src).expect("refused");
+        assert_eq!(e.kind, ErrorKind::Expansion);
+        assert_eq!(e.span.start, Pos::new(19, 1));
+        assert!(e.message.contains("more than 1048576 bytes"), "{e}");
+        assert!(e.to_string().starts_with("Dockerfile:19:1: "), "{e}");
+
+        // The same chain before the first FROM.
+        let meta = src.replacen("FROM x\n", "", 1) + "FROM x\n";
+        let e = first_expansion_error(&meta).expect("refused");
+        assert_eq!(e.span.start, Pos::new(18, 1));
+    }
+
+    #[test]
+    fn the_words_of_one_instruction_share_the_limit() {
+        let mut src = String::from("FROM x\nARG H=0123456789abcdef\n");
+        for _ in 0..15 {
+            src.push_str("ARG H=$H$H\n");
+        }
+        // H is now 512 KiB: two labels of it fit, three do not.
+        let two = format!("{src}LABEL a=$H b=$H\n");
+        assert!(first_expansion_error(&two).is_none());
+        let three = format!("{src}LABEL a=$H b=$H c=$H\n");
+        let e = first_expansion_error(&three).expect("refused");
+        assert_eq!(e.span.start, Pos::new(18, 1));
+        let copy = format!("{src}COPY $H $H $H /dest/\n");
+        assert!(first_expansion_error(&copy).is_some());
+        let defaults = format!("{src}ARG a=$H b=$H c=$H\n");
+        assert!(first_expansion_error(&defaults).is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! The Dockerfile frontend: parser, word expansion, typed instructions, stage graph, `.dockerignore` matching and lint findings.
 //!
 //! Text in, typed model out; no I/O. The entry points:
+//! - [`decode`] checks a Dockerfile's bytes are UTF-8, naming the first invalid byte's place.
 //! - [`parse`] turns a Dockerfile into [`Dockerfile`]: stages of located, typed [`Instruction`]s.
 //! - [`dump`] renders BuildKit's parse-tree dump (for `umstage debug parse`).
 //! - [`Dockerfile::meta_scope`], [`StageScope`] give the variables in force at each step;
@@ -41,6 +42,7 @@
 
 mod dockerfile;
 mod dockerignore;
+mod encoding;
 mod error;
 mod graph;
 mod instructions;
@@ -58,6 +60,7 @@ pub use dockerfile::{
 pub use dockerignore::{
     Dockerignore, Pattern, PatternError, clean_path, ignore_file_candidates, select_ignore_text,
 };
+pub use encoding::decode;
 pub use error::{Error, ErrorDetails, ErrorKind};
 pub use graph::{Base, Edge, EdgeKind, ImageRef, StageGraph, StageNode};
 pub use instructions::{

@@ -6,6 +6,37 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// Nesting limit for `${…}` inside `${…}`, so hostile input cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 
+/// How many bytes substitution may add to a word (and to all the words of one instruction).
+/// BuildKit has no limit but memory: ARGs that each double the last reach gigabytes in a few
+/// dozen lines. No real Dockerfile comes near a mebibyte of substituted text.
+pub(crate) const MAX_EXPANSION: usize = 1 << 20;
+
+/// What substitution has added across the words of one instruction, which together may add
+/// no more than [`MAX_EXPANSION`] either.
+#[derive(Debug, Default)]
+pub(crate) struct Growth(std::cell::Cell<usize>);
+
+impl Growth {
+    /// Counts `word` expanded to `expanded`; an error once the total passes the limit.
+    pub(crate) fn add(&self, word: &str, expanded: &str) -> Result<(), ExpandError> {
+        let total = self.0.get() + expanded.len().saturating_sub(word.len());
+        self.0.set(total);
+        if total > MAX_EXPANSION {
+            return Err(too_large());
+        }
+        Ok(())
+    }
+}
+
+/// The error for text that grew past [`MAX_EXPANSION`].
+fn too_large() -> ExpandError {
+    ExpandError {
+        message: format!(
+            "substitution adds more than {MAX_EXPANSION} bytes (1 MiB): a variable's value grows without bound"
+        ),
+    }
+}
+
 /// A source of variable values for expansion.
 pub trait Env {
     /// The value of `name`, or `None` if it is unset.
@@ -155,6 +186,7 @@ impl Lexer {
             pos: 0,
             env,
             depth: 0,
+            limit: word.len().saturating_add(MAX_EXPANSION),
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -182,6 +214,8 @@ struct State<'a> {
     pos: usize,
     env: &'a dyn Env,
     depth: usize,
+    /// The longest any text built from `src` may get: its length plus [`MAX_EXPANSION`].
+    limit: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -313,6 +347,7 @@ impl<'a> State<'a> {
                 }
                 '$' => {
                     let s = self.dollar()?;
+                    self.fits(result.len() + s.len())?;
                     result.push_str(&s);
                     words.add_string(&s);
                 }
@@ -356,6 +391,14 @@ impl<'a> State<'a> {
             ));
         }
         Ok((result, words.finish()))
+    }
+
+    /// Whether text of `len` bytes stays within the limit; checked before it is built.
+    fn fits(&self, len: usize) -> Result<(), ExpandError> {
+        if len > self.limit {
+            return Err(too_large());
+        }
+        Ok(())
     }
 
     fn single_quote(&mut self) -> Result<String, ExpandError> {
@@ -402,6 +445,7 @@ impl<'a> State<'a> {
                 }
                 '$' => {
                     let v = self.dollar()?;
+                    self.fits(result.len() + v.len())?;
                     result.push_str(&v);
                 }
                 _ => {
@@ -603,7 +647,7 @@ impl<'a> State<'a> {
                     return Ok(String::new());
                 };
                 let pat = Pattern::compile(&pattern)?;
-                pat.replace(value, &replacement, all)
+                pat.replace(value, &replacement, all, self.limit)
             }
             _ => err(format!("unsupported modifier ({modifier}) in substitution")),
         }
@@ -829,7 +873,14 @@ impl Pattern {
         Ok(best)
     }
 
-    fn replace(&self, value: &str, replacement: &str, all: bool) -> Result<String, ExpandError> {
+    /// `value` with the first (or every) match replaced; an error once the result would pass `limit` bytes.
+    fn replace(
+        &self,
+        value: &str,
+        replacement: &str,
+        all: bool,
+        limit: usize,
+    ) -> Result<String, ExpandError> {
         let chars: Vec<char> = value.chars().collect();
         let starts = self.match_starts(&chars);
         let mut budget: usize = 20_000_000;
@@ -845,6 +896,9 @@ impl Pattern {
             };
             match end {
                 Some(e) if !(e == i && last_match_end == Some(i)) => {
+                    if out.len() + replacement.len() > limit {
+                        return Err(too_large());
+                    }
                     out.push_str(replacement);
                     if e == i {
                         if let Some(&c) = chars.get(i) {
@@ -943,6 +997,38 @@ mod tests {
             .unwrap();
         assert!(x.matched.contains("A"));
         assert!(x.unmatched.contains("B"));
+    }
+
+    #[test]
+    fn substitution_may_add_at_most_max_expansion_bytes() {
+        let half = "x".repeat(MAX_EXPANSION / 2);
+        assert_eq!(word("$H$H", &[("H", &half)]).unwrap().len(), MAX_EXPANSION);
+        let e = word("a$H$H", &[("H", &half)]).unwrap();
+        assert_eq!(
+            e.len(),
+            MAX_EXPANSION + 1,
+            "the word's own text does not count"
+        );
+        for src in ["$H$H$H", "\"$H$H$H\"", "${U:-$H$H$H}"] {
+            let e = word(src, &[("H", &half)]).unwrap_err();
+            assert!(
+                e.message.contains("more than 1048576 bytes"),
+                "{src}: {}",
+                e.message
+            );
+        }
+        let e = word("${S//?/$H}", &[("S", "abc"), ("H", &half)]).unwrap_err();
+        assert!(
+            e.message.contains("more than 1048576 bytes"),
+            "{}",
+            e.message
+        );
+        // Text that is long to begin with is not refused for its own length.
+        let long = "y".repeat(2 * MAX_EXPANSION);
+        assert_eq!(
+            word(&format!("{long}$V"), &[("V", "z")]).unwrap().len(),
+            long.len() + 1
+        );
     }
 
     #[test]

@@ -42,9 +42,10 @@ pub enum StoreError {
         /// How many bytes were received.
         size: u64,
     },
-    /// A stored blob no longer matches its digest; it has been removed so it can be fetched again.
+    /// A stored blob no longer matches its digest; it has been removed so it can be fetched or
+    /// made again.
     #[error(
-        "stored blob {0} is corrupt (its content does not match its digest); it was removed, fetch it again"
+        "stored blob {0} is corrupt (its content does not match its digest); it was removed: the next build fetches or remakes it"
     )]
     Corrupt(Digest),
     /// The blob is not in the store.

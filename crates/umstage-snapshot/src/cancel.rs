@@ -15,6 +15,9 @@ pub struct Cancel {
 /// The eventfd the termination-signal handler writes to (-1: none installed).
 static SIGNAL_TARGET: AtomicI32 = AtomicI32::new(-1);
 
+/// The termination signal the handler received first (0: none yet).
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
 impl Cancel {
     /// A new flag, not cancelled.
     pub fn new() -> std::io::Result<Self> {
@@ -50,12 +53,20 @@ impl Cancel {
         Ok(())
     }
 
+    /// The first termination signal that cancelled the flag installed with
+    /// [`Cancel::cancel_on_termination_signals`], if one arrived: a process stopped by it exits
+    /// with 128 + its number, as shells and Docker report it.
+    pub fn received_signal() -> Option<Signal> {
+        Signal::try_from(RECEIVED.load(Ordering::SeqCst)).ok()
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.event.as_fd()
     }
 }
 
-extern "C" fn on_termination_signal(_: libc::c_int) {
+extern "C" fn on_termination_signal(signal: libc::c_int) {
+    let _ = RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
     let fd = SIGNAL_TARGET.load(Ordering::SeqCst);
     if fd >= 0 {
         signal_fd(fd);

@@ -20,7 +20,13 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// Log detail on standard error: error, warn, info, debug or trace (or a RUST_LOG filter)
-    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        default_value = "warn",
+        value_parser = parse_log_level
+    )]
     pub log_level: String,
 
     /// What to do.
@@ -188,6 +194,24 @@ pub struct PruneArgs {
     pub keep_storage: Option<u64>,
 }
 
+/// A level or a `RUST_LOG` filter, checked as the logger will read it. A lone word must be a
+/// level: as a filter it would name a module, so a misspelt level would pass unnoticed.
+fn parse_log_level(text: &str) -> Result<String, String> {
+    const HINT: &str =
+        "use error, warn, info, debug or trace, or a filter such as umstage_build=debug";
+    if !text.contains(['=', ',', '['])
+        && text
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_err()
+    {
+        return Err(format!("not a level: {HINT}"));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{e}: {HINT}"))
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     umstage_build::options::parse_size(text).map_err(|e| e.to_string())
 }
@@ -211,6 +235,22 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn log_levels_and_filters_are_checked() {
+        for good in ["warn", "DEBUG", "umstage_build=debug,info", "off"] {
+            let cli = Cli::try_parse_from(["umstage", "--log-level", good, "info"]);
+            assert!(cli.is_ok_and(|c| c.log_level == good), "{good}");
+        }
+        for bad in ["((((", "loud", "umstage=[", "x=verbose"] {
+            let err = Cli::try_parse_from(["umstage", "info", "--log-level", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(&format!("'{bad}'")), "{err}");
+        }
     }
 
     #[test]

@@ -168,7 +168,10 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
         }
         Err(e) => {
             eprintln!("umstage: error: {e}");
-            ExitCode::from(e.exit_code())
+            // Stopped by SIGINT or SIGTERM: exit as a shell reports a process the signal killed.
+            let code = umstage_snapshot::Cancel::received_signal()
+                .map_or(e.exit_code(), |signal| 128 + signal as u8);
+            ExitCode::from(code)
         }
     }
 }
@@ -252,10 +255,10 @@ fn build_request(
             .prefix("umstage-context-")
             .tempdir()
             .context("making a directory for the context from standard input")?;
-        if let StdinContext::Dockerfile(text) =
+        if let StdinContext::Dockerfile(bytes) =
             umstage_build::context::from_stdin(data, dir.path())?
         {
-            stdin_dockerfile = Some(text);
+            stdin_dockerfile = Some(bytes);
         }
         stdin_context = Some(dir);
     }
@@ -282,11 +285,11 @@ fn build_request(
             DockerfileSource::Text(stdin_dockerfile.take().unwrap_or_default())
         }
         Some(p) if p.as_os_str() == "-" => {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             std::io::stdin()
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .context("reading the Dockerfile from standard input")?;
-            DockerfileSource::Text(text)
+            DockerfileSource::Text(bytes)
         }
         // In a context archive from standard input, -f names a file in the archive.
         Some(p) if stdin_context.is_some() && p.is_relative() => {
@@ -316,6 +319,9 @@ fn build_request(
                 }
             }
         }
+    }
+    for secret in &a.secrets {
+        secret.check()?;
     }
     let ssh = a
         .ssh
