@@ -308,9 +308,10 @@ impl Root {
         Ok((fd, walked))
     }
 
-    /// Opens a regular file for reading at `path` inside the root without following a final symlink.
+    /// Opens a file for reading at `path` inside the root, following symlinks there (the last one
+    /// too, as a process in the image would: `/etc/passwd -> /usr/share/…`), never to the host.
     pub fn open_file(&self, path: &Path, escape: Escape) -> Result<std::fs::File, InRootError> {
-        let resolved = self.resolve_parent(path, escape, false)?;
+        let (resolved, _) = self.resolve(path, escape)?;
         let fd = rfs::openat(
             &resolved.parent,
             &resolved.name,

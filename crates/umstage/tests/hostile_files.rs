@@ -332,6 +332,10 @@ fn copy_add_workdir_chown_and_chmod_through_hostile_symlinks_stay_in_their_roots
          WORKDIR /img-chain1/wd-chain\n\
          COPY payload.txt relative-to-workdir\n\
          \n\
+         FROM busybox AS passwd-link\n\
+         RUN mv /etc/passwd /etc/passwd.real && ln -s ../../../../../etc/passwd.real /etc/passwd\n\
+         COPY --chown=user payload.txt /chowned\n\
+         \n\
          FROM planted AS written-run\n\
          COPY --chown=4321:4322 payload.txt /run-home/w\n\
          COPY --chmod=0777 dir /run-rel/\n\
@@ -341,6 +345,7 @@ fn copy_add_workdir_chown_and_chmod_through_hostile_symlinks_stay_in_their_roots
          FROM busybox\n\
          COPY --from=written / /written/\n\
          COPY --from=written-run / /written-run/\n\
+         COPY --from=passwd-link /chowned /r/chowned\n\
          COPY --from=hostile /img-secret /r/img-secret\n\
          COPY --from=hostile /img-abs/secret /r/img-abs-secret\n\
          COPY --from=hostile /img-rel/secret /r/img-rel-secret\n\
@@ -439,6 +444,11 @@ fn copy_add_workdir_chown_and_chmod_through_hostile_symlinks_stay_in_their_roots
     assert_eq!(read(&wr(&cp("d1.txt")))?, "d1\n");
     assert!(got.path(&wr(&cp("wd"))).is_dir());
     assert_eq!(read(&wr("w-dotdot"))?, "payload\n");
+
+    // --chown reads the image's own /etc/passwd through its symlink, inside the root.
+    let (user, uid) = umstage_testutil::images::BUSYBOX_USER;
+    let meta = fs::symlink_metadata(got.path("/r/chowned"))?;
+    assert_eq!(meta.uid(), uid, "--chown={user}");
 
     // Reading: every link resolves inside its own root, to the mirror planted there.
     for p in [
