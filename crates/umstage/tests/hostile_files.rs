@@ -490,6 +490,18 @@ fn copy_add_workdir_chown_and_chmod_through_hostile_symlinks_stay_in_their_roots
 #[test]
 fn exports_of_hostile_images_stay_in_their_destination_and_apply_whiteouts_inside_the_root()
 -> TestResult {
+    exports_stay_in_their_destination("overlay")
+}
+
+#[test]
+fn the_same_exports_with_the_native_snapshotter() -> TestResult {
+    exports_stay_in_their_destination("native")
+}
+
+/// A base image whose upper layer whites out entries through its lower layer's symlinks
+/// (overlay lays each layer in its own directory, native applies layers onto a copy: both must
+/// end with the same filesystem), exported to a directory and a tar.
+fn exports_stay_in_their_destination(snapshotter: &str) -> TestResult {
     let arena = Arena::new()?;
     let env = &arena.env;
     let (c, h) = (arena.tmp.dir.clone(), arena.home.dir.clone());
@@ -555,6 +567,8 @@ fn exports_of_hostile_images_stay_in_their_destination_and_apply_whiteouts_insid
         &ctx,
         "image.tar",
         &[
+            "--snapshotter",
+            snapshotter,
             "--build-context",
             &hostile,
             "-o",
