@@ -3,19 +3,18 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 use umstage_oci::inroot::{Escape, Root};
-use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack};
+use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_into};
 
 use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
 
 /// Whether the file is a tar archive, compressed (gzip, bzip2, xz, zstd) or not: as BuildKit,
 /// a compressed file that is not a tar inside (a plain `.gz`) is copied, not extracted.
 pub fn is_archive(path: &Path) -> bool {
-    let Ok(f) = fs::File::open(path) else {
+    let Ok(f) = open_nofollow(path) else {
         return false;
     };
     let Ok(mut reader) = umstage_oci::compress::decompress(f) else {
@@ -33,6 +32,15 @@ pub fn is_archive(path: &Path) -> bool {
     n == head.len() && &head[257..262] == b"ustar"
 }
 
+/// Opens a source file the plan saw as a regular file, never following a symlink put there since.
+fn open_nofollow(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 /// Extracts the archive `src` into the directory `target` (absolute inside `root`, existing).
 /// Entries keep the owners the archive gives them, unless `owner` overrides (for the
 /// archive's entries only: what `target` already held keeps its owner).
@@ -45,15 +53,18 @@ pub fn extract(
     let dir = root
         .resolve_dir(target, Escape::Clamp, false)
         .map_err(|e| e.to_string())?;
-    let host = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-        .map_err(|e| format!("{}: {e}", target.display()))?;
-    let file = fs::File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let file = open_nofollow(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let options = UnpackOptions {
         mode: UnpackMode::Extract,
         owner,
         ..UnpackOptions::default()
     };
-    unpack(file, &host, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
+    // Into the resolved directory itself: no host path is joined after resolving.
+    let into = Root::from_fd(
+        dir,
+        root.path().join(target.strip_prefix("/").unwrap_or(target)),
+    );
+    unpack_into(file, into, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
     Ok(())
 }
 

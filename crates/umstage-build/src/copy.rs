@@ -7,19 +7,15 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use umstage_dockerfile::Dockerignore;
-use umstage_oci::inroot::{Escape, InRootError, Root};
+use umstage_oci::inroot::{Escape, InRootError, Root, chmod_nofollow};
 
 use crate::chmod::Chmod;
-
-/// Symlinks followed when resolving one source path, as the kernel's limit.
-const MAX_SYMLINKS: usize = 40;
 
 /// Why a COPY or ADD could not be planned or done.
 #[derive(Debug, thiserror::Error)]
@@ -147,34 +143,7 @@ impl<'a> SourceTree<'a> {
     /// Resolves `rel` inside the root, following symlinks (also the last one) there; returns
     /// the real path relative to the root.
     fn follow(&self, rel: &Path) -> Result<PathBuf, CopyError> {
-        let mut current = rel.to_path_buf();
-        for _ in 0..MAX_SYMLINKS {
-            let resolved = self.root.resolve_parent(&current, Escape::Clamp, false)?;
-            let parent_host =
-                fs::read_link(format!("/proc/self/fd/{}", resolved.parent.as_raw_fd()))
-                    .map_err(io_err(&current))?;
-            let parent_rel = parent_host
-                .strip_prefix(&self.host)
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            if resolved.name == "." {
-                return Ok(parent_rel);
-            }
-            let stat = rfs::statat(&resolved.parent, &resolved.name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(errno(&current))?;
-            if FileType::from_raw_mode(stat.st_mode) != FileType::Symlink {
-                return Ok(parent_rel.join(&resolved.name));
-            }
-            let target = rfs::readlinkat(&resolved.parent, &resolved.name, Vec::new())
-                .map_err(errno(&current))?;
-            let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
-            current = if target.is_absolute() {
-                target
-            } else {
-                parent_rel.join(target)
-            };
-        }
-        Err(CopyError::InRoot(InRootError::Loop(rel.to_path_buf())))
+        Ok(self.root.resolve(rel, Escape::Clamp)?.1)
     }
 
     /// Every path (relative to the root) that `pattern` names: the path itself when it has no
@@ -617,7 +586,12 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
                     io::Write::write_all(&mut out, data).map_err(io_err(path))?
                 }
                 _ => {
-                    let mut input = fs::File::open(&item.src).map_err(io_err(&item.src_rel))?;
+                    // The plan saw a regular file here: never follow a symlink put in its place.
+                    let mut input = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+                        .open(&item.src)
+                        .map_err(io_err(&item.src_rel))?;
                     io::copy(&mut input, &mut out).map_err(io_err(path))?;
                 }
             }
@@ -682,13 +656,7 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(errno(&item.dest))?;
-    rfs::chmodat(
-        parent,
-        name,
-        Mode::from_raw_mode(item.mode),
-        AtFlags::empty(),
-    )
-    .map_err(errno(&item.dest))
+    chmod_nofollow(parent, name, item.mode).map_err(errno(&item.dest))
 }
 
 /// Whether `path` (absolute inside `root`) is an existing directory, symlinks followed inside

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use umstage_oci::config::ImageConfig;
-use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_blob};
+use umstage_oci::unpack::{UnpackMode, UnpackOptions, apply_whiteouts, unpack_blob};
 use umstage_oci::{ContentStore, Digest};
 use umstage_snapshot::{LayerTarget, Snapshotter};
 
@@ -175,7 +175,13 @@ impl Unpacker {
                     ignore_chown_errors,
                     ..UnpackOptions::default()
                 };
-                unpack_blob(store, &digest, &dir, &options).map_err(|e| e.to_string())?;
+                let report =
+                    unpack_blob(store, &digest, &dir, &options).map_err(|e| e.to_string())?;
+                if !report.deferred_whiteouts.is_empty() {
+                    let merged = snapshotter.mount(&key).map_err(|e| e.to_string())?;
+                    apply_whiteouts(merged.path(), &report.deferred_whiteouts)
+                        .map_err(|e| e.to_string())?;
+                }
                 snapshotter.commit(chain, &key).map_err(|e| e.to_string())
             })();
             if let Err(e) = result {

@@ -93,6 +93,21 @@ impl Resolved {
     }
 }
 
+/// Sets the permission bits of `name` in `dir` without following it: a symlink there (which has
+/// no mode of its own) is left alone. `fchmodat` has no working no-follow flag, so the entry is
+/// pinned with an `O_PATH | O_NOFOLLOW` descriptor and changed through that descriptor's
+/// `/proc/self/fd` link, which names the pinned inode and nothing else.
+pub fn chmod_nofollow(dir: impl AsFd, name: &OsStr, mode: u32) -> rustix::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = open_path(dir, name)?;
+    let stat = rfs::fstat(&fd)?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+        return Ok(());
+    }
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rfs::chmod(link.as_str(), Mode::from_raw_mode(mode))
+}
+
 fn io_at(path: &Path) -> impl FnOnce(rustix::io::Errno) -> InRootError + '_ {
     move |e| InRootError::Io {
         path: path.to_owned(),
@@ -121,6 +136,15 @@ impl Root {
         Ok(Self { fd, path })
     }
 
+    /// A directory already resolved (inside another root, say) as a root; `path` names it in
+    /// messages only.
+    pub fn from_fd(fd: OwnedFd, path: impl Into<PathBuf>) -> Self {
+        Self {
+            fd,
+            path: path.into(),
+        }
+    }
+
     /// The root's path on the host.
     pub fn path(&self) -> &Path {
         &self.path
@@ -147,7 +171,7 @@ impl Root {
                 name: ".".into(),
             });
         };
-        let parent = self.walk(path, components, escape, create_parents)?;
+        let (parent, _) = self.walk(path, components, escape, create_parents)?;
         if name == ".." {
             // `a/..` as a final component: resolve fully instead.
             let dir = self.resolve_dir(path, escape, false)?;
@@ -159,15 +183,6 @@ impl Root {
         Ok(Resolved { parent, name })
     }
 
-    /// Resolves `path` inside the root, every component including the last: a final symlink is
-    /// followed inside the root too. Returns an `O_PATH` descriptor of what it names (a
-    /// directory or not), for `*at` calls with `AT_EMPTY_PATH` or a reopen through
-    /// `/proc/self/fd`.
-    pub fn resolve(&self, path: &Path, escape: Escape) -> Result<OwnedFd, InRootError> {
-        let components = normal_components(path, escape)?;
-        self.walk_to(path, components, escape, false, true)
-    }
-
     /// Resolves `path` to a directory inside the root, following symlinks there, optionally
     /// creating missing directories.
     pub fn resolve_dir(
@@ -177,29 +192,67 @@ impl Root {
         create: bool,
     ) -> Result<OwnedFd, InRootError> {
         let components = normal_components(path, escape)?;
-        self.walk(path, components, escape, create)
+        Ok(self.walk(path, components, escape, create)?.0)
     }
 
+    /// Resolves every component of `path` inside the root, the last one too, following symlinks
+    /// there. Returns where the entry is (its final name is no symlink; it may not exist) and its
+    /// path relative to the root with every symlink replaced by what it names.
+    pub fn resolve(&self, path: &Path, escape: Escape) -> Result<(Resolved, PathBuf), InRootError> {
+        let mut current = path.to_path_buf();
+        for _ in 0..=MAX_SYMLINKS {
+            let mut components = normal_components(&current, escape)?;
+            let Some(name) = components.pop_back() else {
+                let fd = rfs::openat(&self.fd, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(io_at(path))?;
+                let resolved = Resolved {
+                    parent: fd,
+                    name: ".".into(),
+                };
+                return Ok((resolved, PathBuf::new()));
+            };
+            let (parent, parent_path) = self.walk(path, components, escape, false)?;
+            if name == ".." {
+                // Only with `Escape::Clamp`: `Refuse` refuses a lexical `..` up front.
+                let mut up = parent_path;
+                up.pop();
+                current = Path::new("/").join(up);
+                continue;
+            }
+            let is_link = rfs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink);
+            if !is_link {
+                let rel = parent_path.join(&name);
+                return Ok((Resolved { parent, name }, rel));
+            }
+            let target = rfs::readlinkat(&parent, &name, Vec::new()).map_err(io_at(path))?;
+            let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+            current = if target.is_absolute() {
+                target
+            } else {
+                Path::new("/").join(parent_path).join(target)
+            };
+        }
+        Err(InRootError::Loop(path.to_owned()))
+    }
+
+    /// Opens what `path` names inside the root, every component including the last followed
+    /// inside it (see [`Root::resolve`]): an `O_PATH` descriptor of an entry that exists, for
+    /// `*at` calls with `AT_EMPTY_PATH` or a reopen through [`fd_path`].
+    pub fn open_resolved(&self, path: &Path, escape: Escape) -> Result<OwnedFd, InRootError> {
+        let (resolved, _) = self.resolve(path, escape)?;
+        open_path(&resolved.parent, &resolved.name).map_err(io_at(path))
+    }
+
+    /// Walks `queue` from the root; returns the directory reached and its path relative to the
+    /// root with symlinks replaced.
     fn walk(
-        &self,
-        path: &Path,
-        queue: VecDeque<OsString>,
-        escape: Escape,
-        create: bool,
-    ) -> Result<OwnedFd, InRootError> {
-        self.walk_to(path, queue, escape, create, false)
-    }
-
-    /// Walks `queue` from the root; the entry reached last may be a non-directory only when
-    /// `final_any` is set.
-    fn walk_to(
         &self,
         path: &Path,
         mut queue: VecDeque<OsString>,
         escape: Escape,
         create: bool,
-        final_any: bool,
-    ) -> Result<OwnedFd, InRootError> {
+    ) -> Result<(OwnedFd, PathBuf), InRootError> {
         let mut stack: Vec<OwnedFd> = Vec::new();
         let mut links = 0;
         let mut via: Option<PathBuf> = None;
@@ -253,7 +306,6 @@ impl Root {
                         }
                     }
                 }
-                _ if final_any && queue.is_empty() => return Ok(fd),
                 _ => {
                     return Err(InRootError::NotADirectory {
                         path: path.to_owned(),
@@ -262,16 +314,18 @@ impl Root {
                 }
             }
         }
-        match stack.pop() {
-            Some(fd) => Ok(fd),
+        let fd = match stack.pop() {
+            Some(fd) => fd,
             None => rfs::openat(&self.fd, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-                .map_err(io_at(path)),
-        }
+                .map_err(io_at(path))?,
+        };
+        Ok((fd, walked))
     }
 
-    /// Opens a regular file for reading at `path` inside the root without following a final symlink.
+    /// Opens a file for reading at `path` inside the root, following symlinks there (the last one
+    /// too, as a process in the image would: `/etc/passwd -> /usr/share/…`), never to the host.
     pub fn open_file(&self, path: &Path, escape: Escape) -> Result<std::fs::File, InRootError> {
-        let resolved = self.resolve_parent(path, escape, false)?;
+        let (resolved, _) = self.resolve(path, escape)?;
         let fd = rfs::openat(
             &resolved.parent,
             &resolved.name,
@@ -413,6 +467,59 @@ mod tests {
     }
 
     #[test]
+    fn create_parents_makes_directories_inside_the_root_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        symlink("/", root.join("slash")).unwrap();
+        let r = Root::open(&root).unwrap();
+        r.resolve_parent(Path::new("slash/new/deep/file"), Escape::Clamp, true)
+            .unwrap();
+        assert!(root.join("new/deep").is_dir());
+        assert!(!Path::new("/new").exists());
+    }
+
+    #[test]
+    fn resolve_follows_the_last_symlink_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("real/sub")).unwrap();
+        std::fs::write(root.join("real/sub/file"), b"in").unwrap();
+        symlink("/real", root.join("abs")).unwrap();
+        symlink("../../../../abs/sub/file", root.join("climb")).unwrap();
+        symlink("climb", root.join("chain")).unwrap();
+        symlink("/real/new", root.join("dangling")).unwrap();
+        let r = Root::open(&root).unwrap();
+        for link in ["climb", "chain", "abs/sub/../sub/file"] {
+            let (at, rel) = r.resolve(Path::new(link), Escape::Clamp).unwrap();
+            assert_eq!(rel, Path::new("real/sub/file"), "{link}");
+            assert_eq!(at.name, "file");
+        }
+        let (_, rel) = r.resolve(Path::new("dangling"), Escape::Clamp).unwrap();
+        assert_eq!(rel, Path::new("real/new"));
+        assert!(matches!(
+            r.resolve(Path::new("climb"), Escape::Refuse),
+            Err(InRootError::Escapes { .. })
+        ));
+    }
+
+    #[test]
+    fn chmod_nofollow_changes_the_entry_never_a_symlink_target() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"host").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        symlink(&outside, dir.path().join("link")).unwrap();
+        let fd = rfs::open(dir.path(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        chmod_nofollow(&fd, OsStr::new("file"), 0o751).unwrap();
+        chmod_nofollow(&fd, OsStr::new("link"), 0o777).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir.path().join("file")), 0o751);
+        assert_eq!(mode(&outside), 0o600);
+    }
+    #[test]
     fn resolve_follows_a_final_symlink_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -429,17 +536,19 @@ mod tests {
         let read = |fd: OwnedFd| std::fs::read_to_string(fd_path(&fd)).unwrap();
         for name in ["final", "chained", "etc/../../etc/file", "/../etc/file"] {
             assert_eq!(
-                read(r.resolve(Path::new(name), Escape::Clamp).unwrap()),
+                read(r.open_resolved(Path::new(name), Escape::Clamp).unwrap()),
                 "inside",
                 "{name}"
             );
         }
         // A link to a host directory is followed inside the root, where it names nothing.
         for name in ["abs", "abs/file", "rel/file"] {
-            let err = r.resolve(Path::new(name), Escape::Clamp).unwrap_err();
+            let err = r.open_resolved(Path::new(name), Escape::Clamp).unwrap_err();
             assert!(err.is_not_found(), "{name}: {err}");
         }
-        let err = r.resolve(Path::new("rel"), Escape::Refuse).unwrap_err();
+        let err = r
+            .open_resolved(Path::new("rel"), Escape::Refuse)
+            .unwrap_err();
         assert!(matches!(err, InRootError::Escapes { .. }), "{err}");
     }
 
@@ -465,18 +574,5 @@ mod tests {
                 .and_then(|fd| rfs::fstat(&fd).map_err(io::Error::from))
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
         );
-    }
-
-    #[test]
-    fn create_parents_makes_directories_inside_the_root_through_symlinks() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        symlink("/", root.join("slash")).unwrap();
-        let r = Root::open(&root).unwrap();
-        r.resolve_parent(Path::new("slash/new/deep/file"), Escape::Clamp, true)
-            .unwrap();
-        assert!(root.join("new/deep").is_dir());
-        assert!(!Path::new("/new").exists());
     }
 }

@@ -13,7 +13,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timesta
 
 use crate::compress::decompress;
 use crate::digest::Digest;
-use crate::inroot::{Escape, InRootError, Resolved, Root};
+use crate::inroot::{Escape, InRootError, Resolved, Root, chmod_nofollow};
 use crate::layer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::store::{ContentStore, StoreError};
 use crate::tarball::{EntryKind, Header, TarError, TarReader};
@@ -100,6 +100,12 @@ pub struct UnpackReport {
     pub entries: u64,
     /// Things skipped (device nodes without permission, unsettable owners or xattrs).
     pub warnings: Vec<String>,
+    /// Overlay mode: whiteouts whose parent is not a directory of this layer (it is a lower
+    /// layer's directory or symlink, or nothing). Only the merged view can say what they name:
+    /// apply them there with [`apply_whiteouts`]. A whiteout device in a directory made up for
+    /// it would instead hide a lower symlink and show in listings as a name that cannot be
+    /// opened.
+    pub deferred_whiteouts: Vec<PathBuf>,
 }
 
 /// Unpacking a layer failed; nothing outside the target was touched.
@@ -395,13 +401,7 @@ impl Unpacker<'_> {
             }
         }
         if !matches!(header.kind, EntryKind::Symlink | EntryKind::Dir) {
-            rfs::chmodat(
-                &at.parent,
-                &at.name,
-                Mode::from_raw_mode(header.mode & 0o7777),
-                AtFlags::empty(),
-            )
-            .map_err(self.errno(path))?;
+            chmod_nofollow(&at.parent, &at.name, header.mode & 0o7777).map_err(self.errno(path))?;
         }
         if header.kind != EntryKind::Dir {
             set_mtime(&at.parent, &at.name, header.mtime).map_err(self.errno(path))?;
@@ -411,9 +411,14 @@ impl Unpacker<'_> {
 
     fn whiteout(&mut self, target: &Path) -> Result<(), UnpackError> {
         let create = matches!(self.options.mode, UnpackMode::Overlay { .. });
-        let resolved = match self.root.resolve_parent(target, Escape::Refuse, create) {
+        let resolved = match self.root.resolve_parent(target, Escape::Refuse, false) {
             Ok(r) => r,
-            Err(e) if e.is_not_found() && !create => return Ok(()),
+            Err(e) if e.is_not_found() || matches!(e, InRootError::NotADirectory { .. }) => {
+                if create {
+                    self.report.deferred_whiteouts.push(target.to_owned());
+                }
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         let exists =
@@ -469,19 +474,18 @@ impl Unpacker<'_> {
     }
 
     fn finish(&mut self) -> Result<(), UnpackError> {
+        // A whiteout hides what lower layers hold, never what this layer made.
+        let created = &self.created;
+        self.report
+            .deferred_whiteouts
+            .retain(|path| !created.contains(path));
         // Deepest first, so a parent's time is set after its children's.
         for (path, mode, mtime) in std::mem::take(&mut self.dirs).into_iter().rev() {
             let at = self.root.resolve_parent(&path, Escape::Refuse, false)?;
             if rfs::statat(&at.parent, &at.name, AtFlags::SYMLINK_NOFOLLOW)
                 .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
             {
-                rfs::chmodat(
-                    &at.parent,
-                    &at.name,
-                    Mode::from_raw_mode(mode),
-                    AtFlags::empty(),
-                )
-                .map_err(self.errno(&path))?;
+                chmod_nofollow(&at.parent, &at.name, mode).map_err(self.errno(&path))?;
                 set_mtime(&at.parent, &at.name, mtime).map_err(self.errno(&path))?;
             }
         }
@@ -550,6 +554,21 @@ pub fn unpack(
     };
     std::fs::create_dir_all(target).map_err(io_err)?;
     let root = Root::open(target).map_err(io_err)?;
+    unpack_into(reader, root, options)
+}
+
+/// Applies a tar, as [`unpack`] does, onto the directory `root` already resolved.
+pub fn unpack_into(
+    reader: impl Read,
+    root: Root,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let target = root.path().to_owned();
+    let io_err = |source| UnpackError::Io {
+        path: String::new(),
+        target: target.clone(),
+        source,
+    };
     let decompressed = decompress(reader).map_err(io_err)?;
     let mut tar = TarReader::new(decompressed);
     let mut unpacker = Unpacker {
@@ -568,6 +587,42 @@ pub fn unpack(
     io::copy(&mut tar.into_inner(), &mut io::sink()).map_err(io_err)?;
     unpacker.finish()?;
     Ok(unpacker.report)
+}
+
+/// Applies whiteouts that [`UnpackReport::deferred_whiteouts`] left to the merged view mounted at
+/// `merged` (the layer's snapshot with its lower layers): each path is resolved inside that
+/// root, through the lower layers' symlinks as a whole image would, and what it names is
+/// removed (the overlay records the removal in the layer); a path that names nothing is left
+/// alone.
+pub fn apply_whiteouts(merged: &Path, whiteouts: &[PathBuf]) -> Result<(), UnpackError> {
+    let io_err = |path: &Path| {
+        let path = path.to_string_lossy().into_owned();
+        move |e: rustix::io::Errno| UnpackError::Io {
+            path,
+            target: merged.to_owned(),
+            source: e.into(),
+        }
+    };
+    let root = Root::open(merged).map_err(|source| UnpackError::Io {
+        path: String::new(),
+        target: merged.to_owned(),
+        source,
+    })?;
+    for path in whiteouts {
+        let resolved = match root.resolve_parent(path, Escape::Refuse, false) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() || matches!(e, InRootError::NotADirectory { .. }) => {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match rfs::statat(&resolved.parent, &resolved.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => remove_all(&resolved.parent, &resolved.name).map_err(io_err(path))?,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Applies the stored layer `digest` onto `target`, verifying the blob as it is read.

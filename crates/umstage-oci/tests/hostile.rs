@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use umstage_oci::tarball::{EntryKind, Header, write_end, write_header, write_padding};
-use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack};
+use umstage_oci::unpack::{UnpackMode, UnpackOptions, apply_whiteouts, unpack};
 
 enum Item {
     File(String, &'static [u8]),
@@ -324,4 +324,46 @@ fn truncated_and_corrupt_streams_are_errors() {
     let mut bad = good.clone();
     bad[10] ^= 0x40;
     arena.refuse(&bad, UnpackMode::Plain, "checksum");
+}
+
+#[test]
+fn overlay_whiteouts_under_lower_symlinks_are_applied_in_the_merged_view() {
+    let arena = Arena::new();
+    let layer_dir = arena.root().join("layer");
+    let layer = tar(&[
+        Item::File("a/.wh.x".into(), b""),
+        Item::File("missing/.wh.y".into(), b""),
+        Item::File("up/.wh.secret".into(), b""),
+    ]);
+    let options = UnpackOptions {
+        mode: UnpackMode::Overlay { userxattr: true },
+        ..Default::default()
+    };
+    let report = unpack(layer.as_slice(), &layer_dir, &options).unwrap();
+    // Nothing is made up in the layer: a directory `a` there would hide the lower symlink.
+    assert_eq!(std::fs::read_dir(&layer_dir).unwrap().count(), 0);
+    assert_eq!(
+        report.deferred_whiteouts,
+        ["a/x", "missing/y", "up/secret"].map(PathBuf::from)
+    );
+
+    // The merged view: a lower layer made `/a` a symlink to `/b`.
+    let merged = arena.root().join("merged");
+    std::fs::create_dir_all(merged.join("b/x")).unwrap();
+    std::fs::write(merged.join("b/x/f"), b"f").unwrap();
+    std::fs::write(merged.join("b/keep"), b"keep").unwrap();
+    std::os::unix::fs::symlink("/b", merged.join("a")).unwrap();
+    apply_whiteouts(&merged, &report.deferred_whiteouts[..2]).unwrap();
+    assert!(!merged.join("b/x").exists());
+    assert!(merged.join("b/keep").is_file());
+    assert!(merged.join("a").is_symlink());
+
+    // Through a link that climbs out, a whiteout is refused and the host file stays.
+    std::os::unix::fs::symlink("../../outside", merged.join("up")).unwrap();
+    let err = apply_whiteouts(&merged, &report.deferred_whiteouts).unwrap_err();
+    assert!(err.to_string().contains("leads outside the root"), "{err}");
+    assert_eq!(
+        std::fs::read(arena.outside().join("secret")).unwrap(),
+        b"keep me"
+    );
 }

@@ -84,7 +84,7 @@ impl InRoot {
     /// Resolves the path inside its root to an `O_PATH` descriptor of what it names.
     fn resolve(&self) -> Result<OwnedFd, SandboxError> {
         let root = Root::open(&self.root).map_err(at("open", &self.root))?;
-        root.resolve(&self.path, Escape::Clamp)
+        root.open_resolved(&self.path, Escape::Clamp)
             .map_err(|e| SandboxError::Source(self.clone(), e))
     }
 }
