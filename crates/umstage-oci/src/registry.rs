@@ -1,15 +1,20 @@
 //! The registry client: pull and push images between a registry and the content store, on top
 //! of the `oci-client` crate (transport, token handshake, chunked uploads).
 
+mod clients;
+mod error;
+mod fetch;
+mod limits;
+
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use base64::Engine;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::RegistryOperation;
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, RegistryOperation};
 use oci_spec::image::Descriptor;
 
 use crate::auth::{AuthStore, Credential};
@@ -17,85 +22,15 @@ use crate::digest::{self, Digest};
 use crate::image::{Image, ImageError, Manifest, Platform, media, parse_manifest, select_platform};
 use crate::reference::{Reference, repository_name};
 use crate::store::{ContentStore, StoreError};
+use clients::{SharedClients, Transport};
+use error::Origin;
+pub use error::RegistryError;
+pub use limits::Limits;
 
 /// Layers downloaded or uploaded at once.
 const PARALLEL_TRANSFERS: usize = 3;
 /// Size of the pieces a blob is uploaded in.
 const UPLOAD_PIECE: usize = 4 << 20;
-
-/// A registry operation failed. Messages name the registry and reference, never credentials.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// The registry refused our credentials, or wants some and we have none (HTTP 401).
-    #[error("{registry}: authentication required for {reference} ({hint})")]
-    Unauthorized {
-        /// The registry host.
-        registry: String,
-        /// The image reference.
-        reference: String,
-        /// Whether credentials were sent.
-        hint: &'static str,
-    },
-    /// Authenticated but not allowed (HTTP 403 / `DENIED`).
-    #[error("{registry}: access to {reference} denied")]
-    Denied {
-        /// The registry host.
-        registry: String,
-        /// The image reference.
-        reference: String,
-    },
-    /// The image, tag or blob does not exist (HTTP 404).
-    #[error("{registry}: {reference} not found{}", what.as_ref().map(|w| format!(" ({w})")).unwrap_or_default())]
-    NotFound {
-        /// The registry host.
-        registry: String,
-        /// The image reference.
-        reference: String,
-        /// What was missing, if not the image itself.
-        what: Option<String>,
-    },
-    /// The registry could not be reached at all.
-    #[error("{registry} is unreachable ({scheme}): {detail}")]
-    Unreachable {
-        /// The registry host.
-        registry: String,
-        /// `http` or `https`.
-        scheme: &'static str,
-        /// The network error.
-        detail: String,
-    },
-    /// The registry answered something else that went wrong.
-    #[error("{registry}: {reference}: {detail}")]
-    Protocol {
-        /// The registry host.
-        registry: String,
-        /// The image reference.
-        reference: String,
-        /// What the registry answered.
-        detail: String,
-    },
-    /// Content from the registry did not match its digest.
-    #[error("{registry}: {reference}: content does not match its digest: {detail}")]
-    Mismatch {
-        /// The registry host.
-        registry: String,
-        /// The image reference.
-        reference: String,
-        /// Which content.
-        detail: String,
-    },
-    /// The pulled image is not usable.
-    #[error("{reference}: {source}")]
-    Image {
-        /// The image reference.
-        reference: String,
-        /// The problem.
-        source: Box<ImageError>,
-    },
-    /// The content store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -153,199 +88,41 @@ pub fn is_loopback(registry: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct RegistryClient {
     options: RegistryOptions,
+    limits: Limits,
     clients: SharedClients,
 }
 
-/// The HTTP and HTTPS clients, each built on first use and shared by every session: building
-/// one loads the system's TLS roots, which costs more than the rest of a warm build's pull.
-#[derive(Clone, Default)]
-struct SharedClients {
-    http: Arc<OnceLock<Client>>,
-    https: Arc<OnceLock<Client>>,
-}
-
-impl std::fmt::Debug for SharedClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedClients")
-            .field("http", &self.http.get().is_some())
-            .field("https", &self.https.get().is_some())
-            .finish()
-    }
-}
-
-impl SharedClients {
-    fn get(&self, protocol: ClientProtocol) -> Client {
-        let cell = match protocol {
-            ClientProtocol::Http => &self.http,
-            _ => &self.https,
-        };
-        cell.get_or_init(|| {
-            Client::new(ClientConfig {
-                protocol,
-                ..Default::default()
-            })
-        })
-        .clone()
-    }
-}
-
+/// One reference's registry, signed in for one operation.
 struct Session {
-    client: Client,
-    auth: RegistryAuth,
-    had_credentials: bool,
-    registry: String,
-    scheme: &'static str,
-    reference: String,
+    transport: Transport,
+    /// The `Authorization` header for requests made without `oci-client`.
+    authorization: Option<String>,
+    origin: Origin,
 }
 
 impl Session {
     /// Uploads manifest or index bytes as they are (so the digest is kept) under `reference`.
     async fn put_manifest(
         &self,
+        limits: &Limits,
         reference: &Reference,
         bytes: Vec<u8>,
         media_type: &str,
     ) -> Result<()> {
-        let content_type = media_type.parse().map_err(|_| RegistryError::Protocol {
-            registry: self.registry.clone(),
-            reference: self.reference.clone(),
-            detail: format!("invalid media type {media_type:?}"),
+        let content_type: reqwest::header::HeaderValue = media_type.parse().map_err(|_| {
+            self.origin
+                .protocol(format!("invalid media type {media_type:?}"))
         })?;
-        self.client
-            .push_manifest_raw(reference, bytes, content_type)
-            .await
-            .map_err(|e| self.error(e))?;
+        limits
+            .retry(|| async {
+                self.transport
+                    .oci
+                    .push_manifest_raw(reference, bytes.clone(), content_type.clone())
+                    .await
+                    .map_err(|e| self.origin.oci(e, "uploading the manifest"))
+            })
+            .await?;
         Ok(())
-    }
-
-    fn error(&self, e: OciDistributionError) -> RegistryError {
-        let registry = self.registry.clone();
-        let reference = self.reference.clone();
-        let hint = if self.had_credentials {
-            "the credentials were rejected"
-        } else {
-            "no credentials found for this registry"
-        };
-        let code_error = |code: &OciErrorCode, message: String| match code {
-            OciErrorCode::Unauthorized => RegistryError::Unauthorized {
-                registry: registry.clone(),
-                reference: reference.clone(),
-                hint,
-            },
-            OciErrorCode::Denied => RegistryError::Denied {
-                registry: registry.clone(),
-                reference: reference.clone(),
-            },
-            OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound => {
-                RegistryError::NotFound {
-                    registry: registry.clone(),
-                    reference: reference.clone(),
-                    what: None,
-                }
-            }
-            OciErrorCode::BlobUnknown => RegistryError::NotFound {
-                registry: registry.clone(),
-                reference: reference.clone(),
-                what: Some(message),
-            },
-            _ => RegistryError::Protocol {
-                registry: registry.clone(),
-                reference: reference.clone(),
-                detail: message,
-            },
-        };
-        match e {
-            OciDistributionError::AuthenticationFailure(_)
-            | OciDistributionError::UnauthorizedError { .. } => RegistryError::Unauthorized {
-                registry,
-                reference,
-                hint,
-            },
-            OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound {
-                registry,
-                reference,
-                what: None,
-            },
-            OciDistributionError::RegistryError { envelope, .. } => match envelope.errors.first() {
-                Some(first) => code_error(&first.code, first.message.clone()),
-                None => RegistryError::Protocol {
-                    registry,
-                    reference,
-                    detail: "empty error response".into(),
-                },
-            },
-            OciDistributionError::ServerError { code: 401, .. } => RegistryError::Unauthorized {
-                registry,
-                reference,
-                hint,
-            },
-            OciDistributionError::ServerError { code: 403, .. } => RegistryError::Denied {
-                registry,
-                reference,
-            },
-            OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound {
-                registry,
-                reference,
-                what: None,
-            },
-            OciDistributionError::ServerError { code, message, .. } => RegistryError::Protocol {
-                registry,
-                reference,
-                detail: format!(
-                    "HTTP {code}: {}",
-                    message.chars().take(200).collect::<String>()
-                ),
-            },
-            OciDistributionError::RequestError(e)
-                if e.status().is_some_and(|s| s.as_u16() == 401) =>
-            {
-                RegistryError::Unauthorized {
-                    registry,
-                    reference,
-                    hint,
-                }
-            }
-            OciDistributionError::RequestError(e)
-                if e.status().is_some_and(|s| s.as_u16() == 403) =>
-            {
-                RegistryError::Denied {
-                    registry,
-                    reference,
-                }
-            }
-            OciDistributionError::RequestError(e)
-                if e.status().is_some_and(|s| s.as_u16() == 404) =>
-            {
-                RegistryError::NotFound {
-                    registry,
-                    reference,
-                    what: e.url().map(|u| u.path().to_owned()),
-                }
-            }
-            OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
-                let mut detail = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    detail = format!("{detail}: {s}");
-                    source = s.source();
-                }
-                RegistryError::Unreachable {
-                    registry,
-                    scheme: self.scheme,
-                    detail,
-                }
-            }
-            OciDistributionError::DigestError(e) => RegistryError::Mismatch {
-                registry,
-                reference,
-                detail: e.to_string(),
-            },
-            other => RegistryError::Protocol {
-                registry,
-                reference,
-                detail: other.to_string(),
-            },
-        }
     }
 }
 
@@ -359,11 +136,22 @@ fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
 }
 
 impl RegistryClient {
-    /// A client with `options`.
+    /// A client with `options` and the default [`Limits`].
     pub fn new(options: RegistryOptions) -> Self {
         Self {
             options,
+            limits: Limits::default(),
             clients: SharedClients::default(),
+        }
+    }
+
+    /// This client with other timeouts, retries and size limits.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self {
+            limits,
+            // Clients carry their timeouts: new ones for the new limits.
+            clients: SharedClients::default(),
+            ..self
         }
     }
 
@@ -376,12 +164,13 @@ impl RegistryClient {
         let registry = reference.registry().to_owned();
         let plain_http =
             is_loopback(&registry) || self.options.insecure_registries.contains(&registry);
-        let protocol = if plain_http {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        };
-        let client = self.clients.get(protocol);
+        let transport = self
+            .clients
+            .get(plain_http, &self.limits)
+            .map_err(|detail| RegistryError::Tls {
+                registry: registry.clone(),
+                detail,
+            })?;
         let mut credential = self.options.auth.lookup(&registry, reference.repository());
         if credential == Credential::Anonymous
             && let Some(helper) = self.options.auth.helper(&registry)
@@ -400,24 +189,39 @@ impl RegistryClient {
             };
         }
         let had_credentials = credential != Credential::Anonymous;
-        let auth = match credential {
-            Credential::Anonymous => RegistryAuth::Anonymous,
-            Credential::Basic { username, password } => RegistryAuth::Basic(username, password),
+        let (auth, basic) = match credential {
+            Credential::Anonymous => (RegistryAuth::Anonymous, None),
+            Credential::Basic { username, password } => {
+                let header = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                );
+                (RegistryAuth::Basic(username, password), Some(header))
+            }
         };
-        let session = Session {
-            client,
-            auth,
-            had_credentials,
+        let origin = Origin {
             registry,
-            scheme: if plain_http { "http" } else { "https" },
             reference: reference.whole(),
+            scheme: if plain_http { "http" } else { "https" },
+            had_credentials,
+            read_timeout: self.limits.read_timeout,
         };
-        session
-            .client
-            .auth(reference, &session.auth, operation)
-            .await
-            .map_err(|e| session.error(e))?;
-        Ok(session)
+        let token = self
+            .limits
+            .retry(|| async {
+                transport
+                    .oci
+                    .auth(reference, &auth, operation)
+                    .await
+                    .map_err(|e| origin.oci(e, "signing in"))
+            })
+            .await?;
+        Ok(Session {
+            transport,
+            authorization: token.map(|t| format!("Bearer {t}")).or(basic),
+            origin,
+        })
     }
 
     /// Pulls `reference` for `platform` into `store` (blobs already present are not fetched again)
@@ -457,6 +261,13 @@ impl RegistryClient {
                 reason: "an index inside an index".into(),
             }));
         };
+        // Every blob is refused once it passes its descriptor's size: this bounds the config.
+        if manifest.config().size() > self.limits.max_config {
+            return Err(session.origin.too_large(
+                format!("config {}", manifest.config().digest()),
+                self.limits.max_config,
+            ));
+        }
         let mut blobs = vec![manifest.config().clone()];
         blobs.extend(manifest.layers().iter().cloned());
         let session = &session;
@@ -486,27 +297,25 @@ impl RegistryClient {
             ),
             None => reference.clone(),
         };
-        let (bytes, _) = session
-            .client
-            .pull_manifest_raw(&target, &session.auth, &media::MANIFEST_TYPES)
-            .await
-            .map_err(|e| session.error(e))?;
-        if bytes.len() as u64 > crate::image::MAX_JSON_SIZE {
-            return Err(RegistryError::Protocol {
-                registry: session.registry.clone(),
-                reference: session.reference.clone(),
-                detail: "manifest too large".into(),
-            });
-        }
+        let bytes = self
+            .limits
+            .retry(|| {
+                fetch::manifest(
+                    &session.transport.http,
+                    &session.origin,
+                    &target,
+                    session.authorization.as_deref(),
+                    self.limits.max_manifest,
+                )
+            })
+            .await?;
         let actual = digest::sha256(&bytes);
         if let Some(expected) = digest
             && expected != actual.to_string()
         {
-            return Err(RegistryError::Mismatch {
-                registry: session.registry.clone(),
-                reference: session.reference.clone(),
-                detail: format!("manifest {expected} arrived as {actual}"),
-            });
+            return Err(session
+                .origin
+                .mismatch(format!("manifest {expected} arrived as {actual}")));
         }
         Ok(store.put(&bytes)?.digest)
     }
@@ -530,31 +339,9 @@ impl RegistryClient {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut stream = session
-            .client
-            .pull_blob_stream(reference, &oci_descriptor(descriptor))
+        self.limits
+            .retry(|| download_blob(session, store, reference, descriptor))
             .await
-            .map_err(|e| session.error(e))?;
-        let mut writer = store.writer_for(digest)?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Protocol {
-                registry: session.registry.clone(),
-                reference: session.reference.clone(),
-                detail: format!("downloading {digest}: {e}"),
-            })?;
-            std::io::Write::write_all(&mut writer, &chunk).map_err(StoreError::Source)?;
-        }
-        writer.commit().map_err(|e| match e {
-            StoreError::Mismatch {
-                expected, actual, ..
-            } => RegistryError::Mismatch {
-                registry: session.registry.clone(),
-                reference: session.reference.clone(),
-                detail: format!("blob {expected} arrived as {actual}"),
-            },
-            other => other.into(),
-        })?;
-        Ok(())
     }
 
     /// Pushes `image` (its blobs from `store`) to `reference`: blobs the registry has are skipped,
@@ -580,7 +367,12 @@ impl RegistryClient {
         .await?;
         let bytes = store.read(image.digest(), crate::image::MAX_JSON_SIZE)?;
         session
-            .put_manifest(reference, bytes, image.descriptor.media_type().as_ref())
+            .put_manifest(
+                &self.limits,
+                reference,
+                bytes,
+                image.descriptor.media_type().as_ref(),
+            )
             .await?;
         Ok(image.digest().clone())
     }
@@ -608,7 +400,7 @@ impl RegistryClient {
         let session = self.session(reference, RegistryOperation::Push).await?;
         let bytes = store.read(index.digest(), crate::image::MAX_JSON_SIZE)?;
         session
-            .put_manifest(reference, bytes, media::OCI_INDEX)
+            .put_manifest(&self.limits, reference, bytes, media::OCI_INDEX)
             .await?;
         Ok(index.digest().clone())
     }
@@ -622,18 +414,29 @@ impl RegistryClient {
         descriptor: &Descriptor,
     ) -> Result<()> {
         let digest = descriptor.digest().to_string();
-        if session
-            .client
-            .blob_exists(reference, &digest)
-            .await
-            .map_err(|e| session.error(e))?
-        {
+        let exists = self
+            .limits
+            .retry(|| async {
+                session
+                    .transport
+                    .oci
+                    .blob_exists(reference, &digest)
+                    .await
+                    .map_err(|e| session.origin.oci(e, "checking for a blob"))
+            })
+            .await?;
+        if exists {
             return Ok(());
         }
         if let Some(source) = mount_from.filter(|s| {
             s.registry() == reference.registry() && s.repository() != reference.repository()
         }) {
-            match session.client.mount_blob(reference, source, &digest).await {
+            match session
+                .transport
+                .oci
+                .mount_blob(reference, source, &digest)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => tracing::debug!(
                     "mounting {digest} from {} failed, uploading: {e}",
@@ -641,32 +444,104 @@ impl RegistryClient {
                 ),
             }
         }
-        let reader = store.open_blob(descriptor.digest())?;
-        let pieces = stream::try_unfold(reader, |mut reader| async move {
-            let mut buf = vec![0u8; UPLOAD_PIECE];
-            let mut filled = 0;
-            while filled < buf.len() {
-                let n = std::io::Read::read(&mut reader, &mut buf[filled..]).map_err(|e| {
-                    OciDistributionError::GenericError(Some(format!("reading the blob: {e}")))
-                })?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
-                return Ok(None);
-            }
-            buf.truncate(filled);
-            Ok(Some((bytes::Bytes::from(buf), reader)))
-        });
-        session
-            .client
-            .push_blob_stream(reference, pieces, &digest, Some(descriptor.size()))
+        self.limits
+            .retry(|| upload_blob(session, store, reference, descriptor))
             .await
-            .map_err(|e| session.error(e))?;
-        Ok(())
     }
+}
+
+/// One try at downloading a blob into `store`, refusing more bytes than its descriptor gives.
+async fn download_blob(
+    session: &Session,
+    store: &ContentStore,
+    reference: &Reference,
+    descriptor: &Descriptor,
+) -> Result<()> {
+    let digest = descriptor.digest();
+    let expected = descriptor.size();
+    let what = format!("downloading blob {digest}");
+    let origin = &session.origin;
+    let mut stream = session
+        .transport
+        .oci
+        .pull_blob_stream(reference, &oci_descriptor(descriptor))
+        .await
+        .map_err(|e| origin.oci(e, &what))?;
+    let mut writer = store.writer_for(digest)?;
+    let mut got: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let digest_error = error::chain(&e).find_map(|c| c.downcast_ref::<DigestError>());
+                return Err(match origin.transport(&e, &what) {
+                    _ if let Some(DigestError::VerificationError { actual, .. }) = digest_error => {
+                        origin.mismatch(format!("blob {digest} arrived as {actual}"))
+                    }
+                    _ if let Some(other) = digest_error => {
+                        origin.mismatch(format!("blob {digest}: {other}"))
+                    }
+                    RegistryError::Transfer { .. } if got < expected => {
+                        origin.truncated(digest.to_string(), expected, got)
+                    }
+                    other => other,
+                });
+            }
+        };
+        got += chunk.len() as u64;
+        if got > expected {
+            return Err(origin.mismatch(format!(
+                "blob {digest} is longer than the {expected} bytes its descriptor gives"
+            )));
+        }
+        std::io::Write::write_all(&mut writer, &chunk).map_err(StoreError::Source)?;
+    }
+    if got < expected {
+        return Err(origin.truncated(digest.to_string(), expected, got));
+    }
+    writer.commit().map_err(|e| match e {
+        StoreError::Mismatch {
+            expected, actual, ..
+        } => origin.mismatch(format!("blob {expected} arrived as {actual}")),
+        other => other.into(),
+    })?;
+    Ok(())
+}
+
+/// One try at uploading a blob from `store`, in pieces.
+async fn upload_blob(
+    session: &Session,
+    store: &ContentStore,
+    reference: &Reference,
+    descriptor: &Descriptor,
+) -> Result<()> {
+    let reader = store.open_blob(descriptor.digest())?;
+    let pieces = stream::try_unfold(reader, |mut reader| async move {
+        let mut buf = vec![0u8; UPLOAD_PIECE];
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = std::io::Read::read(&mut reader, &mut buf[filled..]).map_err(|e| {
+                OciDistributionError::GenericError(Some(format!("reading the blob: {e}")))
+            })?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Ok(None);
+        }
+        buf.truncate(filled);
+        Ok(Some((bytes::Bytes::from(buf), reader)))
+    });
+    let digest = descriptor.digest().to_string();
+    session
+        .transport
+        .oci
+        .push_blob_stream(reference, pieces, &digest, Some(descriptor.size()))
+        .await
+        .map_err(|e| session.origin.oci(e, &format!("uploading blob {digest}")))?;
+    Ok(())
 }
 
 /// Runs a registry future to completion, for callers that are not async.

@@ -15,7 +15,11 @@ use umstage_build::request::{BuildRequest, BuildResult, SnapshotterChoice};
 
 use cli::{BuildArgs, Cli, Command, DebugCommand, ProgressMode};
 
+/// The status of a process that panicked, as Rust's own.
+const PANICKED: i32 = 101;
+
 fn main() -> ExitCode {
+    exit_on_panic();
     // Before anything else (no thread may exist yet): the RUN sandbox helper and the second
     // half of the user-namespace re-exec.
     umstage_snapshot::dispatch();
@@ -46,6 +50,34 @@ fn main() -> ExitCode {
             report(admin::prune(&root, args.all, args.keep_storage))
         }
     }
+}
+
+/// Makes a panic in any thread end the whole process at once, with an error: left to unwind,
+/// a panicking worker leaves the threads waiting on it waiting forever (a build that hangs,
+/// deaf to SIGTERM). In the user-namespace child, the parent then exits with this status too,
+/// and the sandboxes die with their init; nothing is left running.
+fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        use std::io::Write;
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
+            _ => String::new(),
+        };
+        // A closed standard error must not make this panic again.
+        let _ = writeln!(
+            std::io::stderr(),
+            "umstage: error: internal error (a bug in umstage): thread '{}' panicked{location}: {}{backtrace}",
+            thread.name().unwrap_or("unnamed"),
+            info.payload_as_str().unwrap_or("(no message)"),
+        );
+        std::process::exit(PANICKED);
+    }));
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

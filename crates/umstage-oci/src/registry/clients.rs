@@ -1,0 +1,82 @@
+//! The HTTP clients a registry is talked to with, built once per protocol and shared: building
+//! one loads the system's TLS roots, which costs more than the rest of a warm build's pull.
+
+use std::sync::{Arc, OnceLock};
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+
+use super::error::causes;
+use super::limits::Limits;
+
+/// `oci-client` for the token handshake, blobs and pushes; plain `reqwest` for manifests, which
+/// `oci-client` would read whole whatever their size.
+#[derive(Clone)]
+pub(super) struct Transport {
+    pub oci: oci_client::Client,
+    pub http: reqwest::Client,
+}
+
+impl Transport {
+    /// Clients with `limits`' timeouts; `plain_http` for registries reached without TLS.
+    ///
+    /// Those verify no certificates (Docker's meaning of an insecure registry, loopback
+    /// included): so they need no CA roots, and a redirect to HTTPS is no less safe than the
+    /// plain HTTP already accepted. An HTTPS client on a machine with no CA roots is an error
+    /// here, never the panic `oci_client::Client::new` falls back to.
+    fn new(plain_http: bool, limits: &Limits) -> Result<Self, String> {
+        let protocol = if plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        let no_roots = |detail: String| {
+            format!(
+                "{detail} (install the CA certificates, e.g. Debian's ca-certificates, or name a bundle with SSL_CERT_FILE)"
+            )
+        };
+        let oci = oci_client::Client::try_from(ClientConfig {
+            protocol,
+            accept_invalid_certificates: plain_http,
+            connect_timeout: Some(limits.connect_timeout),
+            read_timeout: Some(limits.read_timeout),
+            ..Default::default()
+        })
+        .map_err(|e| no_roots(causes(&e)))?;
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(plain_http)
+            .connect_timeout(limits.connect_timeout)
+            .read_timeout(limits.read_timeout)
+            .user_agent(concat!("umstage/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| no_roots(causes(&e)))?;
+        Ok(Self { oci, http })
+    }
+}
+
+/// The plain-HTTP and the HTTPS transport, each made on first use.
+#[derive(Clone, Default)]
+pub(super) struct SharedClients {
+    http: Arc<OnceLock<Transport>>,
+    https: Arc<OnceLock<Transport>>,
+}
+
+impl std::fmt::Debug for SharedClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedClients")
+            .field("http", &self.http.get().is_some())
+            .field("https", &self.https.get().is_some())
+            .finish()
+    }
+}
+
+impl SharedClients {
+    /// The transport for plain HTTP or HTTPS; an error (not cached) when it cannot be made.
+    pub fn get(&self, plain_http: bool, limits: &Limits) -> Result<Transport, String> {
+        let cell = if plain_http { &self.http } else { &self.https };
+        if let Some(made) = cell.get() {
+            return Ok(made.clone());
+        }
+        let made = Transport::new(plain_http, limits)?;
+        Ok(cell.get_or_init(|| made).clone())
+    }
+}
