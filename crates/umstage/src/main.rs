@@ -1,6 +1,7 @@
 //! `umstage`: builds container images from Dockerfiles with no daemon and no root.
 
 mod admin;
+mod ca_roots;
 mod cli;
 mod progress;
 
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     // Before anything else (no thread may exist yet): the RUN sandbox helper and the second
     // half of the user-namespace re-exec.
     umstage_snapshot::dispatch();
+    ca_roots::ensure_root_store_not_empty();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let root = match state_root(cli.root.as_deref()) {
