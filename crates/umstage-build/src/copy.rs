@@ -160,11 +160,17 @@ impl<'a> SourceTree<'a> {
             if self.ignored(&rel) {
                 return Err(CopyError::NotFound(pattern.to_string()));
             }
-            return match self.follow(&rel) {
-                Ok(real) if self.host.join(&real).symlink_metadata().is_ok() => Ok(vec![rel]),
+            return match self.root.resolve(&rel, Escape::Clamp) {
+                Ok((at, _))
+                    if rfs::statat(&at.parent, &at.name, AtFlags::SYMLINK_NOFOLLOW).is_ok() =>
+                {
+                    Ok(vec![rel])
+                }
                 Ok(_) => Err(CopyError::NotFound(pattern.to_string())),
-                Err(e) if is_not_found(&e) => Err(CopyError::NotFound(pattern.to_string())),
-                Err(e) => Err(e),
+                Err(e) if e.is_not_found() || matches!(e, InRootError::NotADirectory { .. }) => {
+                    Err(CopyError::NotFound(pattern.to_string()))
+                }
+                Err(e) => Err(e.into()),
             };
         }
         // Walk from the longest directory prefix without wildcards.
