@@ -592,12 +592,7 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
                     io::Write::write_all(&mut out, data).map_err(io_err(path))?
                 }
                 _ => {
-                    // The plan saw a regular file here: never follow a symlink put in its place.
-                    let mut input = fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-                        .open(&item.src)
-                        .map_err(io_err(&item.src_rel))?;
+                    let mut input = open_source(&item.src).map_err(io_err(&item.src_rel))?;
                     io::copy(&mut input, &mut out).map_err(io_err(path))?;
                 }
             }
@@ -663,6 +658,15 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
     )
     .map_err(errno(&item.dest))?;
     chmod_nofollow(parent, name, item.mode).map_err(errno(&item.dest))
+}
+
+/// Opens a source file that the plan saw as a regular file, never following a symlink put in
+/// its place since.
+pub(crate) fn open_source(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
 }
 
 /// Whether `path` (absolute inside `root`) is an existing directory, symlinks followed inside
