@@ -1,7 +1,6 @@
 //! What ADD does beyond COPY: local archives are extracted, http(s) sources are downloaded
 //! (checked against `--checksum` when given).
 
-use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,7 @@ use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
 /// Whether the file is a tar archive, compressed (gzip, bzip2, xz, zstd) or not: as BuildKit,
 /// a compressed file that is not a tar inside (a plain `.gz`) is copied, not extracted.
 pub fn is_archive(path: &Path) -> bool {
-    let Ok(f) = open_nofollow(path) else {
+    let Ok(f) = copy::open_source(path) else {
         return false;
     };
     let Ok(mut reader) = umstage_oci::compress::decompress(f) else {
@@ -32,15 +31,6 @@ pub fn is_archive(path: &Path) -> bool {
     n == head.len() && &head[257..262] == b"ustar"
 }
 
-/// Opens a source file the plan saw as a regular file, never following a symlink put there since.
-fn open_nofollow(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-}
-
 /// Extracts the archive `src` into the directory `target` (absolute inside `root`, existing).
 /// Entries keep the owners the archive gives them, unless `owner` overrides (for the
 /// archive's entries only: what `target` already held keeps its owner).
@@ -53,7 +43,7 @@ pub fn extract(
     let dir = root
         .resolve_dir(target, Escape::Clamp, false)
         .map_err(|e| e.to_string())?;
-    let file = open_nofollow(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let file = copy::open_source(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let options = UnpackOptions {
         mode: UnpackMode::Extract,
         owner,
@@ -167,6 +157,7 @@ fn url_file_name(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn url_names() {

@@ -160,11 +160,17 @@ impl<'a> SourceTree<'a> {
             if self.ignored(&rel) {
                 return Err(CopyError::NotFound(pattern.to_string()));
             }
-            return match self.follow(&rel) {
-                Ok(real) if self.host.join(&real).symlink_metadata().is_ok() => Ok(vec![rel]),
+            return match self.root.resolve(&rel, Escape::Clamp) {
+                Ok((at, _))
+                    if rfs::statat(&at.parent, &at.name, AtFlags::SYMLINK_NOFOLLOW).is_ok() =>
+                {
+                    Ok(vec![rel])
+                }
                 Ok(_) => Err(CopyError::NotFound(pattern.to_string())),
-                Err(e) if is_not_found(&e) => Err(CopyError::NotFound(pattern.to_string())),
-                Err(e) => Err(e),
+                Err(e) if e.is_not_found() || matches!(e, InRootError::NotADirectory { .. }) => {
+                    Err(CopyError::NotFound(pattern.to_string()))
+                }
+                Err(e) => Err(e.into()),
             };
         }
         // Walk from the longest directory prefix without wildcards.
@@ -586,12 +592,7 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
                     io::Write::write_all(&mut out, data).map_err(io_err(path))?
                 }
                 _ => {
-                    // The plan saw a regular file here: never follow a symlink put in its place.
-                    let mut input = fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-                        .open(&item.src)
-                        .map_err(io_err(&item.src_rel))?;
+                    let mut input = open_source(&item.src).map_err(io_err(&item.src_rel))?;
                     io::copy(&mut input, &mut out).map_err(io_err(path))?;
                 }
             }
@@ -657,6 +658,15 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
     )
     .map_err(errno(&item.dest))?;
     chmod_nofollow(parent, name, item.mode).map_err(errno(&item.dest))
+}
+
+/// Opens a source file that the plan saw as a regular file, never following a symlink put in
+/// its place since.
+pub(crate) fn open_source(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
 }
 
 /// Whether `path` (absolute inside `root`) is an existing directory, symlinks followed inside

@@ -170,9 +170,9 @@ fn parse(reader: impl BufRead) -> HashMap<PathBuf, (Stat, [u8; 32])> {
     out
 }
 
-/// The sha256 of a file's content, read in large chunks.
+/// The sha256 of a source file's content, read in large chunks (never through a final symlink).
 pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
-    let mut f = fs::File::open(path)?;
+    let mut f = crate::copy::open_source(path)?;
     let mut hasher = Sha256::new();
     io::copy(&mut f, &mut hasher)?;
     Ok(hasher.finalize().into())

@@ -2,15 +2,18 @@
 //! final filesystem as a directory or a tar.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use umstage_oci::archive::{ArchiveOptions, TaggedImage, write_archive, write_layout_dir};
 use umstage_oci::changes::{Change, ChangeKind, ChangeSet};
 use umstage_oci::image::write_image;
-use umstage_oci::inroot::Root;
+use umstage_oci::inroot::{Escape, Root};
 use umstage_oci::layer::{LayerOptions, write_tar};
 use umstage_oci::{ContentStore, ManifestFormat};
 
@@ -279,15 +282,31 @@ fn with_rootfs(
 }
 
 /// A change set adding every entry of `root`, for writing a whole filesystem as one tar.
-/// Every path under `root` as an upsert: a whole tree as one layer.
+/// Every path under `root` as an upsert: a whole tree as one layer. Directories are listed
+/// through descriptors resolved inside `root`, so a symlink is listed, never entered.
 pub(crate) fn whole_tree(root: &Path) -> io::Result<ChangeSet> {
+    let tree = Root::open(root)?;
     let mut changes = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        for entry in fs::read_dir(root.join(&rel))? {
+        let at = tree
+            .resolve_dir(&rel, Escape::Refuse, false)
+            .map_err(io::Error::other)?;
+        let dir = rfs::openat(
+            &at,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        for entry in rfs::Dir::read_from(&dir)? {
             let entry = entry?;
-            let path = rel.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = rel.join(name);
+            let stat = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
                 stack.push(path.clone());
             }
             changes.push(Change {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use umstage_oci::config::ImageConfig;
-use umstage_oci::unpack::{UnpackMode, UnpackOptions, apply_whiteouts, unpack_blob};
+use umstage_oci::unpack::{UnpackMode, UnpackOptions, apply_deferred, unpack_blob};
 use umstage_oci::{ContentStore, Digest};
 use umstage_snapshot::{LayerTarget, Snapshotter};
 
@@ -177,9 +177,9 @@ impl Unpacker {
                 };
                 let report =
                     unpack_blob(store, &digest, &dir, &options).map_err(|e| e.to_string())?;
-                if !report.deferred_whiteouts.is_empty() {
+                if !report.deferred.is_empty() {
                     let merged = snapshotter.mount(&key).map_err(|e| e.to_string())?;
-                    apply_whiteouts(merged.path(), &report.deferred_whiteouts)
+                    apply_deferred(merged.path(), &dir, &report.deferred)
                         .map_err(|e| e.to_string())?;
                 }
                 snapshotter.commit(chain, &key).map_err(|e| e.to_string())

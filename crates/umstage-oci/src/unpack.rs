@@ -100,12 +100,26 @@ pub struct UnpackReport {
     pub entries: u64,
     /// Things skipped (device nodes without permission, unsettable owners or xattrs).
     pub warnings: Vec<String>,
-    /// Overlay mode: whiteouts whose parent is not a directory of this layer (it is a lower
-    /// layer's directory or symlink, or nothing). Only the merged view can say what they name:
-    /// apply them there with [`apply_whiteouts`]. A whiteout device in a directory made up for
-    /// it would instead hide a lower symlink and show in listings as a name that cannot be
-    /// opened.
-    pub deferred_whiteouts: Vec<PathBuf>,
+    /// Overlay mode: whiteouts and opaque markers under a path that is not a directory of this
+    /// layer (it is a lower layer's directory or symlink, or nothing). Only the merged view can
+    /// say what they name: apply them there with [`apply_deferred`]. A directory made up for
+    /// them would instead hide a lower symlink, and a whiteout device in it would show in
+    /// listings as a name that cannot be opened.
+    pub deferred: Vec<Deferred>,
+}
+
+/// A whiteout or an opaque marker that an overlay-native unpack leaves to the merged view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deferred {
+    /// Remove what this path names.
+    Whiteout(PathBuf),
+    /// Hide what lower layers hold in this directory.
+    Opaque(PathBuf),
+}
+
+/// Whether resolving failed only because the path's parent is not (yet) a directory here.
+fn not_here(e: &InRootError) -> bool {
+    e.is_not_found() || matches!(e, InRootError::NotADirectory { .. })
 }
 
 /// Unpacking a layer failed; nothing outside the target was touched.
@@ -413,9 +427,11 @@ impl Unpacker<'_> {
         let create = matches!(self.options.mode, UnpackMode::Overlay { .. });
         let resolved = match self.root.resolve_parent(target, Escape::Refuse, false) {
             Ok(r) => r,
-            Err(e) if e.is_not_found() || matches!(e, InRootError::NotADirectory { .. }) => {
+            Err(e) if not_here(&e) => {
                 if create {
-                    self.report.deferred_whiteouts.push(target.to_owned());
+                    self.report
+                        .deferred
+                        .push(Deferred::Whiteout(target.to_owned()));
                 }
                 return Ok(());
             }
@@ -440,45 +456,63 @@ impl Unpacker<'_> {
     }
 
     fn opaque(&mut self, dir: &Path) -> Result<(), UnpackError> {
-        let fd = self.root.resolve_dir(dir, Escape::Refuse, true)?;
-        match self.options.mode {
-            UnpackMode::Overlay { userxattr } => {
-                let key = if userxattr {
-                    "user.overlay.opaque"
-                } else {
-                    "trusted.overlay.opaque"
-                };
-                let at = Resolved {
-                    parent: fd,
-                    name: ".".into(),
-                };
-                rfs::lsetxattr(at.proc_path(), key, b"y", XattrFlags::empty())
-                    .map_err(self.errno(dir))?;
-            }
-            UnpackMode::Plain | UnpackMode::Extract => {
-                let dir_fd = rfs::openat(
-                    &fd,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(self.errno(dir))?;
-                for name in list_dir(&dir_fd).map_err(self.errno(dir))? {
-                    if !self.created.contains(&dir.join(&name)) {
-                        remove_all(&dir_fd, &name).map_err(self.errno(dir))?;
-                    }
+        if let UnpackMode::Overlay { userxattr } = self.options.mode {
+            match self.root.resolve_dir(dir, Escape::Refuse, false) {
+                Ok(fd) => self.mark_opaque(fd, dir, userxattr)?,
+                Err(e) if not_here(&e) => {
+                    self.report.deferred.push(Deferred::Opaque(dir.to_owned()));
                 }
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        let fd = self.root.resolve_dir(dir, Escape::Refuse, true)?;
+        let dir_fd = rfs::openat(
+            &fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(self.errno(dir))?;
+        for name in list_dir(&dir_fd).map_err(self.errno(dir))? {
+            if !self.created.contains(&dir.join(&name)) {
+                remove_all(&dir_fd, &name).map_err(self.errno(dir))?;
             }
         }
         Ok(())
     }
 
+    fn mark_opaque(&self, dir_fd: OwnedFd, dir: &Path, userxattr: bool) -> Result<(), UnpackError> {
+        let key = if userxattr {
+            "user.overlay.opaque"
+        } else {
+            "trusted.overlay.opaque"
+        };
+        let at = Resolved {
+            parent: dir_fd,
+            name: ".".into(),
+        };
+        rfs::lsetxattr(at.proc_path(), key, b"y", XattrFlags::empty()).map_err(self.errno(dir))
+    }
+
     fn finish(&mut self) -> Result<(), UnpackError> {
-        // A whiteout hides what lower layers hold, never what this layer made.
-        let created = &self.created;
-        self.report
-            .deferred_whiteouts
-            .retain(|path| !created.contains(path));
+        if let UnpackMode::Overlay { userxattr } = self.options.mode {
+            for deferred in std::mem::take(&mut self.report.deferred) {
+                match deferred {
+                    // Entries after the marker made the directory in this layer: mark it here.
+                    Deferred::Opaque(dir) => {
+                        match self.root.resolve_dir(&dir, Escape::Refuse, false) {
+                            Ok(fd) => self.mark_opaque(fd, &dir, userxattr)?,
+                            Err(e) if not_here(&e) => {
+                                self.report.deferred.push(Deferred::Opaque(dir))
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    other => self.report.deferred.push(other),
+                }
+            }
+        }
         // Deepest first, so a parent's time is set after its children's.
         for (path, mode, mtime) in std::mem::take(&mut self.dirs).into_iter().rev() {
             let at = self.root.resolve_parent(&path, Escape::Refuse, false)?;
@@ -589,12 +623,25 @@ pub fn unpack_into(
     Ok(unpacker.report)
 }
 
-/// Applies whiteouts that [`UnpackReport::deferred_whiteouts`] left to the merged view mounted at
-/// `merged` (the layer's snapshot with its lower layers): each path is resolved inside that
-/// root, through the lower layers' symlinks as a whole image would, and what it names is
-/// removed (the overlay records the removal in the layer); a path that names nothing is left
-/// alone.
-pub fn apply_whiteouts(merged: &Path, whiteouts: &[PathBuf]) -> Result<(), UnpackError> {
+/// Applies what [`UnpackReport::deferred`] left to the merged view mounted at `merged` (the
+/// layer's snapshot over its lower layers), whose own directory is `layer`. Each path is
+/// resolved inside the merged root, through the lower layers' symlinks as a whole image would:
+/// a whiteout removes what it names, an opaque marker empties its directory (the overlay
+/// records both in the layer), sparing what this layer itself holds there; a path that names
+/// nothing is left alone.
+pub fn apply_deferred(
+    merged: &Path,
+    layer: &Path,
+    deferred: &[Deferred],
+) -> Result<(), UnpackError> {
+    let open = |dir: &Path| {
+        Root::open(dir).map_err(|source| UnpackError::Io {
+            path: String::new(),
+            target: dir.to_owned(),
+            source,
+        })
+    };
+    let (root, own) = (open(merged)?, open(layer)?);
     let io_err = |path: &Path| {
         let path = path.to_string_lossy().into_owned();
         move |e: rustix::io::Errno| UnpackError::Io {
@@ -603,23 +650,43 @@ pub fn apply_whiteouts(merged: &Path, whiteouts: &[PathBuf]) -> Result<(), Unpac
             source: e.into(),
         }
     };
-    let root = Root::open(merged).map_err(|source| UnpackError::Io {
-        path: String::new(),
-        target: merged.to_owned(),
-        source,
-    })?;
-    for path in whiteouts {
-        let resolved = match root.resolve_parent(path, Escape::Refuse, false) {
+    // Whether this layer holds `rel` (a path with every symlink resolved) itself.
+    let ours = |rel: &Path| own.lstat(rel, Escape::Refuse).is_ok();
+    for item in deferred {
+        let (path, opaque) = match item {
+            Deferred::Whiteout(p) => (p, false),
+            Deferred::Opaque(p) => (p, true),
+        };
+        let (resolved, rel) = match root.resolve(path, Escape::Refuse) {
             Ok(r) => r,
-            Err(e) if e.is_not_found() || matches!(e, InRootError::NotADirectory { .. }) => {
-                continue;
-            }
+            Err(e) if not_here(&e) => continue,
             Err(e) => return Err(e.into()),
         };
-        match rfs::statat(&resolved.parent, &resolved.name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => remove_all(&resolved.parent, &resolved.name).map_err(io_err(path))?,
-            Err(rustix::io::Errno::NOENT) => {}
+        let kind = match rfs::statat(&resolved.parent, &resolved.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+            Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => return Err(io_err(path)(e)),
+        };
+        if !opaque {
+            if !ours(&rel) {
+                remove_all(&resolved.parent, &resolved.name).map_err(io_err(path))?;
+            }
+            continue;
+        }
+        if kind != FileType::Directory {
+            continue;
+        }
+        let dir = rfs::openat(
+            &resolved.parent,
+            &resolved.name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err(path))?;
+        for name in list_dir(&dir).map_err(io_err(path))? {
+            if !ours(&rel.join(&name)) {
+                remove_all(&dir, &name).map_err(io_err(path))?;
+            }
         }
     }
     Ok(())

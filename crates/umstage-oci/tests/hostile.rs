@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use umstage_oci::tarball::{EntryKind, Header, write_end, write_header, write_padding};
-use umstage_oci::unpack::{UnpackMode, UnpackOptions, apply_whiteouts, unpack};
+use umstage_oci::unpack::{Deferred, UnpackMode, UnpackOptions, apply_deferred, unpack};
 
 enum Item {
     File(String, &'static [u8]),
@@ -333,6 +333,8 @@ fn overlay_whiteouts_under_lower_symlinks_are_applied_in_the_merged_view() {
     let layer = tar(&[
         Item::File("a/.wh.x".into(), b""),
         Item::File("missing/.wh.y".into(), b""),
+        Item::File("c/.wh..wh..opq".into(), b""),
+        Item::File("d/new".into(), b"new"),
         Item::File("up/.wh.secret".into(), b""),
     ]);
     let options = UnpackOptions {
@@ -340,27 +342,45 @@ fn overlay_whiteouts_under_lower_symlinks_are_applied_in_the_merged_view() {
         ..Default::default()
     };
     let report = unpack(layer.as_slice(), &layer_dir, &options).unwrap();
-    // Nothing is made up in the layer: a directory `a` there would hide the lower symlink.
-    assert_eq!(std::fs::read_dir(&layer_dir).unwrap().count(), 0);
+    // Nothing is made up in the layer: a directory `a` or `c` there would hide a lower symlink.
+    let mut held: Vec<_> = std::fs::read_dir(&layer_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    held.sort();
+    assert_eq!(held, ["d"]);
+    let w = |p: &str| Deferred::Whiteout(PathBuf::from(p));
     assert_eq!(
-        report.deferred_whiteouts,
-        ["a/x", "missing/y", "up/secret"].map(PathBuf::from)
+        report.deferred,
+        [
+            w("a/x"),
+            w("missing/y"),
+            Deferred::Opaque(PathBuf::from("c")),
+            w("up/secret")
+        ]
     );
 
-    // The merged view: a lower layer made `/a` a symlink to `/b`.
+    // The merged view: a lower layer made `/a` a symlink to `/b` and `c` one to `d`.
     let merged = arena.root().join("merged");
     std::fs::create_dir_all(merged.join("b/x")).unwrap();
+    std::fs::create_dir_all(merged.join("d")).unwrap();
     std::fs::write(merged.join("b/x/f"), b"f").unwrap();
     std::fs::write(merged.join("b/keep"), b"keep").unwrap();
+    std::fs::write(merged.join("d/old"), b"old").unwrap();
+    std::fs::write(merged.join("d/new"), b"new").unwrap();
     std::os::unix::fs::symlink("/b", merged.join("a")).unwrap();
-    apply_whiteouts(&merged, &report.deferred_whiteouts[..2]).unwrap();
+    std::os::unix::fs::symlink("d", merged.join("c")).unwrap();
+    apply_deferred(&merged, &layer_dir, &report.deferred[..3]).unwrap();
     assert!(!merged.join("b/x").exists());
     assert!(merged.join("b/keep").is_file());
     assert!(merged.join("a").is_symlink());
+    // The opaque directory loses what lower layers put there, not what this layer did.
+    assert!(!merged.join("d/old").exists());
+    assert!(merged.join("d/new").is_file());
 
     // Through a link that climbs out, a whiteout is refused and the host file stays.
     std::os::unix::fs::symlink("../../outside", merged.join("up")).unwrap();
-    let err = apply_whiteouts(&merged, &report.deferred_whiteouts).unwrap_err();
+    let err = apply_deferred(&merged, &layer_dir, &report.deferred).unwrap_err();
     assert!(err.to_string().contains("leads outside the root"), "{err}");
     assert_eq!(
         std::fs::read(arena.outside().join("secret")).unwrap(),

@@ -518,10 +518,13 @@ fn exports_stay_in_their_destination(snapshotter: &str) -> TestResult {
             l("wb/x/f", ">f\n".into()),
             l("wb/y/g", ">g\n".into()),
             l("wb/keep", ">keep\n".into()),
+            l("oc", "@od".into()),
+            l("od/old", ">old\n".into()),
         ],
     )?;
     // Whiteouts through an absolute and a relative symlink of the lower layer, one that names
-    // nothing, and one through a symlink to the host canary (inside the root: nothing there).
+    // nothing, one through a symlink to the host canary (inside the root: nothing there), and an
+    // opaque marker through a symlink.
     let upper = arena.stage(
         "layer-upper",
         &[
@@ -529,6 +532,7 @@ fn exports_stay_in_their_destination(snapshotter: &str) -> TestResult {
             l("wc/.wh.y", ">".into()),
             l("nothing/.wh.z", ">".into()),
             l("img-abs/.wh.secret", ">".into()),
+            l("oc/.wh..wh..opq", ">".into()),
         ],
     )?;
     let image = image_with_layers(
@@ -539,7 +543,7 @@ fn exports_stay_in_their_destination(snapshotter: &str) -> TestResult {
                 &lower,
                 &[
                     "img-abs", "img-home", "img-rel", "wa", "wc", "wb", "wb/x", "wb/x/f", "wb/y",
-                    "wb/y/g", "wb/keep",
+                    "wb/y/g", "wb/keep", "oc", "od", "od/old",
                 ],
             ),
             (
@@ -549,6 +553,7 @@ fn exports_stay_in_their_destination(snapshotter: &str) -> TestResult {
                     "wc/.wh.y",
                     "nothing/.wh.z",
                     "img-abs/.wh.secret",
+                    "oc/.wh..wh..opq",
                 ],
             ),
         ],
@@ -591,13 +596,15 @@ fn exports_stay_in_their_destination(snapshotter: &str) -> TestResult {
         ("img-home", h.clone()),
         ("run-home", h.clone()),
         ("wa", PathBuf::from("/wb")),
+        ("oc", PathBuf::from("od")),
     ] {
         assert_eq!(fs::read_link(local.join(link))?, target, "{link}");
     }
     assert_eq!(fs::read_to_string(local.join("wb/keep"))?, "keep\n");
-    for gone in ["wb/x", "wb/y", "nothing"] {
+    for gone in ["wb/x", "wb/y", "nothing", "od/old"] {
         assert!(!local.join(gone).exists(), "{gone} survived its whiteout");
     }
+    assert!(local.join("od").is_dir());
     // The tar export holds the same.
     let entries = umstage_testutil::archive::list_layer(&tarball)?;
     let find = |p: &str| entries.iter().find(|e| e.path == p);
@@ -606,7 +613,7 @@ fn exports_stay_in_their_destination(snapshotter: &str) -> TestResult {
         find("img-abs").and_then(|e| e.link.clone()),
         Some(c.display().to_string())
     );
-    for gone in ["wb/x", "wb/x/f", "wb/y", "nothing", "nothing/z"] {
+    for gone in ["wb/x", "wb/x/f", "wb/y", "nothing", "nothing/z", "od/old"] {
         assert!(find(gone).is_none(), "{gone} is in the tar");
     }
     assert!(entries.iter().all(|e| !e.is_whiteout()));
