@@ -200,8 +200,13 @@ impl Root {
     /// path relative to the root with every symlink replaced by what it names.
     pub fn resolve(&self, path: &Path, escape: Escape) -> Result<(Resolved, PathBuf), InRootError> {
         let mut current = path.to_path_buf();
+        let mut from_link = false;
         for _ in 0..=MAX_SYMLINKS {
-            let mut components = normal_components(&current, escape)?;
+            // A link's target may climb with `..` and stay inside the root (`x -> ../lib/x`):
+            // only the path asked for is refused for a written `..`; the walk refuses climbing
+            // past the root either way.
+            let lexical = if from_link { Escape::Clamp } else { escape };
+            let mut components = normal_components(&current, lexical)?;
             let Some(name) = components.pop_back() else {
                 let fd = rfs::openat(&self.fd, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
                     .map_err(io_at(path))?;
@@ -213,9 +218,13 @@ impl Root {
             };
             let (parent, parent_path) = self.walk(path, components, escape, false)?;
             if name == ".." {
-                // Only with `Escape::Clamp`: `Refuse` refuses a lexical `..` up front.
                 let mut up = parent_path;
-                up.pop();
+                if !up.pop() && escape == Escape::Refuse {
+                    return Err(InRootError::Escapes {
+                        path: path.to_owned(),
+                        via: None,
+                    });
+                }
                 current = Path::new("/").join(up);
                 continue;
             }
@@ -227,6 +236,7 @@ impl Root {
             }
             let target = rfs::readlinkat(&parent, &name, Vec::new()).map_err(io_at(path))?;
             let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+            from_link = true;
             current = if target.is_absolute() {
                 target
             } else {

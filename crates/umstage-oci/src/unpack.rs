@@ -623,6 +623,33 @@ pub fn unpack_into(
     Ok(unpacker.report)
 }
 
+/// `path`'s directory resolved inside the root (symlinks followed there), with `path`'s last
+/// name in it, not followed; and that entry's path relative to the root.
+fn entry_in_resolved_dir(root: &Root, path: &Path) -> Result<(Resolved, PathBuf), InRootError> {
+    let Some(name) = path.file_name() else {
+        return root.resolve(path, Escape::Refuse);
+    };
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let (dir, dir_rel) = root.resolve(parent, Escape::Refuse)?;
+    let dir_fd = rfs::openat(
+        &dir.parent,
+        &dir.name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InRootError::Io {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    Ok((
+        Resolved {
+            parent: dir_fd,
+            name: name.to_owned(),
+        },
+        dir_rel.join(name),
+    ))
+}
+
 /// Applies what [`UnpackReport::deferred`] left to the merged view mounted at `merged` (the
 /// layer's snapshot over its lower layers), whose own directory is `layer`. Each path is
 /// resolved inside the merged root, through the lower layers' symlinks as a whole image would:
@@ -657,7 +684,14 @@ pub fn apply_deferred(
             Deferred::Whiteout(p) => (p, false),
             Deferred::Opaque(p) => (p, true),
         };
-        let (resolved, rel) = match root.resolve(path, Escape::Refuse) {
+        // A whiteout removes the entry itself, a symlink included, so only its directory is
+        // resolved; an opaque marker names a directory, followed to where it is.
+        let found = if opaque {
+            root.resolve(path, Escape::Refuse)
+        } else {
+            entry_in_resolved_dir(&root, path)
+        };
+        let (resolved, rel) = match found {
             Ok(r) => r,
             Err(e) if not_here(&e) => continue,
             Err(e) => return Err(e.into()),

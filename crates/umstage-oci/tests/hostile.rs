@@ -336,6 +336,8 @@ fn overlay_whiteouts_under_lower_symlinks_are_applied_in_the_merged_view() {
         Item::File("c/.wh..wh..opq".into(), b""),
         Item::File("d/new".into(), b"new"),
         Item::File("up/.wh.secret".into(), b""),
+        Item::File("g/.wh.link".into(), b""),
+        Item::File("n/h/.wh.z".into(), b""),
     ]);
     let options = UnpackOptions {
         mode: UnpackMode::Overlay { userxattr: true },
@@ -356,7 +358,9 @@ fn overlay_whiteouts_under_lower_symlinks_are_applied_in_the_merged_view() {
             w("a/x"),
             w("missing/y"),
             Deferred::Opaque(PathBuf::from("c")),
-            w("up/secret")
+            w("up/secret"),
+            w("g/link"),
+            w("n/h/z"),
         ]
     );
 
@@ -377,6 +381,19 @@ fn overlay_whiteouts_under_lower_symlinks_are_applied_in_the_merged_view() {
     // The opaque directory loses what lower layers put there, not what this layer did.
     assert!(!merged.join("d/old").exists());
     assert!(merged.join("d/new").is_file());
+
+    // A whiteout of a symlink removes the link, not what it names; a relative link that climbs
+    // with `..` but stays inside the root is followed.
+    std::fs::create_dir_all(merged.join("g")).unwrap();
+    std::fs::create_dir_all(merged.join("n")).unwrap();
+    std::os::unix::fs::symlink("/b/keep", merged.join("g/link")).unwrap();
+    std::os::unix::fs::symlink("../b", merged.join("n/h")).unwrap();
+    std::fs::write(merged.join("b/z"), b"z").unwrap();
+    apply_deferred(&merged, &layer_dir, &report.deferred[4..]).unwrap();
+    assert!(!merged.join("g/link").is_symlink());
+    assert!(merged.join("b/keep").is_file());
+    assert!(!merged.join("b/z").exists());
+    assert!(merged.join("n/h").is_symlink());
 
     // Through a link that climbs out, a whiteout is refused and the host file stays.
     std::os::unix::fs::symlink("../../outside", merged.join("up")).unwrap();
