@@ -2,8 +2,9 @@
 //! plain-HTTP registries. The TLS stack under the registry client (rustls' platform verifier,
 //! which oci-client sets up for every client it makes, plain-HTTP ones included) refuses to
 //! start with an empty root store, and `reqwest::Client::default()` panics on that. On such a
-//! machine umstage gives it one trust anchor that can never verify anything: a self-signed
-//! certificate whose private key was discarded when it was made (`unusable-anchor.pem`). An
+//! machine umstage gives it one trust anchor that can never verify anything
+//! (`unusable-anchor.pem`): its key is DSA, an algorithm no TLS verifier (rustls' included)
+//! accepts a signature from, so no certificate can ever chain to it, whoever holds its key. An
 //! HTTPS registry then fails its handshake with an unknown issuer, as it must with no roots.
 
 use std::path::{Path, PathBuf};
@@ -68,10 +69,55 @@ pub fn ensure_root_store_not_empty() {
 mod tests {
     use super::*;
 
+    /// The DER inside a one-certificate PEM.
+    fn der(pem: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(pem);
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>();
+        let value = |c: u8| -> u32 {
+            match c {
+                b'A'..=b'Z' => u32::from(c - b'A'),
+                b'a'..=b'z' => u32::from(c - b'a') + 26,
+                b'0'..=b'9' => u32::from(c - b'0') + 52,
+                b'+' => 62,
+                _ => 63,
+            }
+        };
+        let mut out = Vec::new();
+        for chunk in body.trim_end_matches('=').as_bytes().chunks(4) {
+            let bits =
+                chunk.iter().fold(0u32, |acc, &c| (acc << 6) | value(c)) << (6 * (4 - chunk.len()));
+            out.extend(&bits.to_be_bytes()[1..chunk.len()]);
+        }
+        out
+    }
+
+    fn holds(der: &[u8], oid: &[u8]) -> bool {
+        der.windows(oid.len()).any(|w| w == oid)
+    }
+
     #[test]
-    fn the_anchor_is_one_pem_certificate() {
+    fn the_anchor_is_one_certificate_with_a_key_no_tls_verifier_accepts() {
         let text = String::from_utf8_lossy(UNUSABLE_ANCHOR);
         assert_eq!(text.matches("-----BEGIN CERTIFICATE-----").count(), 1);
         assert!(!text.contains("PRIVATE KEY"));
+        let der = der(UNUSABLE_ANCHOR);
+        // id-dsa (1.2.840.10040.4.1) is the key's algorithm ...
+        assert!(holds(
+            &der,
+            &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01]
+        ));
+        // ... and no algorithm a TLS verifier takes appears: ecPublicKey, rsaEncryption,
+        // Ed25519, Ed448.
+        for oid in [
+            &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01][..],
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            &[0x06, 0x03, 0x2b, 0x65, 0x70],
+            &[0x06, 0x03, 0x2b, 0x65, 0x71],
+        ] {
+            assert!(!holds(&der, oid), "{oid:02x?}");
+        }
     }
 }

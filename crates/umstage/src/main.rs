@@ -20,10 +20,11 @@ use cli::{BuildArgs, Cli, Command, DebugCommand, ProgressMode};
 const PANICKED: i32 = 101;
 
 fn main() -> ExitCode {
-    exit_on_panic();
     // Before anything else (no thread may exist yet): the RUN sandbox helper and the second
-    // half of the user-namespace re-exec.
+    // half of the user-namespace re-exec. The single-threaded helper keeps Rust's own panic
+    // (it ends with status 101 and the step fails); the hook below is for the builder.
     umstage_snapshot::dispatch();
+    exit_on_panic();
     ca_roots::ensure_root_store_not_empty();
     let cli = Cli::parse();
     init_logging(&cli.log_level);

@@ -23,6 +23,12 @@ struct Canary {
     before: Vec<Seen>,
 }
 
+impl Drop for Canary {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Canary {
     fn plant(dir: PathBuf, env: &Env) -> Result<Self, Box<dyn std::error::Error>> {
         fs::create_dir_all(&dir)?;
@@ -124,8 +130,18 @@ fn canaries(env: &Env) -> Result<Vec<Canary>, Box<dyn std::error::Error>> {
     let mut canaries = vec![Canary::plant(env.path("canary"), env)?];
     let home = env.dir.user().home.clone();
     if home.is_dir() {
-        let name = format!("umstage-canary-{}", std::process::id());
+        // Tests run in parallel in one process: each gets its own.
+        let name = format!(
+            "umstage-canary-{}-{}",
+            std::process::id(),
+            env.dir.path().display().to_string().replace('/', "_")
+        );
         canaries.push(Canary::plant(home.join(name), env)?);
+    } else {
+        eprintln!(
+            "note: the test user has no home directory ({}): no canary there",
+            home.display()
+        );
     }
     Ok(canaries)
 }
@@ -304,5 +320,22 @@ fn the_bound_context_is_the_filtered_one_and_its_links_stay_inside() -> TestResu
     let (out, _) = build_local(&env, &ctx, "out-ignored");
     assert!(!out.status.success(), "{}", text(&out));
     assert!(stderr(&out).contains(".dockerignore"), "{}", text(&out));
+    Ok(())
+}
+
+#[test]
+fn a_writable_bind_of_a_fifo_is_refused_not_waited_on() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS s\nRUN mkfifo /fifo\n\
+             FROM busybox\nRUN --mount=type=bind,from=s,source=/fifo,target=/f,rw true\n",
+        )],
+    )?;
+    let (out, _) = build_local(&env, &ctx, "out");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(stderr(&out).contains("regular file"), "{}", text(&out));
     Ok(())
 }

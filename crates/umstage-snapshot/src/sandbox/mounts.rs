@@ -243,6 +243,12 @@ fn clean_target(target: &str) -> Result<String, SandboxError> {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
+    if parts.is_empty() {
+        // As BuildKit: a mount on `/` would hide the whole rootfs.
+        return Err(SandboxError::InvalidStep(format!(
+            "invalid mount target {target:?}: cannot mount on /"
+        )));
+    }
     let mut clean = PathBuf::from("/");
     clean.extend(parts);
     Ok(clean.to_string_lossy().into_owned())
@@ -386,6 +392,15 @@ fn bind_mount(
             )?,
             in_root,
         })
+    } else if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        // A writable bind of a file is a copy; a FIFO or a device would block or never end.
+        Err(SandboxError::InvalidStep(format!(
+            "a writable bind mount of {} needs a directory or a regular file",
+            match &bind.source {
+                BindSource::Host(path) => path.display().to_string(),
+                BindSource::InRoot(source) => source.to_string(),
+            }
+        )))
     } else {
         // Reopened through the descriptor: what was resolved is what is read.
         let mut from = File::open(inroot::fd_path(&resolved)).map_err(at("open", &host_path))?;
@@ -472,28 +487,23 @@ fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), S
         Ok(meta) if meta.is_dir() => {}
         // Anything else in its place (a symlink a seed left before this was fixed) is removed,
         // never followed: the cache starts again from its seed.
-        Ok(_) => std::fs::remove_file(&dir).map_err(at("remove", &dir))?,
+        Ok(_) => match std::fs::remove_file(&dir) {
+            // Another build sharing the cache removed it first.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(at("remove", &dir)(e).into());
+            }
+            _ => {}
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(at("stat", &dir)(e).into()),
     }
     if !dir.exists() {
         let fresh = base.join(format!(".new-{}", fsutil::random_id()));
-        match &cache.seed {
-            Some(seed) => {
-                let source = seed.resolve()?;
-                let is_dir = rustix::fs::fstat(&source)
-                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
-                if !is_dir {
-                    return Err(SandboxError::InvalidStep(format!(
-                        "cache mount source {seed} is not a directory"
-                    )));
-                }
-                // `/.` after the descriptor's path: the walk starts at the resolved directory.
-                fsutil::copy_tree(&inroot::fd_path(&source).join("."), &fresh)?;
-            }
-            None => std::fs::create_dir(&fresh).map_err(at("mkdir", &fresh))?,
+        if let Err(e) = fill_cache_dir(&fresh, cache) {
+            // Nothing half-made stays in the state root.
+            let _ = fsutil::remove_tree(&fresh);
+            return Err(e);
         }
-        set_owner_and_mode(&fresh, cache)?;
         if fsutil::rename_noreplace(&fresh, &dir).is_err() {
             fsutil::remove_tree(&fresh)?;
         }
@@ -501,6 +511,26 @@ fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), S
         std::fs::write(&id_file, &cache.id).map_err(at("write", &id_file))?;
     }
     Ok((dir, lock))
+}
+
+/// Makes a new cache directory at `fresh`: empty, or a copy of its seed; then its owner and mode.
+fn fill_cache_dir(fresh: &Path, cache: &CacheMount) -> Result<(), SandboxError> {
+    match &cache.seed {
+        Some(seed) => {
+            let source = seed.resolve()?;
+            let is_dir = rustix::fs::fstat(&source)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+            if !is_dir {
+                return Err(SandboxError::InvalidStep(format!(
+                    "cache mount source {seed} is not a directory"
+                )));
+            }
+            // `/.` after the descriptor's path: the walk starts at the resolved directory.
+            fsutil::copy_tree(&inroot::fd_path(&source).join("."), fresh)?;
+        }
+        None => std::fs::create_dir(fresh).map_err(at("mkdir", fresh))?,
+    }
+    set_owner_and_mode(fresh, cache)
 }
 
 /// Gives a new cache directory its owner and mode through a descriptor opened without
