@@ -377,18 +377,26 @@ impl Secret {
             return Ok(());
         };
         let spec = format!("id={},src={}", self.id, path.display());
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => Err(OptionError::new(
-                "--secret",
-                &spec,
-                format!("{} is a directory: a secret is one file", path.display()),
-            )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(OptionError::new(
-                "--secret",
-                &spec,
-                format!("cannot read {}: {e}", path.display()),
-            )),
+        let refuse = |why: String| Err(OptionError::new("--secret", &spec, why));
+        // Opened, not only looked at: a file we may not read fails here, not mid-build.
+        let meta = match std::fs::File::open(path).and_then(|f| f.metadata()) {
+            Ok(meta) => meta,
+            Err(e) => return refuse(format!("cannot read {}: {e}", path.display())),
+        };
+        let limit = umstage_snapshot::sandbox::MAX_SECRET_SIZE;
+        if meta.is_dir() {
+            refuse(format!(
+                "{} is a directory: a secret is one file",
+                path.display()
+            ))
+        } else if meta.len() > limit {
+            refuse(format!(
+                "{} is {} bytes: a secret may hold at most {limit} (as in BuildKit)",
+                path.display(),
+                meta.len()
+            ))
+        } else {
+            Ok(())
         }
     }
 }

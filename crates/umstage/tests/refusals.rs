@@ -59,6 +59,15 @@ fn a_secret_file_that_does_not_exist_fails_before_the_build_even_unused() -> Tes
     );
     assert!(!env.path("image.tar").exists());
 
+    // Past BuildKit's 500 KiB, a secret is refused up front too.
+    let big = env.path("big-secret");
+    std::fs::write(&big, vec![b'x'; 600 * 1024])?;
+    env.dir.user().chown_tree(&big)?;
+    let spec = format!("id=big,src={}", big.display());
+    let out = env.build(&ctx, "image.tar", &["--secret", &spec]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr_has(&out, "at most 512000"), "{}", text(&out));
+
     // An unset variable is an empty secret to buildx, not an error.
     let out = env.build(
         &ctx,
@@ -85,4 +94,8 @@ fn a_log_level_that_is_no_level_or_filter_is_a_usage_error() -> TestResult {
     let out = env.umstage(&["--log-level", "umstage_build=debug,warn", "info"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     Ok(())
+}
+
+fn stderr_has(out: &std::process::Output, needle: &str) -> bool {
+    String::from_utf8_lossy(&out.stderr).contains(needle)
 }

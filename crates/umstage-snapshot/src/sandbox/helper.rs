@@ -273,7 +273,7 @@ fn write_private_files(request: &Request) -> Result<(), String> {
         std::fs::write(&path, &file.content).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     for secret in &request.secrets {
-        let content = std::fs::read(&secret.source)
+        let content = super::mounts::read_secret(&secret.source)
             .map_err(|e| format!("reading secret {}: {e}", secret.source.display()))?;
         let path = secrets.join(&secret.name);
         std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;

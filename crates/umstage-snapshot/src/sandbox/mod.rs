@@ -35,6 +35,9 @@ use crate::snapshot::{MountSpec, SnapshotError, Snapshotter};
 /// The hostname a step sees unless told otherwise (BuildKit's, which some scripts expect).
 pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
 
+/// The most a secret may hold, in bytes (BuildKit's limit); a larger source is refused.
+pub const MAX_SECRET_SIZE: u64 = 500 * 1024;
+
 /// `PATH` when the step's environment has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

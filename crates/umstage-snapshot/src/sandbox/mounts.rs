@@ -317,7 +317,7 @@ pub(crate) fn prepare(
                     continue;
                 };
                 if let Some(var) = &secret.env {
-                    let bytes = std::fs::read(source).map_err(at("read secret", source))?;
+                    let bytes = read_secret(source).map_err(at("read secret", source))?;
                     prepared
                         .extra_env
                         .push(format!("{var}={}", String::from_utf8_lossy(&bytes)));
@@ -344,6 +344,21 @@ pub(crate) fn prepare(
         }
     }
     Ok(prepared)
+}
+
+/// A secret's content, refused past [`MAX_SECRET_SIZE`](super::MAX_SECRET_SIZE) (a source
+/// such as `/dev/zero` would otherwise never end).
+pub(crate) fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = super::MAX_SECRET_SIZE;
+    let mut bytes = Vec::new();
+    File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "a secret may hold at most {limit} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// A bind mount: read-only binds as they are; a writable directory as an overlay over it whose
