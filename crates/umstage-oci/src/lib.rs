@@ -19,6 +19,7 @@ pub mod image;
 pub mod inroot;
 mod json;
 pub mod layer;
+pub mod lease;
 mod pgzip;
 pub mod reference;
 pub mod registry;
