@@ -62,13 +62,14 @@ struct Held {
 impl Lease {
     /// Takes a new lease on `state_root` (creating it), waiting while a collection runs.
     pub fn acquire(state_root: &Path) -> Result<Self, LeaseError> {
-        let dir = state_root.join("leases");
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        fs::create_dir_all(state_root).map_err(io_err("creating", state_root))?;
         let root = File::open(state_root).map_err(io_err("opening", state_root))?;
         // Shared: a collection never sees the file between its creation and its lock, when it
-        // would look dead.
+        // would look dead, nor empties the root in between.
         flock(&root, libc::LOCK_SH).map_err(io_err("locking", state_root))?;
         let made = (|| {
+            let dir = state_root.join("leases");
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
             let path = dir.join(unique_id());
             let file = File::options()
                 .append(true)
