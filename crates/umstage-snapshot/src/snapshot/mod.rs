@@ -367,6 +367,20 @@ impl Snapshotter {
         })
     }
 
+    /// Every committed snapshot (for garbage collection).
+    pub fn list_committed(&self) -> Result<Vec<Info>, SnapshotError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .filter(|r| r.kind == SnapshotKind::Committed)
+            .map(|r| Info {
+                key: r.key,
+                kind: r.kind,
+                parent: r.parent,
+            })
+            .collect())
+    }
+
     /// Whether a committed snapshot `name` exists (a cache hit for a chain id).
     pub fn has_committed(&self, name: &str) -> Result<bool, SnapshotError> {
         Ok(matches!(self.read_record(name)?, Some(r) if r.kind == SnapshotKind::Committed))
