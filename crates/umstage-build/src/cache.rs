@@ -5,7 +5,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -208,15 +208,23 @@ impl CacheIndex {
         Ok(out)
     }
 
-    /// Removes temporary files left by writers that were killed mid-write.
-    pub fn remove_leftovers(&self) -> io::Result<usize> {
+    /// Removes temporary files left by writers that were killed mid-write: those older than
+    /// `age` (a writer still running renames its file within moments).
+    pub fn remove_leftovers(&self, age: Duration) -> io::Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
+            let old = || {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age))
+            };
             if name
                 .to_str()
                 .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
+                && old()
                 && fs::remove_file(entry.path()).is_ok()
             {
                 removed += 1;
@@ -274,9 +282,16 @@ mod tests {
         assert!(index.entries()?.is_empty());
 
         // A writer killed before its rename leaves only a temporary file, never an entry.
-        fs::write(index.dir().join(format!(".{key}.1.0.tmp")), b"[1")?;
+        let leftover = index.dir().join(format!(".{key}.1.0.tmp"));
+        fs::write(&leftover, b"[1")?;
         assert!(index.entries()?.is_empty());
-        assert_eq!(index.remove_leftovers()?, 1);
+        // A young one may belong to a writer still running; an old one is collected.
+        assert_eq!(index.remove_leftovers(Duration::from_secs(600))?, 0);
+        fs::File::options()
+            .write(true)
+            .open(&leftover)?
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))?;
+        assert_eq!(index.remove_leftovers(Duration::from_secs(600))?, 1);
         Ok(())
     }
 }

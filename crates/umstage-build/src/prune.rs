@@ -1,9 +1,15 @@
 //! Freeing space under a state root: the least recently used cache entries first, then the
 //! snapshots and blobs that no remaining entry needs.
+//!
+//! Builds may run meanwhile. Each holds a lease (`umstage_oci::lease`) naming every blob and
+//! snapshot it relies on; pruning decides and removes under the exclusive GC lock, keeping all
+//! that the live leases name, so a running build never loses what it uses.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use umstage_oci::lease::{GcLock, LeaseError, LiveLeases};
 use umstage_oci::{ContentStore, StoreError};
 use umstage_snapshot::snapshot::SnapshotError;
 use umstage_snapshot::{DriverChoice, Snapshotter};
@@ -30,7 +36,24 @@ pub enum PruneError {
     /// The content store could not be opened or listed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The GC lock or the leases of running builds could not be read.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
+
+/// What a prune did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Cache entries removed.
+    pub entries: usize,
+    /// Builds running on the state root, whose leases were kept.
+    pub running_builds: usize,
+    /// Whether the whole state root was emptied.
+    pub everything: bool,
+}
+
+/// Temporary cache entries older than this were left by a killed writer.
+const LEFTOVER_AGE: Duration = Duration::from_secs(600);
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PruneError + use<> {
     let path = path.to_path_buf();
@@ -42,12 +65,24 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> P
 }
 
 /// Removes everything under `root` (`umstage prune --all`); a missing root is already empty.
-pub fn remove_everything(root: &Path) -> Result<(), PruneError> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("reading", root)(e)),
-    };
+/// While builds are running it removes only what their leases do not hold: every cache entry
+/// and every other snapshot and blob, as [`prune`] with nothing kept.
+pub fn remove_everything(root: &Path) -> Result<Pruned, PruneError> {
+    if !root.exists() {
+        return Ok(Pruned {
+            entries: 0,
+            running_builds: 0,
+            everything: true,
+        });
+    }
+    let gc = GcLock::exclusive(root)?;
+    let live = gc.live_leases()?;
+    if live.count > 0 {
+        return collect(root, &live, 0);
+    }
+    // No build can start while the lock is held (taking a lease needs it), and the lock is the
+    // root directory itself, which stays.
+    let entries = std::fs::read_dir(root).map_err(io_err("reading", root))?;
     for entry in entries {
         let path = entry.map_err(io_err("reading", root))?.path();
         let removed = if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
@@ -57,24 +92,36 @@ pub fn remove_everything(root: &Path) -> Result<(), PruneError> {
         };
         removed.map_err(io_err("removing", &path))?;
     }
-    Ok(())
+    Ok(Pruned {
+        entries: 0,
+        running_builds: 0,
+        everything: true,
+    })
 }
 
 /// Keeps the most recently used cache entries whose layers fit in `keep` bytes and removes
-/// the rest, with the snapshots and blobs only they used; returns how many entries went.
-pub fn prune(root: &Path, keep: u64) -> Result<usize, PruneError> {
+/// the rest, with the snapshots and blobs neither a kept entry nor a running build needs.
+pub fn prune(root: &Path, keep: u64) -> Result<Pruned, PruneError> {
+    std::fs::create_dir_all(root).map_err(io_err("creating", root))?;
+    let gc = GcLock::exclusive(root)?;
+    let live = gc.live_leases()?;
+    collect(root, &live, keep)
+}
+
+/// The collection itself; the caller holds the GC lock, so `live` stays all that builds hold.
+fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneError> {
     let steps = root.join("cache/steps");
     let cache = CacheIndex::open(&steps).map_err(io_err("opening", &steps))?;
     cache
-        .remove_leftovers()
+        .remove_leftovers(LEFTOVER_AGE)
         .map_err(io_err("cleaning", &steps))?;
     let mut entries = cache.entries().map_err(io_err("reading", &steps))?;
     // Most recently used first.
     entries.sort_by_key(|e| std::cmp::Reverse(e.1));
     let mut used = 0u64;
-    let mut kept_blobs = HashSet::new();
-    let mut kept_chains = HashSet::new();
-    let mut dropped_chains = Vec::new();
+    let mut kept_blobs: HashSet<String> = live.blobs.clone();
+    let mut kept_chains: HashSet<String> = live.snapshots.clone();
+    let mut budget_blobs = HashSet::new();
     let mut removed = 0usize;
     for (key, _) in entries {
         let Some(state) = cache.get::<State>(&key) else {
@@ -83,28 +130,32 @@ pub fn prune(root: &Path, keep: u64) -> Result<usize, PruneError> {
         let extra: u64 = state
             .layers
             .iter()
-            .filter(|l| !kept_blobs.contains(&l.digest))
+            .filter(|l| !budget_blobs.contains(&l.digest))
             .map(|l| l.size)
             .sum();
         if used + extra <= keep {
             used += extra;
+            budget_blobs.extend(state.layers.iter().map(|l| l.digest.clone()));
             kept_blobs.extend(state.layers.iter().map(|l| l.digest.clone()));
             kept_chains.extend(chain_ids(&state.layers));
         } else {
-            dropped_chains.extend(chain_ids(&state.layers));
             cache
                 .remove(&key)
                 .map_err(io_err("removing an entry of", &steps))?;
             removed += 1;
         }
     }
-    // Snapshots: remove the dropped chains no kept entry needs, children before parents.
+    // Snapshots: every committed one nothing keeps, children before parents. One with a child
+    // still in use (an active step, a view, a kept snapshot) stays.
     let snapshotter = Snapshotter::open(root, DriverChoice::Auto)?;
-    dropped_chains.retain(|c| !kept_chains.contains(c));
-    dropped_chains.sort();
-    dropped_chains.dedup();
-    let mut pending = dropped_chains;
-    for _ in 0..pending.len().max(1) {
+    let mut pending: Vec<String> = snapshotter
+        .list_committed()?
+        .into_iter()
+        .map(|info| info.key)
+        .filter(|chain| !kept_chains.contains(chain))
+        .collect();
+    pending.sort();
+    loop {
         let before_round = pending.len();
         pending.retain(|chain| match snapshotter.remove(chain) {
             Ok(()) | Err(SnapshotError::NotFound(_)) => false,
@@ -114,12 +165,60 @@ pub fn prune(root: &Path, keep: u64) -> Result<usize, PruneError> {
             break;
         }
     }
-    // Blobs: layers no kept entry references.
+    // Blobs: those nothing keeps.
     let store = ContentStore::open(root)?;
     for digest in store.digests()? {
         if !kept_blobs.contains(&digest.to_string()) {
             let _ = store.remove(&digest);
         }
     }
-    Ok(removed)
+    Ok(Pruned {
+        entries: removed,
+        running_builds: live.count,
+        everything: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use umstage_oci::lease::Lease;
+
+    use super::*;
+
+    #[test]
+    fn prune_keeps_what_a_live_lease_holds_and_nothing_else()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let lease = Arc::new(Lease::acquire(root.path())?);
+        let store = ContentStore::open(root.path())?.with_lease(Arc::clone(&lease));
+        let held = store.put(b"held")?.digest;
+        let loose = ContentStore::open(root.path())?.put(b"loose")?.digest;
+        let snapshotter = Snapshotter::open(root.path(), DriverChoice::Auto)?;
+        for (chain, parent) in [("sha256:held", None), ("sha256:loose", Some("sha256:held"))] {
+            snapshotter.prepare("making", parent)?;
+            snapshotter.commit(chain, "making")?;
+        }
+        lease.hold_snapshots(["sha256:held"])?;
+
+        let pruned = prune(root.path(), 0)?;
+        assert_eq!(pruned.running_builds, 1);
+        assert!(store.contains(&held));
+        assert!(!store.contains(&loose));
+        assert!(snapshotter.has_committed("sha256:held")?);
+        assert!(!snapshotter.has_committed("sha256:loose")?);
+
+        // --all with the build still running removes only what the lease does not hold.
+        let all = remove_everything(root.path())?;
+        assert!(!all.everything);
+        assert!(store.contains(&held));
+        assert!(snapshotter.has_committed("sha256:held")?);
+
+        // Once the build is gone, its lease is dead and --all empties the root.
+        drop((store, lease, snapshotter));
+        assert!(remove_everything(root.path())?.everything);
+        assert_eq!(std::fs::read_dir(root.path())?.count(), 0);
+        Ok(())
+    }
 }

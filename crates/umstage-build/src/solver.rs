@@ -21,6 +21,7 @@ use umstage_dockerfile::{
 use umstage_oci::ContentStore;
 use umstage_oci::inroot::Root;
 use umstage_oci::layer::{LayerOptions, write_layer};
+use umstage_oci::lease::Lease;
 use umstage_oci::store::StoreError;
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
 use umstage_snapshot::{Cancel, DriverChoice};
@@ -80,6 +81,8 @@ struct Build<'a> {
     args: BuildArgs,
     meta: MetaScope,
     graph: StageGraph,
+    /// What this build relies on under the state root, kept from `umstage prune`.
+    lease: Arc<Lease>,
     store: ContentStore,
     snapshotter: LazySnapshotter,
     cache: CacheIndex,
@@ -170,7 +173,11 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let ignore = load_dockerignore(request)?;
 
     let root = &request.state_root;
-    let store = ContentStore::open(root).map_err(other)?;
+    // First of all: from here on a prune keeps what the build names in its lease.
+    let lease = Arc::new(Lease::acquire(root).map_err(other)?);
+    let store = ContentStore::open(root)
+        .map_err(other)?
+        .with_lease(Arc::clone(&lease));
     let choice = match request.snapshotter {
         SnapshotterChoice::Auto => DriverChoice::Auto,
         SnapshotterChoice::Overlay => DriverChoice::Overlay,
@@ -207,12 +214,13 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         args,
         meta,
         graph,
+        lease: Arc::clone(&lease),
         store,
         snapshotter,
         cache,
         digests,
         ignore,
-        unpacker: Unpacker::default(),
+        unpacker: Unpacker::new(lease),
         images: Mutex::new(HashMap::new()),
         cancel: termination_cancel()?,
         registry: registry_client(request),
@@ -1011,6 +1019,10 @@ impl Step<'_, '_> {
             let chain = crate::state::chain_ids(self.layers)
                 .pop()
                 .unwrap_or_default();
+            build
+                .lease
+                .hold_snapshots([chain.as_str()])
+                .map_err(|e| fail(e.to_string()))?;
             snapshotter
                 .commit(&chain, active)
                 .map_err(|e| fail(e.to_string()))?;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use umstage_oci::config::ImageConfig;
+use umstage_oci::lease::Lease;
 use umstage_oci::unpack::{UnpackMode, UnpackOptions, apply_deferred, unpack_blob};
 use umstage_oci::{ContentStore, Digest};
 use umstage_snapshot::{LayerTarget, Snapshotter};
@@ -120,12 +121,21 @@ impl LazySnapshotter {
 
 /// Unpacks base layers into committed snapshots, once per chain id even when several stages
 /// need the same one at the same time.
-#[derive(Default)]
 pub struct Unpacker {
+    /// The build's lease: every chain is named in it before it is looked for.
+    lease: Arc<Lease>,
     in_progress: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Unpacker {
+    /// An unpacker for the build holding `lease`.
+    pub fn new(lease: Arc<Lease>) -> Self {
+        Unpacker {
+            lease,
+            in_progress: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Makes sure the committed snapshot of `layers` exists, unpacking the missing ones from the
     /// content store; returns its chain id (`None` when there are no layers).
     pub fn ensure(
@@ -136,6 +146,11 @@ impl Unpacker {
         ignore_chown_errors: bool,
     ) -> Result<Option<String>, String> {
         let chains = chain_ids(layers);
+        // Named before they are looked for: a prune keeps the ones found, and any it removed
+        // first are unpacked again below.
+        self.lease
+            .hold_snapshots(chains.iter().map(String::as_str))
+            .map_err(|e| e.to_string())?;
         // Find the highest chain already there; unpack the ones above it.
         let have = chains
             .iter()

@@ -8,6 +8,7 @@
 //! - [`image::write_image`] / [`Image::load`]: configs and manifests.
 //! - [`archive`]: `image.tar`, OCI layout dirs, and importing OCI/Docker archives.
 //! - [`registry::RegistryClient`]: pull and push.
+//! - [`lease::Lease`] / [`lease::GcLock`]: what running builds hold, kept from garbage collection.
 
 pub mod archive;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod image;
 pub mod inroot;
 mod json;
 pub mod layer;
+pub mod lease;
 mod pgzip;
 pub mod reference;
 pub mod registry;

@@ -5,14 +5,20 @@
 //! and ctime), so a later [`ContentStore::verify`] or read of the unchanged file costs a `stat`
 //! instead of a rehash (a warm build would otherwise hash every base layer again); a file
 //! changed since fails the stamp and is hashed again.
+//!
+//! A store opened for a build carries the build's [`Lease`]: it names every blob in the lease
+//! before it looks for it, reads it or publishes it, so garbage collection never removes a blob
+//! the build relies on; one removed before that is simply absent (fetched or written again).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::{Digest, DigestError, Hasher};
+use crate::lease::{Lease, LeaseError};
 
 /// A failure of the content store.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +70,9 @@ pub enum StoreError {
     /// The digest cannot be used.
     #[error(transparent)]
     Digest(#[from] DigestError),
+    /// The blob could not be named in the build's lease, so it cannot be relied on.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -89,6 +98,7 @@ pub struct BlobInfo {
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     root: PathBuf,
+    lease: Option<Arc<Lease>>,
 }
 
 static INGEST_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -102,7 +112,22 @@ impl ContentStore {
             fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
         }
         remove_stale_ingests(&root.join("ingest"));
-        Ok(Self { root })
+        Ok(Self { root, lease: None })
+    }
+
+    /// This store, naming every blob it touches in `lease` first.
+    #[must_use]
+    pub fn with_lease(mut self, lease: Arc<Lease>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Names the blob in the lease, if the store has one: from here on it is not collected.
+    fn hold(&self, digest: &Digest) -> Result<()> {
+        match &self.lease {
+            Some(lease) => Ok(lease.hold_blob(digest)?),
+            None => Ok(()),
+        }
     }
 
     /// The directory this store lives in.
@@ -120,14 +145,16 @@ impl ContentStore {
             .join(digest.digest()))
     }
 
-    /// Whether a blob with `digest` is present (its content is checked when it is read).
+    /// Whether a blob with `digest` is present (its content is checked when it is read). One
+    /// that cannot be named in the lease counts as absent.
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_ok_and(|p| p.is_file())
+        self.hold(digest).is_ok() && self.blob_path(digest).is_ok_and(|p| p.is_file())
     }
 
-    /// The size of a stored blob, or `None` when it is absent.
+    /// The size of a stored blob, or `None` when it is absent (or cannot be leased).
     pub fn size(&self, digest: &Digest) -> Option<u64> {
         let path = self.blob_path(digest).ok()?;
+        self.hold(digest).ok()?;
         fs::metadata(path)
             .ok()
             .filter(|m| m.is_file())
@@ -193,6 +220,7 @@ impl ContentStore {
     /// is unchanged since it last passed a check (its stamp holds).
     pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader> {
         let path = self.blob_path(digest)?;
+        self.hold(digest)?;
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -236,6 +264,7 @@ impl ContentStore {
     /// corrupt blob is removed and reported.
     pub fn verify(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest)?;
+        self.hold(digest)?;
         if fs::symlink_metadata(&path).is_ok_and(|m| self.is_stamped(digest, &m)) {
             return Ok(());
         }
@@ -401,6 +430,8 @@ impl BlobWriter {
             });
         }
         let path = self.store.blob_path(&digest)?;
+        // Named before it is published (or found), so no collection removes it from here on.
+        self.store.hold(&digest)?;
         // Already stored and intact (configs and manifests come again with every pull): keep it
         // and spare the two syncs.
         if self.store.verify(&digest).is_err() {
@@ -609,6 +640,37 @@ mod tests {
         ContentStore::open(dir.path()).unwrap();
         assert!(!old.exists());
         assert!(young.exists());
+    }
+
+    #[test]
+    fn a_leased_store_names_each_blob_before_it_looks_for_or_publishes_it() {
+        use crate::lease::{GcLock, Lease};
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Arc::new(Lease::acquire(dir.path()).unwrap());
+        let store = ContentStore::open(dir.path())
+            .unwrap()
+            .with_lease(Arc::clone(&lease));
+        let written = store.put(b"layer").unwrap().digest;
+        let absent = sha256(b"not here");
+        assert!(!store.contains(&absent));
+        // Found by a second store of the same root, as another build finds a cached layer.
+        let other = ContentStore::open(dir.path())
+            .unwrap()
+            .with_lease(Arc::new(Lease::acquire(dir.path()).unwrap()));
+        assert!(other.contains(&written));
+        let live = GcLock::exclusive(dir.path())
+            .unwrap()
+            .live_leases()
+            .unwrap();
+        assert_eq!(live.count, 2);
+        let names: std::collections::HashSet<String> =
+            [written.to_string(), absent.to_string()].into();
+        assert_eq!(live.blobs, names);
+        // A blob a collection removed before it was named is absent, and stored again.
+        store.remove(&written).unwrap();
+        assert!(!store.contains(&written));
+        store.put(b"layer").unwrap();
+        assert!(store.contains(&written));
     }
 
     #[test]

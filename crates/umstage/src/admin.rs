@@ -86,28 +86,39 @@ pub fn info(root: &Path, json: bool) -> anyhow::Result<()> {
 
 /// Removes build cache: everything with `all`; else the least recently used cache entries until
 /// what the rest needs fits in `keep` bytes (nothing kept without `keep`), then the snapshots
-/// and blobs no kept entry needs.
+/// and blobs no kept entry needs. What running builds hold stays in either case.
 pub fn prune(root: &Path, all: bool, keep: Option<u64>) -> anyhow::Result<()> {
     if !root.exists() {
         println!("nothing to prune: {} does not exist", root.display());
         return Ok(());
     }
     let before = disk_usage(root);
-    if all {
-        umstage_build::prune::remove_everything(root)?;
-        println!(
-            "removed everything under {}: {} freed",
-            root.display(),
-            human(before)
-        );
+    let pruned = if all {
+        umstage_build::prune::remove_everything(root)?
+    } else {
+        umstage_build::prune::prune(root, keep.unwrap_or(0))?
+    };
+    let after = disk_usage(root);
+    let freed = human(before.saturating_sub(after));
+    if pruned.everything {
+        println!("removed everything under {}: {freed} freed", root.display());
         return Ok(());
     }
-    let removed = umstage_build::prune::prune(root, keep.unwrap_or(0))?;
-    let after = disk_usage(root);
     println!(
-        "removed {removed} cache entries: {} freed, {} in use",
-        human(before.saturating_sub(after)),
+        "removed {} cache entries: {freed} freed, {} in use",
+        pruned.entries,
         human(after)
     );
+    if pruned.running_builds > 0 {
+        println!(
+            "kept what {} running build(s) hold{}",
+            pruned.running_builds,
+            if all {
+                "; run it again once they are done to remove everything"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }

@@ -1217,5 +1217,19 @@ fn a_build_killed_with_sigkill_leaves_a_root_the_next_build_reuses() -> TestResu
         unpack(&env, "image.tar")?.read_to_string("/first")?,
         "first-2\n"
     );
+    // The killed build's lease is still there, but dead: prune --all counts no running build
+    // and empties the root.
+    assert_eq!(fs::read_dir(root.join("leases"))?.count(), 1);
+    let all = env.umstage(
+        &[
+            "prune",
+            "--all",
+            "--root",
+            root.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&all);
+    assert_eq!(fs::read_dir(&root)?.count(), 0, "{}", text(&all));
     Ok(())
 }

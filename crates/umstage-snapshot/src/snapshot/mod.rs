@@ -4,7 +4,8 @@
 //! `meta/<sha256(key)>.json` one record per snapshot; `data/<id>/fs` its content (overlay:
 //! the layer's own files, an upper dir; native: a whole tree), `data/<id>/work` the overlay
 //! work dir, `data/<id>/merged` where it is mounted; `empty/` an empty lower;
-//! `leases/<id>` one locked file per open [`Snapshotter`]; `lock` serialises record changes.
+//! `leases/<id>` one locked file per open [`Snapshotter`] (locked as `.<id>`, then renamed);
+//! `lock` serialises record changes.
 //! Committed snapshots are shared by every build; active ones belong to the snapshotter
 //! that made them and are removed when it goes away, even by SIGKILL (next open collects them).
 
@@ -219,9 +220,16 @@ impl Snapshotter {
         }
         fsutil::mark_top_directory(&root.join("data"));
         let lease_id = fsutil::random_id();
+        // Locked before it is visible under its name: another process's collection (every
+        // prune opens a snapshotter) must never see a live lease unlocked and take it for dead.
+        let hidden = root.join("leases").join(format!(".{lease_id}"));
+        let lease = File::create(&hidden).map_err(at("create", &hidden))?;
+        flock_file(&lease, libc::LOCK_EX).map_err(at("lock", &hidden))?;
         let lease_path = root.join("leases").join(&lease_id);
-        let lease = File::create(&lease_path).map_err(at("create", &lease_path))?;
-        flock_file(&lease, libc::LOCK_EX).map_err(at("lock", &lease_path))?;
+        if let Err(e) = std::fs::rename(&hidden, &lease_path) {
+            let _ = std::fs::remove_file(&hidden);
+            return Err(at("rename", &lease_path)(e).into());
+        }
         let snapshotter = Self {
             state_root: state_root.to_path_buf(),
             root,
@@ -365,6 +373,20 @@ impl Snapshotter {
             kind: record.kind,
             parent: record.parent,
         })
+    }
+
+    /// Every committed snapshot (for garbage collection).
+    pub fn list_committed(&self) -> Result<Vec<Info>, SnapshotError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .filter(|r| r.kind == SnapshotKind::Committed)
+            .map(|r| Info {
+                key: r.key,
+                kind: r.kind,
+                parent: r.parent,
+            })
+            .collect())
     }
 
     /// Whether a committed snapshot `name` exists (a cache hit for a chain id).
@@ -634,7 +656,7 @@ impl Snapshotter {
         for entry in std::fs::read_dir(&leases_dir).map_err(at("read dir", &leases_dir))? {
             let entry = entry.map_err(at("read dir", &leases_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == self.lease_id {
+            if name == self.lease_id || name.starts_with('.') {
                 continue;
             }
             let Ok(file) = File::open(entry.path()) else {
