@@ -1370,7 +1370,16 @@ impl Step<'_, '_> {
                 cache.uid = m.uid.unwrap_or(0);
                 cache.gid = m.gid.unwrap_or(0);
                 if m.from.is_some() {
-                    cache.seed = Some(in_root(source)?);
+                    let from = match &source {
+                        Some(CopySource::State(out, _)) => out.key.to_hex(),
+                        Some(CopySource::Dir { path, .. }) => path.display().to_string(),
+                        None => "context".into(),
+                    };
+                    let identity = format!("{from}:{}", m.source.as_deref().unwrap_or("/"));
+                    cache.seed = Some(sandbox::CacheSeed {
+                        dir: in_root(source)?,
+                        identity,
+                    });
                 }
                 StepMount::Cache(cache)
             }

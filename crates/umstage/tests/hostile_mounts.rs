@@ -201,18 +201,19 @@ fn mount_sources_through_symlinks_stay_inside_their_root() -> TestResult {
         canary.assert_untouched("after the build")?;
     }
 
-    // The cache persists in the state root: a later build naming only its id writes to it.
-    let later = env.context(
-        "ctx-later",
-        &[(
-            "Dockerfile",
-            "FROM busybox\n\
-             RUN --mount=type=cache,id=evil,target=/c sh -c 'echo pwned > /c/again; chmod 0700 /c; cat /c/secret > /seen'\n",
-        )],
-    )?;
+    // The cache persists in the state root: a later build with the same seed reaches it, and
+    // one naming only the id gets a cache of its own (BuildKit keys a seeded cache by both).
+    let stage_s = &dockerfile[..dockerfile.find("FROM busybox\n").unwrap_or(dockerfile.len())];
+    let later_dockerfile = format!(
+        "{stage_s}FROM busybox\n\
+         RUN --mount=type=cache,from=s,source=/chained,target=/c,id=evil sh -c 'echo pwned > /c/again; chmod 0700 /c; cat /c/secret > /seen'\n\
+         RUN --mount=type=cache,id=evil,target=/c sh -c 'echo pwned > /c/own; ls /c > /own'\n"
+    );
+    let later = env.context("ctx-later", &[("Dockerfile", &later_dockerfile)])?;
     let (out, dest) = build_local(&env, &later, "out-later");
     assert_ok(&out);
     assert_eq!(read(&dest, "seen"), "pwned\n");
+    assert_eq!(read(&dest, "own"), "own\n");
     for canary in &canaries {
         canary.assert_untouched("after a later build of the same cache")?;
     }

@@ -15,7 +15,8 @@ mod spec;
 pub mod user;
 
 pub use mounts::{
-    BindMount, BindSource, CacheMount, InRoot, SecretMount, Sharing, StepMount, TmpfsMount,
+    BindMount, BindSource, CacheMount, CacheSeed, InRoot, SecretMount, Sharing, StepMount,
+    TmpfsMount,
 };
 
 use std::io::Write;

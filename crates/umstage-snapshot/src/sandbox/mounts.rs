@@ -49,8 +49,8 @@ pub struct CacheMount {
     pub uid: u32,
     /// Group of the cache directory when it is created.
     pub gid: u32,
-    /// The directory (`from`/`source`) whose content seeds a new cache.
-    pub seed: Option<InRoot>,
+    /// What seeds a new cache (`from`/`source`).
+    pub seed: Option<CacheSeed>,
 }
 
 impl CacheMount {
@@ -102,6 +102,16 @@ pub enum BindSource {
     Host(PathBuf),
     /// A path inside a stage, an image or the context.
     InRoot(InRoot),
+}
+
+/// The content a new cache starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSeed {
+    /// The directory copied into a new cache.
+    pub dir: InRoot,
+    /// What the seed is, wherever it is mounted now (the source stage's cache key and the
+    /// path): caches of one id seeded from different sources are kept apart, as in BuildKit.
+    pub identity: String,
 }
 
 /// `--mount=type=bind`: a file or directory of a stage's rootfs or the context.
@@ -462,9 +472,11 @@ fn etc_files(
 
 /// The cache directory for a mount, created on first use, with its sharing lock held.
 fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), SandboxError> {
-    let base = state_root
-        .join("cache-mounts")
-        .join(fsutil::sha256_hex(&cache.id));
+    let name = match &cache.seed {
+        Some(seed) => fsutil::sha256_hex(&format!("{}\0{}", cache.id, seed.identity)),
+        None => fsutil::sha256_hex(&cache.id),
+    };
+    let base = state_root.join("cache-mounts").join(name);
     fsutil::ensure_dir(&base)?;
     let open_lock = |instance: usize| -> Result<File, SandboxError> {
         let path = base.join(format!("{instance}.lock"));
@@ -531,7 +543,7 @@ fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), S
 /// Makes a new cache directory at `fresh`: empty, or a copy of its seed; then its owner and mode.
 fn fill_cache_dir(fresh: &Path, cache: &CacheMount) -> Result<(), SandboxError> {
     match &cache.seed {
-        Some(seed) => {
+        Some(CacheSeed { dir: seed, .. }) => {
             let source = seed.resolve()?;
             let is_dir = rustix::fs::fstat(&source)
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
