@@ -21,8 +21,9 @@ impl Transport {
     ///
     /// Those verify no certificates (Docker's meaning of an insecure registry, loopback
     /// included): so they need no CA roots, and a redirect to HTTPS is no less safe than the
-    /// plain HTTP already accepted. An HTTPS client on a machine with no CA roots is an error
-    /// here, never the panic `oci_client::Client::new` falls back to.
+    /// plain HTTP already accepted. `oci_client::Client::try_from` also builds a default
+    /// `reqwest` client, which panics when the machine has no CA certificate at all; a
+    /// program using this crate makes sure there is one (umstage's binary: `ca_roots`).
     fn new(plain_http: bool, limits: &Limits) -> Result<Self, String> {
         let protocol = if plain_http {
             ClientProtocol::Http
