@@ -74,6 +74,22 @@ struct StageOutput {
 }
 
 /// Everything a build shares between its stages.
+/// The filtered copy of the context (see `context_view`), removed when the build ends.
+#[derive(Default)]
+struct FilteredContext {
+    dir: OnceLock<Result<PathBuf, String>>,
+}
+
+impl Drop for FilteredContext {
+    fn drop(&mut self) {
+        if let Some(Ok(dir)) = self.dir.get()
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!("removing {}: {e}", dir.display());
+        }
+    }
+}
+
 struct Build<'a> {
     request: &'a BuildRequest,
     events: &'a dyn EventSink,
@@ -88,6 +104,8 @@ struct Build<'a> {
     cache: CacheIndex,
     digests: ContextDigests,
     ignore: Option<Dockerignore>,
+    /// The context as `.dockerignore` leaves it, made once for every step that binds it.
+    filtered_context: FilteredContext,
     unpacker: Unpacker,
     /// Base images by reference and platform, each resolved once (later callers wait for it).
     images: Mutex<HashMap<String, Arc<ImageCell>>>,
@@ -220,6 +238,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         cache,
         digests,
         ignore,
+        filtered_context: FilteredContext::default(),
         unpacker: Unpacker::new(lease),
         images: Mutex::new(HashMap::new()),
         cancel: termination_cancel()?,
@@ -1199,18 +1218,11 @@ impl Step<'_, '_> {
 
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
-        let mut scratch = Vec::new();
         let prepared = (|| -> Result<(), String> {
             let mut ssh_index = 0;
             for (m, source) in run.mounts.iter().zip(mount_sources) {
-                let mounted = self.step_mount(
-                    m,
-                    source,
-                    &mut views,
-                    &mut secret_files,
-                    &mut scratch,
-                    ssh_index,
-                )?;
+                let mounted =
+                    self.step_mount(m, source, &mut views, &mut secret_files, ssh_index)?;
                 if m.kind == MountType::Ssh {
                     // The first agent is the step's SSH_AUTH_SOCK, as in BuildKit.
                     if let Some(StepMount::Bind(b)) = &mounted
@@ -1228,21 +1240,15 @@ impl Step<'_, '_> {
         // memory go with their descriptors.
         let cleanup =
             |views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
-             secret_files: &mut Vec<std::os::fd::OwnedFd>,
-             scratch: &mut Vec<PathBuf>| {
+             secret_files: &mut Vec<std::os::fd::OwnedFd>| {
                 for (key, guard) in views.drain(..) {
                     drop(guard);
                     build.snapshotter.remove(&key);
                 }
                 secret_files.clear();
-                for dir in scratch.drain(..) {
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!("removing {}: {e}", dir.display());
-                    }
-                }
             };
         if let Err(e) = prepared {
-            cleanup(&mut views, &mut secret_files, &mut scratch);
+            cleanup(&mut views, &mut secret_files);
             return Err(build.fail(self.id, self.instruction, e, None, Vec::new()));
         }
 
@@ -1279,7 +1285,7 @@ impl Step<'_, '_> {
                 line,
             });
         });
-        cleanup(&mut views, &mut secret_files, &mut scratch);
+        cleanup(&mut views, &mut secret_files);
         if let Some(dir) = script_file {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -1316,7 +1322,6 @@ impl Step<'_, '_> {
         source: Option<CopySource>,
         views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
         secret_files: &mut Vec<std::os::fd::OwnedFd>,
-        scratch: &mut Vec<PathBuf>,
         ssh_index: usize,
     ) -> Result<Option<StepMount>, String> {
         let build = self.build;
@@ -1330,7 +1335,7 @@ impl Step<'_, '_> {
         // which the sandbox resolves inside that directory, never on the host's terms.
         let mut in_root = |source: Option<CopySource>| -> Result<sandbox::InRoot, String> {
             let root = match source {
-                None => self.context_view(scratch)?,
+                None => self.context_view()?,
                 Some(CopySource::Dir { path, .. }) => path,
                 Some(CopySource::State(out, _)) => {
                     let (key, guard) = self.view(&out.state)?;
@@ -1460,33 +1465,43 @@ impl Step<'_, '_> {
 
     /// The build context as a step may see it: what `.dockerignore` leaves, exactly as
     /// `COPY .` sees it. Without a `.dockerignore` that is the context directory itself; with
-    /// one, a copy of what it keeps, made under the state root and listed in `scratch` for
-    /// removal after the step.
-    fn context_view(&self, scratch: &mut Vec<PathBuf>) -> Result<PathBuf, String> {
+    /// one, a copy of what it keeps, made under the state root on first use and shared by the
+    /// build's steps (a writable bind is an overlay over it, so none changes it).
+    fn context_view(&self) -> Result<PathBuf, String> {
         let build = self.build;
         let Some(ignore) = build.ignore.as_ref() else {
             return Ok(build.request.context.clone());
         };
-        let dir = build
-            .request
-            .state_root
-            .join("run")
-            .join(unique_key("context"));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        scratch.push(dir.clone());
-        let context = CopySource::Dir {
-            path: build.request.context.clone(),
-            use_ignore: true,
-        };
-        let tree = SourceTree::open(&build.request.context, Some(ignore), true)
-            .map_err(|e| self.copy_error(e, &context))?;
-        let plan = copy::plan(&tree, &[".".into()], "/", &CopyOptions::default(), &|_| {
-            true
-        })
-        .map_err(|e| self.copy_error(e, &context))?;
-        let root = Root::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        copy::execute(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))?;
-        Ok(dir)
+        let made = build.filtered_context.dir.get_or_init(|| {
+            let dir = build
+                .request
+                .state_root
+                .join("run")
+                .join(unique_key("context"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let context = CopySource::Dir {
+                path: build.request.context.clone(),
+                use_ignore: true,
+            };
+            let copied = (|| -> Result<(), String> {
+                let tree = SourceTree::open(&build.request.context, Some(ignore), true)
+                    .map_err(|e| self.copy_error(e, &context))?;
+                let plan = copy::plan(&tree, &[".".into()], "/", &CopyOptions::default(), &|_| {
+                    true
+                })
+                .map_err(|e| self.copy_error(e, &context))?;
+                let root = Root::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                copy::execute(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))
+            })();
+            match copied {
+                Ok(()) => Ok(dir),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    Err(e)
+                }
+            }
+        });
+        made.clone()
     }
 
     /// A read-only view of a state's filesystem, mounted; `None` for an empty filesystem.

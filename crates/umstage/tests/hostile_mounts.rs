@@ -203,7 +203,9 @@ fn mount_sources_through_symlinks_stay_inside_their_root() -> TestResult {
 
     // The cache persists in the state root: a later build with the same seed reaches it, and
     // one naming only the id gets a cache of its own (BuildKit keys a seeded cache by both).
-    let stage_s = &dockerfile[..dockerfile.find("FROM busybox\n").unwrap_or(dockerfile.len())];
+    let stage_s = &dockerfile[..dockerfile
+        .find("FROM busybox\n")
+        .unwrap_or(dockerfile.len())];
     let later_dockerfile = format!(
         "{stage_s}FROM busybox\n\
          RUN --mount=type=cache,from=s,source=/chained,target=/c,id=evil sh -c 'echo pwned > /c/again; chmod 0700 /c; cat /c/secret > /seen'\n\
@@ -299,6 +301,14 @@ fn the_bound_context_is_the_filtered_one_and_its_links_stay_inside() -> TestResu
     assert!(!listing.contains("ignored.txt"), "{listing}");
     assert!(!listing.contains("hidden"), "{listing}");
     assert_eq!(read(&dest, "through-link"), "context-copy\n");
+    // The filtered copy lives as long as the build.
+    let left: Vec<_> = fs::read_dir(env.path("state/run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("context-"))
+        .collect();
+    assert!(left.is_empty(), "left in the state root: {left:?}");
     assert_eq!(read(&dest, "rw"), "ok\n");
     assert_eq!(fs::read_to_string(inside.join("secret"))?, "context-copy\n");
     assert_eq!(fs::read_to_string(ctx.join("kept.txt"))?, "kept");
