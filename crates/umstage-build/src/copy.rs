@@ -8,12 +8,15 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use umstage_dockerfile::Dockerignore;
-use umstage_oci::inroot::{Escape, InRootError, Root, chmod_nofollow};
+use umstage_oci::inroot::{
+    Escape, InRootError, Root, chmod_nofollow, lstat_no_symlinks, open_no_symlinks,
+    read_dir_no_symlinks, read_link_no_symlinks,
+};
 
 use crate::chmod::Chmod;
 
@@ -196,7 +199,7 @@ impl<'a> SourceTree<'a> {
         let mut stack = vec![(PathBuf::new(), 0usize)];
         while let Some((below, level)) = stack.pop() {
             let dir = self.host.join(&start).join(&below);
-            let Ok(entries) = fs::read_dir(&dir) else {
+            let Ok(entries) = read_dir_no_symlinks(&dir) else {
                 continue;
             };
             let mut names: Vec<OsString> = entries.flatten().map(|e| e.file_name()).collect();
@@ -210,7 +213,7 @@ impl<'a> SourceTree<'a> {
                 if matcher.matches(&sub.to_string_lossy()) {
                     out.push(rel_path.clone());
                 }
-                let is_dir = fs::symlink_metadata(dir.join(&name)).is_ok_and(|m| m.is_dir());
+                let is_dir = lstat_no_symlinks(&dir.join(&name)).is_ok_and(|m| m.is_dir());
                 if is_dir && level + 1 < depth {
                     stack.push((sub, level + 1));
                 }
@@ -280,7 +283,7 @@ pub fn plan(
     for (pattern, rel) in matched {
         let real = tree.follow(&rel)?;
         let host = tree.host.join(&real);
-        let meta = fs::symlink_metadata(&host).map_err(io_err(&rel))?;
+        let meta = lstat_no_symlinks(&host).map_err(io_err(&rel))?;
         let base = if options.parents {
             dest_path.join(parents_part(pattern, &rel))
         } else if meta.is_dir() {
@@ -347,7 +350,7 @@ fn walk_dir(
     options: &CopyOptions,
     items: &mut Vec<Item>,
 ) -> Result<(), CopyError> {
-    let mut names: Vec<OsString> = fs::read_dir(host_dir)
+    let mut names: Vec<OsString> = read_dir_no_symlinks(host_dir)
         .map_err(io_err(rel_dir))?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
@@ -362,11 +365,11 @@ fn walk_dir(
             let may = tree
                 .ignore
                 .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()));
-            if !(may && fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir())) {
+            if !(may && lstat_no_symlinks(&host).is_ok_and(|m| m.is_dir())) {
                 continue;
             }
         }
-        let meta = fs::symlink_metadata(&host).map_err(io_err(&rel))?;
+        let meta = lstat_no_symlinks(&host).map_err(io_err(&rel))?;
         let below_top = rel.strip_prefix(top).ok();
         if excluded(options, &rel, None) || below_top.is_some_and(|b| excluded(options, b, None)) {
             continue;
@@ -400,7 +403,7 @@ fn item(
     let kind = if is_dir {
         ItemKind::Dir
     } else if ft.is_symlink() {
-        ItemKind::Symlink(fs::read_link(host).map_err(io_err(rel))?)
+        ItemKind::Symlink(read_link_no_symlinks(host).map_err(io_err(rel))?)
     } else if ft.is_file() {
         ItemKind::File
     } else if ft.is_fifo() {
@@ -660,13 +663,10 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
     chmod_nofollow(parent, name, item.mode).map_err(errno(&item.dest))
 }
 
-/// Opens a source file that the plan saw as a regular file, never following a symlink put in
-/// its place since.
+/// Opens a source file that the plan saw as a regular file, never through a symlink put in its
+/// place, or in the place of a directory above it, since.
 pub(crate) fn open_source(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
+    open_no_symlinks(path, OFlags::RDONLY).map(fs::File::from)
 }
 
 /// Whether `path` (absolute inside `root`) is an existing directory, symlinks followed inside

@@ -400,6 +400,43 @@ pub fn open_in_root(root: impl AsFd, path: &Path, flags: OFlags) -> io::Result<O
     }
 }
 
+/// Opens a host path that holds no symlink by construction (a canonical root joined with a path
+/// already resolved inside it), letting the kernel check that no component is one (`openat2`
+/// with `RESOLVE_NO_SYMLINKS`): a symlink swapped in since makes the call fail, never leads
+/// elsewhere. With `O_PATH | O_NOFOLLOW` a final symlink is opened itself.
+pub fn open_no_symlinks(path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    loop {
+        match rfs::openat2(
+            rfs::CWD,
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            rfs::ResolveFlags::NO_SYMLINKS,
+        ) {
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// `lstat` of such a path (see [`open_no_symlinks`]).
+pub fn lstat_no_symlinks(path: &Path) -> io::Result<std::fs::Metadata> {
+    std::fs::File::from(open_no_symlinks(path, OFlags::PATH | OFlags::NOFOLLOW)?).metadata()
+}
+
+/// The entries of such a directory (see [`open_no_symlinks`]).
+pub fn read_dir_no_symlinks(path: &Path) -> io::Result<std::fs::ReadDir> {
+    let dir = open_no_symlinks(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
+    std::fs::read_dir(fd_path(&dir))
+}
+
+/// The target of such a symlink (see [`open_no_symlinks`]).
+pub fn read_link_no_symlinks(path: &Path) -> io::Result<PathBuf> {
+    let link = open_no_symlinks(path, OFlags::PATH | OFlags::NOFOLLOW)?;
+    let target = rfs::readlinkat(&link, "", Vec::new())?;
+    Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
+}
+
 /// The path the kernel gives for what `fd` refers to, as seen from this process.
 pub fn fd_path(fd: impl AsFd) -> PathBuf {
     use std::os::fd::AsRawFd;
@@ -584,5 +621,35 @@ mod tests {
                 .and_then(|fd| rfs::fstat(&fd).map_err(io::Error::from))
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
         );
+    }
+
+    #[test]
+    fn paths_without_symlinks_are_checked_by_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(real.join("d")).unwrap();
+        std::fs::write(real.join("d/f"), b"f").unwrap();
+        symlink(real.join("d"), real.join("via")).unwrap();
+        symlink("f", real.join("d/link")).unwrap();
+        assert!(open_no_symlinks(&real.join("d/f"), OFlags::RDONLY).is_ok());
+        assert!(open_no_symlinks(&real.join("via/f"), OFlags::RDONLY).is_err());
+        assert!(open_no_symlinks(&real.join("d/link"), OFlags::RDONLY).is_err());
+        assert!(
+            lstat_no_symlinks(&real.join("d/link"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert!(lstat_no_symlinks(&real.join("via/link")).is_err());
+        assert_eq!(
+            read_link_no_symlinks(&real.join("d/link")).unwrap(),
+            Path::new("f")
+        );
+        let mut names: Vec<_> = read_dir_no_symlinks(&real.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["f", "link"]);
+        assert!(read_dir_no_symlinks(&real.join("via")).is_err());
     }
 }
