@@ -888,6 +888,15 @@ impl Step<'_, '_> {
     /// A step that changes only the config: no filesystem, no cache lookup. `expanded` words
     /// the history entry (none for ONBUILD, as BuildKit); the key rolls over the instruction.
     fn metadata(&mut self, expanded: &Command) -> Result<bool, BuildError> {
+        // Each word's expansion is bounded, but many instructions could still add up to a
+        // config no store or registry would take: refused at the instruction that does it.
+        let limit = umstage_oci::image::MAX_JSON_SIZE;
+        let size = serde_json::to_vec(&self.cfg.image).map_or(0, |b| b.len() as u64);
+        if size > limit {
+            return Err(BuildError::Invalid(self.located(format!(
+                "the image config would grow to {size} bytes, past the {limit} an image config may hold"
+            ))));
+        }
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[]);
         self.roll_key(
             "meta",

@@ -99,3 +99,26 @@ fn a_log_level_that_is_no_level_or_filter_is_a_usage_error() -> TestResult {
 fn stderr_has(out: &std::process::Output, needle: &str) -> bool {
     String::from_utf8_lossy(&out.stderr).contains(needle)
 }
+
+#[test]
+fn labels_that_add_up_past_what_a_config_may_hold_are_refused_at_their_line() -> TestResult {
+    let env = Env::new()?;
+    // Each word stays within the expansion limit; together they pass 8 MiB.
+    let mut dockerfile = format!("FROM busybox\nARG A0={}\n", "x".repeat(1024));
+    for i in 1..=9 {
+        dockerfile.push_str(&format!("ARG A{i}=$A{prev}$A{prev}\n", prev = i - 1));
+    }
+    for i in 0..20 {
+        dockerfile.push_str(&format!("LABEL l{i}=$A9\n"));
+    }
+    let ctx = env.context("ctx", &[("Dockerfile", &dockerfile)])?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        stderr_has(&out, "image config would grow") && stderr_has(&out, "Dockerfile:"),
+        "{}",
+        text(&out)
+    );
+    assert!(!env.path("image.tar").exists());
+    Ok(())
+}
