@@ -125,8 +125,12 @@ impl Snapshotter {
         };
         let root = state_root.join("snapshots").join(kind.to_string());
         let driver: Box<dyn Driver> = match kind {
-            DriverKind::Overlay => Box::new(overlay::Overlay::new(root.join("empty"))),
-            DriverKind::Native => Box::new(native::Native::new(root.join("empty"))),
+            DriverKind::Overlay => Box::new(overlay::Overlay {
+                empty: root.join("empty"),
+            }),
+            DriverKind::Native => Box::new(native::Native {
+                empty: root.join("empty"),
+            }),
         };
         for sub in ["meta", "data", "empty", "leases", "trash"] {
             fsutil::ensure_dir(&root.join(sub))?;

@@ -15,13 +15,7 @@ use crate::fsutil::{self, at};
 /// The native driver; `empty` is the empty tree a snapshot without a parent is diffed against.
 #[derive(Debug)]
 pub(crate) struct Native {
-    empty: PathBuf,
-}
-
-impl Native {
-    pub(crate) fn new(empty: PathBuf) -> Self {
-        Self { empty }
-    }
+    pub(crate) empty: PathBuf,
 }
 
 impl Driver for Native {

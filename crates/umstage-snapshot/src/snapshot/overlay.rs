@@ -17,13 +17,7 @@ const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 /// The overlay driver; `empty` is the empty lower that stands in for a missing one.
 #[derive(Debug)]
 pub(crate) struct Overlay {
-    empty: PathBuf,
-}
-
-impl Overlay {
-    pub(crate) fn new(empty: PathBuf) -> Self {
-        Self { empty }
-    }
+    pub(crate) empty: PathBuf,
 }
 
 impl Driver for Overlay {
