@@ -13,22 +13,7 @@ use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
 /// Whether the file is a tar archive, compressed (gzip, bzip2, xz, zstd) or not: as BuildKit,
 /// a compressed file that is not a tar inside (a plain `.gz`) is copied, not extracted.
 pub fn is_archive(path: &Path) -> bool {
-    let Ok(f) = copy::open_source(path) else {
-        return false;
-    };
-    let Ok(mut reader) = umstage_oci::compress::decompress(f) else {
-        return false;
-    };
-    let mut head = [0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        match reader.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return false,
-        }
-    }
-    n == head.len() && &head[257..262] == b"ustar"
+    copy::open_source(path).is_ok_and(crate::tarhead::is_tar)
 }
 
 /// Extracts the archive `src` into the directory `target` (absolute inside `root`, existing).

@@ -2,12 +2,12 @@
 //! takes one: a tar archive (plain or compressed) is the context; anything else is a Dockerfile
 //! with an empty context.
 
-use std::io::Read;
 use std::path::Path;
 
 use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack};
 
 use crate::request::BuildError;
+use crate::tarhead::is_tar;
 
 /// What standard input held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,26 +18,10 @@ pub enum StdinContext {
     Dockerfile(Vec<u8>),
 }
 
-/// Whether `data` is a tar archive, plain or compressed (gzip, bzip2, xz, zstd).
-pub fn is_tar(data: &[u8]) -> bool {
-    let Ok(mut reader) = umstage_oci::compress::decompress(data) else {
-        return false;
-    };
-    let mut head = [0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        match reader.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    n == head.len() && &head[257..262] == b"ustar"
-}
-
 /// Takes standard input's bytes: extracts an archive into `dir` (which must exist), or
 /// returns them as a Dockerfile.
 pub fn from_stdin(data: Vec<u8>, dir: &Path) -> Result<StdinContext, BuildError> {
-    if !is_tar(&data) {
+    if !is_tar(&data[..]) {
         return Ok(StdinContext::Dockerfile(data));
     }
     let options = UnpackOptions {
@@ -75,7 +59,7 @@ mod tests {
         let sum: u32 = tar[..512].iter().map(|&b| u32::from(b)).sum();
         tar[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         tar[512..525].copy_from_slice(b"FROM scratch\n");
-        assert!(is_tar(&tar));
+        assert!(is_tar(&tar[..]));
         assert_eq!(from_stdin(tar, dir.path())?, StdinContext::Archive);
         assert_eq!(
             std::fs::read_to_string(dir.path().join("Dockerfile"))?,

@@ -612,14 +612,8 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
         ItemKind::Symlink(target) => {
             remove_non_dir(parent, name, existing, item)?;
             rfs::symlinkat(target.as_os_str(), parent, name).map_err(errno(path))?;
-            rfs::chownat(
-                parent,
-                name,
-                Some(rfs::Uid::from_raw(item.uid)),
-                Some(rfs::Gid::from_raw(item.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(errno(path))?;
+            // A symlink has no mode of its own: only its owner is set.
+            set_owner(parent, name, item)?;
             rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(path))?;
         }
         ItemKind::Fifo => {
@@ -651,7 +645,7 @@ fn remove_non_dir(
     }
 }
 
-fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {
+fn set_owner(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {
     rfs::chownat(
         parent,
         name,
@@ -659,7 +653,11 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
         Some(rfs::Gid::from_raw(item.gid)),
         AtFlags::SYMLINK_NOFOLLOW,
     )
-    .map_err(errno(&item.dest))?;
+    .map_err(errno(&item.dest))
+}
+
+fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {
+    set_owner(parent, name, item)?;
     chmod_nofollow(parent, name, item.mode).map_err(errno(&item.dest))
 }
 

@@ -28,6 +28,7 @@ pub mod request;
 pub mod schedule;
 pub mod solver;
 pub mod state;
+pub mod tarhead;
 pub mod users;
 
 pub use solver::{build, check};

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind};
 use crate::instructions::{Add, ArgDecl, Command, Copy, KeyValue, Run, type_node};
-use crate::lint::{Lint, lint};
 use crate::mount::parse_mount;
 use crate::shell::{Env, ExpandError, Growth, Lexer};
 use crate::span::{Pos, Span};
@@ -83,7 +82,8 @@ pub struct Dockerfile {
     pub warnings: Vec<Warning>,
 }
 
-/// Parses and types a Dockerfile: every instruction checked, stages split, lint findings collected.
+/// Parses and types a Dockerfile: every instruction checked, stages split (lint findings are
+/// computed on request, by `Dockerfile::lints` in the lint module).
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile, Error> {
     let ast = parse_ast(file, text)?;
     let source = Arc::new(SourceFile {
@@ -583,11 +583,6 @@ impl MetaScope {
 }
 
 impl Dockerfile {
-    /// Lint findings for BuildKit's cheap checks, computed on request.
-    pub fn lints(&self) -> Vec<Lint> {
-        lint(self)
-    }
-
     /// The global scope for this file given the user's build args.
     pub fn meta_scope(&self, args: &BuildArgs) -> Result<MetaScope, Error> {
         let mut scope = MetaScope::default();

@@ -1,4 +1,4 @@
-//! The stage graph: which stages a stage needs, target pruning, dependency order, parallel waves.
+//! The stage graph: which stages a stage needs, target pruning, dependency order.
 
 use crate::dockerfile::{Dockerfile, Instruction, MetaScope};
 use crate::error::{Error, ErrorKind};
@@ -249,28 +249,6 @@ impl StageGraph {
         (0..needed.len()).filter(|&i| needed[i]).collect()
     }
 
-    /// The required stages grouped into waves: every stage in a wave depends only on earlier waves,
-    /// so the stages of one wave are independent and can be built in parallel.
-    pub fn waves(&self, target: usize) -> Vec<Vec<usize>> {
-        let order = self.required(target);
-        let mut level = vec![0usize; self.nodes.len()];
-        let mut waves: Vec<Vec<usize>> = Vec::new();
-        for &i in &order {
-            let l = self
-                .deps(i)
-                .iter()
-                .map(|&d| level[d] + 1)
-                .max()
-                .unwrap_or(0);
-            level[i] = l;
-            if waves.len() <= l {
-                waves.resize(l + 1, Vec::new());
-            }
-            waves[l].push(i);
-        }
-        waves
-    }
-
     /// Whether neither of two stages needs the other (directly or not).
     pub fn independent(&self, a: usize, b: usize) -> bool {
         !self.required(a).contains(&b) && !self.required(b).contains(&a)
@@ -291,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn edges_pruning_and_waves() {
+    fn edges_and_pruning() {
         let src = "FROM alpine AS a\nFROM busybox AS b\nFROM a AS c\nCOPY --from=b /x /x\nRUN --mount=from=0,target=/m true\nFROM scratch AS unused\nFROM c\nCOPY --from=nginx:latest /y /y\n";
         let g = graph(src).unwrap();
         assert_eq!(g.nodes[2].base, Base::Stage(0));
@@ -299,7 +277,6 @@ mod tests {
         assert_eq!(g.nodes[3].base, Base::Scratch);
         assert_eq!(g.nodes[4].images[0].reference, "nginx:latest");
         assert_eq!(g.required(4), vec![0, 1, 2, 4]);
-        assert_eq!(g.waves(4), vec![vec![0, 1], vec![2], vec![4]]);
         assert!(g.independent(0, 1));
         assert!(!g.independent(0, 2));
     }

@@ -6,7 +6,7 @@
 //! - [`dump`] renders BuildKit's parse-tree dump (for `umstage debug parse`).
 //! - [`Dockerfile::meta_scope`], [`StageScope`] give the variables in force at each step;
 //!   [`Instruction::expand`] substitutes them.
-//! - [`Dockerfile::graph`] gives the [`StageGraph`]: dependencies, target pruning, parallel waves.
+//! - [`Dockerfile::graph`] gives the [`StageGraph`]: dependencies, target pruning.
 //! - [`Dockerignore`] matches context paths.
 //!
 //! How a solver walks a build:

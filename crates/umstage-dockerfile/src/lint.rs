@@ -88,8 +88,17 @@ impl CheckConfig {
     }
 }
 
+// The method lives here, not beside the type, so that the lints depend on the typed Dockerfile
+// and never the other way round.
+impl Dockerfile {
+    /// Lint findings for BuildKit's cheap checks, computed on request.
+    pub fn lints(&self) -> Vec<Lint> {
+        lint(self)
+    }
+}
+
 /// Runs the lint checks over a parsed Dockerfile.
-pub(crate) fn lint(df: &Dockerfile) -> Vec<Lint> {
+fn lint(df: &Dockerfile) -> Vec<Lint> {
     let mut out = Vec::new();
     let mut push = |rule, message: String, span| {
         out.push(Lint {

@@ -757,22 +757,27 @@ impl Pattern {
                 return out;
             }
             let mut next = vec![false; n + 1];
-            for i in 0..n {
-                if !states[i] {
-                    continue;
-                }
-                match self.toks[i] {
-                    Tok::Any => next[i] = true,
-                    Tok::One => next[i + 1] = true,
-                    Tok::Lit(l) if l == c => next[i + 1] = true,
-                    Tok::Lit(_) => {}
-                }
-            }
-            self.close(&mut next);
+            self.advance(&states, c, &mut next);
             states = next;
             out.push(states[n]);
         }
         out
+    }
+
+    /// Moves the live `states` over the character `c` into `next`, closed under empty `*`.
+    fn advance(&self, states: &[bool], c: char, next: &mut [bool]) {
+        for (i, tok) in self.toks.iter().enumerate() {
+            if !states[i] {
+                continue;
+            }
+            match *tok {
+                Tok::Any => next[i] = true,
+                Tok::One => next[i + 1] = true,
+                Tok::Lit(l) if l == c => next[i + 1] = true,
+                Tok::Lit(_) => {}
+            }
+        }
+        self.close(next);
     }
 
     /// Adds the states reachable by letting `*` match nothing.
@@ -816,18 +821,7 @@ impl Pattern {
         for (k, &c) in s.iter().enumerate().rev() {
             let mut next = vec![false; n + 1];
             next[0] = true;
-            for i in 0..n {
-                if !states[i] {
-                    continue;
-                }
-                match rev.toks[i] {
-                    Tok::Any => next[i] = true,
-                    Tok::One => next[i + 1] = true,
-                    Tok::Lit(l) if l == c => next[i + 1] = true,
-                    Tok::Lit(_) => {}
-                }
-            }
-            rev.close(&mut next);
+            rev.advance(&states, c, &mut next);
             states = next;
             out[k] = states[n];
         }
@@ -847,18 +841,7 @@ impl Pattern {
             })?;
             let mut next = vec![false; n + 1];
             let mut alive = false;
-            for i in 0..n {
-                if !states[i] {
-                    continue;
-                }
-                match self.toks[i] {
-                    Tok::Any => next[i] = true,
-                    Tok::One => next[i + 1] = true,
-                    Tok::Lit(l) if l == c => next[i + 1] = true,
-                    Tok::Lit(_) => {}
-                }
-            }
-            self.close(&mut next);
+            self.advance(&states, c, &mut next);
             for &b in &next {
                 alive |= b;
             }

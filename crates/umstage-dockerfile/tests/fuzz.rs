@@ -139,7 +139,7 @@ fn exercise(text: &str) {
         let args = BuildArgs::default();
         if let Ok(meta) = df.meta_scope(&args) {
             if let (Ok(g), Ok(t)) = (df.graph(&meta), df.resolve_target(None)) {
-                let _ = g.waves(t);
+                let _ = g.required(t);
             }
             for stage in &df.stages {
                 let mut scope = StageScope::new(&args, &meta, []);

@@ -14,7 +14,6 @@ use crate::digest::{self, Digest};
 use crate::image::{
     Image, ImageError, Manifest, ManifestFormat, Platform, media, parse_manifest, write_manifest,
 };
-use crate::json::to_canonical_vec;
 use crate::reference::{self, Reference};
 use crate::store::{BlobInfo, ContentStore, StoreError};
 use crate::tarball::{self, EntryKind, Header, TarError, TarReader};
@@ -605,9 +604,4 @@ fn normalise_relative(base: &Path, target: &str) -> String {
         }
     }
     parts.join("/")
-}
-
-/// Reads an OCI layout's `index.json` bytes into a canonical form (for tests and tools).
-pub fn canonical_index(images: &[TaggedImage<'_>]) -> serde_json::Result<Vec<u8>> {
-    to_canonical_vec(&index_for(images))
 }

@@ -420,8 +420,3 @@ pub fn write_layer(
         tar_size,
     })
 }
-
-/// `SOURCE_DATE_EPOCH` from the environment, if set to a valid number of seconds.
-pub fn source_date_epoch_from_env() -> Option<i64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
-}

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use umstage_oci::changes::{Change, ChangeKind};
 
 use crate::fsutil::{self, PathError, at};
-use crate::snapshot::Driver;
 
 fn push(out: &mut Vec<Change>, path: &Path, kind: ChangeKind) {
     out.push(Change {
@@ -118,16 +117,6 @@ pub(crate) fn lookup_overlay(lowers: &[PathBuf], rel: &Path) -> Option<Found> {
         }
     }
     None
-}
-
-/// The metadata a path had before the step, in the layers or tree below it.
-pub(crate) fn lookup_lower(below: &[PathBuf], rel: &Path, driver: Driver) -> Option<Metadata> {
-    match driver {
-        Driver::Overlay => lookup_overlay(below, rel).map(|found| found.meta),
-        Driver::Native => below
-            .first()
-            .and_then(|tree| std::fs::symlink_metadata(tree.join(rel)).ok()),
-    }
 }
 
 /// Whether two directories hold entries of the same names.

@@ -12,7 +12,7 @@ pub mod snapshot;
 pub mod userns;
 
 pub use cancel::Cancel;
-pub use snapshot::{CommitOutcome, Driver, DriverChoice, LayerTarget, MountSpec, Snapshotter};
+pub use snapshot::{CommitOutcome, DriverChoice, DriverKind, LayerTarget, MountSpec, Snapshotter};
 
 use std::ffi::OsStr;
 use std::path::PathBuf;

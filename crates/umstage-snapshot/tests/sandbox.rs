@@ -132,7 +132,7 @@ const SCENARIOS: &[Scenario] = &[
 
 fn overlay_fixture() -> Result<Fixture, Skip> {
     let fixture = Fixture::new(DriverChoice::Auto);
-    if fixture.snap.driver() != umstage_snapshot::Driver::Overlay {
+    if fixture.snap.driver() != umstage_snapshot::DriverKind::Overlay {
         return Err(Skip(format!(
             "overlayfs in a user namespace is unavailable: {}",
             fixture.snap.selection_reason()
@@ -656,7 +656,7 @@ fn state_root_on_overlayfs_is_detected() -> TestResult {
         .expect_err("overlay on overlay");
     assert!(error.to_string().contains("is on overlayfs"), "{error}");
     let auto = umstage_snapshot::Snapshotter::open(&state, DriverChoice::Auto).expect("auto");
-    assert_eq!(auto.driver(), umstage_snapshot::Driver::Native);
+    assert_eq!(auto.driver(), umstage_snapshot::DriverKind::Native);
     assert!(
         auto.selection_reason().contains("overlayfs"),
         "{}",

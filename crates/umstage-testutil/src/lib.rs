@@ -13,12 +13,14 @@
 //!   fixture registry.
 //! - [`archive`]: reading an image archive back with `skopeo`, `umoci` and
 //!   plain `tar`.
+//! - [`process::stop`]: stopping a daemon a test started, by its pid.
 //!
 //! Missing tools or users are errors that say how to fix them: a test never
 //! passes because its fixture could not run.
 
 pub mod archive;
 pub mod images;
+pub mod process;
 pub mod registry;
 pub mod user;
 

@@ -171,21 +171,7 @@ impl Builder for BuildKit {
 
 impl Drop for BuildKit {
     fn drop(&mut self) {
-        // Stop the daemon by its pid and wait: it takes containerd down with it
-        // and unmounts its overlays on the way out.
-        // SAFETY: kill with a pid we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(self.daemon.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.daemon.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        umstage_testutil::process::stop(&mut self.daemon, Duration::from_secs(30));
         unmount_under(&self.dir);
     }
 }

@@ -8,11 +8,22 @@
 //! `lock` serialises record changes.
 //! Committed snapshots are shared by every build; active ones belong to the snapshotter
 //! that made them and are removed when it goes away, even by SIGKILL (next open collects them).
+//! This module keeps the records; what a snapshot's content holds, and how it is prepared,
+//! mounted and diffed, is its driver's (`driver::Driver`, implemented by `overlay` and
+//! `native`).
 
+mod driver;
+mod error;
+mod kind;
 mod mount;
+mod native;
+mod overlay;
 
+pub use driver::LayerTarget;
+pub use error::SnapshotError;
+pub use kind::{DriverKind, SnapshotKind};
 pub use mount::MountSpec;
-pub(crate) use mount::{bind_mount, mount_overlay, remount_read_only};
+pub(crate) use mount::{bind_mount, remount_read_only};
 
 use std::fs::File;
 use std::io;
@@ -23,7 +34,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use umstage_oci::changes::ChangeSet;
 
-use crate::fsutil::{self, PathError, at};
+use crate::fsutil::{self, at};
+use driver::{Driver, Lowers};
 
 /// Which snapshot driver the user asked for (`--snapshotter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,45 +61,6 @@ impl FromStr for DriverChoice {
     }
 }
 
-/// A snapshot driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Driver {
-    /// Native overlayfs with `userxattr`: a snapshot holds one layer's changes.
-    Overlay,
-    /// Copying: a snapshot holds a whole tree.
-    Native,
-}
-
-impl std::fmt::Display for Driver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Driver::Overlay => "overlay",
-            Driver::Native => "native",
-        })
-    }
-}
-
-/// The state of a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SnapshotKind {
-    /// Writable, made by `prepare`.
-    Active,
-    /// Read-only, made by `view`.
-    View,
-    /// Read-only and shared, made by `commit`.
-    Committed,
-}
-
-impl std::fmt::Display for SnapshotKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SnapshotKind::Active => "active",
-            SnapshotKind::View => "a view",
-            SnapshotKind::Committed => "committed",
-        })
-    }
-}
-
 /// What is known about one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
@@ -108,67 +81,6 @@ pub enum CommitOutcome {
     AlreadyExisted,
 }
 
-/// Where a layer is unpacked into an active snapshot, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LayerTarget {
-    /// Write the layer's own entries here, whiteouts as overlay whiteouts (0:0 character
-    /// devices) and opaque directories marked `user.overlay.opaque=y` (overlay driver).
-    Diff(PathBuf),
-    /// Apply the layer onto the full tree here: whiteouts delete (native driver).
-    Apply(PathBuf),
-}
-
-/// Why a snapshot operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// `--snapshotter` named no driver.
-    #[error("unknown snapshotter {0:?}: expected auto, overlay or native")]
-    UnknownDriver(String),
-    /// The key is taken.
-    #[error("snapshot {0} already exists")]
-    AlreadyExists(String),
-    /// No snapshot has the key.
-    #[error("snapshot {0} does not exist")]
-    NotFound(String),
-    /// The snapshot is in the wrong state for the operation.
-    #[error("snapshot {key} is {actual}, not {expected}")]
-    WrongKind {
-        /// The snapshot.
-        key: String,
-        /// What it is.
-        actual: SnapshotKind,
-        /// What the operation needs.
-        expected: SnapshotKind,
-    },
-    /// Other snapshots are built on it.
-    #[error("snapshot {key} has children (for example {child}); remove them first")]
-    HasChildren {
-        /// The snapshot.
-        key: String,
-        /// One child.
-        child: String,
-    },
-    /// The overlay driver was asked for, but the state root is on overlayfs.
-    #[error(
-        "the overlay snapshotter cannot keep snapshots in {0}: it is on overlayfs (as inside a container), where an upper dir cannot live; put the state root on a volume (for example an emptyDir) or use --snapshotter native"
-    )]
-    StateRootOnOverlay(PathBuf),
-    /// The overlay driver was asked for, but overlayfs does not work here.
-    #[error("the overlay snapshotter does not work here: {0}")]
-    OverlayUnavailable(String),
-    /// A record under the state root cannot be read.
-    #[error("snapshot record {path} is corrupt: {reason}")]
-    CorruptRecord {
-        /// The record file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A filesystem operation failed.
-    #[error(transparent)]
-    Io(#[from] PathError),
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     key: String,
@@ -183,13 +95,11 @@ struct Record {
 pub struct Snapshotter {
     state_root: PathBuf,
     root: PathBuf,
-    driver: Driver,
+    driver: Box<dyn Driver>,
     reason: String,
     lease_id: String,
     _lease: File,
 }
-
-const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 
 impl Snapshotter {
     /// Opens (creating) the snapshots under `state_root` with the chosen driver.
@@ -197,24 +107,32 @@ impl Snapshotter {
     /// Needs to run inside the user namespace for overlay (see [`crate::userns::enter`]).
     pub fn open(state_root: &Path, choice: DriverChoice) -> Result<Self, SnapshotError> {
         fsutil::ensure_dir(state_root)?;
-        let (driver, reason) = match choice {
-            DriverChoice::Overlay => match probe_overlay(state_root) {
-                Ok(detail) => (Driver::Overlay, format!("asked for; {detail}")),
+        let (kind, reason) = match choice {
+            DriverChoice::Overlay => match overlay::probe(state_root) {
+                Ok(detail) => (DriverKind::Overlay, format!("asked for; {detail}")),
                 Err(e) => return Err(e),
             },
             DriverChoice::Native => (
-                Driver::Native,
-                format!("asked for; {}", native_detail(state_root)),
+                DriverKind::Native,
+                format!("asked for; {}", native::detail(state_root)),
             ),
-            DriverChoice::Auto => match probe_overlay(state_root) {
-                Ok(detail) => (Driver::Overlay, detail),
+            DriverChoice::Auto => match overlay::probe(state_root) {
+                Ok(detail) => (DriverKind::Overlay, detail),
                 Err(e) => (
-                    Driver::Native,
-                    format!("overlay unavailable ({e}); {}", native_detail(state_root)),
+                    DriverKind::Native,
+                    format!("overlay unavailable ({e}); {}", native::detail(state_root)),
                 ),
             },
         };
-        let root = state_root.join("snapshots").join(driver.to_string());
+        let root = state_root.join("snapshots").join(kind.to_string());
+        let driver: Box<dyn Driver> = match kind {
+            DriverKind::Overlay => Box::new(overlay::Overlay {
+                empty: root.join("empty"),
+            }),
+            DriverKind::Native => Box::new(native::Native {
+                empty: root.join("empty"),
+            }),
+        };
         for sub in ["meta", "data", "empty", "leases", "trash"] {
             fsutil::ensure_dir(&root.join(sub))?;
         }
@@ -239,13 +157,13 @@ impl Snapshotter {
             _lease: lease,
         };
         snapshotter.collect_abandoned()?;
-        tracing::debug!(driver = %snapshotter.driver, reason = %snapshotter.reason, "snapshotter open");
+        tracing::debug!(driver = %snapshotter.driver(), reason = %snapshotter.reason, "snapshotter open");
         Ok(snapshotter)
     }
 
     /// The driver in use.
-    pub fn driver(&self) -> Driver {
-        self.driver
+    pub fn driver(&self) -> DriverKind {
+        self.driver.kind()
     }
 
     /// Why this driver was chosen (for `umstage info` and progress output).
@@ -295,14 +213,12 @@ impl Snapshotter {
             fsutil::ensure_dir(&data.join("work"))?;
             self.write_record(&record)?;
         }
-        let filled = match (self.driver, kind, parent) {
-            (Driver::Native, SnapshotKind::Active, Some(parent)) => {
-                let from = self.data_dir(&self.committed(parent)?.dir).join("fs");
-                fsutil::copy_tree(&from, &data.join("fs")).map_err(SnapshotError::from)
-            }
-            _ => std::fs::create_dir(data.join("fs"))
+        let filled = if kind == SnapshotKind::Active {
+            self.driver.prepare(&data.join("fs"), &self.below(parent))
+        } else {
+            std::fs::create_dir(data.join("fs"))
                 .map_err(at("mkdir", &data.join("fs")))
-                .map_err(SnapshotError::from),
+                .map_err(SnapshotError::from)
         };
         if let Err(e) = filled {
             let _ = self.remove(key);
@@ -400,66 +316,25 @@ impl Snapshotter {
             .read_record(key)?
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
         let data = self.data_dir(&record.dir);
-        let mount = match (self.driver, record.kind) {
-            (Driver::Native, SnapshotKind::Active) => MountSpec::bind(&data.join("fs"), false),
-            (Driver::Native, SnapshotKind::Committed) => MountSpec::bind(&data.join("fs"), true),
-            (Driver::Native, SnapshotKind::View) => {
-                let parent = record.parent.as_deref().unwrap_or_default();
-                MountSpec::bind(
-                    &self.data_dir(&self.committed(parent)?.dir).join("fs"),
-                    true,
-                )
-            }
-            (Driver::Overlay, SnapshotKind::Active) => {
-                let mut lowers = self.lower_dirs(record.parent.as_deref())?;
-                if lowers.is_empty() {
-                    lowers.push(self.root.join("empty"));
-                }
-                MountSpec::overlay(&lowers, Some((&data.join("fs"), &data.join("work"))))
-            }
-            (Driver::Overlay, kind) => {
-                let top = if kind == SnapshotKind::Committed {
-                    Some(key)
-                } else {
-                    record.parent.as_deref()
-                };
-                let mut lowers = self.lower_dirs(top)?;
-                // A read-only overlay needs two lowers.
-                while lowers.len() < 2 {
-                    lowers.push(self.root.join("empty"));
-                }
-                MountSpec::overlay(&lowers, None)
-            }
-        };
+        let mount =
+            self.driver
+                .mounts(&data, record.kind, &self.below(record.parent.as_deref()))?;
         Ok(vec![mount])
     }
 
     /// Where to unpack a layer into the active snapshot `key`, and how.
     pub fn layer_target(&self, key: &str) -> Result<LayerTarget, SnapshotError> {
         let fs = self.data_dir(&self.active(key)?.dir).join("fs");
-        Ok(match self.driver {
-            Driver::Overlay => LayerTarget::Diff(fs),
-            Driver::Native => LayerTarget::Apply(fs),
-        })
+        Ok(self.driver.layer_target(fs))
     }
 
     /// What the active snapshot `key` changed relative to its parent.
     pub fn diff(&self, key: &str) -> Result<ChangeSet, SnapshotError> {
         let record = self.active(key)?;
         let fs = self.data_dir(&record.dir).join("fs");
-        let changes = match self.driver {
-            Driver::Overlay => {
-                let lowers = self.lower_dirs(record.parent.as_deref())?;
-                crate::diff::overlay_changes(&fs, &lowers)?
-            }
-            Driver::Native => {
-                let parent = match record.parent.as_deref() {
-                    Some(parent) => self.data_dir(&self.committed(parent)?.dir).join("fs"),
-                    None => self.root.join("empty"),
-                };
-                crate::diff::tree_changes(&parent, &fs)?
-            }
-        };
+        let changes = self
+            .driver
+            .diff(&fs, &self.below(record.parent.as_deref()))?;
         Ok(ChangeSet {
             source: fs,
             changes,
@@ -505,6 +380,14 @@ impl Snapshotter {
         Ok(lowers)
     }
 
+    /// What a snapshot with the committed `parent` sits on, read when the driver asks.
+    fn below<'a>(&'a self, parent: Option<&'a str>) -> Below<'a> {
+        Below {
+            snapshots: self,
+            parent,
+        }
+    }
+
     /// The content dir of the active snapshot `key` and the dirs below it, top first.
     pub(crate) fn layers_of_active(
         &self,
@@ -512,13 +395,7 @@ impl Snapshotter {
     ) -> Result<(PathBuf, Vec<PathBuf>), SnapshotError> {
         let record = self.active(key)?;
         let fs = self.data_dir(&record.dir).join("fs");
-        let below = match self.driver {
-            Driver::Overlay => self.lower_dirs(record.parent.as_deref())?,
-            Driver::Native => match record.parent.as_deref() {
-                Some(parent) => vec![self.data_dir(&self.committed(parent)?.dir).join("fs")],
-                None => Vec::new(),
-            },
-        };
+        let below = self.driver.below(&self.below(record.parent.as_deref()))?;
         Ok((fs, below))
     }
 
@@ -726,18 +603,10 @@ impl Snapshotter {
                 continue;
             }
             let here = fs.join(&parent);
-            let Some(before) = crate::diff::lookup_lower(&below, &parent, self.driver) else {
+            let Some(before) = self.driver.lookup_below(&below, &parent) else {
                 continue;
             };
-            let untouched = match self.driver {
-                Driver::Overlay => {
-                    std::fs::read_dir(&here)
-                        .map(|mut d| d.next().is_none())
-                        .unwrap_or(false)
-                        && !fsutil::is_opaque_dir(&here)
-                }
-                Driver::Native => crate::diff::same_children(&here, &below[0].join(&parent)),
-            };
+            let untouched = self.driver.untouched(&here, &below, &parent);
             if untouched && before.is_dir() {
                 fsutil::set_times(&here, &before).map_err(at("set times", &here))?;
             }
@@ -756,6 +625,27 @@ impl Drop for Snapshotter {
             let _ = self.remove(&record.key);
         }
         let _ = std::fs::remove_file(self.root.join("leases").join(&self.lease_id));
+    }
+}
+
+/// The committed snapshots below one snapshot, as records under this snapshotter.
+struct Below<'a> {
+    snapshots: &'a Snapshotter,
+    parent: Option<&'a str>,
+}
+
+impl Lowers for Below<'_> {
+    fn parent(&self) -> Result<Option<PathBuf>, SnapshotError> {
+        self.parent
+            .map(|p| {
+                let record = self.snapshots.committed(p)?;
+                Ok(self.snapshots.data_dir(&record.dir).join("fs"))
+            })
+            .transpose()
+    }
+
+    fn chain(&self) -> Result<Vec<PathBuf>, SnapshotError> {
+        self.snapshots.lower_dirs(self.parent)
     }
 }
 
@@ -791,62 +681,5 @@ pub(crate) fn flock_file(file: &File, operation: libc::c_int) -> io::Result<()> 
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
-    }
-}
-
-/// Checks that overlayfs with `userxattr` works under the state root: whiteouts included.
-fn probe_overlay(state_root: &Path) -> Result<String, SnapshotError> {
-    let fs =
-        nix::sys::statfs::statfs(state_root).map_err(|e| at("statfs", state_root)(e.into()))?;
-    if fs.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC {
-        return Err(SnapshotError::StateRootOnOverlay(state_root.to_path_buf()));
-    }
-    let probe = state_root.join(format!("overlay-probe-{}", fsutil::random_id()));
-    let result = (|| -> Result<(), String> {
-        for sub in ["l1/dir", "l2", "upper", "work", "merged"] {
-            std::fs::create_dir_all(probe.join(sub)).map_err(|e| format!("mkdir: {e}"))?;
-        }
-        mount_overlay(
-            &[probe.join("l1"), probe.join("l2")],
-            Some((&probe.join("upper"), &probe.join("work"))),
-            &probe.join("merged"),
-        )
-        .map_err(|e| format!("mounting overlayfs with userxattr: {e}"))?;
-        let removed = std::fs::remove_dir(probe.join("merged/dir"));
-        let _ = nix::mount::umount2(&probe.join("merged"), nix::mount::MntFlags::MNT_DETACH);
-        removed.map_err(|e| format!("removing a lower directory through overlayfs: {e}"))?;
-        let whiteout = std::fs::symlink_metadata(probe.join("upper/dir"))
-            .map_err(|e| format!("no whiteout in the upper dir: {e}"))?;
-        if !fsutil::is_whiteout(&whiteout) {
-            return Err("the upper dir holds no 0:0 whiteout".into());
-        }
-        Ok(())
-    })();
-    let _ = fsutil::remove_tree(&probe);
-    result.map_err(SnapshotError::OverlayUnavailable)?;
-    let fs_name = filesystem_name(fs.filesystem_type().0 as i64);
-    Ok(format!(
-        "overlayfs with userxattr works on {} ({fs_name})",
-        state_root.display()
-    ))
-}
-
-fn native_detail(state_root: &Path) -> String {
-    if fsutil::supports_reflink(state_root) {
-        "copying snapshots share file data by reflink".into()
-    } else {
-        "copying snapshots copy file data (no reflink on this filesystem)".into()
-    }
-}
-
-fn filesystem_name(magic: i64) -> &'static str {
-    match magic {
-        0xef53 => "ext4",
-        0x5846_5342 => "xfs",
-        0x9123_683e => "btrfs",
-        0x0102_1994 => "tmpfs",
-        0x794c_7630 => "overlayfs",
-        0x6573_5546 => "fuse",
-        _ => "filesystem",
     }
 }
