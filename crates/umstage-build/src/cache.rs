@@ -165,7 +165,7 @@ impl CacheIndex {
         let tmp = self.dir.join(format!(
             ".{}.{}.tmp",
             key.to_hex(),
-            crate::solver::unique_key("entry")
+            crate::ids::unique_key("entry")
         ));
         let written = (|| {
             let mut f = fs::File::create_new(&tmp)?;

@@ -113,7 +113,7 @@ impl ContextDigests {
         }
         let tmp = self
             .file
-            .with_extension(format!("{}.tmp", crate::solver::unique_key("digests")));
+            .with_extension(format!("{}.tmp", crate::ids::unique_key("digests")));
         let result = (|| {
             let mut out = io::BufWriter::new(fs::File::create_new(&tmp)?);
             let mut entries: Vec<_> = known.entries.iter().collect();

@@ -78,7 +78,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
     }
     for output in &request.outputs {
         let started = Instant::now();
-        let id = crate::solver::unique_key("export");
+        let id = crate::ids::unique_key("export");
         ctx.events.emit(Event::TaskStarted {
             id: id.clone(),
             text: describe(output),
@@ -167,7 +167,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                     extra.iter().collect()
                 };
                 names.extend(extra.iter().cloned());
-                let client = crate::solver::registry_client(request);
+                let client = crate::registry::registry_client(request);
                 for name in targets {
                     let reference = umstage_oci::reference::parse(name)
                         .map_err(|e| BuildError::Invalid(format!("push target {name}: {e}")))?;
@@ -267,7 +267,7 @@ fn with_rootfs(
         let empty = tempfile::tempdir().map_err(other)?;
         return work(empty.path());
     };
-    let key = crate::solver::unique_key("export");
+    let key = crate::ids::unique_key("export");
     snapshotter.view(&key, &chain).map_err(other)?;
     let result = match snapshotter.mount(&key) {
         Ok(guard) => {

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +30,9 @@ use crate::config::{self, StageConfig};
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
 use crate::digests::ContextDigests;
 use crate::event::{Event, EventSink, StepId, Stream};
+use crate::ids::unique_key;
 use crate::options::{Compression, DockerfileSource, NamedContext, NetworkMode, Output};
+use crate::registry::registry_client;
 use crate::request::{
     BuildError, BuildRequest, BuildResult, Entitlement, SnapshotterChoice, StepFailure,
 };
@@ -41,20 +42,6 @@ use crate::users;
 
 /// Lines of a failed step's output quoted in the error.
 const FAILURE_TAIL: usize = 12;
-
-/// A name unique to this process for an active snapshot or a temporary file.
-pub(crate) fn unique_key(kind: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{kind}-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn other(e: impl std::fmt::Display) -> BuildError {
     BuildError::Other(e.to_string())
@@ -756,17 +743,6 @@ impl Build<'_> {
             ignore_chown_errors: self.ignore_chown_errors,
         }
     }
-}
-
-/// A registry client with the request's insecure registries and the user's credentials.
-pub(crate) fn registry_client(request: &BuildRequest) -> umstage_oci::registry::RegistryClient {
-    umstage_oci::registry::RegistryClient::new(umstage_oci::registry::RegistryOptions {
-        insecure_registries: request.insecure_registries.clone(),
-        auth: umstage_oci::auth::AuthStore::from_environment(),
-        credential_helper: Some(umstage_oci::registry::HelperRunner(std::sync::Arc::new(
-            crate::credentials::ask_helper,
-        ))),
-    })
 }
 
 fn oci_platform(p: &Platform) -> umstage_oci::Platform {

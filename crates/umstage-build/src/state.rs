@@ -175,7 +175,7 @@ impl Unpacker {
                 continue;
             }
             let parent = i.checked_sub(1).map(|p| chains[p].as_str());
-            let key = crate::solver::unique_key("unpack");
+            let key = crate::ids::unique_key("unpack");
             snapshotter
                 .prepare(&key, parent)
                 .map_err(|e| e.to_string())?;
