@@ -23,6 +23,7 @@ pub mod export;
 pub mod history;
 mod ids;
 pub mod lints;
+mod ops;
 pub mod options;
 pub mod prune;
 mod registry;

@@ -1,0 +1,213 @@
+//! The life of a step that changes the filesystem: the cache lookup under the step's key, an
+//! active snapshot over the parent's layers, the diff committed as a layer and recorded in the
+//! cache; and read-only views of a state that other operations read from.
+
+use umstage_oci::inroot::Root;
+use umstage_oci::layer::write_layer;
+use umstage_oci::store::StoreError;
+
+use crate::event::Event;
+use crate::ids::unique_key;
+use crate::ops::step::Step;
+use crate::request::BuildError;
+use crate::state::{Layer, State, parse_digest};
+
+/// A rootfs mounted for a COPY or WORKDIR step.
+pub(crate) struct MountedRoot {
+    pub(crate) root: Root,
+}
+
+impl Step<'_, '_> {
+    /// The cached result for the current key, if it is complete.
+    pub(crate) fn cached(&self) -> Option<State> {
+        if self.no_cache {
+            return None;
+        }
+        let state: State = self.build.cache.get(self.key)?;
+        let complete = state
+            .layers
+            .iter()
+            .all(|l| parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d)));
+        if !complete {
+            return None;
+        }
+        // The layers this step added were made here, not pulled: one that no longer matches
+        // its digest (verify removes it) makes the entry a miss, so the step runs and remakes
+        // it. A stamp spares the hashing while the blob is unchanged.
+        let made = state.layers.get(self.layers.len()..).unwrap_or_default();
+        for layer in made {
+            let reason = match parse_digest(&layer.digest) {
+                Err(e) => e,
+                Ok(d) => match self.build.store.verify(&d) {
+                    Ok(()) => continue,
+                    Err(StoreError::Corrupt(_)) => {
+                        format!("its blob {d} does not match its digest (removed)")
+                    }
+                    Err(e) => e.to_string(),
+                },
+            };
+            self.build.events.emit(Event::Warning {
+                message: format!(
+                    "{}:{}: the cached layer is unusable, so the step runs again: {reason}",
+                    self.instruction.source.name, self.instruction.span.start.line
+                ),
+            });
+            return None;
+        }
+        self.build.cache.touch(self.key);
+        Some(state)
+    }
+
+    pub(crate) fn use_cached(&mut self, state: State) -> bool {
+        self.cfg.image = state.config;
+        *self.layers = state.layers;
+        true
+    }
+
+    /// Runs `work` in an active snapshot over the current state (mounted at a root), then turns
+    /// what it changed into a layer; consults and fills the cache under the current key.
+    pub(crate) fn fs_step(
+        &mut self,
+        created_by: String,
+        work: impl FnOnce(&Self, &MountedRoot) -> Result<(), String>,
+    ) -> Result<bool, BuildError> {
+        if let Some(state) = self.cached() {
+            return Ok(self.use_cached(state));
+        }
+        let active = self.prepare()?;
+        let outcome = (|| {
+            let guard = self
+                .build
+                .snapshotter
+                .get()?
+                .mount(&active)
+                .map_err(|e| e.to_string())?;
+            let root = MountedRoot {
+                root: Root::open(guard.path()).map_err(|e| e.to_string())?,
+            };
+            work(self, &root)
+        })();
+        if let Err(e) = outcome {
+            self.build.snapshotter.remove(&active);
+            return Err(self
+                .build
+                .fail(self.id, self.instruction, e, None, Vec::new()));
+        }
+        self.commit(&active, created_by)?;
+        Ok(false)
+    }
+
+    /// Makes an active snapshot on top of the current layers.
+    pub(crate) fn prepare(&self) -> Result<String, BuildError> {
+        let parent = self
+            .build
+            .unpacker
+            .ensure(
+                self.build.snapshotter.get().map_err(|e| {
+                    self.build
+                        .fail(self.id, self.instruction, e, None, Vec::new())
+                })?,
+                &self.build.store,
+                self.layers,
+                self.build.ignore_chown_errors,
+            )
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?;
+        let active = unique_key("step");
+        self.build
+            .snapshotter
+            .get()
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?
+            .prepare(&active, parent.as_deref())
+            .map_err(|e| {
+                self.build
+                    .fail(self.id, self.instruction, e, None, Vec::new())
+            })?;
+        Ok(active)
+    }
+
+    /// Diffs the active snapshot into a layer (none if nothing changed), commits it, records the
+    /// history entry and stores the result under the current key.
+    pub(crate) fn commit(&mut self, active: &str, created_by: String) -> Result<(), BuildError> {
+        let build = self.build;
+        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let snapshotter = build.snapshotter.get().map_err(&fail)?;
+        let changes = snapshotter.diff(active).map_err(|e| fail(e.to_string()))?;
+        if changes.changes.is_empty() {
+            build.snapshotter.remove(active);
+            self.cfg
+                .add_history(created_by, Some(build.created.clone()), true);
+        } else {
+            let info = write_layer(&build.store, &changes, &build.layer_options)
+                .map_err(|e| fail(format!("writing the layer: {e}")))?;
+            let layer = Layer {
+                digest: info.blob.digest.to_string(),
+                diff_id: info.diff_id.to_string(),
+                size: info.blob.size,
+                media_type: info.media_type.to_string(),
+            };
+            self.layers.push(layer);
+            self.cfg.image.rootfs.diff_ids.push(info.diff_id.clone());
+            let chain = crate::state::chain_ids(self.layers)
+                .pop()
+                .unwrap_or_default();
+            build
+                .lease
+                .hold_snapshots([chain.as_str()])
+                .map_err(|e| fail(e.to_string()))?;
+            snapshotter
+                .commit(&chain, active)
+                .map_err(|e| fail(e.to_string()))?;
+            self.cfg
+                .add_history(created_by, Some(build.created.clone()), false);
+        }
+        let state = State {
+            config: self.cfg.image.clone(),
+            layers: self.layers.clone(),
+        };
+        if let Err(e) = build.cache.put(self.key, &state) {
+            build.events.emit(Event::Warning {
+                message: e.to_string(),
+            });
+        }
+        if self.no_cache {
+            // A step run despite its cache entry may have made something new: what follows
+            // (here and in stages that read this one) must be keyed by what it made.
+            let made: Vec<&str> = self.layers.iter().map(|l| l.diff_id.as_str()).collect();
+            self.roll_key("rerun", &made.join(" "));
+        }
+        Ok(())
+    }
+
+    /// A read-only view of a state's filesystem, mounted; `None` for an empty filesystem.
+    pub(crate) fn view(
+        &self,
+        state: &State,
+    ) -> Result<(String, Option<umstage_snapshot::snapshot::MountGuard>), String> {
+        let build = self.build;
+        let snapshotter = build.snapshotter.get()?;
+        let chain = build.unpacker.ensure(
+            snapshotter,
+            &build.store,
+            &state.layers,
+            build.ignore_chown_errors,
+        )?;
+        let key = unique_key("view");
+        let Some(chain) = chain else {
+            return Ok((key, None));
+        };
+        snapshotter.view(&key, &chain).map_err(|e| e.to_string())?;
+        match snapshotter.mount(&key) {
+            Ok(guard) => Ok((key, Some(guard))),
+            Err(e) => {
+                build.snapshotter.remove(&key);
+                Err(e.to_string())
+            }
+        }
+    }
+}

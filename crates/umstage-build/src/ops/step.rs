@@ -1,0 +1,152 @@
+//! What every operation works on: the build (what its stages share), the step being applied
+//! (the stage's config, layers and rolling cache key), and what a finished stage hands on.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use umstage_dockerfile::{
+    BuildArgs, Dockerfile, Dockerignore, Instruction, MetaScope, Platform, StageGraph, StageScope,
+};
+use umstage_oci::ContentStore;
+use umstage_oci::layer::LayerOptions;
+use umstage_oci::lease::Lease;
+use umstage_snapshot::Cancel;
+
+use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
+use crate::config::StageConfig;
+use crate::digests::ContextDigests;
+use crate::event::{Event, EventSink, StepId};
+use crate::request::{BuildError, BuildRequest, StepFailure};
+use crate::state::{Layer, LazySnapshotter, State, Unpacker};
+
+pub(crate) fn other(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Other(e.to_string())
+}
+
+/// What a finished stage hands to the stages that use it.
+#[derive(Debug, Clone)]
+pub(crate) struct StageOutput {
+    pub(crate) key: CacheKey,
+    pub(crate) state: State,
+}
+
+/// The filtered copy of the context (see `context_view`), removed when the build ends.
+#[derive(Default)]
+pub(crate) struct FilteredContext {
+    pub(crate) dir: OnceLock<Result<PathBuf, String>>,
+}
+
+impl Drop for FilteredContext {
+    fn drop(&mut self) {
+        if let Some(Ok(dir)) = self.dir.get()
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!("removing {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Everything a build shares between its stages.
+pub(crate) struct Build<'a> {
+    pub(crate) request: &'a BuildRequest,
+    pub(crate) events: &'a dyn EventSink,
+    pub(crate) dockerfile: &'a Dockerfile,
+    pub(crate) args: BuildArgs,
+    pub(crate) meta: MetaScope,
+    pub(crate) graph: StageGraph,
+    /// What this build relies on under the state root, kept from `umstage prune`.
+    pub(crate) lease: Arc<Lease>,
+    pub(crate) store: ContentStore,
+    pub(crate) snapshotter: LazySnapshotter,
+    pub(crate) cache: CacheIndex,
+    pub(crate) digests: ContextDigests,
+    pub(crate) ignore: Option<Dockerignore>,
+    /// The context as `.dockerignore` leaves it, made once for every step that binds it.
+    pub(crate) filtered_context: FilteredContext,
+    pub(crate) unpacker: Unpacker,
+    /// Base images by reference and platform, each resolved once (later callers wait for it).
+    pub(crate) images: Mutex<HashMap<String, Arc<ImageCell>>>,
+    pub(crate) cancel: &'static Cancel,
+    /// One client for every pull, so connections and the TLS setup are made once.
+    pub(crate) registry: umstage_oci::registry::RegistryClient,
+    pub(crate) layer_options: LayerOptions,
+    /// Mixed into every base key: what changes every layer of a build (timestamps, compression).
+    pub(crate) salt: CacheKey,
+    pub(crate) created: String,
+    pub(crate) ignore_chown_errors: bool,
+}
+
+/// A base image being resolved, or its outcome.
+pub(crate) type ImageCell = OnceLock<Result<StageOutput, String>>;
+
+impl Build<'_> {
+    pub(crate) fn platform(&self) -> Platform {
+        self.args.target_platform.clone()
+    }
+
+    /// A failed step, as the user sees it.
+    pub(crate) fn fail(
+        &self,
+        id: &StepId,
+        instruction: &Instruction,
+        reason: impl std::fmt::Display,
+        exit_code: Option<i32>,
+        output_tail: Vec<String>,
+    ) -> BuildError {
+        let reason = reason.to_string();
+        self.events.emit(Event::StepFailed {
+            step: id.clone(),
+            message: reason.clone(),
+        });
+        BuildError::StepFailed(Box::new(StepFailure {
+            stage: id.stage.clone(),
+            file: instruction.source.name.clone(),
+            line: instruction.span.start.line,
+            instruction: instruction.original.clone(),
+            exit_code,
+            reason,
+            output_tail,
+        }))
+    }
+
+    pub(crate) fn export_context(&self) -> crate::export::ExportContext<'_> {
+        crate::export::ExportContext {
+            request: self.request,
+            events: self.events,
+            store: &self.store,
+            snapshotter: &self.snapshotter,
+            unpacker: &self.unpacker,
+            created: &self.created,
+            ignore_chown_errors: self.ignore_chown_errors,
+        }
+    }
+}
+
+/// One instruction being applied to a stage.
+pub(crate) struct Step<'s, 'b> {
+    pub(crate) build: &'s Build<'b>,
+    pub(crate) id: &'s StepId,
+    pub(crate) instruction: &'s Instruction,
+    pub(crate) cfg: &'s mut StageConfig,
+    pub(crate) layers: &'s mut Vec<Layer>,
+    pub(crate) key: &'s mut CacheKey,
+    pub(crate) no_cache: bool,
+    pub(crate) lookup: &'s dyn Fn(usize) -> Option<StageOutput>,
+    pub(crate) scope: &'s StageScope<'s>,
+}
+
+impl Step<'_, '_> {
+    pub(crate) fn located(&self, message: impl std::fmt::Display) -> String {
+        format!(
+            "{}:{}: {message}",
+            self.instruction.source.name, self.instruction.span.start.line
+        )
+    }
+
+    pub(crate) fn roll_key(&mut self, kind: &str, text: &str) {
+        let mut k = KeyBuilder::new(kind);
+        k.key(self.key).str(text);
+        *self.key = k.finish();
+    }
+}
