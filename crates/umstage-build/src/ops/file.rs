@@ -209,6 +209,9 @@ impl Step<'_, '_> {
                     None
                 };
                 let tree = SourceTree::open(path, ignore, true).map_err(|e| fail(e.to_string()))?;
+                // Planned for the key only: what is read, before any filesystem is mounted (a
+                // hit mounts none). On a miss `do_copy` plans again against the mounted root,
+                // because where entries land and who owns them depend on that root.
                 let plan = copy::plan(&tree, &local, &dest, &options, &|_| false)
                     .map_err(|e| fail(self.copy_error(e, &source)))?;
                 self.key_plan(&mut k, &plan, *use_ignore).map_err(fail)?;
@@ -366,6 +369,10 @@ impl Step<'_, '_> {
                 };
                 let tree =
                     SourceTree::open(&dir, ignore, reset_owner).map_err(|e| e.to_string())?;
+                // The second plan of this COPY (the first made its key, in `copy_step`): only
+                // now is there a root to ask whether the destination is an existing directory
+                // (into it or as it, merged or not) and a passwd file to resolve `--chown` with;
+                // a source that is a stage or an image exists only as the view mounted above.
                 let plan = copy::plan(&tree, local, dest, &options, &dest_is_dir)
                     .map_err(|e| self.copy_error(e, source))?;
                 let (archives, plain): (Vec<Item>, Vec<Item>) =
