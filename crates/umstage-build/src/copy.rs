@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use umstage_dockerfile::Dockerignore;
 use umstage_oci::inroot::{
-    Escape, InRootError, Root, chmod_nofollow, lstat_no_symlinks, open_no_symlinks,
+    Escape, InRootError, Root, chmod_nofollow, fd_path, lstat_no_symlinks, open_no_symlinks,
     read_dir_no_symlinks, read_link_no_symlinks,
 };
 
@@ -478,6 +478,34 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
 
 /// Creates every planned entry inside `root`, replacing files and symlinks already there.
 pub fn execute(root: &Root, plan: &Plan, owner_of_new_dirs: (u32, u32)) -> Result<(), CopyError> {
+    execute_with(root, plan, owner_of_new_dirs, Files::Copy)
+}
+
+/// As [`execute`], into a fresh tree nothing will ever write to (a read-only view, or the
+/// lower layer of an overlay), so a regular file that would come out identical (owner, mode,
+/// times: the same inode) is hard-linked instead of copied. Where a link cannot be made
+/// (another filesystem, someone else's file) the file is copied.
+pub fn execute_linked(
+    root: &Root,
+    plan: &Plan,
+    owner_of_new_dirs: (u32, u32),
+) -> Result<(), CopyError> {
+    execute_with(root, plan, owner_of_new_dirs, Files::LinkWhenIdentical)
+}
+
+/// How [`execute_with`] makes regular files.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Files {
+    Copy,
+    LinkWhenIdentical,
+}
+
+fn execute_with(
+    root: &Root,
+    plan: &Plan,
+    owner_of_new_dirs: (u32, u32),
+    files: Files,
+) -> Result<(), CopyError> {
     // A wildcard that matched nothing copies nothing: not even the destination is made.
     if plan.items.is_empty() {
         return Ok(());
@@ -502,6 +530,9 @@ pub fn execute(root: &Root, plan: &Plan, owner_of_new_dirs: (u32, u32)) -> Resul
         let Some(parent) = dirs.get(&parent_path) else {
             continue;
         };
+        if files == Files::LinkWhenIdentical && link_identical(parent, name, item) {
+            continue;
+        }
         create(parent, name, item)?;
     }
     // Directory times last: creating their children changed them.
@@ -543,6 +574,33 @@ fn open_dir(root: &Root, path: &Path) -> Result<OwnedFd, CopyError> {
         Mode::empty(),
     )
     .map_err(errno(path))
+}
+
+/// Hard-links a planned regular file when the link would be what a copy makes: same owner and
+/// mode as planned, into an empty place. False when it cannot be linked (then it is copied).
+fn link_identical(parent: &OwnedFd, name: &OsStr, item: &Item) -> bool {
+    if item.kind != ItemKind::File {
+        return false;
+    }
+    let Ok(source) = open_no_symlinks(&item.src, OFlags::PATH | OFlags::NOFOLLOW) else {
+        return false;
+    };
+    let identical = rfs::fstat(&source).is_ok_and(|st| {
+        FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && st.st_uid == item.uid
+            && st.st_gid == item.gid
+            && st.st_mode & 0o7777 == item.mode
+    });
+    // Through the descriptor's /proc path: linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH.
+    identical
+        && rfs::linkat(
+            rfs::CWD,
+            fd_path(&source),
+            parent,
+            name,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+        .is_ok()
 }
 
 fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {

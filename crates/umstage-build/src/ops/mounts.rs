@@ -192,7 +192,7 @@ impl Step<'_, '_> {
                 })
                 .map_err(|e| self.copy_error(e, &context))?;
                 let root = Root::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                copy::execute(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))
+                copy::execute_linked(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))
             })();
             match copied {
                 Ok(()) => Ok(dir),
