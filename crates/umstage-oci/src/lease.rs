@@ -208,8 +208,9 @@ impl GcLock {
     }
 }
 
-/// `flock(2)`, retried on EINTR.
-fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+/// `flock(2)`, retried on EINTR: the one file-lock call of every umstage crate (leases here,
+/// snapshot records and cache-mount sharing in the snapshot crate).
+pub fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: flock on a descriptor owned by `file`.
         if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {

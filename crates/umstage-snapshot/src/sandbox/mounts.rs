@@ -18,7 +18,7 @@ use umstage_oci::inroot::{self, Escape, Root};
 
 use super::{SandboxError, Step};
 use crate::fsutil::{self, at};
-use crate::snapshot::flock_file;
+use umstage_oci::lease::flock;
 
 /// How concurrent steps share a cache mount (`sharing=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -495,14 +495,14 @@ fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), S
             } else {
                 libc::LOCK_EX
             };
-            flock_file(&lock, operation).map_err(at("lock", &base))?;
+            flock(&lock, operation).map_err(at("lock", &base))?;
             (0, lock)
         }
         Sharing::Private => {
             let mut instance = 0;
             loop {
                 let lock = open_lock(instance)?;
-                if flock_file(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+                if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
                     break (instance, lock);
                 }
                 instance += 1;

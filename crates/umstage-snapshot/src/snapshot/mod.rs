@@ -27,12 +27,12 @@ pub(crate) use mount::{bind_mount, remount_read_only};
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use umstage_oci::changes::ChangeSet;
+use umstage_oci::lease::flock;
 
 use crate::fsutil::{self, at};
 use driver::{Driver, Lowers};
@@ -142,7 +142,7 @@ impl Snapshotter {
         // prune opens a snapshotter) must never see a live lease unlocked and take it for dead.
         let hidden = root.join("leases").join(format!(".{lease_id}"));
         let lease = File::create(&hidden).map_err(at("create", &hidden))?;
-        flock_file(&lease, libc::LOCK_EX).map_err(at("lock", &hidden))?;
+        flock(&lease, libc::LOCK_EX).map_err(at("lock", &hidden))?;
         let lease_path = root.join("leases").join(&lease_id);
         if let Err(e) = std::fs::rename(&hidden, &lease_path) {
             let _ = std::fs::remove_file(&hidden);
@@ -439,7 +439,7 @@ impl Snapshotter {
             .write(true)
             .open(&path)
             .map_err(at("open", &path))?;
-        flock_file(&file, libc::LOCK_EX).map_err(at("lock", &path))?;
+        flock(&file, libc::LOCK_EX).map_err(at("lock", &path))?;
         Ok(file)
     }
 
@@ -539,7 +539,7 @@ impl Snapshotter {
             let Ok(file) = File::open(entry.path()) else {
                 continue;
             };
-            if flock_file(&file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
                 dead.push((name, entry.path()));
             }
         }
@@ -666,20 +666,6 @@ impl Drop for MountGuard {
     fn drop(&mut self) {
         if let Err(e) = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH) {
             tracing::warn!(target = %self.target.display(), "unmounting snapshot: {e}");
-        }
-    }
-}
-
-/// `flock(2)`, retried on EINTR.
-pub(crate) fn flock_file(file: &File, operation: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on an fd owned by `file`.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
         }
     }
 }
