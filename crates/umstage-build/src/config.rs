@@ -255,20 +255,7 @@ impl StageConfig {
     }
 }
 
-/// Cleans an absolute path lexically: `//`, `.` and `..` resolved, no trailing slash.
-pub fn clean_abs(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
+pub use umstage_oci::inroot::clean_abs;
 
 #[cfg(test)]
 mod tests {

@@ -354,6 +354,23 @@ impl Root {
     }
 }
 
+/// `path` cleaned lexically as an absolute path inside a root, as Go's `path.Clean` of
+/// `"/" + path` (BuildKit's rule for destinations and mount targets): `.` and empty components
+/// dropped, `..` taking one away and stopping at `/`.
+pub fn clean_abs(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Splits a path into its components, dropping `/` and `.`; `..` is kept for the walk to handle,
 /// except that with [`Escape::Refuse`] a lexical `..` is refused outright.
 fn normal_components(path: &Path, escape: Escape) -> Result<VecDeque<OsString>, InRootError> {

@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder};
 use rustix::fs::{FileType, Mode, OFlags};
@@ -243,25 +243,14 @@ fn clean_target(target: &str) -> Result<String, SandboxError> {
             "mount target {target:?} must be an absolute path"
         )));
     }
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
-    for component in Path::new(target).components() {
-        match component {
-            Component::Normal(name) => parts.push(name),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    if parts.is_empty() {
+    let clean = inroot::clean_abs(target);
+    if clean == "/" {
         // As BuildKit: a mount on `/` would hide the whole rootfs.
         return Err(SandboxError::InvalidStep(format!(
             "invalid mount target {target:?}: cannot mount on /"
         )));
     }
-    let mut clean = PathBuf::from("/");
-    clean.extend(parts);
-    Ok(clean.to_string_lossy().into_owned())
+    Ok(clean)
 }
 
 fn plain(mount: Mount) -> PreparedMount {
