@@ -246,6 +246,33 @@ impl Root {
         Err(InRootError::Loop(path.to_owned()))
     }
 
+    /// Resolves `path`'s directory inside the root (symlinks followed there) and names its last
+    /// component in it, not followed: the entry itself, a symlink included, for removing or
+    /// replacing it. Returns it with its path relative to the root, symlinks replaced.
+    pub fn resolve_entry(
+        &self,
+        path: &Path,
+        escape: Escape,
+    ) -> Result<(Resolved, PathBuf), InRootError> {
+        let Some(name) = path.file_name() else {
+            return self.resolve(path, escape);
+        };
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let (dir, dir_rel) = self.resolve(parent, escape)?;
+        let dir_fd = rfs::openat(
+            &dir.parent,
+            &dir.name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_at(path))?;
+        let resolved = Resolved {
+            parent: dir_fd,
+            name: name.to_owned(),
+        };
+        Ok((resolved, dir_rel.join(name)))
+    }
+
     /// Opens what `path` names inside the root, every component including the last followed
     /// inside it (see [`Root::resolve`]): an `O_PATH` descriptor of an entry that exists, for
     /// `*at` calls with `AT_EMPTY_PATH` or a reopen through [`fd_path`].

@@ -623,33 +623,6 @@ pub fn unpack_into(
     Ok(unpacker.report)
 }
 
-/// `path`'s directory resolved inside the root (symlinks followed there), with `path`'s last
-/// name in it, not followed; and that entry's path relative to the root.
-fn entry_in_resolved_dir(root: &Root, path: &Path) -> Result<(Resolved, PathBuf), InRootError> {
-    let Some(name) = path.file_name() else {
-        return root.resolve(path, Escape::Refuse);
-    };
-    let parent = path.parent().unwrap_or(Path::new(""));
-    let (dir, dir_rel) = root.resolve(parent, Escape::Refuse)?;
-    let dir_fd = rfs::openat(
-        &dir.parent,
-        &dir.name,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| InRootError::Io {
-        path: path.to_owned(),
-        source: e.into(),
-    })?;
-    Ok((
-        Resolved {
-            parent: dir_fd,
-            name: name.to_owned(),
-        },
-        dir_rel.join(name),
-    ))
-}
-
 /// Applies what [`UnpackReport::deferred`] left to the merged view mounted at `merged` (the
 /// layer's snapshot over its lower layers), whose own directory is `layer`. Each path is
 /// resolved inside the merged root, through the lower layers' symlinks as a whole image would:
@@ -689,7 +662,7 @@ pub fn apply_deferred(
         let found = if opaque {
             root.resolve(path, Escape::Refuse)
         } else {
-            entry_in_resolved_dir(&root, path)
+            root.resolve_entry(path, Escape::Refuse)
         };
         let (resolved, rel) = match found {
             Ok(r) => r,
