@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use umstage_dockerfile::Platform;
 use umstage_snapshot::DriverChoice;
+use umstage_snapshot::sandbox::Network;
 
-use crate::options::{BuildContext, DockerfileSource, NetworkMode, Output, Secret, SshAgent};
+use crate::options::{BuildContext, DockerfileSource, Output, Secret, SshAgent};
 
 /// Everything one build needs to know.
 #[derive(Debug, Clone)]
@@ -24,14 +26,14 @@ pub struct BuildRequest {
     pub build_args: Vec<(String, String)>,
     /// Named contexts.
     pub build_contexts: Vec<BuildContext>,
-    /// Requested platform (`os/arch[/variant]`), `None` for this machine's.
-    pub platform: Option<String>,
+    /// Requested platform, `None` for this machine's.
+    pub platform: Option<Platform>,
     /// Ignore the cache for every step.
     pub no_cache: bool,
     /// Ignore the cache for these stages (names compared case-insensitively).
     pub no_cache_filter: Vec<String>,
     /// Network for RUN steps.
-    pub network: NetworkMode,
+    pub network: Network,
     /// Secrets for `RUN --mount=type=secret`.
     pub secrets: Vec<Secret>,
     /// ssh-agent sockets for `RUN --mount=type=ssh` (`--ssh`), resolved.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use umstage_dockerfile::{
-    Base, BuildArgs, Command, Dockerfile, Dockerignore, Instruction, Platform, StageScope,
+    Base, BuildArgs, Command, Dockerfile, Dockerignore, Instruction, StageScope,
 };
 use umstage_oci::ContentStore;
 use umstage_oci::layer::LayerOptions;
@@ -31,11 +31,12 @@ use crate::digests::ContextDigests;
 use crate::event::{Event, EventSink, StepId};
 use crate::ops::meta::{health_config, split_command};
 use crate::ops::step::{Build, FilteredContext, StageOutput, Step, other};
-use crate::options::{Compression, DockerfileSource, Output};
+use crate::options::{DockerfileSource, Output};
 use crate::registry::registry_client;
 use crate::request::{BuildError, BuildRequest, BuildResult};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{LazySnapshotter, State, Unpacker};
+use umstage_oci::compress::Compression;
 
 impl From<GraphError> for BuildError {
     fn from(e: GraphError) -> Self {
@@ -87,11 +88,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     }
     let mut args = BuildArgs::new(request.build_args.iter().cloned());
     if let Some(p) = &request.platform {
-        args.target_platform = Platform::parse(p).ok_or_else(|| {
-            BuildError::Invalid(format!(
-                "--platform {p}: use OS/ARCH[/VARIANT], such as linux/arm64"
-            ))
-        })?;
+        args.target_platform = p.clone();
     }
     let meta = dockerfile
         .meta_scope(&args)
@@ -120,13 +117,8 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let snapshotter = LazySnapshotter::new(root.clone(), request.snapshotter);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
-    let compression = first_compression(&request.outputs);
     let layer_options = LayerOptions {
-        compression: match compression {
-            Compression::Gzip => umstage_oci::compress::Compression::GZIP,
-            Compression::Zstd => umstage_oci::compress::Compression::ZSTD,
-            Compression::Uncompressed => umstage_oci::compress::Compression::None,
-        },
+        compression: first_compression(&request.outputs),
         source_date_epoch: request.source_date_epoch,
         ..LayerOptions::default()
     };

@@ -51,14 +51,6 @@ pub struct State {
     pub layers: Vec<Layer>,
 }
 
-impl State {
-    /// The chain id of the whole layer stack (`None` for an empty filesystem): the name of
-    /// the committed snapshot holding it.
-    pub fn chain_id(&self) -> Option<String> {
-        chain_ids(&self.layers).pop()
-    }
-}
-
 /// The chain id of each prefix of `layers`, as the OCI image spec defines them.
 pub fn chain_ids(layers: &[Layer]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(layers.len());
