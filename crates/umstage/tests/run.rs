@@ -186,3 +186,45 @@ fn exec_form_user_and_workdir_shape_what_a_step_runs_as() -> TestResult {
     assert_eq!((numeric.uid, numeric.gid), (1234, 5678));
     Ok(())
 }
+
+#[test]
+fn a_step_keeps_its_primary_group_among_its_supplementary_groups() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN echo 'wheel:x:10:root,user' >> /etc/group\n\
+             RUN id > /root.txt\n\
+             USER user\n\
+             RUN id > /tmp/user.txt\n\
+             USER 1234\n\
+             RUN id > /tmp/uid.txt\n\
+             USER 1234:1234\n\
+             RUN id > /tmp/uid-gid.txt\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let image = layers(&env, "image.tar")?;
+    // What BuildKit shows since CVE-2023-25173: the primary group among /etc/group's (the
+    // kernel keeps the list sorted).
+    assert_eq!(
+        image.read_to_string("/root.txt")?,
+        "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
+    );
+    assert_eq!(
+        image.read_to_string("/tmp/user.txt")?,
+        "uid=1000(user) gid=1000(user) groups=10(wheel),1000(user)\n"
+    );
+    assert_eq!(
+        image.read_to_string("/tmp/uid.txt")?,
+        "uid=1234 gid=0(root) groups=0(root)\n"
+    );
+    assert_eq!(
+        image.read_to_string("/tmp/uid-gid.txt")?,
+        "uid=1234 gid=1234 groups=1234\n"
+    );
+    Ok(())
+}
