@@ -328,10 +328,10 @@ fn build_request(
         }
         // In a context archive from standard input, -f names a file in the archive.
         Some(p) if stdin_context.is_some() && p.is_relative() => {
-            DockerfileSource::Path(context.join(p))
+            DockerfileSource::file(context.join(p))
         }
-        Some(p) => DockerfileSource::Path(p.to_path_buf()),
-        None => DockerfileSource::Path(context.join("Dockerfile")),
+        Some(p) => DockerfileSource::file(p.to_path_buf()),
+        None => DockerfileSource::file(context.join("Dockerfile")),
     };
     if let DockerfileSource::Path(p) = &dockerfile
         && !p.is_file()
