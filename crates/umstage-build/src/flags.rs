@@ -176,10 +176,10 @@ impl BuildFlags {
             }
             // In a context archive from standard input, -f names a file in the archive.
             (None, Some(p)) if stdin_context.is_some() && p.is_relative() => {
-                DockerfileSource::Path(context.join(p))
+                DockerfileSource::file(context.join(p))
             }
-            (None, Some(p)) => DockerfileSource::Path(p.to_path_buf()),
-            (None, None) => DockerfileSource::Path(context.join("Dockerfile")),
+            (None, Some(p)) => DockerfileSource::file(p.to_path_buf()),
+            (None, None) => DockerfileSource::file(context.join("Dockerfile")),
         };
         if let DockerfileSource::Path(p) = &dockerfile
             && !p.is_file()

@@ -445,11 +445,13 @@ impl Step<'_, '_> {
             Command::Run(_) => self.run_step(expanded),
             Command::Copy(_) | Command::Add(_) => self.copy_step(expanded),
             Command::Workdir(path) => {
-                let path = self.cfg.set_workdir(path);
-                self.roll_key("workdir", &path);
-                self.fs_step(format!("WORKDIR {path}"), |step, root| {
+                let dir = self.cfg.set_workdir(path);
+                // Keyed and recorded as the config holds it (BuildKit's history shows that).
+                let workdir = self.cfg.workdir();
+                self.roll_key("workdir", &workdir);
+                self.fs_step(format!("WORKDIR {workdir}"), |step, root| {
                     let owner = step.owner_of(&root.root, None)?;
-                    copy::make_dirs(&root.root, Path::new(&path), owner).map_err(|e| e.to_string())
+                    copy::make_dirs(&root.root, Path::new(&dir), owner).map_err(|e| e.to_string())
                 })
             }
             Command::Env(kvs) => {

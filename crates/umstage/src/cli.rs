@@ -72,7 +72,7 @@ pub struct BuildArgs {
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
 
-    /// Dockerfile to use; `-` reads it from standard input [default: CONTEXT/Dockerfile]
+    /// Dockerfile to use; `-` reads it from standard input [default: CONTEXT/Dockerfile, else CONTEXT/dockerfile]
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
 
