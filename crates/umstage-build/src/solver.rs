@@ -28,6 +28,7 @@ use crate::cache::{CacheIndex, KeyBuilder};
 use crate::config::{self, StageConfig};
 use crate::copy;
 use crate::digests::ContextDigests;
+use crate::error::StepError;
 use crate::event::{Event, EventSink, StepId};
 use crate::ops::meta::{health_config, split_command};
 use crate::ops::step::{Build, FilteredContext, StageOutput, Step, other};
@@ -40,7 +41,7 @@ use umstage_oci::compress::Compression;
 
 impl From<GraphError> for BuildError {
     fn from(e: GraphError) -> Self {
-        BuildError::Other(e.to_string())
+        BuildError::Other(Box::new(e))
     }
 }
 
@@ -58,14 +59,13 @@ fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
             p.file_name()
                 .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
             std::fs::read(p).map_err(|e| {
-                BuildError::Invalid(format!("cannot read the Dockerfile {}: {e}", p.display()))
+                BuildError::input(format!("cannot read the Dockerfile {}", p.display()), e)
             })?,
         ),
         DockerfileSource::Text(t) => ("Dockerfile".to_string(), t.clone()),
     };
     let dockerfile = umstage_dockerfile::decode(&file_name, &bytes)
-        .and_then(|text| umstage_dockerfile::parse(&file_name, text))
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        .and_then(|text| umstage_dockerfile::parse(&file_name, text))?;
     if dockerfile.stages.is_empty() {
         return Err(BuildError::Invalid(format!(
             "{file_name}: no FROM instruction: a Dockerfile needs at least one stage"
@@ -90,15 +90,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     if let Some(p) = &request.platform {
         args.target_platform = p.clone();
     }
-    let meta = dockerfile
-        .meta_scope(&args)
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let graph = dockerfile
-        .graph(&meta)
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let target = dockerfile
-        .resolve_target(request.target.as_deref())
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    let meta = dockerfile.meta_scope(&args)?;
+    let graph = dockerfile.graph(&meta)?;
+    let target = dockerfile.resolve_target(request.target.as_deref())?;
     for name in &request.no_cache_filter {
         if dockerfile.stage_index(name).is_none() {
             return Err(BuildError::Invalid(format!(
@@ -262,7 +256,7 @@ fn load_dockerignore(request: &BuildRequest) -> Result<Option<Dockerignore>, Bui
     };
     Dockerignore::parse(text)
         .map(Some)
-        .map_err(|e| BuildError::Invalid(format!(".dockerignore: {e}")))
+        .map_err(|e| BuildError::input(".dockerignore", e))
 }
 
 fn stage_label(dockerfile: &Dockerfile, index: usize) -> String {
@@ -296,7 +290,7 @@ impl Build<'_> {
             text: stage.from.original.clone(),
             steps_in_stage: steps,
         });
-        let platform = self.stage_platform(stage).map_err(BuildError::Invalid)?;
+        let platform = self.stage_platform(stage)?;
         // A named context called like the stage replaces the whole stage, as in BuildKit.
         if let Some(name) = &stage.name
             && self
@@ -352,10 +346,8 @@ impl Build<'_> {
         // ONBUILD triggers of the base run first, and are not passed on.
         let mut instructions: Vec<Instruction> = Vec::new();
         for trigger in cfg.take_onbuild() {
-            let parsed =
-                umstage_dockerfile::parse_instruction("ONBUILD", &trigger).map_err(|e| {
-                    BuildError::Invalid(format!("ONBUILD trigger of the base image: {e}"))
-                })?;
+            let parsed = umstage_dockerfile::parse_instruction("ONBUILD", &trigger)
+                .map_err(|e| BuildError::input("ONBUILD trigger of the base image", e))?;
             instructions.push(parsed);
         }
         instructions.extend(stage.instructions.iter().cloned());
@@ -385,9 +377,7 @@ impl Build<'_> {
                 text: instruction.original.clone(),
                 steps_in_stage: steps,
             });
-            let expanded = scope
-                .expand(instruction)
-                .map_err(|e| BuildError::Invalid(e.to_string()))?;
+            let expanded = scope.expand(instruction)?;
             let mut step = Step {
                 build: self,
                 id: &id,
@@ -400,9 +390,7 @@ impl Build<'_> {
                 scope: &scope,
             };
             let cached = step.run(&expanded)?;
-            scope
-                .apply(instruction, &expanded)
-                .map_err(|e| BuildError::Invalid(e.to_string()))?;
+            scope.apply(instruction, &expanded)?;
             if let Command::Arg(decls) = &expanded {
                 // BuildKit records each ARG with the value it resolved to.
                 let values: Vec<(String, Option<String>)> = decls
@@ -451,7 +439,7 @@ impl Step<'_, '_> {
                 self.roll_key("workdir", &workdir);
                 self.fs_step(format!("WORKDIR {workdir}"), |step, root| {
                     let owner = step.owner_of(&root.root, None)?;
-                    copy::make_dirs(&root.root, Path::new(&dir), owner).map_err(|e| e.to_string())
+                    copy::make_dirs(&root.root, Path::new(&dir), owner).map_err(StepError::below)
                 })
             }
             Command::Env(kvs) => {
@@ -471,8 +459,8 @@ impl Step<'_, '_> {
                 self.metadata(expanded)
             }
             Command::Expose(ports) => {
-                let ports = umstage_dockerfile::exposed_ports(ports)
-                    .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                let ports =
+                    umstage_dockerfile::exposed_ports(ports).map_err(|e| self.refused(e))?;
                 self.cfg.expose(ports);
                 self.metadata(expanded)
             }
@@ -489,7 +477,7 @@ impl Step<'_, '_> {
             Command::StopSignal(s) => {
                 self.cfg
                     .set_stop_signal(s)
-                    .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                    .map_err(|e| self.refused(StepError::below(e)))?;
                 self.metadata(expanded)
             }
             Command::Shell(words) => {
@@ -516,9 +504,7 @@ impl Step<'_, '_> {
             }
             // ARG is recorded once the scope has resolved its values (in `build_stage`).
             Command::Arg(_) => Ok(false),
-            Command::From(_) => Err(BuildError::Invalid(
-                self.located("FROM cannot be an ONBUILD trigger"),
-            )),
+            Command::From(_) => Err(self.refused("FROM cannot be an ONBUILD trigger")),
         }
     }
 }

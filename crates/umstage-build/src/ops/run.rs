@@ -6,6 +6,7 @@ use umstage_dockerfile::{Command, MountType, RunScript};
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
 
 use crate::cache::KeyBuilder;
+use crate::error::StepError;
 use crate::event::Event;
 use crate::ids::unique_key;
 use crate::ops::file::CopySource;
@@ -138,7 +139,7 @@ impl Step<'_, '_> {
 
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
-        let prepared = (|| -> Result<(), String> {
+        let prepared = (|| -> Result<(), StepError> {
             let mut ssh_index = 0;
             for (m, source) in run.mounts.iter().zip(mount_sources) {
                 let mounted =
