@@ -408,23 +408,17 @@ fn parse_ast_inner(file: &str, text: &str) -> Result<Ast, Error> {
         let here = |end_line: usize, end_col: usize| {
             Span::new(Pos::new(start_line, start_col), Pos::new(end_line, end_col))
         };
-        let mut node = node_from_line(&joined, escape, 0).map_err(|m| {
+        let at_line = |m: SyntaxError| {
             Error::new(
                 ErrorKind::Syntax,
                 file,
                 here(current, last_len + 1),
                 m.to_string(),
             )
-        })?;
+        };
+        let mut node = node_from_line(&joined, escape, 0).map_err(at_line)?;
         if can_contain_heredoc(&node) && joined.contains("<<") {
-            let docs = heredocs_from_line(&joined).map_err(|m| {
-                Error::new(
-                    ErrorKind::Syntax,
-                    file,
-                    here(current, last_len + 1),
-                    m.to_string(),
-                )
-            })?;
+            let docs = heredocs_from_line(&joined).map_err(at_line)?;
             for mut doc in docs {
                 let mut terminated = false;
                 while next < lines.len() {
