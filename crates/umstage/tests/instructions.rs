@@ -346,3 +346,34 @@ fn an_absolute_workdir_keeps_its_trailing_slash_in_the_config() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_chomped_heredoc_is_a_script_only_when_its_shebang_starts_the_raw_body() -> TestResult {
+    let env = Env::new()?;
+    // BuildKit's dispatchRun looks for `#!` in the heredoc as written, before `<<-` strips
+    // tabs: a shebang at column 0 makes a script (its body chomped, as in BuildKit's
+    // testHeredocIndent), a tab-indented one leaves the body to the shell.
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN <<-EOT\n\
+             #!/bin/sh\n\
+             echo \"$0\n\tbar\" > /script.txt\n\
+             EOT\n\
+             RUN <<-EOT\n\
+             \t#!/bin/sh\n\
+             \techo \"$0\" > /indented.txt\n\
+             \tEOT\n",
+        )],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/script.txt")?,
+        "/dev/pipes/EOT\nbar\n"
+    );
+    assert_eq!(image.read_to_string("/indented.txt")?, "/bin/sh\n");
+    Ok(())
+}
