@@ -114,6 +114,21 @@ pub enum Output {
     },
 }
 
+impl Output {
+    /// Whether this output goes to standard output (`dest=-`).
+    pub fn writes_stdout(&self) -> bool {
+        matches!(
+            self,
+            Output::Archive {
+                dest: Destination::Stdout,
+                ..
+            } | Output::Tar {
+                dest: Destination::Stdout
+            }
+        )
+    }
+}
+
 /// Which image layouts an archive carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveFormat {

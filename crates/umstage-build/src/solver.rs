@@ -22,7 +22,7 @@ use umstage_dockerfile::{
 use umstage_oci::ContentStore;
 use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
-use umstage_snapshot::{Cancel, DriverChoice};
+use umstage_snapshot::Cancel;
 
 use crate::cache::{CacheIndex, KeyBuilder};
 use crate::config::{self, StageConfig};
@@ -33,7 +33,7 @@ use crate::ops::meta::{health_config, split_command};
 use crate::ops::step::{Build, FilteredContext, StageOutput, Step, other};
 use crate::options::{Compression, DockerfileSource, Output};
 use crate::registry::registry_client;
-use crate::request::{BuildError, BuildRequest, BuildResult, SnapshotterChoice};
+use crate::request::{BuildError, BuildRequest, BuildResult};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{LazySnapshotter, State, Unpacker};
 
@@ -117,12 +117,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let store = ContentStore::open(root)
         .map_err(other)?
         .with_lease(Arc::clone(&lease));
-    let choice = match request.snapshotter {
-        SnapshotterChoice::Auto => DriverChoice::Auto,
-        SnapshotterChoice::Overlay => DriverChoice::Overlay,
-        SnapshotterChoice::Native => DriverChoice::Native,
-    };
-    let snapshotter = LazySnapshotter::new(root.clone(), choice);
+    let snapshotter = LazySnapshotter::new(root.clone(), request.snapshotter);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let compression = first_compression(&request.outputs);
