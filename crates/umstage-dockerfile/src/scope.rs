@@ -8,7 +8,8 @@ use crate::instructions::Command;
 use crate::platform::Platform;
 use crate::shell::{Env, Growth};
 
-/// Proxy ARGs BuildKit passes to RUN without an ARG declaration (and keeps out of cache keys).
+/// Proxy ARGs BuildKit passes to RUN without an ARG declaration (and keeps out of cache keys),
+/// in pairs: the uppercase name, then the lowercase one.
 pub const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
@@ -325,15 +326,27 @@ impl<'a> StageScope<'a> {
             .collect()
     }
 
-    /// The environment a RUN gets: ENV, then visible ARGs, then proxy build args not declared (kept out of cache keys).
+    /// The environment a RUN gets: ENV, then visible ARGs, then the proxy build args (kept
+    /// out of cache keys). As BuildKit's proxy env, a proxy build arg is matched ignoring case
+    /// and given under both its upper- and lowercase name, each unless ENV or an ARG of the
+    /// stage already sets that name.
     pub fn run_env(&self) -> Vec<(String, String)> {
         let mut out = self.env.entries.clone();
         out.extend(self.visible_args());
-        for p in PROXY_ARGS {
-            if let Some(v) = self.args.values.get(*p)
-                && self.get(p).is_none()
-            {
-                out.push(((*p).to_owned(), v.clone()));
+        for pair in PROXY_ARGS.chunks(2) {
+            // Sorted, so the lowercase spelling wins over the uppercase one when both are given.
+            let value = self
+                .args
+                .values
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(pair[0]))
+                .map(|(_, v)| v)
+                .next_back();
+            let Some(value) = value else { continue };
+            for name in pair {
+                if self.get(name).is_none() {
+                    out.push(((*name).to_owned(), value.clone()));
+                }
             }
         }
         out
@@ -420,6 +433,40 @@ mod tests {
                 .contains(&("HTTP_PROXY".into(), "http://p".into()))
         );
         assert!(scope.visible_args().is_empty());
+    }
+
+    #[test]
+    fn a_proxy_build_arg_reaches_run_under_both_spellings() {
+        let d = df("FROM x\nENV no_proxy=env\nARG https_proxy=declared\nARG ftp_proxy\n");
+        let args = BuildArgs::new(
+            [
+                ("http_proxy", "http://lower"),
+                ("Https_Proxy", "http://mixed"),
+                ("NO_PROXY", "cli"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let meta = d.meta_scope(&args).unwrap();
+        let mut scope = StageScope::new(&args, &meta, []);
+        for i in &d.stages[0].instructions {
+            scope.step(i).unwrap();
+        }
+        let env = scope.run_env();
+        let get = |k: &str| -> Vec<&str> {
+            env.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(get("HTTP_PROXY"), ["http://lower"]);
+        assert_eq!(get("http_proxy"), ["http://lower"]);
+        assert_eq!(get("HTTPS_PROXY"), ["http://mixed"]);
+        // An ARG of the name keeps its own value; one without a value leaves the name free.
+        assert_eq!(get("https_proxy"), ["declared"]);
+        // ENV keeps its name; the other spelling still comes from the build arg.
+        assert_eq!(get("no_proxy"), ["env"]);
+        assert_eq!(get("NO_PROXY"), ["cli"]);
+        assert!(get("ftp_proxy").is_empty() && get("all_proxy").is_empty());
     }
 
     #[test]

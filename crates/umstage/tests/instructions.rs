@@ -377,3 +377,49 @@ fn a_chomped_heredoc_is_a_script_only_when_its_shebang_starts_the_raw_body() -> 
     assert_eq!(image.read_to_string("/indented.txt")?, "/bin/sh\n");
     Ok(())
 }
+
+#[test]
+fn a_proxy_build_arg_is_seen_under_both_spellings_and_kept_out_of_the_image() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN echo \"[$HTTP_PROXY] [$http_proxy] [$NO_PROXY] [$no_proxy]\" > /proxies\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &[
+            "--build-arg",
+            "http_proxy=http://proxy.invalid:3128",
+            "--build-arg",
+            "NO_PROXY=localhost",
+        ],
+    );
+    assert_ok(&out);
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/proxies")?,
+        "[http://proxy.invalid:3128] [http://proxy.invalid:3128] [localhost] [localhost]\n"
+    );
+    // As BuildKit: in neither the history nor the config, and not in the step's cache key.
+    let cfg = config(&env, "image.tar")?;
+    let h = history(&cfg);
+    assert!(h.iter().all(|e| !e.contains("proxy.invalid")), "{h:?}");
+    let config_env = cfg["config"]["Env"].to_string();
+    assert!(
+        !config_env.contains("proxy.invalid") && !config_env.contains("localhost"),
+        "{config_env}"
+    );
+    let out = env.build(
+        &ctx,
+        "again.tar",
+        &["--build-arg", "http_proxy=http://other.invalid:8080"],
+    );
+    assert_ok(&out);
+    assert!(stderr(&out).contains("CACHED"), "{}", text(&out));
+    Ok(())
+}
