@@ -93,14 +93,15 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             ))
         })?;
     }
+    let target = dockerfile
+        .resolve_target(request.target.as_deref())
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    args.target_stage = dockerfile.stages[target].name.clone();
     let meta = dockerfile
         .meta_scope(&args)
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
     let graph = dockerfile
         .graph(&meta)
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let target = dockerfile
-        .resolve_target(request.target.as_deref())
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
     for name in &request.no_cache_filter {
         if dockerfile.stage_index(name).is_none() {

@@ -35,7 +35,11 @@ pub const PLATFORM_ARGS: &[&str] = &[
     "TARGETVARIANT",
 ];
 
-/// What the user passes to a build: `--build-arg` values and the build and target platforms.
+/// The ARG BuildKit predefines in the global scope with the name of the target stage.
+pub const TARGET_STAGE_ARG: &str = "TARGETSTAGE";
+
+/// What the user passes to a build: `--build-arg` values, the build and target platforms and
+/// the target stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildArgs {
     /// `--build-arg NAME=value` overrides.
@@ -44,6 +48,9 @@ pub struct BuildArgs {
     pub build_platform: Platform,
     /// The platform the image is for.
     pub target_platform: Platform,
+    /// The name of the stage the build produces (`TARGETSTAGE`); `None` when it has none,
+    /// which BuildKit calls `default`.
+    pub target_stage: Option<String>,
 }
 
 impl Default for BuildArgs {
@@ -52,6 +59,7 @@ impl Default for BuildArgs {
             values: BTreeMap::new(),
             build_platform: Platform::host(),
             target_platform: Platform::host(),
+            target_stage: None,
         }
     }
 }
@@ -154,6 +162,8 @@ impl Dockerfile {
         for (k, v) in args.platform_args() {
             scope.vars.set(&k, Some(v));
         }
+        let target = args.target_stage.as_deref().unwrap_or("default");
+        scope.vars.set(TARGET_STAGE_ARG, Some(target.to_owned()));
         for instr in &self.meta_args {
             let Command::Arg(decls) = &instr.command else {
                 continue;
@@ -433,6 +443,21 @@ mod tests {
                 .contains(&("HTTP_PROXY".into(), "http://p".into()))
         );
         assert!(scope.visible_args().is_empty());
+    }
+
+    #[test]
+    fn the_target_stage_is_a_global_arg_a_stage_declares_to_see() {
+        let d = df("FROM x AS base\nRUN a\nARG TARGETSTAGE\nRUN b\nFROM base AS foo\n");
+        let mut args = BuildArgs::default();
+        let meta = d.meta_scope(&args).unwrap();
+        assert_eq!(meta.get(TARGET_STAGE_ARG), Some("default"));
+        args.target_stage = Some("foo".into());
+        let meta = d.meta_scope(&args).unwrap();
+        let mut scope = StageScope::new(&args, &meta, []);
+        scope.step(&d.stages[0].instructions[0]).unwrap();
+        assert_eq!(scope.get(TARGET_STAGE_ARG), None);
+        scope.step(&d.stages[0].instructions[1]).unwrap();
+        assert_eq!(scope.get(TARGET_STAGE_ARG), Some("foo"));
     }
 
     #[test]

@@ -423,3 +423,38 @@ fn a_proxy_build_arg_is_seen_under_both_spellings_and_kept_out_of_the_image() ->
     assert!(stderr(&out).contains("CACHED"), "{}", text(&out));
     Ok(())
 }
+
+#[test]
+fn targetstage_names_the_stage_built_once_a_stage_declares_it() -> TestResult {
+    let env = Env::new()?;
+    // BuildKit's testTargetStageNameArg, on busybox.
+    let stages = "FROM busybox AS base\n\
+                  WORKDIR /out\n\
+                  RUN echo -n \"value:$TARGETSTAGE\" > /out/first\n\
+                  ARG TARGETSTAGE\n\
+                  RUN echo -n \"value:$TARGETSTAGE\" > /out/second\n\
+                  FROM scratch AS foo\n\
+                  COPY --from=base /out/ /\n\
+                  FROM scratch\n\
+                  COPY --from=base /out/ /\n";
+    let ctx = env.context("ctx", &[("Dockerfile", stages)])?;
+    let read = |archive: &str| -> Result<(String, String), Box<dyn std::error::Error>> {
+        let image = unpack(&env, archive)?;
+        Ok((
+            image.read_to_string("/first")?,
+            image.read_to_string("/second")?,
+        ))
+    };
+    assert_ok(&env.build(&ctx, "foo.tar", &["--target", "foo"]));
+    assert_eq!(read("foo.tar")?, ("value:".into(), "value:foo".into()));
+    assert_ok(&env.build(&ctx, "default.tar", &[]));
+    assert_eq!(
+        read("default.tar")?,
+        ("value:".into(), "value:default".into())
+    );
+    let named = format!("{stages}FROM scratch AS final\nCOPY --from=base /out/ /\n");
+    let ctx = env.context("ctx-named", &[("Dockerfile", &named)])?;
+    assert_ok(&env.build(&ctx, "final.tar", &[]));
+    assert_eq!(read("final.tar")?, ("value:".into(), "value:final".into()));
+    Ok(())
+}
