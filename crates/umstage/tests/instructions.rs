@@ -458,3 +458,30 @@ fn targetstage_names_the_stage_built_once_a_stage_declares_it() -> TestResult {
     assert_eq!(read("final.tar")?, ("value:".into(), "value:final".into()));
     Ok(())
 }
+
+#[test]
+fn onbuild_triggers_inherited_from_a_stage_build_the_stages_they_read_first() -> TestResult {
+    let env = Env::new()?;
+    // BuildKit's testOnBuildInheritedStageWithFrom, on busybox, and a mount from= alike.
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS src\n\
+             RUN mkdir -p /in && echo -n 12 > /in/file\n\
+             FROM busybox AS base\n\
+             ONBUILD COPY --from=src /in/file /out/foo\n\
+             ONBUILD RUN --mount=from=src,target=/m cp /m/in/file /out/mounted\n\
+             FROM base AS mid\n\
+             RUN cp /out/foo /out/bar\n\
+             FROM scratch\n\
+             COPY --from=mid /out/bar /out/mounted /\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/bar")?, "12");
+    assert_eq!(image.read_to_string("/mounted")?, "12");
+    Ok(())
+}
