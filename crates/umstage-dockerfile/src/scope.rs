@@ -38,6 +38,9 @@ pub const PLATFORM_ARGS: &[&str] = &[
 /// The ARG BuildKit predefines in the global scope with the name of the target stage.
 pub const TARGET_STAGE_ARG: &str = "TARGETSTAGE";
 
+/// The build arg that names the hostname RUN steps get, as in BuildKit; no ARG needs it.
+pub const SANDBOX_HOSTNAME_ARG: &str = "BUILDKIT_SANDBOX_HOSTNAME";
+
 /// What the user passes to a build: `--build-arg` values, the build and target platforms and
 /// the target stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,14 @@ impl BuildArgs {
             values: values.into_iter().collect(),
             ..BuildArgs::default()
         }
+    }
+
+    /// The hostname `BUILDKIT_SANDBOX_HOSTNAME` gives RUN steps (unset or empty: none).
+    pub fn sandbox_hostname(&self) -> Option<&str> {
+        self.values
+            .get(SANDBOX_HOSTNAME_ARG)
+            .map(String::as_str)
+            .filter(|h| !h.is_empty())
     }
 
     /// The predefined platform ARGs and their values.
@@ -193,7 +204,8 @@ impl Dockerfile {
     }
 
     /// `--build-arg` names that no ARG in the meta scope or in `stages` declares, sorted: BuildKit
-    /// warns "One or more build-args [...] were not consumed". Predefined proxy ARGs never count.
+    /// warns "One or more build-args [...] were not consumed". Predefined proxy ARGs and
+    /// `BUILDKIT_SANDBOX_HOSTNAME`, which the build itself consumes, never count.
     pub fn unconsumed_build_args(&self, args: &BuildArgs, stages: &[usize]) -> Vec<String> {
         let declared = |name: &str| {
             let declares = |i: &Instruction| matches!(&i.command, Command::Arg(d) if d.iter().any(|a| a.name == name));
@@ -205,7 +217,9 @@ impl Dockerfile {
         };
         args.values
             .keys()
-            .filter(|k| !PROXY_ARGS.contains(&k.as_str()) && !declared(k))
+            .filter(|k| {
+                !PROXY_ARGS.contains(&k.as_str()) && *k != SANDBOX_HOSTNAME_ARG && !declared(k)
+            })
             .cloned()
             .collect()
     }
@@ -522,6 +536,18 @@ mod tests {
         let Command::Run(r) = &e else { panic!() };
         assert_eq!(r.mounts[0].target.as_deref(), Some("/cache"));
         assert_eq!(r.mounts[0].uid, Some(5));
+    }
+
+    #[test]
+    fn the_sandbox_hostname_arg_is_consumed_by_the_build() {
+        let d = df("FROM x\n");
+        let args = BuildArgs::new(
+            [(SANDBOX_HOSTNAME_ARG, "box"), ("OTHER", "v")].map(|(k, v)| (k.into(), v.into())),
+        );
+        assert_eq!(args.sandbox_hostname(), Some("box"));
+        assert_eq!(d.unconsumed_build_args(&args, &[0]), ["OTHER"]);
+        let empty = BuildArgs::new([(SANDBOX_HOSTNAME_ARG.to_owned(), String::new())]);
+        assert_eq!(empty.sandbox_hostname(), None);
     }
 
     #[test]
