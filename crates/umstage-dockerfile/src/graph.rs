@@ -137,8 +137,13 @@ impl Dockerfile {
             for (instr, command) in read {
                 for (name, kind) in references(command) {
                     let name = if name.contains('$') {
-                        lx.expand_word(&name, meta)
-                            .map_err(|e| instr.error(ErrorKind::Expansion, e.message))?
+                        let expanded = lx
+                            .expand_word(&name, meta)
+                            .map_err(|e| instr.error(ErrorKind::Expansion, e.message))?;
+                        if expanded.is_empty() {
+                            return Err(empty_reference(instr, &name));
+                        }
+                        expanded
                     } else {
                         name
                     };
@@ -226,6 +231,21 @@ impl Dockerfile {
         }
         Ok(None)
     }
+}
+
+/// A `COPY --from` that expands to nothing: only the global ARGs expand there (BuildKit
+/// expands none, and says so), so the variable is the stage's own or unset. (`--mount from=`
+/// refuses variables when it is parsed, as BuildKit's does.)
+fn empty_reference(at: &Instruction, name: &str) -> Error {
+    at.error(
+        ErrorKind::Expansion,
+        format!(
+            "variable expansion is not supported for --from={name}: only ARGs declared before the first FROM expand there, and this one is empty"
+        ),
+    )
+    .with_suggestion(Some(
+        "define a new stage with FROM using ARG from global scope".to_owned(),
+    ))
 }
 
 /// The names an instruction reads files from: `COPY --from` and `RUN --mount from=`.
@@ -336,6 +356,20 @@ mod tests {
             graph("FROM a AS base\nONBUILD COPY --from=late /a /b\nFROM base\nFROM c AS late\n")
                 .unwrap_err();
         assert_eq!(e.span.start.line, 2);
+    }
+
+    #[test]
+    fn a_from_that_expands_to_nothing_says_why() {
+        // A stage's own ARG does not expand in --from; only the global ones do.
+        let e = graph("FROM a\nARG SRC=x\nCOPY --from=$SRC /a /b\n").unwrap_err();
+        assert_eq!((e.kind, e.span.start.line), (ErrorKind::Expansion, 3));
+        assert!(
+            e.message
+                .starts_with("variable expansion is not supported for --from=$SRC"),
+            "{}",
+            e.message
+        );
+        assert!(e.to_string().contains("ARG from global scope"), "{e}");
     }
 
     #[test]
