@@ -90,9 +90,10 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     if let Some(p) = &request.platform {
         args.target_platform = p.clone();
     }
+    let target = dockerfile.resolve_target(request.target.as_deref())?;
+    args.target_stage = dockerfile.stages[target].name.clone();
     let meta = dockerfile.meta_scope(&args)?;
     let graph = dockerfile.graph(&meta)?;
-    let target = dockerfile.resolve_target(request.target.as_deref())?;
     for name in &request.no_cache_filter {
         if dockerfile.stage_index(name).is_none() {
             return Err(BuildError::Invalid(format!(

@@ -115,6 +115,10 @@ impl Step<'_, '_> {
         if privileged {
             k.str("insecure");
         }
+        let hostname = build.args.sandbox_hostname();
+        if let Some(h) = hostname {
+            k.str("hostname").str(h);
+        }
         let mut mount_sources = Vec::new();
         for m in &run.mounts {
             k.str(&format!("{m:?}"));
@@ -182,6 +186,7 @@ impl Step<'_, '_> {
             network,
             mounts,
             privileged,
+            hostname: hostname.unwrap_or(sandbox::DEFAULT_HOSTNAME).to_owned(),
             ..sandbox::RunStep::default()
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
