@@ -116,6 +116,7 @@ pub fn fetch_into(
             mtime: (mtime, 0),
             merge_only: false,
             stat: None,
+            named: true,
         }],
         dest_dir,
     };

@@ -108,6 +108,9 @@ pub struct Item {
     pub merge_only: bool,
     /// The source's metadata as planned, so a digest lookup needs no second `stat`.
     pub stat: Option<fs::Metadata>,
+    /// Whether the entry is a source the instruction names (or a wildcard matched), not an
+    /// entry found inside a copied directory: ADD extracts only such an archive.
+    pub named: bool,
 }
 
 /// A tree COPY reads from: the build context (with its `.dockerignore`), a stage's rootfs, or
@@ -305,7 +308,9 @@ pub fn plan(
             if excluded(options, &real, rel.file_name()) {
                 continue;
             }
-            items.push(item(tree, &host, &real, base, &meta, options, false)?);
+            let mut named = item(tree, &host, &real, base, &meta, options, false)?;
+            named.named = true;
+            items.push(named);
         }
     }
     let dest_dir = if into_dir || options.parents {
@@ -408,6 +413,10 @@ fn item(
         ItemKind::File
     } else if ft.is_fifo() {
         ItemKind::Fifo
+    } else if ft.is_socket() && tree.reset_owner {
+        // A directory on the host (the context) is read as BuildKit's context transfer sends
+        // it: a socket arrives as an empty regular file.
+        ItemKind::Inline(Vec::new())
     } else {
         return Err(CopyError::Io {
             path: rel.to_path_buf(),
@@ -437,6 +446,7 @@ fn item(
         mtime: (meta.mtime(), meta.mtime_nsec()),
         merge_only: false,
         stat: Some(meta.clone()),
+        named: false,
     })
 }
 

@@ -377,7 +377,10 @@ impl Step<'_, '_> {
                     .map_err(|e| self.copy_error(e, source))?;
                 let (archives, plain): (Vec<Item>, Vec<Item>) =
                     plan.items.into_iter().partition(|i| {
+                        // Only a source that is itself an archive: one inside a copied
+                        // directory is copied as it is, as BuildKit does.
                         extract_archives
+                            && i.named
                             && i.kind == ItemKind::File
                             && crate::add::is_archive(&i.src)
                     });
@@ -427,6 +430,7 @@ impl Step<'_, '_> {
                             mtime: (now, 0),
                             merge_only: false,
                             stat: None,
+                            named: true,
                         }
                     })
                     .collect();

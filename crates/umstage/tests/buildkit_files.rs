@@ -1,0 +1,105 @@
+//! End to end, COPY, ADD and `.dockerignore` where umstage's image differed from current
+//! BuildKit's (issues 15 and 17): each test builds what BuildKit's own integration tests or
+//! documented behaviour describe and asserts the tree a user would find in the image.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use common::{Env, TestResult, assert_ok, entry, layers, stderr, text};
+use umstage_testutil::archive::{TarEntry, Unpacked};
+
+fn must(image: &Unpacked, path: &str) -> Result<TarEntry, String> {
+    entry(image, path).ok_or_else(|| format!("{path} is not in the image"))
+}
+
+fn tar(args: &[&str], cwd: &std::path::Path) -> TestResult {
+    umstage_testutil::run(Command::new("tar").args(args).current_dir(cwd))?;
+    Ok(())
+}
+
+/// BuildKit extracts a source that is itself an archive; an archive inside an added directory
+/// is copied as it is.
+#[test]
+fn add_of_a_directory_copies_the_archives_inside_it() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("payload/p.txt", "packed\n"),
+            ("sub/plain.txt", "plain\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\nADD sub /dst\nADD sub/x.tar.gz /ex/\n",
+            ),
+        ],
+    )?;
+    tar(&["-czf", "sub/x.tar.gz", "payload"], &ctx)?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/dst/plain.txt")?, "plain\n");
+    assert_eq!(
+        fs::read(image.path("/dst/x.tar.gz"))?,
+        fs::read(ctx.join("sub/x.tar.gz"))?
+    );
+    assert!(!image.path("/dst/payload").exists());
+    assert!(!image.path("/payload").exists());
+    assert_eq!(image.read_to_string("/ex/payload/p.txt")?, "packed\n");
+    Ok(())
+}
+
+/// BuildKit's context transfer sends a socket as an empty regular file.
+#[test]
+fn a_socket_in_the_context_becomes_an_empty_file() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("keep.txt", "kept\n"),
+            ("Dockerfile", "FROM busybox\nCOPY . /all/\n"),
+        ],
+    )?;
+    let _listener = std::os::unix::net::UnixListener::bind(ctx.join("sock"))?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/all/keep.txt")?, "kept\n");
+    let sock = must(&image, "all/sock")?;
+    assert!(sock.mode.starts_with('-'), "{sock:?}");
+    assert_eq!((sock.uid, sock.gid, sock.size), (0, 0, 0), "{sock:?}");
+    Ok(())
+}
+
+/// A bare `!` is an error in BuildKit's pattern matcher; the message names the file and line.
+#[test]
+fn a_bare_exclamation_mark_in_dockerignore_is_an_error() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("a.md", "a\n"),
+            (".dockerignore", "*.md\n!\n"),
+            ("Dockerfile", "FROM busybox\nCOPY . /all/\n"),
+        ],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(".dockerignore: line 2") && err.contains("illegal exclusion pattern"),
+        "{err}"
+    );
+    // Not the one beside the Dockerfile: that is the file named when it applies.
+    fs::write(ctx.join("Dockerfile.dockerignore"), "!\n")?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("Dockerfile.dockerignore: line 1"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
