@@ -146,6 +146,29 @@ impl<'a> SourceTree<'a> {
             .is_some_and(|i| !rel.as_os_str().is_empty() && i.is_excluded(&rel.to_string_lossy()))
     }
 
+    /// Whether `rel` is in the context as BuildKit sends it: not ignored, or an ignored
+    /// directory holding something a `!` pattern brings back (which brings its parents).
+    fn visible(&self, rel: &Path) -> bool {
+        if !self.ignored(rel) {
+            return true;
+        }
+        let may = self
+            .ignore
+            .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()));
+        if !may {
+            return false;
+        }
+        let Ok(real) = self.follow(rel) else {
+            return false;
+        };
+        let Ok(entries) = read_dir_no_symlinks(&self.host.join(real)) else {
+            return false;
+        };
+        entries
+            .flatten()
+            .any(|e| self.visible(&rel.join(e.file_name())))
+    }
+
     /// Resolves `rel` inside the root, following symlinks (also the last one) there; returns
     /// the real path relative to the root.
     fn follow(&self, rel: &Path) -> Result<PathBuf, CopyError> {
@@ -163,7 +186,7 @@ impl<'a> SourceTree<'a> {
             PathBuf::from(&clean)
         };
         if !has_wildcard(&clean) {
-            if self.ignored(&rel) {
+            if !self.visible(&rel) {
                 return Err(CopyError::NotFound(pattern.to_string()));
             }
             return match self.root.resolve(&rel, Escape::Clamp) {
@@ -210,7 +233,7 @@ impl<'a> SourceTree<'a> {
             for name in names.into_iter().rev() {
                 let sub = below.join(&name);
                 let rel_path = prefix.join(&sub);
-                if self.ignored(&rel_path) {
+                if !self.visible(&rel_path) {
                     continue;
                 }
                 if matcher.matches(&sub.to_string_lossy()) {

@@ -103,3 +103,64 @@ fn a_bare_exclamation_mark_in_dockerignore_is_an_error() -> TestResult {
     );
     Ok(())
 }
+
+/// A path a `!` pattern brings back brings its parent directories with it, so a COPY can name
+/// them; an excluded directory is searched for what an exception brings back, as current
+/// BuildKit's context transfer does (docker 20.10's did not look inside `volume/` for
+/// `!**/oneline.txt`; see docs/compatibility.md).
+#[test]
+fn dockerignore_exceptions_bring_their_parents_and_are_found_in_excluded_dirs() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("folder1/file1", "one\n"),
+            ("folder1/file2", "two\n"),
+            ("folder2/file3", "three\n"),
+            (".dockerignore", "**\n!folder1/file1\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\nADD folder1 /f1\nCOPY folder* /star/\n",
+            ),
+        ],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/f1/file1")?, "one\n");
+    assert!(!image.path("/f1/file2").exists());
+    assert_eq!(image.read_to_string("/star/file1")?, "one\n");
+    assert!(!image.path("/star/file3").exists());
+
+    let ctx = env.context(
+        "ctx2",
+        &[
+            ("volume/data/oneline.txt", "kept\n"),
+            ("volume/data/other.txt", "dropped\n"),
+            ("volume/top.txt", "dropped\n"),
+            ("vendor/keep/a.txt", "kept\n"),
+            ("vendor/b.txt", "dropped\n"),
+            ("build/oneline.txt", "dropped\n"),
+            (
+                ".dockerignore",
+                "volume/\n!**/oneline.txt\nvendor\n!vendor/keep\nbuild\n",
+            ),
+            ("Dockerfile", "FROM busybox\nCOPY . /ctx/\n"),
+        ],
+    )?;
+    assert_ok(&env.build(&ctx, "image2.tar", &[]));
+    let image = layers(&env, "image2.tar")?;
+    assert_eq!(
+        image.read_to_string("/ctx/volume/data/oneline.txt")?,
+        "kept\n"
+    );
+    assert_eq!(image.read_to_string("/ctx/vendor/keep/a.txt")?, "kept\n");
+    for gone in [
+        "volume/data/other.txt",
+        "volume/top.txt",
+        "vendor/b.txt",
+        "build",
+    ] {
+        assert!(!image.path(&format!("/ctx/{gone}")).exists(), "{gone}");
+    }
+    Ok(())
+}
