@@ -119,6 +119,7 @@ pub fn fetch_into(
             named: true,
         }],
         dest_dir,
+        make_dest: false,
     };
     copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())
 }

@@ -177,9 +177,23 @@ impl<'a> SourceTree<'a> {
 
     /// Every path (relative to the root) that `pattern` names: the path itself when it has no
     /// wildcard (an error if it does not exist or is ignored), else every existing, not ignored
-    /// path it matches (possibly none).
-    pub fn expand(&self, pattern: &str) -> Result<Vec<PathBuf>, CopyError> {
-        let clean = umstage_dockerfile::clean_path(pattern.trim_start_matches('/'));
+    /// path it matches (possibly none). As BuildKit, a wildcard matches within one path
+    /// component (`**` as `*`, Go's `filepath.Match`), except with `--parents` after the `/./`
+    /// pivot (or everywhere without one), where the pattern is an include pattern of BuildKit's
+    /// pattern matcher and `**` matches any number of directories.
+    pub fn expand(&self, pattern: &str, parents: bool) -> Result<Vec<PathBuf>, CopyError> {
+        let source = if parents {
+            pattern.to_string()
+        } else {
+            one_component_stars(pattern)
+        };
+        let clean = match (parents, pivot(pattern)) {
+            (true, Some((before, after))) => {
+                umstage_dockerfile::clean_path(&format!("{}/{after}", one_component_stars(before)))
+            }
+            _ => umstage_dockerfile::clean_path(&source),
+        };
+        let clean = clean.trim_start_matches('/').to_string();
         let rel = if clean == "." {
             PathBuf::new()
         } else {
@@ -236,11 +250,13 @@ impl<'a> SourceTree<'a> {
                 if !self.visible(&rel_path) {
                     continue;
                 }
-                if matcher.matches(&sub.to_string_lossy()) {
+                let matched = matcher.matches(&sub.to_string_lossy());
+                if matched {
                     out.push(rel_path.clone());
                 }
+                // A matched directory is copied whole: nothing below it is matched again.
                 let is_dir = lstat_no_symlinks(&dir.join(&name)).is_ok_and(|m| m.is_dir());
-                if is_dir && level + 1 < depth {
+                if is_dir && !matched && level + 1 < depth {
                     stack.push((sub, level + 1));
                 }
             }
@@ -262,6 +278,30 @@ fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// `pattern` with every run of unescaped `*` made one `*`: Go's `filepath.Match`, which
+/// BuildKit matches COPY sources with, reads `**` as two `*`s within one component.
+fn one_component_stars(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if c == '*' && !escaped && out.ends_with('*') && !out.ends_with("\\*") {
+            continue;
+        }
+        escaped = c == '\\' && !escaped;
+        out.push(c);
+    }
+    out
+}
+
+/// A `--parents` source split at its first `/./`: the part whose path is dropped, and the
+/// part kept below the destination.
+fn pivot(pattern: &str) -> Option<(&str, &str)> {
+    pattern
+        .trim_start_matches("./")
+        .trim_start_matches('/')
+        .split_once("/./")
+}
+
 /// How a COPY treats what it copies.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -281,6 +321,9 @@ pub struct Plan {
     pub items: Vec<Item>,
     /// The destination directory whose missing parents are created (owned like the items).
     pub dest_dir: PathBuf,
+    /// Whether `dest_dir` is made even when nothing is copied: a `--parents` source copies
+    /// from a directory that exists (the root, or a pivot without wildcards), as BuildKit.
+    pub make_dest: bool,
 }
 
 /// Plans a COPY of `sources` (patterns relative to the source root) to `dest` (absolute inside
@@ -295,7 +338,7 @@ pub fn plan(
 ) -> Result<Plan, CopyError> {
     let mut matched = Vec::new();
     for pattern in sources {
-        for rel in tree.expand(pattern)? {
+        for rel in tree.expand(pattern, options.parents)? {
             matched.push((pattern.as_str(), rel));
         }
     }
@@ -343,20 +386,33 @@ pub fn plan(
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
     };
-    Ok(Plan { items, dest_dir })
+    let make_dest = options.parents
+        && sources
+            .iter()
+            .any(|p| pivot(p).is_none_or(|(before, _)| !has_wildcard(before)));
+    Ok(Plan {
+        items,
+        dest_dir,
+        make_dest,
+    })
 }
 
 /// With `--parents`, the part of a source path kept below the destination: all of it, or what
 /// follows a `/./` pivot in the pattern.
 fn parents_part(pattern: &str, rel: &Path) -> PathBuf {
-    let trimmed = pattern.trim_start_matches("./").trim_start_matches('/');
-    if let Some(pos) = trimmed.find("/./") {
-        let pivot: PathBuf = umstage_dockerfile::clean_path(&trimmed[..pos]).into();
-        if let Ok(rest) = rel.strip_prefix(&pivot) {
-            return rest.to_path_buf();
+    match pivot(pattern) {
+        // The part before the pivot matches one component per component, wildcards or not.
+        Some((before, _)) => {
+            let before = umstage_dockerfile::clean_path(before);
+            let depth = if before == "." {
+                0
+            } else {
+                before.split('/').count()
+            };
+            rel.components().skip(depth).collect()
         }
+        None => rel.to_path_buf(),
     }
-    rel.to_path_buf()
 }
 
 fn excluded(options: &CopyOptions, rel: &Path, name: Option<&OsStr>) -> bool {
@@ -539,8 +595,12 @@ fn execute_with(
     owner_of_new_dirs: (u32, u32),
     files: Files,
 ) -> Result<(), CopyError> {
-    // A wildcard that matched nothing copies nothing: not even the destination is made.
+    // A wildcard that matched nothing copies nothing: not even the destination is made,
+    // unless the plan says BuildKit makes it.
     if plan.items.is_empty() {
+        if plan.make_dest {
+            make_dirs(root, &plan.dest_dir, owner_of_new_dirs)?;
+        }
         return Ok(());
     }
     make_dirs(root, &plan.dest_dir, owner_of_new_dirs)?;
@@ -902,6 +962,18 @@ mod tests {
         assert!(f.dst.join("p/top.txt").is_file());
         copy(&f, None, &["./src/./sub/c.txt"], "/q/", &parents).unwrap();
         assert!(f.dst.join("q/sub/c.txt").is_file());
+    }
+
+    #[test]
+    fn stars_collapse_within_a_component_and_pivots_split() {
+        assert_eq!(one_component_stars("a/**/b***c"), "a/*/b*c");
+        assert_eq!(one_component_stars("a\\**"), "a\\**");
+        assert_eq!(pivot("./x/y*/./z/**"), Some(("x/y*", "z/**")));
+        assert_eq!(pivot("/x/y/."), None);
+        assert_eq!(
+            parents_part("/t/a*/./c/**/e", Path::new("t/ab/c/d/e")),
+            Path::new("c/d/e")
+        );
     }
 
     #[test]

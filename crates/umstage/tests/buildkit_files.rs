@@ -164,3 +164,55 @@ fn dockerignore_exceptions_bring_their_parents_and_are_found_in_excluded_dirs() 
     }
     Ok(())
 }
+
+/// Without `--parents` BuildKit matches a COPY source with Go's `filepath.Match`: `**` is `*`,
+/// within one path component. With `--parents` the source is an include pattern, `**` crosses
+/// directories, and the part before a `/./` pivot is dropped (BuildKit's testCopyParents).
+#[test]
+fn double_stars_and_parents_match_as_buildkit() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("top.txt", "top\n"),
+            ("a/one.txt", "one\n"),
+            ("a/b/two.txt", "two\n"),
+            (
+                "Dockerfile",
+                "FROM busybox AS base\n\
+                 RUN mkdir -p /test/a/b/c/d/e /test/a/b2/c/d/e /test/a/b/c2/d/e /test/a/b/c2/d/e2 \
+                  && touch /test/a/b/c/d/foo /test/a/b/c/d/e/bay /test/a/b2/c/d/e/bar \
+                  /test/a/b/c2/d/e/baz /test/a/b/c2/d/e2/baz\n\
+                 FROM busybox\n\
+                 COPY **/*.txt /stars/\n\
+                 COPY a/** /a-all/\n\
+                 COPY --from=base --parents /test/a/b*/./c/**/e /dw/\n\
+                 COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /di/\n\
+                 COPY --parents nothing*/x /empty-parents/\n\
+                 COPY nothing* /empty/\n",
+            ),
+        ],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/stars/one.txt")?, "one\n");
+    assert!(!image.path("/stars/top.txt").exists());
+    assert!(!image.path("/stars/two.txt").exists());
+    assert_eq!(image.read_to_string("/a-all/one.txt")?, "one\n");
+    assert_eq!(image.read_to_string("/a-all/two.txt")?, "two\n");
+    for there in [
+        "dw/c/d/e/bay",
+        "dw/c/d/e/bar",
+        "di/d/e/baz",
+        "di/d/e2/baz",
+        "di/c/d/e/bar",
+    ] {
+        assert!(image.path(&format!("/{there}")).is_file(), "{there}");
+    }
+    for absent in ["dw/c/d/foo", "dw/test", "di/d/e/bay"] {
+        assert!(!image.path(&format!("/{absent}")).exists(), "{absent}");
+    }
+    assert!(image.path("/empty-parents").is_dir());
+    assert!(!image.path("/empty").exists());
+    Ok(())
+}

@@ -386,7 +386,7 @@ impl Step<'_, '_> {
                     });
                 let plan = copy::Plan {
                     items: plain,
-                    dest_dir: plan.dest_dir,
+                    ..plan
                 };
                 copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())?;
                 for archive in archives {
@@ -441,8 +441,12 @@ impl Step<'_, '_> {
                         .parent()
                         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
                 };
-                copy::execute(root, &copy::Plan { items, dest_dir }, new_dirs_owner)
-                    .map_err(|e| e.to_string())?;
+                let plan = copy::Plan {
+                    items,
+                    dest_dir,
+                    make_dest: false,
+                };
+                copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())?;
             }
             Ok(())
         })();
