@@ -120,6 +120,7 @@ pub fn fetch_into(
         }],
         dest_dir,
         make_dest: false,
+        new_dirs_mode: copy::new_dirs_mode(options),
     };
     copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())
 }

@@ -321,6 +321,9 @@ pub struct Plan {
     pub items: Vec<Item>,
     /// The destination directory whose missing parents are created (owned like the items).
     pub dest_dir: PathBuf,
+    /// The mode of the directories the copy creates that no source gives one: 0755, or
+    /// `--chmod`'s, as BuildKit.
+    pub new_dirs_mode: u32,
     /// Whether `dest_dir` is made even when nothing is copied: a `--parents` source copies
     /// from a directory that exists (the root, or a pivot without wildcards), as BuildKit.
     pub make_dest: bool,
@@ -365,10 +368,16 @@ pub fn plan(
         if meta.is_dir() {
             let top = base.clone();
             let merge_only = dest_is_dir(&top);
-            items.push(item(tree, &host, &real, top.clone(), &meta, options, true)?);
-            if let Some(last) = items.last_mut() {
-                last.merge_only = merge_only;
+            let mut top_item = item(tree, &host, &real, top.clone(), &meta, options, true)?;
+            top_item.merge_only = merge_only;
+            if !options.parents {
+                // BuildKit makes the destination of a directory's contents as it makes
+                // missing parents (0755 or --chmod's mode, --chown's owner or root) and does
+                // not give it the source directory's mode or owner.
+                top_item.mode = new_dirs_mode(options);
+                (top_item.uid, top_item.gid) = options.chown.unwrap_or((0, 0));
             }
+            items.push(top_item);
             walk_dir(tree, &host, &real, &real, &top, options, &mut items)?;
         } else {
             if excluded(options, &real, rel.file_name()) {
@@ -394,7 +403,16 @@ pub fn plan(
         items,
         dest_dir,
         make_dest,
+        new_dirs_mode: new_dirs_mode(options),
     })
+}
+
+/// The mode of a directory a copy creates that no source gives one.
+pub fn new_dirs_mode(options: &CopyOptions) -> u32 {
+    options
+        .chmod
+        .as_ref()
+        .map_or(0o755, |c| c.apply(0o755, true))
 }
 
 /// With `--parents`, the part of a source path kept below the destination: all of it, or what
@@ -532,6 +550,16 @@ fn item(
 /// Creates `dir` (absolute inside `root`) and its missing parents, each new one with mode 0755
 /// and the given owner; existing ones (symlinks followed inside the root) are left alone.
 pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyError> {
+    make_dirs_mode(root, dir, owner, 0o755)
+}
+
+/// As [`make_dirs`], each new directory with `mode` (whatever the umask).
+pub fn make_dirs_mode(
+    root: &Root,
+    dir: &Path,
+    owner: (u32, u32),
+    mode: u32,
+) -> Result<(), CopyError> {
     let mut current = PathBuf::from("/");
     for component in dir.components() {
         let Component::Normal(name) = component else {
@@ -539,7 +567,7 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
         };
         let parent = root.resolve_dir(&current, Escape::Clamp, false)?;
         current.push(name);
-        match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+        match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {
                 rfs::chownat(
                     &parent,
@@ -549,6 +577,7 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
                     AtFlags::SYMLINK_NOFOLLOW,
                 )
                 .map_err(errno(&current))?;
+                chmod_nofollow(&parent, name, mode).map_err(errno(&current))?;
             }
             Err(rustix::io::Errno::EXIST) => {
                 // A symlink (even a dangling one) is followed inside the root, and what it
@@ -599,15 +628,15 @@ fn execute_with(
     // unless the plan says BuildKit makes it.
     if plan.items.is_empty() {
         if plan.make_dest {
-            make_dirs(root, &plan.dest_dir, owner_of_new_dirs)?;
+            make_dirs_mode(root, &plan.dest_dir, owner_of_new_dirs, plan.new_dirs_mode)?;
         }
         return Ok(());
     }
-    make_dirs(root, &plan.dest_dir, owner_of_new_dirs)?;
+    make_dirs_mode(root, &plan.dest_dir, owner_of_new_dirs, plan.new_dirs_mode)?;
     let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
     for item in &plan.items {
         if item.merge_only {
-            make_dirs(root, &item.dest, owner_of_new_dirs)?;
+            make_dirs_mode(root, &item.dest, owner_of_new_dirs, plan.new_dirs_mode)?;
             continue;
         }
         let parent_path = item.dest.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -616,7 +645,7 @@ fn execute_with(
             continue;
         };
         if !dirs.contains_key(&parent_path) {
-            make_dirs(root, &parent_path, owner_of_new_dirs)?;
+            make_dirs_mode(root, &parent_path, owner_of_new_dirs, plan.new_dirs_mode)?;
             let fd = open_dir(root, &parent_path)?;
             dirs.insert(parent_path.clone(), fd);
         }

@@ -216,3 +216,45 @@ fn double_stars_and_parents_match_as_buildkit() -> TestResult {
     assert!(!image.path("/empty").exists());
     Ok(())
 }
+
+/// BuildKit's testCopyChmod: the directories a `COPY --chmod` creates take its mode. And a
+/// directory's contents copied to a missing destination make that destination as a missing
+/// parent is made (root's, 0755), not with the source directory's owner or mode.
+#[test]
+fn created_directories_take_chmod_and_belong_to_root() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("foo", "foo\n"),
+            (
+                "Dockerfile",
+                "FROM busybox AS source\n\
+                 RUN mkdir -p /dir/sub && echo x > /dir/sub/x && chown -R 1000:1000 /dir \
+                  && chmod 0700 /dir\n\
+                 FROM busybox\n\
+                 COPY --chmod=777 foo /parent/foo\n\
+                 COPY --chmod=770 foo /parent/sub/foo\n\
+                 COPY --chmod=750 foo /a/b/c/\n\
+                 COPY --from=source /dir /dir\n\
+                 COPY --from=source --chown=1234:1234 /dir /owned\n",
+            ),
+        ],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    let mode = |p: &str| must(&image, p).map(|e| e.mode);
+    assert_eq!(mode("parent")?, "drwxrwxrwx");
+    assert_eq!(mode("parent/sub")?, "drwxrwx---");
+    assert_eq!(mode("parent/foo")?, "-rwxrwxrwx");
+    assert_eq!(mode("a")?, "drwxr-x---");
+    assert_eq!(mode("a/b/c")?, "drwxr-x---");
+    assert_eq!(mode("a/b/c/foo")?, "-rwxr-x---");
+    let dir = must(&image, "dir")?;
+    assert_eq!((dir.uid, dir.gid, dir.mode.as_str()), (0, 0, "drwxr-xr-x"));
+    let sub = must(&image, "dir/sub")?;
+    assert_eq!((sub.uid, sub.gid), (1000, 1000));
+    let owned = must(&image, "owned")?;
+    assert_eq!((owned.uid, owned.gid), (1234, 1234));
+    Ok(())
+}

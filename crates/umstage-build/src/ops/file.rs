@@ -445,6 +445,7 @@ impl Step<'_, '_> {
                     items,
                     dest_dir,
                     make_dest: false,
+                    new_dirs_mode: copy::new_dirs_mode(&options),
                 };
                 copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())?;
             }
