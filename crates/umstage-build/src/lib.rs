@@ -19,6 +19,7 @@ pub mod context;
 pub mod copy;
 pub mod credentials;
 pub mod digests;
+mod download;
 pub mod event;
 pub mod export;
 pub mod flags;

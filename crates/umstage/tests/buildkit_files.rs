@@ -258,3 +258,144 @@ fn created_directories_take_chmod_and_belong_to_root() -> TestResult {
     assert_eq!((owned.uid, owned.gid), (1234, 1234));
     Ok(())
 }
+
+/// A loopback HTTP server as a file server behaves for BuildKit's HTTP source: `ETag` and
+/// `Last-Modified` on every answer, `304 Not Modified` to a matching `If-None-Match`. `/data`
+/// serves whatever the test last put there; every request's path and `If-None-Match` is logged.
+/// One request the file server answered: path, `If-None-Match`, status.
+type Served = (String, Option<String>, u16);
+
+struct FileServer {
+    port: u16,
+    data: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Served>>>,
+}
+
+impl FileServer {
+    fn start(archive: Vec<u8>) -> Result<Self, Box<dyn std::error::Error>> {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let data = Arc::new(Mutex::new(b"first\n".to_vec()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (served, logged) = (Arc::clone(&data), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                let if_none_match = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("if-none-match: ")
+                            .or(l.strip_prefix("If-None-Match: "))
+                    })
+                    .map(str::to_string);
+                let body = match path.as_str() {
+                    "/files/data.txt" => served.lock().map(|d| d.clone()).unwrap_or_default(),
+                    "/t.tar.gz" => archive.clone(),
+                    _ => b"the root page\n".to_vec(),
+                };
+                let etag = format!(
+                    "\"{}-{}\"",
+                    body.len(),
+                    body.iter().map(|&b| u64::from(b)).sum::<u64>()
+                );
+                let status = if if_none_match.as_deref() == Some(etag.as_str()) {
+                    304
+                } else {
+                    200
+                };
+                if let Ok(mut l) = logged.lock() {
+                    l.push((path, if_none_match, status));
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} {}\r\nETag: {etag}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    if status == 200 { "OK" } else { "Not Modified" },
+                    if status == 200 { body.len() } else { 0 },
+                );
+                let _ = stream.write_all(head.as_bytes());
+                if status == 200 {
+                    let _ = stream.write_all(&body);
+                }
+            }
+        });
+        Ok(FileServer { port, data, log })
+    }
+
+    fn requests(&self, path: &str) -> Vec<(Option<String>, u16)> {
+        self.log
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(p, _, _)| p == path)
+                    .map(|(_, inm, status)| (inm.clone(), *status))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// BuildKit's HTTP source: a URL without `--checksum` is revalidated on every build and the
+/// step keyed by what was downloaded; `--unpack=true` extracts a downloaded archive; a URL
+/// whose path has no name is saved as `__unnamed__`.
+#[test]
+fn add_of_a_url_revalidates_unpacks_and_names_as_buildkit() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context("ctx", &[("payload/p.txt", "packed\n")])?;
+    tar(&["-czf", "t.tar.gz", "payload"], &ctx)?;
+    let server = FileServer::start(fs::read(ctx.join("t.tar.gz"))?)?;
+    let port = server.port;
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\n\
+             ADD --unpack=true http://127.0.0.1:{port}/t.tar.gz /unpacked/\n\
+             ADD http://127.0.0.1:{port}/t.tar.gz /packed/\n\
+             ADD http://127.0.0.1:{port}/ /root-url/\n\
+             ADD http://127.0.0.1:{port}/files/data.txt /web/\n"
+        ),
+    )?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    assert_ok(&env.build(&ctx, "one.tar", &[]));
+    let image = layers(&env, "one.tar")?;
+    assert_eq!(image.read_to_string("/unpacked/payload/p.txt")?, "packed\n");
+    assert!(image.path("/packed/t.tar.gz").is_file());
+    assert_eq!(
+        image.read_to_string("/root-url/__unnamed__")?,
+        "the root page\n"
+    );
+    assert_eq!(image.read_to_string("/web/data.txt")?, "first\n");
+    assert_eq!(must(&image, "web/data.txt")?.mode, "-rw-------");
+
+    // Unchanged: asked again, answered 304, and the step is a cache hit.
+    let out = env.build(&ctx, "two.tar", &[]);
+    assert_ok(&out);
+    let asked = server.requests("/files/data.txt");
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[1].1, 304, "{asked:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("CACHED")
+            .count()
+            >= 4,
+        "{}",
+        text(&out)
+    );
+
+    // Changed on the server: fetched again, and the image has the new content.
+    if let Ok(mut d) = server.data.lock() {
+        *d = b"second\n".to_vec();
+    }
+    assert_ok(&env.build(&ctx, "three.tar", &[]));
+    assert_eq!(server.requests("/files/data.txt")[2].1, 200);
+    let image = layers(&env, "three.tar")?;
+    assert_eq!(image.read_to_string("/web/data.txt")?, "second\n");
+    Ok(())
+}

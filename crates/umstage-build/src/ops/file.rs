@@ -11,6 +11,7 @@ use umstage_oci::inroot::Root;
 use crate::cache::KeyBuilder;
 use crate::config;
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
+use crate::download::Download;
 use crate::ops::layer::MountedRoot;
 use crate::ops::step::{StageOutput, Step, other};
 use crate::options::NamedContext;
@@ -223,14 +224,26 @@ impl Step<'_, '_> {
                 }
             }
         }
+        // As BuildKit's HTTP source: a URL pinned by --checksum is keyed by it and fetched
+        // only on a miss; any other is revalidated now and keyed by the content it has.
+        let mut remote_files = Vec::new();
         for url in &remote {
             k.str(url).opt_str(checksum.as_deref());
+            let download = match checksum {
+                Some(_) => None,
+                None => {
+                    let d = crate::download::fetch(&build.registry, &build.request.state_root, url)
+                        .map_err(|e| fail(format!("downloading {url}: {e}")))?;
+                    k.str(&d.digest).u64(d.mtime as u64);
+                    Some(d)
+                }
+            };
+            remote_files.push(((*url).clone(), download));
         }
         *self.key = k.finish();
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[])
             .unwrap_or_else(|| format!("{} # buildkit", self.instruction.original));
 
-        let remote_files: Vec<String> = remote.iter().map(|s| s.to_string()).collect();
         self.fs_step(created_by, |step, mounted| {
             step.do_copy(
                 mounted,
@@ -241,7 +254,7 @@ impl Step<'_, '_> {
                 &dest,
                 chown.as_deref(),
                 &options,
-                is_add && unpack != Some(false),
+                (is_add && unpack != Some(false), unpack == Some(true)),
                 &sources.inline,
             )
         })
@@ -320,12 +333,12 @@ impl Step<'_, '_> {
         mounted: &MountedRoot,
         source: &CopySource,
         local: &[String],
-        remote: &[String],
+        remote: &[(String, Option<Download>)],
         checksum: Option<&str>,
         dest: &str,
         chown: Option<&str>,
         options: &CopyOptions,
-        extract_archives: bool,
+        (extract_archives, extract_downloads): (bool, bool),
         inline: &[umstage_dockerfile::InlineSource],
     ) -> Result<(), String> {
         let root = &mounted.root;
@@ -395,8 +408,45 @@ impl Step<'_, '_> {
                     crate::add::extract(root, &archive.src, &target, owner)?;
                 }
             }
-            for url in remote {
-                crate::add::fetch_into(root, url, checksum, dest, &options, new_dirs_owner)?;
+            for (url, fetched) in remote {
+                let fetched_now;
+                let download = match fetched {
+                    Some(d) => d,
+                    None => {
+                        fetched_now = crate::download::fetch(
+                            &self.build.registry,
+                            &self.build.request.state_root,
+                            url,
+                        )
+                        .map_err(|e| format!("downloading {url}: {e}"))?;
+                        &fetched_now
+                    }
+                };
+                if let Some(want) = checksum
+                    && want != download.digest
+                {
+                    return Err(format!(
+                        "the download of {url} has digest {}, but --checksum wants {want}",
+                        download.digest
+                    ));
+                }
+                // A URL's content is extracted only with --unpack=true, as BuildKit.
+                if extract_downloads && crate::add::is_archive(&download.file) {
+                    let target = PathBuf::from(config::clean_abs(dest));
+                    copy::make_dirs(root, &target, new_dirs_owner).map_err(|e| e.to_string())?;
+                    crate::add::extract(root, &download.file, &target, owner)?;
+                } else {
+                    let name = crate::download::file_name(url);
+                    crate::add::place_download(
+                        root,
+                        download,
+                        &name,
+                        dest,
+                        &options,
+                        new_dirs_owner,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
             }
             if !inline.is_empty() {
                 let into_dir =
