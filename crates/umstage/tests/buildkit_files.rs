@@ -399,3 +399,38 @@ fn add_of_a_url_revalidates_unpacks_and_names_as_buildkit() -> TestResult {
     assert_eq!(image.read_to_string("/web/data.txt")?, "second\n");
     Ok(())
 }
+
+/// An archive holding `d -> ..` and then `d/etc/myfile`: BuildKit extracts it with the
+/// destination as the archive's root, so the file lands at `/dest/etc/myfile`.
+#[test]
+fn add_of_an_archive_with_a_link_to_its_parent_resolves_in_the_destination() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("myfile", "mine\n"),
+            ("Dockerfile", "FROM busybox\nADD x.tar /dest/\n"),
+        ],
+    )?;
+    std::os::unix::fs::symlink("..", ctx.join("d"))?;
+    tar(
+        &[
+            "--owner=0",
+            "--group=0",
+            "-cf",
+            "x.tar",
+            "d",
+            "--transform=s|^myfile$|d/etc/myfile|",
+            "myfile",
+        ],
+        &ctx,
+    )?;
+    fs::remove_file(ctx.join("d"))?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/dest/etc/myfile")?, "mine\n");
+    assert_eq!(must(&image, "dest/d")?.link.as_deref(), Some(".."));
+    assert!(!image.path("/etc/myfile").exists());
+    Ok(())
+}
