@@ -20,6 +20,7 @@ pub mod copy;
 pub mod credentials;
 pub mod digests;
 pub mod error;
+mod download;
 pub mod event;
 pub mod export;
 pub mod flags;
