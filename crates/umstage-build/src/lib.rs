@@ -29,6 +29,7 @@ pub mod prune;
 mod registry;
 pub mod request;
 pub mod schedule;
+mod single_id;
 pub mod solver;
 pub mod state;
 pub mod tarhead;

@@ -19,12 +19,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", env = "UMSTAGE_ROOT")]
     pub root: Option<PathBuf>,
 
-    /// Log detail on standard error: error, warn, info, debug or trace (or a RUST_LOG filter)
+    /// Diagnostic log on standard error, for debugging umstage: off, error, warn, info, debug or trace (or a RUST_LOG filter); what a build has to say comes through its progress
     #[arg(
         long,
         global = true,
         value_name = "LEVEL",
-        default_value = "warn",
+        default_value = "off",
         value_parser = parse_log_level
     )]
     pub log_level: String,

@@ -35,19 +35,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
         Command::Build(args) => {
-            if let Err(code) = enter_namespace() {
+            // A build says what single-id mode changed itself, once, through its progress.
+            if let Err(code) = enter_namespace(false) {
                 return code;
             }
             build(*args, root)
         }
         Command::Info(args) => {
-            if let Err(code) = enter_namespace() {
+            if let Err(code) = enter_namespace(true) {
                 return code;
             }
             report(admin::info(&root, args.json))
         }
         Command::Prune(args) => {
-            if let Err(code) = enter_namespace() {
+            if let Err(code) = enter_namespace(true) {
                 return code;
             }
             report(admin::prune(&root, args.all, args.keep_storage))
@@ -94,11 +95,12 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Moves this process into its user + mount namespace: the outer process re-executes itself
-/// and exits with the child's status, so only the child returns from here.
-fn enter_namespace() -> Result<(), ExitCode> {
+/// and exits with the child's status, so only the child returns from here. `warn`: print the
+/// namespace's warning (single-id mode and its fix).
+fn enter_namespace(warn: bool) -> Result<(), ExitCode> {
     match umstage_snapshot::userns::enter(&umstage_snapshot::userns::Options::default()) {
         Ok(ns) => {
-            if let Some(w) = ns.warning() {
+            if warn && let Some(w) = ns.warning() {
                 eprintln!("umstage: warning: {w}");
             }
             Ok(())
@@ -146,10 +148,11 @@ fn debug_parse(file: &Path) -> ExitCode {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
