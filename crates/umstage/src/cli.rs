@@ -16,7 +16,7 @@ use umstage_snapshot::DriverChoice;
     args_override_self = true
 )]
 pub struct Cli {
-    /// State root: cache, snapshots and blobs [default: $XDG_DATA_HOME/umstage, or ~/.local/share/umstage]
+    /// State root: cache, snapshots and blobs [default: $XDG_DATA_HOME/umstage, or ~/.local/share/umstage; /var/lib/umstage for root]
     #[arg(long, global = true, value_name = "DIR", env = "UMSTAGE_ROOT")]
     pub root: Option<PathBuf>,
 
@@ -47,6 +47,18 @@ pub enum Command {
     /// Tools for looking inside
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Print the shell completion script, e.g. `umstage completion bash > /etc/bash_completion.d/umstage`
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (umstage.1, umstage-build.1, …) into DIR, for packaging
+    ManPages {
+        /// Where the pages go (made if missing)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// How progress is shown.

@@ -3,6 +3,7 @@
 mod admin;
 mod ca_roots;
 mod cli;
+mod generate;
 mod progress;
 
 use std::io::{IsTerminal, Read};
@@ -35,6 +36,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
+        Command::Completion { shell } => report(
+            generate::completion(shell, &mut std::io::stdout())
+                .context("writing the completion script"),
+        ),
+        Command::ManPages { dir } => report(generate::man_pages(&dir)),
         Command::Build(args) => {
             // A build says what single-id mode changed itself, once, through its progress.
             if let Err(code) = enter_namespace(false) {
