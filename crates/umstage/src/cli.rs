@@ -171,6 +171,30 @@ pub struct BuildArgs {
     #[arg(long)]
     pub check: bool,
 
+    /// Resolve base image tags in the registry again: umstage always does, on every build (accepted as docker and buildx take it)
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Add a line to RUN's /etc/hosts (repeatable): HOST:IP (or HOST=IP)
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<umstage_build::step_options::AddHost>,
+
+    /// Size of RUN's /dev/shm: bytes, or a number with k, m, g [default: 64m]
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = parse_shm_size)]
+    pub shm_size: Option<u64>,
+
+    /// Resource limit of RUN steps (repeatable): NAME=SOFT[:HARD], such as nofile=1024:2048 (-1 is unlimited)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<umstage_snapshot::sandbox::Ulimit>,
+
+    /// OCI annotation (repeatable): [manifest:|index:]KEY=VALUE, on the image manifest (default) or the index
+    #[arg(long = "annotation", value_name = "[LEVEL:]KEY=VALUE")]
+    pub annotations: Vec<umstage_build::annotation::Annotation>,
+
+    /// Load the image into docker (or podman, whichever is there) when the build is done
+    #[arg(long)]
+    pub load: bool,
+
     /// Stages to build at the same time [default: twice the number of cores]
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
@@ -225,6 +249,10 @@ fn snapshotter() -> impl clap::builder::TypedValueParser<Value = DriverChoice> {
             .help("Plain copies (reflinks where possible); works everywhere"),
     ])
     .try_map(|name| name.parse::<DriverChoice>())
+}
+
+fn parse_shm_size(text: &str) -> Result<u64, String> {
+    umstage_build::step_options::parse_shm_size(text).map_err(|e| e.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

@@ -3,6 +3,7 @@
 mod admin;
 mod ca_roots;
 mod cli;
+mod docker_flags;
 mod generate;
 mod progress;
 
@@ -28,7 +29,16 @@ fn main() -> ExitCode {
     umstage_snapshot::dispatch();
     exit_on_panic();
     ca_roots::ensure_root_store_not_empty();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match docker_flags::explain(&e) {
+            Some(message) => {
+                eprintln!("{message}\n\nUsage: umstage build [OPTIONS] <CONTEXT>");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     init_logging(&cli.log_level);
     let root = match state_root(cli.root.as_deref()) {
         Ok(r) => r,
@@ -188,6 +198,8 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
     let Prepared {
         request,
         stdin_context: _stdin_context,
+        load,
+        load_dir: _load_dir,
     } = match prepared {
         Ok(p) => p,
         Err(e) => return usage_error(&e.into()),
@@ -202,7 +214,22 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
     };
     let renderer = progress::renderer(mode, std::io::stderr().is_terminal());
     let outcome = umstage_build::build(&request, renderer.as_ref());
+    let loaded = match (&outcome, &load) {
+        (Ok(_), Some(archive)) => Some(
+            umstage_build::load::find(archive)
+                .and_then(|loader| umstage_build::load::load(loader, archive, renderer.as_ref())),
+        ),
+        _ => None,
+    };
     renderer.finish();
+    match loaded {
+        Some(Ok(report)) if !report.is_empty() => eprintln!("{report}"),
+        Some(Err(e)) => {
+            eprintln!("umstage: error: {e}");
+            return ExitCode::from(1);
+        }
+        _ => {}
+    }
     match outcome {
         Ok(result) => {
             if let Err(e) = write_result_files(&args, &result) {
@@ -290,6 +317,11 @@ fn build_flags(a: &BuildArgs) -> BuildFlags {
         insecure_registries: a.insecure_registries.clone(),
         push: a.push,
         jobs: a.jobs,
+        add_hosts: a.add_hosts.clone(),
+        shm_size: a.shm_size,
+        ulimits: a.ulimits.clone(),
+        annotations: a.annotations.clone(),
+        load: a.load,
     }
 }
 
