@@ -90,9 +90,10 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     if let Some(p) = &request.platform {
         args.target_platform = p.clone();
     }
+    let target = dockerfile.resolve_target(request.target.as_deref())?;
+    args.target_stage = dockerfile.stages[target].name.clone();
     let meta = dockerfile.meta_scope(&args)?;
     let graph = dockerfile.graph(&meta)?;
-    let target = dockerfile.resolve_target(request.target.as_deref())?;
     for name in &request.no_cache_filter {
         if dockerfile.stage_index(name).is_none() {
             return Err(BuildError::Invalid(format!(
@@ -182,9 +183,32 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .sum(),
         target: stage_label(&dockerfile, target),
     });
+    let outcome = run_and_export(&build, &needed, &deps, &task_of);
+    if let Some(cause) = umstage_snapshot::userns::current().and_then(|ns| ns.single_id()) {
+        events.emit(Event::Warning {
+            message: crate::single_id::summary(cause, &build.unpacker.skipped()),
+        });
+    }
+    let result = outcome?;
+    events.emit(Event::BuildDone {
+        image_id: result.config_digest.clone(),
+        elapsed: started.elapsed(),
+    });
+    Ok(result)
+}
+
+/// Builds the needed stages (`deps`: each one's dependencies as indexes into `needed`; `task_of`
+/// the reverse) and writes the outputs.
+fn run_and_export(
+    build: &Build<'_>,
+    needed: &[usize],
+    deps: &[Vec<usize>],
+    task_of: &HashMap<usize, usize>,
+) -> Result<BuildResult, BuildError> {
+    let request = build.request;
     let outputs = std::thread::scope(|scope| {
-        build.prefetch_bases(scope, &needed);
-        run_graph(&deps, request.jobs, |task, done: &Finished<StageOutput>| {
+        build.prefetch_bases(scope, needed);
+        run_graph(deps, request.jobs, |task, done: &Finished<StageOutput>| {
             let index = needed[task];
             let lookup = |stage: usize| task_of.get(&stage).and_then(|&t| done.get(t)).cloned();
             build.build_stage(index, &lookup)
@@ -204,12 +228,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         final_state.config.architecture = p.arch.clone();
         final_state.config.variant = (!p.variant.is_empty()).then(|| p.variant.clone());
     }
-    let result = crate::export::export(&build.export_context(), final_state)?;
-    events.emit(Event::BuildDone {
-        image_id: result.config_digest.clone(),
-        elapsed: started.elapsed(),
-    });
-    Ok(result)
+    crate::export::export(&build.export_context(), final_state)
 }
 
 /// A cancel flag raised by SIGINT and SIGTERM, so a running step is stopped and its snapshot
@@ -240,23 +259,32 @@ fn first_compression(outputs: &[Output]) -> Compression {
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
 /// the context's `.dockerignore`.
 fn load_dockerignore(request: &BuildRequest) -> Result<Option<Dockerignore>, BuildError> {
-    let specific = match &request.dockerfile {
+    let specific_path = match &request.dockerfile {
         DockerfileSource::Path(p) => {
             let mut name = p.as_os_str().to_owned();
             name.push(".dockerignore");
-            std::fs::read_to_string(PathBuf::from(name)).ok()
+            Some(PathBuf::from(name))
         }
         DockerfileSource::Text(_) => None,
     };
-    let general = std::fs::read_to_string(request.context.join(".dockerignore")).ok();
+    let specific = specific_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let general_path = request.context.join(".dockerignore");
+    let general = std::fs::read_to_string(&general_path).ok();
     let Some(text) =
         umstage_dockerfile::select_ignore_text(specific.as_deref(), general.as_deref())
     else {
         return Ok(None);
     };
+    // Name the file the error is in, as the Dockerfile's errors do.
+    let file = match (&specific, &specific_path) {
+        (Some(_), Some(p)) => p.clone(),
+        _ => general_path,
+    };
     Dockerignore::parse(text)
         .map(Some)
-        .map_err(|e| BuildError::input(".dockerignore", e))
+        .map_err(|e| BuildError::input(file.display().to_string(), e))
 }
 
 fn stage_label(dockerfile: &Dockerfile, index: usize) -> String {
