@@ -7,8 +7,8 @@ use umstage_oci::inroot::{Escape, Root};
 use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_into};
 
 use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
-use crate::error::StepError;
 use crate::download::Download;
+use crate::error::StepError;
 
 /// Whether the file is a tar archive, compressed (gzip, bzip2, xz, zstd) or not: as BuildKit,
 /// a compressed file that is not a tar inside (a plain `.gz`) is copied, not extracted.

@@ -19,8 +19,8 @@ use crate::options::{
     ArchiveFormat, BuildContext, Destination, DockerfileSource, OptionError, Output, Secret,
     SshAgent,
 };
-use crate::step_options::AddHost;
 use crate::request::{BuildError, BuildRequest, Entitlement};
+use crate::step_options::AddHost;
 
 /// The flags of `umstage build` as the command line gives them, each parsed on its own.
 #[derive(Debug, Clone, Default)]

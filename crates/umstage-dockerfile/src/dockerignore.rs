@@ -36,6 +36,9 @@ pub struct PatternError {
 /// What is wrong with a pattern's glob syntax.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GlobError {
+    /// A `!` that excludes nothing.
+    #[error("illegal exclusion pattern: \"!\"")]
+    LoneBang,
     /// A `[` with no `]`.
     #[error("missing closing ]")]
     UnclosedClass,
@@ -202,7 +205,7 @@ impl Dockerignore {
                     return Err(PatternError {
                         line: i + 1,
                         pattern: raw.to_owned(),
-                        reason: "illegal exclusion pattern: \"!\"".into(),
+                        reason: GlobError::LoneBang,
                     });
                 }
             }
