@@ -14,6 +14,17 @@ pub enum HelperError {
     /// Refused, with a message that says why.
     #[error("{0}")]
     Refused(String),
+    /// A `--ulimit` the kernel refused.
+    #[error(
+        "--ulimit {limit}: {source} (a hard limit can only be lowered without privilege over the host)"
+    )]
+    Ulimit {
+        /// The limit as `NAME=SOFT:HARD`.
+        limit: String,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
     /// An error from below that says all there is to say.
     #[error(transparent)]
     Below(Source),
