@@ -1,6 +1,7 @@
 //! A build request (everything the command line says) and what a build gives back.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 use umstage_dockerfile::Platform;
@@ -144,7 +145,7 @@ pub enum BuildError {
     Invalid(String),
     /// A step failed.
     #[error("{0}")]
-    StepFailed(Box<StepFailure>),
+    StepFailed(#[source] Box<StepFailure>),
     /// Anything else that stopped the build (I/O, registry, sandbox), as its own error.
     #[error(transparent)]
     Other(Source),
@@ -172,7 +173,7 @@ impl BuildError {
 }
 
 /// A failed step, described for the user: where it is and what it printed last.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StepFailure {
     /// The stage's name (or index).
     pub stage: String,
@@ -188,6 +189,16 @@ pub struct StepFailure {
     pub reason: String,
     /// The last lines the step printed.
     pub output_tail: Vec<String>,
+    /// Why, as the error of the operation (`reason` is its message).
+    pub cause: Option<Arc<StepError>>,
+}
+
+impl std::error::Error for StepFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl std::fmt::Display for StepFailure {

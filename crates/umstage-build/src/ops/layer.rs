@@ -126,8 +126,13 @@ impl Step<'_, '_> {
             })?
             .prepare(&active, parent.as_deref())
             .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
+                self.build.fail(
+                    self.id,
+                    self.instruction,
+                    StepError::below(e),
+                    None,
+                    Vec::new(),
+                )
             })?;
         Ok(active)
     }

@@ -45,7 +45,15 @@ impl Step<'_, '_> {
                         use std::os::unix::fs::PermissionsExt;
                         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
                     });
-                written.map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+                written.map_err(|e| {
+                    build.fail(
+                        self.id,
+                        self.instruction,
+                        StepError::below(e),
+                        None,
+                        Vec::new(),
+                    )
+                })?;
                 let target = format!("/dev/pipes/{name}");
                 mounts.push(StepMount::Bind(sandbox::BindMount {
                     source: sandbox::BindSource::Host(file),
@@ -252,7 +260,7 @@ impl Step<'_, '_> {
             }
             Err(e) => {
                 build.snapshotter.remove(&active);
-                return Err(build.fail(self.id, self.instruction, e, None, tail));
+                return Err(build.fail(self.id, self.instruction, StepError::below(e), None, tail));
             }
         }
         self.commit(&active, created_by)?;

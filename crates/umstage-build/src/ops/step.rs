@@ -91,11 +91,12 @@ impl Build<'_> {
         &self,
         id: &StepId,
         instruction: &Instruction,
-        reason: impl std::fmt::Display,
+        cause: impl Into<StepError>,
         exit_code: Option<i32>,
         output_tail: Vec<String>,
     ) -> BuildError {
-        let reason = reason.to_string();
+        let cause = cause.into();
+        let reason = cause.to_string();
         self.events.emit(Event::StepFailed {
             step: id.clone(),
             message: reason.clone(),
@@ -108,6 +109,7 @@ impl Build<'_> {
             exit_code,
             reason,
             output_tail,
+            cause: Some(Arc::new(cause)),
         }))
     }
 
