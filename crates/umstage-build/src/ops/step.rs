@@ -149,6 +149,12 @@ impl Step<'_, '_> {
         }
     }
 
+    /// The step failed with `cause`, before any process of it ran.
+    pub(crate) fn failed(&self, cause: impl Into<StepError>) -> BuildError {
+        self.build
+            .fail(self.id, self.instruction, cause, None, Vec::new())
+    }
+
     pub(crate) fn roll_key(&mut self, kind: &str, text: &str) {
         let mut k = KeyBuilder::new(kind);
         k.key(self.key).str(text);
