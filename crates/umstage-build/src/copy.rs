@@ -634,6 +634,9 @@ fn execute_with(
     }
     make_dirs_mode(root, &plan.dest_dir, owner_of_new_dirs, plan.new_dirs_mode)?;
     let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
+    // Regular files the source holds more than one link to, by (device, inode): where the
+    // first was made. The others are linked to it, as BuildKit's copier keeps hard links.
+    let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for item in &plan.items {
         if item.merge_only {
             make_dirs_mode(root, &item.dest, owner_of_new_dirs, plan.new_dirs_mode)?;
@@ -652,10 +655,22 @@ fn execute_with(
         let Some(parent) = dirs.get(&parent_path) else {
             continue;
         };
-        if files == Files::LinkWhenIdentical && link_identical(parent, name, item) {
+        let inode = item
+            .stat
+            .as_ref()
+            .filter(|m| item.kind == ItemKind::File && m.nlink() > 1)
+            .map(|m| (m.dev(), m.ino()));
+        if let Some(first) = inode.and_then(|i| linked.get(&i))
+            && link_to(&dirs, first, parent, name, item)?
+        {
             continue;
         }
-        create(parent, name, item)?;
+        if !(files == Files::LinkWhenIdentical && link_identical(parent, name, item)) {
+            create(parent, name, item)?;
+        }
+        if let Some(inode) = inode {
+            linked.entry(inode).or_insert_with(|| item.dest.clone());
+        }
     }
     // Directory times last: creating their children changed them.
     for item in plan.items.iter().rev() {
@@ -696,6 +711,28 @@ fn open_dir(root: &Root, path: &Path) -> Result<OwnedFd, CopyError> {
         Mode::empty(),
     )
     .map_err(errno(path))
+}
+
+/// Makes `name` in `parent` a hard link to `first` (a file this copy made, whose directory is
+/// open in `dirs`), replacing a file or symlink there. False when no link could be made (then
+/// the file is copied).
+fn link_to(
+    dirs: &HashMap<PathBuf, OwnedFd>,
+    first: &Path,
+    parent: &OwnedFd,
+    name: &OsStr,
+    item: &Item,
+) -> Result<bool, CopyError> {
+    let (Some(first_dir), Some(first_name)) =
+        (first.parent().and_then(|p| dirs.get(p)), first.file_name())
+    else {
+        return Ok(false);
+    };
+    let existing = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|s| FileType::from_raw_mode(s.st_mode));
+    remove_non_dir(parent, name, existing, item)?;
+    Ok(rfs::linkat(first_dir, first_name, parent, name, AtFlags::empty()).is_ok())
 }
 
 /// Hard-links a planned regular file when the link would be what a copy makes: same owner and
