@@ -8,6 +8,7 @@ use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_into};
 
 use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
 use crate::download::Download;
+use crate::error::StepError;
 
 /// Whether the file is a tar archive, compressed (gzip, bzip2, xz, zstd) or not: as BuildKit,
 /// a compressed file that is not a tar inside (a plain `.gz`) is copied, not extracted.
@@ -23,11 +24,12 @@ pub fn extract(
     src: &Path,
     target: &Path,
     owner: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let dir = root
         .resolve_dir(target, Escape::Clamp, false)
-        .map_err(|e| e.to_string())?;
-    let file = copy::open_source(src).map_err(|e| format!("{}: {e}", src.display()))?;
+        .map_err(StepError::below)?;
+    let file =
+        copy::open_source(src).map_err(|e| StepError::during(format!("{}", src.display()), e))?;
     let options = UnpackOptions {
         mode: UnpackMode::Extract,
         owner,
@@ -38,7 +40,8 @@ pub fn extract(
         dir,
         root.path().join(target.strip_prefix("/").unwrap_or(target)),
     );
-    unpack_into(file, into, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
+    unpack_into(file, into, &options)
+        .map_err(|e| StepError::during(format!("extracting {}", src.display()), e))?;
     Ok(())
 }
 
@@ -52,7 +55,7 @@ pub(crate) fn place_download(
     dest: &str,
     options: &CopyOptions,
     new_dirs_owner: (u32, u32),
-) -> Result<(), copy::CopyError> {
+) -> Result<(), StepError> {
     let dest_clean = PathBuf::from(crate::config::clean_abs(dest));
     let into_dir = dest.ends_with('/') || copy::is_dir_in(root, &dest_clean);
     let path = if into_dir {
@@ -87,7 +90,7 @@ pub(crate) fn place_download(
         make_dest: false,
         new_dirs_mode: copy::new_dirs_mode(options),
     };
-    copy::execute(root, &plan, new_dirs_owner)
+    copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)
 }
 
 #[cfg(test)]

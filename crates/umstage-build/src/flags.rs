@@ -8,12 +8,13 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use umstage_dockerfile::Platform;
+use umstage_oci::compress::Compression;
 use umstage_snapshot::DriverChoice;
+use umstage_snapshot::sandbox::Network;
 
 use crate::context::StdinContext;
-use crate::options::{
-    BuildContext, Compression, DockerfileSource, NetworkMode, OptionError, Output, Secret, SshAgent,
-};
+use crate::options::{BuildContext, DockerfileSource, OptionError, Output, Secret, SshAgent};
 use crate::request::{BuildError, BuildRequest, Entitlement};
 
 /// The flags of `umstage build` as the command line gives them, each parsed on its own.
@@ -40,7 +41,7 @@ pub struct BuildFlags {
     /// `--no-cache-filter`.
     pub no_cache_filter: Vec<String>,
     /// `--network`.
-    pub network: NetworkMode,
+    pub network: Network,
     /// `--secret`, not yet checked.
     pub secrets: Vec<Secret>,
     /// `--ssh`, not yet resolved.
@@ -319,12 +320,11 @@ fn build_args(
 }
 
 /// The one platform `--platform` names (a repeated name counts once).
-fn one_platform(flag: &str) -> Result<String, FlagError> {
+fn one_platform(flag: &str) -> Result<Platform, FlagError> {
     let mut wanted: Vec<&str> = flag.split(',').map(str::trim).collect();
     wanted.dedup();
     match wanted.as_slice() {
-        [one] if umstage_dockerfile::Platform::parse(one).is_some() => Ok((*one).to_string()),
-        [one] => Err(FlagError::Platform((*one).to_string())),
+        [one] => Platform::parse(one).ok_or_else(|| FlagError::Platform((*one).to_string())),
         _ => Err(FlagError::Platforms(flag.to_string())),
     }
 }
@@ -341,7 +341,7 @@ fn outputs(
         }
         outputs.push(Output::Registry {
             names: Vec::new(),
-            compression: Compression::Gzip,
+            compression: Compression::GZIP,
         });
     }
     if outputs.iter().filter(|o| o.writes_stdout()).count() > 1 {
@@ -402,7 +402,10 @@ mod tests {
             [("A".into(), "1".into()), ("FROM_ENV".into(), "e".into())]
         );
         assert_eq!(r.labels, [("k".into(), "v=w".into())]);
-        assert_eq!(r.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(
+            r.platform.map(|p| p.to_string()).as_deref(),
+            Some("linux/arm64")
+        );
         assert_eq!(r.jobs, 3);
         assert_eq!(
             r.dockerfile,

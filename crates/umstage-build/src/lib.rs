@@ -20,6 +20,7 @@ pub mod copy;
 pub mod credentials;
 pub mod digests;
 mod download;
+pub mod error;
 pub mod event;
 pub mod export;
 pub mod flags;
