@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::annotation::Level;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use umstage_oci::archive::{ArchiveOptions, TaggedImage, write_archive, write_layout_dir};
 use umstage_oci::changes::{Change, ChangeKind, ChangeSet};
@@ -63,12 +64,20 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
         descriptors.push(layer.descriptor().map_err(other)?);
     }
     let store = ctx.store;
+    let at = |level| -> BTreeMap<String, String> {
+        request
+            .annotations
+            .iter()
+            .filter(|a| a.level == level)
+            .map(|a| (a.key.clone(), a.value.clone()))
+            .collect()
+    };
     let image = write_image(
         store,
         &config,
         &descriptors,
         ManifestFormat::Oci,
-        &BTreeMap::new(),
+        &at(Level::Manifest),
     )
     .map_err(other)?;
     let mut names: Vec<String> = request.tags.clone();
@@ -110,13 +119,14 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 };
                 let options = ArchiveOptions {
                     mtime: request.source_date_epoch.unwrap_or(0),
+                    index_annotations: at(Level::Index),
                 };
                 let tagged = [TaggedImage {
                     image: chosen,
                     tags,
                 }];
                 write_to(dest, |out| {
-                    write_archive(store, &tagged, out, options).map_err(other)
+                    write_archive(store, &tagged, out, options.clone()).map_err(other)
                 })?;
             }
             Output::LayoutDir {
@@ -131,6 +141,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                         tags,
                     }],
                     dest,
+                    &at(Level::Index),
                 )
                 .map_err(other)?;
             }
@@ -162,6 +173,11 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 })
             })?,
             Output::Registry { names: extra, .. } => {
+                if request.annotations.iter().any(|a| a.level == Level::Index) {
+                    ctx.events.emit(Event::Warning {
+                        message: "--annotation index: is not pushed: a push of one platform's image has no index (it goes into the index.json of archive and layout outputs)".into(),
+                    });
+                }
                 let targets: Vec<&String> = if extra.is_empty() {
                     request.tags.iter().collect()
                 } else {

@@ -7,8 +7,12 @@ use umstage_dockerfile::Platform;
 use umstage_snapshot::DriverChoice;
 use umstage_snapshot::sandbox::Network;
 
+use umstage_snapshot::sandbox::Ulimit;
+
+use crate::annotation::Annotation;
 use crate::error::{Source, StepError};
 use crate::options::{BuildContext, DockerfileSource, Output, Secret, SshAgent};
+use crate::step_options::AddHost;
 
 /// Everything one build needs to know.
 #[derive(Debug, Clone)]
@@ -53,6 +57,14 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: fixed timestamps for a reproducible image.
     pub source_date_epoch: Option<i64>,
+    /// Extra lines of every RUN step's `/etc/hosts` (`--add-host`).
+    pub add_hosts: Vec<AddHost>,
+    /// Size of every RUN step's `/dev/shm` in bytes (`--shm-size`).
+    pub shm_size: u64,
+    /// Resource limits of every RUN step (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
+    /// Annotations on the manifest or the index (`--annotation`).
+    pub annotations: Vec<Annotation>,
 }
 
 /// A privilege a Dockerfile may only use when the command line grants it (`--allow`).

@@ -183,9 +183,32 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .sum(),
         target: stage_label(&dockerfile, target),
     });
+    let outcome = run_and_export(&build, &needed, &deps, &task_of);
+    if let Some(cause) = umstage_snapshot::userns::current().and_then(|ns| ns.single_id()) {
+        events.emit(Event::Warning {
+            message: crate::single_id::summary(cause, &build.unpacker.skipped()),
+        });
+    }
+    let result = outcome?;
+    events.emit(Event::BuildDone {
+        image_id: result.config_digest.clone(),
+        elapsed: started.elapsed(),
+    });
+    Ok(result)
+}
+
+/// Builds the needed stages (`deps`: each one's dependencies as indexes into `needed`; `task_of`
+/// the reverse) and writes the outputs.
+fn run_and_export(
+    build: &Build<'_>,
+    needed: &[usize],
+    deps: &[Vec<usize>],
+    task_of: &HashMap<usize, usize>,
+) -> Result<BuildResult, BuildError> {
+    let request = build.request;
     let outputs = std::thread::scope(|scope| {
-        build.prefetch_bases(scope, &needed);
-        run_graph(&deps, request.jobs, |task, done: &Finished<StageOutput>| {
+        build.prefetch_bases(scope, needed);
+        run_graph(deps, request.jobs, |task, done: &Finished<StageOutput>| {
             let index = needed[task];
             let lookup = |stage: usize| task_of.get(&stage).and_then(|&t| done.get(t)).cloned();
             build.build_stage(index, &lookup)
@@ -205,12 +228,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         final_state.config.architecture = p.arch.clone();
         final_state.config.variant = (!p.variant.is_empty()).then(|| p.variant.clone());
     }
-    let result = crate::export::export(&build.export_context(), final_state)?;
-    events.emit(Event::BuildDone {
-        image_id: result.config_digest.clone(),
-        elapsed: started.elapsed(),
-    });
-    Ok(result)
+    crate::export::export(&build.export_context(), final_state)
 }
 
 /// A cancel flag raised by SIGINT and SIGTERM, so a running step is stopped and its snapshot

@@ -120,6 +120,17 @@ pub struct Unpacker {
     /// The build's lease: every chain is named in it before it is looked for.
     lease: Arc<Lease>,
     in_progress: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    skipped: Mutex<Skipped>,
+}
+
+/// Entries of the layers unpacked so far whose owner, device or extended attribute could not
+/// be applied (a single-id namespace has no other ids and may make no devices).
+#[derive(Debug, Default, Clone)]
+pub struct Skipped {
+    /// How many.
+    pub count: usize,
+    /// The first, as the unpacker worded it (path and what was lost).
+    pub first: Option<String>,
 }
 
 impl Unpacker {
@@ -128,7 +139,13 @@ impl Unpacker {
         Unpacker {
             lease,
             in_progress: Mutex::new(HashMap::new()),
+            skipped: Mutex::new(Skipped::default()),
         }
+    }
+
+    /// What the unpacks of this build could not apply.
+    pub fn skipped(&self) -> Skipped {
+        self.skipped.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Makes sure the committed snapshot of `layers` exists, unpacking the missing ones from the
@@ -184,6 +201,12 @@ impl Unpacker {
                 };
                 let report =
                     unpack_blob(store, &digest, &dir, &options).map_err(StepError::below)?;
+                if let (Ok(mut skipped), Some(first)) =
+                    (self.skipped.lock(), report.warnings.first())
+                {
+                    skipped.count += report.warnings.len();
+                    skipped.first.get_or_insert_with(|| first.clone());
+                }
                 if !report.deferred.is_empty() {
                     let merged = snapshotter.mount(&key).map_err(StepError::below)?;
                     apply_deferred(merged.path(), &dir, &report.deferred)

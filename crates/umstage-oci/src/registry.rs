@@ -174,6 +174,7 @@ impl RegistryClient {
                 detail,
             })?;
         let mut credential = self.options.auth.lookup(&registry, reference.repository());
+        let mut helper_failure = None;
         if credential == Credential::Anonymous
             && let Some(helper) = self.options.auth.helper(&registry)
         {
@@ -181,9 +182,14 @@ impl RegistryClient {
                 Some(run) => match (run.0)(helper, &helper_server(&registry)) {
                     Ok(found) => found.unwrap_or_default(),
                     Err(e) => {
-                        tracing::warn!(
+                        // Anonymous access may still do; if the registry wants credentials,
+                        // its refusal says why there were none.
+                        tracing::debug!(
                             "credential helper docker-credential-{helper} for {registry}: {e}; using anonymous access"
                         );
+                        helper_failure = Some(format!(
+                            "the credential helper docker-credential-{helper} failed: {e}"
+                        ));
                         Credential::Anonymous
                     }
                 },
@@ -207,6 +213,7 @@ impl RegistryClient {
             reference: reference.whole(),
             scheme: if plain_http { "http" } else { "https" },
             had_credentials,
+            helper_failure,
             read_timeout: self.limits.read_timeout,
         };
         let token = self

@@ -220,8 +220,9 @@ impl Unpacker<'_> {
         move |e| f(e.into())
     }
 
+    /// Records what could not be applied; the caller decides what the user is told.
     fn warn(&mut self, message: String) {
-        tracing::warn!("{message}");
+        tracing::debug!("{message}");
         self.report.warnings.push(message);
     }
 

@@ -112,6 +112,21 @@ impl Step<'_, '_> {
             k.str(name).str(value);
         }
         k.str(&user).str(&cwd).str(&format!("{network:?}"));
+        // What the command line gives every step is part of what it runs in, as in
+        // BuildKit's ExecOp (extra hosts, /dev/shm, rlimits); the defaults add nothing, so
+        // keys made without these flags stay as they were.
+        let request = build.request;
+        for host in &request.add_hosts {
+            k.str("add-host")
+                .str(&host.name)
+                .str(&host.address.to_string());
+        }
+        if request.shm_size != sandbox::DEFAULT_SHM_SIZE {
+            k.str("shm-size").str(&request.shm_size.to_string());
+        }
+        for u in &request.ulimits {
+            k.str("ulimit").str(&format!("{u:?}"));
+        }
         if privileged {
             k.str("insecure");
         }
@@ -184,10 +199,16 @@ impl Step<'_, '_> {
             cwd,
             user,
             network,
+            extra_hosts: request
+                .add_hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.address.to_string()))
+                .collect(),
+            shm_size: request.shm_size,
+            ulimits: request.ulimits.clone(),
             mounts,
             privileged,
             hostname: hostname.unwrap_or(sandbox::DEFAULT_HOSTNAME).to_owned(),
-            ..sandbox::RunStep::default()
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let id = self.id.clone();

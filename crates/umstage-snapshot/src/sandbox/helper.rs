@@ -390,6 +390,7 @@ fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible,
     {
         super::caps::limit_to(bounding)?;
     }
+    super::rlimit::apply(process.rlimits().as_deref().unwrap_or_default())?;
     let user = ready.user;
     let groups_denied = std::fs::read_to_string("/proc/self/setgroups")
         .map(|t| t.trim() == "deny")

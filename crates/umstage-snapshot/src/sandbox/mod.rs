@@ -11,6 +11,7 @@
 mod caps;
 pub(crate) mod helper;
 mod mounts;
+mod rlimit;
 mod spec;
 pub mod user;
 
@@ -18,6 +19,7 @@ pub use mounts::{
     BindMount, BindSource, CacheMount, CacheSeed, InRoot, SecretMount, Sharing, StepMount,
     TmpfsMount,
 };
+pub use rlimit::{Ulimit, UlimitError};
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -54,6 +56,9 @@ pub enum Network {
     Host,
 }
 
+/// Docker's size of `/dev/shm`, 64 MiB.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
 /// One `RUN` step, with everything the build engine has already resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunStep {
@@ -71,6 +76,10 @@ pub struct RunStep {
     pub network: Network,
     /// Extra `/etc/hosts` entries (`--add-host`): name and address.
     pub extra_hosts: Vec<(String, String)>,
+    /// Size of the step's `/dev/shm` in bytes (`--shm-size`).
+    pub shm_size: u64,
+    /// Resource limits set before the command runs (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
     /// `RUN --mount`s, in order.
     pub mounts: Vec<StepMount>,
     /// `RUN --security=insecure`: every capability the user namespace grants, instead of
@@ -88,6 +97,8 @@ impl Default for RunStep {
             hostname: DEFAULT_HOSTNAME.into(),
             network: Network::Default,
             extra_hosts: Vec::new(),
+            shm_size: DEFAULT_SHM_SIZE,
+            ulimits: Vec::new(),
             mounts: Vec::new(),
             privileged: false,
         }
