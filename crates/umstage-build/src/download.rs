@@ -63,6 +63,21 @@ pub(crate) fn fetch(
     state_root: &Path,
     url: &str,
 ) -> Result<Download, FetchError> {
+    match fetch_once(client, state_root, url) {
+        // Another build replaced the kept content between our reading its record and linking
+        // it: the record now names the new content.
+        Err(FetchError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            fetch_once(client, state_root, url)
+        }
+        done => done,
+    }
+}
+
+fn fetch_once(
+    client: &RegistryClient,
+    state_root: &Path,
+    url: &str,
+) -> Result<Download, FetchError> {
     let dir = state_root
         .join("downloads")
         .join(hex::encode(Sha256::digest(url.as_bytes())));
