@@ -9,6 +9,7 @@ use umstage_oci::inroot::{Escape, Root};
 use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_into};
 
 use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
+use crate::error::StepError;
 
 /// Whether the file is a tar archive, compressed (gzip, bzip2, xz, zstd) or not: as BuildKit,
 /// a compressed file that is not a tar inside (a plain `.gz`) is copied, not extracted.
@@ -24,11 +25,12 @@ pub fn extract(
     src: &Path,
     target: &Path,
     owner: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let dir = root
         .resolve_dir(target, Escape::Clamp, false)
-        .map_err(|e| e.to_string())?;
-    let file = copy::open_source(src).map_err(|e| format!("{}: {e}", src.display()))?;
+        .map_err(StepError::below)?;
+    let file =
+        copy::open_source(src).map_err(|e| StepError::during(format!("{}", src.display()), e))?;
     let options = UnpackOptions {
         mode: UnpackMode::Extract,
         owner,
@@ -39,7 +41,8 @@ pub fn extract(
         dir,
         root.path().join(target.strip_prefix("/").unwrap_or(target)),
     );
-    unpack_into(file, into, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
+    unpack_into(file, into, &options)
+        .map_err(|e| StepError::during(format!("extracting {}", src.display()), e))?;
     Ok(())
 }
 
@@ -53,17 +56,17 @@ pub fn fetch_into(
     dest: &str,
     options: &CopyOptions,
     new_dirs_owner: (u32, u32),
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let response = ureq::get(url)
         .call()
-        .map_err(|e| format!("downloading {url}: {e}"))?;
+        .map_err(|e| StepError::during(format!("downloading {url}"), e))?;
     let mtime = response
         .header("Last-Modified")
         .and_then(|h| httpdate::parse_http_date(h).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs() as i64);
-    let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-    let mut out = tmp.reopen().map_err(|e| e.to_string())?;
+    let tmp = tempfile::NamedTempFile::new().map_err(StepError::below)?;
+    let mut out = tmp.reopen().map_err(StepError::below)?;
     let mut hasher = Sha256::new();
     let mut reader = response.into_reader();
     let mut buf = vec![0u8; 256 * 1024];
@@ -71,21 +74,21 @@ pub fn fetch_into(
     loop {
         let n = reader
             .read(&mut buf)
-            .map_err(|e| format!("downloading {url}: {e}"))?;
+            .map_err(|e| StepError::during(format!("downloading {url}"), e))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        io::Write::write_all(&mut out, &buf[..n]).map_err(|e| e.to_string())?;
+        io::Write::write_all(&mut out, &buf[..n]).map_err(StepError::below)?;
         size += n as u64;
     }
     let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if let Some(want) = checksum
         && want != got
     {
-        return Err(format!(
+        return Err(StepError::Refused(format!(
             "the download of {url} has digest {got}, but --checksum wants {want}"
-        ));
+        )));
     }
     let name = url_file_name(url);
     let dest_clean = PathBuf::from(crate::config::clean_abs(dest));
@@ -119,7 +122,7 @@ pub fn fetch_into(
         }],
         dest_dir,
     };
-    copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())
+    copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)
 }
 
 /// The file name a URL's content is saved under: its last path segment, or `index.html`.

@@ -19,6 +19,7 @@ use umstage_oci::layer::{LayerOptions, write_tar};
 use umstage_oci::{ContentStore, ManifestFormat};
 
 use crate::copy::{self, CopyOptions, SourceTree};
+use crate::error::{Source, StepError};
 use crate::event::{Event, EventSink};
 use crate::options::{ArchiveFormat, Destination, Output};
 use crate::request::{BuildError, BuildRequest, BuildResult, Descriptor};
@@ -42,8 +43,8 @@ pub struct ExportContext<'a> {
     pub ignore_chown_errors: bool,
 }
 
-fn other(e: impl std::fmt::Display) -> BuildError {
-    BuildError::Other(e.to_string())
+fn other(e: impl Into<Source>) -> BuildError {
+    BuildError::Other(e.into())
 }
 
 /// Writes every output of the request for the image `state`.
@@ -186,10 +187,15 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 let client = crate::registry::registry_client(request);
                 for name in targets {
                     let reference = umstage_oci::reference::parse(name)
-                        .map_err(|e| BuildError::Invalid(format!("push target {name}: {e}")))?;
+                        .map_err(|e| BuildError::input(format!("push target {name}"), e))?;
                     umstage_oci::registry::block_on(client.push(store, &image, &reference, None))
                         .map_err(other)?
-                        .map_err(|e| other(format!("pushing {name}: {e}")))?;
+                        .map_err(|e| {
+                            BuildError::Other(Box::new(StepError::during(
+                                format!("pushing {name}"),
+                                e,
+                            )))
+                        })?;
                 }
             }
         }
@@ -229,8 +235,7 @@ fn references<'a>(
 ) -> Result<Vec<umstage_oci::reference::Reference>, BuildError> {
     names
         .map(|n| {
-            umstage_oci::reference::parse(n)
-                .map_err(|e| BuildError::Invalid(format!("-t {n}: {e}")))
+            umstage_oci::reference::parse(n).map_err(|e| BuildError::input(format!("-t {n}"), e))
         })
         .collect()
 }

@@ -8,18 +8,19 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use umstage_dockerfile::Platform;
+use umstage_oci::compress::Compression;
 use umstage_snapshot::DriverChoice;
-use umstage_snapshot::sandbox::Ulimit;
+use umstage_snapshot::sandbox::{Network, Ulimit};
 
 use crate::annotation::Annotation;
-use crate::step_options::AddHost;
-
 use crate::context::StdinContext;
 use crate::options::{
-    ArchiveFormat, BuildContext, Compression, Destination, DockerfileSource, NetworkMode,
-    OptionError, Output, Secret, SshAgent,
+    ArchiveFormat, BuildContext, Destination, DockerfileSource, OptionError, Output, Secret,
+    SshAgent,
 };
 use crate::request::{BuildError, BuildRequest, Entitlement};
+use crate::step_options::AddHost;
 
 /// The flags of `umstage build` as the command line gives them, each parsed on its own.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +46,7 @@ pub struct BuildFlags {
     /// `--no-cache-filter`.
     pub no_cache_filter: Vec<String>,
     /// `--network`.
-    pub network: NetworkMode,
+    pub network: Network,
     /// `--secret`, not yet checked.
     pub secrets: Vec<Secret>,
     /// `--ssh`, not yet resolved.
@@ -379,18 +380,17 @@ fn load_archive(
         format: ArchiveFormat::Both,
         dest: Destination::File(path.clone()),
         names: Vec::new(),
-        compression: Compression::Gzip,
+        compression: Compression::GZIP,
     });
     Ok((Some(path), Some(dir)))
 }
 
 /// The one platform `--platform` names (a repeated name counts once).
-fn one_platform(flag: &str) -> Result<String, FlagError> {
+fn one_platform(flag: &str) -> Result<Platform, FlagError> {
     let mut wanted: Vec<&str> = flag.split(',').map(str::trim).collect();
     wanted.dedup();
     match wanted.as_slice() {
-        [one] if umstage_dockerfile::Platform::parse(one).is_some() => Ok((*one).to_string()),
-        [one] => Err(FlagError::Platform((*one).to_string())),
+        [one] => Platform::parse(one).ok_or_else(|| FlagError::Platform((*one).to_string())),
         _ => Err(FlagError::Platforms(flag.to_string())),
     }
 }
@@ -407,7 +407,7 @@ fn outputs(
         }
         outputs.push(Output::Registry {
             names: Vec::new(),
-            compression: Compression::Gzip,
+            compression: Compression::GZIP,
         });
     }
     if outputs.iter().filter(|o| o.writes_stdout()).count() > 1 {
@@ -468,7 +468,10 @@ mod tests {
             [("A".into(), "1".into()), ("FROM_ENV".into(), "e".into())]
         );
         assert_eq!(r.labels, [("k".into(), "v=w".into())]);
-        assert_eq!(r.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(
+            r.platform.map(|p| p.to_string()).as_deref(),
+            Some("linux/arm64")
+        );
         assert_eq!(r.jobs, 3);
         assert_eq!(
             r.dockerfile,

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use umstage_build::options::{BuildContext, NetworkMode, Output, Secret, SshAgent};
+use umstage_build::options::{BuildContext, Output, Secret, SshAgent};
 use umstage_snapshot::DriverChoice;
+use umstage_snapshot::sandbox::Network;
 
 /// Builds container images from Dockerfiles, with no daemon and no root.
 #[derive(Debug, Parser)]
@@ -128,8 +129,8 @@ pub struct BuildArgs {
     pub quiet: bool,
 
     /// Network for RUN steps: default, none or host
-    #[arg(long, default_value = "default", value_name = "MODE")]
-    pub network: NetworkMode,
+    #[arg(long, default_value = "default", value_name = "MODE", value_parser = umstage_build::options::parse_network)]
+    pub network: Network,
 
     /// Secret for RUN --mount=type=secret (repeatable): id=ID[,src=PATH|env=VAR]
     #[arg(long = "secret", value_name = "SPEC")]
@@ -356,7 +357,7 @@ mod tests {
         assert_eq!(root, Some(PathBuf::from("/state")));
         assert_eq!(b.tags, ["a:1", "b"]);
         assert_eq!(b.no_cache_filter, ["a", "b"]);
-        assert_eq!(b.network, NetworkMode::None);
+        assert_eq!(b.network, Network::None);
         assert_eq!(b.jobs, Some(2));
     }
 

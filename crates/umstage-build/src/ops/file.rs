@@ -11,6 +11,7 @@ use umstage_oci::inroot::Root;
 use crate::cache::KeyBuilder;
 use crate::config;
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
+use crate::error::StepError;
 use crate::ops::layer::MountedRoot;
 use crate::ops::step::{StageOutput, Step, other};
 use crate::options::NamedContext;
@@ -28,7 +29,11 @@ pub(crate) enum CopySource {
 impl Step<'_, '_> {
     /// The uid and gid for `spec` (`--chown` value or, when `None`, the stage's USER for WORKDIR),
     /// resolved in the image's own passwd and group files.
-    pub(crate) fn owner_of(&self, root: &Root, spec: Option<&str>) -> Result<(u32, u32), String> {
+    pub(crate) fn owner_of(
+        &self,
+        root: &Root,
+        spec: Option<&str>,
+    ) -> Result<(u32, u32), StepError> {
         let spec = match spec {
             Some(s) => s.to_string(),
             None => match self.cfg.image.config.user.as_deref() {
@@ -49,7 +54,7 @@ impl Step<'_, '_> {
             read("/etc/passwd").as_deref(),
             read("/etc/group").as_deref(),
         )
-        .map_err(|e| e.to_string())
+        .map_err(StepError::below)
     }
 
     /// Resolves a `--from` value: a stage (name or index), a named context, or an image.
@@ -72,7 +77,7 @@ impl Step<'_, '_> {
             .instruction
             .lexer()
             .expand_word(from, &build.meta)
-            .map_err(|e| BuildError::Invalid(self.located(e.message)))?;
+            .map_err(|e| self.refused(e.message))?;
         if let Some(ctx) = build
             .request
             .build_contexts
@@ -124,12 +129,12 @@ impl Step<'_, '_> {
                 ),
                 _ => return Ok(false),
             };
-        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
         for path in &sources.paths {
             if is_add && is_git_url(path) {
-                return Err(fail(format!(
+                return Err(fail(StepError::Refused(format!(
                     "ADD of a git repository ({path}) is not supported yet: clone it into the context and COPY it"
-                )));
+                ))));
             }
         }
         if let Some(sum) = &checksum {
@@ -148,20 +153,20 @@ impl Step<'_, '_> {
                 None
             };
             if let Some(problem) = problem {
-                return Err(BuildError::Invalid(self.located(problem)));
+                return Err(self.refused(problem));
             }
         }
         let chmod_parsed = chmod
             .as_deref()
             .map(str::parse::<crate::chmod::Chmod>)
             .transpose()
-            .map_err(|e| BuildError::Invalid(self.located(e)))?;
+            .map_err(|e| self.refused(StepError::below(e)))?;
         let exclude = if excludes.is_empty() {
             None
         } else {
             Some(
                 Dockerignore::parse(&excludes.join("\n"))
-                    .map_err(|e| BuildError::Invalid(self.located(e)))?,
+                    .map_err(|e| self.refused(StepError::below(e)))?,
             )
         };
         let workdir = self.cfg.workdir();
@@ -208,7 +213,8 @@ impl Step<'_, '_> {
                 } else {
                     None
                 };
-                let tree = SourceTree::open(path, ignore, true).map_err(|e| fail(e.to_string()))?;
+                let tree =
+                    SourceTree::open(path, ignore, true).map_err(|e| fail(StepError::below(e)))?;
                 // Planned for the key only: what is read, before any filesystem is mounted (a
                 // hit mounts none). On a miss `do_copy` plans again against the mounted root,
                 // because where entries land and who owns them depend on that root.
@@ -255,7 +261,7 @@ impl Step<'_, '_> {
         k: &mut KeyBuilder,
         plan: &copy::Plan,
         context: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         for item in &plan.items {
             k.str(&item.src_rel.to_string_lossy());
             k.str(&item.dest.to_string_lossy());
@@ -265,14 +271,14 @@ impl Step<'_, '_> {
                     let meta = match &item.stat {
                         Some(m) => m.clone(),
                         None => std::fs::symlink_metadata(&item.src)
-                            .map_err(|e| format!("{}: {e}", item.src.display()))?,
+                            .map_err(|e| StepError::during(format!("{}", item.src.display()), e))?,
                     };
                     let digest = if context {
                         self.build.digests.digest(&item.src_rel, &item.src, &meta)
                     } else {
                         crate::digests::hash_file(&item.src)
                     }
-                    .map_err(|e| format!("{}: {e}", item.src_rel.display()))?;
+                    .map_err(|e| StepError::during(format!("{}", item.src_rel.display()), e))?;
                     k.bytes(&digest);
                 }
                 ItemKind::Symlink(t) => {
@@ -289,28 +295,28 @@ impl Step<'_, '_> {
         Ok(())
     }
 
-    pub(crate) fn copy_error(&self, e: copy::CopyError, source: &CopySource) -> String {
+    pub(crate) fn copy_error(&self, e: copy::CopyError, source: &CopySource) -> StepError {
         match (e, source) {
             (
                 copy::CopyError::NotFound(p),
                 CopySource::Dir {
                     use_ignore: true, ..
                 },
-            ) => format!(
+            ) => StepError::Refused(format!(
                 "{p:?} not found in the build context{}: check the path, or the .dockerignore",
                 if self.build.ignore.is_some() {
                     " (or it is excluded by .dockerignore)"
                 } else {
                     ""
                 }
-            ),
+            )),
             (copy::CopyError::NotFound(p), CopySource::Dir { path, .. }) => {
-                format!("{p:?} not found in {}", path.display())
+                StepError::Refused(format!("{p:?} not found in {}", path.display()))
             }
             (copy::CopyError::NotFound(p), CopySource::State(_, what)) => {
-                format!("{p:?} not found in {what}")
+                StepError::Refused(format!("{p:?} not found in {what}"))
             }
-            (e, _) => e.to_string(),
+            (e, _) => StepError::below(e),
         }
     }
 
@@ -327,7 +333,7 @@ impl Step<'_, '_> {
         options: &CopyOptions,
         extract_archives: bool,
         inline: &[umstage_dockerfile::InlineSource],
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let root = &mounted.root;
         let owner = match chown {
             Some(spec) => Some(self.owner_of(root, Some(spec))?),
@@ -357,18 +363,17 @@ impl Step<'_, '_> {
                 (dir, None, false)
             }
         };
-        let result = (|| -> Result<(), String> {
+        let result = (|| -> Result<(), StepError> {
             if !local.is_empty() {
                 let empty;
                 let dir = match &tree_dir {
                     Some(d) => d.clone(),
                     None => {
-                        empty = tempfile::tempdir().map_err(|e| e.to_string())?;
+                        empty = tempfile::tempdir().map_err(StepError::below)?;
                         empty.path().to_path_buf()
                     }
                 };
-                let tree =
-                    SourceTree::open(&dir, ignore, reset_owner).map_err(|e| e.to_string())?;
+                let tree = SourceTree::open(&dir, ignore, reset_owner).map_err(StepError::below)?;
                 // The second plan of this COPY (the first made its key, in `copy_step`): only
                 // now is there a root to ask whether the destination is an existing directory
                 // (into it or as it, merged or not) and a passwd file to resolve `--chown` with;
@@ -385,10 +390,10 @@ impl Step<'_, '_> {
                     items: plain,
                     dest_dir: plan.dest_dir,
                 };
-                copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())?;
+                copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)?;
                 for archive in archives {
                     let target = PathBuf::from(config::clean_abs(dest));
-                    copy::make_dirs(root, &target, new_dirs_owner).map_err(|e| e.to_string())?;
+                    copy::make_dirs(root, &target, new_dirs_owner).map_err(StepError::below)?;
                     crate::add::extract(root, &archive.src, &target, owner)?;
                 }
             }
@@ -438,7 +443,7 @@ impl Step<'_, '_> {
                         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
                 };
                 copy::execute(root, &copy::Plan { items, dest_dir }, new_dirs_owner)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StepError::below)?;
             }
             Ok(())
         })();

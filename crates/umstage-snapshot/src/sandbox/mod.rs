@@ -61,7 +61,7 @@ pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 
 /// One `RUN` step, with everything the build engine has already resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
+pub struct RunStep {
     /// The command and its arguments (`argv`); the program is looked up in the step's `PATH`.
     pub args: Vec<String>,
     /// `KEY=VALUE` environment; `PATH` and `HOME` get Docker's defaults when missing.
@@ -87,7 +87,7 @@ pub struct Step {
     pub privileged: bool,
 }
 
-impl Default for Step {
+impl Default for RunStep {
     fn default() -> Self {
         Self {
             args: Vec::new(),
@@ -106,7 +106,8 @@ impl Default for Step {
 }
 
 /// Which stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// The step's standard output.
     Stdout,
@@ -228,7 +229,7 @@ pub(crate) const REPORT_FD: i32 = 3;
 pub fn run_step(
     snapshotter: &Snapshotter,
     key: &str,
-    step: &Step,
+    step: &RunStep,
     cancel: &Cancel,
     on_event: &mut dyn FnMut(StepEvent),
 ) -> Result<ExitStatus, SandboxError> {

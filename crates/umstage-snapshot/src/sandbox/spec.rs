@@ -9,7 +9,7 @@ use oci_spec::runtime::{
 };
 
 use super::mounts::Prepared;
-use super::{DEFAULT_PATH, Network, SandboxError, Step};
+use super::{DEFAULT_PATH, Network, RunStep, SandboxError};
 
 /// The devices bound from the host into the step's `/dev`.
 pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -106,7 +106,7 @@ fn standard_mounts(shm_size: u64) -> Result<Vec<Mount>, SandboxError> {
 /// The spec for `step` with its snapshot mounted at `rootfs`, and for each of its mounts the
 /// path the helper resolves inside the mount's source (see [`Request::in_root`](super::Request)).
 pub(crate) fn build(
-    step: &Step,
+    step: &RunStep,
     rootfs: &Path,
     prepared: &Prepared,
 ) -> Result<(Spec, Vec<Option<PathBuf>>), SandboxError> {
