@@ -20,6 +20,7 @@ pub mod context;
 pub mod copy;
 pub mod credentials;
 pub mod digests;
+mod download;
 pub mod error;
 pub mod event;
 pub mod export;

@@ -259,23 +259,32 @@ fn first_compression(outputs: &[Output]) -> Compression {
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
 /// the context's `.dockerignore`.
 fn load_dockerignore(request: &BuildRequest) -> Result<Option<Dockerignore>, BuildError> {
-    let specific = match &request.dockerfile {
+    let specific_path = match &request.dockerfile {
         DockerfileSource::Path(p) => {
             let mut name = p.as_os_str().to_owned();
             name.push(".dockerignore");
-            std::fs::read_to_string(PathBuf::from(name)).ok()
+            Some(PathBuf::from(name))
         }
         DockerfileSource::Text(_) => None,
     };
-    let general = std::fs::read_to_string(request.context.join(".dockerignore")).ok();
+    let specific = specific_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let general_path = request.context.join(".dockerignore");
+    let general = std::fs::read_to_string(&general_path).ok();
     let Some(text) =
         umstage_dockerfile::select_ignore_text(specific.as_deref(), general.as_deref())
     else {
         return Ok(None);
     };
+    // Name the file the error is in, as the Dockerfile's errors do.
+    let file = match (&specific, &specific_path) {
+        (Some(_), Some(p)) => p.clone(),
+        _ => general_path,
+    };
     Dockerignore::parse(text)
         .map(Some)
-        .map_err(|e| BuildError::input(".dockerignore", e))
+        .map_err(|e| BuildError::input(file.display().to_string(), e))
 }
 
 fn stage_label(dockerfile: &Dockerfile, index: usize) -> String {

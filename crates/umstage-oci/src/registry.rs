@@ -2,6 +2,7 @@
 //! of the `oci-client` crate (transport, token handshake, chunked uploads).
 
 mod clients;
+mod download;
 mod error;
 mod fetch;
 mod limits;
@@ -23,6 +24,7 @@ use crate::image::{Image, ImageError, Manifest, Platform, media, parse_manifest,
 use crate::reference::{Reference, repository_name};
 use crate::store::{ContentStore, StoreError};
 use clients::{SharedClients, Transport};
+pub use download::{DownloadError, Downloaded, Validators};
 use error::Origin;
 pub use error::RegistryError;
 pub use limits::Limits;

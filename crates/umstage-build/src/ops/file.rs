@@ -11,6 +11,7 @@ use umstage_oci::inroot::Root;
 use crate::cache::KeyBuilder;
 use crate::config;
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
+use crate::download::Download;
 use crate::error::StepError;
 use crate::ops::layer::MountedRoot;
 use crate::ops::step::{StageOutput, Step, other};
@@ -229,14 +230,26 @@ impl Step<'_, '_> {
                 }
             }
         }
+        // As BuildKit's HTTP source: a URL pinned by --checksum is keyed by it and fetched
+        // only on a miss; any other is revalidated now and keyed by the content it has.
+        let mut remote_files = Vec::new();
         for url in &remote {
             k.str(url).opt_str(checksum.as_deref());
+            let download = match checksum {
+                Some(_) => None,
+                None => {
+                    let d = crate::download::fetch(&build.registry, &build.request.state_root, url)
+                        .map_err(|e| fail(StepError::during(format!("downloading {url}"), e)))?;
+                    k.str(&d.digest).u64(d.mtime as u64);
+                    Some(d)
+                }
+            };
+            remote_files.push(((*url).clone(), download));
         }
         *self.key = k.finish();
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[])
             .unwrap_or_else(|| format!("{} # buildkit", self.instruction.original));
 
-        let remote_files: Vec<String> = remote.iter().map(|s| s.to_string()).collect();
         self.fs_step(created_by, |step, mounted| {
             step.do_copy(
                 mounted,
@@ -247,7 +260,7 @@ impl Step<'_, '_> {
                 &dest,
                 chown.as_deref(),
                 &options,
-                is_add && unpack != Some(false),
+                (is_add && unpack != Some(false), unpack == Some(true)),
                 &sources.inline,
             )
         })
@@ -326,12 +339,12 @@ impl Step<'_, '_> {
         mounted: &MountedRoot,
         source: &CopySource,
         local: &[String],
-        remote: &[String],
+        remote: &[(String, Option<Download>)],
         checksum: Option<&str>,
         dest: &str,
         chown: Option<&str>,
         options: &CopyOptions,
-        extract_archives: bool,
+        (extract_archives, extract_downloads): (bool, bool),
         inline: &[umstage_dockerfile::InlineSource],
     ) -> Result<(), StepError> {
         let root = &mounted.root;
@@ -382,13 +395,16 @@ impl Step<'_, '_> {
                     .map_err(|e| self.copy_error(e, source))?;
                 let (archives, plain): (Vec<Item>, Vec<Item>) =
                     plan.items.into_iter().partition(|i| {
+                        // Only a source that is itself an archive: one inside a copied
+                        // directory is copied as it is, as BuildKit does.
                         extract_archives
+                            && i.named
                             && i.kind == ItemKind::File
                             && crate::add::is_archive(&i.src)
                     });
                 let plan = copy::Plan {
                     items: plain,
-                    dest_dir: plan.dest_dir,
+                    ..plan
                 };
                 copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)?;
                 for archive in archives {
@@ -397,8 +413,45 @@ impl Step<'_, '_> {
                     crate::add::extract(root, &archive.src, &target, owner)?;
                 }
             }
-            for url in remote {
-                crate::add::fetch_into(root, url, checksum, dest, &options, new_dirs_owner)?;
+            for (url, fetched) in remote {
+                let fetched_now;
+                let download = match fetched {
+                    Some(d) => d,
+                    None => {
+                        fetched_now = crate::download::fetch(
+                            &self.build.registry,
+                            &self.build.request.state_root,
+                            url,
+                        )
+                        .map_err(|e| StepError::during(format!("downloading {url}"), e))?;
+                        &fetched_now
+                    }
+                };
+                if let Some(want) = checksum
+                    && want != download.digest
+                {
+                    return Err(StepError::Refused(format!(
+                        "the download of {url} has digest {}, but --checksum wants {want}",
+                        download.digest
+                    )));
+                }
+                // A URL's content is extracted only with --unpack=true, as BuildKit.
+                if extract_downloads && crate::add::is_archive(&download.file) {
+                    let target = PathBuf::from(config::clean_abs(dest));
+                    copy::make_dirs(root, &target, new_dirs_owner).map_err(StepError::below)?;
+                    crate::add::extract(root, &download.file, &target, owner)?;
+                } else {
+                    let name = crate::download::file_name(url);
+                    crate::add::place_download(
+                        root,
+                        download,
+                        &name,
+                        dest,
+                        &options,
+                        new_dirs_owner,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
             }
             if !inline.is_empty() {
                 let into_dir =
@@ -432,6 +485,7 @@ impl Step<'_, '_> {
                             mtime: (now, 0),
                             merge_only: false,
                             stat: None,
+                            named: true,
                         }
                     })
                     .collect();
@@ -442,8 +496,13 @@ impl Step<'_, '_> {
                         .parent()
                         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
                 };
-                copy::execute(root, &copy::Plan { items, dest_dir }, new_dirs_owner)
-                    .map_err(StepError::below)?;
+                let plan = copy::Plan {
+                    items,
+                    dest_dir,
+                    make_dest: false,
+                    new_dirs_mode: copy::new_dirs_mode(&options),
+                };
+                copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)?;
             }
             Ok(())
         })();

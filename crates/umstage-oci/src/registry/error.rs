@@ -363,14 +363,14 @@ pub(super) fn chain<'a>(
     })
 }
 
-fn is_connect(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn is_connect(error: &(dyn std::error::Error + 'static)) -> bool {
     chain(error).any(|e| {
         e.downcast_ref::<reqwest::Error>()
             .is_some_and(reqwest::Error::is_connect)
     })
 }
 
-fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     chain(error).any(|e| {
         e.downcast_ref::<reqwest::Error>()
             .is_some_and(reqwest::Error::is_timeout)
