@@ -56,7 +56,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
     }
-    config.created = Some(ctx.created.to_string());
+    config.created = Some(stamp_history(&mut config, ctx.created));
     let mut descriptors = Vec::with_capacity(state.layers.len());
     for layer in &state.layers {
         descriptors.push(layer.descriptor().map_err(other)?);
@@ -191,6 +191,22 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
         }),
         names,
     })
+}
+
+/// Gives each history entry without a time (a step that changed only the config) the time of
+/// the entry before it, or `build_time` when none has one, and returns the image's creation
+/// time: that of its last entry. So, as with BuildKit, a build whose every step hit gives the
+/// image the build that recorded those steps gave, byte for byte. Under `SOURCE_DATE_EPOCH`
+/// every time is the epoch anyway.
+fn stamp_history(config: &mut umstage_oci::ImageConfig, build_time: &str) -> String {
+    let mut last: Option<String> = None;
+    for entry in &mut config.history {
+        match &entry.created {
+            Some(t) => last = Some(t.clone()),
+            None => entry.created = Some(last.clone().unwrap_or_else(|| build_time.to_string())),
+        }
+    }
+    last.unwrap_or_else(|| build_time.to_string())
 }
 
 fn describe(output: &Output) -> String {

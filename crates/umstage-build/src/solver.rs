@@ -24,6 +24,8 @@ use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
 use umstage_snapshot::{Cancel, DriverChoice};
 
+use crate::cache::local::LocalCache;
+use crate::cache::set::CacheSet;
 use crate::cache::{CacheIndex, KeyBuilder};
 use crate::config::{self, StageConfig};
 use crate::copy;
@@ -124,6 +126,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     };
     let snapshotter = LazySnapshotter::new(root.clone(), choice);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
+    let caches = CacheSet::new(LocalCache::new(cache), Vec::new());
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let compression = first_compression(&request.outputs);
     let layer_options = LayerOptions {
@@ -156,7 +159,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         lease: Arc::clone(&lease),
         store,
         snapshotter,
-        cache,
+        caches,
         digests,
         ignore,
         filtered_context: FilteredContext::default(),
@@ -222,6 +225,17 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         final_state.config.os = p.os.clone();
         final_state.config.architecture = p.arch.clone();
         final_state.config.variant = (!p.variant.is_empty()).then(|| p.variant.clone());
+    }
+    if request
+        .outputs
+        .iter()
+        .any(|o| !matches!(o, Output::CacheOnly))
+    {
+        // Layers of hits from an imported cache are fetched only now that an output needs them.
+        build
+            .caches
+            .fetch_missing(&final_state.layers, &build.store)
+            .map_err(other)?;
     }
     let result = crate::export::export(&build.export_context(), final_state)?;
     events.emit(Event::BuildDone {
@@ -429,7 +443,7 @@ impl Build<'_> {
                     let mut k = KeyBuilder::new("arg");
                     k.key(&key).str(&text);
                     key = k.finish();
-                    cfg.add_history(text, Some(self.created.clone()), true);
+                    cfg.add_history(text, None, true);
                 }
             }
             if cached {

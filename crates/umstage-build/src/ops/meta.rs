@@ -25,9 +25,10 @@ impl Step<'_, '_> {
             "meta",
             created_by.as_deref().unwrap_or(&self.instruction.original),
         );
+        // No time of its own: the exporter gives it the time of the step before, so an
+        // unchanged rebuild gives the same image.
         if let Some(text) = created_by {
-            self.cfg
-                .add_history(text, Some(self.build.created.clone()), true);
+            self.cfg.add_history(text, None, true);
         }
         Ok(false)
     }

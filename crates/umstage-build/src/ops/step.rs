@@ -13,7 +13,8 @@ use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
 use umstage_snapshot::Cancel;
 
-use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
+use crate::cache::set::CacheSet;
+use crate::cache::{CacheKey, KeyBuilder};
 use crate::config::StageConfig;
 use crate::digests::ContextDigests;
 use crate::event::{Event, EventSink, StepId};
@@ -59,7 +60,8 @@ pub(crate) struct Build<'a> {
     pub(crate) lease: Arc<Lease>,
     pub(crate) store: ContentStore,
     pub(crate) snapshotter: LazySnapshotter,
-    pub(crate) cache: CacheIndex,
+    /// The caches steps are looked up in and recorded to.
+    pub(crate) caches: CacheSet,
     pub(crate) digests: ContextDigests,
     pub(crate) ignore: Option<Dockerignore>,
     /// The context as `.dockerignore` leaves it, made once for every step that binds it.

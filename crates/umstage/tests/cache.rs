@@ -1,0 +1,82 @@
+//! End to end, the build cache beyond one state root: a rebuild whose every step hits gives
+//! the same image, and a cache exported by one state root (`--cache-to`) is used by another
+//! (`--cache-from`), again giving the same image.
+
+mod common;
+
+use common::{Env, TestResult, assert_ok, stderr, text};
+use serde_json::Value;
+
+/// The manifest digest and config digest of the image in an OCI archive, read with `tar`.
+fn image_ids(env: &Env, archive: &str) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let read = |name: &str| -> Result<Value, Box<dyn std::error::Error>> {
+        let out = umstage_testutil::run_stdout(
+            std::process::Command::new("tar")
+                .arg("-xOf")
+                .arg(env.path(archive))
+                .arg(name),
+        )?;
+        Ok(serde_json::from_str(&out)?)
+    };
+    let index = read("index.json")?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or("no manifest in the index")?
+        .to_string();
+    let hex = manifest_digest
+        .strip_prefix("sha256:")
+        .ok_or("not a sha256 digest")?;
+    let manifest = read(&format!("blobs/sha256/{hex}"))?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or("no config digest")?
+        .to_string();
+    Ok((manifest_digest, config_digest))
+}
+
+/// The RUN and COPY steps the plain progress shows as run rather than cached, by their text.
+fn ran(out: &std::process::Output) -> Vec<String> {
+    let err = stderr(out);
+    let mut texts = std::collections::HashMap::new();
+    let mut ran = Vec::new();
+    for line in err.lines() {
+        let Some((n, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some((_, text)) = rest.split_once("] ")
+            && (text.starts_with("RUN ") || text.starts_with("COPY "))
+        {
+            texts.insert(n.to_string(), text.to_string());
+        } else if rest.starts_with("DONE ")
+            && let Some(text) = texts.get(n)
+        {
+            ran.push(text.clone());
+        }
+    }
+    ran
+}
+
+const APP: &str = "FROM busybox AS build\nRUN echo dep > /dep\nCOPY src.txt /src.txt\nRUN cat /dep /src.txt > /built\nFROM busybox\nCOPY --from=build /built /app/built\nRUN wc -c /app/built > /size\nENV MODE=prod\nCMD [\"cat\", \"/app/built\"]\n";
+
+fn app(env: &Env) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    env.context("app", &[("Dockerfile", APP), ("src.txt", "one\n")])
+}
+
+#[test]
+fn a_rebuild_whose_every_step_hits_gives_the_same_image() -> TestResult {
+    let env = Env::new()?;
+    let ctx = app(&env)?;
+    let first = env.build(&ctx, "first.tar", &[]);
+    assert_ok(&first);
+    assert_eq!(ran(&first).len(), 5, "{}", text(&first));
+    // A second apart at least, so that a time taken anew would show.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = env.build(&ctx, "second.tar", &[]);
+    assert_ok(&second);
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+    assert_eq!(
+        image_ids(&env, "first.tar")?,
+        image_ids(&env, "second.tar")?
+    );
+    Ok(())
+}
