@@ -80,3 +80,44 @@ fn a_rebuild_whose_every_step_hits_gives_the_same_image() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn steps_reading_a_stage_that_ran_again_hit_when_what_they_read_is_unchanged() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "from",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS build\nARG V=1\nRUN echo \"$V\" > /stamp && echo dep > /dep\nFROM busybox\nCOPY --from=build /dep /dep\nRUN --mount=from=build,source=/dep,target=/m cat /m > /seen\nRUN echo after > /after\n",
+        )],
+    )?;
+    let first = env.build(&ctx, "one.tar", &["--build-arg", "V=1"]);
+    assert_ok(&first);
+    assert_eq!(ran(&first).len(), 4, "{}", text(&first));
+    // The build stage runs again and makes a new layer; /dep in it is what it was.
+    let second = env.build(&ctx, "two.tar", &["--build-arg", "V=2"]);
+    assert_ok(&second);
+    assert_eq!(
+        ran(&second),
+        ["RUN echo \"$V\" > /stamp && echo dep > /dep"],
+        "{}",
+        text(&second)
+    );
+    assert_eq!(image_ids(&env, "one.tar")?, image_ids(&env, "two.tar")?);
+    // Back to the first value: every step hits, by either key.
+    let third = env.build(&ctx, "three.tar", &["--build-arg", "V=1"]);
+    assert_ok(&third);
+    assert!(ran(&third).is_empty(), "{}", text(&third));
+    // What is read did change: both steps that read it run again.
+    let changed = env.context(
+        "from",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS build\nARG V=1\nRUN echo \"$V\" > /stamp && echo \"dep $V\" > /dep\nFROM busybox\nCOPY --from=build /dep /dep\nRUN --mount=from=build,source=/dep,target=/m cat /m > /seen\nRUN echo after > /after\n",
+        )],
+    )?;
+    let fourth = env.build(&changed, "four.tar", &["--build-arg", "V=3"]);
+    assert_ok(&fourth);
+    assert_eq!(ran(&fourth).len(), 4, "{}", text(&fourth));
+    Ok(())
+}

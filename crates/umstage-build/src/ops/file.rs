@@ -11,6 +11,7 @@ use umstage_oci::inroot::Root;
 use crate::cache::KeyBuilder;
 use crate::config;
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
+use crate::ops::content::Probe;
 use crate::ops::layer::MountedRoot;
 use crate::ops::step::{StageOutput, Step, other};
 use crate::options::NamedContext;
@@ -214,24 +215,41 @@ impl Step<'_, '_> {
                 // because where entries land and who owns them depend on that root.
                 let plan = copy::plan(&tree, &local, &dest, &options, &|_| false)
                     .map_err(|e| fail(self.copy_error(e, &source)))?;
-                self.key_plan(&mut k, &plan, *use_ignore).map_err(fail)?;
+                self.key_plan(&mut k, &plan, *use_ignore, false)
+                    .map_err(fail)?;
             }
-            CopySource::State(out, _) => {
-                k.key(&out.key);
-                for p in &local {
-                    k.str(p);
-                }
-            }
+            CopySource::State(..) => {}
         }
         for url in &remote {
             k.str(url).opt_str(checksum.as_deref());
         }
-        *self.key = k.finish();
+        let cheap_key = match &source {
+            CopySource::State(out, _) => {
+                let mut cheap = k.clone();
+                cheap.str("stage").key(&out.key);
+                for p in &local {
+                    cheap.str(p);
+                }
+                *self.key = cheap.finish();
+                let content = |step: &Self| {
+                    let read = step.stage_content(out, &local, &options)?;
+                    Ok(k.clone().str("content").key(&read).finish())
+                };
+                match self.probe_stage_key(content)? {
+                    Probe::Hit(state) => return Ok(self.use_cached(*state)),
+                    Probe::Miss(cheap) => Some(cheap),
+                }
+            }
+            CopySource::Dir { .. } => {
+                *self.key = k.finish();
+                None
+            }
+        };
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[])
             .unwrap_or_else(|| format!("{} # buildkit", self.instruction.original));
 
         let remote_files: Vec<String> = remote.iter().map(|s| s.to_string()).collect();
-        self.fs_step(created_by, |step, mounted| {
+        let cached = self.fs_step(created_by, |step, mounted| {
             step.do_copy(
                 mounted,
                 &source,
@@ -244,22 +262,31 @@ impl Step<'_, '_> {
                 is_add && unpack != Some(false),
                 &sources.inline,
             )
-        })
+        })?;
+        if let Some(cheap) = cheap_key {
+            self.alias(cheap);
+        }
+        Ok(cached)
     }
 
     /// Adds what a step reads from a directory to `k`: each planned entry's path, destination,
-    /// mode and kind, and a file's content digest (remembered across builds for the build
-    /// context, whose `.dockerignore` applies).
+    /// mode and kind (and owner, with `owners`: a stage's files keep theirs when copied), and a
+    /// file's content digest (remembered across builds for the build context, whose
+    /// `.dockerignore` applies).
     pub(crate) fn key_plan(
         &self,
         k: &mut KeyBuilder,
         plan: &copy::Plan,
         context: bool,
+        owners: bool,
     ) -> Result<(), String> {
         for item in &plan.items {
             k.str(&item.src_rel.to_string_lossy());
             k.str(&item.dest.to_string_lossy());
             k.u64(u64::from(item.mode));
+            if owners {
+                k.u64(u64::from(item.uid)).u64(u64::from(item.gid));
+            }
             match &item.kind {
                 ItemKind::File => {
                     let meta = match &item.stat {
