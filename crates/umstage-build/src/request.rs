@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::cache::spec::{CacheExport, CacheImport};
 use crate::options::{BuildContext, DockerfileSource, NetworkMode, Output, Secret, SshAgent};
 
 /// Which snapshotter holds the build's filesystems.
@@ -41,6 +42,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// Ignore the cache for these stages (names compared case-insensitively).
     pub no_cache_filter: Vec<String>,
+    /// Caches to read step results from (`--cache-from`), after the state root's.
+    pub cache_from: Vec<CacheImport>,
+    /// Caches to write the build's step results to (`--cache-to`).
+    pub cache_to: Vec<CacheExport>,
     /// Network for RUN steps.
     pub network: NetworkMode,
     /// Secrets for `RUN --mount=type=secret`.

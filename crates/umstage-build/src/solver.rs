@@ -112,6 +112,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         }
     }
     let ignore = load_dockerignore(request)?;
+    crate::cache::travel::check_exports(&request.cache_to)?;
 
     let root = &request.state_root;
     // First of all: from here on a prune keeps what the build names in its lease.
@@ -126,7 +127,8 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     };
     let snapshotter = LazySnapshotter::new(root.clone(), choice);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
-    let caches = CacheSet::new(LocalCache::new(cache), Vec::new());
+    let imports = crate::cache::travel::open_imports(&request.cache_from, events);
+    let caches = CacheSet::new(LocalCache::new(cache), imports);
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let compression = first_compression(&request.outputs);
     let layer_options = LayerOptions {
@@ -238,6 +240,24 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .map_err(other)?;
     }
     let result = crate::export::export(&build.export_context(), final_state)?;
+    if !request.cache_to.is_empty() {
+        // mode=min: the steps of the exported stage and of the stages it is built FROM.
+        let mut min_stages = std::collections::HashSet::from([target]);
+        let mut stage = target;
+        while let Base::Stage(parent) = build.graph.nodes[stage].base {
+            if !min_stages.insert(parent) {
+                break;
+            }
+            stage = parent;
+        }
+        crate::cache::travel::export_all(
+            &request.cache_to,
+            &build.caches,
+            &build.store,
+            &min_stages,
+            events,
+        )?;
+    }
     events.emit(Event::BuildDone {
         image_id: result.config_digest.clone(),
         elapsed: started.elapsed(),

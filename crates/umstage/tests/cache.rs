@@ -121,3 +121,131 @@ fn steps_reading_a_stage_that_ran_again_hit_when_what_they_read_is_unchanged() -
     assert_eq!(ran(&fourth).len(), 4, "{}", text(&fourth));
     Ok(())
 }
+
+/// The digest of the last layer of the image in an OCI archive.
+fn last_layer(env: &Env, archive: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let (manifest, _) = image_ids(env, archive)?;
+    let hex = manifest.strip_prefix("sha256:").ok_or("not sha256")?;
+    let out = umstage_testutil::run_stdout(
+        std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(env.path(archive))
+            .arg(format!("blobs/sha256/{hex}")),
+    )?;
+    let manifest: Value = serde_json::from_str(&out)?;
+    let layers = manifest["layers"].as_array().ok_or("no layers")?;
+    Ok(layers
+        .last()
+        .and_then(|l| l["digest"].as_str())
+        .ok_or("no layer")?
+        .to_string())
+}
+
+#[test]
+fn a_cache_directory_carries_every_step_to_an_empty_state_root() -> TestResult {
+    let env = Env::new()?;
+    let ctx = app(&env)?;
+    let (max, min) = (env.path("cache-max"), env.path("cache-min"));
+    let to_max = format!("type=local,dest={},mode=max", max.display());
+    let to_min = format!("type=local,dest={}", min.display());
+    let first = env.build(
+        &ctx,
+        "first.tar",
+        &["--cache-to", &to_max, "--cache-to", &to_min],
+    );
+    assert_ok(&first);
+    assert_eq!(ran(&first).len(), 5, "{}", text(&first));
+
+    // The directory is an OCI layout an independent reader takes.
+    let raw = umstage_testutil::run_stdout(
+        std::process::Command::new("skopeo")
+            .arg("inspect")
+            .arg("--raw")
+            .arg(format!("oci:{}:latest", max.display())),
+    )?;
+    let manifest: Value = serde_json::from_str(&raw)?;
+    assert_eq!(manifest["artifactType"], "application/vnd.umstage.cache.v1", "{raw}");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.umstage.cache.config.v1+json"
+    );
+
+    // mode=max: an empty state root hits every step, and gives the same image.
+    env.dir.mkdir("root-max")?;
+    let from_max = format!("type=local,src={}", max.display());
+    let second = env.build_in(
+        &env.path("root-max"),
+        &ctx,
+        "second.tar",
+        &["--cache-from", &from_max],
+        &[],
+    );
+    assert_ok(&second);
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+    assert_eq!(
+        image_ids(&env, "first.tar")?,
+        image_ids(&env, "second.tar")?
+    );
+
+    // mode=min holds the final stage's steps only: the build stage runs, the rest hits.
+    env.dir.mkdir("root-min")?;
+    let from_min = format!("type=local,src={}", min.display());
+    let third = env.build_in(
+        &env.path("root-min"),
+        &ctx,
+        "third.tar",
+        &["--cache-from", &from_min],
+        &[],
+    );
+    assert_ok(&third);
+    assert_eq!(
+        ran(&third),
+        [
+            "RUN echo dep > /dep",
+            "COPY src.txt /src.txt",
+            "RUN cat /dep /src.txt > /built"
+        ],
+        "{}",
+        text(&third)
+    );
+    assert_eq!(image_ids(&env, "first.tar")?, image_ids(&env, "third.tar")?);
+
+    // A blob that no longer matches its digest is never used: its step runs again.
+    let digest = last_layer(&env, "first.tar")?;
+    let hex = digest.strip_prefix("sha256:").ok_or("not sha256")?;
+    std::fs::write(max.join("blobs/sha256").join(hex), b"tampered")?;
+    env.dir.mkdir("root-corrupt")?;
+    let fourth = env.build_in(
+        &env.path("root-corrupt"),
+        &ctx,
+        "fourth.tar",
+        &["--cache-from", &from_max],
+        &[],
+    );
+    assert_ok(&fourth);
+    assert_eq!(
+        ran(&fourth),
+        ["RUN wc -c /app/built > /size"],
+        "{}",
+        text(&fourth)
+    );
+
+    // A cache that is not there is a warning, and the build goes on.
+    env.dir.mkdir("root-missing")?;
+    let missing = format!("type=local,src={}", env.path("no-such-cache").display());
+    let fifth = env.build_in(
+        &env.path("root-missing"),
+        &ctx,
+        "fifth.tar",
+        &["--cache-from", &missing],
+        &[],
+    );
+    assert_ok(&fifth);
+    assert!(
+        stderr(&fifth).contains("WARNING: --cache-from: cache "),
+        "{}",
+        text(&fifth)
+    );
+    assert_eq!(ran(&fifth).len(), 5, "{}", text(&fifth));
+    Ok(())
+}

@@ -2,14 +2,18 @@
 //! records behind one trait, [`CacheBackend`]: the state root's index (`local`, always
 //! consulted first), and the caches a build imports and exports (`--cache-from`,
 //! `--cache-to`: `layout` for a directory, `registry` for a registry, `inline` for an image's
-//! config). `set` is what a build asks: every backend in order, lazily fetching the layer
-//! bytes of a hit only when they are needed. `spec` parses the command line's cache options.
-//! `explain` says why a step missed.
+//! config), all in one format (`manifest`). `set` is what a build asks: every backend in
+//! order, lazily fetching the layer bytes of a hit only when they are needed. `spec` parses
+//! the command line's cache options.
 
 mod index;
 mod key;
+pub mod layout;
 pub mod local;
+pub mod manifest;
 pub mod set;
+pub mod spec;
+pub(crate) mod travel;
 
 use serde::{Deserialize, Serialize};
 use umstage_oci::ContentStore;
