@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use umstage_snapshot::DriverChoice;
 
+use crate::cache::spec::{CacheExport, CacheImport};
 use crate::context::StdinContext;
 use crate::options::{
     BuildContext, Compression, DockerfileSource, NetworkMode, OptionError, Output, Secret, SshAgent,
@@ -39,6 +40,10 @@ pub struct BuildFlags {
     pub no_cache: bool,
     /// `--no-cache-filter`.
     pub no_cache_filter: Vec<String>,
+    /// `--cache-from`.
+    pub cache_from: Vec<CacheImport>,
+    /// `--cache-to`.
+    pub cache_to: Vec<CacheExport>,
     /// `--network`.
     pub network: NetworkMode,
     /// `--secret`, not yet checked.
@@ -230,6 +235,8 @@ impl BuildFlags {
             platform,
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter,
+            cache_from: self.cache_from,
+            cache_to: self.cache_to,
             network: self.network,
             secrets: self.secrets,
             ssh,

@@ -164,7 +164,10 @@ fn a_cache_directory_carries_every_step_to_an_empty_state_root() -> TestResult {
             .arg(format!("oci:{}:latest", max.display())),
     )?;
     let manifest: Value = serde_json::from_str(&raw)?;
-    assert_eq!(manifest["artifactType"], "application/vnd.umstage.cache.v1", "{raw}");
+    assert_eq!(
+        manifest["artifactType"], "application/vnd.umstage.cache.v1",
+        "{raw}"
+    );
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.umstage.cache.config.v1+json"
