@@ -191,6 +191,15 @@ impl BuildFlags {
             return Err(FlagError::DockerfileNotFound(p.clone()));
         }
         let build_args = build_args(&self.build_args, env)?;
+        let mut cache_to = self.cache_to;
+        // As with docker, this build arg asks for the inline cache.
+        if build_args
+            .iter()
+            .any(|(k, v)| k == "BUILDKIT_INLINE_CACHE" && matches!(v.as_str(), "1" | "true"))
+            && !cache_to.contains(&CacheExport::Inline)
+        {
+            cache_to.push(CacheExport::Inline);
+        }
         for secret in &self.secrets {
             secret.check()?;
         }
@@ -236,7 +245,7 @@ impl BuildFlags {
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter,
             cache_from: self.cache_from,
-            cache_to: self.cache_to,
+            cache_to,
             network: self.network,
             secrets: self.secrets,
             ssh,

@@ -25,7 +25,9 @@ use umstage_oci::lease::Lease;
 use umstage_snapshot::Cancel;
 
 use crate::cache::local::LocalCache;
+use crate::cache::registry::INLINE_KEY;
 use crate::cache::set::CacheSet;
+use crate::cache::spec::CacheExport;
 use crate::cache::{CacheIndex, KeyBuilder};
 use crate::config::{self, StageConfig};
 use crate::copy;
@@ -112,8 +114,6 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         }
     }
     let ignore = load_dockerignore(request)?;
-    crate::cache::travel::check_exports(&request.cache_to)?;
-
     let root = &request.state_root;
     // First of all: from here on a prune keeps what the build names in its lease.
     let lease = Arc::new(Lease::acquire(root).map_err(other)?);
@@ -122,7 +122,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         .with_lease(Arc::clone(&lease));
     let snapshotter = LazySnapshotter::new(root.clone(), request.snapshotter);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
-    let imports = crate::cache::travel::open_imports(&request.cache_from, events);
+    let registry = registry_client(request);
+    let imports =
+        crate::cache::travel::open_imports(&request.cache_from, &registry, &store, events);
     let caches = CacheSet::new(LocalCache::new(cache), imports);
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let compression = first_compression(&request.outputs);
@@ -163,7 +165,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         unpacker: Unpacker::new(lease),
         images: Mutex::new(HashMap::new()),
         cancel: termination_cancel()?,
-        registry: registry_client(request),
+        registry,
         layer_options,
         salt: salt.finish(),
         created: umstage_oci::config::rfc3339(created_secs),
@@ -234,25 +236,34 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .fetch_missing(&final_state.layers, &build.store)
             .map_err(other)?;
     }
-    let result = crate::export::export(&build.export_context(), final_state)?;
-    if !request.cache_to.is_empty() {
-        // mode=min: the steps of the exported stage and of the stages it is built FROM.
-        let mut min_stages = std::collections::HashSet::from([target]);
-        let mut stage = target;
-        while let Base::Stage(parent) = build.graph.nodes[stage].base {
-            if !min_stages.insert(parent) {
-                break;
-            }
-            stage = parent;
+    // mode=min and the inline cache: the steps of the exported stage and of the stages it is
+    // built FROM.
+    let mut min_stages = std::collections::HashSet::from([target]);
+    let mut stage = target;
+    while let Base::Stage(parent) = build.graph.nodes[stage].base {
+        if !min_stages.insert(parent) {
+            break;
         }
-        crate::cache::travel::export_all(
-            &request.cache_to,
-            &build.caches,
-            &build.store,
-            &min_stages,
-            events,
-        )?;
+        stage = parent;
     }
+    // A base image's inline cache is not the new image's.
+    final_state.config.extra.remove(INLINE_KEY);
+    if request.cache_to.contains(&CacheExport::Inline) {
+        let records = crate::cache::travel::inline_records(&build.caches, &min_stages);
+        final_state.config.extra.insert(
+            INLINE_KEY.into(),
+            serde_json::to_value(records).map_err(other)?,
+        );
+    }
+    let result = crate::export::export(&build.export_context(), final_state)?;
+    crate::cache::travel::export_all(
+        &request.cache_to,
+        &build.caches,
+        &build.registry,
+        &build.store,
+        &min_stages,
+        events,
+    )?;
     events.emit(Event::BuildDone {
         image_id: result.config_digest.clone(),
         elapsed: started.elapsed(),

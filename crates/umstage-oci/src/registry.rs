@@ -1,6 +1,7 @@
 //! The registry client: pull and push images between a registry and the content store, on top
 //! of the `oci-client` crate (transport, token handshake, chunked uploads).
 
+mod artifact;
 mod clients;
 mod error;
 mod fetch;

@@ -252,3 +252,104 @@ fn a_cache_directory_carries_every_step_to_an_empty_state_root() -> TestResult {
     assert_eq!(ran(&fifth).len(), 5, "{}", text(&fifth));
     Ok(())
 }
+
+#[test]
+fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let ctx = app(&env)?;
+    let cache_ref = registry.reference("app-cache:1");
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let first = env.build(&ctx, "first.tar", &["--cache-to", &to]);
+    assert_ok(&first);
+    assert_eq!(ran(&first).len(), 5, "{}", text(&first));
+    // An ordinary registry holds it, as an OCI manifest an independent reader takes.
+    let raw = umstage_testutil::run_stdout(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{cache_ref}")),
+    )?;
+    let manifest: Value = serde_json::from_str(&raw)?;
+    assert_eq!(
+        manifest["artifactType"], "application/vnd.umstage.cache.v1",
+        "{raw}"
+    );
+
+    // An empty state root hits every step from it and gives the same image.
+    env.dir.mkdir("root-b")?;
+    let from = format!("type=registry,ref={cache_ref}");
+    let second = env.build_in(
+        &env.path("root-b"),
+        &ctx,
+        "second.tar",
+        &["--cache-from", &from],
+        &[],
+    );
+    assert_ok(&second);
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+    assert_eq!(
+        image_ids(&env, "first.tar")?,
+        image_ids(&env, "second.tar")?
+    );
+
+    // The seed flow of the multi-stage guides: the build stage pushed with its inline cache,
+    // then the app built in another empty root with --cache-from that image.
+    env.dir.mkdir("root-c")?;
+    let seed = registry.reference("app:build");
+    let pushed = env.build_in(
+        &env.path("root-c"),
+        &ctx,
+        "seed.tar",
+        &[
+            "--target",
+            "build",
+            "--build-arg",
+            "BUILDKIT_INLINE_CACHE=1",
+            "-t",
+            &seed,
+            "--push",
+        ],
+        &[],
+    );
+    assert_ok(&pushed);
+    env.dir.mkdir("root-d")?;
+    let app_build = env.build_in(
+        &env.path("root-d"),
+        &ctx,
+        "app.tar",
+        &["--cache-from", &seed],
+        &[],
+    );
+    assert_ok(&app_build);
+    assert_eq!(
+        ran(&app_build),
+        [
+            "COPY --from=build /built /app/built",
+            "RUN wc -c /app/built > /size"
+        ],
+        "{}",
+        text(&app_build)
+    );
+    let built = common::unpack(&env, "app.tar")?;
+    assert_eq!(built.read_to_string("app/built")?, "dep\none\n");
+
+    // A cache that cannot be reached is a warning, and the build goes on.
+    env.dir.mkdir("root-e")?;
+    let port = umstage_testutil::registry::free_port()?;
+    let unreachable = format!("127.0.0.1:{port}/nothing:here");
+    let fourth = env.build_in(
+        &env.path("root-e"),
+        &ctx,
+        "fourth.tar",
+        &["--cache-from", &unreachable],
+        &[],
+    );
+    assert_ok(&fourth);
+    assert!(
+        stderr(&fourth).contains("WARNING: --cache-from: cache 127.0.0.1:"),
+        "{}",
+        text(&fourth)
+    );
+    assert_eq!(ran(&fourth).len(), 5, "{}", text(&fourth));
+    Ok(())
+}

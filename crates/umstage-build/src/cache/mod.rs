@@ -11,6 +11,7 @@ mod key;
 pub mod layout;
 pub mod local;
 pub mod manifest;
+pub mod registry;
 pub mod set;
 pub mod spec;
 pub(crate) mod travel;

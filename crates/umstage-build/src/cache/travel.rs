@@ -4,12 +4,14 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use umstage_oci::ContentStore;
+use umstage_oci::registry::RegistryClient;
 
 use super::CacheBackend;
 use super::layout::{self, LayoutCache};
 use super::manifest::CacheConfig;
+use super::registry::RegistryCache;
 use super::set::CacheSet;
-use super::spec::{CacheExport, CacheImport};
+use super::spec::{CacheExport, CacheImport, CacheMode};
 use crate::event::{Event, EventSink};
 use crate::request::BuildError;
 
@@ -17,6 +19,8 @@ use crate::request::BuildError;
 /// on without it, as with buildx.
 pub(crate) fn open_imports(
     imports: &[CacheImport],
+    client: &RegistryClient,
+    store: &ContentStore,
     events: &dyn EventSink,
 ) -> Vec<Box<dyn CacheBackend>> {
     let mut opened: Vec<Box<dyn CacheBackend>> = Vec::new();
@@ -25,10 +29,9 @@ pub(crate) fn open_imports(
             CacheImport::Local { src, digest } => {
                 LayoutCache::open(src, digest.as_deref()).map(|c| Box::new(c) as Box<_>)
             }
-            CacheImport::Registry { reference } => Err(super::CacheError::Registry {
-                cache: reference.clone(),
-                message: "registry caches are not read yet".into(),
-            }),
+            CacheImport::Registry { reference } => {
+                RegistryCache::open(client, reference, store).map(|c| Box::new(c) as Box<_>)
+            }
         };
         match result {
             Ok(cache) => opened.push(cache),
@@ -40,45 +43,49 @@ pub(crate) fn open_imports(
     opened
 }
 
-/// Refuses, before anything is built, a `--cache-to` this build cannot write.
-pub(crate) fn check_exports(exports: &[CacheExport]) -> Result<(), BuildError> {
-    match exports
-        .iter()
-        .find(|e| !matches!(e, CacheExport::Local { .. }))
-    {
-        Some(e) => Err(BuildError::Invalid(format!(
-            "--cache-to {e:?}: only type=local is written yet"
-        ))),
-        None => Ok(()),
-    }
+/// The inline cache of the exported image (`--cache-to type=inline`): the records of its own
+/// steps, whose blobs are its layers.
+pub(crate) fn inline_records(caches: &CacheSet, min_stages: &HashSet<usize>) -> CacheConfig {
+    CacheConfig::from_resolved(&caches.resolved(), CacheMode::Min, min_stages)
 }
 
-/// Writes the build's records to every cache `exports` names; `min_stages` are the stages
-/// `mode=min` keeps.
+/// Writes the build's records to every cache `exports` names but the inline one (which the
+/// image exporter writes); `min_stages` are the stages `mode=min` keeps.
 pub(crate) fn export_all(
     exports: &[CacheExport],
     caches: &CacheSet,
+    client: &RegistryClient,
     store: &ContentStore,
     min_stages: &HashSet<usize>,
     events: &dyn EventSink,
 ) -> Result<(), BuildError> {
     let resolved = caches.resolved();
     for export in exports {
-        let CacheExport::Local { dest, mode } = export else {
-            continue;
+        let (text, mode) = match export {
+            CacheExport::Local { dest, mode } => (dest.display().to_string(), *mode),
+            CacheExport::Registry { reference, mode } => (reference.clone(), *mode),
+            CacheExport::Inline => continue,
         };
         let started = Instant::now();
         let id = crate::ids::unique_key("cache-export");
         events.emit(Event::TaskStarted {
             id: id.clone(),
-            text: format!("exporting cache to {}", dest.display()),
+            text: format!("exporting cache to {text}"),
         });
-        let config = CacheConfig::from_resolved(&resolved, *mode, min_stages);
+        let config = CacheConfig::from_resolved(&resolved, mode, min_stages);
         let failed = |e: super::CacheError| BuildError::Other(format!("--cache-to: {e}"));
         caches
             .fetch_missing(&config.blobs(), store)
             .map_err(failed)?;
-        layout::export(dest, &config, store).map_err(failed)?;
+        match export {
+            CacheExport::Local { dest, .. } => layout::export(dest, &config, store)
+                .map(|_| ())
+                .map_err(failed)?,
+            CacheExport::Registry { reference, .. } => {
+                super::registry::export(client, reference, &config, store).map_err(failed)?
+            }
+            CacheExport::Inline => {}
+        }
         events.emit(Event::TaskDone {
             id,
             elapsed: started.elapsed(),
