@@ -24,6 +24,7 @@ use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
 use umstage_snapshot::Cancel;
 
+use crate::cache::explain::{self, InputLog, Inputs};
 use crate::cache::local::LocalCache;
 use crate::cache::registry::INLINE_KEY;
 use crate::cache::set::CacheSet;
@@ -159,6 +160,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         store,
         snapshotter,
         caches,
+        inputs_log: InputLog::new(root.join("cache/inputs")),
         digests,
         ignore,
         filtered_context: FilteredContext::default(),
@@ -414,6 +416,7 @@ impl Build<'_> {
         instructions.extend(stage.instructions.iter().cloned());
         let trigger_count = instructions.len() - stage.instructions.len();
 
+        let mut upstream: Option<String> = None;
         let base_env = config::env_pairs(&cfg.image);
         let mut scope = StageScope::new(&self.args, &self.meta, base_env);
         for (n, instruction) in instructions.iter().enumerate() {
@@ -451,8 +454,12 @@ impl Build<'_> {
                 no_cache,
                 lookup,
                 scope: &scope,
+                inputs: Default::default(),
+                upstream: upstream.clone(),
             };
             let cached = step.run(&expanded)?;
+            let mut change = step.input_change();
+            step.save_inputs();
             scope
                 .apply(instruction, &expanded)
                 .map_err(|e| BuildError::Invalid(e.to_string()))?;
@@ -465,12 +472,17 @@ impl Build<'_> {
                         (d.name.clone(), v)
                     })
                     .collect();
+                change = self.arg_inputs(&id, instruction, &key, &values);
                 if let Some(text) = crate::history::created_by(&expanded, &cfg.image, &values) {
                     let mut k = KeyBuilder::new("arg");
                     k.key(&key).str(&text);
                     key = k.finish();
                     cfg.add_history(text, None, true);
                 }
+            }
+            // What a later step that misses because its parent changed names as the cause.
+            if let Some(reason) = change.filter(|r| r != explain::PARENT_CHANGED) {
+                upstream = Some(format!("line {line}: {reason}"));
             }
             if cached {
                 self.events.emit(Event::StepCached { step: id });
@@ -491,6 +503,37 @@ impl Build<'_> {
     }
 }
 
+impl Build<'_> {
+    /// Records the values an ARG step resolved, as its inputs; returns how they differ from
+    /// the last build of the same step.
+    fn arg_inputs(
+        &self,
+        id: &StepId,
+        instruction: &Instruction,
+        parent: &crate::cache::CacheKey,
+        values: &[(String, Option<String>)],
+    ) -> Option<String> {
+        let mut inputs = Inputs::default();
+        inputs.add(explain::name::PARENT, parent.to_hex());
+        for (name, value) in values {
+            let value = value.clone().unwrap_or_else(|| "(unset)".into());
+            inputs.add(format!("{}{name}", explain::name::BUILD_ARG), value);
+        }
+        let locator = InputLog::locator(
+            &self.request.context.to_string_lossy(),
+            &instruction.source.name,
+            &id.stage,
+            id.step_index,
+        );
+        let change = self
+            .inputs_log
+            .load(&locator)
+            .and_then(|before| inputs.first_difference(&before));
+        self.inputs_log.save(&locator, &inputs);
+        change
+    }
+}
+
 impl Step<'_, '_> {
     /// Applies the instruction; returns whether the result came from the cache.
     fn run(&mut self, expanded: &Command) -> Result<bool, BuildError> {
@@ -501,6 +544,7 @@ impl Step<'_, '_> {
                 let dir = self.cfg.set_workdir(path);
                 // Keyed and recorded as the config holds it (BuildKit's history shows that).
                 let workdir = self.cfg.workdir();
+                self.input_parent();
                 self.roll_key("workdir", &workdir);
                 self.fs_step(format!("WORKDIR {workdir}"), |step, root| {
                     let owner = step.owner_of(&root.root, None)?;

@@ -353,3 +353,54 @@ fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> 
     assert_eq!(ran(&fourth).len(), 5, "{}", text(&fourth));
     Ok(())
 }
+
+/// The reason each step that missed gave, in order.
+fn misses(out: &std::process::Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| l.split_once(" cache miss: ").map(|(_, r)| r.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_step_that_misses_says_which_input_changed() -> TestResult {
+    let env = Env::new()?;
+    let dockerfile = "FROM busybox\nRUN echo base > /base\nARG VERSION=1.2\nCOPY src/main.c /src/main.c\nRUN echo $VERSION > /v\n";
+    let ctx = env.context(
+        "explain",
+        &[("Dockerfile", dockerfile), ("src/main.c", "int main;\n")],
+    )?;
+    let first = env.build(&ctx, "one.tar", &[]);
+    assert_ok(&first);
+    assert_eq!(
+        misses(&first),
+        ["no earlier build of this step in this state root"; 3],
+        "{}",
+        text(&first)
+    );
+    // A changed source file misses exactly the steps from the one that reads it.
+    env.context("explain", &[("src/main.c", "int main(void);\n")])?;
+    let second = env.build(&ctx, "two.tar", &[]);
+    assert_ok(&second);
+    assert_eq!(
+        ran(&second),
+        ["COPY src/main.c /src/main.c", "RUN echo $VERSION > /v"],
+        "{}",
+        text(&second)
+    );
+    assert_eq!(
+        misses(&second),
+        [
+            "context file src/main.c changed",
+            "parent step changed (line 4: context file src/main.c changed)"
+        ],
+        "{}",
+        text(&second)
+    );
+    let third = env.build(&ctx, "three.tar", &["--build-arg", "VERSION=1.3"]);
+    assert_ok(&third);
+    // The ARG's value is part of the chain, so both steps after it miss, and say why.
+    let cause = "parent step changed (line 3: build arg VERSION changed (was 1.2, now 1.3))";
+    assert_eq!(misses(&third), [cause, cause], "{}", text(&third));
+    Ok(())
+}

@@ -6,6 +6,7 @@
 //! order, lazily fetching the layer bytes of a hit only when they are needed. `spec` parses
 //! the command line's cache options.
 
+pub mod explain;
 mod index;
 mod key;
 pub mod layout;

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use umstage_dockerfile::{Command, Dockerignore};
 use umstage_oci::inroot::Root;
 
-use crate::cache::KeyBuilder;
+use crate::cache::{KeyBuilder, explain};
 use crate::config;
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
 use crate::ops::content::Probe;
@@ -186,6 +186,8 @@ impl Step<'_, '_> {
             sources.paths.iter().partition(|p| is_add && is_url(p));
         let local: Vec<String> = local.into_iter().cloned().collect();
 
+        self.input_parent();
+        self.input("destination", dest.clone());
         let mut k = KeyBuilder::new(if is_add { "add" } else { "copy" });
         k.key(self.key).str(&dest);
         k.opt_str(chown.as_deref()).opt_str(chmod.as_deref());
@@ -280,6 +282,11 @@ impl Step<'_, '_> {
         context: bool,
         owners: bool,
     ) -> Result<(), String> {
+        let prefix = if context {
+            explain::name::CONTEXT_FILE
+        } else {
+            explain::name::FILE
+        };
         for item in &plan.items {
             k.str(&item.src_rel.to_string_lossy());
             k.str(&item.dest.to_string_lossy());
@@ -287,6 +294,7 @@ impl Step<'_, '_> {
             if owners {
                 k.u64(u64::from(item.uid)).u64(u64::from(item.gid));
             }
+            let name = format!("{prefix}{}", item.src_rel.display());
             match &item.kind {
                 ItemKind::File => {
                     let meta = match &item.stat {
@@ -301,9 +309,11 @@ impl Step<'_, '_> {
                     }
                     .map_err(|e| format!("{}: {e}", item.src_rel.display()))?;
                     k.bytes(&digest);
+                    self.input(name, format!("{:o} {}", item.mode, hex::encode(digest)));
                 }
                 ItemKind::Symlink(t) => {
                     k.str("symlink").str(&t.to_string_lossy());
+                    self.input(name, format!("symlink to {}", t.display()));
                 }
                 ItemKind::Dir => {
                     k.str("dir");

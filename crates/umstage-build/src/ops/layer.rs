@@ -110,6 +110,7 @@ impl Step<'_, '_> {
         if let Some(state) = self.cached() {
             return Ok(self.use_cached(state));
         }
+        self.explain_miss();
         let active = self.prepare()?;
         let outcome = (|| {
             let guard = self

@@ -21,6 +21,10 @@ impl Step<'_, '_> {
             ))));
         }
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[]);
+        self.input_parent();
+        if let Some(text) = &created_by {
+            self.input("effect", text.clone());
+        }
         self.roll_key(
             "meta",
             created_by.as_deref().unwrap_or(&self.instruction.original),

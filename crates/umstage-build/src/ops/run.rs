@@ -5,7 +5,7 @@
 use umstage_dockerfile::{Command, MountType, RunScript};
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
 
-use crate::cache::KeyBuilder;
+use crate::cache::{KeyBuilder, explain};
 use crate::copy::CopyOptions;
 use crate::event::{Event, Stream};
 use crate::ids::unique_key;
@@ -108,16 +108,22 @@ impl Step<'_, '_> {
             },
         };
 
+        self.input_parent();
         let mut k = KeyBuilder::new("run");
         k.key(self.key);
         for a in &argv {
             k.str(a);
         }
+        self.input("command", argv.join(" "));
         // The config's ENV is part of the parent key; the build args it can see are not.
         for (name, value) in &visible_args {
             k.str(name).str(value);
+            self.input(format!("{}{name}", explain::name::BUILD_ARG), value.clone());
         }
         k.str(&user).str(&cwd).str(&format!("{network:?}"));
+        self.input("user", user.clone());
+        self.input("working directory", cwd.clone());
+        self.input("network", format!("{network:?}"));
         if privileged {
             k.str("insecure");
         }
@@ -196,6 +202,7 @@ impl Step<'_, '_> {
             }
             return Ok(self.use_cached(state));
         }
+        self.explain_miss();
 
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
