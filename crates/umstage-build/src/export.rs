@@ -39,6 +39,8 @@ pub struct ExportContext<'a> {
     pub created: &'a str,
     /// Rootless without subordinate ids.
     pub ignore_chown_errors: bool,
+    /// The build's caches: layers of hits from an imported cache are fetched from there.
+    pub caches: &'a crate::cache::set::CacheSet,
 }
 
 fn other(e: impl std::fmt::Display) -> BuildError {
@@ -171,8 +173,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 for name in targets {
                     let reference = umstage_oci::reference::parse(name)
                         .map_err(|e| BuildError::Invalid(format!("push target {name}: {e}")))?;
-                    umstage_oci::registry::block_on(client.push(store, &image, &reference, None))
-                        .map_err(other)?
+                    push(ctx, &client, &image, &state.layers, &reference)
                         .map_err(|e| other(format!("pushing {name}: {e}")))?;
                 }
             }
@@ -207,6 +208,39 @@ fn stamp_history(config: &mut umstage_oci::ImageConfig, build_time: &str) -> Str
         }
     }
     last.unwrap_or_else(|| build_time.to_string())
+}
+
+/// Pushes `image` to `reference`. Layers an imported cache left in the registry are not
+/// downloaded first: blobs the target has are skipped, and those in a cache of the same
+/// registry are mounted from it. Only when that is not enough are the missing layers fetched
+/// and the push made again.
+fn push(
+    ctx: &ExportContext<'_>,
+    client: &umstage_oci::registry::RegistryClient,
+    image: &umstage_oci::Image,
+    layers: &[crate::state::Layer],
+    reference: &umstage_oci::reference::Reference,
+) -> Result<(), String> {
+    let mount_from = ctx.caches.mount_source(reference);
+    let attempt = || {
+        umstage_oci::registry::block_on(client.push(ctx.store, image, reference, mount_from))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    };
+    let all_here = layers
+        .iter()
+        .all(|l| crate::state::parse_digest(&l.digest).is_ok_and(|d| ctx.store.contains(&d)));
+    if all_here {
+        return attempt().map(|_| ());
+    }
+    if let Err(e) = attempt() {
+        tracing::debug!("pushing without the cache's layers failed ({e}); fetching them");
+        ctx.caches
+            .fetch_missing(layers, ctx.store)
+            .map_err(|e| e.to_string())?;
+        attempt()?;
+    }
+    Ok(())
 }
 
 fn describe(output: &Output) -> String {

@@ -124,9 +124,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let snapshotter = LazySnapshotter::new(root.clone(), request.snapshotter);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
     let registry = registry_client(request);
-    let imports =
+    let (imports, registries) =
         crate::cache::travel::open_imports(&request.cache_from, &registry, &store, events);
-    let caches = CacheSet::new(LocalCache::new(cache), imports);
+    let caches = CacheSet::new(LocalCache::new(cache), imports, registries);
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let compression = first_compression(&request.outputs);
     let layer_options = LayerOptions {
@@ -230,9 +230,10 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     if request
         .outputs
         .iter()
-        .any(|o| !matches!(o, Output::CacheOnly))
+        .any(|o| !matches!(o, Output::CacheOnly | Output::Registry { .. }))
     {
-        // Layers of hits from an imported cache are fetched only now that an output needs them.
+        // Layers of hits from an imported cache are fetched only now that an output needs
+        // them (a push fetches only what the registry lacks).
         build
             .caches
             .fetch_missing(&final_state.layers, &build.store)

@@ -292,6 +292,51 @@ fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> 
         image_ids(&env, "second.tar")?
     );
 
+    // A fully cached CI build that pushes to the registry it takes its cache from moves no
+    // layer bytes: the push mounts them from the cache's repository.
+    env.dir.mkdir("root-ci")?;
+    let ci_root = env.path("root-ci");
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let ci_ref = registry.reference("app:ci");
+    let ci = env.umstage(
+        &[
+            "build",
+            "--root",
+            ci_root.to_str().unwrap_or_default(),
+            "--progress",
+            "plain",
+            "--build-context",
+            &bb,
+            "--cache-from",
+            &from,
+            "-t",
+            &ci_ref,
+            "--push",
+            ctx.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&ci);
+    assert!(ran(&ci).is_empty(), "{}", text(&ci));
+    let made = last_layer(&env, "first.tar")?;
+    let hex = made.strip_prefix("sha256:").ok_or("not sha256")?;
+    assert!(
+        !ci_root.join("blobs/sha256").join(hex).exists(),
+        "the layer {made} was downloaded"
+    );
+    let copied = env.path("ci-copy");
+    umstage_testutil::run(
+        std::process::Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{ci_ref}"))
+            .arg(format!("oci:{}:ci", copied.display())),
+    )?;
+    let pushed: Value = serde_json::from_slice(&std::fs::read(copied.join("index.json"))?)?;
+    assert_eq!(
+        pushed["manifests"][0]["digest"].as_str(),
+        Some(image_ids(&env, "first.tar")?.0.as_str())
+    );
+
     // The seed flow of the multi-stage guides: the build stage pushed with its inline cache,
     // then the app built in another empty root with --cache-from that image.
     env.dir.mkdir("root-c")?;

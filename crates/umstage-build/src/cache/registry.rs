@@ -101,6 +101,13 @@ impl RegistryCache {
     }
 }
 
+impl RegistryCache {
+    /// Where the cache is.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+}
+
 impl CacheBackend for RegistryCache {
     fn describe(&self) -> String {
         self.name.clone()

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use umstage_oci::ContentStore;
+use umstage_oci::reference::Reference;
 
 use super::local::LocalCache;
 use super::{CacheBackend, CacheError, CacheKey, Record};
@@ -42,17 +43,32 @@ pub struct CacheSet {
     pending: Mutex<HashMap<String, usize>>,
     /// Every key the build resolved, in order.
     resolved: Mutex<Vec<Resolved>>,
+    /// The registry caches imported, by reference, for pushes to mount blobs from.
+    registries: Vec<Reference>,
 }
 
 impl CacheSet {
     /// The state root's cache followed by `imports`.
-    pub fn new(local: LocalCache, imports: Vec<Box<dyn CacheBackend>>) -> Self {
+    pub fn new(
+        local: LocalCache,
+        imports: Vec<Box<dyn CacheBackend>>,
+        registries: Vec<Reference>,
+    ) -> Self {
         CacheSet {
             local,
             imports,
             pending: Mutex::new(HashMap::new()),
             resolved: Mutex::new(Vec::new()),
+            registries,
         }
+    }
+
+    /// An imported registry cache in `target`'s registry (another repository), whose blobs a
+    /// push to `target` can mount instead of uploading.
+    pub fn mount_source(&self, target: &Reference) -> Option<&Reference> {
+        self.registries
+            .iter()
+            .find(|r| r.registry() == target.registry() && r.repository() != target.repository())
     }
 
     /// The state root's cache.

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use umstage_oci::ContentStore;
+use umstage_oci::reference::Reference;
 use umstage_oci::registry::RegistryClient;
 
 use super::CacheBackend;
@@ -15,23 +16,26 @@ use super::spec::{CacheExport, CacheImport, CacheMode};
 use crate::event::{Event, EventSink};
 use crate::request::BuildError;
 
-/// Opens every cache `imports` names. One that cannot be read is a warning and the build goes
-/// on without it, as with buildx.
+/// Opens every cache `imports` names, and gives the references of those in a registry. One
+/// that cannot be read is a warning and the build goes on without it, as with buildx.
 pub(crate) fn open_imports(
     imports: &[CacheImport],
     client: &RegistryClient,
     store: &ContentStore,
     events: &dyn EventSink,
-) -> Vec<Box<dyn CacheBackend>> {
+) -> (Vec<Box<dyn CacheBackend>>, Vec<Reference>) {
     let mut opened: Vec<Box<dyn CacheBackend>> = Vec::new();
+    let mut registries = Vec::new();
     for import in imports {
         let result = match import {
             CacheImport::Local { src, digest } => {
                 LayoutCache::open(src, digest.as_deref()).map(|c| Box::new(c) as Box<_>)
             }
-            CacheImport::Registry { reference } => {
-                RegistryCache::open(client, reference, store).map(|c| Box::new(c) as Box<_>)
-            }
+            CacheImport::Registry { reference } => RegistryCache::open(client, reference, store)
+                .map(|c| {
+                    registries.push(c.reference().clone());
+                    Box::new(c) as Box<_>
+                }),
         };
         match result {
             Ok(cache) => opened.push(cache),
@@ -40,7 +44,7 @@ pub(crate) fn open_imports(
             }),
         }
     }
-    opened
+    (opened, registries)
 }
 
 /// The inline cache of the exported image (`--cache-to type=inline`): the records of its own

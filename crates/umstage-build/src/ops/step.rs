@@ -124,6 +124,7 @@ impl Build<'_> {
             unpacker: &self.unpacker,
             created: &self.created,
             ignore_chown_errors: self.ignore_chown_errors,
+            caches: &self.caches,
         }
     }
 }
