@@ -1,10 +1,10 @@
 //! The build cache: step keys (`key`), what a key records (`Record`), and the stores that keep
 //! records behind one trait, [`CacheBackend`]: the state root's index (`local`, always
 //! consulted first), and the caches a build imports and exports (`--cache-from`,
-//! `--cache-to`: `layout` for a directory, `registry` for a registry, `inline` for an image's
-//! config), all in one format (`manifest`). `set` is what a build asks: every backend in
+//! `--cache-to`: `layout` for a directory, `registry` for a registry or an image's inline
+//! cache), all in one format (`manifest`); `travel` opens and writes them for a build. `set` is what a build asks: every backend in
 //! order, lazily fetching the layer bytes of a hit only when they are needed. `spec` parses
-//! the command line's cache options.
+//! the command line's cache options. `explain` says why a step missed.
 
 pub mod explain;
 mod index;
