@@ -233,6 +233,27 @@ impl RegistryClient {
         reference: &Reference,
         platform: &Platform,
     ) -> Result<Image> {
+        self.pull_with(store, reference, platform, true).await
+    }
+
+    /// Pulls `reference`'s manifest and config for `platform` into `store`, not its layers
+    /// (fetch them with [`RegistryClient::pull_blobs`] when they are needed).
+    pub async fn pull_metadata(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<Image> {
+        self.pull_with(store, reference, platform, false).await
+    }
+
+    async fn pull_with(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        platform: &Platform,
+        with_layers: bool,
+    ) -> Result<Image> {
         let session = self.session(reference, RegistryOperation::Pull).await?;
         let mut manifest_digest = self
             .fetch_manifest(&session, store, reference, reference.digest())
@@ -270,7 +291,9 @@ impl RegistryClient {
             ));
         }
         let mut blobs = vec![manifest.config().clone()];
-        blobs.extend(manifest.layers().iter().cloned());
+        if with_layers {
+            blobs.extend(manifest.layers().iter().cloned());
+        }
         let session = &session;
         stream::iter(
             blobs

@@ -449,3 +449,74 @@ fn a_step_that_misses_says_which_input_changed() -> TestResult {
     assert_eq!(misses(&third), [cause, cause], "{}", text(&third));
     Ok(())
 }
+
+#[test]
+fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let base = umstage_testutil::images::busybox()?.push(&registry)?;
+    let ctx = env.context(
+        "lazy",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo made > /made\n"),
+        )],
+    )?;
+    let cache = format!("type=registry,ref={}", registry.reference("lazy-cache:1"));
+    let first = env.build(
+        &ctx,
+        "first.tar",
+        &["--cache-to", &format!("{cache},mode=max")],
+    );
+    assert_ok(&first);
+    env.dir.mkdir("root-b")?;
+    let root = env.path("root-b");
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let second = env.umstage(
+        &[
+            "build",
+            "--root",
+            root.to_str().unwrap_or_default(),
+            "--progress",
+            "plain",
+            "--build-context",
+            &bb,
+            "--cache-from",
+            &cache,
+            "-o",
+            "type=cacheonly",
+            ctx.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&second);
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+    let blobs: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let layers = umstage_testutil::run_stdout(
+        std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--format",
+                "{{range .Layers}}{{.}} {{end}}",
+            ])
+            .arg(format!("docker://{base}")),
+    )?;
+    assert!(layers.contains("sha256:"), "{layers}");
+    for layer in layers.split_whitespace() {
+        let hex = layer.strip_prefix("sha256:").ok_or("not sha256")?;
+        assert!(
+            !blobs.iter().any(|b| b == hex),
+            "base layer {layer} was downloaded"
+        );
+    }
+    // An output that needs the bytes gets them, and the image reads back.
+    let third = env.build_in(&root, &ctx, "third.tar", &["--cache-from", &cache], &[]);
+    assert_ok(&third);
+    assert_eq!(image_ids(&env, "first.tar")?, image_ids(&env, "third.tar")?);
+    let image = common::unpack(&env, "third.tar")?;
+    assert_eq!(image.read_to_string("made")?, "made\n");
+    Ok(())
+}

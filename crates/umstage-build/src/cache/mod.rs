@@ -118,4 +118,13 @@ pub trait CacheBackend: Send + Sync {
     /// Copies the blob of `layer`, which a record of this cache needs, into `store`, verifying
     /// its digest; `Ok(false)` when this cache does not hold it.
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError>;
+
+    /// Fetches several blobs of this cache, as [`CacheBackend::fetch`] each; a registry
+    /// downloads them in parallel.
+    fn fetch_all(&self, layers: &[Layer], store: &ContentStore) -> Result<(), CacheError> {
+        for layer in layers {
+            self.fetch(layer, store)?;
+        }
+        Ok(())
+    }
 }

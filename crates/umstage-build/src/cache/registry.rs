@@ -128,19 +128,89 @@ impl CacheBackend for RegistryCache {
     }
 
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {
-        let Some(descriptor) = self.blobs.get(&layer.digest) else {
-            return Ok(false);
-        };
-        // Downloaded blobs are checked against their digest and size: one that does not match
-        // is never stored.
-        block_on(
-            self.client
-                .pull_blobs(store, &self.reference, std::slice::from_ref(descriptor)),
+        download(
+            &self.client,
+            &self.reference,
+            &self.blobs,
+            std::slice::from_ref(layer),
+            store,
         )
-        .map_err(|e| registry_err(&self.name, e))?
-        .map_err(|e| registry_err(&self.name, e))?;
-        Ok(true)
     }
+
+    fn fetch_all(&self, layers: &[Layer], store: &ContentStore) -> Result<(), CacheError> {
+        download(&self.client, &self.reference, &self.blobs, layers, store).map(|_| ())
+    }
+}
+
+/// A base image's layers in its registry, fetched when a step or an output needs them: a
+/// build whose every step hits downloads none.
+pub struct ImageBlobs {
+    reference: Reference,
+    client: RegistryClient,
+    blobs: HashMap<String, Descriptor>,
+}
+
+impl ImageBlobs {
+    /// The layers `blobs` of the image `reference`.
+    pub fn new(client: &RegistryClient, reference: Reference, blobs: &[Descriptor]) -> Self {
+        ImageBlobs {
+            reference,
+            client: client.clone(),
+            blobs: blobs
+                .iter()
+                .map(|d| (d.digest().to_string(), d.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl CacheBackend for ImageBlobs {
+    fn describe(&self) -> String {
+        self.reference.whole()
+    }
+
+    fn lookup(&self, _key: &CacheKey) -> Option<Record> {
+        None
+    }
+
+    fn record(&self, _key: &CacheKey, _record: &Record) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {
+        download(
+            &self.client,
+            &self.reference,
+            &self.blobs,
+            std::slice::from_ref(layer),
+            store,
+        )
+    }
+
+    fn fetch_all(&self, layers: &[Layer], store: &ContentStore) -> Result<(), CacheError> {
+        download(&self.client, &self.reference, &self.blobs, layers, store).map(|_| ())
+    }
+}
+
+/// Downloads those of `layers` that `blobs` lists from `reference` into `store`, in
+/// parallel; each is checked against its digest and size as it arrives, and one that does not
+/// match is never stored. Whether every one was listed.
+fn download(
+    client: &RegistryClient,
+    reference: &Reference,
+    blobs: &HashMap<String, Descriptor>,
+    layers: &[Layer],
+    store: &ContentStore,
+) -> Result<bool, CacheError> {
+    let wanted: Vec<Descriptor> = layers
+        .iter()
+        .filter_map(|l| blobs.get(&l.digest).cloned())
+        .collect();
+    let name = reference.whole();
+    block_on(client.pull_blobs(store, reference, &wanted))
+        .map_err(|e| registry_err(&name, e))?
+        .map_err(|e| registry_err(&name, e))?;
+    Ok(wanted.len() == layers.len())
 }
 
 /// Pushes `config`'s records and the blobs they need (from `store`) as the cache manifest

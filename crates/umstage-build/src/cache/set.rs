@@ -3,7 +3,7 @@
 //! content store when a step that missed needs the filesystem, or an output needs the bytes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use umstage_oci::ContentStore;
 use umstage_oci::reference::Reference;
@@ -32,15 +32,27 @@ pub struct Resolved {
     pub record: Record,
 }
 
+/// Where a layer not in the content store is fetched from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// The import at this position.
+    Import(usize),
+    /// The blob source at this position.
+    Source(usize),
+}
+
 /// Aliases are followed this deep at most, so a malformed cache cannot loop.
 const MAX_ALIASES: usize = 4;
 
 /// The caches of one build.
 pub struct CacheSet {
     local: LocalCache,
-    imports: Vec<Box<dyn CacheBackend>>,
-    /// Layers of import hits not in the content store yet, and the import that holds each.
-    pending: Mutex<HashMap<String, usize>>,
+    imports: Vec<Arc<dyn CacheBackend>>,
+    /// Layers of import hits (and of base images) not in the content store yet, and where
+    /// each is fetched from.
+    pending: Mutex<HashMap<String, Holder>>,
+    /// Where base images' layers are fetched from.
+    blob_sources: Mutex<Vec<Arc<dyn CacheBackend>>>,
     /// Every key the build resolved, in order.
     resolved: Mutex<Vec<Resolved>>,
     /// The registry caches imported, by reference, for pushes to mount blobs from.
@@ -51,13 +63,14 @@ impl CacheSet {
     /// The state root's cache followed by `imports`.
     pub fn new(
         local: LocalCache,
-        imports: Vec<Box<dyn CacheBackend>>,
+        imports: Vec<Arc<dyn CacheBackend>>,
         registries: Vec<Reference>,
     ) -> Self {
         CacheSet {
             local,
             imports,
             pending: Mutex::new(HashMap::new()),
+            blob_sources: Mutex::new(Vec::new()),
             resolved: Mutex::new(Vec::new()),
             registries,
         }
@@ -113,14 +126,53 @@ impl CacheSet {
         };
         for layer in &state.layers {
             if !parse_digest(&layer.digest).is_ok_and(|d| store.contains(&d)) {
-                pending.entry(layer.digest.clone()).or_insert(i);
+                pending
+                    .entry(layer.digest.clone())
+                    .or_insert(Holder::Import(i));
             }
         }
+    }
+
+    /// Notes that `source` (a base image's registry) can give the blobs `digests`, fetched
+    /// when needed.
+    pub fn add_blob_source(
+        &self,
+        source: Arc<dyn CacheBackend>,
+        digests: &[umstage_oci::Digest],
+        store: &ContentStore,
+    ) {
+        let (Ok(mut sources), Ok(mut pending)) = (self.blob_sources.lock(), self.pending.lock())
+        else {
+            return;
+        };
+        let index = sources.len();
+        sources.push(source);
+        for digest in digests {
+            if !store.contains(digest) {
+                pending
+                    .entry(digest.to_string())
+                    .or_insert(Holder::Source(index));
+            }
+        }
+    }
+
+    fn holder(&self, holder: Holder) -> Option<Arc<dyn CacheBackend>> {
+        match holder {
+            Holder::Import(i) => self.imports.get(i).cloned(),
+            Holder::Source(i) => self.blob_sources.lock().ok()?.get(i).cloned(),
+        }
+    }
+
+    /// Whether the blob `digest`, not in the content store, is known to be fetchable.
+    pub fn can_fetch(&self, digest: &str) -> bool {
+        self.pending.lock().is_ok_and(|p| p.contains_key(digest))
     }
 
     /// Makes sure every blob of `layers` is in `store`, fetching those an import hit left
     /// behind.
     pub fn fetch_missing(&self, layers: &[Layer], store: &ContentStore) -> Result<(), CacheError> {
+        // Grouped by where they come from, so a registry sends each group in parallel.
+        let mut groups: Vec<(Holder, Vec<Layer>)> = Vec::new();
         for layer in layers {
             if parse_digest(&layer.digest).is_ok_and(|d| store.contains(&d)) {
                 continue;
@@ -130,9 +182,18 @@ impl CacheSet {
                 .lock()
                 .ok()
                 .and_then(|p| p.get(&layer.digest).copied());
-            if let Some(backend) = holder.and_then(|i| self.imports.get(i)) {
-                tracing::debug!(digest = %layer.digest, cache = %backend.describe(), "fetching a cached layer");
-                backend.fetch(layer, store)?;
+            let Some(holder) = holder else {
+                continue;
+            };
+            match groups.iter_mut().find(|(h, _)| *h == holder) {
+                Some((_, group)) => group.push(layer.clone()),
+                None => groups.push((holder, vec![layer.clone()])),
+            }
+        }
+        for (holder, group) in groups {
+            if let Some(backend) = self.holder(holder) {
+                tracing::debug!(layers = group.len(), cache = %backend.describe(), "fetching layers");
+                backend.fetch_all(&group, store)?;
             }
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! The caches a build brings in (`--cache-from`) and sends out (`--cache-to`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use umstage_oci::ContentStore;
@@ -23,18 +24,18 @@ pub(crate) fn open_imports(
     client: &RegistryClient,
     store: &ContentStore,
     events: &dyn EventSink,
-) -> (Vec<Box<dyn CacheBackend>>, Vec<Reference>) {
-    let mut opened: Vec<Box<dyn CacheBackend>> = Vec::new();
+) -> (Vec<Arc<dyn CacheBackend>>, Vec<Reference>) {
+    let mut opened: Vec<Arc<dyn CacheBackend>> = Vec::new();
     let mut registries = Vec::new();
     for import in imports {
         let result = match import {
             CacheImport::Local { src, digest } => {
-                LayoutCache::open(src, digest.as_deref()).map(|c| Box::new(c) as Box<_>)
+                LayoutCache::open(src, digest.as_deref()).map(|c| Arc::new(c) as Arc<_>)
             }
             CacheImport::Registry { reference } => RegistryCache::open(client, reference, store)
                 .map(|c| {
                     registries.push(c.reference().clone());
-                    Box::new(c) as Box<_>
+                    Arc::new(c) as Arc<_>
                 }),
         };
         match result {

@@ -59,12 +59,13 @@ impl Step<'_, '_> {
         None
     }
 
-    /// Whether a hit of the state root's cache has all its layers, intact.
+    /// Whether a hit of the state root's cache has all its layers, intact (a base image's
+    /// layers may still be in its registry, fetched when needed).
     fn local_hit_usable(&self, state: &State) -> bool {
-        let complete = state
-            .layers
-            .iter()
-            .all(|l| parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d)));
+        let complete = state.layers.iter().all(|l| {
+            parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d))
+                || self.build.caches.can_fetch(&l.digest)
+        });
         if !complete {
             return false;
         }
