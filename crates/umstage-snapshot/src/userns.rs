@@ -23,6 +23,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
+mod free_range;
+
 /// Environment variable carrying the handshake socket's fd number to the re-executed child.
 const HANDSHAKE_ENV: &str = "_UMSTAGE_USERNS_SOCKET";
 
@@ -65,6 +67,16 @@ pub struct UserNamespace {
     uid_map: Vec<IdRange>,
     gid_map: Vec<IdRange>,
     warning: Option<String>,
+    single_id: Option<SingleId>,
+}
+
+/// Why a namespace has a single-id map, and what would give it subordinate ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SingleId {
+    /// Why, such as `no range for user bob in /etc/subuid`.
+    pub reason: String,
+    /// The fix, such as the `usermod` command adding free ranges; `None` when asked for.
+    pub fix: Option<String>,
 }
 
 impl UserNamespace {
@@ -83,6 +95,10 @@ impl UserNamespace {
     /// A one-line warning for the user (single-id fallback and how to fix it), to print once.
     pub fn warning(&self) -> Option<&str> {
         self.warning.as_deref()
+    }
+    /// In single-id mode, why and the fix, for a caller that words the warning itself.
+    pub fn single_id(&self) -> Option<&SingleId> {
+        self.single_id.as_ref()
     }
 }
 
@@ -133,9 +149,10 @@ pub fn enter(options: &Options) -> Result<UserNamespace, UsernsError> {
         match run_child(&plan)? {
             ChildEnd::Exited(status) => exit_like(status),
             ChildEnd::MapFailed(reason) if plan.mode == Mode::Subordinate => {
-                let single = single_id_plan(format!(
-                    "writing the subordinate id map failed ({reason}); running with a single-id map, so steps cannot chown files to other users"
-                ));
+                let single = single_id_plan(SingleId {
+                    reason: format!("writing the subordinate id map failed ({reason})"),
+                    fix: None,
+                });
                 tracing::debug!(%reason, "falling back to a single-id map");
                 plan = single;
             }
@@ -151,6 +168,7 @@ struct Plan {
     uid_map: Vec<IdRange>,
     gid_map: Vec<IdRange>,
     warning: Option<String>,
+    single_id: Option<SingleId>,
 }
 
 fn plan_mapping(options: &Options) -> Plan {
@@ -166,13 +184,14 @@ fn plan_mapping(options: &Options) -> Plan {
             uid_map: all.clone(),
             gid_map: all,
             warning: None,
+            single_id: None,
         };
     }
     if options.force_single_id {
-        return single_id_plan(
-            "running with a single-id map as asked, so steps cannot chown files to other users"
-                .to_string(),
-        );
+        return single_id_plan(SingleId {
+            reason: "a single-id map was asked for".into(),
+            fix: None,
+        });
     }
     let name = nix::unistd::User::from_uid(uid)
         .ok()
@@ -184,15 +203,25 @@ fn plan_mapping(options: &Options) -> Plan {
     let missing_tool = ["newuidmap", "newgidmap"]
         .into_iter()
         .find(|tool| find_in_path(tool).is_none());
-    plan_subordinate(&name, &subuid, &subgid, missing_tool)
+    let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
+    plan_subordinate(&name, &subuid, &subgid, missing_tool, || {
+        free_range::fix(
+            &name,
+            &read("/etc/subuid"),
+            &read("/etc/subgid"),
+            &read("/etc/login.defs"),
+        )
+    })
 }
 
-/// The subordinate map, or a single-id plan whose warning says what is missing and how to fix it.
+/// The subordinate map, or a single-id plan whose warning says what is missing and how to fix it
+/// (`add_ranges`: the command giving the user free ranges).
 fn plan_subordinate(
     name: &str,
     subuid: &[SubRange],
     subgid: &[SubRange],
     missing_tool: Option<&str>,
+    add_ranges: impl FnOnce() -> String,
 ) -> Plan {
     if subuid.is_empty() || subgid.is_empty() {
         let file = if subuid.is_empty() {
@@ -200,24 +229,32 @@ fn plan_subordinate(
         } else {
             "subgid"
         };
-        return single_id_plan(format!(
-            "no range for user {name} in /etc/{file}: running with a single-id map, so steps cannot chown files to other users (fix: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name})"
-        ));
+        return single_id_plan(SingleId {
+            reason: format!("no range for user {name} in /etc/{file}"),
+            fix: Some(add_ranges()),
+        });
     }
     if let Some(tool) = missing_tool {
-        return single_id_plan(format!(
-            "{tool} not found: running with a single-id map, so steps cannot chown files to other users (fix: install the uidmap package, or shadow-utils on Fedora)"
-        ));
+        return single_id_plan(SingleId {
+            reason: format!("{tool} not found"),
+            fix: Some("install the uidmap package, or shadow-utils on Fedora".into()),
+        });
     }
     Plan {
         mode: Mode::Subordinate,
         uid_map: subordinate_map(nix::unistd::geteuid().as_raw(), subuid),
         gid_map: subordinate_map(nix::unistd::getegid().as_raw(), subgid),
         warning: None,
+        single_id: None,
     }
 }
 
-fn single_id_plan(warning: String) -> Plan {
+fn single_id_plan(cause: SingleId) -> Plan {
+    const LIMIT: &str = "running with a single-id map, so steps cannot chown files to other users";
+    let warning = match &cause.fix {
+        Some(fix) => format!("{}: {LIMIT} (fix: {fix})", cause.reason),
+        None => format!("{LIMIT} ({})", cause.reason),
+    };
     let one = |outside| {
         vec![IdRange {
             inside: 0,
@@ -230,6 +267,7 @@ fn single_id_plan(warning: String) -> Plan {
         uid_map: one(nix::unistd::geteuid().as_raw()),
         gid_map: one(nix::unistd::getegid().as_raw()),
         warning: Some(warning),
+        single_id: Some(cause),
     }
 }
 
@@ -381,6 +419,7 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
         uid_map: plan.uid_map.clone(),
         gid_map: plan.gid_map.clone(),
         warning: plan.warning.clone(),
+        single_id: plan.single_id.clone(),
     };
     send_answer(&mut parent_end, &Answer::Entered(entered)).map_err(UsernsError::Handshake)?;
     drop(parent_end);
@@ -641,23 +680,28 @@ mod tests {
     #[test]
     fn missing_range_or_tool_falls_back_to_single_id_with_a_fix() {
         let range = [(100000, 65536)];
-        let plan = plan_subordinate("bob", &[], &range, None);
+        let plan = plan_subordinate("bob", &[], &range, None, || {
+            "sudo usermod --add-subuids 1-2 --add-subgids 3-4 bob".into()
+        });
         assert_eq!(plan.mode, Mode::SingleId);
         let warning = plan.warning.expect("warning");
         assert!(
             warning.contains("no range for user bob in /etc/subuid"),
             "{warning}"
         );
-        assert!(warning.contains("usermod --add-subuids"), "{warning}");
+        assert!(
+            warning.contains("(fix: sudo usermod --add-subuids 1-2 --add-subgids 3-4 bob)"),
+            "{warning}"
+        );
         assert!(!warning.contains('\n'));
-        let plan = plan_subordinate("bob", &range, &range, Some("newuidmap"));
+        let plan = plan_subordinate("bob", &range, &range, Some("newuidmap"), String::new);
         assert_eq!(plan.mode, Mode::SingleId);
         assert!(
             plan.warning
                 .expect("warning")
                 .contains("install the uidmap package")
         );
-        let plan = plan_subordinate("bob", &range, &range, None);
+        let plan = plan_subordinate("bob", &range, &range, None, String::new);
         assert_eq!(plan.mode, Mode::Subordinate);
         assert!(plan.warning.is_none());
         assert_eq!(plan.uid_map.len(), 2);

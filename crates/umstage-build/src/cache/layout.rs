@@ -152,9 +152,9 @@ impl CacheBackend for LayoutCache {
 
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {
         let cache = self.describe();
-        let digest = parse_digest(&layer.digest).map_err(|message| CacheError::Format {
+        let digest = parse_digest(&layer.digest).map_err(|e| CacheError::Format {
             cache: cache.clone(),
-            message,
+            message: e.to_string(),
         })?;
         let path = blob_path(&self.dir, &digest);
         let file = match fs::File::open(&path) {
@@ -188,9 +188,9 @@ pub fn export(
         source: Box::new(e),
     };
     for layer in config.blobs() {
-        let digest = parse_digest(&layer.digest).map_err(|message| CacheError::Format {
+        let digest = parse_digest(&layer.digest).map_err(|e| CacheError::Format {
             cache: cache.clone(),
-            message,
+            message: e.to_string(),
         })?;
         let path = blob_path(dir, &digest);
         if path.is_file() {

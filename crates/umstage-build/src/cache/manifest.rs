@@ -96,7 +96,7 @@ pub fn manifest(
         layers.push(Descriptor::new(
             MediaType::from(l.media_type.as_str()),
             l.size,
-            parse_digest(&l.digest).map_err(format)?,
+            parse_digest(&l.digest).map_err(|e| format(e.to_string()))?,
         ));
     }
     ImageManifestBuilder::default()

@@ -240,9 +240,9 @@ pub fn export(
         config_blob.digest.clone(),
     )];
     for layer in &blobs {
-        let digest = parse_digest(&layer.digest).map_err(|message| CacheError::Format {
+        let digest = parse_digest(&layer.digest).map_err(|e| CacheError::Format {
             cache: name.to_string(),
-            message,
+            message: e.to_string(),
         })?;
         if !store.contains(&digest) {
             return Err(CacheError::Format {

@@ -14,6 +14,7 @@ use super::manifest::CacheConfig;
 use super::registry::RegistryCache;
 use super::set::CacheSet;
 use super::spec::{CacheExport, CacheImport, CacheMode};
+use crate::error::StepError;
 use crate::event::{Event, EventSink};
 use crate::request::BuildError;
 
@@ -78,7 +79,8 @@ pub(crate) fn export_all(
             text: format!("exporting cache to {text}"),
         });
         let config = CacheConfig::from_resolved(&resolved, mode, min_stages);
-        let failed = |e: super::CacheError| BuildError::Other(format!("--cache-to: {e}"));
+        let failed =
+            |e: super::CacheError| BuildError::Other(Box::new(StepError::during("--cache-to", e)));
         caches
             .fetch_missing(&config.blobs(), store)
             .map_err(failed)?;

@@ -9,6 +9,7 @@
 
 use crate::cache::{CacheKey, KeyBuilder, Record};
 use crate::copy::{self, CopyOptions, SourceTree};
+use crate::error::StepError;
 use crate::ops::step::{StageOutput, Step};
 use crate::request::BuildError;
 use crate::state::State;
@@ -29,7 +30,7 @@ impl Step<'_, '_> {
         out: &StageOutput,
         paths: &[String],
         options: &CopyOptions,
-    ) -> Result<CacheKey, String> {
+    ) -> Result<CacheKey, StepError> {
         let mut k = KeyBuilder::new("stage-content");
         let (view, guard) = self.view(&out.state)?;
         let result = (|| {
@@ -52,7 +53,7 @@ impl Step<'_, '_> {
     /// moves it to the key `content` computes.
     pub(crate) fn probe_stage_key(
         &mut self,
-        content: impl FnOnce(&Self) -> Result<CacheKey, String>,
+        content: impl FnOnce(&Self) -> Result<CacheKey, StepError>,
     ) -> Result<Probe, BuildError> {
         if let Some(state) = self.cached() {
             return Ok(Probe::Hit(Box::new(state)));
