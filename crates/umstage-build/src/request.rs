@@ -225,3 +225,56 @@ impl std::fmt::Display for StepFailure {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::error::Error as _;
+    use std::path::PathBuf;
+
+    use super::BuildError;
+    use crate::flags::BuildFlags;
+
+    /// The error `check` gives for `dockerfile`, which must fail.
+    fn refusal(dockerfile: &str) -> BuildError {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+        let flags = BuildFlags {
+            context: dir.path().to_path_buf(),
+            ..BuildFlags::default()
+        };
+        let prepared = flags
+            .into_request(
+                PathBuf::from("/nonexistent"),
+                &mut std::io::empty(),
+                &|_| None,
+            )
+            .unwrap();
+        let events = crate::event::Collect::default();
+        crate::check(&prepared.request, &events).unwrap_err()
+    }
+
+    #[test]
+    fn a_dockerfile_error_reaches_the_caller_with_its_place() {
+        let BuildError::Dockerfile(e) = refusal("FROM a\nCOPY --form=x a b\n") else {
+            panic!("not the frontend's error");
+        };
+        assert_eq!((e.span.start.line, e.span.start.col), (2, 6));
+    }
+
+    #[test]
+    fn an_unusable_input_keeps_its_error_as_source() {
+        let e = refusal("# check=error=maybe\nFROM a\n");
+        assert_eq!(e.exit_code(), 2);
+        assert!(matches!(e, BuildError::Input { .. }), "{e:?}");
+        let source = e.source().unwrap();
+        assert!(
+            source.is::<umstage_dockerfile::CheckConfigError>(),
+            "{source:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile: # check: invalid check option error=\"maybe\": use true or false"
+        );
+    }
+}
