@@ -24,6 +24,7 @@ use crate::digest::{self, Digest};
 use crate::image::{Image, ImageError, Manifest, Platform, media, parse_manifest, select_platform};
 use crate::reference::{Reference, repository_name};
 use crate::store::{ContentStore, StoreError};
+pub use clients::TransportError;
 use clients::{SharedClients, Transport};
 pub use download::{DownloadError, Downloaded, Validators};
 use error::Origin;
@@ -170,9 +171,9 @@ impl RegistryClient {
         let transport = self
             .clients
             .get(plain_http, &self.limits)
-            .map_err(|detail| RegistryError::Tls {
+            .map_err(|source| RegistryError::Tls {
                 registry: registry.clone(),
-                detail,
+                source,
             })?;
         let mut credential = self.options.auth.lookup(&registry, reference.repository());
         let mut helper_failure = None;

@@ -133,12 +133,13 @@ pub enum RegistryError {
         detail: String,
     },
     /// No TLS client could be made for an HTTPS registry (no CA certificates on the machine).
-    #[error("{registry}: cannot set up TLS: {detail}")]
+    #[error("{registry}: cannot set up TLS: {source}")]
     Tls {
         /// The registry host.
         registry: String,
         /// Why.
-        detail: String,
+        #[source]
+        source: super::clients::TransportError,
     },
     /// The pulled image is not usable.
     #[error("{reference}: {source}")]
