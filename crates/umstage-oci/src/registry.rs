@@ -56,8 +56,12 @@ pub struct RegistryOptions {
 pub struct HelperRunner(pub Arc<AskHelper>);
 
 /// The function behind a [`HelperRunner`]: (helper name, server) to its answer.
-pub type AskHelper =
-    dyn Fn(&str, &str) -> std::result::Result<Option<Credential>, String> + Send + Sync;
+pub type AskHelper = dyn Fn(
+        &str,
+        &str,
+    ) -> std::result::Result<Option<Credential>, Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + Sync;
 
 impl std::fmt::Debug for HelperRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
