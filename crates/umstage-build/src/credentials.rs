@@ -17,7 +17,7 @@ struct Answer {
 
 /// Why a credential helper gave no credential.
 #[derive(Debug, thiserror::Error)]
-pub enum HelperError {
+pub enum CredentialHelperError {
     /// The name would reach outside `docker-credential-*` on `PATH`.
     #[error("{0:?} is not a credential helper name")]
     BadName(String),
@@ -74,7 +74,7 @@ pub enum HelperError {
 }
 
 /// Asks `docker-credential-NAME` (found on `PATH`) for `server`'s credential; `Ok(None)` when
-/// it holds none. Errors (a [`HelperError`]) name the program and never carry the secret.
+/// it holds none. Errors (a [`CredentialHelperError`]) name the program and never carry the secret.
 pub fn ask_helper(
     name: &str,
     server: &str,
@@ -83,9 +83,9 @@ pub fn ask_helper(
 }
 
 /// [`ask_helper`], with its own error.
-fn ask(name: &str, server: &str) -> Result<Option<Credential>, HelperError> {
+fn ask(name: &str, server: &str) -> Result<Option<Credential>, CredentialHelperError> {
     if name.is_empty() || name.contains(['/', '\0']) {
-        return Err(HelperError::BadName(name.to_owned()));
+        return Err(CredentialHelperError::BadName(name.to_owned()));
     }
     let program = format!("docker-credential-{name}");
     let mut child = Command::new(&program)
@@ -95,8 +95,8 @@ fn ask(name: &str, server: &str) -> Result<Option<Credential>, HelperError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => HelperError::NotInstalled(program.clone()),
-            _ => HelperError::Spawn {
+            std::io::ErrorKind::NotFound => CredentialHelperError::NotInstalled(program.clone()),
+            _ => CredentialHelperError::Spawn {
                 program: program.clone(),
                 source,
             },
@@ -107,7 +107,7 @@ fn ask(name: &str, server: &str) -> Result<Option<Credential>, HelperError> {
     }
     let output = child
         .wait_with_output()
-        .map_err(|source| HelperError::Wait {
+        .map_err(|source| CredentialHelperError::Wait {
             program: program.clone(),
             source,
         })?;
@@ -117,19 +117,20 @@ fn ask(name: &str, server: &str) -> Result<Option<Credential>, HelperError> {
         if said.contains("credentials not found") {
             return Ok(None);
         }
-        return Err(HelperError::Failed {
+        return Err(CredentialHelperError::Failed {
             program,
             status: output.status,
             said: said.trim().to_owned(),
         });
     }
-    let answer: Answer =
-        serde_json::from_slice(&output.stdout).map_err(|source| HelperError::NotJson {
+    let answer: Answer = serde_json::from_slice(&output.stdout).map_err(|source| {
+        CredentialHelperError::NotJson {
             program: program.clone(),
             source,
-        })?;
+        }
+    })?;
     if answer.username == "<token>" {
-        return Err(HelperError::IdentityToken {
+        return Err(CredentialHelperError::IdentityToken {
             program,
             server: server.to_owned(),
         });
