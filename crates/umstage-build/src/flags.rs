@@ -14,6 +14,7 @@ use umstage_snapshot::DriverChoice;
 use umstage_snapshot::sandbox::{Network, Ulimit};
 
 use crate::annotation::Annotation;
+use crate::cache::spec::{CacheExport, CacheImport};
 use crate::context::StdinContext;
 use crate::options::{
     ArchiveFormat, BuildContext, Destination, DockerfileSource, OptionError, Output, Secret,
@@ -45,6 +46,10 @@ pub struct BuildFlags {
     pub no_cache: bool,
     /// `--no-cache-filter`.
     pub no_cache_filter: Vec<String>,
+    /// `--cache-from`.
+    pub cache_from: Vec<CacheImport>,
+    /// `--cache-to`.
+    pub cache_to: Vec<CacheExport>,
     /// `--network`.
     pub network: Network,
     /// `--secret`, not yet checked.
@@ -210,6 +215,15 @@ impl BuildFlags {
             return Err(FlagError::DockerfileNotFound(p.clone()));
         }
         let build_args = build_args(&self.build_args, env)?;
+        let mut cache_to = self.cache_to;
+        // As with docker, this build arg asks for the inline cache.
+        if build_args
+            .iter()
+            .any(|(k, v)| k == "BUILDKIT_INLINE_CACHE" && matches!(v.as_str(), "1" | "true"))
+            && !cache_to.contains(&CacheExport::Inline)
+        {
+            cache_to.push(CacheExport::Inline);
+        }
         for secret in &self.secrets {
             secret.check()?;
         }
@@ -259,6 +273,8 @@ impl BuildFlags {
             platform,
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter,
+            cache_from: self.cache_from,
+            cache_to,
             network: self.network,
             secrets: self.secrets,
             ssh,

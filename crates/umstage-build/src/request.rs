@@ -10,6 +10,7 @@ use umstage_snapshot::sandbox::Network;
 use umstage_snapshot::sandbox::Ulimit;
 
 use crate::annotation::Annotation;
+use crate::cache::spec::{CacheExport, CacheImport};
 use crate::error::{Source, StepError};
 use crate::options::{BuildContext, DockerfileSource, Output, Secret, SshAgent};
 use crate::step_options::AddHost;
@@ -37,6 +38,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// Ignore the cache for these stages (names compared case-insensitively).
     pub no_cache_filter: Vec<String>,
+    /// Caches to read step results from (`--cache-from`), after the state root's.
+    pub cache_from: Vec<CacheImport>,
+    /// Caches to write the build's step results to (`--cache-to`).
+    pub cache_to: Vec<CacheExport>,
     /// Network for RUN steps.
     pub network: Network,
     /// Secrets for `RUN --mount=type=secret`.

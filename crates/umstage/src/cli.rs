@@ -120,6 +120,14 @@ pub struct BuildArgs {
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
 
+    /// Read step results from a cache (repeatable): type=local,src=DIR[,digest=D], type=registry,ref=REF, or REF
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = umstage_build::cache::spec::parse_import)]
+    pub cache_from: Vec<umstage_build::cache::spec::CacheImport>,
+
+    /// Write the build's step results to a cache (repeatable): type=local,dest=DIR[,mode=min|max], type=registry,ref=REF[,mode=min|max] or type=inline
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = umstage_build::cache::spec::parse_export)]
+    pub cache_to: Vec<umstage_build::cache::spec::CacheExport>,
+
     /// Progress display
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub progress: ProgressMode,

@@ -136,6 +136,10 @@ impl EventSink for Plain {
                 let n = st.number(&step);
                 writeln!(out, "#{n} CACHED")
             }
+            Event::StepMiss { step, reason } => {
+                let n = st.number(&step);
+                writeln!(out, "#{n} cache miss: {reason}")
+            }
             Event::StepOutput { step, line, .. } => {
                 let n = st.number(&step);
                 let t = st
@@ -410,6 +414,8 @@ impl EventSink for Live {
                     ));
                 }
             }
+            // The live view has no room for it; plain and rawjson show it.
+            Event::StepMiss { .. } => {}
             Event::StepOutput { step, line, .. } => {
                 if let Some(r) = st.running.iter_mut().find(|r| r.step == step) {
                     if r.tail.len() == TAIL_LINES {

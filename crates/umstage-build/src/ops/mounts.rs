@@ -254,7 +254,7 @@ impl Step<'_, '_> {
         };
         let plan = copy::plan(&tree, &[wanted], "/", &CopyOptions::default(), &|_| false)
             .map_err(|e| fail(self.copy_error(e, &source_dir)))?;
-        self.key_plan(k, &plan, context).map_err(fail)
+        self.key_plan(k, &plan, context, false).map_err(fail)
     }
 }
 

@@ -13,7 +13,9 @@ use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
 use umstage_snapshot::Cancel;
 
-use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
+use crate::cache::explain::{self, InputLog, Inputs};
+use crate::cache::set::CacheSet;
+use crate::cache::{CacheKey, KeyBuilder};
 use crate::config::StageConfig;
 use crate::digests::ContextDigests;
 use crate::error::{Source, StepError};
@@ -60,7 +62,10 @@ pub(crate) struct Build<'a> {
     pub(crate) lease: Arc<Lease>,
     pub(crate) store: ContentStore,
     pub(crate) snapshotter: LazySnapshotter,
-    pub(crate) cache: CacheIndex,
+    /// The caches steps are looked up in and recorded to.
+    pub(crate) caches: CacheSet,
+    /// The inputs of earlier builds' steps, to say why a step missed.
+    pub(crate) inputs_log: InputLog,
     pub(crate) digests: ContextDigests,
     pub(crate) ignore: Option<Dockerignore>,
     /// The context as `.dockerignore` leaves it, made once for every step that binds it.
@@ -120,6 +125,7 @@ impl Build<'_> {
             unpacker: &self.unpacker,
             created: &self.created,
             ignore_chown_errors: self.ignore_chown_errors,
+            caches: &self.caches,
         }
     }
 }
@@ -135,6 +141,11 @@ pub(crate) struct Step<'s, 'b> {
     pub(crate) no_cache: bool,
     pub(crate) lookup: &'s dyn Fn(usize) -> Option<StageOutput>,
     pub(crate) scope: &'s StageScope<'s>,
+    /// What the step reads, named, to say why it missed (`cache::explain`).
+    pub(crate) inputs: std::cell::RefCell<Inputs>,
+    /// The latest change upstream in this stage ("line 3: build arg V changed …"), to say what
+    /// a changed parent means.
+    pub(crate) upstream: Option<String>,
 }
 
 impl Step<'_, '_> {
@@ -144,6 +155,69 @@ impl Step<'_, '_> {
             file: self.instruction.source.name.clone(),
             line: self.instruction.span.start.line,
             source: reason.into(),
+        }
+    }
+
+    /// Notes an input of the step, for the explanation of a miss.
+    pub(crate) fn input(&self, name: impl Into<String>, value: impl Into<String>) {
+        self.inputs.borrow_mut().add(name, value);
+    }
+
+    /// Starts the step's inputs with what every step reads: its parent and its instruction.
+    pub(crate) fn input_parent(&self) {
+        self.input(explain::name::PARENT, self.key.to_hex());
+        self.input(
+            explain::name::INSTRUCTION,
+            self.instruction.original.clone(),
+        );
+    }
+
+    /// Where the step's inputs are recorded: its context, Dockerfile, stage and position.
+    pub(crate) fn locator(&self) -> String {
+        InputLog::locator(
+            &self.build.request.context.to_string_lossy(),
+            &self.instruction.source.name,
+            &self.id.stage,
+            self.id.step_index,
+        )
+    }
+
+    /// How the step's inputs differ from its last build here, if they do.
+    pub(crate) fn input_change(&self) -> Option<String> {
+        let before = self.build.inputs_log.load(&self.locator())?;
+        self.inputs.borrow().first_difference(&before)
+    }
+
+    /// Says why the step missed: the first input that differs from its last build here.
+    pub(crate) fn explain_miss(&self) {
+        let reason = match self.build.inputs_log.load(&self.locator()) {
+            None => "no earlier build of this step in this state root".to_string(),
+            Some(before) => match self.inputs.borrow().first_difference(&before) {
+                Some(r) if r == explain::PARENT_CHANGED => match &self.upstream {
+                    Some(cause) => format!("{r} ({cause})"),
+                    None => r,
+                },
+                Some(r) => r,
+                None => {
+                    if self.no_cache {
+                        "the cache is not used for this step (--no-cache)".into()
+                    } else {
+                        "its inputs are unchanged, but no cache holds its result (pruned?)".into()
+                    }
+                }
+            },
+        };
+        self.build.events.emit(Event::StepMiss {
+            step: self.id.clone(),
+            reason,
+        });
+    }
+
+    /// Records the step's inputs for the next build's explanations.
+    pub(crate) fn save_inputs(&self) {
+        let inputs = self.inputs.borrow();
+        if *inputs != Inputs::default() {
+            self.build.inputs_log.save(&self.locator(), &inputs);
         }
     }
 
