@@ -148,8 +148,9 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 .map_err(other)?;
             }
             Output::Local { dest } => with_rootfs(ctx, &state.layers, |rootfs| {
-                fs::create_dir_all(dest)
-                    .map_err(|e| other(format!("creating {}: {e}", dest.display())))?;
+                fs::create_dir_all(dest).map_err(|e| {
+                    other(StepError::during(format!("creating {}", dest.display()), e))
+                })?;
                 let tree = SourceTree::open(rootfs, None, false).map_err(other)?;
                 let target = Root::open(dest).map_err(other)?;
                 let plan = copy::plan(
@@ -238,12 +239,12 @@ fn push(
     image: &umstage_oci::Image,
     layers: &[crate::state::Layer],
     reference: &umstage_oci::reference::Reference,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let mount_from = ctx.caches.mount_source(reference);
     let attempt = || {
         umstage_oci::registry::block_on(client.push(ctx.store, image, reference, mount_from))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(StepError::below)?
+            .map_err(StepError::below)
     };
     let all_here = layers
         .iter()
@@ -255,7 +256,7 @@ fn push(
         tracing::debug!("pushing without the cache's layers failed ({e}); fetching them");
         ctx.caches
             .fetch_missing(layers, ctx.store)
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::below)?;
         attempt()?;
     }
     Ok(())
@@ -308,8 +309,12 @@ fn write_to(
                 ))
             })?;
             let result = write(Box::new(file)).and_then(|()| {
-                fs::rename(&tmp, path)
-                    .map_err(|e| other(format!("cannot write {}: {e}", path.display())))
+                fs::rename(&tmp, path).map_err(|e| {
+                    other(StepError::during(
+                        format!("cannot write {}", path.display()),
+                        e,
+                    ))
+                })
             });
             if result.is_err() {
                 let _ = fs::remove_file(&tmp);

@@ -39,9 +39,9 @@ impl Step<'_, '_> {
                 k.str("empty");
                 return Ok(());
             };
-            let tree = SourceTree::open(guard.path(), None, false).map_err(|e| e.to_string())?;
+            let tree = SourceTree::open(guard.path(), None, false).map_err(StepError::below)?;
             let plan =
-                copy::plan(&tree, paths, "/", options, &|_| false).map_err(|e| e.to_string())?;
+                copy::plan(&tree, paths, "/", options, &|_| false).map_err(StepError::below)?;
             self.key_plan(&mut k, &plan, false, true)
         })();
         drop(guard);
@@ -59,10 +59,7 @@ impl Step<'_, '_> {
             return Ok(Probe::Hit(Box::new(state)));
         }
         let cheap = *self.key;
-        *self.key = content(self).map_err(|e| {
-            self.build
-                .fail(self.id, self.instruction, e, None, Vec::new())
-        })?;
+        *self.key = content(self).map_err(|e| self.failed(e))?;
         Ok(Probe::Miss(cheap))
     }
 

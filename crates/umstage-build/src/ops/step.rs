@@ -96,11 +96,12 @@ impl Build<'_> {
         &self,
         id: &StepId,
         instruction: &Instruction,
-        reason: impl std::fmt::Display,
+        cause: impl Into<StepError>,
         exit_code: Option<i32>,
         output_tail: Vec<String>,
     ) -> BuildError {
-        let reason = reason.to_string();
+        let cause = cause.into();
+        let reason = cause.to_string();
         self.events.emit(Event::StepFailed {
             step: id.clone(),
             message: reason.clone(),
@@ -113,6 +114,7 @@ impl Build<'_> {
             exit_code,
             reason,
             output_tail,
+            cause: Some(Arc::new(cause)),
         }))
     }
 
@@ -156,6 +158,12 @@ impl Step<'_, '_> {
             line: self.instruction.span.start.line,
             source: reason.into(),
         }
+    }
+
+    /// The step failed with `cause`, before any process of it ran.
+    pub(crate) fn failed(&self, cause: impl Into<StepError>) -> BuildError {
+        self.build
+            .fail(self.id, self.instruction, cause, None, Vec::new())
     }
 
     /// Notes an input of the step, for the explanation of a miss.
