@@ -238,12 +238,12 @@ fn push(
     image: &umstage_oci::Image,
     layers: &[crate::state::Layer],
     reference: &umstage_oci::reference::Reference,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let mount_from = ctx.caches.mount_source(reference);
     let attempt = || {
         umstage_oci::registry::block_on(client.push(ctx.store, image, reference, mount_from))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(StepError::below)?
+            .map_err(StepError::below)
     };
     let all_here = layers
         .iter()
@@ -255,7 +255,7 @@ fn push(
         tracing::debug!("pushing without the cache's layers failed ({e}); fetching them");
         ctx.caches
             .fetch_missing(layers, ctx.store)
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::below)?;
         attempt()?;
     }
     Ok(())
