@@ -520,3 +520,68 @@ fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
     assert_eq!(image.read_to_string("made")?, "made\n");
     Ok(())
 }
+
+/// The CI Makefile of the multi-stage guides: the build stage pushed with its inline cache,
+/// then the app built with `--cache-from` that image, each in its own empty state root.
+const MAKEFILE: &str = "\
+COMMON = --progress plain --build-context busybox=oci-layout://$(BUSYBOX)
+
+build-stage:
+\t$(UMSTAGE) build --root $(ROOT)/seed $(COMMON) --target build --build-arg BUILDKIT_INLINE_CACHE=1 -t $(REPO)/app:build --push .
+
+app: build-stage
+\t$(UMSTAGE) build --root $(ROOT)/app $(COMMON) --cache-from $(REPO)/app:build -t $(REPO)/app:1 --push -o $(OUT) .
+";
+
+#[test]
+fn the_seed_flow_of_the_guides_runs_from_a_makefile() -> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let ctx = env.context(
+        "seeded",
+        &[
+            ("Dockerfile", APP),
+            ("src.txt", "one\n"),
+            ("Makefile", MAKEFILE),
+        ],
+    )?;
+    env.dir.mkdir("roots")?;
+    let out = env
+        .dir
+        .user()
+        .command("make")
+        .arg("-C")
+        .arg(&ctx)
+        .arg("app")
+        .arg(format!("UMSTAGE={}", env.bin.display()))
+        .arg(format!("BUSYBOX={}", env.busybox.display()))
+        .arg(format!("ROOT={}", env.path("roots").display()))
+        .arg(format!("REPO={}", registry.host()))
+        .arg(format!("OUT={}", env.path("app.tar").display()))
+        .env("XDG_DATA_HOME", env.path("xdg"))
+        .output()?;
+    assert_ok(&out);
+    // The second build ran only the app stage's steps: the build stage came from the image.
+    let err = stderr(&out);
+    let second = &err[err.rfind("building stage").ok_or("no second build")?..];
+    let second_out = std::process::Output {
+        status: out.status,
+        stdout: Vec::new(),
+        stderr: second.as_bytes().to_vec(),
+    };
+    assert_eq!(
+        ran(&second_out),
+        [
+            "COPY --from=build /built /app/built",
+            "RUN wc -c /app/built > /size"
+        ],
+        "{}",
+        text(&out)
+    );
+    let mut tags = registry.tags("app")?;
+    tags.sort();
+    assert_eq!(tags, ["1", "build"]);
+    let image = common::unpack(&env, "app.tar")?;
+    assert_eq!(image.read_to_string("app/built")?, "dep\none\n");
+    Ok(())
+}
