@@ -260,8 +260,6 @@ fn run_and_export(
         }
         stage = parent;
     }
-    // A base image's inline cache is not the new image's.
-    final_state.config.extra.remove(INLINE_KEY);
     if request.cache_to.contains(&CacheExport::Inline) {
         let records = crate::cache::travel::inline_records(&build.caches, &min_stages);
         final_state.config.extra.insert(

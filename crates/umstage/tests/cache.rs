@@ -377,6 +377,23 @@ fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> 
     );
     let built = common::unpack(&env, "app.tar")?;
     assert_eq!(built.read_to_string("app/built")?, "dep\none\n");
+    // The seed image carries its inline cache; an image built FROM it does not inherit it.
+    let seed_config = common::config(&env, "seed.tar")?;
+    assert!(
+        seed_config["umstage.cache.v1"]["records"].is_array(),
+        "{seed_config}"
+    );
+    let child = env.context(
+        "child",
+        &[("Dockerfile", &format!("FROM {seed}\nRUN true\n"))],
+    )?;
+    let child_build = env.build_in(&env.path("root-d"), &child, "child.tar", &[], &[]);
+    assert_ok(&child_build);
+    assert!(
+        common::config(&env, "child.tar")?
+            .get("umstage.cache.v1")
+            .is_none()
+    );
 
     // A cache that cannot be reached is a warning, and the build goes on.
     env.dir.mkdir("root-e")?;
