@@ -497,6 +497,38 @@ mod tests {
     }
 
     #[test]
+    fn load_uses_the_archive_written_or_adds_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let prepare = |outputs: Vec<Output>| {
+            BuildFlags {
+                outputs,
+                load: true,
+                ..flags(dir.path())
+            }
+            .into_request(PathBuf::from("/state"), &mut std::io::empty(), &no_env)
+            .unwrap()
+        };
+        let p = prepare(vec!["out.tar".parse().unwrap()]);
+        assert_eq!(p.load.as_deref(), Some(Path::new("out.tar")));
+        assert!(p.load_dir.is_none());
+        assert_eq!(p.request.outputs.len(), 1);
+        // An OCI-only archive or another kind of output: a temporary archive to load.
+        let p = prepare(vec!["type=oci,dest=oci.tar".parse().unwrap()]);
+        let (Some(archive), Some(tmp)) = (&p.load, &p.load_dir) else {
+            panic!("no archive to load: {p:?}");
+        };
+        assert!(archive.starts_with(tmp.path()));
+        assert_eq!(p.request.outputs.len(), 2);
+        // Without --load nothing is added.
+        let p = BuildFlags {
+            ..flags(dir.path())
+        }
+        .into_request(PathBuf::from("/state"), &mut std::io::empty(), &no_env)
+        .unwrap();
+        assert!(p.load.is_none() && p.request.outputs.is_empty());
+    }
+
+    #[test]
     fn conflicting_flags_are_refused_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();

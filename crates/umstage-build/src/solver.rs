@@ -577,8 +577,8 @@ impl Step<'_, '_> {
                 self.metadata(expanded)
             }
             Command::Expose(ports) => {
-                let ports =
-                    umstage_dockerfile::exposed_ports(ports).map_err(|e| self.refused(e))?;
+                let ports = umstage_dockerfile::exposed_ports(ports)
+                    .map_err(|e| self.refused(StepError::below(e)))?;
                 self.cfg.expose(ports);
                 self.metadata(expanded)
             }

@@ -352,6 +352,16 @@ mod tests {
             "--push",
             "-j",
             "2",
+            "--pull",
+            "--add-host",
+            "db:10.0.0.1",
+            "--shm-size",
+            "1g",
+            "--ulimit",
+            "nofile=10:20",
+            "--annotation",
+            "index:k=v",
+            "--load",
             ".",
         ]);
         let Ok(Cli {
@@ -367,6 +377,10 @@ mod tests {
         assert_eq!(b.no_cache_filter, ["a", "b"]);
         assert_eq!(b.network, Network::None);
         assert_eq!(b.jobs, Some(2));
+        assert!(b.pull && b.load);
+        assert_eq!(b.add_hosts.len(), 1);
+        assert_eq!(b.shm_size, Some(1 << 30));
+        assert_eq!((b.ulimits.len(), b.annotations.len()), (1, 1));
     }
 
     #[test]

@@ -486,8 +486,7 @@ impl Step<'_, '_> {
                         dest,
                         &options,
                         new_dirs_owner,
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                 }
             }
             if !inline.is_empty() {

@@ -9,6 +9,7 @@
 //! (cancel, SIGKILL of umstage) pid 1 dies with it.
 
 mod caps;
+mod failure;
 pub(crate) mod helper;
 mod mounts;
 mod rlimit;

@@ -20,7 +20,7 @@ mod native;
 mod overlay;
 
 pub use driver::LayerTarget;
-pub use error::SnapshotError;
+pub use error::{OverlayProbeError, SnapshotError};
 pub use kind::{DriverKind, SnapshotKind};
 pub use mount::MountSpec;
 pub(crate) use mount::{bind_mount, remount_read_only};
