@@ -162,7 +162,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     };
 
     let needed = build.graph.required(target);
-    let unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    let mut unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    // The builder itself consumes this one (it asks for the inline cache).
+    unused.retain(|name| name != "BUILDKIT_INLINE_CACHE");
     if !unused.is_empty() {
         events.emit(Event::Warning {
             message: format!(

@@ -357,6 +357,11 @@ fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> 
         &[],
     );
     assert_ok(&pushed);
+    assert!(
+        !stderr(&pushed).contains("not consumed"),
+        "{}",
+        text(&pushed)
+    );
     env.dir.mkdir("root-d")?;
     let app_build = env.build_in(
         &env.path("root-d"),
