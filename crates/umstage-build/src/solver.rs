@@ -194,7 +194,27 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .sum(),
         target: stage_label(&dockerfile, target),
     });
-    let outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+    let mut outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+    // A layer of an imported cache that turned out unusable when it was fetched (it does not
+    // match its digest, or is gone) is never used: the build runs again without it, and the
+    // steps that made it run (what ran before is in the local cache by now).
+    for _ in 0..MAX_REBUILDS {
+        let rejected = build.caches.rejected_count();
+        if outcome.is_ok() || rejected == 0 {
+            break;
+        }
+        if let Err(e) = &outcome {
+            events.emit(Event::Warning {
+                message: format!(
+                    "{e}: a layer of an imported cache is unusable; building again without it"
+                ),
+            });
+        }
+        outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+        if build.caches.rejected_count() == rejected {
+            break;
+        }
+    }
     if let Some(cause) = umstage_snapshot::userns::current().and_then(|ns| ns.single_id()) {
         events.emit(Event::Warning {
             message: crate::single_id::summary(cause, &build.unpacker.skipped()),
@@ -207,6 +227,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     });
     Ok(result)
 }
+
+/// How many times a build starts again after finding layers of an imported cache unusable.
+const MAX_REBUILDS: usize = 3;
 
 /// Builds the needed stages (`deps`: each one's dependencies as indexes into `needed`; `task_of`
 /// the reverse) and writes the outputs, then the caches `--cache-to` names.

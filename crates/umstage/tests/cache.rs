@@ -607,3 +607,58 @@ fn the_seed_flow_of_the_guides_runs_from_a_makefile() -> TestResult {
     assert_eq!(image.read_to_string("app/built")?, "dep\none\n");
     Ok(())
 }
+
+#[test]
+fn a_registry_cache_layer_that_does_not_match_its_digest_is_rejected_and_its_step_rebuilt()
+-> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let ctx = app(&env)?;
+    let cache = format!(
+        "type=registry,ref={}",
+        registry.reference("corrupt-cache:1")
+    );
+    let first = env.build(
+        &ctx,
+        "first.tar",
+        &["--cache-to", &format!("{cache},mode=max")],
+    );
+    assert_ok(&first);
+    // The layer of the last RUN, altered in the registry's storage (same length).
+    let digest = last_layer(&env, "first.tar")?;
+    let hex = digest.strip_prefix("sha256:").ok_or("not sha256")?;
+    let data = registry
+        .storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data)?;
+    for b in bytes.iter_mut().take(64) {
+        *b = !*b;
+    }
+    std::fs::write(&data, &bytes)?;
+
+    env.dir.mkdir("root-b")?;
+    let second = env.build_in(
+        &env.path("root-b"),
+        &ctx,
+        "second.tar",
+        &["--cache-from", &cache],
+        &[],
+    );
+    assert_ok(&second);
+    assert!(
+        stderr(&second).contains("is unusable; building again without it"),
+        "{}",
+        text(&second)
+    );
+    assert!(
+        ran(&second).contains(&"RUN wc -c /app/built > /size".to_string()),
+        "{}",
+        text(&second)
+    );
+    let image = common::unpack(&env, "second.tar")?;
+    assert_eq!(image.read_to_string("app/built")?, "dep\none\n");
+    Ok(())
+}
