@@ -494,8 +494,7 @@ impl Build<'_> {
                 upstream: upstream.clone(),
             };
             let cached = step.run(&expanded)?;
-            let mut change = step.input_change();
-            step.save_inputs();
+            let mut change = step.record_inputs();
             scope.apply(instruction, &expanded)?;
             if let Command::Arg(decls) = &expanded {
                 // BuildKit records each ARG with the value it resolved to.
@@ -559,12 +558,11 @@ impl Build<'_> {
             &id.stage,
             id.step_index,
         );
-        let change = self
-            .inputs_log
-            .load(&locator)
-            .and_then(|before| inputs.first_difference(&before));
-        self.inputs_log.save(&locator, &inputs);
-        change
+        let before = self.inputs_log.load(&locator);
+        if before.as_ref() != Some(&inputs) {
+            self.inputs_log.save(&locator, &inputs);
+        }
+        inputs.first_difference(&before?)
     }
 }
 
