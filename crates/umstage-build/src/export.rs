@@ -229,6 +229,20 @@ fn stamp_history(config: &mut umstage_oci::ImageConfig, build_time: &str) -> Str
     last.unwrap_or_else(|| build_time.to_string())
 }
 
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    /// The registry client's runtime could not run the push.
+    #[error(transparent)]
+    Runtime(#[from] std::io::Error),
+    /// The registry refused or could not be reached.
+    #[error(transparent)]
+    Registry(#[from] umstage_oci::registry::RegistryError),
+    /// Layers an imported cache holds could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] crate::cache::CacheError),
+}
+
 /// Pushes `image` to `reference`. Layers an imported cache left in the registry are not
 /// downloaded first: blobs the target has are skipped, and those in a cache of the same
 /// registry are mounted from it. Only when that is not enough are the missing layers fetched
@@ -239,12 +253,12 @@ fn push(
     image: &umstage_oci::Image,
     layers: &[crate::state::Layer],
     reference: &umstage_oci::reference::Reference,
-) -> Result<(), StepError> {
+) -> Result<(), PushError> {
     let mount_from = ctx.caches.mount_source(reference);
-    let attempt = || {
-        umstage_oci::registry::block_on(client.push(ctx.store, image, reference, mount_from))
-            .map_err(StepError::below)?
-            .map_err(StepError::below)
+    let attempt = || -> Result<_, PushError> {
+        Ok(umstage_oci::registry::block_on(
+            client.push(ctx.store, image, reference, mount_from),
+        )??)
     };
     let all_here = layers
         .iter()
@@ -254,9 +268,7 @@ fn push(
     }
     if let Err(e) = attempt() {
         tracing::debug!("pushing without the cache's layers failed ({e}); fetching them");
-        ctx.caches
-            .fetch_missing(layers, ctx.store)
-            .map_err(StepError::below)?;
+        ctx.caches.fetch_missing(layers, ctx.store)?;
         attempt()?;
     }
     Ok(())

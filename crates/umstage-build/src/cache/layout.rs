@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+use umstage_oci::digest::{Hasher, HashingReader};
 use umstage_oci::{ContentStore, Digest};
 
 use super::manifest::{self, CacheConfig};
@@ -44,6 +45,25 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
         .join(digest.digest())
 }
 
+/// Reads the file at `path` whole, refusing one past `limit` bytes (checked while reading:
+/// the file may grow after a size check).
+fn read_bounded(cache: &str, path: &Path, limit: u64) -> Result<Vec<u8>, CacheError> {
+    let file = fs::File::open(path).map_err(io_err(cache, path))?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(
+        &mut io::Read::take(file, limit.saturating_add(1)),
+        &mut bytes,
+    )
+    .map_err(io_err(cache, path))?;
+    if bytes.len() as u64 > limit {
+        return Err(CacheError::Format {
+            cache: cache.into(),
+            message: format!("{} has more than the {limit} bytes allowed", path.display()),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Reads the blob `digest` of the cache in `dir` whole, refusing one past `limit` bytes or
 /// one that does not match its digest.
 fn read_verified(
@@ -52,15 +72,7 @@ fn read_verified(
     digest: &Digest,
     limit: u64,
 ) -> Result<Vec<u8>, CacheError> {
-    let path = blob_path(dir, digest);
-    let size = fs::metadata(&path).map_err(io_err(cache, &path))?.len();
-    if size > limit {
-        return Err(CacheError::Format {
-            cache: cache.into(),
-            message: format!("blob {digest} has {size} bytes, past the {limit} allowed"),
-        });
-    }
-    let bytes = fs::read(&path).map_err(io_err(cache, &path))?;
+    let bytes = read_bounded(cache, &blob_path(dir, digest), limit)?;
     let actual = umstage_oci::digest::sha256(&bytes);
     if &actual != digest {
         return Err(CacheError::Format {
@@ -69,6 +81,15 @@ fn read_verified(
         });
     }
     Ok(bytes)
+}
+
+/// Whether the file at `path` has the digest `digest`, read in pieces.
+fn hashes_to(path: &Path, digest: &Digest) -> bool {
+    let (Ok(file), Ok(hasher)) = (fs::File::open(path), Hasher::for_digest(digest)) else {
+        return false;
+    };
+    let mut reader = HashingReader::new(file, hasher);
+    io::copy(&mut reader, &mut io::sink()).is_ok() && &reader.finish().0 == digest
 }
 
 impl LayoutCache {
@@ -81,7 +102,7 @@ impl LayoutCache {
             message,
         };
         let index_path = dir.join("index.json");
-        let bytes = fs::read(&index_path).map_err(io_err(&cache, &index_path))?;
+        let bytes = read_bounded(&cache, &index_path, MAX_JSON)?;
         let index: ImageIndex = serde_json::from_slice(&bytes)
             .map_err(|e| format(format!("index.json is not an OCI index: {e}")))?;
         let manifests = index.manifests();
@@ -122,8 +143,8 @@ impl LayoutCache {
             return true;
         }
         // Hashed before it is relied on: a blob that does not match is never used, and the
-        // step that needs it runs instead.
-        let intact = read_verified(&self.describe(), &self.dir, &digest, u64::MAX).is_ok();
+        // step that needs it runs instead. Streamed: a layer can be larger than memory.
+        let intact = hashes_to(&blob_path(&self.dir, &digest), &digest);
         if intact && let Ok(mut v) = self.verified.lock() {
             v.insert(layer.digest.clone());
         }

@@ -190,12 +190,6 @@ impl Step<'_, '_> {
         )
     }
 
-    /// How the step's inputs differ from its last build here, if they do.
-    pub(crate) fn input_change(&self) -> Option<String> {
-        let before = self.build.inputs_log.load(&self.locator())?;
-        self.inputs.borrow().first_difference(&before)
-    }
-
     /// Says why the step missed: the first input that differs from its last build here.
     pub(crate) fn explain_miss(&self) {
         let reason = match self.build.inputs_log.load(&self.locator()) {
@@ -221,12 +215,20 @@ impl Step<'_, '_> {
         });
     }
 
-    /// Records the step's inputs for the next build's explanations.
-    pub(crate) fn save_inputs(&self) {
+    /// Records the step's inputs for the next build's explanations (written only when they
+    /// changed, so a warm build writes nothing), and returns how they differ from the last
+    /// build of the step here, if they do.
+    pub(crate) fn record_inputs(&self) -> Option<String> {
         let inputs = self.inputs.borrow();
-        if *inputs != Inputs::default() {
-            self.build.inputs_log.save(&self.locator(), &inputs);
+        if *inputs == Inputs::default() {
+            return None;
         }
+        let locator = self.locator();
+        let before = self.build.inputs_log.load(&locator);
+        if before.as_ref() != Some(&*inputs) {
+            self.build.inputs_log.save(&locator, &inputs);
+        }
+        inputs.first_difference(&before?)
     }
 
     pub(crate) fn roll_key(&mut self, kind: &str, text: &str) {
