@@ -24,11 +24,10 @@ use crate::digest::{self, Digest};
 use crate::image::{Image, ImageError, Manifest, Platform, media, parse_manifest, select_platform};
 use crate::reference::{Reference, repository_name};
 use crate::store::{ContentStore, StoreError};
-pub use clients::TransportError;
 use clients::{SharedClients, Transport};
 pub use download::{DownloadError, Downloaded, Validators};
 use error::Origin;
-pub use error::RegistryError;
+pub use error::{RegistryError, TransportError};
 pub use limits::Limits;
 
 /// Layers downloaded or uploaded at once.

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 
-use super::error::causes;
+use super::error::TransportError;
 use super::limits::Limits;
 
 /// `oci-client` for the token handshake, blobs and pushes; plain `reqwest` for manifests, which
@@ -46,26 +46,6 @@ impl Transport {
             .build()
             .map_err(|e| TransportError(e.into()))?;
         Ok(Self { oci, http })
-    }
-}
-
-/// No client could be made for a transport: as a rule, the machine has no CA certificate.
-#[derive(Debug)]
-pub struct TransportError(Box<dyn std::error::Error + Send + Sync>);
-
-impl std::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (install the CA certificates, e.g. Debian's ca-certificates, or name a bundle with SSL_CERT_FILE)",
-            causes(self.0.as_ref())
-        )
-    }
-}
-
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.0.as_ref())
     }
 }
 

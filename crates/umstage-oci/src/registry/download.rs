@@ -58,7 +58,7 @@ pub enum DownloadError {
         url: String,
         /// Why.
         #[source]
-        source: super::clients::TransportError,
+        source: super::error::TransportError,
     },
     /// The server could not be reached (refused, no route, connect timeout).
     #[error("{url}: unreachable: {detail}")]
