@@ -5,6 +5,7 @@ mod ca_roots;
 mod cli;
 mod docker_flags;
 mod generate;
+mod log_warnings;
 mod progress;
 
 use std::io::{IsTerminal, Read};
@@ -163,14 +164,20 @@ fn debug_parse(file: &Path) -> ExitCode {
 }
 
 fn init_logging(level: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(log_warnings::ToProgress)
         .init();
 }
 
@@ -213,6 +220,7 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
         args.progress
     };
     let renderer = progress::renderer(mode, std::io::stderr().is_terminal());
+    let forwarding = log_warnings::forward_to(renderer.clone());
     let outcome = umstage_build::build(&request, renderer.as_ref());
     let loaded = match (&outcome, &load) {
         (Ok(_), Some(archive)) => Some(
@@ -221,6 +229,7 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
         ),
         _ => None,
     };
+    drop(forwarding);
     renderer.finish();
     match loaded {
         Some(Ok(report)) if !report.is_empty() => eprintln!("{report}"),

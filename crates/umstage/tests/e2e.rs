@@ -820,6 +820,51 @@ fn credentials_come_from_the_credential_helper_the_docker_config_names() -> Test
     Ok(())
 }
 
+#[test]
+fn a_library_warning_reaches_the_user_through_the_progress_stream() -> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let config = env.context("docker-bad", &[("config.json", "{\"auths\": ")])?;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nRUN echo hi > /hi.txt\n")],
+    )?;
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let target = registry.reference("warned/app:1");
+    let out = env.umstage(
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--build-context",
+            &bb,
+            "-t",
+            &target,
+            "--push",
+            ctx.to_str().unwrap_or_default(),
+        ],
+        &[("DOCKER_CONFIG", config.to_str().unwrap_or_default())],
+    );
+    assert_ok(&out);
+    let said = text(&out);
+    let warning = said
+        .lines()
+        .find(|l| l.contains("ignoring malformed registry auth file"))
+        .unwrap_or_default();
+    assert!(warning.contains("config.json"), "{said}");
+    // Rendered as a progress warning, once, not as a raw log line.
+    assert!(warning.trim_start().starts_with("WARNING: "), "{said}");
+    assert_eq!(
+        said.matches("malformed registry auth file").count(),
+        1,
+        "{said}"
+    );
+    assert!(!said.contains(" WARN "), "{said}");
+    assert!(!said.contains('\x1b'), "{said}");
+    assert_eq!(registry.tags("warned/app")?, ["1"]);
+    Ok(())
+}
+
 /// Serves `body` to every request on a loopback port, from a thread, until the test ends.
 fn serve_once_per_request(
     body: &'static [u8],
