@@ -242,7 +242,7 @@ impl Step<'_, '_> {
         build
             .caches
             .fetch_missing(&state.layers, &build.store)
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::below)?;
         let snapshotter = build.snapshotter.get()?;
         let chain = build.unpacker.ensure(
             snapshotter,
