@@ -148,8 +148,9 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 .map_err(other)?;
             }
             Output::Local { dest } => with_rootfs(ctx, &state.layers, |rootfs| {
-                fs::create_dir_all(dest)
-                    .map_err(|e| other(format!("creating {}: {e}", dest.display())))?;
+                fs::create_dir_all(dest).map_err(|e| {
+                    other(StepError::during(format!("creating {}", dest.display()), e))
+                })?;
                 let tree = SourceTree::open(rootfs, None, false).map_err(other)?;
                 let target = Root::open(dest).map_err(other)?;
                 let plan = copy::plan(
@@ -320,8 +321,12 @@ fn write_to(
                 ))
             })?;
             let result = write(Box::new(file)).and_then(|()| {
-                fs::rename(&tmp, path)
-                    .map_err(|e| other(format!("cannot write {}: {e}", path.display())))
+                fs::rename(&tmp, path).map_err(|e| {
+                    other(StepError::during(
+                        format!("cannot write {}", path.display()),
+                        e,
+                    ))
+                })
             });
             if result.is_err() {
                 let _ = fs::remove_file(&tmp);

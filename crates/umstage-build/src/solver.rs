@@ -160,7 +160,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     };
 
     let needed = build.graph.required(target);
-    let unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    let mut unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    // The builder itself consumes this one (it asks for the inline cache).
+    unused.retain(|name| name != "BUILDKIT_INLINE_CACHE");
     if !unused.is_empty() {
         events.emit(Event::Warning {
             message: format!(
@@ -190,7 +192,27 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .sum(),
         target: stage_label(&dockerfile, target),
     });
-    let outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+    let mut outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+    // A layer of an imported cache that turned out unusable when it was fetched (it does not
+    // match its digest, or is gone) is never used: the build runs again without it, and the
+    // steps that made it run (what ran before is in the local cache by now).
+    for _ in 0..MAX_REBUILDS {
+        let rejected = build.caches.rejected_count();
+        if outcome.is_ok() || rejected == 0 {
+            break;
+        }
+        if let Err(e) = &outcome {
+            events.emit(Event::Warning {
+                message: format!(
+                    "{e}: a layer of an imported cache is unusable; building again without it"
+                ),
+            });
+        }
+        outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+        if build.caches.rejected_count() == rejected {
+            break;
+        }
+    }
     if let Some(cause) = umstage_snapshot::userns::current().and_then(|ns| ns.single_id()) {
         events.emit(Event::Warning {
             message: crate::single_id::summary(cause, &build.unpacker.skipped()),
@@ -203,6 +225,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     });
     Ok(result)
 }
+
+/// How many times a build starts again after finding layers of an imported cache unusable.
+const MAX_REBUILDS: usize = 3;
 
 /// Builds the needed stages (`deps`: each one's dependencies as indexes into `needed`; `task_of`
 /// the reverse) and writes the outputs, then the caches `--cache-to` names.
@@ -258,8 +283,6 @@ fn run_and_export(
         }
         stage = parent;
     }
-    // A base image's inline cache is not the new image's.
-    final_state.config.extra.remove(INLINE_KEY);
     if request.cache_to.contains(&CacheExport::Inline) {
         let records = crate::cache::travel::inline_records(&build.caches, &min_stages);
         final_state.config.extra.insert(
@@ -469,8 +492,7 @@ impl Build<'_> {
                 upstream: upstream.clone(),
             };
             let cached = step.run(&expanded)?;
-            let mut change = step.input_change();
-            step.save_inputs();
+            let mut change = step.record_inputs();
             scope.apply(instruction, &expanded)?;
             if let Command::Arg(decls) = &expanded {
                 // BuildKit records each ARG with the value it resolved to.
@@ -534,12 +556,11 @@ impl Build<'_> {
             &id.stage,
             id.step_index,
         );
-        let change = self
-            .inputs_log
-            .load(&locator)
-            .and_then(|before| inputs.first_difference(&before));
-        self.inputs_log.save(&locator, &inputs);
-        change
+        let before = self.inputs_log.load(&locator);
+        if before.as_ref() != Some(&inputs) {
+            self.inputs_log.save(&locator, &inputs);
+        }
+        inputs.first_difference(&before?)
     }
 }
 

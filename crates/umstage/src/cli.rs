@@ -113,7 +113,16 @@ pub struct BuildArgs {
     pub platform: Option<String>,
 
     /// Do not use the cache for any step
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub no_cache: bool,
 
     /// Do not use the cache for these stages (repeatable or comma-separated)
@@ -173,7 +182,16 @@ pub struct BuildArgs {
     pub insecure_registries: Vec<String>,
 
     /// Push the image to the registry named by -t (same as --output type=registry)
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub push: bool,
 
     /// Run the build checks (lint rules) only, build nothing; exit 1 if any is found
@@ -181,7 +199,16 @@ pub struct BuildArgs {
     pub check: bool,
 
     /// Resolve base image tags in the registry again: umstage always does, on every build (accepted as docker and buildx take it)
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub pull: bool,
 
     /// Add a line to RUN's /etc/hosts (repeatable): HOST:IP (or HOST=IP)
@@ -201,7 +228,16 @@ pub struct BuildArgs {
     pub annotations: Vec<umstage_build::annotation::Annotation>,
 
     /// Load the image into docker (or podman, whichever is there) when the build is done
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub load: bool,
 
     /// Stages to build at the same time [default: twice the number of cores]
@@ -381,6 +417,35 @@ mod tests {
         assert_eq!(b.add_hosts.len(), 1);
         assert_eq!(b.shm_size, Some(1 << 30));
         assert_eq!((b.ulimits.len(), b.annotations.len()), (1, 1));
+    }
+
+    #[test]
+    fn docker_boolean_flags_take_an_optional_value_as_pflag_does() {
+        let build = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Build(b),
+                ..
+            }) => Some((b.pull, b.no_cache, b.push, b.load)),
+            _ => None,
+        };
+        let base = ["umstage", "build"];
+        let with = |extra: &[&'static str]| {
+            let mut a: Vec<&str> = base.to_vec();
+            a.extend_from_slice(extra);
+            a.push(".");
+            build(&a)
+        };
+        assert_eq!(
+            with(&["--pull", "--no-cache"]),
+            Some((true, true, false, false))
+        );
+        assert_eq!(
+            with(&["--pull=true", "--no-cache=false", "--load=true"]),
+            Some((true, false, false, true))
+        );
+        assert_eq!(with(&[]), Some((false, false, false, false)));
+        // The value needs its `=`: a bare word after the flag is still the context.
+        assert_eq!(with(&["--pull=maybe"]), None);
     }
 
     #[test]

@@ -357,6 +357,11 @@ fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> 
         &[],
     );
     assert_ok(&pushed);
+    assert!(
+        !stderr(&pushed).contains("not consumed"),
+        "{}",
+        text(&pushed)
+    );
     env.dir.mkdir("root-d")?;
     let app_build = env.build_in(
         &env.path("root-d"),
@@ -377,6 +382,23 @@ fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> 
     );
     let built = common::unpack(&env, "app.tar")?;
     assert_eq!(built.read_to_string("app/built")?, "dep\none\n");
+    // The seed image carries its inline cache; an image built FROM it does not inherit it.
+    let seed_config = common::config(&env, "seed.tar")?;
+    assert!(
+        seed_config["umstage.cache.v1"]["records"].is_array(),
+        "{seed_config}"
+    );
+    let child = env.context(
+        "child",
+        &[("Dockerfile", &format!("FROM {seed}\nRUN true\n"))],
+    )?;
+    let child_build = env.build_in(&env.path("root-d"), &child, "child.tar", &[], &[]);
+    assert_ok(&child_build);
+    assert!(
+        common::config(&env, "child.tar")?
+            .get("umstage.cache.v1")
+            .is_none()
+    );
 
     // A cache that cannot be reached is a warning, and the build goes on.
     env.dir.mkdir("root-e")?;
@@ -518,5 +540,125 @@ fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
     assert_eq!(image_ids(&env, "first.tar")?, image_ids(&env, "third.tar")?);
     let image = common::unpack(&env, "third.tar")?;
     assert_eq!(image.read_to_string("made")?, "made\n");
+    Ok(())
+}
+
+/// The CI Makefile of the multi-stage guides: the build stage pushed with its inline cache,
+/// then the app built with `--cache-from` that image, each in its own empty state root.
+const MAKEFILE: &str = "\
+COMMON = --progress plain --build-context busybox=oci-layout://$(BUSYBOX)
+
+build-stage:
+\t$(UMSTAGE) build --root $(ROOT)/seed $(COMMON) --target build --build-arg BUILDKIT_INLINE_CACHE=1 -t $(REPO)/app:build --push .
+
+app: build-stage
+\t$(UMSTAGE) build --root $(ROOT)/app $(COMMON) --cache-from $(REPO)/app:build -t $(REPO)/app:1 --push -o $(OUT) .
+";
+
+#[test]
+fn the_seed_flow_of_the_guides_runs_from_a_makefile() -> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let ctx = env.context(
+        "seeded",
+        &[
+            ("Dockerfile", APP),
+            ("src.txt", "one\n"),
+            ("Makefile", MAKEFILE),
+        ],
+    )?;
+    env.dir.mkdir("roots")?;
+    let out = env
+        .dir
+        .user()
+        .command("make")
+        .arg("-C")
+        .arg(&ctx)
+        .arg("app")
+        .arg(format!("UMSTAGE={}", env.bin.display()))
+        .arg(format!("BUSYBOX={}", env.busybox.display()))
+        .arg(format!("ROOT={}", env.path("roots").display()))
+        .arg(format!("REPO={}", registry.host()))
+        .arg(format!("OUT={}", env.path("app.tar").display()))
+        .env("XDG_DATA_HOME", env.path("xdg"))
+        .output()?;
+    assert_ok(&out);
+    // The second build ran only the app stage's steps: the build stage came from the image.
+    let err = stderr(&out);
+    let second = &err[err.rfind("building stage").ok_or("no second build")?..];
+    let second_out = std::process::Output {
+        status: out.status,
+        stdout: Vec::new(),
+        stderr: second.as_bytes().to_vec(),
+    };
+    assert_eq!(
+        ran(&second_out),
+        [
+            "COPY --from=build /built /app/built",
+            "RUN wc -c /app/built > /size"
+        ],
+        "{}",
+        text(&out)
+    );
+    let mut tags = registry.tags("app")?;
+    tags.sort();
+    assert_eq!(tags, ["1", "build"]);
+    let image = common::unpack(&env, "app.tar")?;
+    assert_eq!(image.read_to_string("app/built")?, "dep\none\n");
+    Ok(())
+}
+
+#[test]
+fn a_registry_cache_layer_that_does_not_match_its_digest_is_rejected_and_its_step_rebuilt()
+-> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let ctx = app(&env)?;
+    let cache = format!(
+        "type=registry,ref={}",
+        registry.reference("corrupt-cache:1")
+    );
+    let first = env.build(
+        &ctx,
+        "first.tar",
+        &["--cache-to", &format!("{cache},mode=max")],
+    );
+    assert_ok(&first);
+    // The layer of the last RUN, altered in the registry's storage (same length).
+    let digest = last_layer(&env, "first.tar")?;
+    let hex = digest.strip_prefix("sha256:").ok_or("not sha256")?;
+    let data = registry
+        .storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data)?;
+    for b in bytes.iter_mut().take(64) {
+        *b = !*b;
+    }
+    std::fs::write(&data, &bytes)?;
+
+    env.dir.mkdir("root-b")?;
+    let second = env.build_in(
+        &env.path("root-b"),
+        &ctx,
+        "second.tar",
+        &["--cache-from", &cache],
+        &[],
+    );
+    assert_ok(&second);
+    assert!(
+        stderr(&second).contains("is unusable; building again without it"),
+        "{}",
+        text(&second)
+    );
+    assert!(
+        ran(&second).contains(&"RUN wc -c /app/built > /size".to_string()),
+        "{}",
+        text(&second)
+    );
+    let image = common::unpack(&env, "second.tar")?;
+    assert_eq!(image.read_to_string("app/built")?, "dep\none\n");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! order given. A hit from an import costs its metadata only: its layers are fetched into the
 //! content store when a step that missed needs the filesystem, or an output needs the bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use umstage_oci::ContentStore;
@@ -55,6 +55,8 @@ pub struct CacheSet {
     blob_sources: Mutex<Vec<Arc<dyn CacheBackend>>>,
     /// Every key the build resolved, in order.
     resolved: Mutex<Vec<Resolved>>,
+    /// Blobs of imports that could not be fetched intact: records needing them are misses.
+    rejected: Mutex<HashSet<String>>,
     /// The registry caches imported, by reference, for pushes to mount blobs from.
     registries: Vec<Reference>,
 }
@@ -71,6 +73,7 @@ impl CacheSet {
             imports,
             pending: Mutex::new(HashMap::new()),
             blob_sources: Mutex::new(Vec::new()),
+            rejected: Mutex::new(HashSet::new()),
             resolved: Mutex::new(Vec::new()),
             registries,
         }
@@ -108,6 +111,9 @@ impl CacheSet {
         let mut key = *key;
         for _ in 0..=MAX_ALIASES {
             match backend.lookup(&key)? {
+                Record::Result(state) if source != Source::Local && self.needs_rejected(&state) => {
+                    return None;
+                }
                 Record::Result(state) => return Some((key, *state)),
                 Record::Alias { same_as } => key = CacheKey::from_hex(&same_as)?,
             }
@@ -191,12 +197,45 @@ impl CacheSet {
             }
         }
         for (holder, group) in groups {
-            if let Some(backend) = self.holder(holder) {
-                tracing::debug!(layers = group.len(), cache = %backend.describe(), "fetching layers");
-                backend.fetch_all(&group, store)?;
+            let Some(backend) = self.holder(holder) else {
+                continue;
+            };
+            tracing::debug!(layers = group.len(), cache = %backend.describe(), "fetching layers");
+            let Err(e) = backend.fetch_all(&group, store) else {
+                continue;
+            };
+            if let Holder::Import(_) = holder {
+                // Which ones: each is tried alone, and those that fail are never used again.
+                for layer in &group {
+                    if backend.fetch(layer, store).is_err() {
+                        self.reject(&layer.digest);
+                    }
+                }
             }
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// Marks a blob of an import as unusable: records needing it are misses from now on.
+    fn reject(&self, digest: &str) {
+        if let Ok(mut rejected) = self.rejected.lock() {
+            rejected.insert(digest.to_string());
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(digest);
+        }
+    }
+
+    fn needs_rejected(&self, state: &State) -> bool {
+        self.rejected
+            .lock()
+            .is_ok_and(|r| state.layers.iter().any(|l| r.contains(&l.digest)))
+    }
+
+    /// How many blobs of imports were found unusable so far.
+    pub fn rejected_count(&self) -> usize {
+        self.rejected.lock().map_or(0, |r| r.len())
     }
 
     /// Records a step's result in the local cache, and notes it for `--cache-to`.

@@ -60,10 +60,7 @@ impl Step<'_, '_> {
             return Ok(Probe::Hit(Box::new(state)));
         }
         let cheap = *self.key;
-        *self.key = content(self).map_err(|e| {
-            self.build
-                .fail(self.id, self.instruction, e, None, Vec::new())
-        })?;
+        *self.key = content(self).map_err(|e| self.failed(e))?;
         Ok(Probe::Miss(cheap))
     }
 

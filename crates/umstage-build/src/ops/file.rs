@@ -96,7 +96,7 @@ impl Step<'_, '_> {
         }
         let out = build
             .image(&expanded, &build.platform())
-            .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+            .map_err(|e| self.failed(e))?;
         Ok(Some(CopySource::State(
             Box::new(out),
             format!("image {expanded}"),
@@ -131,7 +131,7 @@ impl Step<'_, '_> {
                 ),
                 _ => return Ok(false),
             };
-        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let fail = |e: StepError| self.failed(e);
         for path in &sources.paths {
             if is_add && is_git_url(path) {
                 return Err(fail(StepError::Refused(format!(

@@ -128,9 +128,7 @@ impl Step<'_, '_> {
         })();
         if let Err(e) = outcome {
             self.build.snapshotter.remove(&active);
-            return Err(self
-                .build
-                .fail(self.id, self.instruction, e, None, Vec::new()));
+            return Err(self.failed(e));
         }
         self.commit(&active, created_by)?;
         Ok(false)
@@ -141,39 +139,24 @@ impl Step<'_, '_> {
         self.build
             .caches
             .fetch_missing(self.layers, &self.build.store)
-            .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
-            })?;
+            .map_err(|e| self.failed(StepError::below(e)))?;
         let parent = self
             .build
             .unpacker
             .ensure(
-                self.build.snapshotter.get().map_err(|e| {
-                    self.build
-                        .fail(self.id, self.instruction, e, None, Vec::new())
-                })?,
+                self.build.snapshotter.get().map_err(|e| self.failed(e))?,
                 &self.build.store,
                 self.layers,
                 self.build.ignore_chown_errors,
             )
-            .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
-            })?;
+            .map_err(|e| self.failed(e))?;
         let active = unique_key("step");
         self.build
             .snapshotter
             .get()
-            .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
-            })?
+            .map_err(|e| self.failed(e))?
             .prepare(&active, parent.as_deref())
-            .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
-            })?;
+            .map_err(|e| self.failed(StepError::below(e)))?;
         Ok(active)
     }
 
@@ -181,7 +164,8 @@ impl Step<'_, '_> {
     /// history entry and stores the result under the current key.
     pub(crate) fn commit(&mut self, active: &str, created_by: String) -> Result<(), BuildError> {
         let build = self.build;
-        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let (id, instruction) = (self.id, self.instruction);
+        let fail = |e: StepError| build.fail(id, instruction, e, None, Vec::new());
         let snapshotter = build.snapshotter.get().map_err(&fail)?;
         let changes = snapshotter
             .diff(active)

@@ -47,7 +47,7 @@ impl Step<'_, '_> {
                         use std::os::unix::fs::PermissionsExt;
                         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
                     });
-                written.map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+                written.map_err(|e| self.failed(StepError::below(e)))?;
                 let target = format!("/dev/pipes/{name}");
                 mounts.push(StepMount::Bind(sandbox::BindMount {
                     source: sandbox::BindSource::Host(file),
@@ -74,13 +74,9 @@ impl Step<'_, '_> {
             if build.request.allow.contains(&e) {
                 Ok(())
             } else {
-                Err(build.fail(
-                    self.id,
-                    self.instruction,
-                    format!("{what} is not allowed: grant it with --allow {flag}"),
-                    None,
-                    Vec::new(),
-                ))
+                Err(self.failed(format!(
+                    "{what} is not allowed: grant it with --allow {flag}"
+                )))
             }
         };
         let privileged = run.security == Some(umstage_dockerfile::SecurityMode::Insecure);
@@ -253,7 +249,7 @@ impl Step<'_, '_> {
             };
         if let Err(e) = prepared {
             cleanup(&mut views, &mut secret_files);
-            return Err(build.fail(self.id, self.instruction, e, None, Vec::new()));
+            return Err(self.failed(e));
         }
 
         let active = self.prepare()?;
@@ -276,10 +272,7 @@ impl Step<'_, '_> {
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let id = self.id.clone();
-        let snapshotter = build
-            .snapshotter
-            .get()
-            .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+        let snapshotter = build.snapshotter.get().map_err(|e| self.failed(e))?;
         let status = sandbox::run_step(snapshotter, &active, &step, build.cancel, &mut |event| {
             let StepEvent::Output { stream, line } = event;
             let line = String::from_utf8_lossy(&line).into_owned();
@@ -316,7 +309,7 @@ impl Step<'_, '_> {
             }
             Err(e) => {
                 build.snapshotter.remove(&active);
-                return Err(build.fail(self.id, self.instruction, e, None, tail));
+                return Err(build.fail(self.id, self.instruction, StepError::below(e), None, tail));
             }
         }
         self.commit(&active, created_by)?;

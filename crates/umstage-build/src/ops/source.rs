@@ -148,12 +148,12 @@ impl Build<'_> {
             .collect();
         let mut key = KeyBuilder::new("image");
         key.key(&self.salt).str(image.digest().as_ref());
+        // A base's inline cache describes the base's build, not this one's steps.
+        let mut config = image.config.clone();
+        config.extra.remove(crate::cache::registry::INLINE_KEY);
         let output = StageOutput {
             key: key.finish(),
-            state: State {
-                config: image.config.clone(),
-                layers,
-            },
+            state: State { config, layers },
         };
         Ok(output)
     }

@@ -96,11 +96,12 @@ impl Build<'_> {
         &self,
         id: &StepId,
         instruction: &Instruction,
-        reason: impl std::fmt::Display,
+        cause: impl Into<StepError>,
         exit_code: Option<i32>,
         output_tail: Vec<String>,
     ) -> BuildError {
-        let reason = reason.to_string();
+        let cause = cause.into();
+        let reason = cause.to_string();
         self.events.emit(Event::StepFailed {
             step: id.clone(),
             message: reason.clone(),
@@ -113,6 +114,7 @@ impl Build<'_> {
             exit_code,
             reason,
             output_tail,
+            cause: Some(Arc::new(cause)),
         }))
     }
 
@@ -158,6 +160,12 @@ impl Step<'_, '_> {
         }
     }
 
+    /// The step failed with `cause`, before any process of it ran.
+    pub(crate) fn failed(&self, cause: impl Into<StepError>) -> BuildError {
+        self.build
+            .fail(self.id, self.instruction, cause, None, Vec::new())
+    }
+
     /// Notes an input of the step, for the explanation of a miss.
     pub(crate) fn input(&self, name: impl Into<String>, value: impl Into<String>) {
         self.inputs.borrow_mut().add(name, value);
@@ -180,12 +188,6 @@ impl Step<'_, '_> {
             &self.id.stage,
             self.id.step_index,
         )
-    }
-
-    /// How the step's inputs differ from its last build here, if they do.
-    pub(crate) fn input_change(&self) -> Option<String> {
-        let before = self.build.inputs_log.load(&self.locator())?;
-        self.inputs.borrow().first_difference(&before)
     }
 
     /// Says why the step missed: the first input that differs from its last build here.
@@ -213,12 +215,20 @@ impl Step<'_, '_> {
         });
     }
 
-    /// Records the step's inputs for the next build's explanations.
-    pub(crate) fn save_inputs(&self) {
+    /// Records the step's inputs for the next build's explanations (written only when they
+    /// changed, so a warm build writes nothing), and returns how they differ from the last
+    /// build of the step here, if they do.
+    pub(crate) fn record_inputs(&self) -> Option<String> {
         let inputs = self.inputs.borrow();
-        if *inputs != Inputs::default() {
-            self.build.inputs_log.save(&self.locator(), &inputs);
+        if *inputs == Inputs::default() {
+            return None;
         }
+        let locator = self.locator();
+        let before = self.build.inputs_log.load(&locator);
+        if before.as_ref() != Some(&*inputs) {
+            self.build.inputs_log.save(&locator, &inputs);
+        }
+        inputs.first_difference(&before?)
     }
 
     pub(crate) fn roll_key(&mut self, kind: &str, text: &str) {
