@@ -543,6 +543,69 @@ fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn a_fully_cached_build_exporting_its_cache_back_to_the_registry_downloads_no_layer() -> TestResult
+{
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let base = umstage_testutil::images::busybox()?.push(&registry)?;
+    let ctx = env.context(
+        "ci",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo made > /made\n"),
+        )],
+    )?;
+    let cache = format!("type=registry,ref={}", registry.reference("ci-cache:1"));
+    let to = format!("{cache},mode=max");
+    let first = env.build(&ctx, "first.tar", &["--cache-to", &to]);
+    assert_ok(&first);
+    let made = last_layer(&env, "first.tar")?;
+    // The CI flow: an empty root, the cache from the registry and back to it.
+    env.dir.mkdir("root-b")?;
+    let root = env.path("root-b");
+    let second = env.umstage(
+        &[
+            "build",
+            "--root",
+            root.to_str().unwrap_or_default(),
+            "--progress",
+            "plain",
+            "--cache-from",
+            &cache,
+            "--cache-to",
+            &to,
+            "-o",
+            "type=cacheonly",
+            ctx.to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert_ok(&second);
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+    let blobs: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let hex = made.strip_prefix("sha256:").ok_or("not sha256")?;
+    assert!(
+        !blobs.iter().any(|b| b == hex),
+        "the cached RUN's layer {made} was downloaded to export the cache it came from"
+    );
+    // The cache it pushed still serves another empty root, whole.
+    env.dir.mkdir("root-c")?;
+    let third = env.build_in(
+        &env.path("root-c"),
+        &ctx,
+        "third.tar",
+        &["--cache-from", &cache],
+        &[],
+    );
+    assert_ok(&third);
+    assert!(ran(&third).is_empty(), "{}", text(&third));
+    assert_eq!(image_ids(&env, "first.tar")?, image_ids(&env, "third.tar")?);
+    Ok(())
+}
+
 /// The CI Makefile of the multi-stage guides: the build stage pushed with its inline cache,
 /// then the app built with `--cache-from` that image, each in its own empty state root.
 const MAKEFILE: &str = "\

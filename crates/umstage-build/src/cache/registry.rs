@@ -213,13 +213,15 @@ fn download(
     Ok(wanted.len() == layers.len())
 }
 
-/// Pushes `config`'s records and the blobs they need (from `store`) as the cache manifest
-/// `name`; blobs the registry has are not sent again.
+/// Pushes `config`'s records and the blobs they need as the cache manifest `name`: blobs the
+/// registry has are not sent again, those `mount_from` (a repository of the same registry)
+/// has are mounted, and only the others are read from `store` (where they must be then).
 pub fn export(
     client: &RegistryClient,
     name: &str,
     config: &CacheConfig,
     store: &ContentStore,
+    mount_from: Option<&Reference>,
 ) -> Result<(), CacheError> {
     let reference = umstage_oci::reference::parse(name).map_err(|e| registry_err(name, e))?;
     let config_blob =
@@ -244,12 +246,6 @@ pub fn export(
             cache: name.to_string(),
             message: e.to_string(),
         })?;
-        if !store.contains(&digest) {
-            return Err(CacheError::Format {
-                cache: name.to_string(),
-                message: format!("layer {digest} is not in the content store"),
-            });
-        }
         descriptors.push(Descriptor::new(
             MediaType::from(layer.media_type.as_str()),
             layer.size,
@@ -261,7 +257,13 @@ pub fn export(
         manifest_blob.size,
         manifest_blob.digest,
     );
-    block_on(client.push_manifest(store, &manifest_descriptor, &descriptors, &reference, None))
-        .map_err(|e| registry_err(name, e))?
-        .map_err(|e| registry_err(name, e))
+    block_on(client.push_manifest(
+        store,
+        &manifest_descriptor,
+        &descriptors,
+        &reference,
+        mount_from,
+    ))
+    .map_err(|e| registry_err(name, e))?
+    .map_err(|e| registry_err(name, e))
 }
