@@ -166,9 +166,16 @@ impl<'a> SourceTree<'a> {
         let Ok(entries) = read_dir_no_symlinks(&self.host.join(real)) else {
             return false;
         };
-        entries
-            .flatten()
-            .any(|e| self.visible(&rel.join(e.file_name())))
+        // Links are entries, not directories to enter (the walk below does not follow them
+        // either): following one back up would search the same tree again and again.
+        entries.flatten().any(|e| {
+            let child = rel.join(e.file_name());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                self.visible(&child)
+            } else {
+                !self.ignored(&child)
+            }
+        })
     }
 
     /// Resolves `rel` inside the root, following symlinks (also the last one) there; returns
@@ -659,6 +666,24 @@ mod tests {
         assert!(f.dst.join("ctx/src/sub/c.txt").is_file());
         let err = copy(&f, Some(&ignore), &["src/a.txt"], "/x", &opts()).unwrap_err();
         assert!(matches!(err, CopyError::NotFound(_)));
+    }
+
+    #[test]
+    fn an_ignored_directory_is_searched_for_exceptions_without_following_symlinks() {
+        // Links back up inside an ignored directory once made that search follow them, 40
+        // deep (the symlink limit) and branching at every level: in effect endless. The
+        // context is walked as BuildKit sends it, links as links.
+        let f = fixture();
+        std::os::unix::fs::symlink("..", f.ctx.join("src/loop")).unwrap();
+        std::os::unix::fs::symlink("..", f.ctx.join("src/loop2")).unwrap();
+        std::os::unix::fs::symlink("..", f.ctx.join("src/loop3")).unwrap();
+        let ignore = Dockerignore::parse("**\n!**/keep.txt\n").unwrap();
+        let err = copy(&f, Some(&ignore), &["src"], "/x", &opts()).unwrap_err();
+        assert!(matches!(err, CopyError::NotFound(_)), "{err}");
+        fs::write(f.ctx.join("src/sub/keep.txt"), "k").unwrap();
+        copy(&f, Some(&ignore), &["src"], "/y", &opts()).unwrap();
+        assert!(f.dst.join("y/sub/keep.txt").is_file());
+        assert!(!f.dst.join("y/a.txt").exists());
     }
 
     #[test]

@@ -169,7 +169,8 @@ fn write_record(dir: &Path, path: &Path, record: &Record) -> Result<(), FetchErr
 }
 
 /// The name BuildKit's Dockerfile frontend saves a URL's content under: the last segment of
-/// its path, decoded, or `__unnamed__` when the path has none.
+/// its decoded path (so an encoded `/` separates segments there too, and never reaches the
+/// destination path), or `__unnamed__` when the path has none.
 pub(crate) fn file_name(url: &str) -> String {
     let without = url.split(['?', '#']).next().unwrap_or(url);
     let path = without
@@ -177,8 +178,8 @@ pub(crate) fn file_name(url: &str) -> String {
         .map_or(without, |x| x.1)
         .split_once('/')
         .map_or("", |x| x.1);
-    let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    match percent_decode(base).as_str() {
+    let path = percent_decode(path);
+    match path.trim_end_matches('/').rsplit('/').next().unwrap_or("") {
         "" | "." | ".." => "__unnamed__".to_string(),
         name => name.to_string(),
     }
@@ -220,5 +221,9 @@ mod tests {
         assert_eq!(file_name("http://h"), "__unnamed__");
         assert_eq!(file_name("http://h/dir/"), "dir");
         assert_eq!(file_name("http://h/a%20b"), "a b");
+        // As Go's url.Parse then path.Base: decoded first, so an encoded slash never puts
+        // the file outside the destination.
+        assert_eq!(file_name("http://h/x/a%2F..%2F..%2Fetc%2Fpasswd"), "passwd");
+        assert_eq!(file_name("http://h/x/%2E%2E"), "__unnamed__");
     }
 }

@@ -29,7 +29,7 @@ use crate::cache::local::LocalCache;
 use crate::cache::registry::INLINE_KEY;
 use crate::cache::set::CacheSet;
 use crate::cache::spec::CacheExport;
-use crate::cache::{CacheIndex, KeyBuilder};
+use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
 use crate::config::{self, StageConfig};
 use crate::copy;
 use crate::digests::ContextDigests;
@@ -125,9 +125,6 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         source_date_epoch: request.source_date_epoch,
         ..LayerOptions::default()
     };
-    let mut salt = KeyBuilder::new("salt");
-    salt.str(&format!("{:?}", layer_options.compression));
-    salt.opt_str(request.source_date_epoch.map(|e| e.to_string()).as_deref());
     let created_secs = request.source_date_epoch.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -136,6 +133,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     });
     let ignore_chown_errors = umstage_snapshot::userns::current()
         .is_some_and(|ns| ns.mode() == umstage_snapshot::userns::Mode::SingleId);
+    let salt_key = salt(&layer_options, ignore_chown_errors);
     let build = Build {
         request,
         events,
@@ -156,7 +154,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         cancel: termination_cancel()?,
         registry,
         layer_options,
-        salt: salt.finish(),
+        salt: salt_key,
         created: umstage_oci::config::rfc3339(created_secs),
         ignore_chown_errors,
     };
@@ -647,5 +645,41 @@ impl Step<'_, '_> {
             Command::Arg(_) => Ok(false),
             Command::From(_) => Err(self.refused("FROM cannot be an ONBUILD trigger")),
         }
+    }
+}
+
+/// What changes every layer a build makes, mixed into every base key: the compression, the
+/// timestamps, and single-id mode, whose layers lose the owners of files it cannot chown
+/// (their results must not be hits for a build with ranges, here after a `usermod` or on
+/// another machine through `--cache-to`). Without single-id mode the salt is what it was
+/// before that mode entered it, so existing entries still hit.
+fn salt(layer_options: &LayerOptions, single_id: bool) -> CacheKey {
+    let mut salt = KeyBuilder::new("salt");
+    salt.str(&format!("{:?}", layer_options.compression));
+    salt.opt_str(
+        layer_options
+            .source_date_epoch
+            .map(|e| e.to_string())
+            .as_deref(),
+    );
+    if single_id {
+        salt.str("single-id");
+    }
+    salt.finish()
+}
+
+#[cfg(test)]
+mod salt_tests {
+    use super::*;
+
+    #[test]
+    fn single_id_layers_are_keyed_apart_and_other_keys_stay() {
+        let options = LayerOptions::default();
+        let mut before = KeyBuilder::new("salt");
+        before
+            .str(&format!("{:?}", options.compression))
+            .opt_str(None);
+        assert_eq!(salt(&options, false), before.finish());
+        assert_ne!(salt(&options, true), salt(&options, false));
     }
 }

@@ -472,6 +472,34 @@ fn a_step_that_misses_says_which_input_changed() -> TestResult {
     Ok(())
 }
 
+/// A build in the state root `root` with no output but the cache (`-o type=cacheonly`).
+fn cacheonly(
+    env: &Env,
+    root: &std::path::Path,
+    ctx: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    let mut all = vec![
+        "build",
+        "--root",
+        root.to_str().unwrap_or_default(),
+        "--progress",
+        "plain",
+        "-o",
+        "type=cacheonly",
+    ];
+    all.extend_from_slice(args);
+    all.push(ctx.to_str().unwrap_or_default());
+    env.umstage(&all, &[])
+}
+
+/// The hex digests of the blobs in `root`'s content store.
+fn stored_blobs(root: &std::path::Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(root.join("blobs/sha256"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect())
+}
+
 #[test]
 fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
     let env = Env::new()?;
@@ -494,28 +522,15 @@ fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
     env.dir.mkdir("root-b")?;
     let root = env.path("root-b");
     let bb = format!("busybox=oci-layout://{}", env.busybox.display());
-    let second = env.umstage(
-        &[
-            "build",
-            "--root",
-            root.to_str().unwrap_or_default(),
-            "--progress",
-            "plain",
-            "--build-context",
-            &bb,
-            "--cache-from",
-            &cache,
-            "-o",
-            "type=cacheonly",
-            ctx.to_str().unwrap_or_default(),
-        ],
-        &[],
+    let second = cacheonly(
+        &env,
+        &root,
+        &ctx,
+        &["--build-context", &bb, "--cache-from", &cache],
     );
     assert_ok(&second);
     assert!(ran(&second).is_empty(), "{}", text(&second));
-    let blobs: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
+    let blobs = stored_blobs(&root)?;
     let layers = umstage_testutil::run_stdout(
         std::process::Command::new("skopeo")
             .args([
@@ -540,6 +555,56 @@ fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
     assert_eq!(image_ids(&env, "first.tar")?, image_ids(&env, "third.tar")?);
     let image = common::unpack(&env, "third.tar")?;
     assert_eq!(image.read_to_string("made")?, "made\n");
+    Ok(())
+}
+
+#[test]
+fn a_fully_cached_build_exporting_its_cache_back_to_the_registry_downloads_no_layer() -> TestResult
+{
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let base = umstage_testutil::images::busybox()?.push(&registry)?;
+    let ctx = env.context(
+        "ci",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo made > /made\n"),
+        )],
+    )?;
+    let cache = format!("type=registry,ref={}", registry.reference("ci-cache:1"));
+    let to = format!("{cache},mode=max");
+    let first = env.build(&ctx, "first.tar", &["--cache-to", &to]);
+    assert_ok(&first);
+    let made = last_layer(&env, "first.tar")?;
+    // The CI flow: an empty root, the cache from the registry and back to it.
+    env.dir.mkdir("root-b")?;
+    let root = env.path("root-b");
+    let second = cacheonly(
+        &env,
+        &root,
+        &ctx,
+        &["--cache-from", &cache, "--cache-to", &to],
+    );
+    assert_ok(&second);
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+    let blobs = stored_blobs(&root)?;
+    let hex = made.strip_prefix("sha256:").ok_or("not sha256")?;
+    assert!(
+        !blobs.iter().any(|b| b == hex),
+        "the cached RUN's layer {made} was downloaded to export the cache it came from"
+    );
+    // The cache it pushed still serves another empty root, whole.
+    env.dir.mkdir("root-c")?;
+    let third = env.build_in(
+        &env.path("root-c"),
+        &ctx,
+        "third.tar",
+        &["--cache-from", &cache],
+        &[],
+    );
+    assert_ok(&third);
+    assert!(ran(&third).is_empty(), "{}", text(&third));
+    assert_eq!(image_ids(&env, "first.tar")?, image_ids(&env, "third.tar")?);
     Ok(())
 }
 

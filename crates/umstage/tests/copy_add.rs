@@ -101,6 +101,19 @@ fn destinations_directories_and_wildcards() -> TestResult {
         err.contains("missing.txt") && err.contains("not found"),
         "{err}"
     );
+
+    // From another stage, likewise, naming the stage (its content key is computed first).
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS src\nFROM busybox\nCOPY --from=src /missing.txt /x\n",
+    )?;
+    let out = env.build(&ctx, "missing-from.tar", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/missing.txt") && err.contains("not found in stage src"),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -20,11 +20,9 @@ pub const INLINE_KEY: &str = "umstage.cache.v1";
 /// A cache read from a registry.
 pub struct RegistryCache {
     name: String,
-    reference: Reference,
-    client: RegistryClient,
     records: BTreeMap<CacheKey, Record>,
-    /// The blobs the manifest lists, by digest: a record needing another is not used.
-    blobs: HashMap<String, Descriptor>,
+    /// The blobs the manifest lists: a record needing another is not used.
+    blobs: ImageBlobs,
 }
 
 fn registry_err(cache: &str, e: impl std::fmt::Display) -> CacheError {
@@ -89,14 +87,8 @@ impl RegistryCache {
         };
         Ok(RegistryCache {
             name: name.to_string(),
-            reference,
-            client: client.clone(),
             records: records.by_key(),
-            blobs: parsed
-                .layers()
-                .iter()
-                .map(|d| (d.digest().to_string(), d.clone()))
-                .collect(),
+            blobs: ImageBlobs::new(client, reference, parsed.layers()),
         })
     }
 }
@@ -104,7 +96,7 @@ impl RegistryCache {
 impl RegistryCache {
     /// Where the cache is.
     pub fn reference(&self) -> &Reference {
-        &self.reference
+        &self.blobs.reference
     }
 }
 
@@ -118,7 +110,7 @@ impl CacheBackend for RegistryCache {
         record
             .needs()
             .iter()
-            .all(|l| self.blobs.contains_key(&l.digest))
+            .all(|l| self.blobs.blobs.contains_key(&l.digest))
             .then(|| record.clone())
     }
 
@@ -128,17 +120,11 @@ impl CacheBackend for RegistryCache {
     }
 
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {
-        download(
-            &self.client,
-            &self.reference,
-            &self.blobs,
-            std::slice::from_ref(layer),
-            store,
-        )
+        self.blobs.fetch(layer, store)
     }
 
     fn fetch_all(&self, layers: &[Layer], store: &ContentStore) -> Result<(), CacheError> {
-        download(&self.client, &self.reference, &self.blobs, layers, store).map(|_| ())
+        self.blobs.fetch_all(layers, store)
     }
 }
 
@@ -213,13 +199,15 @@ fn download(
     Ok(wanted.len() == layers.len())
 }
 
-/// Pushes `config`'s records and the blobs they need (from `store`) as the cache manifest
-/// `name`; blobs the registry has are not sent again.
+/// Pushes `config`'s records and the blobs they need as the cache manifest `name`: blobs the
+/// registry has are not sent again, those `mount_from` (a repository of the same registry)
+/// has are mounted, and only the others are read from `store` (where they must be then).
 pub fn export(
     client: &RegistryClient,
     name: &str,
     config: &CacheConfig,
     store: &ContentStore,
+    mount_from: Option<&Reference>,
 ) -> Result<(), CacheError> {
     let reference = umstage_oci::reference::parse(name).map_err(|e| registry_err(name, e))?;
     let config_blob =
@@ -244,12 +232,6 @@ pub fn export(
             cache: name.to_string(),
             message: e.to_string(),
         })?;
-        if !store.contains(&digest) {
-            return Err(CacheError::Format {
-                cache: name.to_string(),
-                message: format!("layer {digest} is not in the content store"),
-            });
-        }
         descriptors.push(Descriptor::new(
             MediaType::from(layer.media_type.as_str()),
             layer.size,
@@ -261,7 +243,13 @@ pub fn export(
         manifest_blob.size,
         manifest_blob.digest,
     );
-    block_on(client.push_manifest(store, &manifest_descriptor, &descriptors, &reference, None))
-        .map_err(|e| registry_err(name, e))?
-        .map_err(|e| registry_err(name, e))
+    block_on(client.push_manifest(
+        store,
+        &manifest_descriptor,
+        &descriptors,
+        &reference,
+        mount_from,
+    ))
+    .map_err(|e| registry_err(name, e))?
+    .map_err(|e| registry_err(name, e))
 }

@@ -81,15 +81,31 @@ pub(crate) fn export_all(
         let config = CacheConfig::from_resolved(&resolved, mode, min_stages);
         let failed =
             |e: super::CacheError| BuildError::Other(Box::new(StepError::during("--cache-to", e)));
-        caches
-            .fetch_missing(&config.blobs(), store)
-            .map_err(failed)?;
         match export {
-            CacheExport::Local { dest, .. } => layout::export(dest, &config, store)
-                .map(|_| ())
-                .map_err(failed)?,
+            CacheExport::Local { dest, .. } => {
+                caches
+                    .fetch_missing(&config.blobs(), store)
+                    .map_err(failed)?;
+                layout::export(dest, &config, store)
+                    .map(|_| ())
+                    .map_err(failed)?
+            }
             CacheExport::Registry { reference, .. } => {
-                super::registry::export(client, reference, &config, store).map_err(failed)?
+                // As an image push: blobs the registry has, or can mount from an imported
+                // cache, are not downloaded first; only when that is not enough are they.
+                let mount_from = umstage_oci::reference::parse(reference)
+                    .ok()
+                    .and_then(|r| caches.mount_source(&r).cloned());
+                let push = || {
+                    super::registry::export(client, reference, &config, store, mount_from.as_ref())
+                };
+                if let Err(e) = push() {
+                    tracing::debug!("exporting the cache without fetching its layers: {e}");
+                    caches
+                        .fetch_missing(&config.blobs(), store)
+                        .map_err(failed)?;
+                    push().map_err(failed)?;
+                }
             }
             CacheExport::Inline => {}
         }

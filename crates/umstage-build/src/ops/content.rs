@@ -8,7 +8,7 @@
 //! alias of it, so both roads lead to one result and the steps after it key alike.
 
 use crate::cache::{CacheKey, KeyBuilder, Record};
-use crate::copy::{self, CopyOptions, SourceTree};
+use crate::copy::{self, CopyError, CopyOptions, SourceTree};
 use crate::error::StepError;
 use crate::ops::step::{StageOutput, Step};
 use crate::request::BuildError;
@@ -24,12 +24,14 @@ pub(crate) enum Probe {
 
 impl Step<'_, '_> {
     /// The digest of what `paths` name in `out`'s filesystem: each entry's path, mode, owner,
-    /// kind and content (not its times).
+    /// kind and content (not its times). `planning` says what a path that cannot be planned
+    /// (a missing source) means to the step.
     pub(crate) fn stage_content(
         &self,
         out: &StageOutput,
         paths: &[String],
         options: &CopyOptions,
+        planning: &dyn Fn(CopyError) -> StepError,
     ) -> Result<CacheKey, StepError> {
         let mut k = KeyBuilder::new("stage-content");
         let (view, guard) = self.view(&out.state)?;
@@ -40,8 +42,7 @@ impl Step<'_, '_> {
                 return Ok(());
             };
             let tree = SourceTree::open(guard.path(), None, false).map_err(StepError::below)?;
-            let plan =
-                copy::plan(&tree, paths, "/", options, &|_| false).map_err(StepError::below)?;
+            let plan = copy::plan(&tree, paths, "/", options, &|_| false).map_err(planning)?;
             self.key_plan(&mut k, &plan, false, true)
         })();
         drop(guard);

@@ -254,7 +254,8 @@ impl Step<'_, '_> {
                 }
                 *self.key = cheap.finish();
                 let content = |step: &Self| {
-                    let read = step.stage_content(out, &local, &options)?;
+                    let read = step
+                        .stage_content(out, &local, &options, &|e| step.copy_error(e, &source))?;
                     Ok(k.clone().str("content").key(&read).finish())
                 };
                 match self.probe_stage_key(content)? {

@@ -189,6 +189,7 @@ impl Step<'_, '_> {
                         out,
                         std::slice::from_ref(path),
                         &CopyOptions::default(),
+                        &StepError::below,
                     )?;
                     by_content.str("content").key(&read);
                 }

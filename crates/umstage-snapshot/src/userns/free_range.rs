@@ -67,21 +67,24 @@ fn lowest_free(mut taken: Vec<(u64, u64)>, limits: Limits) -> Option<u64> {
         return None;
     }
     taken.sort_unstable();
+    // Saturating: the files are text, and a number near u64::MAX must not wrap or panic.
     let mut candidate = limits.min;
     for (start, count) in taken {
-        if start >= candidate + limits.count {
+        if start >= candidate.saturating_add(limits.count) {
             break;
         }
-        candidate = candidate.max(start + count);
+        candidate = candidate.max(start.saturating_add(count));
     }
-    (candidate + limits.count - 1 <= limits.max).then_some(candidate)
+    let last = candidate.checked_add(limits.count - 1)?;
+    (last <= limits.max).then_some(candidate)
 }
 
 /// A free `FIRST-LAST` range for `kind`, as `usermod --add-sub*ids` takes it.
 fn free(file: &str, login_defs: &str, kind: &str) -> Option<String> {
     let limits = limits(login_defs, kind);
     let first = lowest_free(taken(file), limits)?;
-    Some(format!("{first}-{}", first + limits.count - 1))
+    // `lowest_free` checked that the last id fits.
+    Some(format!("{first}-{}", first + (limits.count - 1)))
 }
 
 /// The command that gives `name` free subordinate ranges, from the texts of `/etc/subuid`,
@@ -138,5 +141,18 @@ mod tests {
         let full = "x:131072:68929\n";
         assert_eq!(free(full, defs, "GID"), None);
         assert!(fix("bob", "", full, defs).contains("no other user has"));
+    }
+
+    #[test]
+    fn huge_numbers_do_not_wrap() {
+        let huge = format!("x:{}:{}\n", u64::MAX - 1, u64::MAX);
+        let defs = format!("SUB_UID_MAX {}\n", u64::MAX);
+        assert_eq!(free(&huge, &defs, "UID").as_deref(), Some("100000-165535"));
+        let defs = format!("SUB_UID_MIN {}\nSUB_UID_MAX {}\n", u64::MAX - 10, u64::MAX);
+        assert_eq!(free("", &defs, "UID"), None);
+        assert_eq!(
+            free(&format!("x:100000:{}\n", u64::MAX), &defs, "UID"),
+            None
+        );
     }
 }
