@@ -23,11 +23,18 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
+use crate::doctor::{Facts, Tier, TierChoice, Trial};
+
 /// Environment variable carrying the handshake socket's fd number to the re-executed child.
 const HANDSHAKE_ENV: &str = "_UMSTAGE_USERNS_SOCKET";
 
 /// Exit status of a re-executed child that could not enter its namespace.
 const HANDSHAKE_FAILED: i32 = 125;
+
+/// The child's first byte on the handshake socket: it unshared its namespaces.
+const UNSHARED: u8 = b'u';
+/// The child's first byte when unshare failed; the error number follows in one byte.
+const REFUSED: u8 = b'!';
 
 /// How ids are mapped into the namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,8 +50,9 @@ pub enum Mode {
 /// What [`enter`] may use.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Use a single-id map even when subordinate ranges exist.
-    pub force_single_id: bool,
+    /// The sandbox tier asked for: the best that works, or exactly one (a single-id map even
+    /// when subordinate ranges exist, or the ranges and no fallback).
+    pub tier: TierChoice,
 }
 
 /// One line of a uid or gid map: `count` ids from `inside` map to `outside`.
@@ -84,16 +92,45 @@ impl UserNamespace {
     pub fn warning(&self) -> Option<&str> {
         self.warning.as_deref()
     }
+    /// The sandbox tier this namespace gives `RUN` steps.
+    pub fn tier(&self) -> Tier {
+        match self.mode {
+            Mode::Subordinate | Mode::Root => Tier::Userns,
+            Mode::SingleId => Tier::UsernsSingle,
+        }
+    }
+    /// Why this tier, one line: what the namespace maps, or what kept the ranges out of reach.
+    pub fn reason(&self) -> String {
+        match (&self.warning, self.mode) {
+            (Some(warning), _) => warning.clone(),
+            (None, Mode::Root) => "a user namespace with every id mapped (real root)".into(),
+            (None, _) => {
+                let ids: u64 = self.uid_map.iter().map(|r| u64::from(r.count)).sum();
+                format!("a user namespace with {ids} ids mapped (subordinate ranges)")
+            }
+        }
+    }
 }
 
 /// Why the user namespace could not be entered.
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
-    /// The kernel refused a user namespace.
-    #[error(
-        "cannot create a user namespace: {0} (enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0)"
-    )]
-    Unshare(String),
+    /// The kernel refused a user namespace; `why` is `umstage doctor`'s finding.
+    #[error("cannot create a user namespace: {errno}: {why}")]
+    Unshare {
+        /// The error, as `EPERM`.
+        errno: String,
+        /// The restriction that caused it and its fix, or what to run to find out.
+        why: String,
+    },
+    /// The tier asked for with `--sandbox` cannot run here.
+    #[error("the {tier} sandbox cannot run here: {why}")]
+    TierUnavailable {
+        /// The tier asked for.
+        tier: Tier,
+        /// The restriction in the way and its fix.
+        why: String,
+    },
     /// Writing the id maps failed even with a single-id map.
     #[error("cannot write the user namespace id map: {0}")]
     Map(String),
@@ -129,12 +166,25 @@ pub fn enter(options: &Options) -> Result<UserNamespace, UsernsError> {
         return Ok(inside.clone());
     }
     let mut plan = plan_mapping(options);
+    if options.tier == TierChoice::Exactly(Tier::Userns) && plan.mode == Mode::SingleId {
+        return Err(UsernsError::TierUnavailable {
+            tier: Tier::Userns,
+            why: plan.warning.unwrap_or_default(),
+        });
+    }
     loop {
         match run_child(&plan)? {
             ChildEnd::Exited(status) => exit_like(status),
             ChildEnd::MapFailed(reason) if plan.mode == Mode::Subordinate => {
+                let why = doctor_says(Trial::Works, Tier::Userns);
+                if options.tier == TierChoice::Exactly(Tier::Userns) {
+                    return Err(UsernsError::TierUnavailable {
+                        tier: Tier::Userns,
+                        why: format!("writing the subordinate id map failed ({reason}): {why}"),
+                    });
+                }
                 let single = single_id_plan(format!(
-                    "writing the subordinate id map failed ({reason}); running with a single-id map, so steps cannot chown files to other users"
+                    "writing the subordinate id map failed ({reason}): {why}; running with a single-id map, so steps cannot chown files to other users"
                 ));
                 tracing::debug!(%reason, "falling back to a single-id map");
                 plan = single;
@@ -168,7 +218,7 @@ fn plan_mapping(options: &Options) -> Plan {
             warning: None,
         };
     }
-    if options.force_single_id {
+    if options.tier == TierChoice::Exactly(Tier::UsernsSingle) {
         return single_id_plan(
             "running with a single-id map as asked, so steps cannot chown files to other users"
                 .to_string(),
@@ -237,7 +287,7 @@ fn single_id_plan(warning: String) -> Plan {
 type SubRange = (u32, u32);
 
 /// Reads the ranges of `name` (or of the numeric `uid`) from a subordinate id file, in file order.
-fn read_subordinate(file: &Path, name: &str, uid: u32) -> Vec<SubRange> {
+pub(crate) fn read_subordinate(file: &Path, name: &str, uid: u32) -> Vec<SubRange> {
     match std::fs::read_to_string(file) {
         Ok(text) => parse_subordinate(&text, name, uid),
         Err(_) => Vec::new(),
@@ -285,7 +335,7 @@ fn subordinate_map(own: u32, ranges: &[SubRange]) -> Vec<IdRange> {
     map
 }
 
-fn find_in_path(tool: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
@@ -356,15 +406,32 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
     };
     let pid = Pid::from_raw(child.id() as i32);
 
-    let mut ready = [0u8; 1];
-    let unshared = matches!(parent_end.read(&mut ready), Ok(1));
-    if !unshared {
+    let mut ready = [0u8; 2];
+    let unshared = match parent_end.read(&mut ready) {
+        Ok(1..) if ready[0] == UNSHARED => Ok(()),
+        Ok(1..) if ready[0] == REFUSED => {
+            let mut errno = [0u8; 1];
+            let errno = match ready[1] {
+                0 => parent_end
+                    .read_exact(&mut errno)
+                    .map(|()| errno[0])
+                    .unwrap_or(0),
+                e => e,
+            };
+            Err(Some(i32::from(errno)))
+        }
+        _ => Err(None),
+    };
+    if let Err(errno) = unshared {
         let status = child.wait().map_err(UsernsError::Handshake)?;
         restore_mask(&old_mask);
-        if status.code() == Some(HANDSHAKE_FAILED) {
-            return Err(UsernsError::Unshare(
-                "the re-executed child could not unshare its namespaces".into(),
-            ));
+        if status.code() == Some(HANDSHAKE_FAILED)
+            && let Some(errno) = errno
+        {
+            return Err(UsernsError::Unshare {
+                errno: crate::doctor::trial::errno_name(errno),
+                why: doctor_says(Trial::Unshare(errno), Tier::UsernsSingle),
+            });
         }
         return Ok(ChildEnd::Exited(status));
     }
@@ -388,6 +455,19 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
     let status = supervise(&mut child, pid, &forwarded)?;
     restore_mask(&old_mask);
     Ok(ChildEnd::Exited(status))
+}
+
+/// What `umstage doctor` finds in the way of `tier`, given what the namespace just did, as
+/// one line naming the restriction and its fix.
+fn doctor_says(seen: Trial, tier: Tier) -> String {
+    let diagnosis = crate::doctor::diagnose(&Facts::gather(None, Some(seen)));
+    match diagnosis.blockers_of(tier) {
+        found if found.is_empty() => {
+            "no restriction umstage knows explains it; `umstage doctor` lists what it checked"
+                .into()
+        }
+        found => format!("{found} (`umstage doctor` shows every finding)"),
+    }
 }
 
 fn restore_mask(mask: &SigSet) {
@@ -553,12 +633,16 @@ pub(crate) fn finish_reexec_if_child() {
 /// `Err(None)` means the parent aborted (it reports why itself).
 fn handshake_as_child(mut stream: UnixStream) -> Result<UserNamespace, Option<String>> {
     let parent = nix::unistd::getppid();
-    nix::sched::unshare(
+    if let Err(e) = nix::sched::unshare(
         CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .map_err(|e| Some(format!("cannot create a user namespace: {e}")))?;
+    ) {
+        // The parent reports it, with doctor's reading of why.
+        let errno = u8::try_from(e as i32).unwrap_or(u8::MAX);
+        let _ = stream.write_all(&[REFUSED, errno]);
+        return Err(None);
+    }
     stream
-        .write_all(b"u")
+        .write_all(&[UNSHARED])
         .map_err(|e| Some(format!("handshake: {e}")))?;
     let mut line = String::new();
     BufReader::new(&mut stream)
@@ -582,7 +666,12 @@ fn handshake_as_child(mut stream: UnixStream) -> Result<UserNamespace, Option<St
         nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| Some(format!("making / private in the mount namespace: {e}")))?;
+    .map_err(|e| {
+        let why = doctor_says(Trial::Mount(e as i32), Tier::UsernsSingle);
+        Some(format!(
+            "making / private in the mount namespace: {e}: {why}"
+        ))
+    })?;
     Ok(inside)
 }
 

@@ -432,7 +432,9 @@ fn single_id_mode_works_and_warns() -> TestResult {
 
 fn scenario_single_id(_: &[String]) -> i32 {
     let ns = match userns::enter(&userns::Options {
-        force_single_id: true,
+        tier: umstage_snapshot::doctor::TierChoice::Exactly(
+            umstage_snapshot::doctor::Tier::UsernsSingle,
+        ),
     }) {
         Ok(ns) => ns,
         Err(e) => {

@@ -3,6 +3,7 @@
 mod admin;
 mod ca_roots;
 mod cli;
+mod doctor;
 mod progress;
 
 use std::io::{IsTerminal, Read};
@@ -35,20 +36,24 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
         Command::Build(args) => {
-            if let Err(code) = enter_namespace() {
-                return code;
-            }
-            build(*args, root)
+            let sandbox = match enter_namespace(args.sandbox) {
+                Ok(ns) => ns,
+                Err(code) => return code,
+            };
+            build(*args, root, &sandbox)
         }
+        Command::Doctor(args) => report(doctor::run(&root, args.json)),
         Command::Info(args) => {
-            if let Err(code) = enter_namespace() {
-                return code;
+            match enter_namespace(cli::SandboxChoice::Auto) {
+                Ok(ns) => warn_limited(&ns),
+                Err(code) => return code,
             }
             report(admin::info(&root, args.json))
         }
         Command::Prune(args) => {
-            if let Err(code) = enter_namespace() {
-                return code;
+            match enter_namespace(cli::SandboxChoice::Auto) {
+                Ok(ns) => warn_limited(&ns),
+                Err(code) => return code,
             }
             report(admin::prune(&root, args.all, args.keep_storage))
         }
@@ -93,20 +98,32 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Moves this process into its user + mount namespace: the outer process re-executes itself
-/// and exits with the child's status, so only the child returns from here.
-fn enter_namespace() -> Result<(), ExitCode> {
-    match umstage_snapshot::userns::enter(&umstage_snapshot::userns::Options::default()) {
-        Ok(ns) => {
-            if let Some(w) = ns.warning() {
-                eprintln!("umstage: warning: {w}");
-            }
-            Ok(())
-        }
+/// Moves this process into its user + mount namespace, in the sandbox tier asked for: the
+/// outer process re-executes itself and exits with the child's status, so only the child
+/// returns from here. A build says the tier through its progress stream; the other commands
+/// warn here when ids are limited.
+fn enter_namespace(
+    choice: cli::SandboxChoice,
+) -> Result<umstage_snapshot::userns::UserNamespace, ExitCode> {
+    use umstage_snapshot::doctor::{Tier, TierChoice};
+    let tier = match choice {
+        cli::SandboxChoice::Auto => TierChoice::Auto,
+        cli::SandboxChoice::Userns => TierChoice::Exactly(Tier::Userns),
+        cli::SandboxChoice::UsernsSingle => TierChoice::Exactly(Tier::UsernsSingle),
+    };
+    match umstage_snapshot::userns::enter(&umstage_snapshot::userns::Options { tier }) {
+        Ok(ns) => Ok(ns),
         Err(e) => {
             eprintln!("umstage: error: {e}");
             Err(ExitCode::from(1))
         }
+    }
+}
+
+/// Says, for the commands that have no progress stream, that ids are limited and how to fix it.
+fn warn_limited(ns: &umstage_snapshot::userns::UserNamespace) {
+    if let Some(w) = ns.warning() {
+        eprintln!("umstage: warning: {w}");
     }
 }
 
@@ -169,7 +186,11 @@ fn state_root(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
+fn build(
+    args: BuildArgs,
+    root: PathBuf,
+    sandbox: &umstage_snapshot::userns::UserNamespace,
+) -> ExitCode {
     let stdout_taken = args.outputs.iter().any(writes_stdout);
     // A context read from standard input lives in a temporary directory for the build.
     let (request, _stdin_context) = match build_request(&args, root) {
@@ -185,6 +206,10 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
         args.progress
     };
     let renderer = progress::renderer(mode, std::io::stderr().is_terminal());
+    renderer.emit(umstage_build::event::Event::Sandbox {
+        tier: sandbox.tier().to_string(),
+        reason: sandbox.reason(),
+    });
     let outcome = umstage_build::build(&request, renderer.as_ref());
     renderer.finish();
     match outcome {

@@ -167,6 +167,7 @@ impl EventSink for Plain {
                 writeln!(out, "#{n} ERROR: {message}")
             }
             Event::Warning { message } => writeln!(out, "WARNING: {message}"),
+            Event::Sandbox { tier, reason } => writeln!(out, "#0 sandbox {tier}: {reason}"),
             Event::Lint {
                 rule,
                 message,
@@ -430,6 +431,10 @@ impl EventSink for Live {
             Event::Warning { message } => {
                 st.permanent
                     .push(format!("\x1b[33mWARNING:\x1b[0m {message}"));
+            }
+            Event::Sandbox { tier, reason } => {
+                st.permanent
+                    .push(format!("\x1b[2msandbox {tier}: {reason}\x1b[0m"));
             }
             Event::Lint {
                 rule,

@@ -8,7 +8,7 @@
 //! When pid 1 exits the kernel kills every other process of the step; when the helper dies
 //! (cancel, SIGKILL of umstage) pid 1 dies with it.
 
-mod caps;
+pub(crate) mod caps;
 pub(crate) mod helper;
 mod mounts;
 mod spec;
