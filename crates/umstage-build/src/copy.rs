@@ -18,6 +18,8 @@ use umstage_oci::inroot::{
     read_dir_no_symlinks, read_link_no_symlinks,
 };
 
+use umstage_oci::owner;
+
 use crate::chmod::Chmod;
 
 /// Why a COPY or ADD could not be planned or done.
@@ -423,7 +425,13 @@ fn item(
     let (uid, gid) = match options.chown {
         Some(ids) => ids,
         None if tree.reset_owner => (0, 0),
-        None => (meta.uid(), meta.gid()),
+        // A stage built with one id mapped keeps its owners in a record.
+        // (A symlink has none, and its /proc link must not be followed to its target.)
+        None => (!ft.is_symlink())
+            .then(|| open_no_symlinks(host, OFlags::PATH | OFlags::NOFOLLOW).ok())
+            .flatten()
+            .and_then(|fd| owner::recorded(&fd))
+            .map_or((meta.uid(), meta.gid()), |o| (o.uid, o.gid)),
     };
     Ok(Item {
         src: host.to_path_buf(),
@@ -452,14 +460,9 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
         current.push(name);
         match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
             Ok(()) => {
-                rfs::chownat(
-                    &parent,
-                    name,
-                    Some(rfs::Uid::from_raw(owner.0)),
-                    Some(rfs::Gid::from_raw(owner.1)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(errno(&current))?;
+                let (uid, gid) = owner;
+                owner::chown_or_record(&parent, name, owner::Owner { uid, gid })
+                    .map_err(io_err(&current))?;
             }
             Err(rustix::io::Errno::EXIST) => {
                 // A symlink (even a dangling one) is followed inside the root, and what it
@@ -657,12 +660,7 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
                     io::copy(&mut input, &mut out).map_err(io_err(path))?;
                 }
             }
-            rfs::fchown(
-                &out,
-                Some(rfs::Uid::from_raw(item.uid)),
-                Some(rfs::Gid::from_raw(item.gid)),
-            )
-            .map_err(errno(path))?;
+            set_owner(parent, name, item)?;
             // After chown, which clears set-id bits.
             rfs::fchmod(&out, Mode::from_raw_mode(item.mode)).map_err(errno(path))?;
             rfs::futimens(&out, &times).map_err(errno(path))?;
@@ -703,15 +701,13 @@ fn remove_non_dir(
     }
 }
 
+/// Sets the owner, or records it where the namespace maps one id ([`owner::chown_or_record`]).
 fn set_owner(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {
-    rfs::chownat(
-        parent,
-        name,
-        Some(rfs::Uid::from_raw(item.uid)),
-        Some(rfs::Gid::from_raw(item.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(errno(&item.dest))
+    let owner = owner::Owner {
+        uid: item.uid,
+        gid: item.gid,
+    };
+    owner::chown_or_record(parent, name, owner).map_err(io_err(&item.dest))
 }
 
 fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {

@@ -41,7 +41,7 @@ const REFUSED: u8 = b'!';
 pub enum Mode {
     /// 0 is the caller, 1.. are the caller's `/etc/subuid` and `/etc/subgid` ranges.
     Subordinate,
-    /// Only 0 is mapped (to the caller): files cannot be owned by other ids.
+    /// Only 0 is mapped (to the caller): other owners are recorded (`sandbox::owners`), not set.
     SingleId,
     /// Started as real root: the identity map over all ids.
     Root,
@@ -184,7 +184,7 @@ pub fn enter(options: &Options) -> Result<UserNamespace, UsernsError> {
                     });
                 }
                 let single = single_id_plan(format!(
-                    "writing the subordinate id map failed ({reason}): {why}; running with a single-id map, so steps cannot chown files to other users"
+                    "writing the subordinate id map failed ({reason}): {why}; running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users)"
                 ));
                 tracing::debug!(%reason, "falling back to a single-id map");
                 plan = single;
@@ -220,7 +220,7 @@ fn plan_mapping(options: &Options) -> Plan {
     }
     if options.tier == TierChoice::Exactly(Tier::UsernsSingle) {
         return single_id_plan(
-            "running with a single-id map as asked, so steps cannot chown files to other users"
+            "running with a single-id map as asked, so owners other than root are recorded, not set (steps cannot run as other users)"
                 .to_string(),
         );
     }
@@ -251,12 +251,12 @@ fn plan_subordinate(
             "subgid"
         };
         return single_id_plan(format!(
-            "no range for user {name} in /etc/{file}: running with a single-id map, so steps cannot chown files to other users (fix: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name})"
+            "no range for user {name} in /etc/{file}: running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users) (fix: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name})"
         ));
     }
     if let Some(tool) = missing_tool {
         return single_id_plan(format!(
-            "{tool} not found: running with a single-id map, so steps cannot chown files to other users (fix: install the uidmap package, or shadow-utils on Fedora)"
+            "{tool} not found: running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users) (fix: install the uidmap package, or shadow-utils on Fedora)"
         ));
     }
     Plan {

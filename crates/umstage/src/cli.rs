@@ -83,7 +83,7 @@ pub enum SandboxChoice {
     Auto,
     /// A user namespace with subordinate id ranges (steps may own files as any user)
     Userns,
-    /// A user namespace with one id (no chown to other users)
+    /// A user namespace with one id: chown recorded (user.rootlesscontainers), steps run as root
     UsernsSingle,
 }
 

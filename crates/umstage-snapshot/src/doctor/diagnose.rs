@@ -321,7 +321,7 @@ fn mapping_findings(facts: &Facts, out: &mut Vec<Finding>) {
             "subordinate ids",
             Level::Limits,
             format!(
-                "no range for {} in /etc/{file}: files cannot belong to other users",
+                "no range for {} in /etc/{file}: steps cannot run as other users, and other owners are recorded rather than set",
                 facts.user
             ),
             Some(&fix),
@@ -478,7 +478,7 @@ fn reason(facts: &Facts, tier: Option<Tier>, findings: &[Finding]) -> String {
         }
         Some(Tier::Userns) => "a user namespace with the subordinate ranges mapped".into(),
         Some(Tier::UsernsSingle) => format!(
-            "a user namespace with one id, so steps cannot chown files to other users: {}",
+            "a user namespace with one id, so owners other than root are recorded, not set (steps cannot run as other users): {}",
             first_blocker(Tier::Userns)
         ),
         None => format!(

@@ -9,7 +9,8 @@ pub enum Tier {
     /// A user namespace mapping the caller's subordinate ranges (or every id, as real root):
     /// steps own files as any user.
     Userns,
-    /// A user namespace mapping one id: steps run as root, but files cannot belong to others.
+    /// A user namespace mapping one id: steps run as root; a chown to another owner is
+    /// recorded in an xattr, shown to `stat` and written into the layers.
     UsernsSingle,
 }
 

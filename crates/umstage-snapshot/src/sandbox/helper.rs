@@ -10,6 +10,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -121,31 +122,45 @@ fn run() -> Result<(), String> {
     if let Some(hostname) = request.spec.hostname() {
         nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
     }
+    // Pid 1 hands the ownership recorder's listener back on this socket.
+    let recorder = match request.record_owners {
+        true => Some(UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?),
+        false => None,
+    };
     // SAFETY: this process is single-threaded (a fresh exec that started no threads).
     match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
-        ForkResult::Child => step_main(&request),
-        ForkResult::Parent { child } => loop {
-            match nix::sys::wait::waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => {
-                    send(&Report::Ended(ExitStatus::Code(code)));
-                    return Ok(());
+        ForkResult::Child => step_main(&request, recorder.map(|(_, theirs)| theirs)),
+        ForkResult::Parent { child } => {
+            if let Some((ours, theirs)) = recorder {
+                // Only pid 1 may hold its end: the receive ends when pid 1 does.
+                drop(theirs);
+                if let Some(listener) = super::owners::receive_listener(&ours) {
+                    super::owners::supervise(listener);
                 }
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    send(&Report::Ended(ExitStatus::Signal(signal as i32)));
-                    return Ok(());
-                }
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(format!("waiting for the step: {e}")),
             }
-        },
+            loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => {
+                        send(&Report::Ended(ExitStatus::Code(code)));
+                        return Ok(());
+                    }
+                    Ok(WaitStatus::Signaled(_, signal, _)) => {
+                        send(&Report::Ended(ExitStatus::Signal(signal as i32)));
+                        return Ok(());
+                    }
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("waiting for the step: {e}")),
+                }
+            }
+        }
     }
 }
 
 /// Pid 1 of the step: set up and exec; reports and exits on failure.
-fn step_main(request: &Request) -> ! {
+fn step_main(request: &Request, recorder: Option<UnixStream>) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let mut stubs = Vec::new();
-    let message = setup_and_exec(request, &mut stubs);
+    let message = setup_and_exec(request, recorder.as_ref(), &mut stubs);
     send(&Report::Stubs(stubs));
     send(&Report::SetupError(message));
     // SAFETY: _exit ends this forked process without running the parent's destructors.
@@ -153,11 +168,15 @@ fn step_main(request: &Request) -> ! {
 }
 
 /// Returns only on failure, with the message for the user.
-fn setup_and_exec(request: &Request, stubs: &mut Vec<PathBuf>) -> String {
+fn setup_and_exec(
+    request: &Request,
+    recorder: Option<&UnixStream>,
+    stubs: &mut Vec<PathBuf>,
+) -> String {
     match prepare_root(request, stubs) {
         Ok(ready) => {
             send(&Report::Stubs(stubs.clone()));
-            exec_step(request, ready)
+            exec_step(request, recorder, ready)
         }
         Err(message) => message,
     }
@@ -368,14 +387,18 @@ impl Source {
     }
 }
 
-fn exec_step(request: &Request, ready: Ready) -> String {
-    match try_exec(request, ready) {
+fn exec_step(request: &Request, recorder: Option<&UnixStream>, ready: Ready) -> String {
+    match try_exec(request, recorder, ready) {
         Ok(never) => match never {},
         Err(message) => message,
     }
 }
 
-fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible, String> {
+fn try_exec(
+    request: &Request,
+    recorder: Option<&UnixStream>,
+    ready: Ready,
+) -> Result<std::convert::Infallible, String> {
     let process = request
         .spec
         .process()
@@ -445,6 +468,11 @@ fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible,
         .map(|e| CString::new(e.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| "NUL in the environment")?;
+    // Last, so that nothing of the setup goes through the recorder.
+    if let Some(socket) = recorder {
+        let listener = super::owners::install()?;
+        super::owners::send_listener(socket, &listener)?;
+    }
     nix::unistd::execve(&c_program, &c_args, &c_env)
         .map_err(|e| format!("exec {}: {e}", resolved.display()))
 }

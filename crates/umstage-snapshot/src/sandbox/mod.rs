@@ -11,6 +11,7 @@
 pub(crate) mod caps;
 pub(crate) mod helper;
 mod mounts;
+mod owners;
 mod spec;
 pub mod user;
 
@@ -203,6 +204,9 @@ pub(crate) struct Request {
     /// helper resolves inside it (`RESOLVE_IN_ROOT`, the final component included) and mounts
     /// from the resulting descriptor.
     pub(crate) in_root: Vec<Option<PathBuf>>,
+    /// Record the step's `chown`s and show them to its `stat`s ([`owners`]): only one id is
+    /// mapped, so the kernel cannot.
+    pub(crate) record_owners: bool,
 }
 
 /// The fd the helper reports on (its copy of the socket it got as stdin).
@@ -249,6 +253,8 @@ pub fn run_step(
             files: prepared.private_files.clone(),
             secrets: prepared.secret_files.clone(),
             sandbox_dir: sandbox_dir.clone(),
+            record_owners: crate::userns::current()
+                .is_some_and(|ns| ns.mode() == crate::userns::Mode::SingleId),
         };
         let outcome = run_helper(&request, cancel, on_event);
         drop(prepared);
