@@ -114,7 +114,10 @@ impl StageConfig {
         }
     }
 
-    /// WORKDIR: a relative path is taken from the previous one; returns the new absolute path.
+    /// WORKDIR: a relative path is taken from the previous one; returns the directory to
+    /// create, cleaned. The config holds it as BuildKit normalises it: an absolute path as
+    /// written (`/go/src/app/` keeps its slash, as docker shows it), a relative one joined to
+    /// the previous and cleaned.
     pub fn set_workdir(&mut self, path: &str) -> String {
         let joined = if path.starts_with('/') {
             path.to_string()
@@ -123,10 +126,10 @@ impl StageConfig {
                 Some(w) if !w.is_empty() => w,
                 _ => "/",
             };
-            format!("{base}/{path}")
+            clean_abs(&format!("{base}/{path}"))
         };
         let clean = clean_abs(&joined);
-        self.image.config.working_dir = Some(clean.clone());
+        self.image.config.working_dir = Some(joined);
         clean
     }
 
@@ -272,6 +275,17 @@ mod tests {
         assert_eq!(s.set_workdir("b/"), "/a/b");
         assert_eq!(s.set_workdir("../c/./d"), "/a/c/d");
         assert_eq!(s.set_workdir("/x//y/"), "/x/y");
+    }
+
+    #[test]
+    fn an_absolute_workdir_is_kept_as_written_in_the_config() {
+        let mut s = stage();
+        assert_eq!(s.set_workdir("/go/src/app/"), "/go/src/app");
+        assert_eq!(s.workdir(), "/go/src/app/");
+        assert_eq!(s.set_workdir("sub/"), "/go/src/app/sub");
+        assert_eq!(s.workdir(), "/go/src/app/sub");
+        s.set_workdir("/x//y/../z");
+        assert_eq!(s.workdir(), "/x//y/../z");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`build`]: a [`request::BuildRequest`] (everything the command line says, with the
 //!   values in [`options`]) becomes outputs, reporting progress as [`event::Event`]s to an
 //!   [`event::EventSink`]; failures are [`request::BuildError`]s with their exit codes.
+//! - [`flags::BuildFlags`]: the command line's build flags, plain, become a request.
 //! - [`check`]: the build checks only (`--check`).
 //! - [`cache::CacheIndex`] and [`state::State`]: the step cache under the state root, which
 //!   [`prune`] frees.
@@ -20,6 +21,7 @@ pub mod credentials;
 pub mod digests;
 pub mod event;
 pub mod export;
+pub mod flags;
 pub mod history;
 mod ids;
 pub mod lints;

@@ -13,6 +13,22 @@ pub enum DockerfileSource {
     Text(Vec<u8>),
 }
 
+impl DockerfileSource {
+    /// The Dockerfile at `path`; when that is named `Dockerfile` and is not there, the
+    /// lowercase `dockerfile` beside it, as BuildKit falls back to it (moby/moby#10858), so
+    /// `Dockerfile` wins when both exist.
+    pub fn file(path: PathBuf) -> Self {
+        let lowercase = path
+            .file_name()
+            .filter(|n| *n == "Dockerfile")
+            .map(|_| path.with_file_name("dockerfile"));
+        match lowercase {
+            Some(lower) if !path.exists() && lower.is_file() => Self::Path(lower),
+            _ => Self::Path(path),
+        }
+    }
+}
+
 /// How `RUN` steps reach the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
@@ -96,6 +112,21 @@ pub enum Output {
         /// Layer compression.
         compression: Compression,
     },
+}
+
+impl Output {
+    /// Whether this output goes to standard output (`dest=-`).
+    pub fn writes_stdout(&self) -> bool {
+        matches!(
+            self,
+            Output::Archive {
+                dest: Destination::Stdout,
+                ..
+            } | Output::Tar {
+                dest: Destination::Stdout
+            }
+        )
+    }
 }
 
 /// Which image layouts an archive carries.
@@ -636,6 +667,35 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_lowercase_dockerfile_is_read_only_when_dockerfile_is_missing()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let named = dir.path().join("Dockerfile");
+        let lower = dir.path().join("dockerfile");
+        assert_eq!(
+            DockerfileSource::file(named.clone()),
+            DockerfileSource::Path(named.clone())
+        );
+        std::fs::write(&lower, "FROM scratch\n")?;
+        assert_eq!(
+            DockerfileSource::file(named.clone()),
+            DockerfileSource::Path(lower.clone())
+        );
+        std::fs::write(&named, "FROM scratch\n")?;
+        assert_eq!(
+            DockerfileSource::file(named.clone()),
+            DockerfileSource::Path(named)
+        );
+        // Only the name `Dockerfile` falls back.
+        let other = dir.path().join("Other");
+        assert_eq!(
+            DockerfileSource::file(other.clone()),
+            DockerfileSource::Path(other)
+        );
+        Ok(())
+    }
 
     #[test]
     fn bare_paths_are_archives_and_typed_outputs_parse() {

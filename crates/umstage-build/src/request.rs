@@ -3,20 +3,9 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use umstage_snapshot::DriverChoice;
 
 use crate::options::{BuildContext, DockerfileSource, NetworkMode, Output, Secret, SshAgent};
-
-/// Which snapshotter holds the build's filesystems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SnapshotterChoice {
-    /// The best one that works on this machine.
-    #[default]
-    Auto,
-    /// Native overlayfs in the user namespace.
-    Overlay,
-    /// Copies; works everywhere.
-    Native,
-}
 
 /// Everything one build needs to know.
 #[derive(Debug, Clone)]
@@ -54,7 +43,7 @@ pub struct BuildRequest {
     /// The state root.
     pub state_root: PathBuf,
     /// The snapshotter wanted.
-    pub snapshotter: SnapshotterChoice,
+    pub snapshotter: DriverChoice,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// Stages built at the same time, at most.

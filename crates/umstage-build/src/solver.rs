@@ -22,7 +22,7 @@ use umstage_dockerfile::{
 use umstage_oci::ContentStore;
 use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
-use umstage_snapshot::{Cancel, DriverChoice};
+use umstage_snapshot::Cancel;
 
 use crate::cache::{CacheIndex, KeyBuilder};
 use crate::config::{self, StageConfig};
@@ -33,7 +33,7 @@ use crate::ops::meta::{health_config, split_command};
 use crate::ops::step::{Build, FilteredContext, StageOutput, Step, other};
 use crate::options::{Compression, DockerfileSource, Output};
 use crate::registry::registry_client;
-use crate::request::{BuildError, BuildRequest, BuildResult, SnapshotterChoice};
+use crate::request::{BuildError, BuildRequest, BuildResult};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{LazySnapshotter, State, Unpacker};
 
@@ -117,12 +117,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let store = ContentStore::open(root)
         .map_err(other)?
         .with_lease(Arc::clone(&lease));
-    let choice = match request.snapshotter {
-        SnapshotterChoice::Auto => DriverChoice::Auto,
-        SnapshotterChoice::Overlay => DriverChoice::Overlay,
-        SnapshotterChoice::Native => DriverChoice::Native,
-    };
-    let snapshotter = LazySnapshotter::new(root.clone(), choice);
+    let snapshotter = LazySnapshotter::new(root.clone(), request.snapshotter);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let compression = first_compression(&request.outputs);
@@ -458,11 +453,13 @@ impl Step<'_, '_> {
             Command::Run(_) => self.run_step(expanded),
             Command::Copy(_) | Command::Add(_) => self.copy_step(expanded),
             Command::Workdir(path) => {
-                let path = self.cfg.set_workdir(path);
-                self.roll_key("workdir", &path);
-                self.fs_step(format!("WORKDIR {path}"), |step, root| {
+                let dir = self.cfg.set_workdir(path);
+                // Keyed and recorded as the config holds it (BuildKit's history shows that).
+                let workdir = self.cfg.workdir();
+                self.roll_key("workdir", &workdir);
+                self.fs_step(format!("WORKDIR {workdir}"), |step, root| {
                     let owner = step.owner_of(&root.root, None)?;
-                    copy::make_dirs(&root.root, Path::new(&path), owner).map_err(|e| e.to_string())
+                    copy::make_dirs(&root.root, Path::new(&dir), owner).map_err(|e| e.to_string())
                 })
             }
             Command::Env(kvs) => {

@@ -1,8 +1,9 @@
 //! The stage graph: which stages a stage needs, target pruning, dependency order.
 
-use crate::dockerfile::{Dockerfile, Instruction, MetaScope};
+use crate::dockerfile::{Dockerfile, Instruction};
 use crate::error::{Error, ErrorKind};
 use crate::instructions::Command;
+use crate::scope::MetaScope;
 use crate::span::Span;
 
 /// What a stage starts from.

@@ -49,14 +49,13 @@ mod instructions;
 mod json;
 mod lint;
 mod mount;
+mod platform;
+mod scope;
 mod shell;
 mod span;
 mod syntax;
 
-pub use dockerfile::{
-    BuildArgs, Dockerfile, Instruction, MetaScope, PLATFORM_ARGS, PROXY_ARGS, Platform, SourceFile,
-    Stage, StageScope, parse, parse_instruction,
-};
+pub use dockerfile::{Dockerfile, Instruction, SourceFile, Stage, parse, parse_instruction};
 pub use dockerignore::{
     Dockerignore, Pattern, PatternError, clean_path, ignore_file_candidates, select_ignore_text,
 };
@@ -70,6 +69,8 @@ pub use instructions::{
 };
 pub use lint::{CheckConfig, Lint};
 pub use mount::{Mount, MountType, Sharing, parse_mount};
+pub use platform::Platform;
+pub use scope::{BuildArgs, MetaScope, PLATFORM_ARGS, PROXY_ARGS, StageScope};
 pub use shell::{EmptyEnv, Env, ExpandError, Expansion, Lexer};
 pub use span::{Pos, Span};
 pub use syntax::{

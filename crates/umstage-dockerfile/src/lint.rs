@@ -2,8 +2,9 @@
 
 use std::collections::HashSet;
 
-use crate::dockerfile::{Dockerfile, PLATFORM_ARGS, PROXY_ARGS};
+use crate::dockerfile::Dockerfile;
 use crate::instructions::{Command, CommandLine};
+use crate::scope::{PLATFORM_ARGS, PROXY_ARGS};
 use crate::shell::referenced_names;
 use crate::span::Span;
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use umstage_build::options::{BuildContext, NetworkMode, Output, Secret, SshAgent};
+use umstage_snapshot::DriverChoice;
 
 /// Builds container images from Dockerfiles, with no daemon and no root.
 #[derive(Debug, Parser)]
@@ -65,17 +66,6 @@ pub enum ProgressMode {
     Quiet,
 }
 
-/// Which snapshotter holds the build's filesystems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SnapshotterChoice {
-    /// The best one that works here
-    Auto,
-    /// overlayfs inside the user namespace
-    Overlay,
-    /// Plain copies (reflinks where possible); works everywhere
-    Native,
-}
-
 /// Which sandbox tier runs the RUN steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SandboxChoice {
@@ -94,7 +84,7 @@ pub struct BuildArgs {
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
 
-    /// Dockerfile to use; `-` reads it from standard input [default: CONTEXT/Dockerfile]
+    /// Dockerfile to use; `-` reads it from standard input [default: CONTEXT/Dockerfile, else CONTEXT/dockerfile]
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
 
@@ -167,8 +157,8 @@ pub struct BuildArgs {
     pub metadata_file: Option<PathBuf>,
 
     /// Snapshotter for the build's filesystems
-    #[arg(long, value_enum, default_value = "auto", value_name = "NAME")]
-    pub snapshotter: SnapshotterChoice,
+    #[arg(long, default_value = "auto", value_name = "NAME", value_parser = snapshotter())]
+    pub snapshotter: DriverChoice,
 
     /// Sandbox tier for RUN steps
     #[arg(long, value_enum, default_value = "auto", value_name = "TIER")]
@@ -227,6 +217,19 @@ fn parse_log_level(text: &str) -> Result<String, String> {
         .parse(text)
         .map(|_| text.to_owned())
         .map_err(|e| format!("{e}: {HINT}"))
+}
+
+/// `--snapshotter`'s names, listed with what each means, parsed once into the snapshot
+/// crate's own choice.
+fn snapshotter() -> impl clap::builder::TypedValueParser<Value = DriverChoice> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("auto").help("The best one that works here"),
+        PossibleValue::new("overlay").help("overlayfs inside the user namespace"),
+        PossibleValue::new("native")
+            .help("Plain copies (reflinks where possible); works everywhere"),
+    ])
+    .try_map(|name| name.parse::<DriverChoice>())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

@@ -10,10 +10,11 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
-use umstage_build::options::DockerfileSource;
-use umstage_build::request::{BuildRequest, BuildResult, SnapshotterChoice};
+use umstage_build::flags::{BuildFlags, Prepared};
+use umstage_build::options::Output;
+use umstage_build::request::{BuildRequest, BuildResult};
 
 use cli::{BuildArgs, Cli, Command, DebugCommand, ProgressMode};
 
@@ -191,11 +192,17 @@ fn build(
     root: PathBuf,
     sandbox: &umstage_snapshot::userns::UserNamespace,
 ) -> ExitCode {
-    let stdout_taken = args.outputs.iter().any(writes_stdout);
+    let stdout_taken = args.outputs.iter().any(Output::writes_stdout);
     // A context read from standard input lives in a temporary directory for the build.
-    let (request, _stdin_context) = match build_request(&args, root) {
-        Ok(r) => r,
-        Err(e) => return usage_error(&e),
+    let prepared = build_flags(&args).into_request(root, &mut std::io::stdin().lock(), &|name| {
+        std::env::var(name).ok()
+    });
+    let Prepared {
+        request,
+        stdin_context: _stdin_context,
+    } = match prepared {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e.into()),
     };
     if args.check {
         return check(&request);
@@ -277,201 +284,29 @@ fn check(request: &BuildRequest) -> ExitCode {
     }
 }
 
-fn writes_stdout(o: &umstage_build::options::Output) -> bool {
-    use umstage_build::options::{Destination, Output};
-    matches!(
-        o,
-        Output::Archive {
-            dest: Destination::Stdout,
-            ..
-        } | Output::Tar {
-            dest: Destination::Stdout
-        }
-    )
-}
-
-/// The request the command line describes, and the temporary directory holding a context
-/// read from standard input (removed when dropped).
-fn build_request(
-    a: &BuildArgs,
-    state_root: PathBuf,
-) -> anyhow::Result<(BuildRequest, Option<tempfile::TempDir>)> {
-    use umstage_build::context::StdinContext;
-    use umstage_build::options::{Compression, Output};
-
-    let mut stdin_dockerfile = None;
-    let mut stdin_context = None;
-    if a.context.as_os_str() == "-" {
-        if a.file.as_deref().is_some_and(|f| f.as_os_str() == "-") {
-            bail!(
-                "the context and the Dockerfile cannot both come from standard input (-f - and -)"
-            );
-        }
-        let mut data = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut data)
-            .context("reading the context from standard input")?;
-        let dir = tempfile::Builder::new()
-            .prefix("umstage-context-")
-            .tempdir()
-            .context("making a directory for the context from standard input")?;
-        if let StdinContext::Dockerfile(bytes) =
-            umstage_build::context::from_stdin(data, dir.path())?
-        {
-            stdin_dockerfile = Some(bytes);
-        }
-        stdin_context = Some(dir);
-    }
-    let context_arg = match &stdin_context {
-        Some(dir) => dir.path().to_path_buf(),
-        None => a.context.clone(),
-    };
-    let ctx = context_arg.to_string_lossy();
-    if ctx.contains("://") || ctx.starts_with("git@") {
-        bail!(
-            "context {ctx:?}: git and http(s) contexts are not supported yet: clone or download it and give the directory"
-        );
-    }
-    let context = std::path::absolute(&context_arg)
-        .with_context(|| format!("context {}", a.context.display()))?;
-    if !context.is_dir() {
-        bail!(
-            "context {} is not a directory: give the directory holding the files COPY and ADD read (often .)",
-            a.context.display()
-        );
-    }
-    let dockerfile = match a.file.as_deref() {
-        _ if stdin_dockerfile.is_some() => {
-            DockerfileSource::Text(stdin_dockerfile.take().unwrap_or_default())
-        }
-        Some(p) if p.as_os_str() == "-" => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("reading the Dockerfile from standard input")?;
-            DockerfileSource::Text(bytes)
-        }
-        // In a context archive from standard input, -f names a file in the archive.
-        Some(p) if stdin_context.is_some() && p.is_relative() => {
-            DockerfileSource::Path(context.join(p))
-        }
-        Some(p) => DockerfileSource::Path(p.to_path_buf()),
-        None => DockerfileSource::Path(context.join("Dockerfile")),
-    };
-    if let DockerfileSource::Path(p) = &dockerfile
-        && !p.is_file()
-    {
-        bail!(
-            "Dockerfile {} not found: name it with -f FILE (or -f - to read standard input)",
-            p.display()
-        );
-    }
-
-    let mut build_args = Vec::new();
-    for arg in &a.build_args {
-        match arg.split_once('=') {
-            Some((k, v)) if !k.is_empty() => build_args.push((k.to_string(), v.to_string())),
-            Some(_) => bail!("--build-arg {arg:?}: the name is empty: use KEY=VALUE"),
-            // As buildx: a bare name takes the environment's value, and is dropped if unset.
-            None => {
-                if let Ok(v) = std::env::var(arg) {
-                    build_args.push((arg.clone(), v));
-                }
-            }
-        }
-    }
-    for secret in &a.secrets {
-        secret.check()?;
-    }
-    let ssh = a
-        .ssh
-        .iter()
-        .cloned()
-        .map(umstage_build::options::SshAgent::resolve)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut labels = Vec::new();
-    for l in &a.labels {
-        match l.split_once('=') {
-            Some((k, v)) if !k.is_empty() => labels.push((k.to_string(), v.to_string())),
-            _ => bail!("--label {l:?}: use KEY=VALUE"),
-        }
-    }
-    let platform = match &a.platform {
-        Some(p) => {
-            let mut wanted: Vec<&str> = p.split(',').map(str::trim).collect();
-            wanted.dedup();
-            match wanted.as_slice() {
-                [one] if umstage_dockerfile::Platform::parse(one).is_some() => {
-                    Some((*one).to_string())
-                }
-                [one] => bail!("--platform {one}: use OS/ARCH[/VARIANT], such as linux/arm64"),
-                _ => bail!(
-                    "--platform {p}: one build makes one platform's image: run a build per platform"
-                ),
-            }
-        }
-        None => None,
-    };
-    let mut outputs = a.outputs.clone();
-    if a.push {
-        if a.tags.is_empty() {
-            bail!("--push needs a name to push to: add -t REGISTRY/NAME:TAG");
-        }
-        outputs.push(Output::Registry {
-            names: Vec::new(),
-            compression: Compression::Gzip,
-        });
-    }
-    if outputs.iter().filter(|o| writes_stdout(o)).count() > 1 {
-        bail!("only one output can be written to standard output (-)");
-    }
-    if outputs
-        .iter()
-        .any(|o| matches!(o, Output::Registry { names, .. } if names.is_empty()))
-        && a.tags.is_empty()
-    {
-        bail!("--output type=registry needs a name: add name=REF or -t REF");
-    }
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.trim().parse::<i64>().map_err(|_| {
-            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
-        })?),
-        _ => None,
-    };
-    let jobs = match a.jobs {
-        Some(j) => usize::from(j),
-        // Twice the cores: CPU-bound stages of similar length finish soonest when they all
-        // run and the kernel shares the cores (three 2 s stages on two cores: 3 s, against 4 s
-        // when the third waits), and a stage waiting on a pull or an export holds no core.
-        None => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let request = BuildRequest {
-        context,
-        dockerfile,
+/// The build flags, plain, for the library to make the request of.
+fn build_flags(a: &BuildArgs) -> BuildFlags {
+    BuildFlags {
+        context: a.context.clone(),
+        file: a.file.clone(),
         tags: a.tags.clone(),
-        outputs,
+        outputs: a.outputs.clone(),
         target: a.target.clone(),
-        build_args,
+        build_args: a.build_args.clone(),
         build_contexts: a.build_contexts.clone(),
-        platform,
+        platform: a.platform.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
         network: a.network,
         secrets: a.secrets.clone(),
-        ssh,
+        ssh: a.ssh.clone(),
         allow: a.allow.clone(),
-        labels,
-        state_root,
-        snapshotter: match a.snapshotter {
-            cli::SnapshotterChoice::Auto => SnapshotterChoice::Auto,
-            cli::SnapshotterChoice::Overlay => SnapshotterChoice::Overlay,
-            cli::SnapshotterChoice::Native => SnapshotterChoice::Native,
-        },
+        labels: a.labels.clone(),
+        snapshotter: a.snapshotter,
         insecure_registries: a.insecure_registries.clone(),
-        jobs,
-        source_date_epoch,
-    };
-    Ok((request, stdin_context))
+        push: a.push,
+        jobs: a.jobs,
+    }
 }
 
 /// Writes `--iidfile` and `--metadata-file`.

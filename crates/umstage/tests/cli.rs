@@ -317,6 +317,33 @@ fn a_dockerfile_specific_ignore_file_wins_over_the_context_one() -> TestResult {
 }
 
 #[test]
+fn a_lowercase_dockerfile_is_built_when_there_is_no_dockerfile() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[("dockerfile", "FROM busybox\nRUN echo lowercase > /which\n")],
+    )?;
+    let out = env.build(&ctx, "lower.tar", &[]);
+    assert_ok(&out);
+    assert_eq!(
+        unpack(&env, "lower.tar")?.read_to_string("/which")?,
+        "lowercase\n"
+    );
+    // BuildKit reads `dockerfile` only when `Dockerfile` is missing.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo capital > /which\n",
+    )?;
+    let out = env.build(&ctx, "capital.tar", &[]);
+    assert_ok(&out);
+    assert_eq!(
+        unpack(&env, "capital.tar")?.read_to_string("/which")?,
+        "capital\n"
+    );
+    Ok(())
+}
+
+#[test]
 fn parser_directives_and_a_cache_only_output() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(

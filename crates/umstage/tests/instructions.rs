@@ -310,3 +310,39 @@ fn run_heredocs_shebang_scripts_several_documents_and_tab_chomping() -> TestResu
     );
     Ok(())
 }
+
+#[test]
+fn an_absolute_workdir_keeps_its_trailing_slash_in_the_config() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             WORKDIR /go/src/app/\n\
+             RUN pwd > /pwd.txt\n\
+             WORKDIR sub/\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "slash.tar", &[]);
+    assert_ok(&out);
+    let image = unpack(&env, "slash.tar")?;
+    let cfg = config(&env, "slash.tar")?;
+    // As docker shows it: an absolute WORKDIR as written, a relative one joined and cleaned.
+    let h = history(&cfg);
+    assert!(h.iter().any(|e| e == "WORKDIR /go/src/app/"), "{h:?}");
+    assert_eq!(cfg["config"]["WorkingDir"], "/go/src/app/sub");
+    assert_eq!(image.read_to_string("/pwd.txt")?, "/go/src/app\n");
+    assert!(image.path("/go/src/app/sub").is_dir());
+
+    let ctx = env.context(
+        "ctx2",
+        &[("Dockerfile", "FROM busybox\nWORKDIR /go/src/app/\n")],
+    )?;
+    assert_ok(&env.build(&ctx, "last.tar", &[]));
+    assert_eq!(
+        config(&env, "last.tar")?["config"]["WorkingDir"],
+        "/go/src/app/"
+    );
+    Ok(())
+}

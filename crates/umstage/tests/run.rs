@@ -186,3 +186,98 @@ fn exec_form_user_and_workdir_shape_what_a_step_runs_as() -> TestResult {
     assert_eq!((numeric.uid, numeric.gid), (1234, 5678));
     Ok(())
 }
+
+#[test]
+fn a_step_keeps_its_primary_group_among_its_supplementary_groups() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN echo 'wheel:x:10:root,user' >> /etc/group\n\
+             RUN id > /root.txt\n\
+             USER user\n\
+             RUN id > /tmp/user.txt\n\
+             USER 1234\n\
+             RUN id > /tmp/uid.txt\n\
+             USER 1234:1234\n\
+             RUN id > /tmp/uid-gid.txt\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let image = layers(&env, "image.tar")?;
+    // What BuildKit shows since CVE-2023-25173: the primary group among /etc/group's (the
+    // kernel keeps the list sorted).
+    assert_eq!(
+        image.read_to_string("/root.txt")?,
+        "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
+    );
+    assert_eq!(
+        image.read_to_string("/tmp/user.txt")?,
+        "uid=1000(user) gid=1000(user) groups=10(wheel),1000(user)\n"
+    );
+    assert_eq!(
+        image.read_to_string("/tmp/uid.txt")?,
+        "uid=1234 gid=0(root) groups=0(root)\n"
+    );
+    assert_eq!(
+        image.read_to_string("/tmp/uid-gid.txt")?,
+        "uid=1234 gid=1234 groups=1234\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn cache_mounts_with_other_owners_or_modes_are_other_caches() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=cache,target=/c,uid=1000 touch /c/by-1000 && ls /c > /one\n\
+             RUN --mount=type=cache,target=/c,uid=1001 stat -c '%u %a' /c > /two && ls /c >> /two\n\
+             RUN --mount=type=cache,target=/c,mode=0700 stat -c '%u %a' /c > /three && ls /c >> /three\n\
+             RUN --mount=type=cache,target=/c touch /c/plain\n\
+             RUN --mount=type=cache,target=/c,uid=1000 ls /c > /four\n",
+        )],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/one")?, "by-1000\n");
+    assert_eq!(image.read_to_string("/two")?, "1001 755\n");
+    assert_eq!(image.read_to_string("/three")?, "0 700\n");
+    assert_eq!(image.read_to_string("/four")?, "by-1000\n");
+    Ok(())
+}
+
+#[test]
+fn mount_targets_made_for_a_step_leave_the_image_as_current_buildkit_leaves_them() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN mkdir -p /test/qux\n\
+             RUN --mount=type=cache,target=/test/foo \
+                 --mount=type=cache,target=/test/bar/x/y \
+                 --mount=type=cache,target=/test/baz/x \
+                 --mount=type=tmpfs,target=/test/qux \
+                 touch /test/baz/keep\n",
+        )],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = layers(&env, "image.tar")?;
+    // Current BuildKit removes the empty stubs it made for mount targets, with the parents
+    // made for them (docker 20.10's BuildKit left them); a stub that got content stays, and a
+    // target that was there before stays (its testMountStubsDirectory).
+    assert!(image.path("/test/baz/keep").is_file());
+    assert!(image.path("/test/qux").is_dir());
+    for gone in ["/test/foo", "/test/bar", "/test/baz/x"] {
+        assert!(!image.path(gone).exists(), "{gone} left in the image");
+    }
+    Ok(())
+}

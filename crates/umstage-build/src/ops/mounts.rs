@@ -75,6 +75,12 @@ impl Step<'_, '_> {
                 }
                 cache.uid = m.uid.unwrap_or(0);
                 cache.gid = m.gid.unwrap_or(0);
+                let at_root = m
+                    .source
+                    .as_deref()
+                    .is_none_or(|s| umstage_oci::inroot::clean_abs(s) == "/");
+                cache.settings_in_key =
+                    at_root && (m.uid.is_some() || m.gid.is_some() || m.mode.is_some());
                 if m.from.is_some() {
                     let from = match &source {
                         Some(CopySource::State(out, _)) => out.key.to_hex(),

@@ -430,7 +430,7 @@ fn try_exec(
             .collect();
         nix::unistd::setgroups(&groups)
             .map_err(|e| format!("setgroups {:?}: {e}", user.additional_gids))?;
-    } else if !user.additional_gids.is_empty() {
+    } else if user.additional_gids.iter().any(|g| *g != user.gid) {
         tracing::debug!("supplementary groups skipped: setgroups is denied in this namespace");
     }
     let gid = Gid::from_raw(user.gid);

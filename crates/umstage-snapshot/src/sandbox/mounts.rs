@@ -51,6 +51,10 @@ pub struct CacheMount {
     pub gid: u32,
     /// What seeds a new cache (`from`/`source`).
     pub seed: Option<CacheSeed>,
+    /// `uid`, `gid` or `mode` was given for a cache without `source=`: then they tell it apart
+    /// from other caches of its id, as BuildKit keys a cache by the state it starts from and
+    /// makes that state by creating the cache's root with these settings.
+    pub settings_in_key: bool,
 }
 
 impl CacheMount {
@@ -65,6 +69,7 @@ impl CacheMount {
             uid: 0,
             gid: 0,
             seed: None,
+            settings_in_key: false,
         }
     }
 }
@@ -459,13 +464,21 @@ fn etc_files(
     Ok((files, mounts))
 }
 
+/// The name of a cache's directory under `cache-mounts`: its id, and what else keys it.
+fn cache_name(cache: &CacheMount) -> String {
+    let mut key = cache.id.clone();
+    if let Some(seed) = &cache.seed {
+        key = format!("{key}\0{}", seed.identity);
+    }
+    if cache.settings_in_key {
+        key = format!("{key}\0{}:{}:{:o}", cache.uid, cache.gid, cache.mode);
+    }
+    fsutil::sha256_hex(&key)
+}
+
 /// The cache directory for a mount, created on first use, with its sharing lock held.
 fn cache_dir(state_root: &Path, cache: &CacheMount) -> Result<(PathBuf, File), SandboxError> {
-    let name = match &cache.seed {
-        Some(seed) => fsutil::sha256_hex(&format!("{}\0{}", cache.id, seed.identity)),
-        None => fsutil::sha256_hex(&cache.id),
-    };
-    let base = state_root.join("cache-mounts").join(name);
+    let base = state_root.join("cache-mounts").join(cache_name(cache));
     fsutil::ensure_dir(&base)?;
     let open_lock = |instance: usize| -> Result<File, SandboxError> {
         let path = base.join(format!("{instance}.lock"));
@@ -572,6 +585,36 @@ fn set_owner_and_mode(dir: &Path, cache: &CacheMount) -> Result<(), SandboxError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caches_of_one_id_are_kept_apart_by_their_seed_and_settings() {
+        let plain = CacheMount::new("go", "/go");
+        // Names from before settings entered the key stay, so existing caches are found.
+        assert_eq!(cache_name(&plain), fsutil::sha256_hex("go"));
+        let mut owned = plain.clone();
+        owned.uid = 1000;
+        owned.settings_in_key = true;
+        let mut other_mode = owned.clone();
+        other_mode.mode = 0o700;
+        let mut seeded = plain.clone();
+        seeded.seed = Some(CacheSeed {
+            dir: InRoot {
+                root: PathBuf::from("/x"),
+                path: PathBuf::from("/"),
+            },
+            identity: "stage:/".into(),
+        });
+        let names = [&plain, &owned, &other_mode, &seeded].map(cache_name);
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Settings given with `source=` are not part of the key (BuildKit ignores them there).
+        let mut ignored = seeded.clone();
+        ignored.uid = 1000;
+        assert_eq!(cache_name(&ignored), cache_name(&seeded));
+    }
 
     #[test]
     fn targets_are_cleaned_as_buildkit_cleans_them() {

@@ -77,7 +77,10 @@ pub fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 ///
 /// A name must exist in `passwd`; a number need not. Without an explicit group the primary
 /// group comes from the passwd entry and the supplementary groups are those listing the
-/// user; with one, only that group applies. `home` is the passwd entry's, else `/`.
+/// user; with one, only that group applies. The primary group always leads the
+/// supplementary ones: since CVE-2023-25173 BuildKit, containerd and runc keep it there, so
+/// that dropping to a user cannot leave it outside its own group. `home` is the passwd
+/// entry's, else `/`.
 pub(crate) fn resolve(
     spec: &str,
     passwd: Option<&str>,
@@ -150,6 +153,9 @@ pub(crate) fn resolve(
             .map(|g| g.gid)
             .collect();
     }
+    if !resolved.additional_gids.contains(&resolved.gid) {
+        resolved.additional_gids.insert(0, resolved.gid);
+    }
     Ok(resolved)
 }
 
@@ -170,7 +176,7 @@ mod tests {
     fn empty_spec_is_root_with_its_home_and_groups() {
         let root = r("").expect("root");
         assert_eq!((root.uid, root.gid, root.home.as_str()), (0, 0, "/root"));
-        assert_eq!(root.additional_gids, vec![10]);
+        assert_eq!(root.additional_gids, vec![0, 10]);
     }
 
     #[test]
@@ -180,14 +186,14 @@ mod tests {
             (app.uid, app.gid, app.home.as_str()),
             (1000, 1000, "/home/app")
         );
-        assert_eq!(app.additional_gids, vec![10, 29]);
+        assert_eq!(app.additional_gids, vec![1000, 10, 29]);
     }
 
     #[test]
     fn number_without_entry_is_allowed_with_gid_0_and_home_slash() {
         let u = r("4242").expect("numeric");
         assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![0]);
         assert_eq!(r("1000").expect("numeric app").home, "/home/app");
     }
 
@@ -195,7 +201,7 @@ mod tests {
     fn explicit_group_replaces_primary_and_drops_supplementary() {
         let u = r("app:staff").expect("app:staff");
         assert_eq!((u.uid, u.gid), (1000, 50));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![50]);
         assert_eq!(r("app:777").expect("numeric group").gid, 777);
     }
 
@@ -212,6 +218,15 @@ mod tests {
         );
         assert!(resolve("app", None, None).is_err());
         assert_eq!(resolve("7", None, None).expect("no passwd").uid, 7);
+    }
+
+    #[test]
+    fn primary_group_is_listed_once_even_when_a_group_names_the_user() {
+        let group = "root:x:0:root\nwheel:x:10:root\n";
+        let root = resolve("", Some(PASSWD), Some(group)).expect("root");
+        assert_eq!(root.additional_gids, vec![0, 10]);
+        let numeric = resolve("1234:1234", Some(PASSWD), Some(group)).expect("numeric");
+        assert_eq!((numeric.gid, numeric.additional_gids), (1234, vec![1234]));
     }
 
     #[test]
