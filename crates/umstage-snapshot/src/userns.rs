@@ -116,10 +116,10 @@ impl UserNamespace {
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
     /// The kernel refused a user namespace; `why` is `umstage doctor`'s finding.
-    #[error("cannot create a user namespace: {errno}: {why}")]
+    #[error("cannot create a user namespace: {}: {why}", crate::doctor::trial::errno_name(*errno))]
     Unshare {
-        /// The error, as `EPERM`.
-        errno: String,
+        /// The error number unshare failed with.
+        errno: i32,
         /// The restriction that caused it and its fix, or what to run to find out.
         why: String,
     },
@@ -429,7 +429,7 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
             && let Some(errno) = errno
         {
             return Err(UsernsError::Unshare {
-                errno: crate::doctor::trial::errno_name(errno),
+                errno,
                 why: doctor_says(Trial::Unshare(errno), Tier::UsernsSingle),
             });
         }

@@ -75,6 +75,8 @@ pub enum SandboxChoice {
     Userns,
     /// A user namespace with one id: chown recorded (user.rootlesscontainers), steps run as root
     UsernsSingle,
+    /// No namespace: as root, steps run chrooted in copied snapshots (no /proc, no RUN --mount)
+    Chroot,
 }
 
 /// `umstage build`.

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
         Command::Build(args) => {
-            let sandbox = match enter_namespace(args.sandbox) {
+            let sandbox = match enter_sandbox(args.sandbox, &root) {
                 Ok(ns) => ns,
                 Err(code) => return code,
             };
@@ -45,14 +45,14 @@ fn main() -> ExitCode {
         }
         Command::Doctor(args) => report(doctor::run(&root, args.json)),
         Command::Info(args) => {
-            match enter_namespace(cli::SandboxChoice::Auto) {
+            match enter_sandbox(cli::SandboxChoice::Auto, &root) {
                 Ok(ns) => warn_limited(&ns),
                 Err(code) => return code,
             }
             report(admin::info(&root, args.json))
         }
         Command::Prune(args) => {
-            match enter_namespace(cli::SandboxChoice::Auto) {
+            match enter_sandbox(cli::SandboxChoice::Auto, &root) {
                 Ok(ns) => warn_limited(&ns),
                 Err(code) => return code,
             }
@@ -99,31 +99,30 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Moves this process into its user + mount namespace, in the sandbox tier asked for: the
-/// outer process re-executes itself and exits with the child's status, so only the child
-/// returns from here. A build says the tier through its progress stream; the other commands
-/// warn here when ids are limited.
-fn enter_namespace(
+/// Enters the sandbox tier asked for (or the best that works): for a namespace tier the outer
+/// process re-executes itself and exits with the child's status, so only the child returns
+/// from here. A build says the tier through its progress stream; the other commands warn here
+/// when ids are limited.
+fn enter_sandbox(
     choice: cli::SandboxChoice,
-) -> Result<umstage_snapshot::userns::UserNamespace, ExitCode> {
+    root: &Path,
+) -> Result<umstage_snapshot::doctor::Entered, ExitCode> {
     use umstage_snapshot::doctor::{Tier, TierChoice};
     let tier = match choice {
         cli::SandboxChoice::Auto => TierChoice::Auto,
         cli::SandboxChoice::Userns => TierChoice::Exactly(Tier::Userns),
         cli::SandboxChoice::UsernsSingle => TierChoice::Exactly(Tier::UsernsSingle),
+        cli::SandboxChoice::Chroot => TierChoice::Exactly(Tier::Chroot),
     };
-    match umstage_snapshot::userns::enter(&umstage_snapshot::userns::Options { tier }) {
-        Ok(ns) => Ok(ns),
-        Err(e) => {
-            eprintln!("umstage: error: {e}");
-            Err(ExitCode::from(1))
-        }
-    }
+    umstage_snapshot::doctor::enter(tier, root).map_err(|e| {
+        eprintln!("umstage: error: {e}");
+        ExitCode::from(1)
+    })
 }
 
 /// Says, for the commands that have no progress stream, that ids are limited and how to fix it.
-fn warn_limited(ns: &umstage_snapshot::userns::UserNamespace) {
-    if let Some(w) = ns.warning() {
+fn warn_limited(entered: &umstage_snapshot::doctor::Entered) {
+    if let Some(w) = &entered.warning {
         eprintln!("umstage: warning: {w}");
     }
 }
@@ -187,11 +186,7 @@ fn state_root(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn build(
-    args: BuildArgs,
-    root: PathBuf,
-    sandbox: &umstage_snapshot::userns::UserNamespace,
-) -> ExitCode {
+fn build(args: BuildArgs, root: PathBuf, sandbox: &umstage_snapshot::doctor::Entered) -> ExitCode {
     let stdout_taken = args.outputs.iter().any(Output::writes_stdout);
     // A context read from standard input lives in a temporary directory for the build.
     let prepared = build_flags(&args).into_request(root, &mut std::io::stdin().lock(), &|name| {
@@ -214,8 +209,8 @@ fn build(
     };
     let renderer = progress::renderer(mode, std::io::stderr().is_terminal());
     renderer.emit(umstage_build::event::Event::Sandbox {
-        tier: sandbox.tier().to_string(),
-        reason: sandbox.reason(),
+        tier: sandbox.tier.to_string(),
+        reason: sandbox.reason.clone(),
     });
     let outcome = umstage_build::build(&request, renderer.as_ref());
     renderer.finish();

@@ -31,8 +31,8 @@ pub struct Finding {
     pub text: String,
     /// The change that lifts it: pod spec fields, a sysctl, a command.
     pub fix: Option<String>,
-    /// The best tier it keeps out of reach: fixing it (and the others naming that tier or a
-    /// worse one) makes that tier available.
+    /// The tier it keeps out of reach (see [`keeps_out`]): fixing it and the other findings
+    /// that keep that tier out makes it available.
     pub blocks: Option<Tier>,
 }
 
@@ -63,7 +63,7 @@ impl Diagnosis {
     pub fn blockers_of(&self, tier: Tier) -> String {
         self.findings
             .iter()
-            .filter(|f| f.blocks.is_some_and(|b| b >= tier))
+            .filter(|f| f.blocks.is_some_and(|b| keeps_out(b, tier)))
             .map(|f| match &f.fix {
                 Some(fix) => format!("{} (fix: {fix})", f.text),
                 None => f.text.clone(),
@@ -93,7 +93,7 @@ pub fn diagnose(facts: &Facts) -> Diagnosis {
             tier: t,
             fixes: findings
                 .iter()
-                .filter(|f| f.blocks.is_some_and(|b| b >= t))
+                .filter(|f| f.blocks.is_some_and(|b| keeps_out(b, t)))
                 .filter_map(|f| f.fix.clone())
                 .collect(),
         })
@@ -106,9 +106,24 @@ pub fn diagnose(facts: &Facts) -> Diagnosis {
     }
 }
 
+/// Whether a finding that blocks `blocker` keeps `tier` out too: what stops a user namespace
+/// stops both namespace tiers; the others stop only their own.
+pub fn keeps_out(blocker: Tier, tier: Tier) -> bool {
+    blocker == tier || (blocker == Tier::UsernsSingle && tier == Tier::Userns)
+}
+
+/// Root with the capabilities a chrooted step needs to be root in it.
+fn chroot_possible(facts: &Facts) -> bool {
+    let caps = facts.status.effective;
+    facts.uid == 0
+        && [cap::SYS_CHROOT, cap::CHOWN, cap::SETUID, cap::SETGID]
+            .into_iter()
+            .all(|c| caps.has(c))
+}
+
 fn choose(facts: &Facts) -> Option<Tier> {
     if facts.trial != Trial::Works && facts.trial != Trial::NotRun {
-        return None;
+        return chroot_possible(facts).then_some(Tier::Chroot);
     }
     if facts.uid == 0 || subordinate_usable(facts) {
         Some(Tier::Userns)
@@ -383,6 +398,20 @@ fn mapping_findings(facts: &Facts, out: &mut Vec<Finding>) {
 }
 
 fn environment_findings(facts: &Facts, out: &mut Vec<Finding>) {
+    if facts.uid != 0 {
+        push(
+            out,
+            "chroot",
+            Level::Note,
+            "not root: the chroot tier (no namespaces) needs root with CAP_SYS_CHROOT".into(),
+            Some(
+                "pod: securityContext.runAsUser: 0 with the default capabilities (as Kaniko runs)",
+            ),
+            Some(Tier::Chroot),
+        );
+    } else if !chroot_possible(facts) {
+        push(out, "chroot", Level::Note, "root without CAP_SYS_CHROOT, CAP_CHOWN, CAP_SETUID and CAP_SETGID: the chroot tier cannot run".into(), Some("pod: keep the default capabilities (do not drop SYS_CHROOT, CHOWN, SETUID, SETGID)"), Some(Tier::Chroot));
+    }
     if facts.proc_overmounts.is_empty() {
         push(
             out,
@@ -469,7 +498,7 @@ fn reason(facts: &Facts, tier: Option<Tier>, findings: &[Finding]) -> String {
     let first_blocker = |t: Tier| {
         findings
             .iter()
-            .find(|f| f.blocks.is_some_and(|b| b >= t))
+            .find(|f| f.blocks.is_some_and(|b| keeps_out(b, t)))
             .map_or_else(String::new, |f| f.text.clone())
     };
     match tier {
@@ -481,8 +510,12 @@ fn reason(facts: &Facts, tier: Option<Tier>, findings: &[Finding]) -> String {
             "a user namespace with one id, so owners other than root are recorded, not set (steps cannot run as other users): {}",
             first_blocker(Tier::Userns)
         ),
+        Some(Tier::Chroot) => format!(
+            "no user namespace ({}): steps run chrooted as real root in copied snapshots, without /proc, /sys or RUN --mount",
+            first_blocker(Tier::UsernsSingle)
+        ),
         None => format!(
-            "no tier can run RUN steps here (the tiers without namespaces are not built yet): {}",
+            "no tier can run RUN steps here (a tier for a non-root user without namespaces, through ptrace, is not built yet): {}",
             first_blocker(Tier::UsernsSingle)
         ),
     }

@@ -9,14 +9,16 @@
 //! findings in its error.
 
 mod diagnose;
+mod enter;
 mod facts;
 pub mod status;
 mod tier;
 pub mod trial;
 
-pub use diagnose::{Diagnosis, Finding, Level, Upgrade, diagnose};
+pub use diagnose::{Diagnosis, Finding, Level, Upgrade, diagnose, keeps_out};
+pub use enter::{EnterError, Entered, enter};
 pub use facts::{Facts, MapTool, StateRoot};
-pub use tier::{Tier, TierChoice};
+pub use tier::{Tier, TierChoice, activate, active_tier};
 pub use trial::Trial;
 
 #[cfg(test)]

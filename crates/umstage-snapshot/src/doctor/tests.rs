@@ -60,6 +60,9 @@ fn restricted_pod_has_no_tier_and_blames_seccomp_not_a_sysctl() {
     );
     let userns = &d.upgrades[0];
     assert_eq!(userns.tier, Tier::Userns);
+    // What would give a non-root pod the chroot tier is not counted against the namespaces.
+    assert!(!d.blockers_of(Tier::UsernsSingle).contains("runAsUser"));
+    assert!(d.blockers_of(Tier::Chroot).contains("runAsUser: 0"));
     assert!(
         userns
             .fixes
@@ -71,7 +74,7 @@ fn restricted_pod_has_no_tier_and_blames_seccomp_not_a_sysctl() {
 }
 
 #[test]
-fn root_with_default_capabilities_is_refused_by_seccomp_too() {
+fn root_with_default_capabilities_is_refused_a_namespace_and_gets_chroot() {
     let d = diagnose(&pod(
         0,
         DEFAULT_CAPS,
@@ -79,11 +82,25 @@ fn root_with_default_capabilities_is_refused_by_seccomp_too() {
         Seccomp::Filter,
         Trial::Unshare(EPERM),
     ));
-    assert_eq!(d.tier, None);
+    assert_eq!(d.tier, Some(Tier::Chroot));
+    assert!(d.reason.contains("chrooted"), "{}", d.reason);
     assert!(
         d.blockers_of(Tier::UsernsSingle)
             .contains("without CAP_SYS_ADMIN")
     );
+    let better: Vec<Tier> = d.upgrades.iter().map(|u| u.tier).collect();
+    assert_eq!(better, [Tier::Userns, Tier::UsernsSingle]);
+    // Root without CAP_SYS_CHROOT has no tier at all.
+    let no_chroot = CapSet(DEFAULT_CAPS.0 & !(1 << status::cap::SYS_CHROOT));
+    let d = diagnose(&pod(
+        0,
+        no_chroot,
+        false,
+        Seccomp::Filter,
+        Trial::Unshare(EPERM),
+    ));
+    assert_eq!(d.tier, None);
+    assert!(d.blockers_of(Tier::Chroot).contains("CAP_SYS_CHROOT"));
 }
 
 #[test]

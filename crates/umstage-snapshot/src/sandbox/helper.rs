@@ -110,17 +110,21 @@ fn run() -> Result<(), String> {
             .and_then(|l| l.namespaces().as_ref())
             .is_some_and(|ns| ns.iter().any(|n| n.typ() == kind))
     };
-    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    let new_net = wants(LinuxNamespaceType::Network);
-    if new_net {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    nix::sched::unshare(flags).map_err(errno("unsharing the step's namespaces"))?;
-    if new_net {
-        loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
-    }
-    if let Some(hostname) = request.spec.hostname() {
-        nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
+    // The chroot tier has no namespaces to make.
+    if request.chroot.is_none() {
+        let mut flags =
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+        let new_net = wants(LinuxNamespaceType::Network);
+        if new_net {
+            flags |= CloneFlags::CLONE_NEWNET;
+        }
+        nix::sched::unshare(flags).map_err(errno("unsharing the step's namespaces"))?;
+        if new_net {
+            loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+        }
+        if let Some(hostname) = request.spec.hostname() {
+            nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
+        }
     }
     // Pid 1 hands the ownership recorder's listener back on this socket.
     let recorder = match request.record_owners {
@@ -131,6 +135,18 @@ fn run() -> Result<(), String> {
     match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
         ForkResult::Child => step_main(&request, recorder.map(|(_, theirs)| theirs)),
         ForkResult::Parent { child } => {
+            // With no pid namespace to end the step's other processes with it, they share a
+            // process group that is killed when the step's main process ends (set on both
+            // sides of the fork, so neither order races).
+            let chrooted = request.chroot.is_some();
+            if chrooted {
+                let _ = nix::unistd::setpgid(child, child);
+            }
+            let end_group = || {
+                if chrooted {
+                    let _ = nix::sys::signal::killpg(child, Signal::SIGKILL);
+                }
+            };
             if let Some((ours, theirs)) = recorder {
                 // Only pid 1 may hold its end: the receive ends when pid 1 does.
                 drop(theirs);
@@ -141,10 +157,12 @@ fn run() -> Result<(), String> {
             loop {
                 match nix::sys::wait::waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => {
+                        end_group();
                         send(&Report::Ended(ExitStatus::Code(code)));
                         return Ok(());
                     }
                     Ok(WaitStatus::Signaled(_, signal, _)) => {
+                        end_group();
                         send(&Report::Ended(ExitStatus::Signal(signal as i32)));
                         return Ok(());
                     }
@@ -159,6 +177,9 @@ fn run() -> Result<(), String> {
 /// Pid 1 of the step: set up and exec; reports and exits on failure.
 fn step_main(request: &Request, recorder: Option<UnixStream>) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if request.chroot.is_some() {
+        let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    }
     let mut stubs = Vec::new();
     let message = setup_and_exec(request, recorder.as_ref(), &mut stubs);
     send(&Report::Stubs(stubs));
@@ -173,7 +194,11 @@ fn setup_and_exec(
     recorder: Option<&UnixStream>,
     stubs: &mut Vec<PathBuf>,
 ) -> String {
-    match prepare_root(request, stubs) {
+    let prepared = match &request.chroot {
+        Some(rootfs) => super::chroot::prepare_root(request, rootfs, stubs),
+        None => prepare_root(request, stubs),
+    };
+    match prepared {
         Ok(ready) => {
             send(&Report::Stubs(stubs.clone()));
             exec_step(request, recorder, ready)
@@ -183,8 +208,8 @@ fn setup_and_exec(
 }
 
 /// What the step needs once its root is ready.
-struct Ready {
-    user: ResolvedUser,
+pub(super) struct Ready {
+    pub(super) user: ResolvedUser,
 }
 
 fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, String> {
@@ -492,13 +517,13 @@ fn find_program(program: &str, path_var: &str) -> Option<PathBuf> {
 
 /// Whether a mount target is a directory or a file.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Dir,
     File,
 }
 
 /// The rootfs, with every path resolved inside it (`RESOLVE_IN_ROOT`).
-struct Root {
+pub(super) struct Root {
     path: PathBuf,
     fd: OwnedFd,
     dev: u64,
@@ -517,7 +542,7 @@ fn fstat_dev(fd: &OwnedFd) -> std::io::Result<u64> {
 }
 
 impl Root {
-    fn open(path: &Path) -> Result<Self, String> {
+    pub(super) fn open(path: &Path) -> Result<Self, String> {
         let fd = std::fs::File::open(path)
             .map(OwnedFd::from)
             .map_err(|e| format!("opening the rootfs {}: {e}", path.display()))?;
@@ -530,7 +555,7 @@ impl Root {
     }
 
     /// Reads a file inside the root, `None` if it does not exist.
-    fn read_file(&self, rel: &str) -> Result<Option<String>, String> {
+    pub(super) fn read_file(&self, rel: &str) -> Result<Option<String>, String> {
         match openat2(self.fd.as_raw_fd(), Path::new(rel), libc::O_RDONLY) {
             Ok(fd) => {
                 let mut text = String::new();
@@ -555,7 +580,7 @@ impl Root {
 
     /// Opens `path` inside the root (`O_PATH`), creating what is missing; records created
     /// entries on the root filesystem in `stubs` when given.
-    fn ensure(
+    pub(super) fn ensure(
         &self,
         path: &Path,
         last_kind: Kind,

@@ -27,6 +27,7 @@ pub(crate) use mount::{bind_mount, remount_read_only};
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -107,7 +108,21 @@ impl Snapshotter {
     /// Needs to run inside the user namespace for overlay (see [`crate::userns::enter`]).
     pub fn open(state_root: &Path, choice: DriverChoice) -> Result<Self, SnapshotError> {
         fsutil::ensure_dir(state_root)?;
+        // Outside any namespace a mount would land in the caller's own mount namespace.
+        let chroot = crate::doctor::active_tier() == Some(crate::doctor::Tier::Chroot);
         let (kind, reason) = match choice {
+            DriverChoice::Overlay if chroot => {
+                return Err(SnapshotError::OverlayUnavailable(
+                    "the chroot sandbox tier mounts nothing".into(),
+                ));
+            }
+            DriverChoice::Auto if chroot => (
+                DriverKind::Native,
+                format!(
+                    "the chroot sandbox tier mounts nothing; {}",
+                    native::detail(state_root)
+                ),
+            ),
             DriverChoice::Overlay => match overlay::probe(state_root) {
                 Ok(detail) => (DriverKind::Overlay, format!("asked for; {detail}")),
                 Err(e) => return Err(e),
@@ -589,7 +604,8 @@ impl Snapshotter {
             };
             let removed = if meta.is_dir() {
                 std::fs::remove_dir(&path).is_ok()
-            } else if meta.is_file() && meta.len() == 0 {
+            } else if (meta.is_file() && meta.len() == 0) || meta.file_type().is_char_device() {
+                // Empty mount-point files, and the chroot tier's /dev nodes.
                 std::fs::remove_file(&path).is_ok()
             } else {
                 false

@@ -1,0 +1,84 @@
+//! The `chroot` tier's step setup: no namespace at all, for root in a container that may not
+//! make one (no `CAP_SYS_ADMIN`, and a seccomp profile refusing `unshare` without it) but keeps
+//! the default capabilities (`CAP_SYS_CHROOT`, `CAP_CHOWN`, `CAP_MKNOD`, `CAP_SETUID`...).
+//!
+//! The step runs chrooted in its snapshot's own directory (the native driver: nothing can be
+//! mounted), with the character devices a step expects made in `/dev` for the step and removed
+//! after it (reported as stubs). There is no `/proc` or `/sys`, no private hostname, and no
+//! `RUN --mount`: [`super::run_step`] refuses what needs a mount before the helper starts.
+
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::helper::{Kind, Ready, Root};
+use super::user::resolve;
+
+/// The devices a step finds in `/dev`: name, major, minor (as Docker makes them).
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Prepares `rootfs` for the step and chroots into it; what it made is added to `stubs`.
+pub(super) fn prepare_root(
+    request: &super::Request,
+    rootfs: &Path,
+    stubs: &mut Vec<PathBuf>,
+) -> Result<Ready, String> {
+    let root = Root::open(rootfs)?;
+    let passwd = root.read_file("etc/passwd")?;
+    let group = root.read_file("etc/group")?;
+    let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
+    let process = request
+        .spec
+        .process()
+        .as_ref()
+        .ok_or("the step has no process")?;
+    root.ensure(process.cwd(), Kind::Dir, None).map_err(|e| {
+        format!(
+            "creating working directory {}: {e}",
+            process.cwd().display()
+        )
+    })?;
+    let dev = root
+        .ensure(Path::new("/dev"), Kind::Dir, Some(stubs))
+        .map_err(|e| format!("creating /dev: {e}"))?;
+    let dev = rustix::fs::openat(
+        rustix::fs::CWD,
+        format!("/proc/self/fd/{}", dev.as_raw_fd()),
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("opening /dev: {e}"))?;
+    for (name, major, minor) in DEVICES {
+        let made = rustix::fs::mknodat(
+            &dev,
+            OsStr::new(name),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major as u32, minor as u32),
+        );
+        match made {
+            // The umask took bits the step expects.
+            Ok(()) => {
+                let _ = rustix::fs::chmodat(
+                    &dev,
+                    OsStr::new(name),
+                    rustix::fs::Mode::from_raw_mode(0o666),
+                    rustix::fs::AtFlags::empty(),
+                );
+                stubs.push(PathBuf::from("dev").join(name));
+            }
+            // The image has its own, or the device cgroup refuses it: the step goes without.
+            Err(e) => tracing::debug!("mknod /dev/{name}: {e}"),
+        }
+    }
+    nix::unistd::chroot(rootfs).map_err(|e| format!("chroot {}: {e}", rootfs.display()))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(Ready { user })
+}
