@@ -186,6 +186,30 @@ fn tool_blocker(facts: &Facts, tool: &MapTool, needs: u32) -> Option<(String, St
             ),
         ));
     }
+    // The kernel lets a map be written only by an opener with CAP_SYS_ADMIN over the new
+    // namespace: its owner (the caller's uid) has it, root outside it only with CAP_SYS_ADMIN,
+    // which containers drop. A setuid-root tool is root; a tool with file capabilities keeps
+    // the caller's uid.
+    if matches!(tool, MapTool::SetuidRoot(_))
+        && facts.uid != 0
+        && !facts.status.bounding.has(cap::SYS_ADMIN)
+    {
+        let file_cap = if needs == cap::SETUID {
+            "cap_setuid"
+        } else {
+            "cap_setgid"
+        };
+        return Some((
+            format!(
+                "{} is setuid root, and without CAP_SYS_ADMIN (dropped, as containers drop it) the kernel refuses an id map written by root for a namespace it does not own",
+                path.display()
+            ),
+            format!(
+                "in the image, give it file capabilities instead of the setuid bit: chmod u-s {p} && setcap {file_cap}+ep {p}",
+                p = path.display()
+            ),
+        ));
+    }
     None
 }
 

@@ -25,8 +25,8 @@ fn pod(uid: u32, caps: CapSet, nnp: bool, seccomp: Seccomp, trial: Trial) -> Fac
         apparmor_restricts_userns: None,
         subuid: vec![(100000, 65536)],
         subgid: vec![(100000, 65536)],
-        newuidmap: MapTool::SetuidRoot(PathBuf::from("/usr/bin/newuidmap")),
-        newgidmap: MapTool::SetuidRoot(PathBuf::from("/usr/bin/newgidmap")),
+        newuidmap: MapTool::FileCaps(PathBuf::from("/usr/bin/newuidmap")),
+        newgidmap: MapTool::FileCaps(PathBuf::from("/usr/bin/newgidmap")),
         proc_overmounts: vec!["/proc/kcore".into(), "/proc/sys".into()],
         state_root: Some(StateRoot {
             path: PathBuf::from("/home/build/.local/share/umstage"),
@@ -101,6 +101,21 @@ fn root_with_default_capabilities_is_refused_a_namespace_and_gets_chroot() {
     ));
     assert_eq!(d.tier, None);
     assert!(d.blockers_of(Tier::Chroot).contains("CAP_SYS_CHROOT"));
+}
+
+#[test]
+fn setuid_map_tools_without_sys_admin_cannot_map_ranges_but_file_capabilities_can() {
+    let mut facts = pod(1000, DEFAULT_CAPS, false, Seccomp::Disabled, Trial::Works);
+    facts.newuidmap = MapTool::SetuidRoot(PathBuf::from("/usr/bin/newuidmap"));
+    let d = diagnose(&facts);
+    assert_eq!(d.tier, Some(Tier::UsernsSingle));
+    assert!(
+        d.blockers_of(Tier::Userns)
+            .contains("setcap cap_setuid+ep /usr/bin/newuidmap")
+    );
+    // On a host (every capability in the bounding set) the setuid bit is enough.
+    facts.status.bounding = CapSet(u64::MAX);
+    assert_eq!(diagnose(&facts).tier, Some(Tier::Userns));
 }
 
 #[test]

@@ -363,13 +363,27 @@ impl Snapshotter {
         let record = self
             .read_record(key)?
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let specs = self.mounts(key)?;
+        // The chroot tier may not mount: a native snapshot is one whole tree, used in place.
+        if crate::doctor::active_tier() == Some(crate::doctor::Tier::Chroot)
+            && let [spec] = specs.as_slice()
+            && spec.fstype == "bind"
+        {
+            return Ok(MountGuard {
+                target: spec.source.clone(),
+                mounted: false,
+            });
+        }
         let target = self.data_dir(&record.dir).join("merged");
         fsutil::ensure_dir(&target)?;
-        for spec in self.mounts(key)? {
+        for spec in specs {
             spec.mount_at(&target)
                 .map_err(at("mount snapshot on", &target))?;
         }
-        Ok(MountGuard { target })
+        Ok(MountGuard {
+            target,
+            mounted: true,
+        })
     }
 
     /// The content directory of the active snapshot `key`.
@@ -669,6 +683,8 @@ impl Lowers for Below<'_> {
 #[derive(Debug)]
 pub struct MountGuard {
     target: PathBuf,
+    /// False where the tree is used in place (the chroot tier): nothing to unmount.
+    mounted: bool,
 }
 
 impl MountGuard {
@@ -680,6 +696,9 @@ impl MountGuard {
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
         if let Err(e) = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH) {
             tracing::warn!(target = %self.target.display(), "unmounting snapshot: {e}");
         }
