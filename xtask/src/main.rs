@@ -1,6 +1,7 @@
 //! Project chores: `cargo xtask <task>`.
 
 mod bench;
+mod man;
 mod setup;
 mod test;
 mod testimages;
@@ -17,6 +18,8 @@ tasks:
                                make the offline base images under testdata/images/
                                (busybox; --debian adds debian-build:bookworm) and
                                optionally serve them from docker-registry on 127.0.0.1
+  man [DIR]                    the man pages, from umstage's clap definitions, into
+                               DIR (default target/man)
   bench [--quick] [--runs N] [--case NAME]… [--builders LIST]
                                umstage against BuildKit and Buildah; writes docs/benchmarks.md
 ";
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "testimages" => testimages::run(rest),
         "bench" => bench::run(rest),
+        "man" => man::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

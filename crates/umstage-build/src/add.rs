@@ -1,14 +1,14 @@
-//! What ADD does beyond COPY: local archives are extracted, http(s) sources are downloaded
-//! (checked against `--checksum` when given).
+//! What ADD does beyond COPY: archives are extracted, and a URL's content (see `download`) is
+//! placed as a file.
 
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use umstage_oci::inroot::{Escape, Root};
 use umstage_oci::unpack::{UnpackMode, UnpackOptions, unpack_into};
 
 use crate::copy::{self, CopyOptions, Item, ItemKind, Plan};
+use crate::download::Download;
+use crate::error::StepError;
 
 /// Whether the file is a tar archive, compressed (gzip, bzip2, xz, zstd) or not: as BuildKit,
 /// a compressed file that is not a tar inside (a plain `.gz`) is copied, not extracted.
@@ -24,11 +24,12 @@ pub fn extract(
     src: &Path,
     target: &Path,
     owner: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let dir = root
         .resolve_dir(target, Escape::Clamp, false)
-        .map_err(|e| e.to_string())?;
-    let file = copy::open_source(src).map_err(|e| format!("{}: {e}", src.display()))?;
+        .map_err(StepError::below)?;
+    let file =
+        copy::open_source(src).map_err(|e| StepError::during(format!("{}", src.display()), e))?;
     let options = UnpackOptions {
         mode: UnpackMode::Extract,
         owner,
@@ -39,59 +40,26 @@ pub fn extract(
         dir,
         root.path().join(target.strip_prefix("/").unwrap_or(target)),
     );
-    unpack_into(file, into, &options).map_err(|e| format!("extracting {}: {e}", src.display()))?;
+    unpack_into(file, into, &options)
+        .map_err(|e| StepError::during(format!("extracting {}", src.display()), e))?;
     Ok(())
 }
 
-/// Downloads `url` into `dest` (absolute inside `root`; a trailing `/` means "into this
-/// directory, named after the URL's last path segment"), mode 0600 unless `--chmod`, checked
-/// against `checksum` (`sha256:…`) when given.
-pub fn fetch_into(
+/// Puts a URL's content (`download`, saved as `name`) at `dest` (absolute inside `root`; a
+/// trailing `/` or an existing directory means "into this directory"), mode 0600 unless
+/// `--chmod`, owned by `--chown` or root, as BuildKit's HTTP source.
+pub(crate) fn place_download(
     root: &Root,
-    url: &str,
-    checksum: Option<&str>,
+    download: &Download,
+    name: &str,
     dest: &str,
     options: &CopyOptions,
     new_dirs_owner: (u32, u32),
-) -> Result<(), String> {
-    let response = ureq::get(url)
-        .call()
-        .map_err(|e| format!("downloading {url}: {e}"))?;
-    let mtime = response
-        .header("Last-Modified")
-        .and_then(|h| httpdate::parse_http_date(h).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64);
-    let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-    let mut out = tmp.reopen().map_err(|e| e.to_string())?;
-    let mut hasher = Sha256::new();
-    let mut reader = response.into_reader();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| format!("downloading {url}: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        io::Write::write_all(&mut out, &buf[..n]).map_err(|e| e.to_string())?;
-        size += n as u64;
-    }
-    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if let Some(want) = checksum
-        && want != got
-    {
-        return Err(format!(
-            "the download of {url} has digest {got}, but --checksum wants {want}"
-        ));
-    }
-    let name = url_file_name(url);
+) -> Result<(), copy::CopyError> {
     let dest_clean = PathBuf::from(crate::config::clean_abs(dest));
     let into_dir = dest.ends_with('/') || copy::is_dir_in(root, &dest_clean);
     let path = if into_dir {
-        dest_clean.join(&name)
+        dest_clean.join(name)
     } else {
         dest_clean.clone()
     };
@@ -105,51 +73,30 @@ pub fn fetch_into(
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     let plan = Plan {
         items: vec![Item {
-            src: tmp.path().to_path_buf(),
-            src_rel: PathBuf::from(&name),
+            src: download.file.to_path_buf(),
+            src_rel: PathBuf::from(name),
             dest: path,
             kind: ItemKind::File,
             mode,
             uid,
             gid,
-            size,
-            mtime: (mtime, 0),
+            size: download.size,
+            mtime: (download.mtime, 0),
             merge_only: false,
             stat: None,
+            named: true,
         }],
         dest_dir,
+        make_dest: false,
+        new_dirs_mode: copy::new_dirs_mode(options),
     };
-    copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())
-}
-
-/// The file name a URL's content is saved under: its last path segment, or `index.html`.
-fn url_file_name(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    let after_scheme = without_query
-        .split_once("://")
-        .map_or(without_query, |x| x.1);
-    match after_scheme.split_once('/') {
-        Some((_, path)) => path
-            .rsplit('/')
-            .next()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("index.html")
-            .to_string(),
-        None => "index.html".into(),
-    }
+    copy::execute(root, &plan, new_dirs_owner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
-
-    #[test]
-    fn url_names() {
-        assert_eq!(url_file_name("https://h/x/y/file.tgz?a=1"), "file.tgz");
-        assert_eq!(url_file_name("https://h/"), "index.html");
-        assert_eq!(url_file_name("http://h"), "index.html");
-    }
 
     #[test]
     fn an_added_archive_is_a_plain_archive_not_a_layer() -> Result<(), Box<dyn std::error::Error>> {
@@ -178,7 +125,7 @@ mod tests {
     }
 
     #[test]
-    fn archives_are_recognised_by_content() -> io::Result<()> {
+    fn archives_are_recognised_by_content() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let plain = dir.path().join("a.tar.gz");
         fs::write(&plain, b"not really an archive")?;

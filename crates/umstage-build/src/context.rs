@@ -30,7 +30,7 @@ pub fn from_stdin(data: Vec<u8>, dir: &Path) -> Result<StdinContext, BuildError>
         ..UnpackOptions::default()
     };
     unpack(&data[..], dir, &options)
-        .map_err(|e| BuildError::Invalid(format!("the context archive on standard input: {e}")))?;
+        .map_err(|e| BuildError::input("the context archive on standard input", e))?;
     Ok(StdinContext::Archive)
 }
 

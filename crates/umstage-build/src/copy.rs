@@ -110,6 +110,9 @@ pub struct Item {
     pub merge_only: bool,
     /// The source's metadata as planned, so a digest lookup needs no second `stat`.
     pub stat: Option<fs::Metadata>,
+    /// Whether the entry is a source the instruction names (or a wildcard matched), not an
+    /// entry found inside a copied directory: ADD extracts only such an archive.
+    pub named: bool,
 }
 
 /// A tree COPY reads from: the build context (with its `.dockerignore`), a stage's rootfs, or
@@ -145,6 +148,29 @@ impl<'a> SourceTree<'a> {
             .is_some_and(|i| !rel.as_os_str().is_empty() && i.is_excluded(&rel.to_string_lossy()))
     }
 
+    /// Whether `rel` is in the context as BuildKit sends it: not ignored, or an ignored
+    /// directory holding something a `!` pattern brings back (which brings its parents).
+    fn visible(&self, rel: &Path) -> bool {
+        if !self.ignored(rel) {
+            return true;
+        }
+        let may = self
+            .ignore
+            .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()));
+        if !may {
+            return false;
+        }
+        let Ok(real) = self.follow(rel) else {
+            return false;
+        };
+        let Ok(entries) = read_dir_no_symlinks(&self.host.join(real)) else {
+            return false;
+        };
+        entries
+            .flatten()
+            .any(|e| self.visible(&rel.join(e.file_name())))
+    }
+
     /// Resolves `rel` inside the root, following symlinks (also the last one) there; returns
     /// the real path relative to the root.
     fn follow(&self, rel: &Path) -> Result<PathBuf, CopyError> {
@@ -153,16 +179,30 @@ impl<'a> SourceTree<'a> {
 
     /// Every path (relative to the root) that `pattern` names: the path itself when it has no
     /// wildcard (an error if it does not exist or is ignored), else every existing, not ignored
-    /// path it matches (possibly none).
-    pub fn expand(&self, pattern: &str) -> Result<Vec<PathBuf>, CopyError> {
-        let clean = umstage_dockerfile::clean_path(pattern.trim_start_matches('/'));
+    /// path it matches (possibly none). As BuildKit, a wildcard matches within one path
+    /// component (`**` as `*`, Go's `filepath.Match`), except with `--parents` after the `/./`
+    /// pivot (or everywhere without one), where the pattern is an include pattern of BuildKit's
+    /// pattern matcher and `**` matches any number of directories.
+    pub fn expand(&self, pattern: &str, parents: bool) -> Result<Vec<PathBuf>, CopyError> {
+        let source = if parents {
+            pattern.to_string()
+        } else {
+            one_component_stars(pattern)
+        };
+        let clean = match (parents, pivot(pattern)) {
+            (true, Some((before, after))) => {
+                umstage_dockerfile::clean_path(&format!("{}/{after}", one_component_stars(before)))
+            }
+            _ => umstage_dockerfile::clean_path(&source),
+        };
+        let clean = clean.trim_start_matches('/').to_string();
         let rel = if clean == "." {
             PathBuf::new()
         } else {
             PathBuf::from(&clean)
         };
         if !has_wildcard(&clean) {
-            if self.ignored(&rel) {
+            if !self.visible(&rel) {
                 return Err(CopyError::NotFound(pattern.to_string()));
             }
             return match self.root.resolve(&rel, Escape::Clamp) {
@@ -209,14 +249,16 @@ impl<'a> SourceTree<'a> {
             for name in names.into_iter().rev() {
                 let sub = below.join(&name);
                 let rel_path = prefix.join(&sub);
-                if self.ignored(&rel_path) {
+                if !self.visible(&rel_path) {
                     continue;
                 }
-                if matcher.matches(&sub.to_string_lossy()) {
+                let matched = matcher.matches(&sub.to_string_lossy());
+                if matched {
                     out.push(rel_path.clone());
                 }
+                // A matched directory is copied whole: nothing below it is matched again.
                 let is_dir = lstat_no_symlinks(&dir.join(&name)).is_ok_and(|m| m.is_dir());
-                if is_dir && level + 1 < depth {
+                if is_dir && !matched && level + 1 < depth {
                     stack.push((sub, level + 1));
                 }
             }
@@ -238,6 +280,30 @@ fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// `pattern` with every run of unescaped `*` made one `*`: Go's `filepath.Match`, which
+/// BuildKit matches COPY sources with, reads `**` as two `*`s within one component.
+fn one_component_stars(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if c == '*' && !escaped && out.ends_with('*') && !out.ends_with("\\*") {
+            continue;
+        }
+        escaped = c == '\\' && !escaped;
+        out.push(c);
+    }
+    out
+}
+
+/// A `--parents` source split at its first `/./`: the part whose path is dropped, and the
+/// part kept below the destination.
+fn pivot(pattern: &str) -> Option<(&str, &str)> {
+    pattern
+        .trim_start_matches("./")
+        .trim_start_matches('/')
+        .split_once("/./")
+}
+
 /// How a COPY treats what it copies.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -257,6 +323,12 @@ pub struct Plan {
     pub items: Vec<Item>,
     /// The destination directory whose missing parents are created (owned like the items).
     pub dest_dir: PathBuf,
+    /// The mode of the directories the copy creates that no source gives one: 0755, or
+    /// `--chmod`'s, as BuildKit.
+    pub new_dirs_mode: u32,
+    /// Whether `dest_dir` is made even when nothing is copied: a `--parents` source copies
+    /// from a directory that exists (the root, or a pivot without wildcards), as BuildKit.
+    pub make_dest: bool,
 }
 
 /// Plans a COPY of `sources` (patterns relative to the source root) to `dest` (absolute inside
@@ -271,7 +343,7 @@ pub fn plan(
 ) -> Result<Plan, CopyError> {
     let mut matched = Vec::new();
     for pattern in sources {
-        for rel in tree.expand(pattern)? {
+        for rel in tree.expand(pattern, options.parents)? {
             matched.push((pattern.as_str(), rel));
         }
     }
@@ -298,16 +370,24 @@ pub fn plan(
         if meta.is_dir() {
             let top = base.clone();
             let merge_only = dest_is_dir(&top);
-            items.push(item(tree, &host, &real, top.clone(), &meta, options, true)?);
-            if let Some(last) = items.last_mut() {
-                last.merge_only = merge_only;
+            let mut top_item = item(tree, &host, &real, top.clone(), &meta, options, true)?;
+            top_item.merge_only = merge_only;
+            if !options.parents {
+                // BuildKit makes the destination of a directory's contents as it makes
+                // missing parents (0755 or --chmod's mode, --chown's owner or root) and does
+                // not give it the source directory's mode or owner.
+                top_item.mode = new_dirs_mode(options);
+                (top_item.uid, top_item.gid) = options.chown.unwrap_or((0, 0));
             }
+            items.push(top_item);
             walk_dir(tree, &host, &real, &real, &top, options, &mut items)?;
         } else {
             if excluded(options, &real, rel.file_name()) {
                 continue;
             }
-            items.push(item(tree, &host, &real, base, &meta, options, false)?);
+            let mut named = item(tree, &host, &real, base, &meta, options, false)?;
+            named.named = true;
+            items.push(named);
         }
     }
     let dest_dir = if into_dir || options.parents {
@@ -317,20 +397,42 @@ pub fn plan(
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
     };
-    Ok(Plan { items, dest_dir })
+    let make_dest = options.parents
+        && sources
+            .iter()
+            .any(|p| pivot(p).is_none_or(|(before, _)| !has_wildcard(before)));
+    Ok(Plan {
+        items,
+        dest_dir,
+        make_dest,
+        new_dirs_mode: new_dirs_mode(options),
+    })
+}
+
+/// The mode of a directory a copy creates that no source gives one.
+pub fn new_dirs_mode(options: &CopyOptions) -> u32 {
+    options
+        .chmod
+        .as_ref()
+        .map_or(0o755, |c| c.apply(0o755, true))
 }
 
 /// With `--parents`, the part of a source path kept below the destination: all of it, or what
 /// follows a `/./` pivot in the pattern.
 fn parents_part(pattern: &str, rel: &Path) -> PathBuf {
-    let trimmed = pattern.trim_start_matches("./").trim_start_matches('/');
-    if let Some(pos) = trimmed.find("/./") {
-        let pivot: PathBuf = umstage_dockerfile::clean_path(&trimmed[..pos]).into();
-        if let Ok(rest) = rel.strip_prefix(&pivot) {
-            return rest.to_path_buf();
+    match pivot(pattern) {
+        // The part before the pivot matches one component per component, wildcards or not.
+        Some((before, _)) => {
+            let before = umstage_dockerfile::clean_path(before);
+            let depth = if before == "." {
+                0
+            } else {
+                before.split('/').count()
+            };
+            rel.components().skip(depth).collect()
         }
+        None => rel.to_path_buf(),
     }
-    rel.to_path_buf()
 }
 
 fn excluded(options: &CopyOptions, rel: &Path, name: Option<&OsStr>) -> bool {
@@ -410,6 +512,10 @@ fn item(
         ItemKind::File
     } else if ft.is_fifo() {
         ItemKind::Fifo
+    } else if ft.is_socket() && tree.reset_owner {
+        // A directory on the host (the context) is read as BuildKit's context transfer sends
+        // it: a socket arrives as an empty regular file.
+        ItemKind::Inline(Vec::new())
     } else {
         return Err(CopyError::Io {
             path: rel.to_path_buf(),
@@ -445,12 +551,23 @@ fn item(
         mtime: (meta.mtime(), meta.mtime_nsec()),
         merge_only: false,
         stat: Some(meta.clone()),
+        named: false,
     })
 }
 
 /// Creates `dir` (absolute inside `root`) and its missing parents, each new one with mode 0755
 /// and the given owner; existing ones (symlinks followed inside the root) are left alone.
 pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyError> {
+    make_dirs_mode(root, dir, owner, 0o755)
+}
+
+/// As [`make_dirs`], each new directory with `mode` (whatever the umask).
+pub fn make_dirs_mode(
+    root: &Root,
+    dir: &Path,
+    owner: (u32, u32),
+    mode: u32,
+) -> Result<(), CopyError> {
     let mut current = PathBuf::from("/");
     for component in dir.components() {
         let Component::Normal(name) = component else {
@@ -458,11 +575,12 @@ pub fn make_dirs(root: &Root, dir: &Path, owner: (u32, u32)) -> Result<(), CopyE
         };
         let parent = root.resolve_dir(&current, Escape::Clamp, false)?;
         current.push(name);
-        match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+        match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {
                 let (uid, gid) = owner;
                 owner::chown_or_record(&parent, name, owner::Owner { uid, gid })
                     .map_err(io_err(&current))?;
+                chmod_nofollow(&parent, name, mode).map_err(errno(&current))?;
             }
             Err(rustix::io::Errno::EXIST) => {
                 // A symlink (even a dangling one) is followed inside the root, and what it
@@ -509,15 +627,19 @@ fn execute_with(
     owner_of_new_dirs: (u32, u32),
     files: Files,
 ) -> Result<(), CopyError> {
-    // A wildcard that matched nothing copies nothing: not even the destination is made.
+    // A wildcard that matched nothing copies nothing: not even the destination is made,
+    // unless the plan says BuildKit makes it.
     if plan.items.is_empty() {
+        if plan.make_dest {
+            make_dirs_mode(root, &plan.dest_dir, owner_of_new_dirs, plan.new_dirs_mode)?;
+        }
         return Ok(());
     }
-    make_dirs(root, &plan.dest_dir, owner_of_new_dirs)?;
+    make_dirs_mode(root, &plan.dest_dir, owner_of_new_dirs, plan.new_dirs_mode)?;
     let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
     for item in &plan.items {
         if item.merge_only {
-            make_dirs(root, &item.dest, owner_of_new_dirs)?;
+            make_dirs_mode(root, &item.dest, owner_of_new_dirs, plan.new_dirs_mode)?;
             continue;
         }
         let parent_path = item.dest.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -526,7 +648,7 @@ fn execute_with(
             continue;
         };
         if !dirs.contains_key(&parent_path) {
-            make_dirs(root, &parent_path, owner_of_new_dirs)?;
+            make_dirs_mode(root, &parent_path, owner_of_new_dirs, plan.new_dirs_mode)?;
             let fd = open_dir(root, &parent_path)?;
             dirs.insert(parent_path.clone(), fd);
         }
@@ -865,6 +987,18 @@ mod tests {
         assert!(f.dst.join("p/top.txt").is_file());
         copy(&f, None, &["./src/./sub/c.txt"], "/q/", &parents).unwrap();
         assert!(f.dst.join("q/sub/c.txt").is_file());
+    }
+
+    #[test]
+    fn stars_collapse_within_a_component_and_pivots_split() {
+        assert_eq!(one_component_stars("a/**/b***c"), "a/*/b*c");
+        assert_eq!(one_component_stars("a\\**"), "a\\**");
+        assert_eq!(pivot("./x/y*/./z/**"), Some(("x/y*", "z/**")));
+        assert_eq!(pivot("/x/y/."), None);
+        assert_eq!(
+            parents_part("/t/a*/./c/**/e", Path::new("t/ab/c/d/e")),
+            Path::new("c/d/e")
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Which output stream a line of step output came from (the sandbox's own type).
+pub use umstage_snapshot::sandbox::Stream;
+
 /// Identifies one step of one build: the stage it belongs to and its place in that stage.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct StepId {
@@ -14,16 +17,6 @@ pub struct StepId {
     pub stage: String,
     /// Index of the step inside its stage (0 is the `FROM`).
     pub step_index: usize,
-}
-
-/// Which output stream a line of step output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    /// The step's standard output.
-    Stdout,
-    /// The step's standard error.
-    Stderr,
 }
 
 /// One thing that happened during a build.

@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::annotation::Level;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use umstage_oci::archive::{ArchiveOptions, TaggedImage, write_archive, write_layout_dir};
 use umstage_oci::changes::{Change, ChangeKind, ChangeSet};
@@ -18,6 +19,7 @@ use umstage_oci::layer::{LayerOptions, write_tar};
 use umstage_oci::{ContentStore, ManifestFormat};
 
 use crate::copy::{self, CopyOptions, SourceTree};
+use crate::error::{Source, StepError};
 use crate::event::{Event, EventSink};
 use crate::options::{ArchiveFormat, Destination, Output};
 use crate::request::{BuildError, BuildRequest, BuildResult, Descriptor};
@@ -41,8 +43,8 @@ pub struct ExportContext<'a> {
     pub ignore_chown_errors: bool,
 }
 
-fn other(e: impl std::fmt::Display) -> BuildError {
-    BuildError::Other(e.to_string())
+fn other(e: impl Into<Source>) -> BuildError {
+    BuildError::Other(e.into())
 }
 
 /// Writes every output of the request for the image `state`.
@@ -62,12 +64,20 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
         descriptors.push(layer.descriptor().map_err(other)?);
     }
     let store = ctx.store;
+    let at = |level| -> BTreeMap<String, String> {
+        request
+            .annotations
+            .iter()
+            .filter(|a| a.level == level)
+            .map(|a| (a.key.clone(), a.value.clone()))
+            .collect()
+    };
     let image = write_image(
         store,
         &config,
         &descriptors,
         ManifestFormat::Oci,
-        &BTreeMap::new(),
+        &at(Level::Manifest),
     )
     .map_err(other)?;
     let mut names: Vec<String> = request.tags.clone();
@@ -109,13 +119,14 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 };
                 let options = ArchiveOptions {
                     mtime: request.source_date_epoch.unwrap_or(0),
+                    index_annotations: at(Level::Index),
                 };
                 let tagged = [TaggedImage {
                     image: chosen,
                     tags,
                 }];
                 write_to(dest, |out| {
-                    write_archive(store, &tagged, out, options).map_err(other)
+                    write_archive(store, &tagged, out, options.clone()).map_err(other)
                 })?;
             }
             Output::LayoutDir {
@@ -130,6 +141,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                         tags,
                     }],
                     dest,
+                    &at(Level::Index),
                 )
                 .map_err(other)?;
             }
@@ -161,6 +173,11 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 })
             })?,
             Output::Registry { names: extra, .. } => {
+                if request.annotations.iter().any(|a| a.level == Level::Index) {
+                    ctx.events.emit(Event::Warning {
+                        message: "--annotation index: is not pushed: a push of one platform's image has no index (it goes into the index.json of archive and layout outputs)".into(),
+                    });
+                }
                 let targets: Vec<&String> = if extra.is_empty() {
                     request.tags.iter().collect()
                 } else {
@@ -170,10 +187,15 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 let client = crate::registry::registry_client(request);
                 for name in targets {
                     let reference = umstage_oci::reference::parse(name)
-                        .map_err(|e| BuildError::Invalid(format!("push target {name}: {e}")))?;
+                        .map_err(|e| BuildError::input(format!("push target {name}"), e))?;
                     umstage_oci::registry::block_on(client.push(store, &image, &reference, None))
                         .map_err(other)?
-                        .map_err(|e| other(format!("pushing {name}: {e}")))?;
+                        .map_err(|e| {
+                            BuildError::Other(Box::new(StepError::during(
+                                format!("pushing {name}"),
+                                e,
+                            )))
+                        })?;
                 }
             }
         }
@@ -213,8 +235,7 @@ fn references<'a>(
 ) -> Result<Vec<umstage_oci::reference::Reference>, BuildError> {
     names
         .map(|n| {
-            umstage_oci::reference::parse(n)
-                .map_err(|e| BuildError::Invalid(format!("-t {n}: {e}")))
+            umstage_oci::reference::parse(n).map_err(|e| BuildError::input(format!("-t {n}"), e))
         })
         .collect()
 }

@@ -8,13 +8,19 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use umstage_dockerfile::Platform;
+use umstage_oci::compress::Compression;
 use umstage_snapshot::DriverChoice;
+use umstage_snapshot::sandbox::{Network, Ulimit};
 
+use crate::annotation::Annotation;
 use crate::context::StdinContext;
 use crate::options::{
-    BuildContext, Compression, DockerfileSource, NetworkMode, OptionError, Output, Secret, SshAgent,
+    ArchiveFormat, BuildContext, Destination, DockerfileSource, OptionError, Output, Secret,
+    SshAgent,
 };
 use crate::request::{BuildError, BuildRequest, Entitlement};
+use crate::step_options::AddHost;
 
 /// The flags of `umstage build` as the command line gives them, each parsed on its own.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +46,7 @@ pub struct BuildFlags {
     /// `--no-cache-filter`.
     pub no_cache_filter: Vec<String>,
     /// `--network`.
-    pub network: NetworkMode,
+    pub network: Network,
     /// `--secret`, not yet checked.
     pub secrets: Vec<Secret>,
     /// `--ssh`, not yet resolved.
@@ -57,6 +63,16 @@ pub struct BuildFlags {
     pub push: bool,
     /// `-j`; `None` for the default.
     pub jobs: Option<u16>,
+    /// `--add-host`.
+    pub add_hosts: Vec<AddHost>,
+    /// `--shm-size` in bytes; `None` for Docker's 64 MiB.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--annotation`.
+    pub annotations: Vec<Annotation>,
+    /// `--load`.
+    pub load: bool,
 }
 
 /// A build request that the flags describe, and what it borrows for the build's life.
@@ -67,6 +83,11 @@ pub struct Prepared {
     /// The temporary directory holding a context read from standard input: the build reads
     /// it, and it is removed when this is dropped.
     pub stdin_context: Option<tempfile::TempDir>,
+    /// `--load`: the archive to load once the build is done (an `-o` archive file, else one
+    /// in `load_dir`).
+    pub load: Option<PathBuf>,
+    /// The temporary directory of an archive written only to be loaded; removed when dropped.
+    pub load_dir: Option<tempfile::TempDir>,
 }
 
 /// Flags that cannot make a build; nothing has run.
@@ -140,6 +161,9 @@ pub enum FlagError {
     /// A registry output with no name.
     #[error("--output type=registry needs a name: add name=REF or -t REF")]
     RegistryWithoutName,
+    /// No temporary directory could be made for the archive `--load` loads.
+    #[error("--load: making a directory for the archive to load")]
+    LoadDir(#[source] std::io::Error),
     /// `SOURCE_DATE_EPOCH` is set and not a number.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds since 1970")]
     SourceDateEpoch(String),
@@ -203,7 +227,12 @@ impl BuildFlags {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let platform = self.platform.as_deref().map(one_platform).transpose()?;
-        let outputs = outputs(self.outputs, self.push, &self.tags)?;
+        let mut outputs = outputs(self.outputs, self.push, &self.tags)?;
+        let (load, load_dir) = if self.load {
+            load_archive(&mut outputs)?
+        } else {
+            (None, None)
+        };
         let source_date_epoch = match env("SOURCE_DATE_EPOCH") {
             Some(v) if !v.is_empty() => Some(
                 v.trim()
@@ -240,10 +269,18 @@ impl BuildFlags {
             insecure_registries: self.insecure_registries,
             jobs,
             source_date_epoch,
+            add_hosts: self.add_hosts,
+            shm_size: self
+                .shm_size
+                .unwrap_or(umstage_snapshot::sandbox::DEFAULT_SHM_SIZE),
+            ulimits: self.ulimits,
+            annotations: self.annotations,
         };
         Ok(Prepared {
             request,
             stdin_context,
+            load,
+            load_dir,
         })
     }
 
@@ -318,13 +355,42 @@ fn build_args(
     Ok(out)
 }
 
+/// The archive `--load` loads: an archive file among the outputs, or else one added in a
+/// temporary directory.
+fn load_archive(
+    outputs: &mut Vec<Output>,
+) -> Result<(Option<PathBuf>, Option<tempfile::TempDir>), FlagError> {
+    let written = outputs.iter().find_map(|o| match o {
+        Output::Archive {
+            format: ArchiveFormat::Both | ArchiveFormat::Docker,
+            dest: Destination::File(path),
+            ..
+        } => Some(path.clone()),
+        _ => None,
+    });
+    if let Some(path) = written {
+        return Ok((Some(path), None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("umstage-load-")
+        .tempdir()
+        .map_err(FlagError::LoadDir)?;
+    let path = dir.path().join("image.tar");
+    outputs.push(Output::Archive {
+        format: ArchiveFormat::Both,
+        dest: Destination::File(path.clone()),
+        names: Vec::new(),
+        compression: Compression::GZIP,
+    });
+    Ok((Some(path), Some(dir)))
+}
+
 /// The one platform `--platform` names (a repeated name counts once).
-fn one_platform(flag: &str) -> Result<String, FlagError> {
+fn one_platform(flag: &str) -> Result<Platform, FlagError> {
     let mut wanted: Vec<&str> = flag.split(',').map(str::trim).collect();
     wanted.dedup();
     match wanted.as_slice() {
-        [one] if umstage_dockerfile::Platform::parse(one).is_some() => Ok((*one).to_string()),
-        [one] => Err(FlagError::Platform((*one).to_string())),
+        [one] => Platform::parse(one).ok_or_else(|| FlagError::Platform((*one).to_string())),
         _ => Err(FlagError::Platforms(flag.to_string())),
     }
 }
@@ -341,7 +407,7 @@ fn outputs(
         }
         outputs.push(Output::Registry {
             names: Vec::new(),
-            compression: Compression::Gzip,
+            compression: Compression::GZIP,
         });
     }
     if outputs.iter().filter(|o| o.writes_stdout()).count() > 1 {
@@ -402,7 +468,10 @@ mod tests {
             [("A".into(), "1".into()), ("FROM_ENV".into(), "e".into())]
         );
         assert_eq!(r.labels, [("k".into(), "v=w".into())]);
-        assert_eq!(r.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(
+            r.platform.map(|p| p.to_string()).as_deref(),
+            Some("linux/arm64")
+        );
         assert_eq!(r.jobs, 3);
         assert_eq!(
             r.dockerfile,

@@ -12,6 +12,7 @@
 //! - [`context::from_stdin`]: a context or Dockerfile given on standard input.
 
 pub mod add;
+pub mod annotation;
 pub mod cache;
 pub mod chmod;
 pub mod config;
@@ -19,20 +20,25 @@ pub mod context;
 pub mod copy;
 pub mod credentials;
 pub mod digests;
+mod download;
+pub mod error;
 pub mod event;
 pub mod export;
 pub mod flags;
 pub mod history;
 mod ids;
 pub mod lints;
+pub mod load;
 mod ops;
 pub mod options;
 pub mod prune;
 mod registry;
 pub mod request;
 pub mod schedule;
+mod single_id;
 pub mod solver;
 pub mod state;
+pub mod step_options;
 pub mod tarhead;
 pub mod users;
 

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use umstage_oci::compress::Compression;
+use umstage_snapshot::sandbox::Network;
+
 /// Where the Dockerfile comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DockerfileSource {
@@ -27,46 +30,6 @@ impl DockerfileSource {
             _ => Self::Path(path),
         }
     }
-}
-
-/// How `RUN` steps reach the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkMode {
-    /// The host's network (no virtual network device is needed).
-    #[default]
-    Default,
-    /// A private network namespace with only `lo`.
-    None,
-    /// The host's network, named explicitly.
-    Host,
-}
-
-impl FromStr for NetworkMode {
-    type Err = OptionError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "default" => Ok(NetworkMode::Default),
-            "none" => Ok(NetworkMode::None),
-            "host" => Ok(NetworkMode::Host),
-            _ => Err(OptionError::new(
-                "--network",
-                s,
-                "use default, none or host",
-            )),
-        }
-    }
-}
-
-/// Layer compression for image outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// gzip, readable by every tool.
-    #[default]
-    Gzip,
-    /// zstd, faster, needs recent readers.
-    Zstd,
-    /// Plain tar.
-    Uncompressed,
 }
 
 /// One output of a build (`-o`/`--output`).
@@ -178,6 +141,20 @@ impl OptionError {
     }
 }
 
+/// Parses `--network`: the network `RUN` steps get unless their own `--network` says otherwise.
+pub fn parse_network(s: &str) -> Result<Network, OptionError> {
+    match s {
+        "default" => Ok(Network::Default),
+        "none" => Ok(Network::None),
+        "host" => Ok(Network::Host),
+        _ => Err(OptionError::new(
+            "--network",
+            s,
+            "use default, none or host",
+        )),
+    }
+}
+
 /// Splits `k=v,k=v` into pairs; a part with no `=` is an error.
 fn key_values(option: &'static str, spec: &str) -> Result<BTreeMap<String, String>, OptionError> {
     let mut map = BTreeMap::new();
@@ -196,9 +173,9 @@ fn key_values(option: &'static str, spec: &str) -> Result<BTreeMap<String, Strin
 
 fn parse_compression(value: Option<&str>, spec: &str) -> Result<Compression, OptionError> {
     match value {
-        None | Some("gzip") => Ok(Compression::Gzip),
-        Some("zstd") => Ok(Compression::Zstd),
-        Some("uncompressed") => Ok(Compression::Uncompressed),
+        None | Some("gzip") => Ok(Compression::GZIP),
+        Some("zstd") => Ok(Compression::ZSTD),
+        Some("uncompressed") => Ok(Compression::None),
         Some(other) => Err(OptionError::new(
             "--output",
             spec,
@@ -244,7 +221,7 @@ impl FromStr for Output {
                 format: ArchiveFormat::Both,
                 dest: Destination::parse(spec),
                 names: Vec::new(),
-                compression: Compression::Gzip,
+                compression: Compression::GZIP,
             });
         }
         let mut kv = key_values("--output", spec)?;
@@ -705,7 +682,7 @@ mod tests {
                 format: ArchiveFormat::Both,
                 dest: Destination::File("image.tar".into()),
                 names: vec![],
-                compression: Compression::Gzip
+                compression: Compression::GZIP
             })
         );
         assert_eq!(
@@ -720,7 +697,7 @@ mod tests {
                 format: ArchiveFormat::Oci,
                 dest: Destination::Stdout,
                 names: vec![],
-                compression: Compression::Zstd
+                compression: Compression::ZSTD
             })
         );
         assert_eq!(
@@ -728,7 +705,7 @@ mod tests {
             Ok(Output::LayoutDir {
                 dest: "d".into(),
                 names: vec![],
-                compression: Compression::Gzip
+                compression: Compression::GZIP
             })
         );
         assert_eq!(
@@ -741,7 +718,7 @@ mod tests {
             "type=registry,name=127.0.0.1:5000/x:1".parse(),
             Ok(Output::Registry {
                 names: vec!["127.0.0.1:5000/x:1".into()],
-                compression: Compression::Gzip
+                compression: Compression::GZIP
             })
         );
     }

@@ -3,9 +3,16 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use umstage_dockerfile::Platform;
 use umstage_snapshot::DriverChoice;
+use umstage_snapshot::sandbox::Network;
 
-use crate::options::{BuildContext, DockerfileSource, NetworkMode, Output, Secret, SshAgent};
+use umstage_snapshot::sandbox::Ulimit;
+
+use crate::annotation::Annotation;
+use crate::error::{Source, StepError};
+use crate::options::{BuildContext, DockerfileSource, Output, Secret, SshAgent};
+use crate::step_options::AddHost;
 
 /// Everything one build needs to know.
 #[derive(Debug, Clone)]
@@ -24,14 +31,14 @@ pub struct BuildRequest {
     pub build_args: Vec<(String, String)>,
     /// Named contexts.
     pub build_contexts: Vec<BuildContext>,
-    /// Requested platform (`os/arch[/variant]`), `None` for this machine's.
-    pub platform: Option<String>,
+    /// Requested platform, `None` for this machine's.
+    pub platform: Option<Platform>,
     /// Ignore the cache for every step.
     pub no_cache: bool,
     /// Ignore the cache for these stages (names compared case-insensitively).
     pub no_cache_filter: Vec<String>,
     /// Network for RUN steps.
-    pub network: NetworkMode,
+    pub network: Network,
     /// Secrets for `RUN --mount=type=secret`.
     pub secrets: Vec<Secret>,
     /// ssh-agent sockets for `RUN --mount=type=ssh` (`--ssh`), resolved.
@@ -50,6 +57,14 @@ pub struct BuildRequest {
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: fixed timestamps for a reproducible image.
     pub source_date_epoch: Option<i64>,
+    /// Extra lines of every RUN step's `/etc/hosts` (`--add-host`).
+    pub add_hosts: Vec<AddHost>,
+    /// Size of every RUN step's `/dev/shm` in bytes (`--shm-size`).
+    pub shm_size: u64,
+    /// Resource limits of every RUN step (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
+    /// Annotations on the manifest or the index (`--annotation`).
+    pub annotations: Vec<Annotation>,
 }
 
 /// A privilege a Dockerfile may only use when the command line grants it (`--allow`).
@@ -100,22 +115,57 @@ pub struct Descriptor {
 /// Why a build did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The Dockerfile is wrong where it says (file, line and column); nothing ran.
+    #[error(transparent)]
+    Dockerfile(#[from] umstage_dockerfile::Error),
+    /// An instruction cannot be carried out as written; nothing of it ran.
+    #[error("{file}:{line}: {source}")]
+    Instruction {
+        /// The Dockerfile's name, as the user gave it.
+        file: String,
+        /// 1-based line of the instruction.
+        line: usize,
+        /// Why.
+        #[source]
+        source: StepError,
+    },
+    /// An input (the Dockerfile, its `.dockerignore`, a name to push to) cannot be read or
+    /// used; nothing ran. `what` names it.
+    #[error("{what}: {source}")]
+    Input {
+        /// The input, as the user knows it, such as `-t NAME` or `.dockerignore`.
+        what: String,
+        /// Why.
+        #[source]
+        source: Source,
+    },
     /// The request or the Dockerfile is wrong; nothing ran. The message says what to change.
     #[error("{0}")]
     Invalid(String),
     /// A step failed.
     #[error("{0}")]
     StepFailed(Box<StepFailure>),
-    /// Anything else that stopped the build (I/O, registry, sandbox).
-    #[error("{0}")]
-    Other(String),
+    /// Anything else that stopped the build (I/O, registry, sandbox), as its own error.
+    #[error(transparent)]
+    Other(Source),
 }
 
 impl BuildError {
+    /// `source`, met reading or using the input `what`.
+    pub fn input(what: impl Into<String>, source: impl Into<Source>) -> Self {
+        BuildError::Input {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
     /// The process exit code for this error: 2 for bad usage or a bad Dockerfile, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            BuildError::Invalid(_) => 2,
+            BuildError::Dockerfile(_)
+            | BuildError::Instruction { .. }
+            | BuildError::Input { .. }
+            | BuildError::Invalid(_) => 2,
             BuildError::StepFailed(_) | BuildError::Other(_) => 1,
         }
     }

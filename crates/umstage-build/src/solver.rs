@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use umstage_dockerfile::{
-    Base, BuildArgs, Command, Dockerfile, Dockerignore, Instruction, Platform, StageScope,
+    Base, BuildArgs, Command, Dockerfile, Dockerignore, Instruction, StageScope,
 };
 use umstage_oci::ContentStore;
 use umstage_oci::layer::LayerOptions;
@@ -28,18 +28,20 @@ use crate::cache::{CacheIndex, KeyBuilder};
 use crate::config::{self, StageConfig};
 use crate::copy;
 use crate::digests::ContextDigests;
+use crate::error::StepError;
 use crate::event::{Event, EventSink, StepId};
 use crate::ops::meta::{health_config, split_command};
 use crate::ops::step::{Build, FilteredContext, StageOutput, Step, other};
-use crate::options::{Compression, DockerfileSource, Output};
+use crate::options::{DockerfileSource, Output};
 use crate::registry::registry_client;
 use crate::request::{BuildError, BuildRequest, BuildResult};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{LazySnapshotter, State, Unpacker};
+use umstage_oci::compress::Compression;
 
 impl From<GraphError> for BuildError {
     fn from(e: GraphError) -> Self {
-        BuildError::Other(e.to_string())
+        BuildError::Other(Box::new(e))
     }
 }
 
@@ -57,14 +59,13 @@ fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
             p.file_name()
                 .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
             std::fs::read(p).map_err(|e| {
-                BuildError::Invalid(format!("cannot read the Dockerfile {}: {e}", p.display()))
+                BuildError::input(format!("cannot read the Dockerfile {}", p.display()), e)
             })?,
         ),
         DockerfileSource::Text(t) => ("Dockerfile".to_string(), t.clone()),
     };
     let dockerfile = umstage_dockerfile::decode(&file_name, &bytes)
-        .and_then(|text| umstage_dockerfile::parse(&file_name, text))
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        .and_then(|text| umstage_dockerfile::parse(&file_name, text))?;
     if dockerfile.stages.is_empty() {
         return Err(BuildError::Invalid(format!(
             "{file_name}: no FROM instruction: a Dockerfile needs at least one stage"
@@ -87,21 +88,12 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     }
     let mut args = BuildArgs::new(request.build_args.iter().cloned());
     if let Some(p) = &request.platform {
-        args.target_platform = Platform::parse(p).ok_or_else(|| {
-            BuildError::Invalid(format!(
-                "--platform {p}: use OS/ARCH[/VARIANT], such as linux/arm64"
-            ))
-        })?;
+        args.target_platform = p.clone();
     }
-    let meta = dockerfile
-        .meta_scope(&args)
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let graph = dockerfile
-        .graph(&meta)
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let target = dockerfile
-        .resolve_target(request.target.as_deref())
-        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    let target = dockerfile.resolve_target(request.target.as_deref())?;
+    args.target_stage = dockerfile.stages[target].name.clone();
+    let meta = dockerfile.meta_scope(&args)?;
+    let graph = dockerfile.graph(&meta)?;
     for name in &request.no_cache_filter {
         if dockerfile.stage_index(name).is_none() {
             return Err(BuildError::Invalid(format!(
@@ -120,13 +112,8 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let snapshotter = LazySnapshotter::new(root.clone(), request.snapshotter);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
-    let compression = first_compression(&request.outputs);
     let layer_options = LayerOptions {
-        compression: match compression {
-            Compression::Gzip => umstage_oci::compress::Compression::GZIP,
-            Compression::Zstd => umstage_oci::compress::Compression::ZSTD,
-            Compression::Uncompressed => umstage_oci::compress::Compression::None,
-        },
+        compression: first_compression(&request.outputs),
         source_date_epoch: request.source_date_epoch,
         ..LayerOptions::default()
     };
@@ -196,9 +183,32 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .sum(),
         target: stage_label(&dockerfile, target),
     });
+    let outcome = run_and_export(&build, &needed, &deps, &task_of);
+    if let Some(cause) = umstage_snapshot::userns::current().and_then(|ns| ns.single_id()) {
+        events.emit(Event::Warning {
+            message: crate::single_id::summary(cause, &build.unpacker.skipped()),
+        });
+    }
+    let result = outcome?;
+    events.emit(Event::BuildDone {
+        image_id: result.config_digest.clone(),
+        elapsed: started.elapsed(),
+    });
+    Ok(result)
+}
+
+/// Builds the needed stages (`deps`: each one's dependencies as indexes into `needed`; `task_of`
+/// the reverse) and writes the outputs.
+fn run_and_export(
+    build: &Build<'_>,
+    needed: &[usize],
+    deps: &[Vec<usize>],
+    task_of: &HashMap<usize, usize>,
+) -> Result<BuildResult, BuildError> {
+    let request = build.request;
     let outputs = std::thread::scope(|scope| {
-        build.prefetch_bases(scope, &needed);
-        run_graph(&deps, request.jobs, |task, done: &Finished<StageOutput>| {
+        build.prefetch_bases(scope, needed);
+        run_graph(deps, request.jobs, |task, done: &Finished<StageOutput>| {
             let index = needed[task];
             let lookup = |stage: usize| task_of.get(&stage).and_then(|&t| done.get(t)).cloned();
             build.build_stage(index, &lookup)
@@ -218,12 +228,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         final_state.config.architecture = p.arch.clone();
         final_state.config.variant = (!p.variant.is_empty()).then(|| p.variant.clone());
     }
-    let result = crate::export::export(&build.export_context(), final_state)?;
-    events.emit(Event::BuildDone {
-        image_id: result.config_digest.clone(),
-        elapsed: started.elapsed(),
-    });
-    Ok(result)
+    crate::export::export(&build.export_context(), final_state)
 }
 
 /// A cancel flag raised by SIGINT and SIGTERM, so a running step is stopped and its snapshot
@@ -254,23 +259,32 @@ fn first_compression(outputs: &[Output]) -> Compression {
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
 /// the context's `.dockerignore`.
 fn load_dockerignore(request: &BuildRequest) -> Result<Option<Dockerignore>, BuildError> {
-    let specific = match &request.dockerfile {
+    let specific_path = match &request.dockerfile {
         DockerfileSource::Path(p) => {
             let mut name = p.as_os_str().to_owned();
             name.push(".dockerignore");
-            std::fs::read_to_string(PathBuf::from(name)).ok()
+            Some(PathBuf::from(name))
         }
         DockerfileSource::Text(_) => None,
     };
-    let general = std::fs::read_to_string(request.context.join(".dockerignore")).ok();
+    let specific = specific_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let general_path = request.context.join(".dockerignore");
+    let general = std::fs::read_to_string(&general_path).ok();
     let Some(text) =
         umstage_dockerfile::select_ignore_text(specific.as_deref(), general.as_deref())
     else {
         return Ok(None);
     };
+    // Name the file the error is in, as the Dockerfile's errors do.
+    let file = match (&specific, &specific_path) {
+        (Some(_), Some(p)) => p.clone(),
+        _ => general_path,
+    };
     Dockerignore::parse(text)
         .map(Some)
-        .map_err(|e| BuildError::Invalid(format!(".dockerignore: {e}")))
+        .map_err(|e| BuildError::input(file.display().to_string(), e))
 }
 
 fn stage_label(dockerfile: &Dockerfile, index: usize) -> String {
@@ -304,7 +318,7 @@ impl Build<'_> {
             text: stage.from.original.clone(),
             steps_in_stage: steps,
         });
-        let platform = self.stage_platform(stage).map_err(BuildError::Invalid)?;
+        let platform = self.stage_platform(stage)?;
         // A named context called like the stage replaces the whole stage, as in BuildKit.
         if let Some(name) = &stage.name
             && self
@@ -360,10 +374,8 @@ impl Build<'_> {
         // ONBUILD triggers of the base run first, and are not passed on.
         let mut instructions: Vec<Instruction> = Vec::new();
         for trigger in cfg.take_onbuild() {
-            let parsed =
-                umstage_dockerfile::parse_instruction("ONBUILD", &trigger).map_err(|e| {
-                    BuildError::Invalid(format!("ONBUILD trigger of the base image: {e}"))
-                })?;
+            let parsed = umstage_dockerfile::parse_instruction("ONBUILD", &trigger)
+                .map_err(|e| BuildError::input("ONBUILD trigger of the base image", e))?;
             instructions.push(parsed);
         }
         instructions.extend(stage.instructions.iter().cloned());
@@ -393,9 +405,7 @@ impl Build<'_> {
                 text: instruction.original.clone(),
                 steps_in_stage: steps,
             });
-            let expanded = scope
-                .expand(instruction)
-                .map_err(|e| BuildError::Invalid(e.to_string()))?;
+            let expanded = scope.expand(instruction)?;
             let mut step = Step {
                 build: self,
                 id: &id,
@@ -408,9 +418,7 @@ impl Build<'_> {
                 scope: &scope,
             };
             let cached = step.run(&expanded)?;
-            scope
-                .apply(instruction, &expanded)
-                .map_err(|e| BuildError::Invalid(e.to_string()))?;
+            scope.apply(instruction, &expanded)?;
             if let Command::Arg(decls) = &expanded {
                 // BuildKit records each ARG with the value it resolved to.
                 let values: Vec<(String, Option<String>)> = decls
@@ -459,7 +467,7 @@ impl Step<'_, '_> {
                 self.roll_key("workdir", &workdir);
                 self.fs_step(format!("WORKDIR {workdir}"), |step, root| {
                     let owner = step.owner_of(&root.root, None)?;
-                    copy::make_dirs(&root.root, Path::new(&dir), owner).map_err(|e| e.to_string())
+                    copy::make_dirs(&root.root, Path::new(&dir), owner).map_err(StepError::below)
                 })
             }
             Command::Env(kvs) => {
@@ -479,8 +487,8 @@ impl Step<'_, '_> {
                 self.metadata(expanded)
             }
             Command::Expose(ports) => {
-                let ports = umstage_dockerfile::exposed_ports(ports)
-                    .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                let ports =
+                    umstage_dockerfile::exposed_ports(ports).map_err(|e| self.refused(e))?;
                 self.cfg.expose(ports);
                 self.metadata(expanded)
             }
@@ -497,7 +505,7 @@ impl Step<'_, '_> {
             Command::StopSignal(s) => {
                 self.cfg
                     .set_stop_signal(s)
-                    .map_err(|e| BuildError::Invalid(self.located(e)))?;
+                    .map_err(|e| self.refused(StepError::below(e)))?;
                 self.metadata(expanded)
             }
             Command::Shell(words) => {
@@ -524,9 +532,7 @@ impl Step<'_, '_> {
             }
             // ARG is recorded once the scope has resolved its values (in `build_stage`).
             Command::Arg(_) => Ok(false),
-            Command::From(_) => Err(BuildError::Invalid(
-                self.located("FROM cannot be an ONBUILD trigger"),
-            )),
+            Command::From(_) => Err(self.refused("FROM cannot be an ONBUILD trigger")),
         }
     }
 }

@@ -12,6 +12,8 @@ use umstage_oci::unpack::{UnpackMode, UnpackOptions, apply_deferred, unpack_blob
 use umstage_oci::{ContentStore, Digest};
 use umstage_snapshot::{LayerTarget, Snapshotter};
 
+use crate::error::StepError;
+
 /// One layer of an image, as a manifest lists it plus its diff id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
@@ -27,7 +29,7 @@ pub struct Layer {
 
 impl Layer {
     /// The manifest descriptor of this layer.
-    pub fn descriptor(&self) -> Result<oci_spec::image::Descriptor, String> {
+    pub fn descriptor(&self) -> Result<oci_spec::image::Descriptor, StepError> {
         let digest = parse_digest(&self.digest)?;
         Ok(oci_spec::image::Descriptor::new(
             oci_spec::image::MediaType::from(self.media_type.as_str()),
@@ -38,8 +40,9 @@ impl Layer {
 }
 
 /// Parses a `sha256:…` digest.
-pub fn parse_digest(text: &str) -> Result<Digest, String> {
-    umstage_oci::digest::parse(text).map_err(|e| format!("invalid digest {text:?}: {e}"))
+pub fn parse_digest(text: &str) -> Result<Digest, StepError> {
+    umstage_oci::digest::parse(text)
+        .map_err(|e| StepError::during(format!("invalid digest {text:?}"), e))
 }
 
 /// The result of a step: the image so far.
@@ -49,14 +52,6 @@ pub struct State {
     pub config: ImageConfig,
     /// The layers, bottom first (one per diff id).
     pub layers: Vec<Layer>,
-}
-
-impl State {
-    /// The chain id of the whole layer stack (`None` for an empty filesystem): the name of
-    /// the committed snapshot holding it.
-    pub fn chain_id(&self) -> Option<String> {
-        chain_ids(&self.layers).pop()
-    }
 }
 
 /// The chain id of each prefix of `layers`, as the OCI image spec defines them.
@@ -96,7 +91,7 @@ impl LazySnapshotter {
     }
 
     /// The snapshotter, opening it if this is the first use.
-    pub fn get(&self) -> Result<&Snapshotter, String> {
+    pub fn get(&self) -> Result<&Snapshotter, StepError> {
         if let Some(s) = self.cell.get() {
             return Ok(s);
         }
@@ -107,7 +102,7 @@ impl LazySnapshotter {
         if let Some(s) = self.cell.get() {
             return Ok(s);
         }
-        let opened = Snapshotter::open(&self.state_root, self.choice).map_err(|e| e.to_string())?;
+        let opened = Snapshotter::open(&self.state_root, self.choice).map_err(StepError::below)?;
         Ok(self.cell.get_or_init(|| opened))
     }
 
@@ -125,6 +120,17 @@ pub struct Unpacker {
     /// The build's lease: every chain is named in it before it is looked for.
     lease: Arc<Lease>,
     in_progress: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    skipped: Mutex<Skipped>,
+}
+
+/// Entries of the layers unpacked so far whose owner, device or extended attribute could not
+/// be applied (a single-id namespace has no other ids and may make no devices).
+#[derive(Debug, Default, Clone)]
+pub struct Skipped {
+    /// How many.
+    pub count: usize,
+    /// The first, as the unpacker worded it (path and what was lost).
+    pub first: Option<String>,
 }
 
 impl Unpacker {
@@ -133,7 +139,13 @@ impl Unpacker {
         Unpacker {
             lease,
             in_progress: Mutex::new(HashMap::new()),
+            skipped: Mutex::new(Skipped::default()),
         }
+    }
+
+    /// What the unpacks of this build could not apply.
+    pub fn skipped(&self) -> Skipped {
+        self.skipped.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Makes sure the committed snapshot of `layers` exists, unpacking the missing ones from the
@@ -144,13 +156,13 @@ impl Unpacker {
         store: &ContentStore,
         layers: &[Layer],
         ignore_chown_errors: bool,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, StepError> {
         let chains = chain_ids(layers);
         // Named before they are looked for: a prune keeps the ones found, and any it removed
         // first are unpacked again below.
         self.lease
             .hold_snapshots(chains.iter().map(String::as_str))
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::below)?;
         // Find the highest chain already there; unpack the ones above it.
         let have = chains
             .iter()
@@ -168,20 +180,17 @@ impl Unpacker {
             let _guard = lock
                 .lock()
                 .map_err(|_| "snapshot unpack lock poisoned".to_string())?;
-            if snapshotter
-                .has_committed(chain)
-                .map_err(|e| e.to_string())?
-            {
+            if snapshotter.has_committed(chain).map_err(StepError::below)? {
                 continue;
             }
             let parent = i.checked_sub(1).map(|p| chains[p].as_str());
             let key = crate::ids::unique_key("unpack");
             snapshotter
                 .prepare(&key, parent)
-                .map_err(|e| e.to_string())?;
+                .map_err(StepError::below)?;
             let digest = parse_digest(&layers[i].digest)?;
             let result = (|| {
-                let (dir, mode) = match snapshotter.layer_target(&key).map_err(|e| e.to_string())? {
+                let (dir, mode) = match snapshotter.layer_target(&key).map_err(StepError::below)? {
                     LayerTarget::Diff(dir) => (dir, UnpackMode::Overlay { userxattr: true }),
                     LayerTarget::Apply(dir) => (dir, UnpackMode::Plain),
                 };
@@ -194,17 +203,26 @@ impl Unpacker {
                     ..UnpackOptions::default()
                 };
                 let report =
-                    unpack_blob(store, &digest, &dir, &options).map_err(|e| e.to_string())?;
-                if !report.deferred.is_empty() {
-                    let merged = snapshotter.mount(&key).map_err(|e| e.to_string())?;
-                    apply_deferred(merged.path(), &dir, &report.deferred)
-                        .map_err(|e| e.to_string())?;
+                    unpack_blob(store, &digest, &dir, &options).map_err(StepError::below)?;
+                if let (Ok(mut skipped), Some(first)) =
+                    (self.skipped.lock(), report.warnings.first())
+                {
+                    skipped.count += report.warnings.len();
+                    skipped.first.get_or_insert_with(|| first.clone());
                 }
-                snapshotter.commit(chain, &key).map_err(|e| e.to_string())
+                if !report.deferred.is_empty() {
+                    let merged = snapshotter.mount(&key).map_err(StepError::below)?;
+                    apply_deferred(merged.path(), &dir, &report.deferred)
+                        .map_err(StepError::below)?;
+                }
+                snapshotter.commit(chain, &key).map_err(StepError::below)
             })();
             if let Err(e) = result {
                 let _ = snapshotter.remove(&key);
-                return Err(format!("unpacking layer {}: {e}", layers[i].digest));
+                return Err(StepError::during(
+                    format!("unpacking layer {}", layers[i].digest),
+                    e,
+                ));
             }
         }
         Ok(chains.last().cloned())

@@ -174,6 +174,14 @@ impl Dockerignore {
             let exclusion = p.starts_with('!');
             if exclusion {
                 p = p[1..].trim();
+                // As BuildKit's pattern matcher: an exception must name something.
+                if p.is_empty() {
+                    return Err(PatternError {
+                        line: i + 1,
+                        pattern: raw.to_owned(),
+                        reason: "illegal exclusion pattern: \"!\"".into(),
+                    });
+                }
             }
             let mut cleaned = if p.is_empty() {
                 String::new()
@@ -597,6 +605,12 @@ mod tests {
     #[test]
     fn bad_patterns_and_file_choice() {
         assert!(Dockerignore::parse("[abc").is_err());
+        let bare = Dockerignore::parse("*.md\n  !  \n").unwrap_err();
+        assert_eq!(bare.line, 2, "{bare}");
+        assert!(
+            bare.to_string().contains("illegal exclusion pattern"),
+            "{bare}"
+        );
         assert_eq!(select_ignore_text(Some("a"), Some("b")), Some("a"));
         assert_eq!(select_ignore_text(None, Some("b")), Some("b"));
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The stage graph: which stages a stage needs, target pruning, dependency order.
 
-use crate::dockerfile::{Dockerfile, Instruction};
+use crate::dockerfile::{Dockerfile, Instruction, parse_instruction};
 use crate::error::{Error, ErrorKind};
 use crate::instructions::Command;
 use crate::scope::MetaScope;
@@ -114,25 +114,36 @@ impl Dockerfile {
                 }
             };
             let mut images = Vec::new();
-            for instr in &stage.instructions {
-                let refs: Vec<(String, EdgeKind)> = match &instr.command {
-                    Command::Copy(c) => c
-                        .from
-                        .iter()
-                        .map(|f| (f.clone(), EdgeKind::CopyFrom))
-                        .collect(),
-                    Command::Run(r) => r
-                        .mounts
-                        .iter()
-                        .filter_map(|m| m.from.clone())
-                        .map(|f| (f, EdgeKind::MountFrom))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                for (name, kind) in refs {
+            // A base stage's ONBUILD triggers run at the start of this stage, so what they
+            // read is this stage's to wait for (written at the ONBUILD line). A trigger that
+            // does not parse is reported by the solver when it runs.
+            let triggers: Vec<(&Instruction, Instruction)> = match base {
+                Base::Stage(b) => self.stages[b]
+                    .instructions
+                    .iter()
+                    .filter_map(|i| match &i.command {
+                        Command::Onbuild(t) => parse_instruction(&self.source.name, t)
+                            .ok()
+                            .map(|parsed| (i, parsed)),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let read = triggers
+                .iter()
+                .map(|(at, parsed)| (*at, parsed))
+                .chain(stage.instructions.iter().map(|i| (i, i)));
+            for (instr, command) in read {
+                for (name, kind) in references(command) {
                     let name = if name.contains('$') {
-                        lx.expand_word(&name, meta)
-                            .map_err(|e| instr.error(ErrorKind::Expansion, e.message))?
+                        let expanded = lx
+                            .expand_word(&name, meta)
+                            .map_err(|e| instr.error(ErrorKind::Expansion, e.message))?;
+                        if expanded.is_empty() {
+                            return Err(empty_reference(instr, &name));
+                        }
+                        expanded
                     } else {
                         name
                     };
@@ -222,6 +233,39 @@ impl Dockerfile {
     }
 }
 
+/// A `COPY --from` that expands to nothing: only the global ARGs expand there (BuildKit
+/// expands none, and says so), so the variable is the stage's own or unset. (`--mount from=`
+/// refuses variables when it is parsed, as BuildKit's does.)
+fn empty_reference(at: &Instruction, name: &str) -> Error {
+    at.error(
+        ErrorKind::Expansion,
+        format!(
+            "variable expansion is not supported for --from={name}: only ARGs declared before the first FROM expand there, and this one is empty"
+        ),
+    )
+    .with_suggestion(Some(
+        "define a new stage with FROM using ARG from global scope".to_owned(),
+    ))
+}
+
+/// The names an instruction reads files from: `COPY --from` and `RUN --mount from=`.
+fn references(instr: &Instruction) -> Vec<(String, EdgeKind)> {
+    match &instr.command {
+        Command::Copy(c) => c
+            .from
+            .iter()
+            .map(|f| (f.clone(), EdgeKind::CopyFrom))
+            .collect(),
+        Command::Run(r) => r
+            .mounts
+            .iter()
+            .filter_map(|m| m.from.clone())
+            .map(|f| (f, EdgeKind::MountFrom))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl StageGraph {
     /// The distinct stages `index` needs directly, ascending.
     pub fn deps(&self, index: usize) -> Vec<usize> {
@@ -249,11 +293,6 @@ impl StageGraph {
         // Edges only point to earlier stages, so index order is a dependency order.
         (0..needed.len()).filter(|&i| needed[i]).collect()
     }
-
-    /// Whether neither of two stages needs the other (directly or not).
-    pub fn independent(&self, a: usize, b: usize) -> bool {
-        !self.required(a).contains(&b) && !self.required(b).contains(&a)
-    }
 }
 
 #[cfg(test)]
@@ -278,8 +317,9 @@ mod tests {
         assert_eq!(g.nodes[3].base, Base::Scratch);
         assert_eq!(g.nodes[4].images[0].reference, "nginx:latest");
         assert_eq!(g.required(4), vec![0, 1, 2, 4]);
-        assert!(g.independent(0, 1));
-        assert!(!g.independent(0, 2));
+        // 0 and 1 need nothing of each other; 2 needs 0.
+        assert!(!g.required(0).contains(&1) && !g.required(1).contains(&0));
+        assert!(g.required(2).contains(&0));
     }
 
     #[test]
@@ -292,6 +332,40 @@ mod tests {
         let meta = d.meta_scope(&BuildArgs::default()).unwrap();
         let g = d.graph(&meta).unwrap();
         assert_eq!(g.deps(1), vec![0]);
+    }
+
+    #[test]
+    fn a_stage_needs_what_its_base_stages_onbuild_triggers_read() {
+        let g = graph(
+            "FROM a AS src\nFROM b AS tool\nFROM c AS base\nONBUILD COPY --from=src /in /out\nONBUILD RUN --mount=from=tool,target=/t true\nFROM base AS mid\nFROM scratch\nCOPY --from=mid /x /y\n",
+        )
+        .unwrap();
+        // The stage defining the triggers does not run them.
+        assert_eq!(g.deps(2), Vec::<usize>::new());
+        assert_eq!(g.deps(3), vec![0, 1, 2]);
+        let copy = g.nodes[3].edges[1];
+        assert_eq!((copy.stage, copy.kind), (0, EdgeKind::CopyFrom));
+        assert_eq!(copy.span.start.line, 4);
+        assert_eq!(g.required(4), vec![0, 1, 2, 3, 4]);
+        // A trigger naming a stage defined after the child is a forward reference there.
+        let e =
+            graph("FROM a AS base\nONBUILD COPY --from=late /a /b\nFROM base\nFROM c AS late\n")
+                .unwrap_err();
+        assert_eq!(e.span.start.line, 2);
+    }
+
+    #[test]
+    fn a_from_that_expands_to_nothing_says_why() {
+        // A stage's own ARG does not expand in --from; only the global ones do.
+        let e = graph("FROM a\nARG SRC=x\nCOPY --from=$SRC /a /b\n").unwrap_err();
+        assert_eq!((e.kind, e.span.start.line), (ErrorKind::Expansion, 3));
+        assert!(
+            e.message
+                .starts_with("variable expansion is not supported for --from=$SRC"),
+            "{}",
+            e.message
+        );
+        assert!(e.to_string().contains("ARG from global scope"), "{e}");
     }
 
     #[test]

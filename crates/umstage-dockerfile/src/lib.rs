@@ -70,7 +70,10 @@ pub use instructions::{
 pub use lint::{CheckConfig, Lint};
 pub use mount::{Mount, MountType, Sharing, parse_mount};
 pub use platform::Platform;
-pub use scope::{BuildArgs, MetaScope, PLATFORM_ARGS, PROXY_ARGS, StageScope};
+pub use scope::{
+    BuildArgs, MetaScope, PLATFORM_ARGS, PROXY_ARGS, SANDBOX_HOSTNAME_ARG, StageScope,
+    TARGET_STAGE_ARG,
+};
 pub use shell::{EmptyEnv, Env, ExpandError, Expansion, Lexer};
 pub use span::{Pos, Span};
 pub use syntax::{

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use crate::dockerfile::Dockerfile;
 use crate::instructions::{Command, CommandLine};
-use crate::scope::{PLATFORM_ARGS, PROXY_ARGS};
+use crate::scope::{PLATFORM_ARGS, PROXY_ARGS, TARGET_STAGE_ARG};
 use crate::shell::referenced_names;
 use crate::span::Span;
 
@@ -110,6 +110,7 @@ fn lint(df: &Dockerfile) -> Vec<Lint> {
     };
 
     let mut meta_names: HashSet<&str> = PLATFORM_ARGS.iter().copied().collect();
+    meta_names.insert(TARGET_STAGE_ARG);
     for i in &df.meta_args {
         if let Command::Arg(d) = &i.command {
             meta_names.extend(d.iter().map(|a| a.name.as_str()));

@@ -8,7 +8,8 @@ use crate::instructions::Command;
 use crate::platform::Platform;
 use crate::shell::{Env, Growth};
 
-/// Proxy ARGs BuildKit passes to RUN without an ARG declaration (and keeps out of cache keys).
+/// Proxy ARGs BuildKit passes to RUN without an ARG declaration (and keeps out of cache keys),
+/// in pairs: the uppercase name, then the lowercase one.
 pub const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
@@ -34,7 +35,14 @@ pub const PLATFORM_ARGS: &[&str] = &[
     "TARGETVARIANT",
 ];
 
-/// What the user passes to a build: `--build-arg` values and the build and target platforms.
+/// The ARG BuildKit predefines in the global scope with the name of the target stage.
+pub const TARGET_STAGE_ARG: &str = "TARGETSTAGE";
+
+/// The build arg that names the hostname RUN steps get, as in BuildKit; no ARG needs it.
+pub const SANDBOX_HOSTNAME_ARG: &str = "BUILDKIT_SANDBOX_HOSTNAME";
+
+/// What the user passes to a build: `--build-arg` values, the build and target platforms and
+/// the target stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildArgs {
     /// `--build-arg NAME=value` overrides.
@@ -43,6 +51,9 @@ pub struct BuildArgs {
     pub build_platform: Platform,
     /// The platform the image is for.
     pub target_platform: Platform,
+    /// The name of the stage the build produces (`TARGETSTAGE`); `None` when it has none,
+    /// which BuildKit calls `default`.
+    pub target_stage: Option<String>,
 }
 
 impl Default for BuildArgs {
@@ -51,6 +62,7 @@ impl Default for BuildArgs {
             values: BTreeMap::new(),
             build_platform: Platform::host(),
             target_platform: Platform::host(),
+            target_stage: None,
         }
     }
 }
@@ -62,6 +74,14 @@ impl BuildArgs {
             values: values.into_iter().collect(),
             ..BuildArgs::default()
         }
+    }
+
+    /// The hostname `BUILDKIT_SANDBOX_HOSTNAME` gives RUN steps (unset or empty: none).
+    pub fn sandbox_hostname(&self) -> Option<&str> {
+        self.values
+            .get(SANDBOX_HOSTNAME_ARG)
+            .map(String::as_str)
+            .filter(|h| !h.is_empty())
     }
 
     /// The predefined platform ARGs and their values.
@@ -153,6 +173,8 @@ impl Dockerfile {
         for (k, v) in args.platform_args() {
             scope.vars.set(&k, Some(v));
         }
+        let target = args.target_stage.as_deref().unwrap_or("default");
+        scope.vars.set(TARGET_STAGE_ARG, Some(target.to_owned()));
         for instr in &self.meta_args {
             let Command::Arg(decls) = &instr.command else {
                 continue;
@@ -182,7 +204,8 @@ impl Dockerfile {
     }
 
     /// `--build-arg` names that no ARG in the meta scope or in `stages` declares, sorted: BuildKit
-    /// warns "One or more build-args [...] were not consumed". Predefined proxy ARGs never count.
+    /// warns "One or more build-args [...] were not consumed". Predefined proxy ARGs and
+    /// `BUILDKIT_SANDBOX_HOSTNAME`, which the build itself consumes, never count.
     pub fn unconsumed_build_args(&self, args: &BuildArgs, stages: &[usize]) -> Vec<String> {
         let declared = |name: &str| {
             let declares = |i: &Instruction| matches!(&i.command, Command::Arg(d) if d.iter().any(|a| a.name == name));
@@ -194,7 +217,9 @@ impl Dockerfile {
         };
         args.values
             .keys()
-            .filter(|k| !PROXY_ARGS.contains(&k.as_str()) && !declared(k))
+            .filter(|k| {
+                !PROXY_ARGS.contains(&k.as_str()) && *k != SANDBOX_HOSTNAME_ARG && !declared(k)
+            })
             .cloned()
             .collect()
     }
@@ -325,15 +350,27 @@ impl<'a> StageScope<'a> {
             .collect()
     }
 
-    /// The environment a RUN gets: ENV, then visible ARGs, then proxy build args not declared (kept out of cache keys).
+    /// The environment a RUN gets: ENV, then visible ARGs, then the proxy build args (kept
+    /// out of cache keys). As BuildKit's proxy env, a proxy build arg is matched ignoring case
+    /// and given under both its upper- and lowercase name, each unless ENV or an ARG of the
+    /// stage already sets that name.
     pub fn run_env(&self) -> Vec<(String, String)> {
         let mut out = self.env.entries.clone();
         out.extend(self.visible_args());
-        for p in PROXY_ARGS {
-            if let Some(v) = self.args.values.get(*p)
-                && self.get(p).is_none()
-            {
-                out.push(((*p).to_owned(), v.clone()));
+        for pair in PROXY_ARGS.chunks(2) {
+            // Sorted, so the lowercase spelling wins over the uppercase one when both are given.
+            let value = self
+                .args
+                .values
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(pair[0]))
+                .map(|(_, v)| v)
+                .next_back();
+            let Some(value) = value else { continue };
+            for name in pair {
+                if self.get(name).is_none() {
+                    out.push(((*name).to_owned(), value.clone()));
+                }
             }
         }
         out
@@ -423,6 +460,55 @@ mod tests {
     }
 
     #[test]
+    fn the_target_stage_is_a_global_arg_a_stage_declares_to_see() {
+        let d = df("FROM x AS base\nRUN a\nARG TARGETSTAGE\nRUN b\nFROM base AS foo\n");
+        let mut args = BuildArgs::default();
+        let meta = d.meta_scope(&args).unwrap();
+        assert_eq!(meta.get(TARGET_STAGE_ARG), Some("default"));
+        args.target_stage = Some("foo".into());
+        let meta = d.meta_scope(&args).unwrap();
+        let mut scope = StageScope::new(&args, &meta, []);
+        scope.step(&d.stages[0].instructions[0]).unwrap();
+        assert_eq!(scope.get(TARGET_STAGE_ARG), None);
+        scope.step(&d.stages[0].instructions[1]).unwrap();
+        assert_eq!(scope.get(TARGET_STAGE_ARG), Some("foo"));
+    }
+
+    #[test]
+    fn a_proxy_build_arg_reaches_run_under_both_spellings() {
+        let d = df("FROM x\nENV no_proxy=env\nARG https_proxy=declared\nARG ftp_proxy\n");
+        let args = BuildArgs::new(
+            [
+                ("http_proxy", "http://lower"),
+                ("Https_Proxy", "http://mixed"),
+                ("NO_PROXY", "cli"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let meta = d.meta_scope(&args).unwrap();
+        let mut scope = StageScope::new(&args, &meta, []);
+        for i in &d.stages[0].instructions {
+            scope.step(i).unwrap();
+        }
+        let env = scope.run_env();
+        let get = |k: &str| -> Vec<&str> {
+            env.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(get("HTTP_PROXY"), ["http://lower"]);
+        assert_eq!(get("http_proxy"), ["http://lower"]);
+        assert_eq!(get("HTTPS_PROXY"), ["http://mixed"]);
+        // An ARG of the name keeps its own value; one without a value leaves the name free.
+        assert_eq!(get("https_proxy"), ["declared"]);
+        // ENV keeps its name; the other spelling still comes from the build arg.
+        assert_eq!(get("no_proxy"), ["env"]);
+        assert_eq!(get("NO_PROXY"), ["cli"]);
+        assert!(get("ftp_proxy").is_empty() && get("all_proxy").is_empty());
+    }
+
+    #[test]
     fn copy_heredoc_expansion_keeps_quotes() {
         let d =
             df("FROM x\nARG a=1\nCOPY <<EOF /f\nv=\"$a\" '$a'\nEOF\nCOPY <<'EOF' /g\n$a\nEOF\n");
@@ -450,6 +536,18 @@ mod tests {
         let Command::Run(r) = &e else { panic!() };
         assert_eq!(r.mounts[0].target.as_deref(), Some("/cache"));
         assert_eq!(r.mounts[0].uid, Some(5));
+    }
+
+    #[test]
+    fn the_sandbox_hostname_arg_is_consumed_by_the_build() {
+        let d = df("FROM x\n");
+        let args = BuildArgs::new(
+            [(SANDBOX_HOSTNAME_ARG, "box"), ("OTHER", "v")].map(|(k, v)| (k.into(), v.into())),
+        );
+        assert_eq!(args.sandbox_hostname(), Some("box"));
+        assert_eq!(d.unconsumed_build_args(&args, &[0]), ["OTHER"]);
+        let empty = BuildArgs::new([(SANDBOX_HOSTNAME_ARG.to_owned(), String::new())]);
+        assert_eq!(empty.sandbox_hostname(), None);
     }
 
     #[test]

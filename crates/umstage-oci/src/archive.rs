@@ -97,7 +97,7 @@ fn blob_name(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm(), digest.digest())
 }
 
-fn index_for(images: &[TaggedImage<'_>]) -> ImageIndex {
+fn index_for(images: &[TaggedImage<'_>], annotations: &BTreeMap<String, String>) -> ImageIndex {
     let mut manifests = Vec::new();
     for tagged in images {
         let descriptor = tagged.image.platform_descriptor();
@@ -119,6 +119,14 @@ fn index_for(images: &[TaggedImage<'_>]) -> ImageIndex {
     let mut index = ImageIndex::default();
     index.set_media_type(Some(MediaType::ImageIndex));
     index.set_manifests(manifests);
+    if !annotations.is_empty() {
+        index.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
     index
 }
 
@@ -127,7 +135,11 @@ struct Metadata {
     blobs: BTreeMap<String, Digest>,
 }
 
-fn metadata(images: &[TaggedImage<'_>], with_docker: bool) -> Result<Metadata> {
+fn metadata(
+    images: &[TaggedImage<'_>],
+    with_docker: bool,
+    index_annotations: &BTreeMap<String, String>,
+) -> Result<Metadata> {
     let json = |value: &dyn erased::Canonical| -> Result<Vec<u8>> {
         value.canonical().map_err(|e| ArchiveError::Invalid {
             archive: "output".into(),
@@ -167,7 +179,7 @@ fn metadata(images: &[TaggedImage<'_>], with_docker: bool) -> Result<Metadata> {
     }
     let mut files = vec![
         ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
-        ("index.json", json(&index_for(images))?),
+        ("index.json", json(&index_for(images, index_annotations))?),
     ];
     if with_docker {
         files.push(("manifest.json", json(&docker_manifest)?));
@@ -191,10 +203,12 @@ mod erased {
 }
 
 /// Options for writing an archive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ArchiveOptions {
     /// Modification time of every entry (`SOURCE_DATE_EPOCH`, else 0).
     pub mtime: i64,
+    /// Annotations of the layout's `index.json` (buildx's `--annotation index:`).
+    pub index_annotations: BTreeMap<String, String>,
 }
 
 /// Writes the default `image.tar`: an OCI layout plus Docker's `manifest.json` and `repositories`,
@@ -210,7 +224,7 @@ pub fn write_archive(
         path: out_path.clone(),
         source,
     };
-    let meta = metadata(images, true)?;
+    let meta = metadata(images, true, &options.index_annotations)?;
     let mut out = io::BufWriter::with_capacity(256 * 1024, out);
     let entry = |path: &str, kind: EntryKind, size: u64| {
         let mut header = Header::new(path, kind);
@@ -256,8 +270,9 @@ pub fn write_layout_dir(
     store: &ContentStore,
     images: &[TaggedImage<'_>],
     dir: &Path,
+    index_annotations: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let meta = metadata(images, false)?;
+    let meta = metadata(images, false, index_annotations)?;
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ArchiveError::Io { path, source }

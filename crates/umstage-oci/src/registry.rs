@@ -2,6 +2,7 @@
 //! of the `oci-client` crate (transport, token handshake, chunked uploads).
 
 mod clients;
+mod download;
 mod error;
 mod fetch;
 mod limits;
@@ -23,6 +24,7 @@ use crate::image::{Image, ImageError, Manifest, Platform, media, parse_manifest,
 use crate::reference::{Reference, repository_name};
 use crate::store::{ContentStore, StoreError};
 use clients::{SharedClients, Transport};
+pub use download::{DownloadError, Downloaded, Validators};
 use error::Origin;
 pub use error::RegistryError;
 pub use limits::Limits;
@@ -172,6 +174,7 @@ impl RegistryClient {
                 detail,
             })?;
         let mut credential = self.options.auth.lookup(&registry, reference.repository());
+        let mut helper_failure = None;
         if credential == Credential::Anonymous
             && let Some(helper) = self.options.auth.helper(&registry)
         {
@@ -179,9 +182,14 @@ impl RegistryClient {
                 Some(run) => match (run.0)(helper, &helper_server(&registry)) {
                     Ok(found) => found.unwrap_or_default(),
                     Err(e) => {
-                        tracing::warn!(
+                        // Anonymous access may still do; if the registry wants credentials,
+                        // its refusal says why there were none.
+                        tracing::debug!(
                             "credential helper docker-credential-{helper} for {registry}: {e}; using anonymous access"
                         );
+                        helper_failure = Some(format!(
+                            "the credential helper docker-credential-{helper} failed: {e}"
+                        ));
                         Credential::Anonymous
                     }
                 },
@@ -205,6 +213,7 @@ impl RegistryClient {
             reference: reference.whole(),
             scheme: if plain_http { "http" } else { "https" },
             had_credentials,
+            helper_failure,
             read_timeout: self.limits.read_timeout,
         };
         let token = self

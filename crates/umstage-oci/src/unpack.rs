@@ -225,9 +225,21 @@ impl Unpacker<'_> {
         move |e| f(e.into())
     }
 
+    /// Records what could not be applied; the caller decides what the user is told.
     fn warn(&mut self, message: String) {
-        tracing::warn!("{message}");
+        tracing::debug!("{message}");
         self.report.warnings.push(message);
+    }
+
+    /// What a path leading out of the root does: a layer doing so is hostile and refused; an
+    /// ordinary archive (ADD) is resolved as if the target were its root, as BuildKit extracts
+    /// one (a link to `..` stays at the target).
+    fn escape(&self) -> Escape {
+        if self.options.mode == UnpackMode::Extract {
+            Escape::Clamp
+        } else {
+            Escape::Refuse
+        }
     }
 
     fn apply<R: Read>(
@@ -257,7 +269,7 @@ impl Unpacker<'_> {
             }
             return self.whiteout(&path.with_file_name(OsStr::from_bytes(hidden)));
         }
-        let resolved = self.root.resolve_parent(&path, Escape::Refuse, true)?;
+        let resolved = self.root.resolve_parent(&path, self.escape(), true)?;
         let existing = rfs::statat(&resolved.parent, &name, AtFlags::SYMLINK_NOFOLLOW).ok();
         let existing_dir = existing
             .as_ref()
@@ -315,7 +327,7 @@ impl Unpacker<'_> {
                 if source.as_os_str().is_empty() {
                     return Err(refused(&header.path, "hard link to the root"));
                 }
-                let from = self.root.resolve_parent(&source, Escape::Refuse, false)?;
+                let from = self.root.resolve_parent(&source, self.escape(), false)?;
                 rfs::linkat(
                     &from.parent,
                     &from.name,
@@ -458,7 +470,7 @@ impl Unpacker<'_> {
 
     fn whiteout(&mut self, target: &Path) -> Result<(), UnpackError> {
         let create = matches!(self.options.mode, UnpackMode::Overlay { .. });
-        let resolved = match self.root.resolve_parent(target, Escape::Refuse, false) {
+        let resolved = match self.root.resolve_parent(target, self.escape(), false) {
             Ok(r) => r,
             Err(e) if not_here(&e) => {
                 if create {
@@ -490,7 +502,7 @@ impl Unpacker<'_> {
 
     fn opaque(&mut self, dir: &Path) -> Result<(), UnpackError> {
         if let UnpackMode::Overlay { userxattr } = self.options.mode {
-            match self.root.resolve_dir(dir, Escape::Refuse, false) {
+            match self.root.resolve_dir(dir, self.escape(), false) {
                 Ok(fd) => self.mark_opaque(fd, dir, userxattr)?,
                 Err(e) if not_here(&e) => {
                     self.report.deferred.push(Deferred::Opaque(dir.to_owned()));
@@ -499,7 +511,7 @@ impl Unpacker<'_> {
             }
             return Ok(());
         }
-        let fd = self.root.resolve_dir(dir, Escape::Refuse, true)?;
+        let fd = self.root.resolve_dir(dir, self.escape(), true)?;
         let dir_fd = rfs::openat(
             &fd,
             ".",
@@ -534,7 +546,7 @@ impl Unpacker<'_> {
                 match deferred {
                     // Entries after the marker made the directory in this layer: mark it here.
                     Deferred::Opaque(dir) => {
-                        match self.root.resolve_dir(&dir, Escape::Refuse, false) {
+                        match self.root.resolve_dir(&dir, self.escape(), false) {
                             Ok(fd) => self.mark_opaque(fd, &dir, userxattr)?,
                             Err(e) if not_here(&e) => {
                                 self.report.deferred.push(Deferred::Opaque(dir))
@@ -548,7 +560,7 @@ impl Unpacker<'_> {
         }
         // Deepest first, so a parent's time is set after its children's.
         for (path, mode, mtime) in std::mem::take(&mut self.dirs).into_iter().rev() {
-            let at = self.root.resolve_parent(&path, Escape::Refuse, false)?;
+            let at = self.root.resolve_parent(&path, self.escape(), false)?;
             if rfs::statat(&at.parent, &at.name, AtFlags::SYMLINK_NOFOLLOW)
                 .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
             {

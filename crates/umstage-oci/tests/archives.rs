@@ -244,7 +244,7 @@ fn layout_dir_output_is_read_by_skopeo() {
         image,
         tags: vec![reference::parse("rich:3").unwrap()],
     }];
-    write_layout_dir(store, &tagged, &dir).unwrap();
+    write_layout_dir(store, &tagged, &dir, &Default::default()).unwrap();
     let raw = run(
         "skopeo",
         &["inspect", "--raw", &format!("oci:{}:3", dir.display())],

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use umstage_snapshot::sandbox::{ExitStatus, Step, run_step};
+use umstage_snapshot::sandbox::{ExitStatus, RunStep, run_step};
 use umstage_snapshot::{DriverChoice, userns};
 use umstage_testutil::user::{SharedDir, TestUser};
 
@@ -40,9 +40,9 @@ fn main() {
             f.snap.selection_reason(),
             ns.mode()
         );
-        let step = Step {
+        let step = RunStep {
             args: vec!["true".into()],
-            ..Step::default()
+            ..RunStep::default()
         };
         let mut parent = "base".to_string();
         let mut counter = 0u64;

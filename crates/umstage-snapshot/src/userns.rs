@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::doctor::{Facts, Tier, TierChoice, Trial};
 
+mod free_range;
+
 /// Environment variable carrying the handshake socket's fd number to the re-executed child.
 const HANDSHAKE_ENV: &str = "_UMSTAGE_USERNS_SOCKET";
 
@@ -73,6 +75,16 @@ pub struct UserNamespace {
     uid_map: Vec<IdRange>,
     gid_map: Vec<IdRange>,
     warning: Option<String>,
+    single_id: Option<SingleId>,
+}
+
+/// Why a namespace has a single-id map, and what would give it subordinate ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SingleId {
+    /// Why, such as `no range for user bob in /etc/subuid`.
+    pub reason: String,
+    /// The fix, such as the `usermod` command adding free ranges; `None` when asked for.
+    pub fix: Option<String>,
 }
 
 impl UserNamespace {
@@ -92,6 +104,10 @@ impl UserNamespace {
     pub fn warning(&self) -> Option<&str> {
         self.warning.as_deref()
     }
+    /// In single-id mode, why and the fix, for a caller that words the warning itself.
+    pub fn single_id(&self) -> Option<&SingleId> {
+        self.single_id.as_ref()
+    }
     /// The sandbox tier this namespace gives `RUN` steps.
     pub fn tier(&self) -> Tier {
         match self.mode {
@@ -99,10 +115,11 @@ impl UserNamespace {
             Mode::SingleId => Tier::UsernsSingle,
         }
     }
-    /// Why this tier, one line: what the namespace maps, or what kept the ranges out of reach.
+    /// Why this tier, one line: what the namespace maps, or what kept the ranges out of reach
+    /// (the build says what one id changed, and the fix, when it ends).
     pub fn reason(&self) -> String {
-        match (&self.warning, self.mode) {
-            (Some(warning), _) => warning.clone(),
+        match (&self.single_id, self.mode) {
+            (Some(cause), _) => format!("one id mapped ({})", cause.reason),
             (None, Mode::Root) => "a user namespace with every id mapped (real root)".into(),
             (None, _) => {
                 let ids: u64 = self.uid_map.iter().map(|r| u64::from(r.count)).sum();
@@ -183,9 +200,10 @@ pub fn enter(options: &Options) -> Result<UserNamespace, UsernsError> {
                         why: format!("writing the subordinate id map failed ({reason}): {why}"),
                     });
                 }
-                let single = single_id_plan(format!(
-                    "writing the subordinate id map failed ({reason}): {why}; running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users)"
-                ));
+                let single = single_id_plan(SingleId {
+                    reason: format!("writing the subordinate id map failed ({reason}): {why}"),
+                    fix: None,
+                });
                 tracing::debug!(%reason, "falling back to a single-id map");
                 plan = single;
             }
@@ -201,6 +219,7 @@ struct Plan {
     uid_map: Vec<IdRange>,
     gid_map: Vec<IdRange>,
     warning: Option<String>,
+    single_id: Option<SingleId>,
 }
 
 fn plan_mapping(options: &Options) -> Plan {
@@ -216,13 +235,14 @@ fn plan_mapping(options: &Options) -> Plan {
             uid_map: all.clone(),
             gid_map: all,
             warning: None,
+            single_id: None,
         };
     }
     if options.tier == TierChoice::Exactly(Tier::UsernsSingle) {
-        return single_id_plan(
-            "running with a single-id map as asked, so owners other than root are recorded, not set (steps cannot run as other users)"
-                .to_string(),
-        );
+        return single_id_plan(SingleId {
+            reason: "a single-id map was asked for".into(),
+            fix: None,
+        });
     }
     let name = nix::unistd::User::from_uid(uid)
         .ok()
@@ -234,15 +254,25 @@ fn plan_mapping(options: &Options) -> Plan {
     let missing_tool = ["newuidmap", "newgidmap"]
         .into_iter()
         .find(|tool| find_in_path(tool).is_none());
-    plan_subordinate(&name, &subuid, &subgid, missing_tool)
+    let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
+    plan_subordinate(&name, &subuid, &subgid, missing_tool, || {
+        free_range::fix(
+            &name,
+            &read("/etc/subuid"),
+            &read("/etc/subgid"),
+            &read("/etc/login.defs"),
+        )
+    })
 }
 
-/// The subordinate map, or a single-id plan whose warning says what is missing and how to fix it.
+/// The subordinate map, or a single-id plan whose warning says what is missing and how to fix it
+/// (`add_ranges`: the command giving the user free ranges).
 fn plan_subordinate(
     name: &str,
     subuid: &[SubRange],
     subgid: &[SubRange],
     missing_tool: Option<&str>,
+    add_ranges: impl FnOnce() -> String,
 ) -> Plan {
     if subuid.is_empty() || subgid.is_empty() {
         let file = if subuid.is_empty() {
@@ -250,24 +280,32 @@ fn plan_subordinate(
         } else {
             "subgid"
         };
-        return single_id_plan(format!(
-            "no range for user {name} in /etc/{file}: running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users) (fix: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name})"
-        ));
+        return single_id_plan(SingleId {
+            reason: format!("no range for user {name} in /etc/{file}"),
+            fix: Some(add_ranges()),
+        });
     }
     if let Some(tool) = missing_tool {
-        return single_id_plan(format!(
-            "{tool} not found: running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users) (fix: install the uidmap package, or shadow-utils on Fedora)"
-        ));
+        return single_id_plan(SingleId {
+            reason: format!("{tool} not found"),
+            fix: Some("install the uidmap package, or shadow-utils on Fedora".into()),
+        });
     }
     Plan {
         mode: Mode::Subordinate,
         uid_map: subordinate_map(nix::unistd::geteuid().as_raw(), subuid),
         gid_map: subordinate_map(nix::unistd::getegid().as_raw(), subgid),
         warning: None,
+        single_id: None,
     }
 }
 
-fn single_id_plan(warning: String) -> Plan {
+fn single_id_plan(cause: SingleId) -> Plan {
+    const LIMIT: &str = "running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users)";
+    let warning = match &cause.fix {
+        Some(fix) => format!("{}: {LIMIT} (fix: {fix})", cause.reason),
+        None => format!("{LIMIT} ({})", cause.reason),
+    };
     let one = |outside| {
         vec![IdRange {
             inside: 0,
@@ -280,6 +318,7 @@ fn single_id_plan(warning: String) -> Plan {
         uid_map: one(nix::unistd::geteuid().as_raw()),
         gid_map: one(nix::unistd::getegid().as_raw()),
         warning: Some(warning),
+        single_id: Some(cause),
     }
 }
 
@@ -409,14 +448,14 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
     let mut ready = [0u8; 2];
     let unshared = match parent_end.read(&mut ready) {
         Ok(1..) if ready[0] == UNSHARED => Ok(()),
-        Ok(1..) if ready[0] == REFUSED => {
+        Ok(n @ 1..) if ready[0] == REFUSED => {
             let mut errno = [0u8; 1];
-            let errno = match ready[1] {
-                0 => parent_end
+            let errno = match n {
+                1 => parent_end
                     .read_exact(&mut errno)
                     .map(|()| errno[0])
                     .unwrap_or(0),
-                e => e,
+                _ => ready[1],
             };
             Err(Some(i32::from(errno)))
         }
@@ -448,6 +487,7 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
         uid_map: plan.uid_map.clone(),
         gid_map: plan.gid_map.clone(),
         warning: plan.warning.clone(),
+        single_id: plan.single_id.clone(),
     };
     send_answer(&mut parent_end, &Answer::Entered(entered)).map_err(UsernsError::Handshake)?;
     drop(parent_end);
@@ -730,23 +770,28 @@ mod tests {
     #[test]
     fn missing_range_or_tool_falls_back_to_single_id_with_a_fix() {
         let range = [(100000, 65536)];
-        let plan = plan_subordinate("bob", &[], &range, None);
+        let plan = plan_subordinate("bob", &[], &range, None, || {
+            "sudo usermod --add-subuids 1-2 --add-subgids 3-4 bob".into()
+        });
         assert_eq!(plan.mode, Mode::SingleId);
         let warning = plan.warning.expect("warning");
         assert!(
             warning.contains("no range for user bob in /etc/subuid"),
             "{warning}"
         );
-        assert!(warning.contains("usermod --add-subuids"), "{warning}");
+        assert!(
+            warning.contains("(fix: sudo usermod --add-subuids 1-2 --add-subgids 3-4 bob)"),
+            "{warning}"
+        );
         assert!(!warning.contains('\n'));
-        let plan = plan_subordinate("bob", &range, &range, Some("newuidmap"));
+        let plan = plan_subordinate("bob", &range, &range, Some("newuidmap"), String::new);
         assert_eq!(plan.mode, Mode::SingleId);
         assert!(
             plan.warning
                 .expect("warning")
                 .contains("install the uidmap package")
         );
-        let plan = plan_subordinate("bob", &range, &range, None);
+        let plan = plan_subordinate("bob", &range, &range, None, String::new);
         assert_eq!(plan.mode, Mode::Subordinate);
         assert!(plan.warning.is_none());
         assert_eq!(plan.uid_map.len(), 2);

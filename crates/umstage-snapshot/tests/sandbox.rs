@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Place, Scenario, Skip, Test, TestResult};
 use fixture::{Fixture, del, opaque, up};
-use umstage_snapshot::sandbox::{ExitStatus, Network, Step};
+use umstage_snapshot::sandbox::{ExitStatus, Network, RunStep};
 use umstage_snapshot::{DriverChoice, userns};
 
 fn main() -> ExitCode {
@@ -267,12 +267,12 @@ fn background_process_is_killed_with_the_step() -> TestResult {
 fn network_none_sees_only_lo() -> TestResult {
     let f = Fixture::new(DriverChoice::Auto);
     f.snap.prepare("s", Some("base")).expect("prepare");
-    let step = Step {
+    let step = RunStep {
         args: fixture::sh_args(
             "cat /proc/net/dev | sed 1,2d | sed 's/:.*//;s/ //g'; ip link show lo",
         ),
         network: Network::None,
-        ..Step::default()
+        ..RunStep::default()
     };
     let ran = f.run("s", &step);
     assert_eq!(ran.status, ExitStatus::Code(0), "{ran:?}");
@@ -297,12 +297,12 @@ fn network_none_sees_only_lo() -> TestResult {
 fn user_home_umask_and_workdir_follow_docker() -> TestResult {
     let f = Fixture::new(DriverChoice::Auto);
     f.snap.prepare("s", Some("base")).expect("prepare");
-    let step = Step {
+    let step = RunStep {
         args: fixture::sh_args("id -u; id -g; id -G; echo $HOME; umask; pwd; hostname"),
         user: "app".into(),
         cwd: "/work/dir".into(),
         hostname: "buildhost".into(),
-        ..Step::default()
+        ..RunStep::default()
     };
     let ran = f.run("s", &step);
     assert_eq!(ran.status, ExitStatus::Code(0), "{ran:?}");
@@ -323,10 +323,10 @@ fn user_home_umask_and_workdir_follow_docker() -> TestResult {
     let missing = umstage_snapshot::sandbox::run_step(
         &f.snap,
         "s",
-        &Step {
+        &RunStep {
             args: vec!["true".into()],
             user: "nobody".into(),
-            ..Step::default()
+            ..RunStep::default()
         },
         &f.cancel,
         &mut |_| {},
@@ -403,10 +403,10 @@ fn scenario_long_step(args: &[String]) -> i32 {
     fixture::commit_base(&snap, &state.join("base"));
     snap.prepare("active", Some("base")).expect("prepare");
     let cancel = umstage_snapshot::Cancel::new().expect("cancel");
-    let step = Step {
+    let step = RunStep {
         args: fixture::sh_args(format!("echo ready; sleep {marker} & exec sleep {marker}")),
         env: vec![format!("MARKER={marker}")],
-        ..Step::default()
+        ..RunStep::default()
     };
     let result =
         umstage_snapshot::sandbox::run_step(&snap, "active", &step, &cancel, &mut |event| {
@@ -526,10 +526,10 @@ fn run_mounts_work_and_add_nothing_to_the_layer() -> TestResult {
         let script = "set -e; echo cached > /cache/f; cat /src/a; (touch /src/x 2>/dev/null && echo writable) || echo read-only; \
             echo new > /rw/new; cat /rw/new; echo t > /scratch/tmp/t; cat /run/secrets/token; echo; stat -c %a /run/secrets/token; echo $TOKEN";
         f.snap.prepare("s", Some("base")).expect("prepare");
-        let step = Step {
+        let step = RunStep {
             args: fixture::sh_args(script),
             mounts: mounts.clone(),
-            ..Step::default()
+            ..RunStep::default()
         };
         let ran = f.run("s", &step);
         assert_eq!(ran.status, ExitStatus::Code(0), "{ran:?}");
@@ -557,23 +557,23 @@ fn run_mounts_work_and_add_nothing_to_the_layer() -> TestResult {
             "a rw bind wrote through to its source"
         );
         f.snap.prepare("s2", Some("base")).expect("prepare");
-        let step = Step {
+        let step = RunStep {
             args: vec!["cat".into(), "/cache/f".into()],
             mounts,
-            ..Step::default()
+            ..RunStep::default()
         };
         assert_eq!(
             f.run("s2", &step).stdout,
             ["cached"],
             "the cache did not persist"
         );
-        let required = Step {
+        let required = RunStep {
             args: vec!["true".into()],
             mounts: vec![StepMount::Secret(SecretMount {
                 required: true,
                 ..SecretMount::new("absent", None)
             })],
-            ..Step::default()
+            ..RunStep::default()
         };
         let error =
             umstage_snapshot::sandbox::run_step(&f.snap, "s2", &required, &f.cancel, &mut |_| {});
@@ -590,9 +590,9 @@ fn run_mounts_work_and_add_nothing_to_the_layer() -> TestResult {
 fn cancel_kills_a_running_step() -> TestResult {
     let f = Fixture::new(DriverChoice::Auto);
     f.snap.prepare("s", Some("base")).expect("prepare");
-    let step = Step {
+    let step = RunStep {
         args: fixture::sh_args("echo ready; sleep 555444"),
-        ..Step::default()
+        ..RunStep::default()
     };
     let started = Instant::now();
     let result = umstage_snapshot::sandbox::run_step(&f.snap, "s", &step, &f.cancel, &mut |_| {
@@ -744,9 +744,9 @@ fn scenario_signalled_step(args: &[String]) -> i32 {
         umstage_snapshot::Snapshotter::open(&state.join("root"), DriverChoice::Auto).expect("open");
     fixture::commit_base(&snap, &state.join("base"));
     snap.prepare("active", Some("base")).expect("prepare");
-    let step = Step {
+    let step = RunStep {
         args: fixture::sh_args(format!("echo ready; exec sleep {marker}")),
-        ..Step::default()
+        ..RunStep::default()
     };
     let result =
         umstage_snapshot::sandbox::run_step(&snap, "active", &step, cancel, &mut |event| {

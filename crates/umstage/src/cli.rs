@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use umstage_build::options::{BuildContext, NetworkMode, Output, Secret, SshAgent};
+use umstage_build::options::{BuildContext, Output, Secret, SshAgent};
 use umstage_snapshot::DriverChoice;
+use umstage_snapshot::sandbox::Network;
 
 /// Builds container images from Dockerfiles, with no daemon and no root.
 #[derive(Debug, Parser)]
@@ -16,16 +17,16 @@ use umstage_snapshot::DriverChoice;
     args_override_self = true
 )]
 pub struct Cli {
-    /// State root: cache, snapshots and blobs [default: $XDG_DATA_HOME/umstage, or ~/.local/share/umstage]
+    /// State root: cache, snapshots and blobs [default: $XDG_DATA_HOME/umstage, or ~/.local/share/umstage; /var/lib/umstage for root]
     #[arg(long, global = true, value_name = "DIR", env = "UMSTAGE_ROOT")]
     pub root: Option<PathBuf>,
 
-    /// Log detail on standard error: error, warn, info, debug or trace (or a RUST_LOG filter)
+    /// Diagnostic log on standard error, for debugging umstage: off, error, warn, info, debug or trace (or a RUST_LOG filter); what a build has to say comes through its progress
     #[arg(
         long,
         global = true,
         value_name = "LEVEL",
-        default_value = "warn",
+        default_value = "off",
         value_parser = parse_log_level
     )]
     pub log_level: String,
@@ -49,6 +50,18 @@ pub enum Command {
     /// Tools for looking inside
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Print the shell completion script, e.g. `umstage completion bash > /etc/bash_completion.d/umstage`
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (umstage.1, umstage-build.1, …) into DIR, for packaging
+    ManPages {
+        /// Where the pages go (made if missing)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// How progress is shown.
@@ -131,8 +144,8 @@ pub struct BuildArgs {
     pub quiet: bool,
 
     /// Network for RUN steps: default, none or host
-    #[arg(long, default_value = "default", value_name = "MODE")]
-    pub network: NetworkMode,
+    #[arg(long, default_value = "default", value_name = "MODE", value_parser = umstage_build::options::parse_network)]
+    pub network: Network,
 
     /// Secret for RUN --mount=type=secret (repeatable): id=ID[,src=PATH|env=VAR]
     #[arg(long = "secret", value_name = "SPEC")]
@@ -177,6 +190,30 @@ pub struct BuildArgs {
     /// Run the build checks (lint rules) only, build nothing; exit 1 if any is found
     #[arg(long)]
     pub check: bool,
+
+    /// Resolve base image tags in the registry again: umstage always does, on every build (accepted as docker and buildx take it)
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Add a line to RUN's /etc/hosts (repeatable): HOST:IP (or HOST=IP)
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<umstage_build::step_options::AddHost>,
+
+    /// Size of RUN's /dev/shm: bytes, or a number with k, m, g [default: 64m]
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = parse_shm_size)]
+    pub shm_size: Option<u64>,
+
+    /// Resource limit of RUN steps (repeatable): NAME=SOFT[:HARD], such as nofile=1024:2048 (-1 is unlimited)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<umstage_snapshot::sandbox::Ulimit>,
+
+    /// OCI annotation (repeatable): [manifest:|index:]KEY=VALUE, on the image manifest (default) or the index
+    #[arg(long = "annotation", value_name = "[LEVEL:]KEY=VALUE")]
+    pub annotations: Vec<umstage_build::annotation::Annotation>,
+
+    /// Load the image into docker (or podman, whichever is there) when the build is done
+    #[arg(long)]
+    pub load: bool,
 
     /// Stages to build at the same time [default: twice the number of cores]
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -232,6 +269,10 @@ fn snapshotter() -> impl clap::builder::TypedValueParser<Value = DriverChoice> {
             .help("Plain copies (reflinks where possible); works everywhere"),
     ])
     .try_map(|name| name.parse::<DriverChoice>())
+}
+
+fn parse_shm_size(text: &str) -> Result<u64, String> {
+    umstage_build::step_options::parse_shm_size(text).map_err(|e| e.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -335,7 +376,7 @@ mod tests {
         assert_eq!(root, Some(PathBuf::from("/state")));
         assert_eq!(b.tags, ["a:1", "b"]);
         assert_eq!(b.no_cache_filter, ["a", "b"]);
-        assert_eq!(b.network, NetworkMode::None);
+        assert_eq!(b.network, Network::None);
         assert_eq!(b.jobs, Some(2));
     }
 

@@ -3,7 +3,9 @@
 mod admin;
 mod ca_roots;
 mod cli;
+mod docker_flags;
 mod doctor;
+mod generate;
 mod progress;
 
 use std::io::{IsTerminal, Read};
@@ -28,7 +30,16 @@ fn main() -> ExitCode {
     umstage_snapshot::dispatch();
     exit_on_panic();
     ca_roots::ensure_root_store_not_empty();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match docker_flags::explain(&e) {
+            Some(message) => {
+                eprintln!("{message}\n\nUsage: umstage build [OPTIONS] <CONTEXT>");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     init_logging(&cli.log_level);
     let root = match state_root(cli.root.as_deref()) {
         Ok(r) => r,
@@ -36,6 +47,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
+        Command::Completion { shell } => report(
+            generate::completion(shell, &mut std::io::stdout())
+                .context("writing the completion script"),
+        ),
+        Command::ManPages { dir } => report(generate::man_pages(&dir)),
         Command::Build(args) => {
             let sandbox = match enter_sandbox(args.sandbox, &root) {
                 Ok(ns) => ns,
@@ -163,10 +179,11 @@ fn debug_parse(file: &Path) -> ExitCode {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
@@ -195,6 +212,8 @@ fn build(args: BuildArgs, root: PathBuf, sandbox: &umstage_snapshot::doctor::Ent
     let Prepared {
         request,
         stdin_context: _stdin_context,
+        load,
+        load_dir: _load_dir,
     } = match prepared {
         Ok(p) => p,
         Err(e) => return usage_error(&e.into()),
@@ -213,7 +232,22 @@ fn build(args: BuildArgs, root: PathBuf, sandbox: &umstage_snapshot::doctor::Ent
         reason: sandbox.reason.clone(),
     });
     let outcome = umstage_build::build(&request, renderer.as_ref());
+    let loaded = match (&outcome, &load) {
+        (Ok(_), Some(archive)) => Some(
+            umstage_build::load::find(archive)
+                .and_then(|loader| umstage_build::load::load(loader, archive, renderer.as_ref())),
+        ),
+        _ => None,
+    };
     renderer.finish();
+    match loaded {
+        Some(Ok(report)) if !report.is_empty() => eprintln!("{report}"),
+        Some(Err(e)) => {
+            eprintln!("umstage: error: {e}");
+            return ExitCode::from(1);
+        }
+        _ => {}
+    }
     match outcome {
         Ok(result) => {
             if let Err(e) = write_result_files(&args, &result) {
@@ -301,6 +335,11 @@ fn build_flags(a: &BuildArgs) -> BuildFlags {
         insecure_registries: a.insecure_registries.clone(),
         push: a.push,
         jobs: a.jobs,
+        add_hosts: a.add_hosts.clone(),
+        shm_size: a.shm_size,
+        ulimits: a.ulimits.clone(),
+        annotations: a.annotations.clone(),
+        load: a.load,
     }
 }
 

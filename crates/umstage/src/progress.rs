@@ -10,6 +10,8 @@ use umstage_build::event::{Event, EventSink, StepId};
 
 use crate::cli::ProgressMode;
 
+mod rawjson;
+
 /// An event sink that draws on standard error and can be finished (the live view stops).
 pub trait Renderer: EventSink {
     /// Stops any live drawing and leaves the terminal clean. Called once, at the end.
@@ -22,7 +24,7 @@ pub fn renderer(mode: ProgressMode, stderr_is_tty: bool) -> Arc<dyn Renderer> {
         ProgressMode::Auto if stderr_is_tty => Live::start(),
         ProgressMode::Tty => Live::start(),
         ProgressMode::Auto | ProgressMode::Plain => Arc::new(Plain::default()),
-        ProgressMode::Rawjson => Arc::new(RawJson),
+        ProgressMode::Rawjson => Arc::new(rawjson::RawJson::default()),
         ProgressMode::Quiet => Arc::new(Quiet),
     }
 }
@@ -75,21 +77,6 @@ impl EventSink for Quiet {
     fn emit(&self, _: Event) {}
 }
 impl Renderer for Quiet {
-    fn finish(&self) {}
-}
-
-/// One JSON object per line, on standard error.
-struct RawJson;
-
-impl EventSink for RawJson {
-    fn emit(&self, event: Event) {
-        if let Ok(line) = serde_json::to_string(&event) {
-            let mut err = io::stderr().lock();
-            let _ = writeln!(err, "{line}");
-        }
-    }
-}
-impl Renderer for RawJson {
     fn finish(&self) {}
 }
 

@@ -276,17 +276,51 @@ fn progress_modes_quiet_and_rawjson() -> TestResult {
 
     let out = env.build(&ctx, "j.tar", &["--no-cache", "--progress", "rawjson"]);
     assert_ok(&out);
-    let events: Vec<Value> = stderr(&out)
+    // rawjson is BuildKit's SolveStatus stream, one object per line: the RUN is a vertex that
+    // starts and completes, and its output is a base64 log of that vertex on stdout (1).
+    let statuses: Vec<Value> = stderr(&out)
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let run = statuses
+        .iter()
+        .flat_map(|s| s["vertexes"].as_array().cloned().unwrap_or_default())
+        .filter(|v| v["name"] == "[stage-0 2/2] RUN echo visible-output")
+        .collect::<Vec<_>>();
+    let Some(digest) = run.first().map(|v| &v["digest"]) else {
+        return Err(format!("no RUN vertex: {}", text(&out)).into());
+    };
     assert!(
-        events
-            .iter()
-            .any(|e| e["event"] == "step_output" && e["line"] == "visible-output"),
+        run.iter()
+            .any(|v| v["started"].is_string() && v["completed"].is_string()),
         "{}",
         text(&out)
     );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s["logs"].as_array().is_some_and(|logs| {
+                logs.iter().any(|l| {
+                    l["vertex"] == *digest
+                        && l["stream"] == 1
+                        && l["data"] == "dmlzaWJsZS1vdXRwdXQK"
+                        && l["timestamp"].is_string()
+                })
+            })),
+        "{}",
+        text(&out)
+    );
+    for s in &statuses {
+        let keys: Vec<&String> = s
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert!(
+            keys.iter()
+                .all(|k| ["vertexes", "statuses", "logs", "warnings"].contains(&k.as_str())),
+            "not a SolveStatus: {s}"
+        );
+    }
     Ok(())
 }
 

@@ -1130,13 +1130,21 @@ fn metadata_instructions_shape_the_config_as_buildkit_does() -> TestResult {
         ],
     );
     assert_ok(&out);
-    // rawjson: one JSON object per line on stderr.
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+    // rawjson: BuildKit's SolveStatus, one JSON object per line on stderr; the export is a
+    // vertex that completes.
+    let statuses: Vec<Value> = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     assert!(
-        events.iter().any(|e| e["event"] == "build_done"),
+        statuses
+            .iter()
+            .any(|s| s["vertexes"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("image.tar"))
+                    && v["completed"].is_string()))),
         "{}",
         text(&out)
     );

@@ -346,3 +346,142 @@ fn an_absolute_workdir_keeps_its_trailing_slash_in_the_config() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_chomped_heredoc_is_a_script_only_when_its_shebang_starts_the_raw_body() -> TestResult {
+    let env = Env::new()?;
+    // BuildKit's dispatchRun looks for `#!` in the heredoc as written, before `<<-` strips
+    // tabs: a shebang at column 0 makes a script (its body chomped, as in BuildKit's
+    // testHeredocIndent), a tab-indented one leaves the body to the shell.
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN <<-EOT\n\
+             #!/bin/sh\n\
+             echo \"$0\n\tbar\" > /script.txt\n\
+             EOT\n\
+             RUN <<-EOT\n\
+             \t#!/bin/sh\n\
+             \techo \"$0\" > /indented.txt\n\
+             \tEOT\n",
+        )],
+    )?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/script.txt")?,
+        "/dev/pipes/EOT\nbar\n"
+    );
+    assert_eq!(image.read_to_string("/indented.txt")?, "/bin/sh\n");
+    Ok(())
+}
+
+#[test]
+fn a_proxy_build_arg_is_seen_under_both_spellings_and_kept_out_of_the_image() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN echo \"[$HTTP_PROXY] [$http_proxy] [$NO_PROXY] [$no_proxy]\" > /proxies\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &[
+            "--build-arg",
+            "http_proxy=http://proxy.invalid:3128",
+            "--build-arg",
+            "NO_PROXY=localhost",
+        ],
+    );
+    assert_ok(&out);
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/proxies")?,
+        "[http://proxy.invalid:3128] [http://proxy.invalid:3128] [localhost] [localhost]\n"
+    );
+    // As BuildKit: in neither the history nor the config, and not in the step's cache key.
+    let cfg = config(&env, "image.tar")?;
+    let h = history(&cfg);
+    assert!(h.iter().all(|e| !e.contains("proxy.invalid")), "{h:?}");
+    let config_env = cfg["config"]["Env"].to_string();
+    assert!(
+        !config_env.contains("proxy.invalid") && !config_env.contains("localhost"),
+        "{config_env}"
+    );
+    let out = env.build(
+        &ctx,
+        "again.tar",
+        &["--build-arg", "http_proxy=http://other.invalid:8080"],
+    );
+    assert_ok(&out);
+    assert!(stderr(&out).contains("CACHED"), "{}", text(&out));
+    Ok(())
+}
+
+#[test]
+fn targetstage_names_the_stage_built_once_a_stage_declares_it() -> TestResult {
+    let env = Env::new()?;
+    // BuildKit's testTargetStageNameArg, on busybox.
+    let stages = "FROM busybox AS base\n\
+                  WORKDIR /out\n\
+                  RUN echo -n \"value:$TARGETSTAGE\" > /out/first\n\
+                  ARG TARGETSTAGE\n\
+                  RUN echo -n \"value:$TARGETSTAGE\" > /out/second\n\
+                  FROM scratch AS foo\n\
+                  COPY --from=base /out/ /\n\
+                  FROM scratch\n\
+                  COPY --from=base /out/ /\n";
+    let ctx = env.context("ctx", &[("Dockerfile", stages)])?;
+    let read = |archive: &str| -> Result<(String, String), Box<dyn std::error::Error>> {
+        let image = unpack(&env, archive)?;
+        Ok((
+            image.read_to_string("/first")?,
+            image.read_to_string("/second")?,
+        ))
+    };
+    assert_ok(&env.build(&ctx, "foo.tar", &["--target", "foo"]));
+    assert_eq!(read("foo.tar")?, ("value:".into(), "value:foo".into()));
+    assert_ok(&env.build(&ctx, "default.tar", &[]));
+    assert_eq!(
+        read("default.tar")?,
+        ("value:".into(), "value:default".into())
+    );
+    let named = format!("{stages}FROM scratch AS final\nCOPY --from=base /out/ /\n");
+    let ctx = env.context("ctx-named", &[("Dockerfile", &named)])?;
+    assert_ok(&env.build(&ctx, "final.tar", &[]));
+    assert_eq!(read("final.tar")?, ("value:".into(), "value:final".into()));
+    Ok(())
+}
+
+#[test]
+fn onbuild_triggers_inherited_from_a_stage_build_the_stages_they_read_first() -> TestResult {
+    let env = Env::new()?;
+    // BuildKit's testOnBuildInheritedStageWithFrom, on busybox, and a mount from= alike.
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS src\n\
+             RUN mkdir -p /in && echo -n 12 > /in/file\n\
+             FROM busybox AS base\n\
+             ONBUILD COPY --from=src /in/file /out/foo\n\
+             ONBUILD RUN --mount=from=src,target=/m cp /m/in/file /out/mounted\n\
+             FROM base AS mid\n\
+             RUN cp /out/foo /out/bar\n\
+             FROM scratch\n\
+             COPY --from=mid /out/bar /out/mounted /\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let image = unpack(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/bar")?, "12");
+    assert_eq!(image.read_to_string("/mounted")?, "12");
+    Ok(())
+}

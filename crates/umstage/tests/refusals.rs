@@ -122,3 +122,26 @@ fn labels_that_add_up_past_what_a_config_may_hold_are_refused_at_their_line() ->
     assert!(!env.path("image.tar").exists());
     Ok(())
 }
+
+#[test]
+fn a_copy_from_variable_that_is_empty_says_why_not_which_image() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nARG SRC=busybox\nCOPY --from=$SRC /bin/sh /sh\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "image.tar", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        err.contains("Dockerfile:3:1: variable expansion is not supported for --from=$SRC")
+            && err.contains("define a new stage with FROM using ARG from global scope")
+            && !err.contains("invalid image reference"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}

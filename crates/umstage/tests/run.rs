@@ -281,3 +281,34 @@ fn mount_targets_made_for_a_step_leave_the_image_as_current_buildkit_leaves_them
     }
     Ok(())
 }
+
+#[test]
+fn the_sandbox_hostname_build_arg_names_the_host_a_step_sees() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN hostname > /name && cat /etc/hostname >> /name && grep -c \"localhost $(hostname)\" /etc/hosts >> /name\n",
+        )],
+    )?;
+    assert_ok(&env.build(&ctx, "default.tar", &[]));
+    assert_eq!(
+        layers(&env, "default.tar")?.read_to_string("/name")?,
+        "buildkitsandbox\nbuildkitsandbox\n1\n"
+    );
+    let out = env.build(
+        &ctx,
+        "named.tar",
+        &["--build-arg", "BUILDKIT_SANDBOX_HOSTNAME=builder-box"],
+    );
+    assert_ok(&out);
+    // Consumed by the build: no "not consumed" warning, and the step ran again.
+    assert!(!stderr(&out).contains("not consumed"), "{}", text(&out));
+    assert_eq!(
+        layers(&env, "named.tar")?.read_to_string("/name")?,
+        "builder-box\nbuilder-box\n1\n"
+    );
+    Ok(())
+}

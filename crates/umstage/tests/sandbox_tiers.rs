@@ -97,7 +97,7 @@ fn the_tier_is_said_once_and_can_be_forced() -> TestResult {
     );
     assert_ok(&out);
     assert!(
-        stderr(&out).contains(r#""event":"sandbox","tier":"userns-single""#),
+        stderr(&out).contains("[internal] sandbox userns-single: "),
         "{}",
         text(&out)
     );

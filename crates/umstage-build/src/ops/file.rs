@@ -11,6 +11,8 @@ use umstage_oci::inroot::Root;
 use crate::cache::KeyBuilder;
 use crate::config;
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
+use crate::download::Download;
+use crate::error::StepError;
 use crate::ops::layer::MountedRoot;
 use crate::ops::step::{StageOutput, Step, other};
 use crate::options::NamedContext;
@@ -28,7 +30,11 @@ pub(crate) enum CopySource {
 impl Step<'_, '_> {
     /// The uid and gid for `spec` (`--chown` value or, when `None`, the stage's USER for WORKDIR),
     /// resolved in the image's own passwd and group files.
-    pub(crate) fn owner_of(&self, root: &Root, spec: Option<&str>) -> Result<(u32, u32), String> {
+    pub(crate) fn owner_of(
+        &self,
+        root: &Root,
+        spec: Option<&str>,
+    ) -> Result<(u32, u32), StepError> {
         let spec = match spec {
             Some(s) => s.to_string(),
             None => match self.cfg.image.config.user.as_deref() {
@@ -49,7 +55,7 @@ impl Step<'_, '_> {
             read("/etc/passwd").as_deref(),
             read("/etc/group").as_deref(),
         )
-        .map_err(|e| e.to_string())
+        .map_err(StepError::below)
     }
 
     /// Resolves a `--from` value: a stage (name or index), a named context, or an image.
@@ -72,7 +78,7 @@ impl Step<'_, '_> {
             .instruction
             .lexer()
             .expand_word(from, &build.meta)
-            .map_err(|e| BuildError::Invalid(self.located(e.message)))?;
+            .map_err(|e| self.refused(e.message))?;
         if let Some(ctx) = build
             .request
             .build_contexts
@@ -124,12 +130,12 @@ impl Step<'_, '_> {
                 ),
                 _ => return Ok(false),
             };
-        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
         for path in &sources.paths {
             if is_add && is_git_url(path) {
-                return Err(fail(format!(
+                return Err(fail(StepError::Refused(format!(
                     "ADD of a git repository ({path}) is not supported yet: clone it into the context and COPY it"
-                )));
+                ))));
             }
         }
         if let Some(sum) = &checksum {
@@ -148,20 +154,20 @@ impl Step<'_, '_> {
                 None
             };
             if let Some(problem) = problem {
-                return Err(BuildError::Invalid(self.located(problem)));
+                return Err(self.refused(problem));
             }
         }
         let chmod_parsed = chmod
             .as_deref()
             .map(str::parse::<crate::chmod::Chmod>)
             .transpose()
-            .map_err(|e| BuildError::Invalid(self.located(e)))?;
+            .map_err(|e| self.refused(StepError::below(e)))?;
         let exclude = if excludes.is_empty() {
             None
         } else {
             Some(
                 Dockerignore::parse(&excludes.join("\n"))
-                    .map_err(|e| BuildError::Invalid(self.located(e)))?,
+                    .map_err(|e| self.refused(StepError::below(e)))?,
             )
         };
         let workdir = self.cfg.workdir();
@@ -208,7 +214,8 @@ impl Step<'_, '_> {
                 } else {
                     None
                 };
-                let tree = SourceTree::open(path, ignore, true).map_err(|e| fail(e.to_string()))?;
+                let tree =
+                    SourceTree::open(path, ignore, true).map_err(|e| fail(StepError::below(e)))?;
                 // Planned for the key only: what is read, before any filesystem is mounted (a
                 // hit mounts none). On a miss `do_copy` plans again against the mounted root,
                 // because where entries land and who owns them depend on that root.
@@ -223,14 +230,26 @@ impl Step<'_, '_> {
                 }
             }
         }
+        // As BuildKit's HTTP source: a URL pinned by --checksum is keyed by it and fetched
+        // only on a miss; any other is revalidated now and keyed by the content it has.
+        let mut remote_files = Vec::new();
         for url in &remote {
             k.str(url).opt_str(checksum.as_deref());
+            let download = match checksum {
+                Some(_) => None,
+                None => {
+                    let d = crate::download::fetch(&build.registry, &build.request.state_root, url)
+                        .map_err(|e| fail(StepError::during(format!("downloading {url}"), e)))?;
+                    k.str(&d.digest).u64(d.mtime as u64);
+                    Some(d)
+                }
+            };
+            remote_files.push(((*url).clone(), download));
         }
         *self.key = k.finish();
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[])
             .unwrap_or_else(|| format!("{} # buildkit", self.instruction.original));
 
-        let remote_files: Vec<String> = remote.iter().map(|s| s.to_string()).collect();
         self.fs_step(created_by, |step, mounted| {
             step.do_copy(
                 mounted,
@@ -241,7 +260,7 @@ impl Step<'_, '_> {
                 &dest,
                 chown.as_deref(),
                 &options,
-                is_add && unpack != Some(false),
+                (is_add && unpack != Some(false), unpack == Some(true)),
                 &sources.inline,
             )
         })
@@ -255,7 +274,7 @@ impl Step<'_, '_> {
         k: &mut KeyBuilder,
         plan: &copy::Plan,
         context: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         for item in &plan.items {
             k.str(&item.src_rel.to_string_lossy());
             k.str(&item.dest.to_string_lossy());
@@ -265,14 +284,14 @@ impl Step<'_, '_> {
                     let meta = match &item.stat {
                         Some(m) => m.clone(),
                         None => std::fs::symlink_metadata(&item.src)
-                            .map_err(|e| format!("{}: {e}", item.src.display()))?,
+                            .map_err(|e| StepError::during(format!("{}", item.src.display()), e))?,
                     };
                     let digest = if context {
                         self.build.digests.digest(&item.src_rel, &item.src, &meta)
                     } else {
                         crate::digests::hash_file(&item.src)
                     }
-                    .map_err(|e| format!("{}: {e}", item.src_rel.display()))?;
+                    .map_err(|e| StepError::during(format!("{}", item.src_rel.display()), e))?;
                     k.bytes(&digest);
                 }
                 ItemKind::Symlink(t) => {
@@ -289,28 +308,28 @@ impl Step<'_, '_> {
         Ok(())
     }
 
-    pub(crate) fn copy_error(&self, e: copy::CopyError, source: &CopySource) -> String {
+    pub(crate) fn copy_error(&self, e: copy::CopyError, source: &CopySource) -> StepError {
         match (e, source) {
             (
                 copy::CopyError::NotFound(p),
                 CopySource::Dir {
                     use_ignore: true, ..
                 },
-            ) => format!(
+            ) => StepError::Refused(format!(
                 "{p:?} not found in the build context{}: check the path, or the .dockerignore",
                 if self.build.ignore.is_some() {
                     " (or it is excluded by .dockerignore)"
                 } else {
                     ""
                 }
-            ),
+            )),
             (copy::CopyError::NotFound(p), CopySource::Dir { path, .. }) => {
-                format!("{p:?} not found in {}", path.display())
+                StepError::Refused(format!("{p:?} not found in {}", path.display()))
             }
             (copy::CopyError::NotFound(p), CopySource::State(_, what)) => {
-                format!("{p:?} not found in {what}")
+                StepError::Refused(format!("{p:?} not found in {what}"))
             }
-            (e, _) => e.to_string(),
+            (e, _) => StepError::below(e),
         }
     }
 
@@ -320,14 +339,14 @@ impl Step<'_, '_> {
         mounted: &MountedRoot,
         source: &CopySource,
         local: &[String],
-        remote: &[String],
+        remote: &[(String, Option<Download>)],
         checksum: Option<&str>,
         dest: &str,
         chown: Option<&str>,
         options: &CopyOptions,
-        extract_archives: bool,
+        (extract_archives, extract_downloads): (bool, bool),
         inline: &[umstage_dockerfile::InlineSource],
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let root = &mounted.root;
         let owner = match chown {
             Some(spec) => Some(self.owner_of(root, Some(spec))?),
@@ -357,18 +376,17 @@ impl Step<'_, '_> {
                 (dir, None, false)
             }
         };
-        let result = (|| -> Result<(), String> {
+        let result = (|| -> Result<(), StepError> {
             if !local.is_empty() {
                 let empty;
                 let dir = match &tree_dir {
                     Some(d) => d.clone(),
                     None => {
-                        empty = tempfile::tempdir().map_err(|e| e.to_string())?;
+                        empty = tempfile::tempdir().map_err(StepError::below)?;
                         empty.path().to_path_buf()
                     }
                 };
-                let tree =
-                    SourceTree::open(&dir, ignore, reset_owner).map_err(|e| e.to_string())?;
+                let tree = SourceTree::open(&dir, ignore, reset_owner).map_err(StepError::below)?;
                 // The second plan of this COPY (the first made its key, in `copy_step`): only
                 // now is there a root to ask whether the destination is an existing directory
                 // (into it or as it, merged or not) and a passwd file to resolve `--chown` with;
@@ -377,23 +395,63 @@ impl Step<'_, '_> {
                     .map_err(|e| self.copy_error(e, source))?;
                 let (archives, plain): (Vec<Item>, Vec<Item>) =
                     plan.items.into_iter().partition(|i| {
+                        // Only a source that is itself an archive: one inside a copied
+                        // directory is copied as it is, as BuildKit does.
                         extract_archives
+                            && i.named
                             && i.kind == ItemKind::File
                             && crate::add::is_archive(&i.src)
                     });
                 let plan = copy::Plan {
                     items: plain,
-                    dest_dir: plan.dest_dir,
+                    ..plan
                 };
-                copy::execute(root, &plan, new_dirs_owner).map_err(|e| e.to_string())?;
+                copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)?;
                 for archive in archives {
                     let target = PathBuf::from(config::clean_abs(dest));
-                    copy::make_dirs(root, &target, new_dirs_owner).map_err(|e| e.to_string())?;
+                    copy::make_dirs(root, &target, new_dirs_owner).map_err(StepError::below)?;
                     crate::add::extract(root, &archive.src, &target, owner)?;
                 }
             }
-            for url in remote {
-                crate::add::fetch_into(root, url, checksum, dest, &options, new_dirs_owner)?;
+            for (url, fetched) in remote {
+                let fetched_now;
+                let download = match fetched {
+                    Some(d) => d,
+                    None => {
+                        fetched_now = crate::download::fetch(
+                            &self.build.registry,
+                            &self.build.request.state_root,
+                            url,
+                        )
+                        .map_err(|e| StepError::during(format!("downloading {url}"), e))?;
+                        &fetched_now
+                    }
+                };
+                if let Some(want) = checksum
+                    && want != download.digest
+                {
+                    return Err(StepError::Refused(format!(
+                        "the download of {url} has digest {}, but --checksum wants {want}",
+                        download.digest
+                    )));
+                }
+                // A URL's content is extracted only with --unpack=true, as BuildKit.
+                if extract_downloads && crate::add::is_archive(&download.file) {
+                    let target = PathBuf::from(config::clean_abs(dest));
+                    copy::make_dirs(root, &target, new_dirs_owner).map_err(StepError::below)?;
+                    crate::add::extract(root, &download.file, &target, owner)?;
+                } else {
+                    let name = crate::download::file_name(url);
+                    crate::add::place_download(
+                        root,
+                        download,
+                        &name,
+                        dest,
+                        &options,
+                        new_dirs_owner,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
             }
             if !inline.is_empty() {
                 let into_dir =
@@ -427,6 +485,7 @@ impl Step<'_, '_> {
                             mtime: (now, 0),
                             merge_only: false,
                             stat: None,
+                            named: true,
                         }
                     })
                     .collect();
@@ -437,8 +496,13 @@ impl Step<'_, '_> {
                         .parent()
                         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
                 };
-                copy::execute(root, &copy::Plan { items, dest_dir }, new_dirs_owner)
-                    .map_err(|e| e.to_string())?;
+                let plan = copy::Plan {
+                    items,
+                    dest_dir,
+                    make_dest: false,
+                    new_dirs_mode: copy::new_dirs_mode(&options),
+                };
+                copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)?;
             }
             Ok(())
         })();

@@ -6,6 +6,7 @@ use umstage_oci::inroot::Root;
 use umstage_oci::layer::write_layer;
 use umstage_oci::store::StoreError;
 
+use crate::error::StepError;
 use crate::event::Event;
 use crate::ids::unique_key;
 use crate::ops::step::Step;
@@ -37,7 +38,7 @@ impl Step<'_, '_> {
         let made = state.layers.get(self.layers.len()..).unwrap_or_default();
         for layer in made {
             let reason = match parse_digest(&layer.digest) {
-                Err(e) => e,
+                Err(e) => e.to_string(),
                 Ok(d) => match self.build.store.verify(&d) {
                     Ok(()) => continue,
                     Err(StoreError::Corrupt(_)) => {
@@ -69,7 +70,7 @@ impl Step<'_, '_> {
     pub(crate) fn fs_step(
         &mut self,
         created_by: String,
-        work: impl FnOnce(&Self, &MountedRoot) -> Result<(), String>,
+        work: impl FnOnce(&Self, &MountedRoot) -> Result<(), StepError>,
     ) -> Result<bool, BuildError> {
         if let Some(state) = self.cached() {
             return Ok(self.use_cached(state));
@@ -81,9 +82,9 @@ impl Step<'_, '_> {
                 .snapshotter
                 .get()?
                 .mount(&active)
-                .map_err(|e| e.to_string())?;
+                .map_err(StepError::below)?;
             let root = MountedRoot {
-                root: Root::open(guard.path()).map_err(|e| e.to_string())?,
+                root: Root::open(guard.path()).map_err(StepError::below)?,
             };
             work(self, &root)
         })();
@@ -135,16 +136,18 @@ impl Step<'_, '_> {
     /// history entry and stores the result under the current key.
     pub(crate) fn commit(&mut self, active: &str, created_by: String) -> Result<(), BuildError> {
         let build = self.build;
-        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
         let snapshotter = build.snapshotter.get().map_err(&fail)?;
-        let changes = snapshotter.diff(active).map_err(|e| fail(e.to_string()))?;
+        let changes = snapshotter
+            .diff(active)
+            .map_err(|e| fail(StepError::below(e)))?;
         if changes.changes.is_empty() {
             build.snapshotter.remove(active);
             self.cfg
                 .add_history(created_by, Some(build.created.clone()), true);
         } else {
             let info = write_layer(&build.store, &changes, &build.layer_options)
-                .map_err(|e| fail(format!("writing the layer: {e}")))?;
+                .map_err(|e| fail(StepError::during("writing the layer", e)))?;
             let layer = Layer {
                 digest: info.blob.digest.to_string(),
                 diff_id: info.diff_id.to_string(),
@@ -159,10 +162,10 @@ impl Step<'_, '_> {
             build
                 .lease
                 .hold_snapshots([chain.as_str()])
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(StepError::below(e)))?;
             snapshotter
                 .commit(&chain, active)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(StepError::below(e)))?;
             self.cfg
                 .add_history(created_by, Some(build.created.clone()), false);
         }
@@ -188,7 +191,7 @@ impl Step<'_, '_> {
     pub(crate) fn view(
         &self,
         state: &State,
-    ) -> Result<(String, Option<umstage_snapshot::snapshot::MountGuard>), String> {
+    ) -> Result<(String, Option<umstage_snapshot::snapshot::MountGuard>), StepError> {
         let build = self.build;
         let snapshotter = build.snapshotter.get()?;
         let chain = build.unpacker.ensure(
@@ -201,12 +204,12 @@ impl Step<'_, '_> {
         let Some(chain) = chain else {
             return Ok((key, None));
         };
-        snapshotter.view(&key, &chain).map_err(|e| e.to_string())?;
+        snapshotter.view(&key, &chain).map_err(StepError::below)?;
         match snapshotter.mount(&key) {
             Ok(guard) => Ok((key, Some(guard))),
             Err(e) => {
                 build.snapshotter.remove(&key);
-                Err(e.to_string())
+                Err(StepError::below(e))
             }
         }
     }

@@ -16,9 +16,9 @@ impl Step<'_, '_> {
         let limit = umstage_oci::image::MAX_JSON_SIZE;
         let size = serde_json::to_vec(&self.cfg.image).map_or(0, |b| b.len() as u64);
         if size > limit {
-            return Err(BuildError::Invalid(self.located(format!(
+            return Err(self.refused(format!(
                 "the image config would grow to {size} bytes, past the {limit} an image config may hold"
-            ))));
+            )));
         }
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[]);
         self.roll_key(

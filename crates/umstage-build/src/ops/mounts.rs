@@ -3,13 +3,15 @@
 //! read-only views; and the content a bind or seeded cache mount reads, added to the step's key.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use umstage_dockerfile::MountType;
+use umstage_dockerfile::{Dockerignore, MountType};
 use umstage_oci::inroot::Root;
 use umstage_snapshot::sandbox::{self, StepMount};
 
 use crate::cache::KeyBuilder;
 use crate::copy::{self, CopyOptions, SourceTree};
+use crate::error::StepError;
 use crate::ids::unique_key;
 use crate::ops::file::CopySource;
 use crate::ops::step::Step;
@@ -24,7 +26,7 @@ impl Step<'_, '_> {
         views: &mut Vec<(String, Option<umstage_snapshot::snapshot::MountGuard>)>,
         secret_files: &mut Vec<std::os::fd::OwnedFd>,
         ssh_index: usize,
-    ) -> Result<Option<StepMount>, String> {
+    ) -> Result<Option<StepMount>, StepError> {
         let build = self.build;
         let target = m.target.clone().unwrap_or_default();
         let target = if target.starts_with('/') {
@@ -34,7 +36,7 @@ impl Step<'_, '_> {
         };
         // The directory a `from=` (or the context) provides, and the `source=` path inside it,
         // which the sandbox resolves inside that directory, never on the host's terms.
-        let mut in_root = |source: Option<CopySource>| -> Result<sandbox::InRoot, String> {
+        let mut in_root = |source: Option<CopySource>| -> Result<sandbox::InRoot, StepError> {
             let root = match source {
                 None => self.context_view()?,
                 Some(CopySource::Dir { path, .. }) => path,
@@ -116,7 +118,7 @@ impl Step<'_, '_> {
                         Ok(value) => {
                             // Kept in memory only: nothing on disk even if umstage is killed.
                             let fd =
-                                secret_in_memory(value.as_bytes()).map_err(|e| e.to_string())?;
+                                secret_in_memory(value.as_bytes()).map_err(StepError::below)?;
                             let path = PathBuf::from(format!(
                                 "/proc/{}/fd/{}",
                                 std::process::id(),
@@ -160,9 +162,9 @@ impl Step<'_, '_> {
                         read_write: false,
                     }),
                     None if m.required => {
-                        return Err(format!(
+                        return Err(StepError::Refused(format!(
                             "no ssh agent {id:?} forwarded: pass --ssh {id} (its socket from $SSH_AUTH_SOCK) or --ssh {id}=SOCKET"
-                        ));
+                        )));
                     }
                     None => return Ok(None),
                 }
@@ -174,30 +176,42 @@ impl Step<'_, '_> {
     /// `COPY .` sees it. Without a `.dockerignore` that is the context directory itself; with
     /// one, a copy of what it keeps, made under the state root on first use and shared by the
     /// build's steps (a writable bind is an overlay over it, so none changes it).
-    pub(crate) fn context_view(&self) -> Result<PathBuf, String> {
+    pub(crate) fn context_view(&self) -> Result<PathBuf, StepError> {
         let build = self.build;
         let Some(ignore) = build.ignore.as_ref() else {
             return Ok(build.request.context.clone());
         };
-        let made = build.filtered_context.dir.get_or_init(|| {
+        let made = build
+            .filtered_context
+            .dir
+            .get_or_init(|| self.make_context_view(ignore).map_err(Arc::new));
+        made.clone().map_err(StepError::Shared)
+    }
+
+    /// The filtered copy of the context [`Step::context_view`] shares, made.
+    fn make_context_view(&self, ignore: &Dockerignore) -> Result<PathBuf, StepError> {
+        let build = self.build;
+        {
             let dir = build
                 .request
                 .state_root
                 .join("run")
                 .join(unique_key("context"));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| StepError::during(format!("{}", dir.display()), e))?;
             let context = CopySource::Dir {
                 path: build.request.context.clone(),
                 use_ignore: true,
             };
-            let copied = (|| -> Result<(), String> {
+            let copied = (|| -> Result<(), StepError> {
                 let tree = SourceTree::open(&build.request.context, Some(ignore), true)
                     .map_err(|e| self.copy_error(e, &context))?;
                 let plan = copy::plan(&tree, &[".".into()], "/", &CopyOptions::default(), &|_| {
                     true
                 })
                 .map_err(|e| self.copy_error(e, &context))?;
-                let root = Root::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let root = Root::open(&dir)
+                    .map_err(|e| StepError::during(format!("{}", dir.display()), e))?;
                 copy::execute_linked(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))
             })();
             match copied {
@@ -207,8 +221,7 @@ impl Step<'_, '_> {
                     Err(e)
                 }
             }
-        });
-        made.clone()
+        }
     }
 
     /// Adds to `k` the content a `RUN --mount` reads from the build context or a directory
@@ -227,9 +240,9 @@ impl Step<'_, '_> {
             }
             _ => return Ok(()),
         };
-        let fail = |e: String| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
         let ignore = if context { build.ignore.as_ref() } else { None };
-        let tree = SourceTree::open(&dir, ignore, true).map_err(|e| fail(e.to_string()))?;
+        let tree = SourceTree::open(&dir, ignore, true).map_err(|e| fail(StepError::below(e)))?;
         let wanted = m
             .source
             .clone()

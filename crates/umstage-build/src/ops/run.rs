@@ -6,11 +6,11 @@ use umstage_dockerfile::{Command, MountType, RunScript};
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
 
 use crate::cache::KeyBuilder;
-use crate::event::{Event, Stream};
+use crate::error::StepError;
+use crate::event::Event;
 use crate::ids::unique_key;
 use crate::ops::file::CopySource;
 use crate::ops::step::Step;
-use crate::options::NetworkMode;
 use crate::request::{BuildError, Entitlement};
 
 /// Lines of a failed step's output quoted in the error.
@@ -99,11 +99,7 @@ impl Step<'_, '_> {
         let network = match run.network {
             Some(umstage_dockerfile::NetworkMode::None) => sandbox::Network::None,
             Some(umstage_dockerfile::NetworkMode::Host) => sandbox::Network::Host,
-            Some(umstage_dockerfile::NetworkMode::Default) | None => match build.request.network {
-                NetworkMode::Default => sandbox::Network::Default,
-                NetworkMode::None => sandbox::Network::None,
-                NetworkMode::Host => sandbox::Network::Host,
-            },
+            Some(umstage_dockerfile::NetworkMode::Default) | None => build.request.network,
         };
 
         let mut k = KeyBuilder::new("run");
@@ -116,8 +112,27 @@ impl Step<'_, '_> {
             k.str(name).str(value);
         }
         k.str(&user).str(&cwd).str(&format!("{network:?}"));
+        // What the command line gives every step is part of what it runs in, as in
+        // BuildKit's ExecOp (extra hosts, /dev/shm, rlimits); the defaults add nothing, so
+        // keys made without these flags stay as they were.
+        let request = build.request;
+        for host in &request.add_hosts {
+            k.str("add-host")
+                .str(&host.name)
+                .str(&host.address.to_string());
+        }
+        if request.shm_size != sandbox::DEFAULT_SHM_SIZE {
+            k.str("shm-size").str(&request.shm_size.to_string());
+        }
+        for u in &request.ulimits {
+            k.str("ulimit").str(&format!("{u:?}"));
+        }
         if privileged {
             k.str("insecure");
+        }
+        let hostname = build.args.sandbox_hostname();
+        if let Some(h) = hostname {
+            k.str("hostname").str(h);
         }
         let mut mount_sources = Vec::new();
         for m in &run.mounts {
@@ -143,7 +158,7 @@ impl Step<'_, '_> {
 
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
-        let prepared = (|| -> Result<(), String> {
+        let prepared = (|| -> Result<(), StepError> {
             let mut ssh_index = 0;
             for (m, source) in run.mounts.iter().zip(mount_sources) {
                 let mounted =
@@ -178,15 +193,22 @@ impl Step<'_, '_> {
         }
 
         let active = self.prepare()?;
-        let step = sandbox::Step {
+        let step = sandbox::RunStep {
             args: argv,
             env,
             cwd,
             user,
             network,
+            extra_hosts: request
+                .add_hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.address.to_string()))
+                .collect(),
+            shm_size: request.shm_size,
+            ulimits: request.ulimits.clone(),
             mounts,
             privileged,
-            ..sandbox::Step::default()
+            hostname: hostname.unwrap_or(sandbox::DEFAULT_HOSTNAME).to_owned(),
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let id = self.id.clone();
@@ -203,10 +225,7 @@ impl Step<'_, '_> {
             tail.push_back(line.clone());
             build.events.emit(Event::StepOutput {
                 step: id.clone(),
-                stream: match stream {
-                    sandbox::Stream::Stdout => Stream::Stdout,
-                    sandbox::Stream::Stderr => Stream::Stderr,
-                },
+                stream,
                 line,
             });
         });

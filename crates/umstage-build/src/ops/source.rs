@@ -11,10 +11,12 @@ use umstage_oci::layer::write_layer;
 
 use crate::cache::KeyBuilder;
 use crate::config;
+use crate::error::StepError;
 use crate::event::Event;
 use crate::ids::unique_key;
 use crate::ops::step::{Build, StageOutput};
 use crate::options::NamedContext;
+use crate::request::BuildError;
 use crate::state::{Layer, State};
 
 impl Build<'_> {
@@ -23,33 +25,32 @@ impl Build<'_> {
     pub(crate) fn stage_platform(
         &self,
         stage: &umstage_dockerfile::Stage,
-    ) -> Result<Platform, String> {
+    ) -> Result<Platform, BuildError> {
         let Command::From(from) = &stage.from.command else {
             return Ok(self.platform());
         };
         let Some(text) = &from.platform else {
             return Ok(self.platform());
         };
-        let located = |m: String| {
-            format!(
-                "{}:{}: {m}",
-                stage.from.source.name, stage.from.span.start.line
-            )
+        let located = |reason: StepError| BuildError::Instruction {
+            file: stage.from.source.name.clone(),
+            line: stage.from.span.start.line,
+            source: reason,
         };
         let expanded = stage
             .from
             .lexer()
             .expand_word(text, &self.meta)
-            .map_err(|e| located(e.message))?;
+            .map_err(|e| located(StepError::below(e)))?;
         if expanded.is_empty() {
-            return Err(located(format!(
+            return Err(located(StepError::Refused(format!(
                 "empty platform value from expression {text}"
-            )));
+            ))));
         }
         Platform::parse(&expanded).ok_or_else(|| {
-            located(format!(
+            located(StepError::Refused(format!(
                 "invalid platform {expanded:?}: use OS/ARCH[/VARIANT], such as linux/arm64"
-            ))
+            )))
         })
     }
 
@@ -58,16 +59,17 @@ impl Build<'_> {
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<StageOutput, String> {
+    ) -> Result<StageOutput, StepError> {
         let cell = {
             let mut images = self
                 .images
                 .lock()
-                .map_err(|_| "the image table was poisoned by a panic".to_string())?;
+                .map_err(|_| StepError::from("the image table was poisoned by a panic"))?;
             Arc::clone(images.entry(format!("{reference} {platform}")).or_default())
         };
-        cell.get_or_init(|| self.resolve_image(reference, platform))
+        cell.get_or_init(|| self.resolve_image(reference, platform).map_err(Arc::new))
             .clone()
+            .map_err(StepError::Shared)
     }
 
     /// Starts resolving the base images of `stages` in the background, as BuildKit resolves
@@ -108,7 +110,7 @@ impl Build<'_> {
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<StageOutput, String> {
+    ) -> Result<StageOutput, StepError> {
         let named = self
             .request
             .build_contexts
@@ -121,8 +123,9 @@ impl Build<'_> {
                     name: r.clone(),
                     platform: oci_platform(platform),
                 };
-                umstage_oci::archive::import_layout_dir(&self.store, path, &selector)
-                    .map_err(|e| format!("image {reference} from {}: {e}", path.display()))?
+                umstage_oci::archive::import_layout_dir(&self.store, path, &selector).map_err(
+                    |e| StepError::during(format!("image {reference} from {}", path.display()), e),
+                )?
             }
             Some(NamedContext::Dir(dir)) => return self.directory_image(reference, dir, platform),
             // From the registry directly: a context may bear the name of the image it stands
@@ -161,16 +164,19 @@ impl Build<'_> {
         name: &str,
         dir: &Path,
         platform: &Platform,
-    ) -> Result<StageOutput, String> {
-        let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let changes = crate::export::whole_tree(&dir)
-            .map_err(|e| format!("build context {name} ({}): {e}", dir.display()))?;
+    ) -> Result<StageOutput, StepError> {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| StepError::during(format!("{}", dir.display()), e))?;
+        let changes = crate::export::whole_tree(&dir).map_err(|e| {
+            StepError::during(format!("build context {name} ({})", dir.display()), e)
+        })?;
         let p = platform;
         let mut config = config::scratch(&p.os, &p.arch, Some(&p.variant));
         let mut layers = Vec::new();
         if !changes.changes.is_empty() {
-            let info = write_layer(&self.store, &changes, &self.layer_options)
-                .map_err(|e| format!("build context {name} ({}): {e}", dir.display()))?;
+            let info = write_layer(&self.store, &changes, &self.layer_options).map_err(|e| {
+                StepError::during(format!("build context {name} ({})", dir.display()), e)
+            })?;
             config.rootfs.diff_ids.push(info.diff_id.clone());
             layers.push(Layer {
                 digest: info.blob.digest.to_string(),
@@ -194,8 +200,8 @@ impl Build<'_> {
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<umstage_oci::Image, String> {
-        let parsed = umstage_oci::reference::parse(reference).map_err(|e| e.to_string())?;
+    ) -> Result<umstage_oci::Image, StepError> {
+        let parsed = umstage_oci::reference::parse(reference).map_err(StepError::below)?;
         let id = unique_key("pull");
         let started = Instant::now();
         self.events.emit(Event::TaskStarted {
@@ -207,8 +213,8 @@ impl Build<'_> {
             &parsed,
             &oci_platform(platform),
         ))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::below)?
+        .map_err(StepError::below)?;
         self.events.emit(Event::TaskDone {
             id,
             elapsed: started.elapsed(),

@@ -16,12 +16,13 @@ use umstage_snapshot::Cancel;
 use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
 use crate::config::StageConfig;
 use crate::digests::ContextDigests;
+use crate::error::{Source, StepError};
 use crate::event::{Event, EventSink, StepId};
 use crate::request::{BuildError, BuildRequest, StepFailure};
 use crate::state::{Layer, LazySnapshotter, State, Unpacker};
 
-pub(crate) fn other(e: impl std::fmt::Display) -> BuildError {
-    BuildError::Other(e.to_string())
+pub(crate) fn other(e: impl Into<Source>) -> BuildError {
+    BuildError::Other(e.into())
 }
 
 /// What a finished stage hands to the stages that use it.
@@ -34,7 +35,7 @@ pub(crate) struct StageOutput {
 /// The filtered copy of the context (see `context_view`), removed when the build ends.
 #[derive(Default)]
 pub(crate) struct FilteredContext {
-    pub(crate) dir: OnceLock<Result<PathBuf, String>>,
+    pub(crate) dir: OnceLock<Result<PathBuf, Arc<StepError>>>,
 }
 
 impl Drop for FilteredContext {
@@ -78,7 +79,7 @@ pub(crate) struct Build<'a> {
 }
 
 /// A base image being resolved, or its outcome.
-pub(crate) type ImageCell = OnceLock<Result<StageOutput, String>>;
+pub(crate) type ImageCell = OnceLock<Result<StageOutput, Arc<StepError>>>;
 
 impl Build<'_> {
     pub(crate) fn platform(&self) -> Platform {
@@ -137,11 +138,13 @@ pub(crate) struct Step<'s, 'b> {
 }
 
 impl Step<'_, '_> {
-    pub(crate) fn located(&self, message: impl std::fmt::Display) -> String {
-        format!(
-            "{}:{}: {message}",
-            self.instruction.source.name, self.instruction.span.start.line
-        )
+    /// The instruction cannot be carried out as written, for `reason`.
+    pub(crate) fn refused(&self, reason: impl Into<StepError>) -> BuildError {
+        BuildError::Instruction {
+            file: self.instruction.source.name.clone(),
+            line: self.instruction.span.start.line,
+            source: reason.into(),
+        }
     }
 
     pub(crate) fn roll_key(&mut self, kind: &str, text: &str) {

@@ -19,8 +19,8 @@ pub enum RegistryError {
         registry: String,
         /// The image reference.
         reference: String,
-        /// Whether credentials were sent.
-        hint: &'static str,
+        /// Whether credentials were sent, or why none were (a failed credential helper).
+        hint: String,
     },
     /// Authenticated but not allowed (HTTP 403 / `DENIED`).
     #[error("{reference}: access denied")]
@@ -174,6 +174,8 @@ pub(super) struct Origin {
     pub reference: String,
     pub scheme: &'static str,
     pub had_credentials: bool,
+    /// Why the credential helper the auth files name gave nothing, when it failed.
+    pub helper_failure: Option<String>,
     pub read_timeout: Duration,
 }
 
@@ -181,11 +183,11 @@ pub(super) struct Origin {
 const QUOTED: usize = 200;
 
 impl Origin {
-    fn hint(&self) -> &'static str {
-        if self.had_credentials {
-            "the credentials were rejected"
-        } else {
-            "no credentials found for this registry"
+    fn hint(&self) -> String {
+        match &self.helper_failure {
+            _ if self.had_credentials => "the credentials were rejected".into(),
+            Some(failure) => format!("no credentials: {failure}"),
+            None => "no credentials found for this registry".into(),
         }
     }
 
@@ -361,14 +363,14 @@ pub(super) fn chain<'a>(
     })
 }
 
-fn is_connect(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn is_connect(error: &(dyn std::error::Error + 'static)) -> bool {
     chain(error).any(|e| {
         e.downcast_ref::<reqwest::Error>()
             .is_some_and(reqwest::Error::is_connect)
     })
 }
 
-fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     chain(error).any(|e| {
         e.downcast_ref::<reqwest::Error>()
             .is_some_and(reqwest::Error::is_timeout)
@@ -403,6 +405,7 @@ mod tests {
             reference: "r.example:5000/app:1".into(),
             scheme: "https",
             had_credentials: false,
+            helper_failure: None,
             read_timeout: Duration::from_secs(60),
         }
     }

@@ -6,6 +6,18 @@ use std::time::Duration;
 
 use super::error::RegistryError;
 
+/// A failure that may pass if the operation is tried again.
+pub(super) trait Transient {
+    /// Whether to try again (network failures, HTTP 429 and 5xx).
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for RegistryError {
+    fn is_transient(&self) -> bool {
+        RegistryError::is_transient(self)
+    }
+}
+
 /// Timeouts, retries and size limits of registry transfers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -42,10 +54,11 @@ impl Default for Limits {
 
 impl Limits {
     /// Runs `operation` until it succeeds, fails for good, or has been tried `attempts` times.
-    pub(super) async fn retry<T, F, Fut>(&self, mut operation: F) -> Result<T, RegistryError>
+    pub(super) async fn retry<T, E, F, Fut>(&self, mut operation: F) -> Result<T, E>
     where
+        E: Transient + std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, RegistryError>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let mut delay = self.backoff;
         let mut attempt = 1;

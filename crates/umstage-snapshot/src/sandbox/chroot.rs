@@ -11,7 +11,9 @@ use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::helper::{Kind, Ready, Root};
+use umstage_oci::inroot::Root;
+
+use super::helper::{Kind, Ready, ensure, read_file};
 use super::user::resolve;
 
 /// The devices a step finds in `/dev`: name, major, minor (as Docker makes them).
@@ -30,23 +32,23 @@ pub(super) fn prepare_root(
     rootfs: &Path,
     stubs: &mut Vec<PathBuf>,
 ) -> Result<Ready, String> {
-    let root = Root::open(rootfs)?;
-    let passwd = root.read_file("etc/passwd")?;
-    let group = root.read_file("etc/group")?;
+    let root =
+        Root::open(rootfs).map_err(|e| format!("opening the rootfs {}: {e}", rootfs.display()))?;
+    let passwd = read_file(&root, "etc/passwd")?;
+    let group = read_file(&root, "etc/group")?;
     let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
     let process = request
         .spec
         .process()
         .as_ref()
         .ok_or("the step has no process")?;
-    root.ensure(process.cwd(), Kind::Dir, None).map_err(|e| {
+    ensure(&root, process.cwd(), Kind::Dir, None).map_err(|e| {
         format!(
             "creating working directory {}: {e}",
             process.cwd().display()
         )
     })?;
-    let dev = root
-        .ensure(Path::new("/dev"), Kind::Dir, Some(stubs))
+    let dev = ensure(&root, Path::new("/dev"), Kind::Dir, Some(stubs))
         .map_err(|e| format!("creating /dev: {e}"))?;
     let dev = rustix::fs::openat(
         rustix::fs::CWD,

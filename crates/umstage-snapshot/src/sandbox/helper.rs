@@ -24,6 +24,7 @@ use rustix::fs::{Mode, OFlags};
 use super::user::{ResolvedUser, resolve};
 use super::{DEFAULT_PATH, ExitStatus, REPORT_FD, Report, Request};
 use crate::snapshot::{MountSpec, bind_mount, remount_read_only};
+use umstage_oci::inroot::{Root, fd_path};
 
 /// Runs the helper and exits; never returns.
 pub(crate) fn main() -> ! {
@@ -178,7 +179,8 @@ fn run() -> Result<(), String> {
 fn step_main(request: &Request, recorder: Option<UnixStream>) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if request.chroot.is_some() {
-        let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+        let own = nix::unistd::Pid::from_raw(0);
+        let _ = nix::unistd::setpgid(own, own);
     }
     let mut stubs = Vec::new();
     let message = setup_and_exec(request, recorder.as_ref(), &mut stubs);
@@ -264,10 +266,11 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
             .mount_at(&root_path)
             .map_err(|e| format!("mounting the snapshot on {}: {e}", root_path.display()))?;
     }
-    let root = Root::open(&root_path)?;
+    let root = Root::open(&root_path)
+        .map_err(|e| format!("opening the rootfs {}: {e}", root_path.display()))?;
 
-    let passwd = root.read_file("etc/passwd")?;
-    let group = root.read_file("etc/group")?;
+    let passwd = read_file(&root, "etc/passwd")?;
+    let group = read_file(&root, "etc/group")?;
     let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
 
     let process = request
@@ -275,7 +278,7 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
         .process()
         .as_ref()
         .ok_or("the step has no process")?;
-    root.ensure(process.cwd(), Kind::Dir, None).map_err(|e| {
+    ensure(&root, process.cwd(), Kind::Dir, None).map_err(|e| {
         format!(
             "creating working directory {}: {e}",
             process.cwd().display()
@@ -436,6 +439,7 @@ fn try_exec(
     {
         super::caps::limit_to(bounding)?;
     }
+    super::rlimit::apply(process.rlimits().as_deref().unwrap_or_default())?;
     let user = ready.user;
     let groups_denied = std::fs::read_to_string("/proc/self/setgroups")
         .map(|t| t.trim() == "deny")
@@ -522,13 +526,6 @@ pub(super) enum Kind {
     File,
 }
 
-/// The rootfs, with every path resolved inside it (`RESOLVE_IN_ROOT`).
-pub(super) struct Root {
-    path: PathBuf,
-    fd: OwnedFd,
-    dev: u64,
-}
-
 /// Opens `path` inside the directory `dir` with the kernel's in-root resolution.
 fn openat2(dir: RawFd, path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: `dir` is a descriptor the caller keeps open for the duration of the call.
@@ -541,116 +538,100 @@ fn fstat_dev(fd: &OwnedFd) -> std::io::Result<u64> {
     Ok(stat.st_dev)
 }
 
-impl Root {
-    pub(super) fn open(path: &Path) -> Result<Self, String> {
-        let fd = std::fs::File::open(path)
-            .map(OwnedFd::from)
-            .map_err(|e| format!("opening the rootfs {}: {e}", path.display()))?;
-        let dev = fstat_dev(&fd).map_err(|e| format!("stat rootfs: {e}"))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            fd,
-            dev,
+// The rootfs is an `inroot::Root`, but the helper resolves in it with the kernel
+// (`RESOLVE_IN_ROOT`), in its own mount namespace, and creates mount points as it goes.
+
+/// Reads a file inside the root, `None` if it does not exist.
+pub(super) fn read_file(root: &Root, rel: &str) -> Result<Option<String>, String> {
+    match openat2(root.fd().as_raw_fd(), Path::new(rel), libc::O_RDONLY) {
+        Ok(fd) => {
+            let mut text = String::new();
+            std::fs::File::from(fd)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("reading /{rel}: {e}"))?;
+            Ok(Some(text))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("opening /{rel}: {e}")),
+    }
+}
+
+/// The path of an fd inside the root, if it is on the root's own filesystem.
+fn relative(root: &Root, fd: &OwnedFd) -> Option<PathBuf> {
+    if fstat_dev(fd).ok()? != fstat_dev(root.fd()).ok()? {
+        return None;
+    }
+    let full = std::fs::read_link(fd_path(fd)).ok()?;
+    full.strip_prefix(root.path()).ok().map(Path::to_path_buf)
+}
+
+/// Opens `path` inside the root (`O_PATH`), creating what is missing; records created
+/// entries on the root filesystem in `stubs` when given.
+pub(super) fn ensure(
+    root: &Root,
+    path: &Path,
+    last_kind: Kind,
+    mut stubs: Option<&mut Vec<PathBuf>>,
+) -> std::io::Result<OwnedFd> {
+    let components: Vec<&OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(Ok(name)),
+            Component::ParentDir => Some(Err(())),
+            _ => None,
         })
-    }
-
-    /// Reads a file inside the root, `None` if it does not exist.
-    pub(super) fn read_file(&self, rel: &str) -> Result<Option<String>, String> {
-        match openat2(self.fd.as_raw_fd(), Path::new(rel), libc::O_RDONLY) {
-            Ok(fd) => {
-                let mut text = String::new();
-                std::fs::File::from(fd)
-                    .read_to_string(&mut text)
-                    .map_err(|e| format!("reading /{rel}: {e}"))?;
-                Ok(Some(text))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("opening /{rel}: {e}")),
-        }
-    }
-
-    /// The path of an fd inside the root, if it is on the root's own filesystem.
-    fn relative(&self, fd: &OwnedFd) -> Option<PathBuf> {
-        if fstat_dev(fd).ok()? != self.dev {
-            return None;
-        }
-        let full = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-        full.strip_prefix(&self.path).ok().map(Path::to_path_buf)
-    }
-
-    /// Opens `path` inside the root (`O_PATH`), creating what is missing; records created
-    /// entries on the root filesystem in `stubs` when given.
-    pub(super) fn ensure(
-        &self,
-        path: &Path,
-        last_kind: Kind,
-        mut stubs: Option<&mut Vec<PathBuf>>,
-    ) -> std::io::Result<OwnedFd> {
-        let components: Vec<&OsStr> = path
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(name) => Some(Ok(name)),
-                Component::ParentDir => Some(Err(())),
-                _ => None,
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "'..' in path"))?;
-        let mut current = PathBuf::new();
-        let mut parent = self.fd.try_clone()?;
-        for (index, name) in components.iter().enumerate() {
-            current.push(name);
-            let last = index + 1 == components.len();
-            let fd = match openat2(self.fd.as_raw_fd(), &current, libc::O_PATH) {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let c_name = CString::new(name.as_bytes())?;
-                    let kind = if last { last_kind } else { Kind::Dir };
-                    // SAFETY: *at calls on our parent dir fd with a NUL-terminated name.
-                    let rc = unsafe {
-                        match kind {
-                            Kind::Dir => libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o755),
-                            Kind::File => {
-                                let fd = libc::openat(
-                                    parent.as_raw_fd(),
-                                    c_name.as_ptr(),
-                                    libc::O_CREAT
-                                        | libc::O_EXCL
-                                        | libc::O_WRONLY
-                                        | libc::O_CLOEXEC
-                                        | libc::O_NOFOLLOW,
-                                    0o644,
-                                );
-                                if fd >= 0 {
-                                    libc::close(fd);
-                                }
-                                fd
+        .collect::<Result<_, _>>()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "'..' in path"))?;
+    let mut current = PathBuf::new();
+    let mut parent = root.fd().try_clone()?;
+    for (index, name) in components.iter().enumerate() {
+        current.push(name);
+        let last = index + 1 == components.len();
+        let fd = match openat2(root.fd().as_raw_fd(), &current, libc::O_PATH) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let c_name = CString::new(name.as_bytes())?;
+                let kind = if last { last_kind } else { Kind::Dir };
+                // SAFETY: *at calls on our parent dir fd with a NUL-terminated name.
+                let rc = unsafe {
+                    match kind {
+                        Kind::Dir => libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o755),
+                        Kind::File => {
+                            let fd = libc::openat(
+                                parent.as_raw_fd(),
+                                c_name.as_ptr(),
+                                libc::O_CREAT
+                                    | libc::O_EXCL
+                                    | libc::O_WRONLY
+                                    | libc::O_CLOEXEC
+                                    | libc::O_NOFOLLOW,
+                                0o644,
+                            );
+                            if fd >= 0 {
+                                libc::close(fd);
                             }
+                            fd
                         }
-                    };
-                    if rc < 0 {
-                        return Err(std::io::Error::last_os_error());
                     }
-                    if let Some(stubs) = stubs.as_deref_mut()
-                        && let Some(dir) = self.relative(&parent)
-                    {
-                        stubs.push(dir.join(name));
-                    }
-                    openat2(self.fd.as_raw_fd(), &current, libc::O_PATH)?
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                Err(e) => return Err(e),
-            };
-            if last {
-                return Ok(fd);
+                if let Some(stubs) = stubs.as_deref_mut()
+                    && let Some(dir) = relative(root, &parent)
+                {
+                    stubs.push(dir.join(name));
+                }
+                openat2(root.fd().as_raw_fd(), &current, libc::O_PATH)?
             }
-            parent = fd;
+            Err(e) => return Err(e),
+        };
+        if last {
+            return Ok(fd);
         }
-        Ok(parent)
+        parent = fd;
     }
-
-    /// A path through which `mount(2)` reaches the object behind an `O_PATH` fd.
-    fn fd_path(fd: &OwnedFd) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-    }
+    Ok(parent)
 }
 
 /// Splits OCI mount options into flags and filesystem data.
@@ -687,13 +668,12 @@ fn mount_one(
     let source = mount.source().clone().unwrap_or_default();
     let mut options = mount.options().clone().unwrap_or_default();
     let kind = resolved.kind();
-    let target_fd = root
-        .ensure(mount.destination(), kind, Some(stubs))
+    let target_fd = ensure(root, mount.destination(), kind, Some(stubs))
         .map_err(|e| format!("creating the mount point: {e}"))?;
-    let target = Root::fd_path(&target_fd);
+    let target = fd_path(&target_fd);
     let (flags, recursive, read_only, data) = parse_options(&options);
     let reopen = || {
-        root.ensure(mount.destination(), kind, None)
+        ensure(root, mount.destination(), kind, None)
             .map_err(|e| format!("reopening the mount point: {e}"))
     };
     match typ.as_str() {
@@ -704,7 +684,7 @@ fn mount_one(
             }
             // From the descriptor: what was resolved is what is mounted.
             let source = match resolved {
-                Source::Bind(fd) => Root::fd_path(fd),
+                Source::Bind(fd) => fd_path(fd),
                 _ => source,
             };
             nix::mount::mount(
@@ -717,8 +697,7 @@ fn mount_one(
             .map_err(errno("bind"))?;
             if read_only {
                 let top = reopen()?;
-                remount_read_only(&Root::fd_path(&top))
-                    .map_err(|e| format!("read-only remount: {e}"))?;
+                remount_read_only(&fd_path(&top)).map_err(|e| format!("read-only remount: {e}"))?;
             }
         }
         "proc" => {
@@ -733,7 +712,7 @@ fn mount_one(
             if let Source::Lower(fd) = resolved {
                 for option in &mut options {
                     if option.starts_with("lowerdir+=") {
-                        *option = format!("lowerdir+={}", Root::fd_path(fd).display());
+                        *option = format!("lowerdir+={}", fd_path(fd).display());
                     }
                 }
             }
@@ -750,8 +729,7 @@ fn mount_one(
                 .map_err(|e| format!("{typ}: {e}"))?;
             if read_only {
                 let top = reopen()?;
-                remount_read_only(&Root::fd_path(&top))
-                    .map_err(|e| format!("read-only remount: {e}"))?;
+                remount_read_only(&fd_path(&top)).map_err(|e| format!("read-only remount: {e}"))?;
             }
         }
     }

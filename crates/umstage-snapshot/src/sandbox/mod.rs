@@ -13,6 +13,7 @@ mod chroot;
 pub(crate) mod helper;
 mod mounts;
 mod owners;
+mod rlimit;
 mod spec;
 pub mod user;
 
@@ -20,6 +21,7 @@ pub use mounts::{
     BindMount, BindSource, CacheMount, CacheSeed, InRoot, SecretMount, Sharing, StepMount,
     TmpfsMount,
 };
+pub use rlimit::{Ulimit, UlimitError};
 
 use std::io::Write;
 use std::net::Shutdown;
@@ -56,9 +58,12 @@ pub enum Network {
     Host,
 }
 
+/// Docker's size of `/dev/shm`, 64 MiB.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
 /// One `RUN` step, with everything the build engine has already resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
+pub struct RunStep {
     /// The command and its arguments (`argv`); the program is looked up in the step's `PATH`.
     pub args: Vec<String>,
     /// `KEY=VALUE` environment; `PATH` and `HOME` get Docker's defaults when missing.
@@ -73,6 +78,10 @@ pub struct Step {
     pub network: Network,
     /// Extra `/etc/hosts` entries (`--add-host`): name and address.
     pub extra_hosts: Vec<(String, String)>,
+    /// Size of the step's `/dev/shm` in bytes (`--shm-size`).
+    pub shm_size: u64,
+    /// Resource limits set before the command runs (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
     /// `RUN --mount`s, in order.
     pub mounts: Vec<StepMount>,
     /// `RUN --security=insecure`: every capability the user namespace grants, instead of
@@ -80,7 +89,7 @@ pub struct Step {
     pub privileged: bool,
 }
 
-impl Default for Step {
+impl Default for RunStep {
     fn default() -> Self {
         Self {
             args: Vec::new(),
@@ -90,6 +99,8 @@ impl Default for Step {
             hostname: DEFAULT_HOSTNAME.into(),
             network: Network::Default,
             extra_hosts: Vec::new(),
+            shm_size: DEFAULT_SHM_SIZE,
+            ulimits: Vec::new(),
             mounts: Vec::new(),
             privileged: false,
         }
@@ -97,7 +108,8 @@ impl Default for Step {
 }
 
 /// Which stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// The step's standard output.
     Stdout,
@@ -225,7 +237,7 @@ pub(crate) const REPORT_FD: i32 = 3;
 pub fn run_step(
     snapshotter: &Snapshotter,
     key: &str,
-    step: &Step,
+    step: &RunStep,
     cancel: &Cancel,
     on_event: &mut dyn FnMut(StepEvent),
 ) -> Result<ExitStatus, SandboxError> {
@@ -280,7 +292,7 @@ pub fn run_step(
 fn chroot_dir(
     snapshotter: &Snapshotter,
     active_dir: PathBuf,
-    step: &Step,
+    step: &RunStep,
 ) -> Result<PathBuf, SandboxError> {
     let needs = |what: &str| {
         Err(SandboxError::InvalidStep(format!(

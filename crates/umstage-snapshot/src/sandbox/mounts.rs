@@ -16,7 +16,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use umstage_oci::inroot::{self, Escape, Root};
 
-use super::{SandboxError, Step};
+use super::{RunStep, SandboxError};
 use crate::fsutil::{self, at};
 use umstage_oci::lease::flock;
 
@@ -271,7 +271,7 @@ pub(crate) fn prepare(
     state_root: &Path,
     run_dir: &Path,
     sandbox_dir: &Path,
-    step: &Step,
+    step: &RunStep,
 ) -> Result<Prepared, SandboxError> {
     let (private_files, etc_mounts) = etc_files(sandbox_dir, step)?;
     let mut prepared = Prepared {
@@ -431,7 +431,7 @@ fn bind_mount(
 
 fn etc_files(
     sandbox_dir: &Path,
-    step: &Step,
+    step: &RunStep,
 ) -> Result<(Vec<PrivateFile>, Vec<PreparedMount>), SandboxError> {
     let mut hosts = format!(
         "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",

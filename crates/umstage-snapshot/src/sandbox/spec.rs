@@ -9,7 +9,7 @@ use oci_spec::runtime::{
 };
 
 use super::mounts::Prepared;
-use super::{DEFAULT_PATH, Network, SandboxError, Step};
+use super::{DEFAULT_PATH, Network, RunStep, SandboxError};
 
 /// The devices bound from the host into the step's `/dev`.
 pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -54,8 +54,9 @@ fn mount(
         .map_err(invalid)
 }
 
-/// The mounts every step gets, in mounting order.
-fn standard_mounts() -> Result<Vec<Mount>, SandboxError> {
+/// The mounts every step gets, in mounting order; `/dev/shm` holds `shm_size` bytes.
+fn standard_mounts(shm_size: u64) -> Result<Vec<Mount>, SandboxError> {
+    let shm_size = format!("size={shm_size}");
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -80,7 +81,7 @@ fn standard_mounts() -> Result<Vec<Mount>, SandboxError> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
         )?,
         mount(
             "/dev/mqueue",
@@ -105,7 +106,7 @@ fn standard_mounts() -> Result<Vec<Mount>, SandboxError> {
 /// The spec for `step` with its snapshot mounted at `rootfs`, and for each of its mounts the
 /// path the helper resolves inside the mount's source (see [`Request::in_root`](super::Request)).
 pub(crate) fn build(
-    step: &Step,
+    step: &RunStep,
     rootfs: &Path,
     prepared: &Prepared,
 ) -> Result<(Spec, Vec<Option<PathBuf>>), SandboxError> {
@@ -127,6 +128,13 @@ pub(crate) fn build(
         .env(env)
         .cwd(PathBuf::from(&step.cwd))
         .user(user)
+        .rlimits(
+            step.ulimits
+                .iter()
+                .map(|u| u.to_spec())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?,
+        )
         .no_new_privileges(false);
     // A privileged step keeps every capability the user namespace grants.
     let set: Capabilities = if step.privileged {
@@ -146,7 +154,7 @@ pub(crate) fn build(
         .capabilities(capabilities)
         .build()
         .map_err(invalid)?;
-    let mut mounts = standard_mounts()?;
+    let mut mounts = standard_mounts(step.shm_size)?;
     let mut in_root = vec![None; mounts.len()];
     for prepared in prepared.etc_mounts.iter().chain(&prepared.mounts) {
         mounts.push(prepared.mount.clone());
