@@ -225,15 +225,11 @@ struct Plan {
 fn plan_mapping(options: &Options) -> Plan {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
-        let all = vec![IdRange {
-            inside: 0,
-            outside: 0,
-            count: u32::MAX,
-        }];
+        let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
         return Plan {
             mode: Mode::Root,
-            uid_map: all.clone(),
-            gid_map: all,
+            uid_map: identity_of(&read("/proc/self/uid_map")),
+            gid_map: identity_of(&read("/proc/self/gid_map")),
             warning: None,
             single_id: None,
         };
@@ -320,6 +316,34 @@ fn single_id_plan(cause: SingleId) -> Plan {
         warning: Some(warning),
         single_id: Some(cause),
     }
+}
+
+/// The identity map over the ids this process's own namespace maps (`/proc/self/uid_map`'s
+/// text): every id on the host, or only the pod's 65536 where root runs in a user namespace
+/// already (Kubernetes' `hostUsers: false`), where mapping more is refused.
+fn identity_of(own_map: &str) -> Vec<IdRange> {
+    let ranges: Vec<IdRange> = own_map
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().map(|f| f.parse::<u32>().ok());
+            let inside = fields.next()??;
+            let _outside = fields.next()??;
+            let count = fields.next()??;
+            Some(IdRange {
+                inside,
+                outside: inside,
+                count,
+            })
+        })
+        .collect();
+    if ranges.is_empty() {
+        return vec![IdRange {
+            inside: 0,
+            outside: 0,
+            count: u32::MAX,
+        }];
+    }
+    ranges
 }
 
 /// A subordinate range `(start, count)` from `/etc/subuid` or `/etc/subgid`.
@@ -795,6 +819,29 @@ mod tests {
         assert_eq!(plan.mode, Mode::Subordinate);
         assert!(plan.warning.is_none());
         assert_eq!(plan.uid_map.len(), 2);
+    }
+
+    #[test]
+    fn root_maps_what_its_own_namespace_maps() {
+        let host = identity_of("         0          0 4294967295\n");
+        assert_eq!(
+            host,
+            [IdRange {
+                inside: 0,
+                outside: 0,
+                count: u32::MAX
+            }]
+        );
+        let pod = identity_of("         0     100000      65536\n");
+        assert_eq!(
+            pod,
+            [IdRange {
+                inside: 0,
+                outside: 0,
+                count: 65536
+            }]
+        );
+        assert_eq!(identity_of("")[0].count, u32::MAX);
     }
 
     #[test]
