@@ -34,7 +34,8 @@ const IMAGE: &str = "umstage-pod:test";
 const DOCKERFILE: &str = "FROM busybox AS build\n\
 RUN mkdir -p /out/sub && echo data > /out/f && chown 1234:55 /out/f && chown 7:8 /out/sub \\\n\
  && chmod 640 /out/f && stat -c 'owner %u:%g %a %n' /out/f /out/sub \\\n\
- && (grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status || echo 'status unavailable')\n\
+ && (grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status || echo 'status unavailable') \\\n\
+ && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused')\n\
 FROM busybox\n\
 COPY --from=build /out /res\n\
 RUN stat -c 'copied %u:%g %n' /res/f /res/sub\n";
@@ -389,6 +390,13 @@ fn build_pods_use_the_best_tier_each_profile_allows_or_say_why_none() -> TestRes
             "NoNewPrivs:"
         };
         assert!(log.contains(status_line), "{}: {log}", profile.name);
+        // A chroot is no boundary for a step that may chroot: the chroot tier takes that away.
+        let chroot_line = if tier == "chroot" {
+            "chroot refused"
+        } else {
+            "chroot allowed"
+        };
+        assert!(log.contains(chroot_line), "{}: {log}", profile.name);
         check_image(profile, &v.out.join("img.tar"))?;
         if tier == "userns-single" {
             // One id: a step cannot become another user.

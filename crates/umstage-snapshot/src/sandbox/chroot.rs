@@ -6,6 +6,8 @@
 //! mounted), with the character devices a step expects made in `/dev` for the step and removed
 //! after it (reported as stubs). There is no `/proc` or `/sys`, no private hostname, and no
 //! `RUN --mount`: [`super::run_step`] refuses what needs a mount before the helper starts.
+//! The step cannot chroot itself (it could leave this chroot so); it shares the container's
+//! pid, network and ipc namespaces, so the container is the boundary.
 
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
@@ -15,6 +17,9 @@ use umstage_oci::inroot::Root;
 
 use super::helper::{Kind, Ready, ensure, read_file};
 use super::user::resolve;
+
+/// `CAP_SYS_CHROOT`'s number, as `prctl` takes it.
+const CAP_SYS_CHROOT: libc::c_ulong = 18;
 
 /// The devices a step finds in `/dev`: name, major, minor (as Docker makes them).
 const DEVICES: [(&str, u64, u64); 6] = [
@@ -82,5 +87,14 @@ pub(super) fn prepare_root(
     }
     nix::unistd::chroot(rootfs).map_err(|e| format!("chroot {}: {e}", rootfs.display()))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // A chroot is no boundary for a process that may chroot again (a second chroot and
+    // enough `..` lead out): the step loses CAP_SYS_CHROOT, whatever else it keeps.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_CHROOT, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "dropping CAP_SYS_CHROOT: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     Ok(Ready { user })
 }
