@@ -297,7 +297,7 @@ fn plan_subordinate(
 }
 
 fn single_id_plan(cause: SingleId) -> Plan {
-    const LIMIT: &str = "running with a single-id map, so owners other than root are recorded, not set (steps cannot run as other users)";
+    const LIMIT: &str = "running with a single-id map, so owners other than root are recorded, not set, and a non-root USER is played by root";
     let warning = match &cause.fix {
         Some(fix) => format!("{}: {LIMIT} (fix: {fix})", cause.reason),
         None => format!("{LIMIT} ({})", cause.reason),

@@ -130,3 +130,39 @@ fn doctor_names_what_it_checked_and_the_tier() -> TestResult {
     assert_eq!(value["facts"]["trial"], "Works");
     Ok(())
 }
+
+#[test]
+fn single_id_tier_plays_a_non_root_user_and_its_files_are_its_own() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN mkdir /app\nUSER 1000:1001\n\
+             RUN echo \"ids $(id -u):$(id -g)\" && mkdir /app/data && echo x > /app/data/f && touch /etc/passwd\n\
+             RUN stat -c 'later %u:%g %n' /app/data/f /etc/passwd\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "userns-single", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert_eq!(lines_with(&log, "ids "), ["ids 1000:1001"], "{log}");
+    // What the user made is its own; what it only touched keeps its owner.
+    assert_eq!(
+        lines_with(&log, "later "),
+        ["later 1000:1001 /app/data/f", "later 0:0 /etc/passwd"],
+        "{log}"
+    );
+    let image = layers(&env, "img.tar")?;
+    let f = entry(&image, "app/data/f").ok_or("app/data/f missing")?;
+    assert_eq!((f.uid, f.gid), (1000, 1001));
+    let data = entry(&image, "app/data").ok_or("app/data missing")?;
+    assert_eq!((data.uid, data.gid), (1000, 1001));
+    let passwd = entry(&image, "etc/passwd").ok_or("etc/passwd missing")?;
+    assert_eq!((passwd.uid, passwd.gid), (0, 0));
+    Ok(())
+}

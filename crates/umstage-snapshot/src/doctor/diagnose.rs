@@ -360,7 +360,7 @@ fn mapping_findings(facts: &Facts, out: &mut Vec<Finding>) {
             "subordinate ids",
             Level::Limits,
             format!(
-                "no range for {} in /etc/{file}: steps cannot run as other users, and other owners are recorded rather than set",
+                "no range for {} in /etc/{file}: other owners are recorded rather than set, and a non-root USER is played by root",
                 facts.user
             ),
             Some(&fix),
@@ -531,7 +531,7 @@ fn reason(facts: &Facts, tier: Option<Tier>, findings: &[Finding]) -> String {
         }
         Some(Tier::Userns) => "a user namespace with the subordinate ranges mapped".into(),
         Some(Tier::UsernsSingle) => format!(
-            "a user namespace with one id, so owners other than root are recorded, not set (steps cannot run as other users): {}",
+            "a user namespace with one id, so owners other than root are recorded, not set, and a non-root USER is played by root: {}",
             first_blocker(Tier::Userns)
         ),
         Some(Tier::Chroot) => format!(

@@ -151,8 +151,12 @@ fn run() -> Result<(), String> {
             if let Some((ours, theirs)) = recorder {
                 // Only pid 1 may hold its end: the receive ends when pid 1 does.
                 drop(theirs);
-                if let Some(listener) = super::owners::receive_listener(&ours) {
-                    super::owners::supervise(listener);
+                if let Some((listener, who)) = super::owners::receive_listener(&ours) {
+                    super::owners::supervise(listener, who);
+                    // Every process of the step is gone: what it made is the user's.
+                    if let Some(who) = who {
+                        super::identity::own_new_entries(&request.rootfs, who);
+                    }
                 }
             }
             loop {
@@ -462,10 +466,19 @@ fn try_exec(
     } else if user.additional_gids.iter().any(|g| *g != user.gid) {
         tracing::debug!("supplementary groups skipped: setgroups is denied in this namespace");
     }
-    let gid = Gid::from_raw(user.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(unmapped("gid", user.gid))?;
-    let uid = Uid::from_raw(user.uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(unmapped("uid", user.uid))?;
+    // With one id and the recorder, a non-root user is played, not become (`identity`).
+    let appear_as = (recorder.is_some() && (user.uid != 0 || user.gid != 0)).then_some(
+        super::identity::Identity {
+            uid: user.uid,
+            gid: user.gid,
+        },
+    );
+    if appear_as.is_none() {
+        let gid = Gid::from_raw(user.gid);
+        nix::unistd::setresgid(gid, gid, gid).map_err(unmapped("gid", user.gid))?;
+        let uid = Uid::from_raw(user.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(unmapped("uid", user.uid))?;
+    }
     // Changing credentials cleared the parent-death signal.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("PR_SET_PDEATHSIG"))?;
     let umask = process.user().umask().unwrap_or(super::spec::UMASK);
@@ -499,8 +512,8 @@ fn try_exec(
         .map_err(|_| "NUL in the environment")?;
     // Last, so that nothing of the setup goes through the recorder.
     if let Some(socket) = recorder {
-        let listener = super::owners::install()?;
-        super::owners::send_listener(socket, &listener)?;
+        let listener = super::owners::install(appear_as)?;
+        super::owners::send_listener(socket, &listener, appear_as)?;
     }
     nix::unistd::execve(&c_program, &c_args, &c_env)
         .map_err(|e| format!("exec {}: {e}", resolved.display()))

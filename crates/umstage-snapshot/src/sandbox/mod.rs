@@ -11,6 +11,7 @@
 pub(crate) mod caps;
 mod chroot;
 pub(crate) mod helper;
+mod identity;
 mod mounts;
 mod owners;
 mod rlimit;

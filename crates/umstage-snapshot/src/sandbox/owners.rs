@@ -22,6 +22,8 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 use rustix::fs::{OFlags, XattrFlags};
 use umstage_oci::owner::{Owner, XATTR};
 
+use super::identity::Identity;
+
 /// The kernel's `AUDIT_ARCH_*` for this build's architecture: the filter passes calls made
 /// under any other ABI to the kernel untouched.
 #[cfg(target_arch = "x86_64")]
@@ -59,8 +61,9 @@ enum Target {
     },
 }
 
-/// The system calls the filter sends to the supervisor.
-fn intercepted() -> Vec<i64> {
+/// The system calls the filter sends to the supervisor (the identity calls too for a step with
+/// a non-root user).
+fn intercepted(with_identity: bool) -> Vec<i64> {
     let mut calls = vec![
         libc::SYS_fchown,
         libc::SYS_fchownat,
@@ -75,6 +78,9 @@ fn intercepted() -> Vec<i64> {
         libc::SYS_stat,
         libc::SYS_lstat,
     ]);
+    if with_identity {
+        calls.extend(super::identity::intercepted());
+    }
     calls
 }
 
@@ -155,7 +161,7 @@ fn decode(nr: i64, a: [u64; 6]) -> Option<Call> {
 }
 
 /// The filter: calls of this architecture named by [`intercepted`] go to the listener.
-fn program() -> Vec<libc::sock_filter> {
+fn program(with_identity: bool) -> Vec<libc::sock_filter> {
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
         jt: 0,
@@ -169,7 +175,7 @@ fn program() -> Vec<libc::sock_filter> {
         k,
     };
     let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let calls = intercepted();
+    let calls = intercepted(with_identity);
     // seccomp_data: nr at 0, arch at 4.
     let mut prog = vec![
         stmt(load, 4),
@@ -189,8 +195,8 @@ fn program() -> Vec<libc::sock_filter> {
 }
 
 /// In the step's pid 1, just before exec: installs the filter and returns its listener.
-pub(crate) fn install() -> Result<OwnedFd, String> {
-    let mut filter = program();
+pub(crate) fn install(who: Option<Identity>) -> Result<OwnedFd, String> {
+    let mut filter = program(who.is_some());
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
@@ -214,12 +220,21 @@ pub(crate) fn install() -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Sends the listener to the helper over `socket`.
-pub(crate) fn send_listener(socket: &UnixStream, listener: &OwnedFd) -> Result<(), String> {
+/// Sends the listener, and the user the step appears as, to the helper over `socket`.
+pub(crate) fn send_listener(
+    socket: &UnixStream,
+    listener: &OwnedFd,
+    who: Option<Identity>,
+) -> Result<(), String> {
     let fds = [listener.as_raw_fd()];
+    let bytes = who.map(Identity::to_bytes);
+    let data: &[u8] = match &bytes {
+        Some(b) => b,
+        None => b"l",
+    };
     sendmsg::<()>(
         socket.as_raw_fd(),
-        &[IoSlice::new(b"l")],
+        &[IoSlice::new(data)],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,
@@ -228,10 +243,11 @@ pub(crate) fn send_listener(socket: &UnixStream, listener: &OwnedFd) -> Result<(
     .map_err(|e| format!("handing the ownership recorder to the helper: {e}"))
 }
 
-/// In the helper: the listener pid 1 sent, or `None` when it ended before sending one.
-pub(crate) fn receive_listener(socket: &UnixStream) -> Option<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
+/// In the helper: the listener pid 1 sent and the user the step appears as, or `None` when it
+/// ended before sending one.
+pub(crate) fn receive_listener(socket: &UnixStream) -> Option<(OwnedFd, Option<Identity>)> {
+    let mut data = [0u8; 8];
+    let mut iov = [IoSliceMut::new(&mut data)];
     let mut space = nix::cmsg_space!(RawFd);
     let msg = recvmsg::<()>(
         socket.as_raw_fd(),
@@ -240,12 +256,17 @@ pub(crate) fn receive_listener(socket: &UnixStream) -> Option<OwnedFd> {
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .ok()?;
+    let got = msg.bytes;
     let fd = msg.cmsgs().ok()?.find_map(|c| match c {
         ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
         _ => None,
     })?;
     // SAFETY: SCM_RIGHTS gave this process a new fd that nothing else owns.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let who = (got == data.len())
+        .then(|| Identity::from_bytes(&data))
+        .flatten();
+    Some((fd, who))
 }
 
 /// How the supervisor answers one call.
@@ -257,7 +278,7 @@ enum Answer {
 }
 
 /// Answers the calls until every process under the filter is gone.
-pub(crate) fn supervise(listener: OwnedFd) {
+pub(crate) fn supervise(listener: OwnedFd, who: Option<Identity>) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
@@ -268,7 +289,7 @@ pub(crate) fn supervise(listener: OwnedFd) {
         }
         let revents = fds[0].revents().unwrap_or(PollFlags::POLLHUP);
         if revents.contains(PollFlags::POLLIN) {
-            serve_one(&listener);
+            serve_one(&listener, who);
         } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
         {
             return;
@@ -276,7 +297,7 @@ pub(crate) fn supervise(listener: OwnedFd) {
     }
 }
 
-fn serve_one(listener: &OwnedFd) {
+fn serve_one(listener: &OwnedFd, who: Option<Identity>) {
     // SAFETY: seccomp_notif is plain data; the kernel wants it zeroed before RECV.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV fills `req`, which lives for the call.
@@ -291,9 +312,24 @@ fn serve_one(listener: &OwnedFd) {
         // The caller died meanwhile (ENOENT), or a signal interrupted us: nothing to answer.
         return;
     }
-    let answer = decode(i64::from(req.data.nr), req.data.args)
-        .and_then(|call| answer(listener, &req, call).ok())
-        .unwrap_or(Answer::Continue);
+    let nr = i64::from(req.data.nr);
+    let as_user = who.and_then(|w| super::identity::answer(nr, req.data.args, w));
+    let answer = match as_user {
+        Some((val, writes)) => {
+            // An id that cannot be written leaves the call to the kernel (which answers root).
+            let written = writes
+                .iter()
+                .all(|(addr, id)| write_struct(req.pid, *addr, id).is_ok());
+            if written {
+                Answer::Done(val)
+            } else {
+                Answer::Continue
+            }
+        }
+        None => decode(nr, req.data.args)
+            .and_then(|call| answer(listener, &req, call).ok())
+            .unwrap_or(Answer::Continue),
+    };
     let mut resp = libc::seccomp_notif_resp {
         id: req.id,
         val: 0,
@@ -588,11 +624,12 @@ mod tests {
 
     #[test]
     fn every_intercepted_call_decodes_and_the_filter_ends_in_two_returns() {
-        for nr in intercepted() {
+        for nr in intercepted(false) {
             assert!(decode(nr, [0; 6]).is_some(), "{nr}");
         }
-        let prog = program();
-        assert_eq!(prog.len(), intercepted().len() + 5);
+        let prog = program(false);
+        assert_eq!(prog.len(), intercepted(false).len() + 5);
+        assert_eq!(program(true).len(), intercepted(true).len() + 5);
         assert_eq!(prog[prog.len() - 1].k, libc::SECCOMP_RET_USER_NOTIF);
         assert_eq!(prog[prog.len() - 2].k, libc::SECCOMP_RET_ALLOW);
     }
