@@ -25,6 +25,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "ca-certificates",
     "openssh-client",
     "docker.io",
+    "make",
 ];
 
 /// First subordinate id handed out when no range is taken yet.

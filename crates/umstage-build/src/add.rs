@@ -55,7 +55,7 @@ pub(crate) fn place_download(
     dest: &str,
     options: &CopyOptions,
     new_dirs_owner: (u32, u32),
-) -> Result<(), copy::CopyError> {
+) -> Result<(), StepError> {
     let dest_clean = PathBuf::from(crate::config::clean_abs(dest));
     let into_dir = dest.ends_with('/') || copy::is_dir_in(root, &dest_clean);
     let path = if into_dir {
@@ -90,7 +90,7 @@ pub(crate) fn place_download(
         make_dest: false,
         new_dirs_mode: copy::new_dirs_mode(options),
     };
-    copy::execute(root, &plan, new_dirs_owner)
+    copy::execute(root, &plan, new_dirs_owner).map_err(StepError::below)
 }
 
 #[cfg(test)]

@@ -56,10 +56,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The content of `url`: the kept download when the server says it is current, else a new
 /// one (which is kept for the next build).
 pub(crate) fn fetch(
@@ -67,9 +63,24 @@ pub(crate) fn fetch(
     state_root: &Path,
     url: &str,
 ) -> Result<Download, FetchError> {
+    match fetch_once(client, state_root, url) {
+        // Another build replaced the kept content between our reading its record and linking
+        // it: the record now names the new content.
+        Err(FetchError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            fetch_once(client, state_root, url)
+        }
+        done => done,
+    }
+}
+
+fn fetch_once(
+    client: &RegistryClient,
+    state_root: &Path,
+    url: &str,
+) -> Result<Download, FetchError> {
     let dir = state_root
         .join("downloads")
-        .join(hex(&Sha256::digest(url.as_bytes())));
+        .join(hex::encode(Sha256::digest(url.as_bytes())));
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     // Copies open sources with no symlink in their path: the state root may be reached
     // through one.

@@ -58,6 +58,14 @@ pub enum Event {
         /// Which step.
         step: StepId,
     },
+    /// A step was not found in any cache and will run: the first of its inputs that differs
+    /// from the last build of the same step.
+    StepMiss {
+        /// Which step.
+        step: StepId,
+        /// Why, for people: "context file src/main.c changed".
+        reason: String,
+    },
     /// One line of a running step's output.
     StepOutput {
         /// Which step.

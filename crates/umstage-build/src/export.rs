@@ -41,6 +41,8 @@ pub struct ExportContext<'a> {
     pub created: &'a str,
     /// Rootless without subordinate ids.
     pub ignore_chown_errors: bool,
+    /// The build's caches: layers of hits from an imported cache are fetched from there.
+    pub caches: &'a crate::cache::set::CacheSet,
 }
 
 fn other(e: impl Into<Source>) -> BuildError {
@@ -58,7 +60,7 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
     }
-    config.created = Some(ctx.created.to_string());
+    config.created = Some(stamp_history(&mut config, ctx.created));
     let mut descriptors = Vec::with_capacity(state.layers.len());
     for layer in &state.layers {
         descriptors.push(layer.descriptor().map_err(other)?);
@@ -146,8 +148,9 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 .map_err(other)?;
             }
             Output::Local { dest } => with_rootfs(ctx, &state.layers, |rootfs| {
-                fs::create_dir_all(dest)
-                    .map_err(|e| other(format!("creating {}: {e}", dest.display())))?;
+                fs::create_dir_all(dest).map_err(|e| {
+                    other(StepError::during(format!("creating {}", dest.display()), e))
+                })?;
                 let tree = SourceTree::open(rootfs, None, false).map_err(other)?;
                 let target = Root::open(dest).map_err(other)?;
                 let plan = copy::plan(
@@ -188,14 +191,9 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
                 for name in targets {
                     let reference = umstage_oci::reference::parse(name)
                         .map_err(|e| BuildError::input(format!("push target {name}"), e))?;
-                    umstage_oci::registry::block_on(client.push(store, &image, &reference, None))
-                        .map_err(other)?
-                        .map_err(|e| {
-                            BuildError::Other(Box::new(StepError::during(
-                                format!("pushing {name}"),
-                                e,
-                            )))
-                        })?;
+                    push(ctx, &client, &image, &state.layers, &reference).map_err(|e| {
+                        BuildError::Other(Box::new(StepError::during(format!("pushing {name}"), e)))
+                    })?;
                 }
             }
         }
@@ -213,6 +211,67 @@ pub fn export(ctx: &ExportContext<'_>, state: State) -> Result<BuildResult, Buil
         }),
         names,
     })
+}
+
+/// Gives each history entry without a time (a step that changed only the config) the time of
+/// the entry before it, or `build_time` when none has one, and returns the image's creation
+/// time: that of its last entry. So, as with BuildKit, a build whose every step hit gives the
+/// image the build that recorded those steps gave, byte for byte. Under `SOURCE_DATE_EPOCH`
+/// every time is the epoch anyway.
+fn stamp_history(config: &mut umstage_oci::ImageConfig, build_time: &str) -> String {
+    let mut last: Option<String> = None;
+    for entry in &mut config.history {
+        match &entry.created {
+            Some(t) => last = Some(t.clone()),
+            None => entry.created = Some(last.clone().unwrap_or_else(|| build_time.to_string())),
+        }
+    }
+    last.unwrap_or_else(|| build_time.to_string())
+}
+
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    /// The registry client's runtime could not run the push.
+    #[error(transparent)]
+    Runtime(#[from] std::io::Error),
+    /// The registry refused or could not be reached.
+    #[error(transparent)]
+    Registry(#[from] umstage_oci::registry::RegistryError),
+    /// Layers an imported cache holds could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] crate::cache::CacheError),
+}
+
+/// Pushes `image` to `reference`. Layers an imported cache left in the registry are not
+/// downloaded first: blobs the target has are skipped, and those in a cache of the same
+/// registry are mounted from it. Only when that is not enough are the missing layers fetched
+/// and the push made again.
+fn push(
+    ctx: &ExportContext<'_>,
+    client: &umstage_oci::registry::RegistryClient,
+    image: &umstage_oci::Image,
+    layers: &[crate::state::Layer],
+    reference: &umstage_oci::reference::Reference,
+) -> Result<(), PushError> {
+    let mount_from = ctx.caches.mount_source(reference);
+    let attempt = || -> Result<_, PushError> {
+        Ok(umstage_oci::registry::block_on(
+            client.push(ctx.store, image, reference, mount_from),
+        )??)
+    };
+    let all_here = layers
+        .iter()
+        .all(|l| crate::state::parse_digest(&l.digest).is_ok_and(|d| ctx.store.contains(&d)));
+    if all_here {
+        return attempt().map(|_| ());
+    }
+    if let Err(e) = attempt() {
+        tracing::debug!("pushing without the cache's layers failed ({e}); fetching them");
+        ctx.caches.fetch_missing(layers, ctx.store)?;
+        attempt()?;
+    }
+    Ok(())
 }
 
 fn describe(output: &Output) -> String {
@@ -262,8 +321,12 @@ fn write_to(
                 ))
             })?;
             let result = write(Box::new(file)).and_then(|()| {
-                fs::rename(&tmp, path)
-                    .map_err(|e| other(format!("cannot write {}: {e}", path.display())))
+                fs::rename(&tmp, path).map_err(|e| {
+                    other(StepError::during(
+                        format!("cannot write {}", path.display()),
+                        e,
+                    ))
+                })
             });
             if result.is_err() {
                 let _ = fs::remove_file(&tmp);

@@ -14,6 +14,7 @@ use umstage_snapshot::DriverChoice;
 use umstage_snapshot::sandbox::{Network, Ulimit};
 
 use crate::annotation::Annotation;
+use crate::cache::spec::{CacheExport, CacheImport};
 use crate::context::StdinContext;
 use crate::options::{
     ArchiveFormat, BuildContext, Destination, DockerfileSource, OptionError, Output, Secret,
@@ -45,6 +46,10 @@ pub struct BuildFlags {
     pub no_cache: bool,
     /// `--no-cache-filter`.
     pub no_cache_filter: Vec<String>,
+    /// `--cache-from`.
+    pub cache_from: Vec<CacheImport>,
+    /// `--cache-to`.
+    pub cache_to: Vec<CacheExport>,
     /// `--network`.
     pub network: Network,
     /// `--secret`, not yet checked.
@@ -210,6 +215,15 @@ impl BuildFlags {
             return Err(FlagError::DockerfileNotFound(p.clone()));
         }
         let build_args = build_args(&self.build_args, env)?;
+        let mut cache_to = self.cache_to;
+        // As with docker, this build arg asks for the inline cache.
+        if build_args
+            .iter()
+            .any(|(k, v)| k == "BUILDKIT_INLINE_CACHE" && matches!(v.as_str(), "1" | "true"))
+            && !cache_to.contains(&CacheExport::Inline)
+        {
+            cache_to.push(CacheExport::Inline);
+        }
         for secret in &self.secrets {
             secret.check()?;
         }
@@ -259,6 +273,8 @@ impl BuildFlags {
             platform,
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter,
+            cache_from: self.cache_from,
+            cache_to,
             network: self.network,
             secrets: self.secrets,
             ssh,
@@ -478,6 +494,38 @@ mod tests {
             DockerfileSource::Path(dir.path().join("Dockerfile"))
         );
         assert!(p.stdin_context.is_none());
+    }
+
+    #[test]
+    fn load_uses_the_archive_written_or_adds_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let prepare = |outputs: Vec<Output>| {
+            BuildFlags {
+                outputs,
+                load: true,
+                ..flags(dir.path())
+            }
+            .into_request(PathBuf::from("/state"), &mut std::io::empty(), &no_env)
+            .unwrap()
+        };
+        let p = prepare(vec!["out.tar".parse().unwrap()]);
+        assert_eq!(p.load.as_deref(), Some(Path::new("out.tar")));
+        assert!(p.load_dir.is_none());
+        assert_eq!(p.request.outputs.len(), 1);
+        // An OCI-only archive or another kind of output: a temporary archive to load.
+        let p = prepare(vec!["type=oci,dest=oci.tar".parse().unwrap()]);
+        let (Some(archive), Some(tmp)) = (&p.load, &p.load_dir) else {
+            panic!("no archive to load: {p:?}");
+        };
+        assert!(archive.starts_with(tmp.path()));
+        assert_eq!(p.request.outputs.len(), 2);
+        // Without --load nothing is added.
+        let p = BuildFlags {
+            ..flags(dir.path())
+        }
+        .into_request(PathBuf::from("/state"), &mut std::io::empty(), &no_env)
+        .unwrap();
+        assert!(p.load.is_none() && p.request.outputs.is_empty());
     }
 
     #[test]

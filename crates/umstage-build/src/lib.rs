@@ -7,8 +7,9 @@
 //!   [`event::EventSink`]; failures are [`request::BuildError`]s with their exit codes.
 //! - [`flags::BuildFlags`]: the command line's build flags, plain, become a request.
 //! - [`check`]: the build checks only (`--check`).
-//! - [`cache::CacheIndex`] and [`state::State`]: the step cache under the state root, which
-//!   [`prune`] frees.
+//! - [`cache::CacheBackend`] and [`state::State`]: the step cache, under the state root
+//!   ([`cache::CacheIndex`], which [`prune`] frees) and imported or exported
+//!   (`--cache-from`, `--cache-to`).
 //! - [`context::from_stdin`]: a context or Dockerfile given on standard input.
 
 pub mod add;

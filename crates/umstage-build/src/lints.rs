@@ -10,7 +10,7 @@ use crate::request::BuildError;
 /// `# check=error=true`, findings fail the build before it starts, as in BuildKit.
 pub fn report(dockerfile: &Dockerfile, events: &dyn EventSink) -> Result<usize, BuildError> {
     let config = CheckConfig::parse(dockerfile.directives.check.as_deref().unwrap_or(""))
-        .map_err(|e| BuildError::Invalid(format!("{}: # check: {e}", dockerfile.source.name)))?;
+        .map_err(|e| BuildError::input(format!("{}: # check", dockerfile.source.name), e))?;
     let mut findings: Vec<_> = dockerfile
         .lints()
         .into_iter()

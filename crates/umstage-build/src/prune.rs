@@ -14,8 +14,8 @@ use umstage_oci::{ContentStore, StoreError};
 use umstage_snapshot::snapshot::SnapshotError;
 use umstage_snapshot::{DriverChoice, Snapshotter};
 
-use crate::cache::CacheIndex;
-use crate::state::{State, chain_ids};
+use crate::cache::{CacheIndex, Record};
+use crate::state::chain_ids;
 
 /// Pruning stopped before it was done; what it removed so far stays removed.
 #[derive(Debug, thiserror::Error)]
@@ -124,20 +124,20 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
     let mut budget_blobs = HashSet::new();
     let mut removed = 0usize;
     for (key, _) in entries {
-        let Some(state) = cache.get::<State>(&key) else {
+        let Some(record) = cache.get::<Record>(&key) else {
             continue;
         };
-        let extra: u64 = state
-            .layers
+        let layers = record.needs();
+        let extra: u64 = layers
             .iter()
             .filter(|l| !budget_blobs.contains(&l.digest))
             .map(|l| l.size)
             .sum();
         if used + extra <= keep {
             used += extra;
-            budget_blobs.extend(state.layers.iter().map(|l| l.digest.clone()));
-            kept_blobs.extend(state.layers.iter().map(|l| l.digest.clone()));
-            kept_chains.extend(chain_ids(&state.layers));
+            budget_blobs.extend(layers.iter().map(|l| l.digest.clone()));
+            kept_blobs.extend(layers.iter().map(|l| l.digest.clone()));
+            kept_chains.extend(chain_ids(layers));
         } else {
             cache
                 .remove(&key)

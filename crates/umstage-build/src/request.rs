@@ -1,6 +1,7 @@
 //! A build request (everything the command line says) and what a build gives back.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 use umstage_dockerfile::Platform;
@@ -10,6 +11,7 @@ use umstage_snapshot::sandbox::Network;
 use umstage_snapshot::sandbox::Ulimit;
 
 use crate::annotation::Annotation;
+use crate::cache::spec::{CacheExport, CacheImport};
 use crate::error::{Source, StepError};
 use crate::options::{BuildContext, DockerfileSource, Output, Secret, SshAgent};
 use crate::step_options::AddHost;
@@ -37,6 +39,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// Ignore the cache for these stages (names compared case-insensitively).
     pub no_cache_filter: Vec<String>,
+    /// Caches to read step results from (`--cache-from`), after the state root's.
+    pub cache_from: Vec<CacheImport>,
+    /// Caches to write the build's step results to (`--cache-to`).
+    pub cache_to: Vec<CacheExport>,
     /// Network for RUN steps.
     pub network: Network,
     /// Secrets for `RUN --mount=type=secret`.
@@ -144,7 +150,7 @@ pub enum BuildError {
     Invalid(String),
     /// A step failed.
     #[error("{0}")]
-    StepFailed(Box<StepFailure>),
+    StepFailed(#[source] Box<StepFailure>),
     /// Anything else that stopped the build (I/O, registry, sandbox), as its own error.
     #[error(transparent)]
     Other(Source),
@@ -172,7 +178,7 @@ impl BuildError {
 }
 
 /// A failed step, described for the user: where it is and what it printed last.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StepFailure {
     /// The stage's name (or index).
     pub stage: String,
@@ -188,6 +194,16 @@ pub struct StepFailure {
     pub reason: String,
     /// The last lines the step printed.
     pub output_tail: Vec<String>,
+    /// Why, as the error of the operation (`reason` is its message).
+    pub cause: Option<Arc<StepError>>,
+}
+
+impl std::error::Error for StepFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl std::fmt::Display for StepFailure {
@@ -207,5 +223,58 @@ impl std::fmt::Display for StepFailure {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::error::Error as _;
+    use std::path::PathBuf;
+
+    use super::BuildError;
+    use crate::flags::BuildFlags;
+
+    /// The error `check` gives for `dockerfile`, which must fail.
+    fn refusal(dockerfile: &str) -> BuildError {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+        let flags = BuildFlags {
+            context: dir.path().to_path_buf(),
+            ..BuildFlags::default()
+        };
+        let prepared = flags
+            .into_request(
+                PathBuf::from("/nonexistent"),
+                &mut std::io::empty(),
+                &|_| None,
+            )
+            .unwrap();
+        let events = crate::event::Collect::default();
+        crate::check(&prepared.request, &events).unwrap_err()
+    }
+
+    #[test]
+    fn a_dockerfile_error_reaches_the_caller_with_its_place() {
+        let BuildError::Dockerfile(e) = refusal("FROM a\nCOPY --form=x a b\n") else {
+            panic!("not the frontend's error");
+        };
+        assert_eq!((e.span.start.line, e.span.start.col), (2, 6));
+    }
+
+    #[test]
+    fn an_unusable_input_keeps_its_error_as_source() {
+        let e = refusal("# check=error=maybe\nFROM a\n");
+        assert_eq!(e.exit_code(), 2);
+        assert!(matches!(e, BuildError::Input { .. }), "{e:?}");
+        let source = e.source().unwrap();
+        assert!(
+            source.is::<umstage_dockerfile::CheckConfigError>(),
+            "{source:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile: # check: invalid check option error=\"maybe\": use true or false"
+        );
     }
 }

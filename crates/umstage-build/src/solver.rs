@@ -24,6 +24,11 @@ use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
 use umstage_snapshot::Cancel;
 
+use crate::cache::explain::{self, InputLog, Inputs};
+use crate::cache::local::LocalCache;
+use crate::cache::registry::INLINE_KEY;
+use crate::cache::set::CacheSet;
+use crate::cache::spec::CacheExport;
 use crate::cache::{CacheIndex, KeyBuilder};
 use crate::config::{self, StageConfig};
 use crate::copy;
@@ -102,7 +107,6 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         }
     }
     let ignore = load_dockerignore(request)?;
-
     let root = &request.state_root;
     // First of all: from here on a prune keeps what the build names in its lease.
     let lease = Arc::new(Lease::acquire(root).map_err(other)?);
@@ -111,6 +115,10 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         .with_lease(Arc::clone(&lease));
     let snapshotter = LazySnapshotter::new(root.clone(), request.snapshotter);
     let cache = CacheIndex::open(root.join("cache/steps")).map_err(other)?;
+    let registry = registry_client(request);
+    let (imports, registries) =
+        crate::cache::travel::open_imports(&request.cache_from, &registry, &store, events);
+    let caches = CacheSet::new(LocalCache::new(cache), imports, registries);
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let layer_options = LayerOptions {
         compression: first_compression(&request.outputs),
@@ -138,14 +146,15 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         lease: Arc::clone(&lease),
         store,
         snapshotter,
-        cache,
+        caches,
+        inputs_log: InputLog::new(root.join("cache/inputs")),
         digests,
         ignore,
         filtered_context: FilteredContext::default(),
         unpacker: Unpacker::new(lease),
         images: Mutex::new(HashMap::new()),
         cancel: termination_cancel()?,
-        registry: registry_client(request),
+        registry,
         layer_options,
         salt: salt.finish(),
         created: umstage_oci::config::rfc3339(created_secs),
@@ -153,7 +162,9 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     };
 
     let needed = build.graph.required(target);
-    let unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    let mut unused = dockerfile.unconsumed_build_args(&build.args, &needed);
+    // The builder itself consumes this one (it asks for the inline cache).
+    unused.retain(|name| name != "BUILDKIT_INLINE_CACHE");
     if !unused.is_empty() {
         events.emit(Event::Warning {
             message: format!(
@@ -183,7 +194,27 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .sum(),
         target: stage_label(&dockerfile, target),
     });
-    let outcome = run_and_export(&build, &needed, &deps, &task_of);
+    let mut outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+    // A layer of an imported cache that turned out unusable when it was fetched (it does not
+    // match its digest, or is gone) is never used: the build runs again without it, and the
+    // steps that made it run (what ran before is in the local cache by now).
+    for _ in 0..MAX_REBUILDS {
+        let rejected = build.caches.rejected_count();
+        if outcome.is_ok() || rejected == 0 {
+            break;
+        }
+        if let Err(e) = &outcome {
+            events.emit(Event::Warning {
+                message: format!(
+                    "{e}: a layer of an imported cache is unusable; building again without it"
+                ),
+            });
+        }
+        outcome = run_and_export(&build, target, &needed, &deps, &task_of);
+        if build.caches.rejected_count() == rejected {
+            break;
+        }
+    }
     if let Some(cause) = umstage_snapshot::userns::current().and_then(|ns| ns.single_id()) {
         events.emit(Event::Warning {
             message: crate::single_id::summary(cause, &build.unpacker.skipped()),
@@ -197,10 +228,14 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     Ok(result)
 }
 
+/// How many times a build starts again after finding layers of an imported cache unusable.
+const MAX_REBUILDS: usize = 3;
+
 /// Builds the needed stages (`deps`: each one's dependencies as indexes into `needed`; `task_of`
-/// the reverse) and writes the outputs.
+/// the reverse) and writes the outputs, then the caches `--cache-to` names.
 fn run_and_export(
     build: &Build<'_>,
+    target: usize,
     needed: &[usize],
     deps: &[Vec<usize>],
     task_of: &HashMap<usize, usize>,
@@ -228,7 +263,45 @@ fn run_and_export(
         final_state.config.architecture = p.arch.clone();
         final_state.config.variant = (!p.variant.is_empty()).then(|| p.variant.clone());
     }
-    crate::export::export(&build.export_context(), final_state)
+    if request
+        .outputs
+        .iter()
+        .any(|o| !matches!(o, Output::CacheOnly | Output::Registry { .. }))
+    {
+        // Layers of hits from an imported cache are fetched only now that an output needs
+        // them (a push fetches only what the registry lacks).
+        build
+            .caches
+            .fetch_missing(&final_state.layers, &build.store)
+            .map_err(other)?;
+    }
+    // mode=min and the inline cache: the steps of the exported stage and of the stages it is
+    // built FROM.
+    let mut min_stages = std::collections::HashSet::from([target]);
+    let mut stage = target;
+    while let Base::Stage(parent) = build.graph.nodes[stage].base {
+        if !min_stages.insert(parent) {
+            break;
+        }
+        stage = parent;
+    }
+    if request.cache_to.contains(&CacheExport::Inline) {
+        let records = crate::cache::travel::inline_records(&build.caches, &min_stages);
+        final_state.config.extra.insert(
+            INLINE_KEY.into(),
+            serde_json::to_value(records).map_err(other)?,
+        );
+    }
+    let result = crate::export::export(&build.export_context(), final_state)?;
+    crate::cache::travel::export_all(
+        &request.cache_to,
+        &build.caches,
+        &build.registry,
+        &build.store,
+        &min_stages,
+        build.events,
+    )?;
+    Ok(result)
 }
 
 /// A cancel flag raised by SIGINT and SIGTERM, so a running step is stopped and its snapshot
@@ -381,6 +454,7 @@ impl Build<'_> {
         instructions.extend(stage.instructions.iter().cloned());
         let trigger_count = instructions.len() - stage.instructions.len();
 
+        let mut upstream: Option<String> = None;
         let base_env = config::env_pairs(&cfg.image);
         let mut scope = StageScope::new(&self.args, &self.meta, base_env);
         for (n, instruction) in instructions.iter().enumerate() {
@@ -416,8 +490,11 @@ impl Build<'_> {
                 no_cache,
                 lookup,
                 scope: &scope,
+                inputs: Default::default(),
+                upstream: upstream.clone(),
             };
             let cached = step.run(&expanded)?;
+            let mut change = step.record_inputs();
             scope.apply(instruction, &expanded)?;
             if let Command::Arg(decls) = &expanded {
                 // BuildKit records each ARG with the value it resolved to.
@@ -428,12 +505,17 @@ impl Build<'_> {
                         (d.name.clone(), v)
                     })
                     .collect();
+                change = self.arg_inputs(&id, instruction, &key, &values);
                 if let Some(text) = crate::history::created_by(&expanded, &cfg.image, &values) {
                     let mut k = KeyBuilder::new("arg");
                     k.key(&key).str(&text);
                     key = k.finish();
-                    cfg.add_history(text, Some(self.created.clone()), true);
+                    cfg.add_history(text, None, true);
                 }
+            }
+            // What a later step that misses because its parent changed names as the cause.
+            if let Some(reason) = change.filter(|r| r != explain::PARENT_CHANGED) {
+                upstream = Some(format!("line {line}: {reason}"));
             }
             if cached {
                 self.events.emit(Event::StepCached { step: id });
@@ -454,6 +536,36 @@ impl Build<'_> {
     }
 }
 
+impl Build<'_> {
+    /// Records the values an ARG step resolved, as its inputs; returns how they differ from
+    /// the last build of the same step.
+    fn arg_inputs(
+        &self,
+        id: &StepId,
+        instruction: &Instruction,
+        parent: &crate::cache::CacheKey,
+        values: &[(String, Option<String>)],
+    ) -> Option<String> {
+        let mut inputs = Inputs::default();
+        inputs.add(explain::name::PARENT, parent.to_hex());
+        for (name, value) in values {
+            let value = value.clone().unwrap_or_else(|| "(unset)".into());
+            inputs.add(format!("{}{name}", explain::name::BUILD_ARG), value);
+        }
+        let locator = InputLog::locator(
+            &self.request.context.to_string_lossy(),
+            &instruction.source.name,
+            &id.stage,
+            id.step_index,
+        );
+        let before = self.inputs_log.load(&locator);
+        if before.as_ref() != Some(&inputs) {
+            self.inputs_log.save(&locator, &inputs);
+        }
+        inputs.first_difference(&before?)
+    }
+}
+
 impl Step<'_, '_> {
     /// Applies the instruction; returns whether the result came from the cache.
     fn run(&mut self, expanded: &Command) -> Result<bool, BuildError> {
@@ -464,6 +576,7 @@ impl Step<'_, '_> {
                 let dir = self.cfg.set_workdir(path);
                 // Keyed and recorded as the config holds it (BuildKit's history shows that).
                 let workdir = self.cfg.workdir();
+                self.input_parent();
                 self.roll_key("workdir", &workdir);
                 self.fs_step(format!("WORKDIR {workdir}"), |step, root| {
                     let owner = step.owner_of(&root.root, None)?;
@@ -487,8 +600,8 @@ impl Step<'_, '_> {
                 self.metadata(expanded)
             }
             Command::Expose(ports) => {
-                let ports =
-                    umstage_dockerfile::exposed_ports(ports).map_err(|e| self.refused(e))?;
+                let ports = umstage_dockerfile::exposed_ports(ports)
+                    .map_err(|e| self.refused(StepError::below(e)))?;
                 self.cfg.expose(ports);
                 self.metadata(expanded)
             }

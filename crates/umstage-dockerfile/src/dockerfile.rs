@@ -332,7 +332,7 @@ impl Instruction {
                     ports.extend(words);
                 }
                 crate::instructions::exposed_ports(&ports)
-                    .map_err(|m| self.error(ErrorKind::Argument, m))?;
+                    .map_err(|m| self.error(ErrorKind::Argument, m.to_string()))?;
                 Command::Expose(ports)
             }
             Command::Volume(v) => Command::Volume(list(v)?),
@@ -363,8 +363,8 @@ impl Instruction {
         }
         let growth = Growth::default();
         let f = |v: &str| {
-            let expanded = lx.expand_word(v, env).map_err(|e| e.message)?;
-            growth.add(v, &expanded).map_err(|e| e.message)?;
+            let expanded = lx.expand_word(v, env)?;
+            growth.add(v, &expanded)?;
             Ok(expanded)
         };
         run.mount_flags
@@ -373,7 +373,7 @@ impl Instruction {
                 parse_mount(m, Some(&f)).map_err(|msg| {
                     let span =
                         find_in_line(&self.source, self.span.start, "--mount").unwrap_or(self.span);
-                    Error::new(ErrorKind::Flag, &self.source.name, span, msg)
+                    Error::new(ErrorKind::Flag, &self.source.name, span, msg.to_string())
                         .with_source(&self.source.text)
                 })
             })

@@ -29,7 +29,33 @@ pub struct PatternError {
     /// The pattern as written.
     pub pattern: String,
     /// What is wrong.
-    pub reason: String,
+    #[source]
+    pub reason: GlobError,
+}
+
+/// What is wrong with a pattern's glob syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    /// A `!` that excludes nothing.
+    #[error("illegal exclusion pattern: \"!\"")]
+    LoneBang,
+    /// A `[` with no `]`.
+    #[error("missing closing ]")]
+    UnclosedClass,
+    /// A class ending in a lone `\`.
+    #[error("trailing backslash in class")]
+    TrailingBackslash,
+    /// A `]` with no `[`.
+    #[error("unexpected ]")]
+    UnexpectedClose,
+    /// A range whose end comes before its start, such as `[z-a]`.
+    #[error("invalid character class range {lo}-{hi}")]
+    ClassRange {
+        /// The range's start.
+        lo: char,
+        /// The range's end.
+        hi: char,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +205,7 @@ impl Dockerignore {
                     return Err(PatternError {
                         line: i + 1,
                         pattern: raw.to_owned(),
-                        reason: "illegal exclusion pattern: \"!\"".into(),
+                        reason: GlobError::LoneBang,
                     });
                 }
             }
@@ -350,7 +376,7 @@ fn set(bits: &mut [u64], i: usize) {
     bits[i / 64] |= 1 << (i % 64);
 }
 
-fn compile(p: &str) -> Result<Matcher, String> {
+fn compile(p: &str) -> Result<Matcher, GlobError> {
     let toks = tokenize(p)?;
     // Docker treats `**literal` (nothing else special) as a plain suffix test.
     if let Some(Tok::DirStar) = toks.first()
@@ -372,7 +398,7 @@ fn compile(p: &str) -> Result<Matcher, String> {
     })
 }
 
-fn tokenize(p: &str) -> Result<Vec<Tok>, String> {
+fn tokenize(p: &str) -> Result<Vec<Tok>, GlobError> {
     let chars: Vec<char> = p.chars().collect();
     let mut toks = Vec::new();
     let mut i = 0;
@@ -410,7 +436,7 @@ fn tokenize(p: &str) -> Result<Vec<Tok>, String> {
                 let mut first = true;
                 loop {
                     let Some(&c) = chars.get(i) else {
-                        return Err("missing closing ]".into());
+                        return Err(GlobError::UnclosedClass);
                     };
                     i += 1;
                     if c == ']' && !first {
@@ -418,7 +444,7 @@ fn tokenize(p: &str) -> Result<Vec<Tok>, String> {
                     }
                     first = false;
                     let lo = if c == '\\' {
-                        let e = *chars.get(i).ok_or("trailing backslash in class")?;
+                        let e = *chars.get(i).ok_or(GlobError::TrailingBackslash)?;
                         i += 1;
                         e
                     } else {
@@ -430,19 +456,19 @@ fn tokenize(p: &str) -> Result<Vec<Tok>, String> {
                         let mut h = chars[i];
                         i += 1;
                         if h == '\\' {
-                            h = *chars.get(i).ok_or("trailing backslash in class")?;
+                            h = *chars.get(i).ok_or(GlobError::TrailingBackslash)?;
                             i += 1;
                         }
                         hi = h;
                         if hi < lo {
-                            return Err(format!("invalid character class range {lo}-{hi}"));
+                            return Err(GlobError::ClassRange { lo, hi });
                         }
                     }
                     items.push((lo, hi));
                 }
                 toks.push(Tok::Class { negated, items });
             }
-            ']' => return Err("unexpected ]".into()),
+            ']' => return Err(GlobError::UnexpectedClose),
             c => toks.push(Tok::Lit(c)),
         }
     }

@@ -57,17 +57,18 @@ mod syntax;
 
 pub use dockerfile::{Dockerfile, Instruction, SourceFile, Stage, parse, parse_instruction};
 pub use dockerignore::{
-    Dockerignore, Pattern, PatternError, clean_path, ignore_file_candidates, select_ignore_text,
+    Dockerignore, GlobError, Pattern, PatternError, clean_path, ignore_file_candidates,
+    select_ignore_text,
 };
 pub use encoding::decode;
 pub use error::{Error, ErrorDetails, ErrorKind};
 pub use graph::{Base, Edge, EdgeKind, ImageRef, StageGraph, StageNode};
 pub use instructions::{
     Add, ArgDecl, Command, CommandLine, Copy, DEFAULT_SHELL, From, HealthOptions, Healthcheck,
-    INSTRUCTIONS, InlineSource, KeyValue, NetworkMode, Run, RunScript, SecurityMode, Sources,
-    exposed_ports, parse_duration,
+    INSTRUCTIONS, InlineSource, KeyValue, NetworkMode, PortError, Run, RunScript, SecurityMode,
+    Sources, exposed_ports, parse_duration,
 };
-pub use lint::{CheckConfig, Lint};
+pub use lint::{CheckConfig, CheckConfigError, Lint};
 pub use mount::{Mount, MountType, Sharing, parse_mount};
 pub use platform::Platform;
 pub use scope::{
@@ -77,8 +78,8 @@ pub use scope::{
 pub use shell::{EmptyEnv, Env, ExpandError, Expansion, Lexer};
 pub use span::{Pos, Span};
 pub use syntax::{
-    Ast, Directives, Heredoc, MAX_LINE_LEN, Node, Warning, chomp_heredoc, go_quote, parse_ast,
-    parse_heredoc,
+    Ast, Directives, Heredoc, MAX_LINE_LEN, Node, SyntaxError, Warning, chomp_heredoc, go_quote,
+    parse_ast, parse_heredoc,
 };
 
 /// BuildKit's dump of the parse tree for `text`, ending in a newline, as `umstage debug parse` prints it.

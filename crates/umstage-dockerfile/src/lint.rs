@@ -49,9 +49,23 @@ pub struct CheckConfig {
     pub error: bool,
 }
 
+/// A `# check=` directive that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckConfigError {
+    /// A part with no `=`.
+    #[error("invalid check option {0:?}: use skip=RULES;error=BOOL")]
+    NotKeyValue(String),
+    /// `error=` with no boolean.
+    #[error("invalid check option error={0:?}: use true or false")]
+    NotBool(String),
+    /// A key other than `skip` or `error`.
+    #[error("invalid check option {0:?}: use skip or error")]
+    UnknownKey(String),
+}
+
 impl CheckConfig {
     /// Parses `skip=Rule1,Rule2;error=true` (either part optional, as BuildKit reads it).
-    pub fn parse(text: &str) -> Result<CheckConfig, String> {
+    pub fn parse(text: &str) -> Result<CheckConfig, CheckConfigError> {
         let mut config = CheckConfig::default();
         let text = text.trim();
         if text.is_empty() {
@@ -59,9 +73,7 @@ impl CheckConfig {
         }
         for part in text.split(';') {
             let Some((key, value)) = part.split_once('=') else {
-                return Err(format!(
-                    "invalid check option {part:?}: use skip=RULES;error=BOOL"
-                ));
+                return Err(CheckConfigError::NotKeyValue(part.to_owned()));
             };
             match key.trim() {
                 "skip" if value.trim() == "all" => config.skip_all = true,
@@ -71,13 +83,11 @@ impl CheckConfig {
                         "true" | "1" | "t" | "T" | "TRUE" | "True" => true,
                         "false" | "0" | "f" | "F" | "FALSE" | "False" => false,
                         v => {
-                            return Err(format!(
-                                "invalid check option error={v:?}: use true or false"
-                            ));
+                            return Err(CheckConfigError::NotBool(v.to_owned()));
                         }
                     }
                 }
-                k => return Err(format!("invalid check option {k:?}: use skip or error")),
+                k => return Err(CheckConfigError::UnknownKey(k.to_owned())),
             }
         }
         Ok(config)

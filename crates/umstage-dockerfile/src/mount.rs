@@ -1,5 +1,7 @@
 //! `RUN --mount=…` specifications: bind, cache, tmpfs, secret and ssh mounts.
 
+use crate::shell::ExpandError;
+
 /// The kind of a `RUN --mount`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MountType {
@@ -85,11 +87,34 @@ const KEYS: &[&str] = &[
     "env",
 ];
 
+/// Why a `--mount` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountError {
+    /// A field or value that is not allowed, as BuildKit words it.
+    #[error("{0}")]
+    Invalid(String),
+    /// A value's variables could not be expanded.
+    #[error(transparent)]
+    Expand(#[from] ExpandError),
+}
+
+impl From<String> for MountError {
+    fn from(message: String) -> Self {
+        MountError::Invalid(message)
+    }
+}
+
+impl From<&str> for MountError {
+    fn from(message: &str) -> Self {
+        MountError::Invalid(message.to_owned())
+    }
+}
+
 /// An expander for option values: takes the raw value and returns it expanded.
-pub type ValueExpander<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+pub type ValueExpander<'a> = &'a dyn Fn(&str) -> Result<String, ExpandError>;
 
 /// Splits one CSV record the way Go's `encoding/csv` reads it.
-fn csv_fields(s: &str) -> Result<Vec<String>, String> {
+fn csv_fields(s: &str) -> Result<Vec<String>, MountError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -111,7 +136,7 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                         }
                         Some(',') | None => break,
                         Some(_) => {
-                            return Err("failed to parse csv mounts: extraneous or missing \" in quoted-field".into());
+                            return Err(MountError::Invalid("failed to parse csv mounts: extraneous or missing \" in quoted-field".into()));
                         }
                     },
                     Some(c) => field.push(c),
@@ -123,7 +148,9 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                     break;
                 }
                 if c == '"' {
-                    return Err("failed to parse csv mounts: bare \" in non-quoted-field".into());
+                    return Err(MountError::Invalid(
+                        "failed to parse csv mounts: bare \" in non-quoted-field".into(),
+                    ));
                 }
                 field.push(c);
                 chars.next();
@@ -137,11 +164,11 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
     }
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+fn parse_bool(key: &str, v: &str) -> Result<bool, MountError> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("invalid value for {key}: {v}")),
+        _ => Err(MountError::Invalid(format!("invalid value for {key}: {v}"))),
     }
 }
 
@@ -167,7 +194,7 @@ fn parse_size(v: &str) -> Option<u64> {
 }
 
 /// Parses a `--mount` value. Without an expander, values containing `$` are kept raw and checked later.
-pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mount, String> {
+pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mount, MountError> {
     let mut m = Mount::default();
     let mut ro_auto = true;
     let mut deferred_type = false;
@@ -188,14 +215,18 @@ pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mo
                 }
                 "required" => {
                     if !matches!(m.kind, MountType::Secret | MountType::Ssh) && !deferred_type {
-                        return Err(format!(
+                        return Err(MountError::Invalid(format!(
                             "unexpected key '{key}' for mount type '{}'",
                             m.kind
-                        ));
+                        )));
                     }
                     m.required = true;
                 }
-                _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
+                _ => {
+                    return Err(MountError::Invalid(format!(
+                        "invalid field '{field}' must be a key=value pair"
+                    )));
+                }
             }
             continue;
         };
@@ -203,9 +234,9 @@ pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mo
             Some(f) => f(&value)?,
             None => {
                 if key == "from" && value.contains('$') && value.len() > 1 {
-                    return Err(format!(
+                    return Err(MountError::Invalid(format!(
                         "'{key}' doesn't support variable expansion, define alias stage instead"
-                    ));
+                    )));
                 }
                 if value.contains('$') {
                     // Deferred: checked when the step's environment is known.
@@ -235,11 +266,11 @@ pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mo
                             &value,
                             ["bind", "cache", "tmpfs", "secret", "ssh"],
                         );
-                        return Err(format!(
+                        return Err(MountError::Invalid(format!(
                             "unsupported mount type \"{value}\"{}",
                             hint.map(|h| format!(" (did you mean {h}?)"))
                                 .unwrap_or_default()
-                        ));
+                        )));
                     }
                 }
             }
@@ -256,19 +287,19 @@ pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mo
             }
             "required" => {
                 if typed_ok && !matches!(m.kind, MountType::Secret | MountType::Ssh) {
-                    return Err(format!(
+                    return Err(MountError::Invalid(format!(
                         "unexpected key '{key}' for mount type '{}'",
                         m.kind
-                    ));
+                    )));
                 }
                 m.required = parse_bool(&key, &value)?;
             }
             "size" => {
                 if typed_ok && m.kind != MountType::Tmpfs {
-                    return Err(format!(
+                    return Err(MountError::Invalid(format!(
                         "unexpected key '{key}' for mount type '{}'",
                         m.kind
-                    ));
+                    )));
                 }
                 m.size = Some(
                     parse_size(&value)
@@ -281,7 +312,11 @@ pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mo
                     "shared" => Sharing::Shared,
                     "private" => Sharing::Private,
                     "locked" => Sharing::Locked,
-                    _ => return Err(format!("unsupported sharing value \"{value}\"")),
+                    _ => {
+                        return Err(MountError::Invalid(format!(
+                            "unsupported sharing value \"{value}\""
+                        )));
+                    }
                 })
             }
             "mode" => {
@@ -315,13 +350,13 @@ pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mo
     Ok(m)
 }
 
-fn unknown_key(key: &str, field: &str) -> String {
+fn unknown_key(key: &str, field: &str) -> MountError {
     let hint = crate::error::closest(key, KEYS.iter().copied());
-    format!(
+    MountError::Invalid(format!(
         "unexpected key '{key}' in '{field}'{}",
         hint.map(|h| format!(" (did you mean {h}?)"))
             .unwrap_or_default()
-    )
+    ))
 }
 
 fn set_raw(m: &mut Mount, key: &str, value: String) {
@@ -335,7 +370,7 @@ fn set_raw(m: &mut Mount, key: &str, value: String) {
     }
 }
 
-fn validate(m: &mut Mount, ro_auto: bool) -> Result<(), String> {
+fn validate(m: &mut Mount, ro_auto: bool) -> Result<(), MountError> {
     let file_info = matches!(
         m.kind,
         MountType::Secret | MountType::Ssh | MountType::Cache
@@ -347,7 +382,10 @@ fn validate(m: &mut Mount, ro_auto: bool) -> Result<(), String> {
             (m.gid.is_some(), "gid"),
         ] {
             if set {
-                return Err(format!("{name} not allowed for \"{}\" type mounts", m.kind));
+                return Err(MountError::Invalid(format!(
+                    "{name} not allowed for \"{}\" type mounts",
+                    m.kind
+                )));
             }
         }
     }
@@ -356,23 +394,37 @@ fn validate(m: &mut Mount, ro_auto: bool) -> Result<(), String> {
     }
     if m.kind == MountType::Secret {
         if m.from.is_some() {
-            return Err("secret mount should not have a from".into());
+            return Err(MountError::Invalid(
+                "secret mount should not have a from".into(),
+            ));
         }
         if m.sharing.is_some() {
-            return Err("secret mount should not define sharing".into());
+            return Err(MountError::Invalid(
+                "secret mount should not define sharing".into(),
+            ));
         }
         if m.source.is_none() && m.target.is_none() && m.id.is_none() && m.env.is_none() {
-            return Err("invalid secret mount. one of source, target required".into());
+            return Err(MountError::Invalid(
+                "invalid secret mount. one of source, target required".into(),
+            ));
         }
         if m.source.is_some() && m.id.is_some() {
-            return Err("both source and id can't be set".into());
+            return Err(MountError::Invalid(
+                "both source and id can't be set".into(),
+            ));
         }
     }
     if m.sharing.is_some() && m.kind != MountType::Cache {
-        return Err(format!("invalid cache sharing set for {} mount", m.kind));
+        return Err(MountError::Invalid(format!(
+            "invalid cache sharing set for {} mount",
+            m.kind
+        )));
     }
     if m.kind != MountType::Secret && m.env.is_some() {
-        return Err(format!("unexpected key 'env' for mount type '{}'", m.kind));
+        return Err(MountError::Invalid(format!(
+            "unexpected key 'env' for mount type '{}'",
+            m.kind
+        )));
     }
     Ok(())
 }
@@ -422,22 +474,26 @@ mod tests {
         assert!(
             parse_mount("type=nfs,target=/x", None)
                 .unwrap_err()
+                .to_string()
                 .contains("unsupported mount type")
         );
         assert!(
             parse_mount("type=bind,target=/x,mode=0700", None)
                 .unwrap_err()
+                .to_string()
                 .contains("mode not allowed")
         );
         assert!(
             parse_mount("target=/x,tagret=/y", None)
                 .unwrap_err()
+                .to_string()
                 .contains("did you mean target")
         );
         assert!(parse_mount("type=secret", None).is_err());
         assert!(
             parse_mount("type=bind,from=$X,target=/x", None)
                 .unwrap_err()
+                .to_string()
                 .contains("doesn't support variable")
         );
         assert!(parse_mount("type=cache,size=1g,target=/x", None).is_err());
@@ -447,7 +503,7 @@ mod tests {
     fn deferred_values_expand_later() {
         let raw = parse_mount("type=cache,target=$DIR,uid=$UID", None).unwrap();
         assert_eq!(raw.target.as_deref(), Some("$DIR"));
-        let f = |v: &str| -> Result<String, String> {
+        let f = |v: &str| -> Result<String, ExpandError> {
             Ok(v.replace("$DIR", "/c").replace("$UID", "7"))
         };
         let m = parse_mount("type=cache,target=$DIR,uid=$UID", Some(&f)).unwrap();

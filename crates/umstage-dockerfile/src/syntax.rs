@@ -408,11 +408,17 @@ fn parse_ast_inner(file: &str, text: &str) -> Result<Ast, Error> {
         let here = |end_line: usize, end_col: usize| {
             Span::new(Pos::new(start_line, start_col), Pos::new(end_line, end_col))
         };
-        let mut node = node_from_line(&joined, escape, 0)
-            .map_err(|m| Error::new(ErrorKind::Syntax, file, here(current, last_len + 1), m))?;
+        let at_line = |m: SyntaxError| {
+            Error::new(
+                ErrorKind::Syntax,
+                file,
+                here(current, last_len + 1),
+                m.to_string(),
+            )
+        };
+        let mut node = node_from_line(&joined, escape, 0).map_err(at_line)?;
         if can_contain_heredoc(&node) && joined.contains("<<") {
-            let docs = heredocs_from_line(&joined)
-                .map_err(|m| Error::new(ErrorKind::Syntax, file, here(current, last_len + 1), m))?;
+            let docs = heredocs_from_line(&joined).map_err(at_line)?;
             for mut doc in docs {
                 let mut terminated = false;
                 while next < lines.len() {
@@ -470,8 +476,26 @@ fn can_contain_heredoc(node: &Node) -> bool {
     matches!(keyword_lower(&n.keyword, &mut buf), "run" | "copy" | "add") && !n.json
 }
 
+/// A line that cannot be read as an instruction, as BuildKit's parser words it; the
+/// parser places it at its line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SyntaxError(String);
+
+impl From<String> for SyntaxError {
+    fn from(message: String) -> Self {
+        SyntaxError(message)
+    }
+}
+
+impl From<&str> for SyntaxError {
+    fn from(message: &str) -> Self {
+        SyntaxError(message.to_owned())
+    }
+}
+
 /// Finds the heredoc words on an instruction line.
-fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
+fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, SyntaxError> {
     let lexer = Lexer {
         raw_quotes: true,
         raw_escapes: true,
@@ -490,7 +514,7 @@ fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
 }
 
 /// Reads a word of the form `[fd]<<[-]NAME` as a heredoc (with an empty body), or `None`.
-pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
+pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, SyntaxError> {
     let digits = word.bytes().take_while(u8::is_ascii_digit).count();
     let Some(rest) = word[digits..].strip_prefix("<<") else {
         return Ok(None);
@@ -518,9 +542,9 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
     .expand_words(rest, &EmptyEnv)
     .map_err(|e| e.message)?;
     if raw.len() != 1 {
-        return Err(format!(
+        return Err(SyntaxError::from(format!(
             "internal lexing of heredoc produced inconsistent results: {rest}"
-        ));
+        )));
     }
     let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
     let name = words.into_iter().next().unwrap_or_default();
@@ -536,7 +560,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
 
 /// Splits a logical line into a node: keyword, flags, and arguments shaped per keyword.
 /// The caller fills in `original`, `span` and `comments`.
-pub(crate) fn node_from_line(line: &str, escape: char, depth: usize) -> Result<Node, String> {
+pub(crate) fn node_from_line(line: &str, escape: char, depth: usize) -> Result<Node, SyntaxError> {
     let trimmed = line.trim();
     let (keyword, rest) = match trimmed.find(is_ascii_blank) {
         Some(i) => (
@@ -629,7 +653,7 @@ pub(crate) fn keyword_lower<'a>(keyword: &str, buf: &'a mut [u8; 16]) -> &'a str
     std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
-fn json_or(args: &str) -> Result<Option<Vec<String>>, String> {
+fn json_or(args: &str) -> Result<Option<Vec<String>>, SyntaxError> {
     match parse_json_args(args.trim_start()) {
         JsonArgs::Strings(v) => Ok(Some(v)),
         JsonArgs::NotStringArray => {
@@ -778,17 +802,17 @@ pub(crate) fn words(rest: &str, escape: char) -> Vec<&str> {
     out
 }
 
-fn name_values(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, String> {
+fn name_values(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, SyntaxError> {
     let ws = words(rest, escape);
     let Some(first) = ws.first() else {
         return Ok(Vec::new());
     };
     if !first.contains('=') {
         let Some(i) = rest.find(is_ascii_blank) else {
-            return Err(format!(
+            return Err(SyntaxError::from(format!(
                 "{} must have two arguments",
                 keyword.to_uppercase()
-            ));
+            )));
         };
         let value = rest[i..].trim_start_matches(is_ascii_blank);
         return Ok(vec![rest[..i].to_owned(), value.to_owned(), String::new()]);
@@ -796,9 +820,9 @@ fn name_values(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, S
     let mut out = Vec::with_capacity(ws.len() * 3);
     for w in ws {
         let Some((k, v)) = w.split_once('=') else {
-            return Err(format!(
+            return Err(SyntaxError::from(format!(
                 "Syntax error - can't find = in \"{w}\". Must be of the form: name=value"
-            ));
+            )));
         };
         out.push(k.to_owned());
         out.push(v.to_owned());

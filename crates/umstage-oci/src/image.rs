@@ -113,10 +113,15 @@ impl Default for Platform {
     }
 }
 
-impl std::str::FromStr for Platform {
-    type Err = String;
+/// A platform that is not `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform {0:?} (expected os/arch[/variant])")]
+pub struct PlatformError(String);
 
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
+impl std::str::FromStr for Platform {
+    type Err = PlatformError;
+
+    fn from_str(text: &str) -> std::result::Result<Self, PlatformError> {
         let parts: Vec<&str> = text.split('/').collect();
         match parts.as_slice() {
             [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self {
@@ -131,9 +136,7 @@ impl std::str::FromStr for Platform {
                     variant: Some((*variant).into()),
                 })
             }
-            _ => Err(format!(
-                "invalid platform {text:?} (expected os/arch[/variant])"
-            )),
+            _ => Err(PlatformError(text.to_owned())),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The registry client: pull and push images between a registry and the content store, on top
 //! of the `oci-client` crate (transport, token handshake, chunked uploads).
 
+mod artifact;
 mod clients;
 mod download;
 mod error;
@@ -241,6 +242,27 @@ impl RegistryClient {
         reference: &Reference,
         platform: &Platform,
     ) -> Result<Image> {
+        self.pull_with(store, reference, platform, true).await
+    }
+
+    /// Pulls `reference`'s manifest and config for `platform` into `store`, not its layers
+    /// (fetch them with [`RegistryClient::pull_blobs`] when they are needed).
+    pub async fn pull_metadata(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<Image> {
+        self.pull_with(store, reference, platform, false).await
+    }
+
+    async fn pull_with(
+        &self,
+        store: &ContentStore,
+        reference: &Reference,
+        platform: &Platform,
+        with_layers: bool,
+    ) -> Result<Image> {
         let session = self.session(reference, RegistryOperation::Pull).await?;
         let mut manifest_digest = self
             .fetch_manifest(&session, store, reference, reference.digest())
@@ -278,7 +300,9 @@ impl RegistryClient {
             ));
         }
         let mut blobs = vec![manifest.config().clone()];
-        blobs.extend(manifest.layers().iter().cloned());
+        if with_layers {
+            blobs.extend(manifest.layers().iter().cloned());
+        }
         let session = &session;
         stream::iter(
             blobs

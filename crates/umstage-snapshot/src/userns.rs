@@ -150,13 +150,55 @@ pub enum UsernsError {
     },
     /// Writing the id maps failed even with a single-id map.
     #[error("cannot write the user namespace id map: {0}")]
-    Map(String),
+    Map(#[source] IdMapError),
     /// Re-executing `/proc/self/exe` failed.
     #[error("cannot re-execute umstage into a user namespace: {0}")]
     Spawn(std::io::Error),
     /// The socket between parent and child failed.
     #[error("user namespace handshake failed: {0}")]
     Handshake(std::io::Error),
+}
+
+/// Why the id maps of the child's namespace could not be written, or taken up inside it.
+#[derive(Debug, thiserror::Error)]
+pub enum IdMapError {
+    /// `newuidmap` or `newgidmap` could not be started.
+    #[error("cannot run {tool}: {source} (fix: install the uidmap package)")]
+    Spawn {
+        /// The tool.
+        tool: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `newuidmap` or `newgidmap` refused the map.
+    #[error("{tool} failed with {status}: {detail}")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// The first line it printed on standard error.
+        detail: String,
+    },
+    /// A `/proc/PID/{uid_map,gid_map,setgroups}` file could not be written.
+    #[error("writing {}: {source}", path.display())]
+    Proc {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Becoming root inside the namespace failed.
+    #[error("{call} in the user namespace: {source}")]
+    BecomeRoot {
+        /// The call, such as `setresuid(0)`.
+        call: &'static str,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
 }
 
 static INSIDE: OnceLock<UserNamespace> = OnceLock::new();
@@ -408,7 +450,7 @@ pub(crate) fn find_in_path(tool: &str) -> Option<PathBuf> {
 
 enum ChildEnd {
     Exited(std::process::ExitStatus),
-    MapFailed(String),
+    MapFailed(IdMapError),
 }
 
 /// The parent's answer to the child once the maps are written.
@@ -545,7 +587,7 @@ fn send_answer(stream: &mut UnixStream, answer: &Answer) -> std::io::Result<()> 
 }
 
 /// Writes the child's uid and gid maps as the plan says; the error is one line for the user.
-fn write_maps(pid: Pid, plan: &Plan) -> Result<(), String> {
+fn write_maps(pid: Pid, plan: &Plan) -> Result<(), IdMapError> {
     match plan.mode {
         Mode::Subordinate => {
             run_map_tool("newuidmap", pid, &plan.uid_map)?;
@@ -568,11 +610,14 @@ fn map_text(map: &[IdRange]) -> String {
         .collect()
 }
 
-fn write_proc(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+fn write_proc(path: &Path, text: &str) -> Result<(), IdMapError> {
+    std::fs::write(path, text).map_err(|source| IdMapError::Proc {
+        path: path.to_owned(),
+        source,
+    })
 }
 
-fn run_map_tool(tool: &str, pid: Pid, map: &[IdRange]) -> Result<(), String> {
+fn run_map_tool(tool: &str, pid: Pid, map: &[IdRange]) -> Result<(), IdMapError> {
     let mut command = Command::new(tool);
     command.arg(pid.to_string());
     for range in map {
@@ -582,9 +627,10 @@ fn run_map_tool(tool: &str, pid: Pid, map: &[IdRange]) -> Result<(), String> {
             range.count.to_string(),
         ]);
     }
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run {tool}: {e} (fix: install the uidmap package)"))?;
+    let output = command.output().map_err(|source| IdMapError::Spawn {
+        tool: tool.to_owned(),
+        source,
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -595,7 +641,11 @@ fn run_map_tool(tool: &str, pid: Pid, map: &[IdRange]) -> Result<(), String> {
         .unwrap_or("no message")
         .trim()
         .to_string();
-    Err(format!("{tool} failed with {}: {detail}", output.status))
+    Err(IdMapError::Tool {
+        tool: tool.to_owned(),
+        status: output.status,
+        detail,
+    })
 }
 
 /// Waits for the child, forwarding the blocked termination signals to it.
@@ -716,7 +766,8 @@ fn handshake_as_child(mut stream: UnixStream) -> Result<UserNamespace, Option<St
         Ok(Answer::Entered(inside)) => inside,
         Ok(Answer::Abort) | Err(_) => return Err(None),
     };
-    become_root(&inside).map_err(Some)?;
+    // The parent reads the reason over the socket, as text.
+    become_root(&inside).map_err(|e| Some(e.to_string()))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| Some(format!("PR_SET_PDEATHSIG: {e}")))?;
     if nix::unistd::getppid() != parent {
@@ -739,16 +790,15 @@ fn handshake_as_child(mut stream: UnixStream) -> Result<UserNamespace, Option<St
     Ok(inside)
 }
 
-fn become_root(inside: &UserNamespace) -> Result<(), String> {
+fn become_root(inside: &UserNamespace) -> Result<(), IdMapError> {
     let root_gid = Gid::from_raw(0);
     let root_uid = Uid::from_raw(0);
-    nix::unistd::setresgid(root_gid, root_gid, root_gid)
-        .map_err(|e| format!("setresgid(0) in the user namespace: {e}"))?;
+    let failed = |call| move |source| IdMapError::BecomeRoot { call, source };
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(failed("setresgid(0)"))?;
     if inside.mode != Mode::SingleId {
-        nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups in the user namespace: {e}"))?;
+        nix::unistd::setgroups(&[]).map_err(failed("setgroups"))?;
     }
-    nix::unistd::setresuid(root_uid, root_uid, root_uid)
-        .map_err(|e| format!("setresuid(0) in the user namespace: {e}"))
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(failed("setresuid(0)"))
 }
 
 #[cfg(test)]

@@ -183,20 +183,32 @@ impl Drop for Registry {
     }
 }
 
-fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+/// Why a started registry never answered.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    /// It exited.
+    #[error("docker-registry exited ({0})")]
+    Exited(std::process::ExitStatus),
+    /// It did not answer in time.
+    #[error("docker-registry did not answer on 127.0.0.1:{port} within {READY_TIMEOUT:?}")]
+    Silent {
+        /// Its port.
+        port: u16,
+    },
+}
+
+fn wait_ready(child: &mut Child, port: u16) -> Result<(), NotReady> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("docker-registry exited ({status})"));
+            return Err(NotReady::Exited(status));
         }
         // 401 means up with auth on: the registry answers before checking credentials.
         if let Ok(200 | 401) = http_get_status(port, "/v2/") {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "docker-registry did not answer on 127.0.0.1:{port} within {READY_TIMEOUT:?}"
-            ));
+            return Err(NotReady::Silent { port });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -128,12 +128,29 @@ pub struct BuildArgs {
     pub platform: Option<String>,
 
     /// Do not use the cache for any step
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub no_cache: bool,
 
     /// Do not use the cache for these stages (repeatable or comma-separated)
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+
+    /// Read step results from a cache (repeatable): type=local,src=DIR[,digest=D], type=registry,ref=REF, or REF
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = umstage_build::cache::spec::parse_import)]
+    pub cache_from: Vec<umstage_build::cache::spec::CacheImport>,
+
+    /// Write the build's step results to a cache (repeatable): type=local,dest=DIR[,mode=min|max], type=registry,ref=REF[,mode=min|max] or type=inline
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = umstage_build::cache::spec::parse_export)]
+    pub cache_to: Vec<umstage_build::cache::spec::CacheExport>,
 
     /// Progress display
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
@@ -184,7 +201,16 @@ pub struct BuildArgs {
     pub insecure_registries: Vec<String>,
 
     /// Push the image to the registry named by -t (same as --output type=registry)
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub push: bool,
 
     /// Run the build checks (lint rules) only, build nothing; exit 1 if any is found
@@ -192,7 +218,16 @@ pub struct BuildArgs {
     pub check: bool,
 
     /// Resolve base image tags in the registry again: umstage always does, on every build (accepted as docker and buildx take it)
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub pull: bool,
 
     /// Add a line to RUN's /etc/hosts (repeatable): HOST:IP (or HOST=IP)
@@ -212,7 +247,16 @@ pub struct BuildArgs {
     pub annotations: Vec<umstage_build::annotation::Annotation>,
 
     /// Load the image into docker (or podman, whichever is there) when the build is done
-    #[arg(long)]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        hide_possible_values = true,
+        value_name = "BOOL"
+    )]
     pub load: bool,
 
     /// Stages to build at the same time [default: twice the number of cores]
@@ -363,6 +407,16 @@ mod tests {
             "--push",
             "-j",
             "2",
+            "--pull",
+            "--add-host",
+            "db:10.0.0.1",
+            "--shm-size",
+            "1g",
+            "--ulimit",
+            "nofile=10:20",
+            "--annotation",
+            "index:k=v",
+            "--load",
             ".",
         ]);
         let Ok(Cli {
@@ -378,6 +432,39 @@ mod tests {
         assert_eq!(b.no_cache_filter, ["a", "b"]);
         assert_eq!(b.network, Network::None);
         assert_eq!(b.jobs, Some(2));
+        assert!(b.pull && b.load);
+        assert_eq!(b.add_hosts.len(), 1);
+        assert_eq!(b.shm_size, Some(1 << 30));
+        assert_eq!((b.ulimits.len(), b.annotations.len()), (1, 1));
+    }
+
+    #[test]
+    fn docker_boolean_flags_take_an_optional_value_as_pflag_does() {
+        let build = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Build(b),
+                ..
+            }) => Some((b.pull, b.no_cache, b.push, b.load)),
+            _ => None,
+        };
+        let base = ["umstage", "build"];
+        let with = |extra: &[&'static str]| {
+            let mut a: Vec<&str> = base.to_vec();
+            a.extend_from_slice(extra);
+            a.push(".");
+            build(&a)
+        };
+        assert_eq!(
+            with(&["--pull", "--no-cache"]),
+            Some((true, true, false, false))
+        );
+        assert_eq!(
+            with(&["--pull=true", "--no-cache=false", "--load=true"]),
+            Some((true, false, false, true))
+        );
+        assert_eq!(with(&[]), Some((false, false, false, false)));
+        // The value needs its `=`: a bare word after the flag is still the context.
+        assert_eq!(with(&["--pull=maybe"]), None);
     }
 
     #[test]

@@ -326,6 +326,8 @@ fn build_flags(a: &BuildArgs) -> BuildFlags {
         platform: a.platform.clone(),
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
+        cache_from: a.cache_from.clone(),
+        cache_to: a.cache_to.clone(),
         network: a.network,
         secrets: a.secrets.clone(),
         ssh: a.ssh.clone(),

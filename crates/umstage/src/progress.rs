@@ -136,6 +136,10 @@ impl EventSink for Plain {
                 let n = st.number(&step);
                 writeln!(out, "#{n} CACHED")
             }
+            Event::StepMiss { step, reason } => {
+                let n = st.number(&step);
+                writeln!(out, "#{n} cache miss: {reason}")
+            }
             Event::StepOutput { step, line, .. } => {
                 let n = st.number(&step);
                 let t = st
@@ -289,6 +293,32 @@ fn fit(s: &str, width: usize) -> String {
     }
 }
 
+/// Splits `text` into lines of at most `width` characters, at spaces where it can.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            let rest = word.chars().skip(width).collect();
+            lines.push(word.chars().take(width).collect());
+            word = rest;
+        }
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    lines.push(line);
+    lines
+}
+
 /// Replaces control characters so a step's output cannot move the cursor under the view.
 fn sanitize(line: &str) -> String {
     line.chars()
@@ -385,6 +415,8 @@ impl EventSink for Live {
                     ));
                 }
             }
+            // The live view has no room for it; plain and rawjson show it.
+            Event::StepMiss { .. } => {}
             Event::StepOutput { step, line, .. } => {
                 if let Some(r) = st.running.iter_mut().find(|r| r.step == step) {
                     if r.tail.len() == TAIL_LINES {
@@ -416,8 +448,16 @@ impl EventSink for Live {
                 }
             }
             Event::Warning { message } => {
-                st.permanent
-                    .push(format!("\x1b[33mWARNING:\x1b[0m {message}"));
+                // Wrapped, not cut to the terminal as other lines are: a warning's end is
+                // often its fix. The budget leaves room for the prefix and its colour codes.
+                let width = terminal_size().0.saturating_sub(18).max(20);
+                for (i, part) in wrap(&message, width).into_iter().enumerate() {
+                    st.permanent.push(if i == 0 {
+                        format!("\x1b[33mWARNING:\x1b[0m {part}")
+                    } else {
+                        format!("         {part}")
+                    });
+                }
             }
             Event::Sandbox { tier, reason } => {
                 st.permanent
@@ -485,6 +525,17 @@ mod tests {
     #[test]
     fn step_output_cannot_inject_terminal_controls() {
         assert_eq!(sanitize("a\x1b[2Jb\tc"), "a�[2Jb    c");
+    }
+
+    #[test]
+    fn warnings_wrap_at_spaces_and_keep_every_word() {
+        assert_eq!(wrap("aa bb cc", 5), ["aa bb", "cc"]);
+        assert_eq!(wrap("abcdefgh ij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("short", 80), ["short"]);
+        let long = "single-id mode (no range): only your id. Fix: sudo usermod --add-subuids 165536-231071 bob";
+        let lines = wrap(long, 30);
+        assert!(lines.iter().all(|l| l.chars().count() <= 30), "{lines:?}");
+        assert_eq!(lines.join(" "), long);
     }
 
     #[test]

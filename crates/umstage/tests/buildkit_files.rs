@@ -434,3 +434,52 @@ fn add_of_an_archive_with_a_link_to_its_parent_resolves_in_the_destination() -> 
     assert!(!image.path("/etc/myfile").exists());
     Ok(())
 }
+
+/// Hard links stay linked: in a `type=local` output as in `type=tar` and in the image, and in
+/// a COPY of a directory holding them (BuildKit's copier links what its source links).
+#[test]
+fn hard_links_stay_linked_in_local_outputs_and_copies() -> TestResult {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("tree/a", "shared\n"),
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN mkdir /made && echo made > /made/one && ln /made/one /made/two\n\
+                 COPY tree /copied/\n",
+            ),
+        ],
+    )?;
+    fs::hard_link(ctx.join("tree/a"), ctx.join("tree/b"))?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    let local = env.path("rootfs");
+    let out = env.build(
+        &ctx,
+        "image.tar",
+        &["-o", &format!("type=local,dest={}", local.display())],
+    );
+    assert_ok(&out);
+    for (a, b) in [("made/one", "made/two"), ("copied/a", "copied/b")] {
+        let (ma, mb) = (
+            fs::symlink_metadata(local.join(a))?,
+            fs::symlink_metadata(local.join(b))?,
+        );
+        assert_eq!((ma.dev(), ma.ino()), (mb.dev(), mb.ino()), "{a} and {b}");
+        assert_eq!(ma.nlink(), 2, "{a}");
+    }
+    let image = layers(&env, "image.tar")?;
+    let links: Vec<&TarEntry> = image
+        .layers
+        .iter()
+        .flat_map(|l| l.entries.iter())
+        .filter(|e| e.kind() == 'h')
+        .collect();
+    assert!(
+        links.iter().any(|e| e.path.starts_with("copied/")),
+        "{links:?}"
+    );
+    Ok(())
+}

@@ -325,6 +325,54 @@ fn progress_modes_quiet_and_rawjson() -> TestResult {
 }
 
 #[test]
+fn rawjson_build_checks_are_solve_status_warnings() -> TestResult {
+    use base64::Engine as _;
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nCMD echo not-json\n")],
+    )?;
+    let out = env.build(&ctx, "w.tar", &["--progress", "rawjson"]);
+    assert_ok(&out);
+    let statuses: Vec<Value> = stderr(&out)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let warnings: Vec<&Value> = statuses
+        .iter()
+        .filter_map(|s| s["warnings"].as_array())
+        .flatten()
+        .collect();
+    let Some(w) = warnings.first() else {
+        return Err(format!("no warning: {}", text(&out)).into());
+    };
+    let short = base64::engine::general_purpose::STANDARD
+        .decode(w["short"].as_str().unwrap_or_default())?;
+    assert!(
+        String::from_utf8(short)?.starts_with("JSONArgsRecommended: "),
+        "{w}"
+    );
+    assert_eq!(w["level"], 1, "{w}");
+    assert_eq!(w["sourceInfo"]["filename"], "Dockerfile", "{w}");
+    assert_eq!(w["range"][0]["start"]["line"], 2, "{w}");
+    assert!(
+        w["url"].as_str().is_some_and(|u| u.starts_with("https://")),
+        "{w}"
+    );
+    // The vertex it names was sent, complete.
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s["vertexes"].as_array().is_some_and(|v| v
+                .iter()
+                .any(|v| v["digest"] == w["vertex"] && v["completed"].is_string()))),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+#[test]
 fn a_dockerfile_specific_ignore_file_wins_over_the_context_one() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(

@@ -109,3 +109,43 @@ fn docker_load_reads_the_default_archive_and_the_docker_output() -> TestResult {
     assert!(loaded.contains("umstage-e2e/loaded:1"), "{loaded}");
     Ok(())
 }
+
+#[test]
+fn load_flag_hands_the_image_to_docker_when_its_daemon_answers() -> TestResult {
+    if !umstage_testutil::is_root() {
+        let why = "docker_load: SKIPPED: starting a private dockerd needs root";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("{why}");
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nRUN echo built > /b\n")],
+    )?;
+    let daemon = Daemon::start()?;
+    // The test user reaches this root daemon as a member of a docker group would.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(daemon._dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666))?;
+    let host = format!("unix://{}", daemon.socket.display());
+    let mut args = env.build_args("image.tar");
+    args.extend(["-t".into(), "umstage-e2e/flag:1".into(), "--load".into()]);
+    args.push(ctx.to_string_lossy().into_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.umstage(&args, &[("DOCKER_HOST", &host)]);
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("loading the image into docker (docker load)"),
+        "{log}"
+    );
+    assert!(log.contains("Loaded image: umstage-e2e/flag:1"), "{log}");
+    let image = daemon.inspect("umstage-e2e/flag:1")?;
+    assert_eq!(
+        image["RootFS"]["Layers"].as_array().map(Vec::len),
+        Some(2),
+        "{image}"
+    );
+    Ok(())
+}

@@ -64,11 +64,13 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Ve
 
 /// `umstage build` of a context whose Dockerfile starts `FROM base`, with no CA certificates.
 fn build_without_roots(env: &Env, base: &str) -> Output {
+    build_dockerfile_without_roots(env, &format!("FROM {base}\nRUN echo ok > /ok\n"))
+}
+
+/// `umstage build` of a context holding only `dockerfile`, with no CA certificates.
+fn build_dockerfile_without_roots(env: &Env, dockerfile: &str) -> Output {
     let ctx = env
-        .context(
-            "ctx",
-            &[("Dockerfile", &format!("FROM {base}\nRUN echo ok > /ok\n"))],
-        )
+        .context("ctx", &[("Dockerfile", dockerfile)])
         .expect("cannot write the context");
     let empty_bundle = env.path("empty-ca-bundle.pem");
     std::fs::write(&empty_bundle, "").expect("cannot write the empty bundle");
@@ -108,6 +110,46 @@ fn an_https_registry_without_ca_certificates_fails_cleanly_naming_it() -> TestRe
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("registry.umstage-test.invalid"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr.contains("panicked"), "{}", text(&out));
+    Ok(())
+}
+
+/// ADD's URLs go through the registries' HTTP client: a plain-HTTP URL needs no roots, and an
+/// HTTPS one fails cleanly, naming it.
+#[test]
+fn add_of_a_url_without_ca_certificates_works_over_http_and_fails_cleanly_over_https() -> TestResult
+{
+    use std::io::Write;
+    let env = Env::new()?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(1) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nfetch\n",
+            );
+        }
+    });
+    let out = build_dockerfile_without_roots(
+        &env,
+        &format!("FROM scratch\nADD http://127.0.0.1:{port}/x /x\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = build_dockerfile_without_roots(
+        &env,
+        "FROM scratch\nADD https://download.umstage-test.invalid/x /x\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("download.umstage-test.invalid"),
         "{}",
         text(&out)
     );

@@ -8,11 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use umstage_dockerfile::{Command, Dockerignore};
 use umstage_oci::inroot::Root;
 
-use crate::cache::KeyBuilder;
+use crate::cache::{KeyBuilder, explain};
 use crate::config;
 use crate::copy::{self, CopyOptions, Item, ItemKind, SourceTree};
 use crate::download::Download;
 use crate::error::StepError;
+use crate::ops::content::Probe;
 use crate::ops::layer::MountedRoot;
 use crate::ops::step::{StageOutput, Step, other};
 use crate::options::NamedContext;
@@ -95,7 +96,7 @@ impl Step<'_, '_> {
         }
         let out = build
             .image(&expanded, &build.platform())
-            .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+            .map_err(|e| self.failed(e))?;
         Ok(Some(CopySource::State(
             Box::new(out),
             format!("image {expanded}"),
@@ -130,7 +131,7 @@ impl Step<'_, '_> {
                 ),
                 _ => return Ok(false),
             };
-        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let fail = |e: StepError| self.failed(e);
         for path in &sources.paths {
             if is_add && is_git_url(path) {
                 return Err(fail(StepError::Refused(format!(
@@ -191,6 +192,8 @@ impl Step<'_, '_> {
             sources.paths.iter().partition(|p| is_add && is_url(p));
         let local: Vec<String> = local.into_iter().cloned().collect();
 
+        self.input_parent();
+        self.input("destination", dest.clone());
         let mut k = KeyBuilder::new(if is_add { "add" } else { "copy" });
         k.key(self.key).str(&dest);
         k.opt_str(chown.as_deref()).opt_str(chmod.as_deref());
@@ -221,14 +224,10 @@ impl Step<'_, '_> {
                 // because where entries land and who owns them depend on that root.
                 let plan = copy::plan(&tree, &local, &dest, &options, &|_| false)
                     .map_err(|e| fail(self.copy_error(e, &source)))?;
-                self.key_plan(&mut k, &plan, *use_ignore).map_err(fail)?;
+                self.key_plan(&mut k, &plan, *use_ignore, false)
+                    .map_err(fail)?;
             }
-            CopySource::State(out, _) => {
-                k.key(&out.key);
-                for p in &local {
-                    k.str(p);
-                }
-            }
+            CopySource::State(..) => {}
         }
         // As BuildKit's HTTP source: a URL pinned by --checksum is keyed by it and fetched
         // only on a miss; any other is revalidated now and keyed by the content it has.
@@ -246,11 +245,32 @@ impl Step<'_, '_> {
             };
             remote_files.push(((*url).clone(), download));
         }
-        *self.key = k.finish();
+        let cheap_key = match &source {
+            CopySource::State(out, _) => {
+                let mut cheap = k.clone();
+                cheap.str("stage").key(&out.key);
+                for p in &local {
+                    cheap.str(p);
+                }
+                *self.key = cheap.finish();
+                let content = |step: &Self| {
+                    let read = step.stage_content(out, &local, &options)?;
+                    Ok(k.clone().str("content").key(&read).finish())
+                };
+                match self.probe_stage_key(content)? {
+                    Probe::Hit(state) => return Ok(self.use_cached(*state)),
+                    Probe::Miss(cheap) => Some(cheap),
+                }
+            }
+            CopySource::Dir { .. } => {
+                *self.key = k.finish();
+                None
+            }
+        };
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[])
             .unwrap_or_else(|| format!("{} # buildkit", self.instruction.original));
 
-        self.fs_step(created_by, |step, mounted| {
+        let cached = self.fs_step(created_by, |step, mounted| {
             step.do_copy(
                 mounted,
                 &source,
@@ -263,22 +283,37 @@ impl Step<'_, '_> {
                 (is_add && unpack != Some(false), unpack == Some(true)),
                 &sources.inline,
             )
-        })
+        })?;
+        if let Some(cheap) = cheap_key {
+            self.alias(cheap);
+        }
+        Ok(cached)
     }
 
     /// Adds what a step reads from a directory to `k`: each planned entry's path, destination,
-    /// mode and kind, and a file's content digest (remembered across builds for the build
-    /// context, whose `.dockerignore` applies).
+    /// mode and kind (and owner, with `owners`: a stage's files keep theirs when copied), and a
+    /// file's content digest (remembered across builds for the build context, whose
+    /// `.dockerignore` applies).
     pub(crate) fn key_plan(
         &self,
         k: &mut KeyBuilder,
         plan: &copy::Plan,
         context: bool,
+        owners: bool,
     ) -> Result<(), StepError> {
+        let prefix = if context {
+            explain::name::CONTEXT_FILE
+        } else {
+            explain::name::FILE
+        };
         for item in &plan.items {
             k.str(&item.src_rel.to_string_lossy());
             k.str(&item.dest.to_string_lossy());
             k.u64(u64::from(item.mode));
+            if owners {
+                k.u64(u64::from(item.uid)).u64(u64::from(item.gid));
+            }
+            let name = format!("{prefix}{}", item.src_rel.display());
             match &item.kind {
                 ItemKind::File => {
                     let meta = match &item.stat {
@@ -293,9 +328,11 @@ impl Step<'_, '_> {
                     }
                     .map_err(|e| StepError::during(format!("{}", item.src_rel.display()), e))?;
                     k.bytes(&digest);
+                    self.input(name, format!("{:o} {}", item.mode, hex::encode(digest)));
                 }
                 ItemKind::Symlink(t) => {
                     k.str("symlink").str(&t.to_string_lossy());
+                    self.input(name, format!("symlink to {}", t.display()));
                 }
                 ItemKind::Dir => {
                     k.str("dir");
@@ -449,8 +486,7 @@ impl Step<'_, '_> {
                         dest,
                         &options,
                         new_dirs_owner,
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                 }
             }
             if !inline.is_empty() {

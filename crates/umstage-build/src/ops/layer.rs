@@ -6,6 +6,8 @@ use umstage_oci::inroot::Root;
 use umstage_oci::layer::write_layer;
 use umstage_oci::store::StoreError;
 
+use crate::cache::Record;
+use crate::cache::set::Source;
 use crate::error::StepError;
 use crate::event::Event;
 use crate::ids::unique_key;
@@ -19,18 +21,54 @@ pub(crate) struct MountedRoot {
 }
 
 impl Step<'_, '_> {
-    /// The cached result for the current key, if it is complete.
-    pub(crate) fn cached(&self) -> Option<State> {
+    /// The cached result for the current key, if a cache holds a usable one: the state root's
+    /// first, then each imported cache. A hit through an alias moves the key to the one that
+    /// holds the result, so the steps after it are keyed alike however this one was found.
+    pub(crate) fn cached(&mut self) -> Option<State> {
         if self.no_cache {
             return None;
         }
-        let state: State = self.build.cache.get(self.key)?;
-        let complete = state
-            .layers
-            .iter()
-            .all(|l| parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d)));
+        let caches = &self.build.caches;
+        for source in caches.sources() {
+            let Some((key, state)) = caches.resolve(source, self.key) else {
+                continue;
+            };
+            if source == Source::Local && !self.local_hit_usable(&state) {
+                continue;
+            }
+            caches.adopt(source, &state, &self.build.store);
+            if source == Source::Local {
+                caches.local().touch(&key);
+            }
+            if key != *self.key {
+                caches.note(
+                    self.id.stage_index,
+                    self.key,
+                    Record::Alias {
+                        same_as: key.to_hex(),
+                    },
+                );
+            }
+            caches.note(
+                self.id.stage_index,
+                &key,
+                Record::Result(Box::new(state.clone())),
+            );
+            *self.key = key;
+            return Some(state);
+        }
+        None
+    }
+
+    /// Whether a hit of the state root's cache has all its layers, intact (a base image's
+    /// layers may still be in its registry, fetched when needed).
+    fn local_hit_usable(&self, state: &State) -> bool {
+        let complete = state.layers.iter().all(|l| {
+            parse_digest(&l.digest).is_ok_and(|d| self.build.store.contains(&d))
+                || self.build.caches.can_fetch(&l.digest)
+        });
         if !complete {
-            return None;
+            return false;
         }
         // The layers this step added were made here, not pulled: one that no longer matches
         // its digest (verify removes it) makes the entry a miss, so the step runs and remakes
@@ -53,10 +91,9 @@ impl Step<'_, '_> {
                     self.instruction.source.name, self.instruction.span.start.line
                 ),
             });
-            return None;
+            return false;
         }
-        self.build.cache.touch(self.key);
-        Some(state)
+        true
     }
 
     pub(crate) fn use_cached(&mut self, state: State) -> bool {
@@ -75,6 +112,7 @@ impl Step<'_, '_> {
         if let Some(state) = self.cached() {
             return Ok(self.use_cached(state));
         }
+        self.explain_miss();
         let active = self.prepare()?;
         let outcome = (|| {
             let guard = self
@@ -90,9 +128,7 @@ impl Step<'_, '_> {
         })();
         if let Err(e) = outcome {
             self.build.snapshotter.remove(&active);
-            return Err(self
-                .build
-                .fail(self.id, self.instruction, e, None, Vec::new()));
+            return Err(self.failed(e));
         }
         self.commit(&active, created_by)?;
         Ok(false)
@@ -100,35 +136,27 @@ impl Step<'_, '_> {
 
     /// Makes an active snapshot on top of the current layers.
     pub(crate) fn prepare(&self) -> Result<String, BuildError> {
+        self.build
+            .caches
+            .fetch_missing(self.layers, &self.build.store)
+            .map_err(|e| self.failed(StepError::below(e)))?;
         let parent = self
             .build
             .unpacker
             .ensure(
-                self.build.snapshotter.get().map_err(|e| {
-                    self.build
-                        .fail(self.id, self.instruction, e, None, Vec::new())
-                })?,
+                self.build.snapshotter.get().map_err(|e| self.failed(e))?,
                 &self.build.store,
                 self.layers,
                 self.build.ignore_chown_errors,
             )
-            .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
-            })?;
+            .map_err(|e| self.failed(e))?;
         let active = unique_key("step");
         self.build
             .snapshotter
             .get()
-            .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
-            })?
+            .map_err(|e| self.failed(e))?
             .prepare(&active, parent.as_deref())
-            .map_err(|e| {
-                self.build
-                    .fail(self.id, self.instruction, e, None, Vec::new())
-            })?;
+            .map_err(|e| self.failed(StepError::below(e)))?;
         Ok(active)
     }
 
@@ -136,7 +164,8 @@ impl Step<'_, '_> {
     /// history entry and stores the result under the current key.
     pub(crate) fn commit(&mut self, active: &str, created_by: String) -> Result<(), BuildError> {
         let build = self.build;
-        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let (id, instruction) = (self.id, self.instruction);
+        let fail = |e: StepError| build.fail(id, instruction, e, None, Vec::new());
         let snapshotter = build.snapshotter.get().map_err(&fail)?;
         let changes = snapshotter
             .diff(active)
@@ -173,7 +202,8 @@ impl Step<'_, '_> {
             config: self.cfg.image.clone(),
             layers: self.layers.clone(),
         };
-        if let Err(e) = build.cache.put(self.key, &state) {
+        let record = Record::Result(Box::new(state));
+        if let Err(e) = build.caches.record(self.id.stage_index, self.key, record) {
             build.events.emit(Event::Warning {
                 message: e.to_string(),
             });
@@ -193,6 +223,10 @@ impl Step<'_, '_> {
         state: &State,
     ) -> Result<(String, Option<umstage_snapshot::snapshot::MountGuard>), StepError> {
         let build = self.build;
+        build
+            .caches
+            .fetch_missing(&state.layers, &build.store)
+            .map_err(StepError::below)?;
         let snapshotter = build.snapshotter.get()?;
         let chain = build.unpacker.ensure(
             snapshotter,

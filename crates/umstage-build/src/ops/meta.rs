@@ -21,13 +21,18 @@ impl Step<'_, '_> {
             )));
         }
         let created_by = crate::history::created_by(expanded, &self.cfg.image, &[]);
+        self.input_parent();
+        if let Some(text) = &created_by {
+            self.input("effect", text.clone());
+        }
         self.roll_key(
             "meta",
             created_by.as_deref().unwrap_or(&self.instruction.original),
         );
+        // No time of its own: the exporter gives it the time of the step before, so an
+        // unchanged rebuild gives the same image.
         if let Some(text) = created_by {
-            self.cfg
-                .add_history(text, Some(self.build.created.clone()), true);
+            self.cfg.add_history(text, None, true);
         }
         Ok(false)
     }

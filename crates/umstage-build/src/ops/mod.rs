@@ -2,6 +2,7 @@
 //! computes its step's cache key from what it reads, then executes on a miss. The stage loop
 //! that dispatches to them is in `solver`.
 
+pub(crate) mod content;
 pub(crate) mod file;
 pub(crate) mod layer;
 pub(crate) mod meta;

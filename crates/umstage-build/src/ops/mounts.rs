@@ -240,7 +240,7 @@ impl Step<'_, '_> {
             }
             _ => return Ok(()),
         };
-        let fail = |e: StepError| build.fail(self.id, self.instruction, e, None, Vec::new());
+        let fail = |e: StepError| self.failed(e);
         let ignore = if context { build.ignore.as_ref() } else { None };
         let tree = SourceTree::open(&dir, ignore, true).map_err(|e| fail(StepError::below(e)))?;
         let wanted = m
@@ -254,7 +254,7 @@ impl Step<'_, '_> {
         };
         let plan = copy::plan(&tree, &[wanted], "/", &CopyOptions::default(), &|_| false)
             .map_err(|e| fail(self.copy_error(e, &source_dir)))?;
-        self.key_plan(k, &plan, context).map_err(fail)
+        self.key_plan(k, &plan, context, false).map_err(fail)
     }
 }
 

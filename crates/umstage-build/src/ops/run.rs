@@ -5,12 +5,14 @@
 use umstage_dockerfile::{Command, MountType, RunScript};
 use umstage_snapshot::sandbox::{self, StepEvent, StepMount};
 
-use crate::cache::KeyBuilder;
+use crate::cache::{KeyBuilder, explain};
+use crate::copy::CopyOptions;
 use crate::error::StepError;
 use crate::event::Event;
 use crate::ids::unique_key;
+use crate::ops::content::Probe;
 use crate::ops::file::CopySource;
-use crate::ops::step::Step;
+use crate::ops::step::{StageOutput, Step};
 use crate::request::{BuildError, Entitlement};
 
 /// Lines of a failed step's output quoted in the error.
@@ -45,7 +47,7 @@ impl Step<'_, '_> {
                         use std::os::unix::fs::PermissionsExt;
                         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
                     });
-                written.map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+                written.map_err(|e| self.failed(StepError::below(e)))?;
                 let target = format!("/dev/pipes/{name}");
                 mounts.push(StepMount::Bind(sandbox::BindMount {
                     source: sandbox::BindSource::Host(file),
@@ -72,13 +74,9 @@ impl Step<'_, '_> {
             if build.request.allow.contains(&e) {
                 Ok(())
             } else {
-                Err(build.fail(
-                    self.id,
-                    self.instruction,
-                    format!("{what} is not allowed: grant it with --allow {flag}"),
-                    None,
-                    Vec::new(),
-                ))
+                Err(self.failed(format!(
+                    "{what} is not allowed: grant it with --allow {flag}"
+                )))
             }
         };
         let privileged = run.security == Some(umstage_dockerfile::SecurityMode::Insecure);
@@ -102,16 +100,22 @@ impl Step<'_, '_> {
             Some(umstage_dockerfile::NetworkMode::Default) | None => build.request.network,
         };
 
+        self.input_parent();
         let mut k = KeyBuilder::new("run");
         k.key(self.key);
         for a in &argv {
             k.str(a);
         }
+        self.input("command", argv.join(" "));
         // The config's ENV is part of the parent key; the build args it can see are not.
         for (name, value) in &visible_args {
             k.str(name).str(value);
+            self.input(format!("{}{name}", explain::name::BUILD_ARG), value.clone());
         }
         k.str(&user).str(&cwd).str(&format!("{network:?}"));
+        self.input("user", user.clone());
+        self.input("working directory", cwd.clone());
+        self.input("network", format!("{network:?}"));
         // What the command line gives every step is part of what it runs in, as in
         // BuildKit's ExecOp (extra hosts, /dev/shm, rlimits); the defaults add nothing, so
         // keys made without these flags stay as they were.
@@ -141,20 +145,75 @@ impl Step<'_, '_> {
                 Some(from) => self.resolve_from(from)?,
                 None => None,
             };
-            if let Some(CopySource::State(out, _)) = &source {
-                k.key(&out.key);
-            }
             self.key_mount_source(&mut k, m, source.as_ref())?;
             mount_sources.push(source);
         }
-        *self.key = k.finish();
         let created_by = run_history(&argv, &self.scope.history_args());
+        // A bind of another stage's (or an image's) filesystem is keyed by the content it
+        // binds; a cache mount seeded from one by its key, as BuildKit keys the seed.
+        let stage_binds: Vec<(&StageOutput, String)> = run
+            .mounts
+            .iter()
+            .zip(&mount_sources)
+            .filter_map(|(m, source)| match source {
+                Some(CopySource::State(out, _)) if m.kind == MountType::Bind => Some((
+                    out.as_ref(),
+                    m.source
+                        .clone()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| ".".into()),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (m, source) in run.mounts.iter().zip(&mount_sources) {
+            if let Some(CopySource::State(out, _)) = source
+                && m.kind != MountType::Bind
+            {
+                k.key(&out.key);
+            }
+        }
+        let cheap_key = if stage_binds.is_empty() {
+            *self.key = k.finish();
+            None
+        } else {
+            let mut cheap = k.clone();
+            for (out, _) in &stage_binds {
+                cheap.str("stage").key(&out.key);
+            }
+            *self.key = cheap.finish();
+            let content = |step: &Self| {
+                let mut by_content = k.clone();
+                for (out, path) in &stage_binds {
+                    let read = step.stage_content(
+                        out,
+                        std::slice::from_ref(path),
+                        &CopyOptions::default(),
+                    )?;
+                    by_content.str("content").key(&read);
+                }
+                Ok(by_content.finish())
+            };
+            match self.probe_stage_key(content)? {
+                Probe::Hit(state) => {
+                    if let Some(dir) = script_file {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    return Ok(self.use_cached(*state));
+                }
+                Probe::Miss(cheap) => Some(cheap),
+            }
+        };
         if let Some(state) = self.cached() {
+            if let Some(cheap) = cheap_key {
+                self.alias(cheap);
+            }
             if let Some(dir) = script_file {
                 let _ = std::fs::remove_dir_all(dir);
             }
             return Ok(self.use_cached(state));
         }
+        self.explain_miss();
 
         let mut views = Vec::new();
         let mut secret_files = Vec::new();
@@ -189,7 +248,7 @@ impl Step<'_, '_> {
             };
         if let Err(e) = prepared {
             cleanup(&mut views, &mut secret_files);
-            return Err(build.fail(self.id, self.instruction, e, None, Vec::new()));
+            return Err(self.failed(e));
         }
 
         let active = self.prepare()?;
@@ -212,10 +271,7 @@ impl Step<'_, '_> {
         };
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let id = self.id.clone();
-        let snapshotter = build
-            .snapshotter
-            .get()
-            .map_err(|e| build.fail(self.id, self.instruction, e, None, Vec::new()))?;
+        let snapshotter = build.snapshotter.get().map_err(|e| self.failed(e))?;
         let status = sandbox::run_step(snapshotter, &active, &step, build.cancel, &mut |event| {
             let StepEvent::Output { stream, line } = event;
             let line = String::from_utf8_lossy(&line).into_owned();
@@ -252,10 +308,13 @@ impl Step<'_, '_> {
             }
             Err(e) => {
                 build.snapshotter.remove(&active);
-                return Err(build.fail(self.id, self.instruction, e, None, tail));
+                return Err(build.fail(self.id, self.instruction, StepError::below(e), None, tail));
             }
         }
         self.commit(&active, created_by)?;
+        if let Some(cheap) = cheap_key {
+            self.alias(cheap);
+        }
         Ok(false)
     }
 }

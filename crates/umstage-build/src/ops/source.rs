@@ -10,6 +10,7 @@ use umstage_dockerfile::{Base, Command, Platform};
 use umstage_oci::layer::write_layer;
 
 use crate::cache::KeyBuilder;
+use crate::cache::registry::ImageBlobs;
 use crate::config;
 use crate::error::StepError;
 use crate::event::Event;
@@ -147,12 +148,12 @@ impl Build<'_> {
             .collect();
         let mut key = KeyBuilder::new("image");
         key.key(&self.salt).str(image.digest().as_ref());
+        // A base's inline cache describes the base's build, not this one's steps.
+        let mut config = image.config.clone();
+        config.extra.remove(crate::cache::registry::INLINE_KEY);
         let output = StageOutput {
             key: key.finish(),
-            state: State {
-                config: image.config.clone(),
-                layers,
-            },
+            state: State { config, layers },
         };
         Ok(output)
     }
@@ -208,13 +209,20 @@ impl Build<'_> {
             id: id.clone(),
             text: format!("resolving {}", parsed.whole()),
         });
-        let image = umstage_oci::registry::block_on(self.registry.pull(
+        // The manifest and config only: the layers are fetched when a step that missed or an
+        // output needs them, so a build whose every step hits downloads none.
+        let image = umstage_oci::registry::block_on(self.registry.pull_metadata(
             &self.store,
             &parsed,
             &oci_platform(platform),
         ))
         .map_err(StepError::below)?
         .map_err(StepError::below)?;
+        let digests: Vec<umstage_oci::Digest> =
+            image.layers().iter().map(|d| d.digest().clone()).collect();
+        let source = ImageBlobs::new(&self.registry, parsed.clone(), image.layers());
+        self.caches
+            .add_blob_source(std::sync::Arc::new(source), &digests, &self.store);
         self.events.emit(Event::TaskDone {
             id,
             elapsed: started.elapsed(),

@@ -13,7 +13,9 @@ use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
 use umstage_snapshot::Cancel;
 
-use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
+use crate::cache::explain::{self, InputLog, Inputs};
+use crate::cache::set::CacheSet;
+use crate::cache::{CacheKey, KeyBuilder};
 use crate::config::StageConfig;
 use crate::digests::ContextDigests;
 use crate::error::{Source, StepError};
@@ -60,7 +62,10 @@ pub(crate) struct Build<'a> {
     pub(crate) lease: Arc<Lease>,
     pub(crate) store: ContentStore,
     pub(crate) snapshotter: LazySnapshotter,
-    pub(crate) cache: CacheIndex,
+    /// The caches steps are looked up in and recorded to.
+    pub(crate) caches: CacheSet,
+    /// The inputs of earlier builds' steps, to say why a step missed.
+    pub(crate) inputs_log: InputLog,
     pub(crate) digests: ContextDigests,
     pub(crate) ignore: Option<Dockerignore>,
     /// The context as `.dockerignore` leaves it, made once for every step that binds it.
@@ -91,11 +96,12 @@ impl Build<'_> {
         &self,
         id: &StepId,
         instruction: &Instruction,
-        reason: impl std::fmt::Display,
+        cause: impl Into<StepError>,
         exit_code: Option<i32>,
         output_tail: Vec<String>,
     ) -> BuildError {
-        let reason = reason.to_string();
+        let cause = cause.into();
+        let reason = cause.to_string();
         self.events.emit(Event::StepFailed {
             step: id.clone(),
             message: reason.clone(),
@@ -108,6 +114,7 @@ impl Build<'_> {
             exit_code,
             reason,
             output_tail,
+            cause: Some(Arc::new(cause)),
         }))
     }
 
@@ -120,6 +127,7 @@ impl Build<'_> {
             unpacker: &self.unpacker,
             created: &self.created,
             ignore_chown_errors: self.ignore_chown_errors,
+            caches: &self.caches,
         }
     }
 }
@@ -135,6 +143,11 @@ pub(crate) struct Step<'s, 'b> {
     pub(crate) no_cache: bool,
     pub(crate) lookup: &'s dyn Fn(usize) -> Option<StageOutput>,
     pub(crate) scope: &'s StageScope<'s>,
+    /// What the step reads, named, to say why it missed (`cache::explain`).
+    pub(crate) inputs: std::cell::RefCell<Inputs>,
+    /// The latest change upstream in this stage ("line 3: build arg V changed …"), to say what
+    /// a changed parent means.
+    pub(crate) upstream: Option<String>,
 }
 
 impl Step<'_, '_> {
@@ -145,6 +158,77 @@ impl Step<'_, '_> {
             line: self.instruction.span.start.line,
             source: reason.into(),
         }
+    }
+
+    /// The step failed with `cause`, before any process of it ran.
+    pub(crate) fn failed(&self, cause: impl Into<StepError>) -> BuildError {
+        self.build
+            .fail(self.id, self.instruction, cause, None, Vec::new())
+    }
+
+    /// Notes an input of the step, for the explanation of a miss.
+    pub(crate) fn input(&self, name: impl Into<String>, value: impl Into<String>) {
+        self.inputs.borrow_mut().add(name, value);
+    }
+
+    /// Starts the step's inputs with what every step reads: its parent and its instruction.
+    pub(crate) fn input_parent(&self) {
+        self.input(explain::name::PARENT, self.key.to_hex());
+        self.input(
+            explain::name::INSTRUCTION,
+            self.instruction.original.clone(),
+        );
+    }
+
+    /// Where the step's inputs are recorded: its context, Dockerfile, stage and position.
+    pub(crate) fn locator(&self) -> String {
+        InputLog::locator(
+            &self.build.request.context.to_string_lossy(),
+            &self.instruction.source.name,
+            &self.id.stage,
+            self.id.step_index,
+        )
+    }
+
+    /// Says why the step missed: the first input that differs from its last build here.
+    pub(crate) fn explain_miss(&self) {
+        let reason = match self.build.inputs_log.load(&self.locator()) {
+            None => "no earlier build of this step in this state root".to_string(),
+            Some(before) => match self.inputs.borrow().first_difference(&before) {
+                Some(r) if r == explain::PARENT_CHANGED => match &self.upstream {
+                    Some(cause) => format!("{r} ({cause})"),
+                    None => r,
+                },
+                Some(r) => r,
+                None => {
+                    if self.no_cache {
+                        "the cache is not used for this step (--no-cache)".into()
+                    } else {
+                        "its inputs are unchanged, but no cache holds its result (pruned?)".into()
+                    }
+                }
+            },
+        };
+        self.build.events.emit(Event::StepMiss {
+            step: self.id.clone(),
+            reason,
+        });
+    }
+
+    /// Records the step's inputs for the next build's explanations (written only when they
+    /// changed, so a warm build writes nothing), and returns how they differ from the last
+    /// build of the step here, if they do.
+    pub(crate) fn record_inputs(&self) -> Option<String> {
+        let inputs = self.inputs.borrow();
+        if *inputs == Inputs::default() {
+            return None;
+        }
+        let locator = self.locator();
+        let before = self.build.inputs_log.load(&locator);
+        if before.as_ref() != Some(&*inputs) {
+            self.build.inputs_log.save(&locator, &inputs);
+        }
+        inputs.first_difference(&before?)
     }
 
     pub(crate) fn roll_key(&mut self, kind: &str, text: &str) {

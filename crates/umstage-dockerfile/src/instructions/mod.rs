@@ -9,7 +9,7 @@ mod typing;
 mod values;
 
 pub(crate) use typing::type_node;
-pub use values::{exposed_ports, parse_duration};
+pub use values::{PortError, exposed_ports, parse_duration};
 
 use std::time::Duration;
 

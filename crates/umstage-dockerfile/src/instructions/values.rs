@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+/// An EXPOSE word that is no port spec, as BuildKit words it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PortError(String);
+
 /// Normalizes EXPOSE words into image-config port keys (`80/tcp`), expanding ranges
 /// (`8000-8002/udp`) and accepting Docker's `[ip:][hostport:]port[/proto]` forms.
-pub fn exposed_ports(words: &[String]) -> Result<Vec<String>, String> {
+pub fn exposed_ports(words: &[String]) -> Result<Vec<String>, PortError> {
     let mut out = Vec::new();
     for w in words {
         let (spec, proto) = match w.rsplit_once('/') {
@@ -12,7 +17,7 @@ pub fn exposed_ports(words: &[String]) -> Result<Vec<String>, String> {
             None => (w.as_str(), "tcp".to_owned()),
         };
         if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-            return Err(format!("invalid proto: {proto} in EXPOSE {w}"));
+            return Err(PortError(format!("invalid proto: {proto} in EXPOSE {w}")));
         }
         let container = spec.rsplit(':').next().unwrap_or(spec);
         let (lo, hi) = match container.split_once('-') {
@@ -21,13 +26,13 @@ pub fn exposed_ports(words: &[String]) -> Result<Vec<String>, String> {
         };
         let parse = |p: &str| {
             p.parse::<u16>()
-                .map_err(|_| format!("invalid containerPort: {container} in EXPOSE {w}"))
+                .map_err(|_| PortError(format!("invalid containerPort: {container} in EXPOSE {w}")))
         };
         let (lo, hi) = (parse(lo)?, parse(hi)?);
         if hi < lo {
-            return Err(format!(
+            return Err(PortError(format!(
                 "invalid range specified for container port: {container}"
-            ));
+            )));
         }
         for p in lo..=hi {
             let key = format!("{p}/{proto}");

@@ -239,3 +239,66 @@ async fn attempt(
         validators,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Answers `304` to a request carrying `If-None-Match: "v1"`, else `200` with `ETag: "v1"`.
+    fn serve(requests: usize) -> std::io::Result<u16> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(requests) {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let answer: &[u8] = if head.contains("if-none-match: \"v1\"") {
+                    b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n"
+                } else if head.starts_with("get /missing") {
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n"
+                };
+                let _ = stream.write_all(answer);
+            }
+        });
+        Ok(port)
+    }
+
+    #[test]
+    fn downloads_revalidate_and_fail_typed() -> Result<(), Box<dyn std::error::Error>> {
+        let port = serve(3)?;
+        let dir = tempfile::tempdir()?;
+        let into = dir.path().join("body");
+        let client = RegistryClient::default();
+        let url = format!("http://127.0.0.1:{port}/file");
+        let Downloaded::Body {
+            digest,
+            size,
+            validators,
+        } = client.download(&url, None, &into)?
+        else {
+            panic!("the first download has a body");
+        };
+        assert_eq!(std::fs::read(&into)?, b"hi\n");
+        assert_eq!(size, 3);
+        assert_eq!(
+            digest,
+            "sha256:98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4"
+        );
+        assert_eq!(validators.etag.as_deref(), Some("\"v1\""));
+        assert_eq!(
+            client.download(&url, Some(&validators), &into)?,
+            Downloaded::NotModified
+        );
+        let missing = client.download(&format!("http://127.0.0.1:{port}/missing"), None, &into);
+        assert!(
+            matches!(missing, Err(DownloadError::Http { status: 404, .. })),
+            "{missing:?}"
+        );
+        Ok(())
+    }
+}

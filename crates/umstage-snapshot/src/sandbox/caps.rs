@@ -4,6 +4,8 @@
 
 use oci_spec::runtime::{Capabilities, Capability};
 
+use super::failure::HelperError;
+
 /// Linux capability numbers by name, as in `<linux/capability.h>`.
 pub(crate) const NUMBERS: [(&str, u32); 41] = [
     ("CAP_CHOWN", 0),
@@ -66,7 +68,7 @@ fn number(cap: Capability) -> Option<u32> {
 
 /// Drops from this process's bounding set every capability not in `keep`, and clears its
 /// inheritable and ambient sets. Needs `CAP_SETPCAP` (root in the step's user namespace).
-pub(crate) fn limit_to(keep: &Capabilities) -> Result<(), String> {
+pub(crate) fn limit_to(keep: &Capabilities) -> Result<(), HelperError> {
     let keep: Vec<u32> = keep.iter().filter_map(|c| number(*c)).collect();
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -76,9 +78,9 @@ pub(crate) fn limit_to(keep: &Capabilities) -> Result<(), String> {
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
         if rc != 0 {
-            return Err(format!(
-                "dropping capability {cap} from the bounding set: {}",
-                std::io::Error::last_os_error()
+            return Err(HelperError::during(
+                format!("dropping capability {cap} from the bounding set"),
+                std::io::Error::last_os_error(),
             ));
         }
     }
@@ -96,7 +98,7 @@ pub(crate) fn limit_to(keep: &Capabilities) -> Result<(), String> {
 }
 
 /// `capset` with the inheritable set emptied (effective and permitted kept).
-fn clear_inheritable() -> Result<(), String> {
+fn clear_inheritable() -> Result<(), HelperError> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -118,7 +120,10 @@ fn clear_inheritable() -> Result<(), String> {
     // SAFETY: the header and a two-element data array, as capget(2) documents for version 3.
     let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
     if rc != 0 {
-        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+        return Err(HelperError::during(
+            "capget",
+            std::io::Error::last_os_error(),
+        ));
     }
     for d in &mut data {
         d.inheritable = 0;
@@ -126,7 +131,10 @@ fn clear_inheritable() -> Result<(), String> {
     // SAFETY: as above, for capset(2).
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
     if rc != 0 {
-        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+        return Err(HelperError::during(
+            "capset",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use umstage_oci::inroot::Root;
 
+use super::failure::HelperError;
 use super::helper::{Kind, Ready, ensure, read_file};
 use super::user::resolve;
 
@@ -36,9 +37,9 @@ pub(super) fn prepare_root(
     request: &super::Request,
     rootfs: &Path,
     stubs: &mut Vec<PathBuf>,
-) -> Result<Ready, String> {
-    let root =
-        Root::open(rootfs).map_err(|e| format!("opening the rootfs {}: {e}", rootfs.display()))?;
+) -> Result<Ready, HelperError> {
+    let root = Root::open(rootfs)
+        .map_err(|e| HelperError::during(format!("opening the rootfs {}", rootfs.display()), e))?;
     let passwd = read_file(&root, "etc/passwd")?;
     let group = read_file(&root, "etc/group")?;
     let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
@@ -48,20 +49,20 @@ pub(super) fn prepare_root(
         .as_ref()
         .ok_or("the step has no process")?;
     ensure(&root, process.cwd(), Kind::Dir, None).map_err(|e| {
-        format!(
-            "creating working directory {}: {e}",
-            process.cwd().display()
+        HelperError::during(
+            format!("creating working directory {}", process.cwd().display()),
+            e,
         )
     })?;
     let dev = ensure(&root, Path::new("/dev"), Kind::Dir, Some(stubs))
-        .map_err(|e| format!("creating /dev: {e}"))?;
+        .map_err(|e| HelperError::during("creating /dev", e))?;
     let dev = rustix::fs::openat(
         rustix::fs::CWD,
         format!("/proc/self/fd/{}", dev.as_raw_fd()),
         rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
-    .map_err(|e| format!("opening /dev: {e}"))?;
+    .map_err(|e| HelperError::during("opening /dev", e))?;
     for (name, major, minor) in DEVICES {
         let made = rustix::fs::mknodat(
             &dev,
@@ -85,15 +86,16 @@ pub(super) fn prepare_root(
             Err(e) => tracing::debug!("mknod /dev/{name}: {e}"),
         }
     }
-    nix::unistd::chroot(rootfs).map_err(|e| format!("chroot {}: {e}", rootfs.display()))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    nix::unistd::chroot(rootfs)
+        .map_err(|e| HelperError::during(format!("chroot {}", rootfs.display()), e))?;
+    std::env::set_current_dir("/").map_err(|e| HelperError::during("chdir /", e))?;
     // A chroot is no boundary for a process that may chroot again (a second chroot and
     // enough `..` lead out): the step loses CAP_SYS_CHROOT, whatever else it keeps.
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_CHROOT, 0, 0, 0) } != 0 {
-        return Err(format!(
-            "dropping CAP_SYS_CHROOT: {}",
-            std::io::Error::last_os_error()
+        return Err(HelperError::during(
+            "dropping CAP_SYS_CHROOT",
+            std::io::Error::last_os_error(),
         ));
     }
     Ok(Ready { user })

@@ -21,6 +21,7 @@ use nix::unistd::{ForkResult, Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Mount};
 use rustix::fs::{Mode, OFlags};
 
+use super::failure::HelperError;
 use super::user::{ResolvedUser, resolve};
 use super::{DEFAULT_PATH, ExitStatus, REPORT_FD, Report, Request};
 use crate::snapshot::{MountSpec, bind_mount, remount_read_only};
@@ -30,8 +31,9 @@ use umstage_oci::inroot::{Root, fd_path};
 pub(crate) fn main() -> ! {
     let code = match run() {
         Ok(()) => 0,
-        Err(message) => {
-            send(&Report::SetupError(message));
+        // The report crosses to another process: it goes as text.
+        Err(e) => {
+            send(&Report::SetupError(e.to_string()));
             125
         }
     };
@@ -63,11 +65,11 @@ fn send(report: &Report) {
     }
 }
 
-fn errno(what: &str) -> impl FnOnce(nix::errno::Errno) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn errno(what: &str) -> impl FnOnce(nix::errno::Errno) -> HelperError + '_ {
+    move |e| HelperError::during(what, e)
 }
 
-fn run() -> Result<(), String> {
+fn run() -> Result<(), HelperError> {
     // Die with the thread that started us; if it is gone already, we were reparented.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("PR_SET_PDEATHSIG"))?;
     let parent = std::env::args().nth(2).and_then(|p| p.parse::<i32>().ok());
@@ -93,13 +95,16 @@ fn run() -> Result<(), String> {
     std::io::stdin()
         .lock()
         .read_to_end(&mut input)
-        .map_err(|e| format!("reading the step: {e}"))?;
+        .map_err(|e| HelperError::during("reading the step", e))?;
     let request: Request =
-        serde_json::from_slice(&input).map_err(|e| format!("decoding the step: {e}"))?;
-    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        serde_json::from_slice(&input).map_err(|e| HelperError::during("decoding the step", e))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| HelperError::during("/dev/null", e))?;
     // SAFETY: dup2 onto stdin, which this process owns.
     if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
-        return Err(format!("stdin: {}", std::io::Error::last_os_error()));
+        return Err(HelperError::from(format!(
+            "stdin: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     drop(null);
 
@@ -121,7 +126,7 @@ fn run() -> Result<(), String> {
         }
         nix::sched::unshare(flags).map_err(errno("unsharing the step's namespaces"))?;
         if new_net {
-            loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+            loopback_up().map_err(|e| HelperError::during("bringing lo up", e))?;
         }
         if let Some(hostname) = request.spec.hostname() {
             nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
@@ -129,7 +134,7 @@ fn run() -> Result<(), String> {
     }
     // Pid 1 hands the ownership recorder's listener back on this socket.
     let recorder = match request.record_owners {
-        true => Some(UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?),
+        true => Some(UnixStream::pair().map_err(|e| HelperError::during("socketpair", e))?),
         false => None,
     };
     // SAFETY: this process is single-threaded (a fresh exec that started no threads).
@@ -172,7 +177,9 @@ fn run() -> Result<(), String> {
                         return Ok(());
                     }
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(format!("waiting for the step: {e}")),
+                    Err(e) => {
+                        return Err(HelperError::from(format!("waiting for the step: {e}")));
+                    }
                 }
             }
         }
@@ -209,7 +216,7 @@ fn setup_and_exec(
             send(&Report::Stubs(stubs.clone()));
             exec_step(request, recorder, ready)
         }
-        Err(message) => message,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -218,7 +225,7 @@ pub(super) struct Ready {
     pub(super) user: ResolvedUser,
 }
 
-fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, String> {
+fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, HelperError> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errno("unsharing the mount namespace"))?;
     nix::mount::mount(
         None::<&str>,
@@ -251,12 +258,17 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
         .enumerate()
         .map(|(index, mount)| {
             let in_root = request.in_root.get(index).and_then(Option::as_deref);
-            Source::resolve(mount, in_root)
-                .map_err(|e| format!("mount source for {}: {e}", mount.destination().display()))
+            Source::resolve(mount, in_root).map_err(|e| {
+                HelperError::during(
+                    format!("mount source for {}", mount.destination().display()),
+                    e,
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     make_stub_layer(&stub_layer, mounts, &sources)?;
-    std::fs::create_dir_all(&root_path).map_err(|e| format!("{}: {e}", root_path.display()))?;
+    std::fs::create_dir_all(&root_path)
+        .map_err(|e| HelperError::during(format!("{}", root_path.display()), e))?;
     for rootfs in &request.rootfs {
         let mut rootfs = rootfs.clone();
         if rootfs.fstype == "overlay" && !rootfs.is_read_only() {
@@ -266,12 +278,16 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
                 .options
                 .push(format!("lowerdir+={}", stub_layer.display()));
         }
-        rootfs
-            .mount_at(&root_path)
-            .map_err(|e| format!("mounting the snapshot on {}: {e}", root_path.display()))?;
+        rootfs.mount_at(&root_path).map_err(|e| {
+            HelperError::during(
+                format!("mounting the snapshot on {}", root_path.display()),
+                e,
+            )
+        })?;
     }
-    let root = Root::open(&root_path)
-        .map_err(|e| format!("opening the rootfs {}: {e}", root_path.display()))?;
+    let root = Root::open(&root_path).map_err(|e| {
+        HelperError::during(format!("opening the rootfs {}", root_path.display()), e)
+    })?;
 
     let passwd = read_file(&root, "etc/passwd")?;
     let group = read_file(&root, "etc/group")?;
@@ -290,14 +306,16 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
     })?;
 
     for (mount, source) in mounts.iter().zip(&sources) {
-        mount_one(&root, mount, source, stubs)
-            .map_err(|e| format!("mounting {}: {e}", mount.destination().display()))?;
+        mount_one(&root, mount, source, stubs).map_err(|e| {
+            HelperError::during(format!("mounting {}", mount.destination().display()), e)
+        })?;
     }
 
-    std::env::set_current_dir(&root_path).map_err(|e| format!("chdir to the rootfs: {e}"))?;
+    std::env::set_current_dir(&root_path)
+        .map_err(|e| HelperError::during("chdir to the rootfs", e))?;
     nix::unistd::pivot_root(".", ".").map_err(errno("pivot_root"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(errno("detaching the old root"))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| HelperError::during("chdir /", e))?;
     for (link, target) in [
         ("/dev/fd", "/proc/self/fd"),
         ("/dev/stdin", "/proc/self/fd/0"),
@@ -311,34 +329,40 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, St
 }
 
 /// Writes the step's small files and secrets into the sandbox tmpfs.
-fn write_private_files(request: &Request) -> Result<(), String> {
+fn write_private_files(request: &Request) -> Result<(), HelperError> {
     let files = request.sandbox_dir.join("files");
     let secrets = request.sandbox_dir.join("secrets");
     for dir in [&files, &secrets] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| HelperError::during(format!("{}", dir.display()), e))?;
     }
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("chmod {}: {e}", secrets.display()))?;
+        .map_err(|e| HelperError::during(format!("chmod {}", secrets.display()), e))?;
     for file in &request.files {
         let path = files.join(&file.name);
-        std::fs::write(&path, &file.content).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, &file.content)
+            .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
     }
     for secret in &request.secrets {
-        let content = super::mounts::read_secret(&secret.source)
-            .map_err(|e| format!("reading secret {}: {e}", secret.source.display()))?;
+        let content = super::mounts::read_secret(&secret.source).map_err(|e| {
+            HelperError::during(format!("reading secret {}", secret.source.display()), e)
+        })?;
         let path = secrets.join(&secret.name);
-        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
-        std::os::unix::fs::chown(&path, Some(secret.uid), Some(secret.gid))
-            .map_err(|e| format!("chown secret to {}:{}: {e}", secret.uid, secret.gid))?;
+        std::fs::write(&path, content)
+            .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
+        std::os::unix::fs::chown(&path, Some(secret.uid), Some(secret.gid)).map_err(|e| {
+            HelperError::during(format!("chown secret to {}:{}", secret.uid, secret.gid), e)
+        })?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
-            .map_err(|e| format!("chmod secret: {e}"))?;
+            .map_err(|e| HelperError::during("chmod secret", e))?;
     }
     Ok(())
 }
 
 /// Builds a tree holding every mount point (and its parents) of the step.
-fn make_stub_layer(dir: &Path, mounts: &[Mount], sources: &[Source]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn make_stub_layer(dir: &Path, mounts: &[Mount], sources: &[Source]) -> Result<(), HelperError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| HelperError::during(format!("{}", dir.display()), e))?;
     for (mount, source) in mounts.iter().zip(sources) {
         let Ok(rel) = mount.destination().strip_prefix("/") else {
             continue;
@@ -422,7 +446,7 @@ impl Source {
 fn exec_step(request: &Request, recorder: Option<&UnixStream>, ready: Ready) -> String {
     match try_exec(request, recorder, ready) {
         Ok(never) => match never {},
-        Err(message) => message,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -430,7 +454,7 @@ fn try_exec(
     request: &Request,
     recorder: Option<&UnixStream>,
     ready: Ready,
-) -> Result<std::convert::Infallible, String> {
+) -> Result<std::convert::Infallible, HelperError> {
     let process = request
         .spec
         .process()
@@ -462,7 +486,7 @@ fn try_exec(
             .map(|g| Gid::from_raw(*g))
             .collect();
         nix::unistd::setgroups(&groups)
-            .map_err(|e| format!("setgroups {:?}: {e}", user.additional_gids))?;
+            .map_err(|e| HelperError::during(format!("setgroups {:?}", user.additional_gids), e))?;
     } else if user.additional_gids.iter().any(|g| *g != user.gid) {
         tracing::debug!("supplementary groups skipped: setgroups is denied in this namespace");
     }
@@ -484,7 +508,7 @@ fn try_exec(
     let umask = process.user().umask().unwrap_or(super::spec::UMASK);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     std::env::set_current_dir(process.cwd())
-        .map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+        .map_err(|e| HelperError::during(format!("chdir {}", process.cwd().display()), e))?;
 
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
@@ -516,7 +540,7 @@ fn try_exec(
         super::owners::send_listener(socket, &listener, appear_as)?;
     }
     nix::unistd::execve(&c_program, &c_args, &c_env)
-        .map_err(|e| format!("exec {}: {e}", resolved.display()))
+        .map_err(|e| HelperError::during(format!("exec {}", resolved.display()), e))
 }
 
 fn find_program(program: &str, path_var: &str) -> Option<PathBuf> {
@@ -555,17 +579,17 @@ fn fstat_dev(fd: &OwnedFd) -> std::io::Result<u64> {
 // (`RESOLVE_IN_ROOT`), in its own mount namespace, and creates mount points as it goes.
 
 /// Reads a file inside the root, `None` if it does not exist.
-pub(super) fn read_file(root: &Root, rel: &str) -> Result<Option<String>, String> {
+pub(super) fn read_file(root: &Root, rel: &str) -> Result<Option<String>, HelperError> {
     match openat2(root.fd().as_raw_fd(), Path::new(rel), libc::O_RDONLY) {
         Ok(fd) => {
             let mut text = String::new();
             std::fs::File::from(fd)
                 .read_to_string(&mut text)
-                .map_err(|e| format!("reading /{rel}: {e}"))?;
+                .map_err(|e| HelperError::during(format!("reading /{rel}"), e))?;
             Ok(Some(text))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("opening /{rel}: {e}")),
+        Err(e) => Err(HelperError::from(format!("opening /{rel}: {e}"))),
     }
 }
 
@@ -676,18 +700,18 @@ fn mount_one(
     mount: &Mount,
     resolved: &Source,
     stubs: &mut Vec<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), HelperError> {
     let typ = mount.typ().clone().unwrap_or_default();
     let source = mount.source().clone().unwrap_or_default();
     let mut options = mount.options().clone().unwrap_or_default();
     let kind = resolved.kind();
     let target_fd = ensure(root, mount.destination(), kind, Some(stubs))
-        .map_err(|e| format!("creating the mount point: {e}"))?;
+        .map_err(|e| HelperError::during("creating the mount point", e))?;
     let target = fd_path(&target_fd);
     let (flags, recursive, read_only, data) = parse_options(&options);
     let reopen = || {
         ensure(root, mount.destination(), kind, None)
-            .map_err(|e| format!("reopening the mount point: {e}"))
+            .map_err(|e| HelperError::during("reopening the mount point", e))
     };
     match typ.as_str() {
         "bind" => {
@@ -710,7 +734,8 @@ fn mount_one(
             .map_err(errno("bind"))?;
             if read_only {
                 let top = reopen()?;
-                remount_read_only(&fd_path(&top)).map_err(|e| format!("read-only remount: {e}"))?;
+                remount_read_only(&fd_path(&top))
+                    .map_err(|e| HelperError::during("read-only remount", e))?;
             }
         }
         "proc" => {
@@ -718,7 +743,7 @@ fn mount_one(
             if let Err(e) = fresh {
                 tracing::debug!("fresh /proc refused ({e}); binding the host's");
                 bind_mount(Path::new("/proc"), &target, false)
-                    .map_err(|e| format!("bind /proc: {e}"))?;
+                    .map_err(|e| HelperError::during("bind /proc", e))?;
             }
         }
         "overlay" => {
@@ -734,15 +759,17 @@ fn mount_one(
                 source: PathBuf::from("overlay"),
                 options: options.clone(),
             };
-            spec.mount_at(&target).map_err(|e| e.to_string())?;
+            spec.mount_at(&target)
+                .map_err(|e| HelperError::Below(e.into()))?;
         }
         _ => {
             let data_opt = (!data.is_empty()).then_some(data.as_str());
             nix::mount::mount(Some(&source), &target, Some(typ.as_str()), flags, data_opt)
-                .map_err(|e| format!("{typ}: {e}"))?;
+                .map_err(|e| HelperError::during(typ.clone(), e))?;
             if read_only {
                 let top = reopen()?;
-                remount_read_only(&fd_path(&top)).map_err(|e| format!("read-only remount: {e}"))?;
+                remount_read_only(&fd_path(&top))
+                    .map_err(|e| HelperError::during("read-only remount", e))?;
             }
         }
     }

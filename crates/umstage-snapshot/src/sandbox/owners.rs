@@ -22,6 +22,7 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 use rustix::fs::{OFlags, XattrFlags};
 use umstage_oci::owner::{Owner, XATTR};
 
+use super::failure::HelperError;
 use super::identity::Identity;
 
 /// The kernel's `AUDIT_ARCH_*` for this build's architecture: the filter passes calls made
@@ -195,7 +196,7 @@ fn program(with_identity: bool) -> Vec<libc::sock_filter> {
 }
 
 /// In the step's pid 1, just before exec: installs the filter and returns its listener.
-pub(crate) fn install(who: Option<Identity>) -> Result<OwnedFd, String> {
+pub(crate) fn install(who: Option<Identity>) -> Result<OwnedFd, HelperError> {
     let mut filter = program(who.is_some());
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
@@ -211,9 +212,9 @@ pub(crate) fn install(who: Option<Identity>) -> Result<OwnedFd, String> {
         )
     };
     if fd < 0 {
-        return Err(format!(
-            "installing the ownership recorder (seccomp user notification): {}",
-            std::io::Error::last_os_error()
+        return Err(HelperError::during(
+            "installing the ownership recorder (seccomp user notification)",
+            std::io::Error::last_os_error(),
         ));
     }
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
@@ -225,7 +226,7 @@ pub(crate) fn send_listener(
     socket: &UnixStream,
     listener: &OwnedFd,
     who: Option<Identity>,
-) -> Result<(), String> {
+) -> Result<(), HelperError> {
     let fds = [listener.as_raw_fd()];
     let bytes = who.map(Identity::to_bytes);
     let data: &[u8] = match &bytes {
@@ -240,7 +241,7 @@ pub(crate) fn send_listener(
         None,
     )
     .map(drop)
-    .map_err(|e| format!("handing the ownership recorder to the helper: {e}"))
+    .map_err(|e| HelperError::during("handing the ownership recorder to the helper", e))
 }
 
 /// In the helper: the listener pid 1 sent and the user the step appears as, or `None` when it

@@ -4,6 +4,8 @@
 
 use oci_spec::runtime::{PosixRlimit, PosixRlimitBuilder, PosixRlimitType};
 
+use super::failure::HelperError;
+
 /// Docker's names for the limits, with the OCI type of each.
 const NAMES: [(&str, PosixRlimitType); 16] = [
     ("as", PosixRlimitType::RlimitAs),
@@ -95,7 +97,7 @@ impl Ulimit {
 
 /// Sets the spec's limits on this process (the helper, about to exec the step); a hard limit
 /// above what this process has needs privilege over the host, so it fails as the kernel says.
-pub(crate) fn apply(limits: &[PosixRlimit]) -> Result<(), String> {
+pub(crate) fn apply(limits: &[PosixRlimit]) -> Result<(), HelperError> {
     use nix::sys::resource::{Resource, setrlimit};
     for limit in limits {
         let resource = match limit.typ() {
@@ -120,12 +122,9 @@ pub(crate) fn apply(limits: &[PosixRlimit]) -> Result<(), String> {
             .iter()
             .find(|(_, k)| *k == limit.typ())
             .map_or("?", |(n, _)| *n);
-        setrlimit(resource, limit.soft(), limit.hard()).map_err(|e| {
-            format!(
-                "--ulimit {name}={}:{}: {e} (a hard limit can only be lowered without privilege over the host)",
-                shown(limit.soft()),
-                shown(limit.hard())
-            )
+        setrlimit(resource, limit.soft(), limit.hard()).map_err(|source| HelperError::Ulimit {
+            limit: format!("{name}={}:{}", shown(limit.soft()), shown(limit.hard())),
+            source,
         })?;
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! Reading an image's own `/etc/passwd` and `/etc/group`, and resolving a step's user
 //! (`name`, `uid`, `user:group`) against them as Docker does.
 
+use super::failure::HelperError;
+
 /// The ids and home a step runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ResolvedUser {
@@ -85,7 +87,7 @@ pub(crate) fn resolve(
     spec: &str,
     passwd: Option<&str>,
     group: Option<&str>,
-) -> Result<ResolvedUser, String> {
+) -> Result<ResolvedUser, HelperError> {
     let mut parts = spec.splitn(3, ':');
     let user_arg = parts.next().unwrap_or("").trim();
     let group_arg = parts.next().unwrap_or("").trim();
@@ -123,9 +125,9 @@ pub(crate) fn resolve(
                 None
             }
             None => {
-                return Err(format!(
+                return Err(HelperError::from(format!(
                     "unable to find user {user_arg}: no matching entries in passwd file"
-                ));
+                )));
             }
         },
     };
@@ -142,9 +144,9 @@ pub(crate) fn resolve(
         resolved.gid = match (found, gid_arg) {
             (Some(gid), _) | (None, Some(gid)) => gid,
             (None, None) => {
-                return Err(format!(
+                return Err(HelperError::from(format!(
                     "unable to find group {group_arg}: no matching entries in group file"
-                ));
+                )));
             }
         };
     } else if let (Some(name), Some(text)) = (&matched_name, group) {
@@ -168,7 +170,7 @@ mod tests {
     const GROUP: &str =
         "root:x:0:\nwheel:x:10:app,root\napp:x:1000:\naudio:x:29:other,app\nstaff:x:50:\n";
 
-    fn r(spec: &str) -> Result<ResolvedUser, String> {
+    fn r(spec: &str) -> Result<ResolvedUser, HelperError> {
         resolve(spec, Some(PASSWD), Some(GROUP))
     }
 
@@ -208,12 +210,13 @@ mod tests {
     #[test]
     fn unknown_names_are_errors_like_docker() {
         assert_eq!(
-            r("nobody").expect_err("must fail"),
+            r("nobody").expect_err("must fail").to_string(),
             "unable to find user nobody: no matching entries in passwd file"
         );
         assert!(
             r("app:nogroup")
                 .expect_err("must fail")
+                .to_string()
                 .contains("unable to find group nogroup")
         );
         assert!(resolve("app", None, None).is_err());

@@ -42,7 +42,7 @@ pub enum SnapshotError {
     StateRootOnOverlay(PathBuf),
     /// The overlay driver was asked for, but overlayfs does not work here.
     #[error("the overlay snapshotter does not work here: {0}")]
-    OverlayUnavailable(String),
+    OverlayUnavailable(#[source] OverlayProbeError),
     /// A record under the state root cannot be read.
     #[error("snapshot record {path} is corrupt: {reason}")]
     CorruptRecord {
@@ -54,4 +54,24 @@ pub enum SnapshotError {
     /// A filesystem operation failed.
     #[error(transparent)]
     Io(#[from] PathError),
+}
+
+/// Which step of trying overlayfs under the state root failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayProbeError {
+    /// A step failed with an error of the system.
+    #[error("{step}: {source}")]
+    Failed {
+        /// The step, such as `mounting overlayfs with userxattr`.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Removing a lower directory through the mount left no whiteout.
+    #[error("the upper dir holds no 0:0 whiteout")]
+    NoWhiteout,
+    /// The chroot sandbox tier runs outside any namespace, where a mount would be the host's.
+    #[error("the chroot sandbox tier mounts nothing")]
+    ChrootTier,
 }

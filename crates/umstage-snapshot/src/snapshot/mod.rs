@@ -20,7 +20,7 @@ mod native;
 mod overlay;
 
 pub use driver::LayerTarget;
-pub use error::SnapshotError;
+pub use error::{OverlayProbeError, SnapshotError};
 pub use kind::{DriverKind, SnapshotKind};
 pub use mount::MountSpec;
 pub(crate) use mount::{bind_mount, remount_read_only};
@@ -113,7 +113,7 @@ impl Snapshotter {
         let (kind, reason) = match choice {
             DriverChoice::Overlay if chroot => {
                 return Err(SnapshotError::OverlayUnavailable(
-                    "the chroot sandbox tier mounts nothing".into(),
+                    OverlayProbeError::ChrootTier,
                 ));
             }
             DriverChoice::Auto if chroot => (

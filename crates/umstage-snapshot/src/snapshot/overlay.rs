@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use umstage_oci::changes::Change;
 
 use super::driver::{Driver, LayerTarget, Lowers};
-use super::error::SnapshotError;
+use super::error::{OverlayProbeError, SnapshotError};
 use super::kind::{DriverKind, SnapshotKind};
 use super::mount::{MountSpec, mount_overlay};
 use crate::fsutil::{self, at};
@@ -92,23 +92,32 @@ pub(crate) fn probe(state_root: &Path) -> Result<String, SnapshotError> {
         return Err(SnapshotError::StateRootOnOverlay(state_root.to_path_buf()));
     }
     let probe = state_root.join(format!("overlay-probe-{}", fsutil::random_id()));
-    let result = (|| -> Result<(), String> {
+    let failed = |step| {
+        move |e: std::io::Error| OverlayProbeError::Failed {
+            step,
+            source: e.into(),
+        }
+    };
+    let result = (|| -> Result<(), OverlayProbeError> {
         for sub in ["l1/dir", "l2", "upper", "work", "merged"] {
-            std::fs::create_dir_all(probe.join(sub)).map_err(|e| format!("mkdir: {e}"))?;
+            std::fs::create_dir_all(probe.join(sub)).map_err(failed("mkdir"))?;
         }
         mount_overlay(
             &[probe.join("l1"), probe.join("l2")],
             Some((&probe.join("upper"), &probe.join("work"))),
             &probe.join("merged"),
         )
-        .map_err(|e| format!("mounting overlayfs with userxattr: {e}"))?;
+        .map_err(|e| OverlayProbeError::Failed {
+            step: "mounting overlayfs with userxattr",
+            source: e.into(),
+        })?;
         let removed = std::fs::remove_dir(probe.join("merged/dir"));
         let _ = nix::mount::umount2(&probe.join("merged"), nix::mount::MntFlags::MNT_DETACH);
-        removed.map_err(|e| format!("removing a lower directory through overlayfs: {e}"))?;
+        removed.map_err(failed("removing a lower directory through overlayfs"))?;
         let whiteout = std::fs::symlink_metadata(probe.join("upper/dir"))
-            .map_err(|e| format!("no whiteout in the upper dir: {e}"))?;
+            .map_err(failed("no whiteout in the upper dir"))?;
         if !fsutil::is_whiteout(&whiteout) {
-            return Err("the upper dir holds no 0:0 whiteout".into());
+            return Err(OverlayProbeError::NoWhiteout);
         }
         Ok(())
     })();

@@ -211,6 +211,17 @@ impl State {
                     });
                 }
             }
+            // SolveStatus has no field for it: a line of the step's log, as plain shows it.
+            Event::StepMiss { step, reason } => {
+                if let Some(v) = self.steps.get(&step) {
+                    status.logs.push(VertexLog {
+                        vertex: v.digest.clone(),
+                        stream: 2,
+                        data: STANDARD.encode(format!("cache miss: {reason}\n")),
+                        timestamp: now(),
+                    });
+                }
+            }
             Event::StepDone { step, .. } => {
                 if let Some(v) = self.steps.get_mut(&step) {
                     v.completed = Some(now());

@@ -11,8 +11,10 @@ use serde_json::Value;
 /// A private Docker daemon on a socket in a temporary directory; stopped on drop.
 pub struct Daemon {
     child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The daemon's socket.
+    pub socket: PathBuf,
+    /// The directory holding its data root, exec root, socket and client config.
+    pub _dir: tempfile::TempDir,
 }
 
 impl Daemon {

@@ -1,0 +1,201 @@
+//! Why a step missed: each step's inputs are kept, named for people, beside the state root's
+//! cache (`cache/inputs`), under a locator of the step (context, Dockerfile, stage, position)
+//! rather than its key. When the step misses in a later build, the first input that differs
+//! from the last build of the same step is the reason given.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A step's inputs, in the order its key takes them: (name, value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs(Vec<(String, String)>);
+
+/// The names an input may have; the wording of a difference follows the kind.
+pub mod name {
+    /// The key of everything before the step.
+    pub const PARENT: &str = "parent step";
+    /// The instruction, as written.
+    pub const INSTRUCTION: &str = "instruction";
+    /// A build arg the step sees: `build arg NAME`.
+    pub const BUILD_ARG: &str = "build arg ";
+    /// A file read from the build context: `context file PATH`.
+    pub const CONTEXT_FILE: &str = "context file ";
+    /// A file read from a stage, an image or a named context: `file PATH`.
+    pub const FILE: &str = "file ";
+}
+
+/// The reason given when only the parent differs.
+pub const PARENT_CHANGED: &str = "parent step changed";
+
+/// Values this long or longer are not quoted in a reason.
+const QUOTED: usize = 80;
+
+impl Inputs {
+    /// Adds an input.
+    pub fn add(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first input that differs from `before` (an earlier build of the same step), worded
+    /// for people; `None` when every input that both recorded is the same.
+    pub fn first_difference(&self, before: &Inputs) -> Option<String> {
+        for (name, now) in &self.0 {
+            match before.get(name) {
+                Some(was) if was == now => {}
+                Some(was) => return Some(changed(name, was, now)),
+                // A file is only recorded once a step reads it; an arg is always recorded.
+                None if name.starts_with(name::BUILD_ARG) => {
+                    return Some(format!("{name} is new (now {now})"));
+                }
+                None if name.starts_with(name::CONTEXT_FILE) => {
+                    return Some(format!("{name} is new"));
+                }
+                None => {}
+            }
+        }
+        before.0.iter().find_map(|(name, was)| {
+            if self.get(name).is_some() {
+                return None;
+            }
+            if name.starts_with(name::BUILD_ARG) {
+                Some(format!("{name} is no longer set (was {was})"))
+            } else if name.starts_with(name::CONTEXT_FILE) {
+                Some(format!("{name} was removed"))
+            } else {
+                None
+            }
+        })
+    }
+}
+
+fn changed(name: &str, was: &str, now: &str) -> String {
+    if name == name::PARENT {
+        return PARENT_CHANGED.into();
+    }
+    if name.starts_with(name::CONTEXT_FILE) || name.starts_with(name::FILE) {
+        return format!("{name} changed");
+    }
+    if was.len() < QUOTED && now.len() < QUOTED {
+        format!("{name} changed (was {was}, now {now})")
+    } else {
+        format!("{name} changed")
+    }
+}
+
+/// The inputs of every step built under a state root, by locator.
+#[derive(Debug, Clone)]
+pub struct InputLog {
+    dir: PathBuf,
+}
+
+impl InputLog {
+    /// The log kept in `dir` (created when first written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        InputLog { dir: dir.into() }
+    }
+
+    /// The locator of a step: where it is, not what it reads.
+    pub fn locator(context: &str, dockerfile: &str, stage: &str, step: usize) -> String {
+        let mut h = Sha256::new();
+        for part in [context, dockerfile, stage, &step.to_string()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// The inputs recorded for `locator`, if any.
+    pub fn load(&self, locator: &str) -> Option<Inputs> {
+        let bytes = fs::read(self.dir.join(format!("{locator}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records `inputs` for `locator`; best effort (a lost record only loses an explanation).
+    pub fn save(&self, locator: &str, inputs: &Inputs) {
+        let written = (|| -> std::io::Result<()> {
+            fs::create_dir_all(&self.dir)?;
+            let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            serde_json::to_writer(temp.as_file_mut(), inputs)?;
+            temp.persist(self.dir.join(format!("{locator}.json")))
+                .map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            tracing::debug!("recording a step's inputs: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(pairs: &[(&str, &str)]) -> Inputs {
+        let mut i = Inputs::default();
+        for (n, v) in pairs {
+            i.add(*n, *v);
+        }
+        i
+    }
+
+    #[test]
+    fn the_first_difference_is_worded_by_its_kind() {
+        let before = inputs(&[
+            ("parent step", "a"),
+            ("build arg VERSION", "1.2"),
+            ("context file src/main.c", "d1"),
+        ]);
+        let arg = inputs(&[
+            ("parent step", "a"),
+            ("build arg VERSION", "1.3"),
+            ("context file src/main.c", "d2"),
+        ]);
+        assert_eq!(
+            arg.first_difference(&before).as_deref(),
+            Some("build arg VERSION changed (was 1.2, now 1.3)")
+        );
+        let file = inputs(&[
+            ("parent step", "a"),
+            ("build arg VERSION", "1.2"),
+            ("context file src/main.c", "d2"),
+        ]);
+        assert_eq!(
+            file.first_difference(&before).as_deref(),
+            Some("context file src/main.c changed")
+        );
+        let parent = inputs(&[("parent step", "b")]);
+        assert_eq!(
+            parent.first_difference(&before).as_deref(),
+            Some("parent step changed")
+        );
+        let gone = inputs(&[("parent step", "a"), ("build arg VERSION", "1.2")]);
+        assert_eq!(
+            gone.first_difference(&before).as_deref(),
+            Some("context file src/main.c was removed")
+        );
+        assert_eq!(before.first_difference(&before), None);
+    }
+
+    #[test]
+    fn the_log_reads_back_what_it_saved() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let log = InputLog::new(dir.path().join("inputs"));
+        let at = InputLog::locator("/ctx", "Dockerfile", "build", 2);
+        assert_ne!(at, InputLog::locator("/ctx", "Dockerfile", "build", 3));
+        assert_eq!(log.load(&at), None);
+        let i = inputs(&[("instruction", "RUN true")]);
+        log.save(&at, &i);
+        assert_eq!(log.load(&at), Some(i));
+        Ok(())
+    }
+}

@@ -1,0 +1,197 @@
+//! The cache as an OCI artifact, the same in a directory and in a registry: an image manifest
+//! whose config blob lists the records (key and result) and whose layers are every blob the
+//! results need. A key is content only, so the records mean the same on any machine.
+
+use std::collections::{BTreeMap, HashSet};
+
+use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
+use serde::{Deserialize, Serialize};
+
+use super::set::Resolved;
+use super::spec::CacheMode;
+use super::{CacheError, CacheKey, Record};
+use crate::state::{Layer, parse_digest};
+
+/// The media type of the config blob that lists the records.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.umstage.cache.config.v1+json";
+/// The artifact type of a cache manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.umstage.cache.v1";
+/// A cache config larger than this is refused when read.
+pub const MAX_CONFIG: u64 = 64 << 20;
+
+/// The config blob of a cache manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheConfig {
+    /// Every record, each key once.
+    pub records: Vec<Entry>,
+}
+
+/// One record of a cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The key, in hex.
+    pub key: String,
+    /// What it records.
+    pub record: Record,
+}
+
+impl CacheConfig {
+    /// What a build resolved, as `mode` exports it: with `Min`, only the steps of `min_stages`
+    /// (the exported image's stage and the stages it is built `FROM`).
+    pub fn from_resolved(
+        resolved: &[Resolved],
+        mode: CacheMode,
+        min_stages: &HashSet<usize>,
+    ) -> Self {
+        let mut seen = HashSet::new();
+        let mut records = Vec::new();
+        for r in resolved.iter().rev() {
+            if mode == CacheMode::Min && !min_stages.contains(&r.stage) {
+                continue;
+            }
+            if seen.insert(r.key) {
+                records.push(Entry {
+                    key: r.key.to_hex(),
+                    record: r.record.clone(),
+                });
+            }
+        }
+        records.reverse();
+        CacheConfig { records }
+    }
+
+    /// Every blob the records need, each once, in the order first needed.
+    pub fn blobs(&self) -> Vec<Layer> {
+        let mut seen = HashSet::new();
+        self.records
+            .iter()
+            .flat_map(|e| e.record.needs())
+            .filter(|l| seen.insert(l.digest.clone()))
+            .cloned()
+            .collect()
+    }
+
+    /// The records by key; entries with a malformed key are skipped.
+    pub fn by_key(self) -> BTreeMap<CacheKey, Record> {
+        self.records
+            .into_iter()
+            .filter_map(|e| Some((CacheKey::from_hex(&e.key)?, e.record)))
+            .collect()
+    }
+}
+
+/// The manifest of `cache` over a config blob (`config_digest`, `config_size`) and `blobs`.
+pub fn manifest(
+    cache: &str,
+    config_digest: &umstage_oci::Digest,
+    config_size: u64,
+    blobs: &[Layer],
+) -> Result<ImageManifest, CacheError> {
+    let format = |message: String| CacheError::Format {
+        cache: cache.to_string(),
+        message,
+    };
+    let mut layers = Vec::with_capacity(blobs.len());
+    for l in blobs {
+        layers.push(Descriptor::new(
+            MediaType::from(l.media_type.as_str()),
+            l.size,
+            parse_digest(&l.digest).map_err(|e| format(e.to_string()))?,
+        ));
+    }
+    ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .artifact_type(MediaType::from(ARTIFACT_TYPE))
+        .config(Descriptor::new(
+            MediaType::from(CONFIG_MEDIA_TYPE),
+            config_size,
+            config_digest.clone(),
+        ))
+        .layers(layers)
+        .build()
+        .map_err(|e| format(e.to_string()))
+}
+
+/// The config descriptor of `cache`'s manifest `bytes`, or why they are not a cache manifest.
+pub fn config_of(cache: &str, bytes: &[u8]) -> Result<Descriptor, CacheError> {
+    let format = |message: String| CacheError::Format {
+        cache: cache.to_string(),
+        message,
+    };
+    let manifest: ImageManifest =
+        serde_json::from_slice(bytes).map_err(|e| format(format!("not an image manifest: {e}")))?;
+    let config = manifest.config();
+    if config.media_type().to_string() != CONFIG_MEDIA_TYPE {
+        return Err(format(format!(
+            "its config is {}, not an umstage cache",
+            config.media_type()
+        )));
+    }
+    if config.size() > MAX_CONFIG {
+        return Err(format(format!(
+            "its config of {} bytes is past the {MAX_CONFIG} a cache may list",
+            config.size()
+        )));
+    }
+    Ok(config.clone())
+}
+
+/// Reads `cache`'s config blob `bytes` into its records.
+pub fn parse_config(cache: &str, bytes: &[u8]) -> Result<CacheConfig, CacheError> {
+    serde_json::from_slice(bytes).map_err(|e| CacheError::Format {
+        cache: cache.to_string(),
+        message: format!("unreadable records: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::KeyBuilder;
+    use crate::state::State;
+
+    fn layer(n: char) -> Layer {
+        Layer {
+            digest: format!("sha256:{}", n.to_string().repeat(64)),
+            diff_id: format!("sha256:{}", n.to_string().repeat(64)),
+            size: 1,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        }
+    }
+
+    #[test]
+    fn min_keeps_the_final_stages_and_blobs_are_listed_once() {
+        let state = |layers: Vec<Layer>| {
+            Record::Result(Box::new(State {
+                config: crate::config::scratch("linux", "amd64", None),
+                layers,
+            }))
+        };
+        let k = |s: &str| KeyBuilder::new("t").str(s).finish();
+        let resolved = vec![
+            Resolved {
+                stage: 0,
+                key: k("a"),
+                record: state(vec![layer('a')]),
+            },
+            Resolved {
+                stage: 1,
+                key: k("b"),
+                record: state(vec![layer('a'), layer('b')]),
+            },
+        ];
+        let max = CacheConfig::from_resolved(&resolved, CacheMode::Max, &HashSet::from([1]));
+        assert_eq!(max.records.len(), 2);
+        assert_eq!(max.blobs(), vec![layer('a'), layer('b')]);
+        let min = CacheConfig::from_resolved(&resolved, CacheMode::Min, &HashSet::from([1]));
+        assert_eq!(min.records.len(), 1);
+        assert_eq!(min.records[0].key, k("b").to_hex());
+        let digest = umstage_oci::digest::sha256(b"{}");
+        let m = manifest("t", &digest, 2, &max.blobs()).map(|m| serde_json::to_vec(&m));
+        let Ok(Ok(bytes)) = m else {
+            panic!("no manifest: {m:?}");
+        };
+        assert_eq!(config_of("t", &bytes).map(|d| d.size()).ok(), Some(2));
+    }
+}
