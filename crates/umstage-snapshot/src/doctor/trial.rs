@@ -25,16 +25,6 @@ pub enum Trial {
     NotRun,
 }
 
-impl Trial {
-    /// The error name of the failing stage, as `EPERM`.
-    pub fn errno_name(self) -> Option<String> {
-        match self {
-            Trial::Unshare(e) | Trial::Map(e) | Trial::Mount(e) => Some(errno_name(e)),
-            Trial::Works | Trial::NotRun => None,
-        }
-    }
-}
-
 /// `EPERM` rather than the long description, as the kernel's headers name it.
 pub fn errno_name(errno: i32) -> String {
     format!("{:?}", Errno::from_raw(errno))
