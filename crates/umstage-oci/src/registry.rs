@@ -27,7 +27,7 @@ use crate::store::{ContentStore, StoreError};
 use clients::{SharedClients, Transport};
 pub use download::{DownloadError, Downloaded, Validators};
 use error::Origin;
-pub use error::RegistryError;
+pub use error::{RegistryError, TransportError};
 pub use limits::Limits;
 
 /// Layers downloaded or uploaded at once.
@@ -55,8 +55,12 @@ pub struct RegistryOptions {
 pub struct HelperRunner(pub Arc<AskHelper>);
 
 /// The function behind a [`HelperRunner`]: (helper name, server) to its answer.
-pub type AskHelper =
-    dyn Fn(&str, &str) -> std::result::Result<Option<Credential>, String> + Send + Sync;
+pub type AskHelper = dyn Fn(
+        &str,
+        &str,
+    ) -> std::result::Result<Option<Credential>, Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + Sync;
 
 impl std::fmt::Debug for HelperRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,9 +174,9 @@ impl RegistryClient {
         let transport = self
             .clients
             .get(plain_http, &self.limits)
-            .map_err(|detail| RegistryError::Tls {
+            .map_err(|source| RegistryError::Tls {
                 registry: registry.clone(),
-                detail,
+                source,
             })?;
         let mut credential = self.options.auth.lookup(&registry, reference.repository());
         let mut helper_failure = None;

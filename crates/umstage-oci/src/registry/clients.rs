@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 
-use super::error::causes;
+use super::error::TransportError;
 use super::limits::Limits;
 
 /// `oci-client` for the token handshake, blobs and pushes; plain `reqwest` for manifests, which
@@ -24,16 +24,11 @@ impl Transport {
     /// plain HTTP already accepted. `oci_client::Client::try_from` also builds a default
     /// `reqwest` client, which panics when the machine has no CA certificate at all; a
     /// program using this crate makes sure there is one (umstage's binary: `ca_roots`).
-    fn new(plain_http: bool, limits: &Limits) -> Result<Self, String> {
+    fn new(plain_http: bool, limits: &Limits) -> Result<Self, TransportError> {
         let protocol = if plain_http {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
-        };
-        let no_roots = |detail: String| {
-            format!(
-                "{detail} (install the CA certificates, e.g. Debian's ca-certificates, or name a bundle with SSL_CERT_FILE)"
-            )
         };
         let oci = oci_client::Client::try_from(ClientConfig {
             protocol,
@@ -42,14 +37,14 @@ impl Transport {
             read_timeout: Some(limits.read_timeout),
             ..Default::default()
         })
-        .map_err(|e| no_roots(causes(&e)))?;
+        .map_err(|e| TransportError(e.into()))?;
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(plain_http)
             .connect_timeout(limits.connect_timeout)
             .read_timeout(limits.read_timeout)
             .user_agent(concat!("umstage/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| no_roots(causes(&e)))?;
+            .map_err(|e| TransportError(e.into()))?;
         Ok(Self { oci, http })
     }
 }
@@ -72,7 +67,7 @@ impl std::fmt::Debug for SharedClients {
 
 impl SharedClients {
     /// The transport for plain HTTP or HTTPS; an error (not cached) when it cannot be made.
-    pub fn get(&self, plain_http: bool, limits: &Limits) -> Result<Transport, String> {
+    pub fn get(&self, plain_http: bool, limits: &Limits) -> Result<Transport, TransportError> {
         let cell = if plain_http { &self.http } else { &self.https };
         if let Some(made) = cell.get() {
             return Ok(made.clone());

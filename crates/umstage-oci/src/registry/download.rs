@@ -52,12 +52,13 @@ pub enum DownloadError {
         detail: String,
     },
     /// No HTTP client could be made (no CA certificates on the machine).
-    #[error("{url}: cannot set up TLS: {detail}")]
+    #[error("{url}: cannot set up TLS: {source}")]
     Tls {
         /// The URL.
         url: String,
         /// Why.
-        detail: String,
+        #[source]
+        source: super::error::TransportError,
     },
     /// The server could not be reached (refused, no route, connect timeout).
     #[error("{url}: unreachable: {detail}")]
@@ -127,9 +128,9 @@ impl RegistryClient {
         let transport =
             self.clients
                 .get(false, &self.limits)
-                .map_err(|detail| DownloadError::Tls {
+                .map_err(|source| DownloadError::Tls {
                     url: url.to_string(),
-                    detail,
+                    source,
                 })?;
         let http = transport.http;
         let read_timeout = self.limits.read_timeout;

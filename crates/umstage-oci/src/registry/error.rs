@@ -133,12 +133,13 @@ pub enum RegistryError {
         detail: String,
     },
     /// No TLS client could be made for an HTTPS registry (no CA certificates on the machine).
-    #[error("{registry}: cannot set up TLS: {detail}")]
+    #[error("{registry}: cannot set up TLS: {source}")]
     Tls {
         /// The registry host.
         registry: String,
         /// Why.
-        detail: String,
+        #[source]
+        source: TransportError,
     },
     /// The pulled image is not usable.
     #[error("{reference}: {source}")]
@@ -377,6 +378,26 @@ pub(super) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
             || e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
     })
+}
+
+/// No client could be made for a transport: as a rule, the machine has no CA certificate.
+#[derive(Debug)]
+pub struct TransportError(pub(super) Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (install the CA certificates, e.g. Debian's ca-certificates, or name a bundle with SSL_CERT_FILE)",
+            causes(self.0.as_ref())
+        )
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
 }
 
 /// The causes of `error`, without `reqwest`'s outer "error sending request for url (…)" (the URL
