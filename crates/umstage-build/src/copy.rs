@@ -9,11 +9,13 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags};
+use rustix::fs::{self as rfs, AtFlags, OFlags};
 use umstage_dockerfile::Dockerignore;
 use umstage_oci::inroot::{
-    Escape, InRootError, Root, lstat_no_symlinks, read_dir_no_symlinks, read_link_no_symlinks,
+    Escape, InRootError, Root, lstat_no_symlinks, open_no_symlinks, read_dir_no_symlinks,
+    read_link_no_symlinks,
 };
+use umstage_oci::owner;
 
 use crate::chmod::Chmod;
 
@@ -538,7 +540,13 @@ fn item(
     let (uid, gid) = match options.chown {
         Some(ids) => ids,
         None if tree.reset_owner => (0, 0),
-        None => (meta.uid(), meta.gid()),
+        // A stage built with one id mapped keeps its owners in a record.
+        // (A symlink has none, and its /proc link must not be followed to its target.)
+        None => (!ft.is_symlink())
+            .then(|| open_no_symlinks(host, OFlags::PATH | OFlags::NOFOLLOW).ok())
+            .flatten()
+            .and_then(|fd| owner::recorded(&fd))
+            .map_or((meta.uid(), meta.gid()), |o| (o.uid, o.gid)),
     };
     Ok(Item {
         src: host.to_path_buf(),

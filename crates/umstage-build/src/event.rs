@@ -34,6 +34,13 @@ pub enum Event {
         /// The stage being built.
         target: String,
     },
+    /// Which sandbox tier runs the build's `RUN` steps and why; said once, before the steps.
+    Sandbox {
+        /// The tier's name, as `--sandbox` takes it.
+        tier: String,
+        /// Why this tier, one line (what is mapped, or what kept a better tier out of reach).
+        reason: String,
+    },
     /// A step starts: its Dockerfile line and instruction text.
     StepStarted {
         /// Which step.

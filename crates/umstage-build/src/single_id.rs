@@ -9,7 +9,7 @@ use crate::state::Skipped;
 /// The warning for a build in single-id mode, given what its unpacks could not apply.
 pub(crate) fn summary(cause: &SingleId, skipped: &Skipped) -> String {
     let mut s = format!(
-        "single-id mode ({}): only your own user id exists in the build, so files cannot belong to other users, and RUN cannot chown to them or switch to a non-root USER",
+        "single-id mode ({}): only your own user id exists in the build, so owners other than root are recorded (user.rootlesscontainers) and written into the layers rather than set, and a non-root USER is played by root (it may write where that user could not)",
         cause.reason
     );
     if skipped.count > 0 {

@@ -197,6 +197,9 @@ impl Unpacker {
                 let options = UnpackOptions {
                     mode,
                     ignore_chown_errors,
+                    // Chown fails only in a single-id namespace, where the owners are recorded
+                    // for the sandbox's stat and the layer writer.
+                    record_owners: ignore_chown_errors,
                     ..UnpackOptions::default()
                 };
                 let report =

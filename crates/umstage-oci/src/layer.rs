@@ -15,6 +15,7 @@ use crate::changes::{ChangeKind, ChangeSet};
 use crate::compress::{Compression, Encoder};
 use crate::digest::{Digest, HashingWriter};
 use crate::inroot::{Escape, InRootError, Root};
+use crate::owner;
 use crate::store::{BlobInfo, ContentStore, StoreError};
 use crate::tarball::{self, EntryKind, Header};
 
@@ -249,6 +250,13 @@ impl SourceReader {
         };
         header.xattrs = read_xattrs(&at.proc_path()).map_err(self.read_err(path))?;
         drop(at);
+        if let Some(i) = header.xattrs.iter().position(|(n, _)| n == owner::XATTR) {
+            let (_, value) = header.xattrs.remove(i);
+            let recorded = owner::Owner::decode(&value)
+                .map_err(|e| self.read_err(path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            header.uid = u64::from(recorded.uid);
+            header.gid = u64::from(recorded.gid);
+        }
         match kind {
             EntryKind::Symlink => {
                 let resolved_parent = self.parent_fd(dir)?;

@@ -21,6 +21,7 @@ pub mod inroot;
 mod json;
 pub mod layer;
 pub mod lease;
+pub mod owner;
 mod pgzip;
 pub mod reference;
 pub mod registry;

@@ -77,6 +77,10 @@ pub struct UnpackOptions {
     /// Turn failures to set owners or privileged xattrs into warnings (rootless without a
     /// subordinate id range).
     pub ignore_chown_errors: bool,
+    /// Where an owner cannot be set, record it in the `user.rootlesscontainers` xattr
+    /// ([`crate::owner`]) instead of warning: a single-id user namespace keeps the image's
+    /// owners for the steps' `stat` and for the layers written from the tree.
+    pub record_owners: bool,
     /// Largest regular file accepted.
     pub max_file_size: u64,
 }
@@ -88,6 +92,7 @@ impl Default for UnpackOptions {
             ids: IdMap::default(),
             owner: None,
             ignore_chown_errors: false,
+            record_owners: false,
             max_file_size: 1 << 40,
         }
     }
@@ -396,19 +401,29 @@ impl Unpacker<'_> {
                 header.uid, header.gid
             ))),
         };
+        let mut record = None;
         if let Err(e) = chown {
-            if !self.options.ignore_chown_errors {
+            if self.options.record_owners && self.options.owner.is_none() {
+                record = u32::try_from(header.uid)
+                    .ok()
+                    .zip(u32::try_from(header.gid).ok())
+                    .map(|(uid, gid)| crate::owner::Owner { uid, gid });
+            }
+            if !self.options.ignore_chown_errors && record.is_none() {
                 return Err(self.io(path)(e));
             }
-            self.warn(format!(
-                "{}: could not set owner {}:{}: {e}",
-                path.display(),
-                header.uid,
-                header.gid
-            ));
+            if record.is_none() {
+                self.warn(format!(
+                    "{}: could not set owner {}:{}: {e}",
+                    path.display(),
+                    header.uid,
+                    header.gid
+                ));
+            }
         }
         for (key, value) in &header.xattrs {
-            if is_overlay_internal(key) {
+            // Nothing but the real owner is recorded; a layer cannot bring its own record.
+            if is_overlay_internal(key) || key == crate::owner::XATTR {
                 continue;
             }
             if let Err(e) = rfs::lsetxattr(at.proc_path(), key.as_str(), value, XattrFlags::empty())
@@ -423,6 +438,24 @@ impl Unpacker<'_> {
                 self.warn(format!(
                     "{}: could not set xattr {key}: {e}",
                     path.display()
+                ));
+            }
+        }
+        if let Some(owner) = record {
+            let value = owner.encode();
+            let set = rfs::lsetxattr(
+                at.proc_path(),
+                crate::owner::XATTR,
+                &value,
+                XattrFlags::empty(),
+            );
+            if let Err(e) = set {
+                // Symlinks take no user xattrs; their owner is rarely looked at.
+                self.warn(format!(
+                    "{}: could not record owner {}:{}: {e}",
+                    path.display(),
+                    owner.uid,
+                    owner.gid
                 ));
             }
         }

@@ -283,6 +283,52 @@ fn owners_are_mapped_through_the_id_map() {
 }
 
 #[test]
+fn owners_that_cannot_be_set_are_recorded_and_written_back_into_layers() {
+    use umstage_oci::unpack::{IdMap, IdRange};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let source = tmp.path().join("source");
+    make_rich_tree(&source);
+    let layer = write_layer(&store, &full_change_set(&source), &LayerOptions::default()).unwrap();
+    // A single-id namespace: only the caller's own ids can be set.
+    let own = |id: u32| {
+        vec![IdRange {
+            container: 0,
+            host: id,
+            size: 1,
+        }]
+    };
+    let opts = UnpackOptions {
+        ids: IdMap {
+            uids: own(rustix::process::geteuid().as_raw()),
+            gids: own(rustix::process::getegid().as_raw()),
+        },
+        ignore_chown_errors: true,
+        record_owners: true,
+        ..Default::default()
+    };
+    let target = tmp.path().join("single");
+    unpack_blob(&store, &layer.blob.digest, &target, &opts).unwrap();
+    let recorded = rustix::fs::getxattr(
+        target.join("etc/hostname").as_path(),
+        umstage_oci::owner::XATTR,
+        &mut [0u8; 32],
+    );
+    assert!(recorded.is_ok(), "{recorded:?}");
+    let again = write_layer(&store, &full_change_set(&target), &LayerOptions::default()).unwrap();
+    let back = tmp.path().join("back");
+    unpack_blob(&store, &again.blob.digest, &back, &UnpackOptions::default()).unwrap();
+    let tree = snapshot(&back, false);
+    let hostname = &tree[Path::new("etc/hostname")];
+    assert_eq!((hostname.uid, hostname.gid), (1_234, 5_678));
+    assert!(
+        tree.values()
+            .all(|e| e.xattrs.iter().all(|(n, _)| n != umstage_oci::owner::XATTR)),
+        "the record must not reach the layer"
+    );
+}
+
+#[test]
 fn read_only_directories_still_receive_their_children() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 
 pub mod cancel;
 pub mod diff;
+pub mod doctor;
 mod fsutil;
 pub mod sandbox;
 pub mod snapshot;
@@ -23,13 +24,17 @@ pub const SANDBOX_HELPER_ARG: &str = "__umstage-sandbox";
 /// Runs this crate's helper roles; call it first thing in `main`, before any thread exists.
 ///
 /// When `argv[1]` is [`SANDBOX_HELPER_ARG`] the process is a `RUN` sandbox helper: it runs the
-/// step and exits, never returning. When the process is the child re-executed by
+/// step and exits, never returning; [`doctor::trial::TRIAL_ARG`] makes it `umstage doctor`'s
+/// user namespace trial, which also exits. When the process is the child re-executed by
 /// [`userns::enter`], this finishes moving it into the new user and mount namespace (which
 /// needs a single-threaded process) and returns, so `main` goes on inside the namespace.
 /// Otherwise it does nothing.
 pub fn dispatch() {
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(SANDBOX_HELPER_ARG)) {
         sandbox::helper::main();
+    }
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(doctor::trial::TRIAL_ARG)) {
+        doctor::trial::main();
     }
     userns::finish_reexec_if_child();
 }

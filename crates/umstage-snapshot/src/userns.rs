@@ -23,6 +23,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
+use crate::doctor::{Facts, Tier, TierChoice, Trial};
+
 mod free_range;
 
 /// Environment variable carrying the handshake socket's fd number to the re-executed child.
@@ -31,12 +33,17 @@ const HANDSHAKE_ENV: &str = "_UMSTAGE_USERNS_SOCKET";
 /// Exit status of a re-executed child that could not enter its namespace.
 const HANDSHAKE_FAILED: i32 = 125;
 
+/// The child's first byte on the handshake socket: it unshared its namespaces.
+const UNSHARED: u8 = b'u';
+/// The child's first byte when unshare failed; the error number follows in one byte.
+const REFUSED: u8 = b'!';
+
 /// How ids are mapped into the namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     /// 0 is the caller, 1.. are the caller's `/etc/subuid` and `/etc/subgid` ranges.
     Subordinate,
-    /// Only 0 is mapped (to the caller): files cannot be owned by other ids.
+    /// Only 0 is mapped (to the caller): other owners are recorded (`sandbox::owners`), not set.
     SingleId,
     /// Started as real root: the identity map over all ids.
     Root,
@@ -45,8 +52,9 @@ pub enum Mode {
 /// What [`enter`] may use.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Use a single-id map even when subordinate ranges exist.
-    pub force_single_id: bool,
+    /// The sandbox tier asked for: the best that works, or exactly one (a single-id map even
+    /// when subordinate ranges exist, or the ranges and no fallback).
+    pub tier: TierChoice,
 }
 
 /// One line of a uid or gid map: `count` ids from `inside` map to `outside`.
@@ -100,16 +108,46 @@ impl UserNamespace {
     pub fn single_id(&self) -> Option<&SingleId> {
         self.single_id.as_ref()
     }
+    /// The sandbox tier this namespace gives `RUN` steps.
+    pub fn tier(&self) -> Tier {
+        match self.mode {
+            Mode::Subordinate | Mode::Root => Tier::Userns,
+            Mode::SingleId => Tier::UsernsSingle,
+        }
+    }
+    /// Why this tier, one line: what the namespace maps, or what kept the ranges out of reach
+    /// (the build says what one id changed, and the fix, when it ends).
+    pub fn reason(&self) -> String {
+        match (&self.single_id, self.mode) {
+            (Some(cause), _) => format!("one id mapped ({})", cause.reason),
+            (None, Mode::Root) => "a user namespace with every id mapped (real root)".into(),
+            (None, _) => {
+                let ids: u64 = self.uid_map.iter().map(|r| u64::from(r.count)).sum();
+                format!("a user namespace with {ids} ids mapped (subordinate ranges)")
+            }
+        }
+    }
 }
 
 /// Why the user namespace could not be entered.
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
-    /// The kernel refused a user namespace.
-    #[error(
-        "cannot create a user namespace: {0} (enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0)"
-    )]
-    Unshare(String),
+    /// The kernel refused a user namespace; `why` is `umstage doctor`'s finding.
+    #[error("cannot create a user namespace: {}: {why}", crate::doctor::trial::errno_name(*errno))]
+    Unshare {
+        /// The error number unshare failed with.
+        errno: i32,
+        /// The restriction that caused it and its fix, or what to run to find out.
+        why: String,
+    },
+    /// The tier asked for with `--sandbox` cannot run here.
+    #[error("the {tier} sandbox cannot run here: {why}")]
+    TierUnavailable {
+        /// The tier asked for.
+        tier: Tier,
+        /// The restriction in the way and its fix.
+        why: String,
+    },
     /// Writing the id maps failed even with a single-id map.
     #[error("cannot write the user namespace id map: {0}")]
     Map(#[source] IdMapError),
@@ -187,12 +225,25 @@ pub fn enter(options: &Options) -> Result<UserNamespace, UsernsError> {
         return Ok(inside.clone());
     }
     let mut plan = plan_mapping(options);
+    if options.tier == TierChoice::Exactly(Tier::Userns) && plan.mode == Mode::SingleId {
+        return Err(UsernsError::TierUnavailable {
+            tier: Tier::Userns,
+            why: plan.warning.unwrap_or_default(),
+        });
+    }
     loop {
         match run_child(&plan)? {
             ChildEnd::Exited(status) => exit_like(status),
             ChildEnd::MapFailed(reason) if plan.mode == Mode::Subordinate => {
+                let why = doctor_says(Trial::Works, Tier::Userns);
+                if options.tier == TierChoice::Exactly(Tier::Userns) {
+                    return Err(UsernsError::TierUnavailable {
+                        tier: Tier::Userns,
+                        why: format!("writing the subordinate id map failed ({reason}): {why}"),
+                    });
+                }
                 let single = single_id_plan(SingleId {
-                    reason: format!("writing the subordinate id map failed ({reason})"),
+                    reason: format!("writing the subordinate id map failed ({reason}): {why}"),
                     fix: None,
                 });
                 tracing::debug!(%reason, "falling back to a single-id map");
@@ -216,20 +267,16 @@ struct Plan {
 fn plan_mapping(options: &Options) -> Plan {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
-        let all = vec![IdRange {
-            inside: 0,
-            outside: 0,
-            count: u32::MAX,
-        }];
+        let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
         return Plan {
             mode: Mode::Root,
-            uid_map: all.clone(),
-            gid_map: all,
+            uid_map: identity_of(&read("/proc/self/uid_map")),
+            gid_map: identity_of(&read("/proc/self/gid_map")),
             warning: None,
             single_id: None,
         };
     }
-    if options.force_single_id {
+    if options.tier == TierChoice::Exactly(Tier::UsernsSingle) {
         return single_id_plan(SingleId {
             reason: "a single-id map was asked for".into(),
             fix: None,
@@ -292,7 +339,7 @@ fn plan_subordinate(
 }
 
 fn single_id_plan(cause: SingleId) -> Plan {
-    const LIMIT: &str = "running with a single-id map, so steps cannot chown files to other users";
+    const LIMIT: &str = "running with a single-id map, so owners other than root are recorded, not set, and a non-root USER is played by root";
     let warning = match &cause.fix {
         Some(fix) => format!("{}: {LIMIT} (fix: {fix})", cause.reason),
         None => format!("{LIMIT} ({})", cause.reason),
@@ -313,11 +360,39 @@ fn single_id_plan(cause: SingleId) -> Plan {
     }
 }
 
+/// The identity map over the ids this process's own namespace maps (`/proc/self/uid_map`'s
+/// text): every id on the host, or only the pod's 65536 where root runs in a user namespace
+/// already (Kubernetes' `hostUsers: false`), where mapping more is refused.
+fn identity_of(own_map: &str) -> Vec<IdRange> {
+    let ranges: Vec<IdRange> = own_map
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().map(|f| f.parse::<u32>().ok());
+            let inside = fields.next()??;
+            let _outside = fields.next()??;
+            let count = fields.next()??;
+            Some(IdRange {
+                inside,
+                outside: inside,
+                count,
+            })
+        })
+        .collect();
+    if ranges.is_empty() {
+        return vec![IdRange {
+            inside: 0,
+            outside: 0,
+            count: u32::MAX,
+        }];
+    }
+    ranges
+}
+
 /// A subordinate range `(start, count)` from `/etc/subuid` or `/etc/subgid`.
 type SubRange = (u32, u32);
 
 /// Reads the ranges of `name` (or of the numeric `uid`) from a subordinate id file, in file order.
-fn read_subordinate(file: &Path, name: &str, uid: u32) -> Vec<SubRange> {
+pub(crate) fn read_subordinate(file: &Path, name: &str, uid: u32) -> Vec<SubRange> {
     match std::fs::read_to_string(file) {
         Ok(text) => parse_subordinate(&text, name, uid),
         Err(_) => Vec::new(),
@@ -365,7 +440,7 @@ fn subordinate_map(own: u32, ranges: &[SubRange]) -> Vec<IdRange> {
     map
 }
 
-fn find_in_path(tool: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
@@ -436,15 +511,32 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
     };
     let pid = Pid::from_raw(child.id() as i32);
 
-    let mut ready = [0u8; 1];
-    let unshared = matches!(parent_end.read(&mut ready), Ok(1));
-    if !unshared {
+    let mut ready = [0u8; 2];
+    let unshared = match parent_end.read(&mut ready) {
+        Ok(1..) if ready[0] == UNSHARED => Ok(()),
+        Ok(n @ 1..) if ready[0] == REFUSED => {
+            let mut errno = [0u8; 1];
+            let errno = match n {
+                1 => parent_end
+                    .read_exact(&mut errno)
+                    .map(|()| errno[0])
+                    .unwrap_or(0),
+                _ => ready[1],
+            };
+            Err(Some(i32::from(errno)))
+        }
+        _ => Err(None),
+    };
+    if let Err(errno) = unshared {
         let status = child.wait().map_err(UsernsError::Handshake)?;
         restore_mask(&old_mask);
-        if status.code() == Some(HANDSHAKE_FAILED) {
-            return Err(UsernsError::Unshare(
-                "the re-executed child could not unshare its namespaces".into(),
-            ));
+        if status.code() == Some(HANDSHAKE_FAILED)
+            && let Some(errno) = errno
+        {
+            return Err(UsernsError::Unshare {
+                errno,
+                why: doctor_says(Trial::Unshare(errno), Tier::UsernsSingle),
+            });
         }
         return Ok(ChildEnd::Exited(status));
     }
@@ -469,6 +561,19 @@ fn run_child(plan: &Plan) -> Result<ChildEnd, UsernsError> {
     let status = supervise(&mut child, pid, &forwarded)?;
     restore_mask(&old_mask);
     Ok(ChildEnd::Exited(status))
+}
+
+/// What `umstage doctor` finds in the way of `tier`, given what the namespace just did, as
+/// one line naming the restriction and its fix.
+fn doctor_says(seen: Trial, tier: Tier) -> String {
+    let diagnosis = crate::doctor::diagnose(&Facts::gather(None, Some(seen)));
+    match diagnosis.blockers_of(tier) {
+        found if found.is_empty() => {
+            "no restriction umstage knows explains it; `umstage doctor` lists what it checked"
+                .into()
+        }
+        found => format!("{found} (`umstage doctor` shows every finding)"),
+    }
 }
 
 fn restore_mask(mask: &SigSet) {
@@ -642,12 +747,16 @@ pub(crate) fn finish_reexec_if_child() {
 /// `Err(None)` means the parent aborted (it reports why itself).
 fn handshake_as_child(mut stream: UnixStream) -> Result<UserNamespace, Option<String>> {
     let parent = nix::unistd::getppid();
-    nix::sched::unshare(
+    if let Err(e) = nix::sched::unshare(
         CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .map_err(|e| Some(format!("cannot create a user namespace: {e}")))?;
+    ) {
+        // The parent reports it, with doctor's reading of why.
+        let errno = u8::try_from(e as i32).unwrap_or(u8::MAX);
+        let _ = stream.write_all(&[REFUSED, errno]);
+        return Err(None);
+    }
     stream
-        .write_all(b"u")
+        .write_all(&[UNSHARED])
         .map_err(|e| Some(format!("handshake: {e}")))?;
     let mut line = String::new();
     BufReader::new(&mut stream)
@@ -672,7 +781,12 @@ fn handshake_as_child(mut stream: UnixStream) -> Result<UserNamespace, Option<St
         nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| Some(format!("making / private in the mount namespace: {e}")))?;
+    .map_err(|e| {
+        let why = doctor_says(Trial::Mount(e as i32), Tier::UsernsSingle);
+        Some(format!(
+            "making / private in the mount namespace: {e}: {why}"
+        ))
+    })?;
     Ok(inside)
 }
 
@@ -755,6 +869,29 @@ mod tests {
         assert_eq!(plan.mode, Mode::Subordinate);
         assert!(plan.warning.is_none());
         assert_eq!(plan.uid_map.len(), 2);
+    }
+
+    #[test]
+    fn root_maps_what_its_own_namespace_maps() {
+        let host = identity_of("         0          0 4294967295\n");
+        assert_eq!(
+            host,
+            [IdRange {
+                inside: 0,
+                outside: 0,
+                count: u32::MAX
+            }]
+        );
+        let pod = identity_of("         0     100000      65536\n");
+        assert_eq!(
+            pod,
+            [IdRange {
+                inside: 0,
+                outside: 0,
+                count: 65536
+            }]
+        );
+        assert_eq!(identity_of("")[0].count, u32::MAX);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Command {
     Build(Box<BuildArgs>),
     /// Show what this machine supports and the state of the store
     Info(InfoArgs),
+    /// Find what restricts builds here (seccomp, capabilities, user namespaces, id ranges), say which sandbox tier a build will use and how to get a better one
+    Doctor(InfoArgs),
     /// Remove build cache and unused data from the state root
     Prune(PruneArgs),
     /// Tools for looking inside
@@ -75,6 +77,19 @@ pub enum ProgressMode {
     Rawjson,
     /// Nothing but errors (and the image id at the end)
     Quiet,
+}
+
+/// Which sandbox tier runs the RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxChoice {
+    /// The best one that works here (`umstage doctor` says which)
+    Auto,
+    /// A user namespace with subordinate id ranges (steps may own files as any user)
+    Userns,
+    /// A user namespace with one id: chown recorded (user.rootlesscontainers), steps run as root
+    UsernsSingle,
+    /// No namespace: as root, steps run chrooted in copied snapshots (no /proc, no RUN --mount)
+    Chroot,
 }
 
 /// `umstage build`.
@@ -176,6 +191,10 @@ pub struct BuildArgs {
     /// Snapshotter for the build's filesystems
     #[arg(long, default_value = "auto", value_name = "NAME", value_parser = snapshotter())]
     pub snapshotter: DriverChoice,
+
+    /// Sandbox tier for RUN steps
+    #[arg(long, value_enum, default_value = "auto", value_name = "TIER")]
+    pub sandbox: SandboxChoice,
 
     /// Registry host to reach over plain HTTP (repeatable); loopback registries need none
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]

@@ -4,6 +4,7 @@ mod admin;
 mod ca_roots;
 mod cli;
 mod docker_flags;
+mod doctor;
 mod generate;
 mod log_warnings;
 mod progress;
@@ -53,21 +54,24 @@ fn main() -> ExitCode {
         ),
         Command::ManPages { dir } => report(generate::man_pages(&dir)),
         Command::Build(args) => {
-            // A build says what single-id mode changed itself, once, through its progress.
-            if let Err(code) = enter_namespace(false) {
-                return code;
-            }
-            build(*args, root)
+            let sandbox = match enter_sandbox(args.sandbox, &root) {
+                Ok(ns) => ns,
+                Err(code) => return code,
+            };
+            build(*args, root, &sandbox)
         }
+        Command::Doctor(args) => report(doctor::run(&root, args.json)),
         Command::Info(args) => {
-            if let Err(code) = enter_namespace(true) {
-                return code;
+            match enter_sandbox(cli::SandboxChoice::Auto, &root) {
+                Ok(ns) => warn_limited(&ns),
+                Err(code) => return code,
             }
             report(admin::info(&root, args.json))
         }
         Command::Prune(args) => {
-            if let Err(code) = enter_namespace(true) {
-                return code;
+            match enter_sandbox(cli::SandboxChoice::Auto, &root) {
+                Ok(ns) => warn_limited(&ns),
+                Err(code) => return code,
             }
             report(admin::prune(&root, args.all, args.keep_storage))
         }
@@ -112,21 +116,31 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Moves this process into its user + mount namespace: the outer process re-executes itself
-/// and exits with the child's status, so only the child returns from here. `warn`: print the
-/// namespace's warning (single-id mode and its fix).
-fn enter_namespace(warn: bool) -> Result<(), ExitCode> {
-    match umstage_snapshot::userns::enter(&umstage_snapshot::userns::Options::default()) {
-        Ok(ns) => {
-            if warn && let Some(w) = ns.warning() {
-                eprintln!("umstage: warning: {w}");
-            }
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("umstage: error: {e}");
-            Err(ExitCode::from(1))
-        }
+/// Enters the sandbox tier asked for (or the best that works): for a namespace tier the outer
+/// process re-executes itself and exits with the child's status, so only the child returns
+/// from here. A build says the tier through its progress stream; the other commands warn here
+/// when ids are limited.
+fn enter_sandbox(
+    choice: cli::SandboxChoice,
+    root: &Path,
+) -> Result<umstage_snapshot::doctor::Entered, ExitCode> {
+    use umstage_snapshot::doctor::{Tier, TierChoice};
+    let tier = match choice {
+        cli::SandboxChoice::Auto => TierChoice::Auto,
+        cli::SandboxChoice::Userns => TierChoice::Exactly(Tier::Userns),
+        cli::SandboxChoice::UsernsSingle => TierChoice::Exactly(Tier::UsernsSingle),
+        cli::SandboxChoice::Chroot => TierChoice::Exactly(Tier::Chroot),
+    };
+    umstage_snapshot::doctor::enter(tier, root).map_err(|e| {
+        eprintln!("umstage: error: {e}");
+        ExitCode::from(1)
+    })
+}
+
+/// Says, for the commands that have no progress stream, that ids are limited and how to fix it.
+fn warn_limited(entered: &umstage_snapshot::doctor::Entered) {
+    if let Some(w) = &entered.warning {
+        eprintln!("umstage: warning: {w}");
     }
 }
 
@@ -196,7 +210,7 @@ fn state_root(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
+fn build(args: BuildArgs, root: PathBuf, sandbox: &umstage_snapshot::doctor::Entered) -> ExitCode {
     let stdout_taken = args.outputs.iter().any(Output::writes_stdout);
     // A context read from standard input lives in a temporary directory for the build.
     let prepared = build_flags(&args).into_request(root, &mut std::io::stdin().lock(), &|name| {
@@ -221,6 +235,10 @@ fn build(args: BuildArgs, root: PathBuf) -> ExitCode {
     };
     let renderer = progress::renderer(mode, std::io::stderr().is_terminal());
     let forwarding = log_warnings::forward_to(renderer.clone());
+    renderer.emit(umstage_build::event::Event::Sandbox {
+        tier: sandbox.tier.to_string(),
+        reason: sandbox.reason.clone(),
+    });
     let outcome = umstage_build::build(&request, renderer.as_ref());
     let loaded = match (&outcome, &load) {
         (Ok(_), Some(archive)) => Some(

@@ -158,6 +158,7 @@ impl EventSink for Plain {
                 writeln!(out, "#{n} ERROR: {message}")
             }
             Event::Warning { message } => writeln!(out, "WARNING: {message}"),
+            Event::Sandbox { tier, reason } => writeln!(out, "#0 sandbox {tier}: {reason}"),
             Event::Lint {
                 rule,
                 message,
@@ -457,6 +458,10 @@ impl EventSink for Live {
                         format!("         {part}")
                     });
                 }
+            }
+            Event::Sandbox { tier, reason } => {
+                st.permanent
+                    .push(format!("\x1b[2msandbox {tier}: {reason}\x1b[0m"));
             }
             Event::Lint {
                 rule,

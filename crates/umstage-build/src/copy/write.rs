@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use umstage_oci::inroot::{Escape, Root, chmod_nofollow, fd_path, open_no_symlinks};
+use umstage_oci::owner;
 
 use super::{CopyError, Item, ItemKind, Plan, errno, io_err};
 
@@ -36,14 +37,9 @@ pub fn make_dirs_mode(
         current.push(name);
         match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {
-                rfs::chownat(
-                    &parent,
-                    name,
-                    Some(rfs::Uid::from_raw(owner.0)),
-                    Some(rfs::Gid::from_raw(owner.1)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(errno(&current))?;
+                let (uid, gid) = owner;
+                owner::chown_or_record(&parent, name, owner::Owner { uid, gid })
+                    .map_err(io_err(&current))?;
                 chmod_nofollow(&parent, name, mode).map_err(errno(&current))?;
             }
             Err(rustix::io::Errno::EXIST) => {
@@ -283,12 +279,7 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
                     io::copy(&mut input, &mut out).map_err(io_err(path))?;
                 }
             }
-            rfs::fchown(
-                &out,
-                Some(rfs::Uid::from_raw(item.uid)),
-                Some(rfs::Gid::from_raw(item.gid)),
-            )
-            .map_err(errno(path))?;
+            set_owner(parent, name, item)?;
             // After chown, which clears set-id bits.
             rfs::fchmod(&out, Mode::from_raw_mode(item.mode)).map_err(errno(path))?;
             rfs::futimens(&out, &times).map_err(errno(path))?;
@@ -329,15 +320,13 @@ fn remove_non_dir(
     }
 }
 
+/// Sets the owner, or records it where the namespace maps one id ([`owner::chown_or_record`]).
 fn set_owner(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {
-    rfs::chownat(
-        parent,
-        name,
-        Some(rfs::Uid::from_raw(item.uid)),
-        Some(rfs::Gid::from_raw(item.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(errno(&item.dest))
+    let owner = owner::Owner {
+        uid: item.uid,
+        gid: item.gid,
+    };
+    owner::chown_or_record(parent, name, owner).map_err(io_err(&item.dest))
 }
 
 fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> {

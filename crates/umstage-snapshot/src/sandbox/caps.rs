@@ -7,7 +7,7 @@ use oci_spec::runtime::{Capabilities, Capability};
 use super::failure::HelperError;
 
 /// Linux capability numbers by name, as in `<linux/capability.h>`.
-const NUMBERS: [(&str, u32); 41] = [
+pub(crate) const NUMBERS: [(&str, u32); 41] = [
     ("CAP_CHOWN", 0),
     ("CAP_DAC_OVERRIDE", 1),
     ("CAP_DAC_READ_SEARCH", 2),

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -115,43 +116,85 @@ fn run() -> Result<(), HelperError> {
             .and_then(|l| l.namespaces().as_ref())
             .is_some_and(|ns| ns.iter().any(|n| n.typ() == kind))
     };
-    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    let new_net = wants(LinuxNamespaceType::Network);
-    if new_net {
-        flags |= CloneFlags::CLONE_NEWNET;
+    // The chroot tier has no namespaces to make.
+    if request.chroot.is_none() {
+        let mut flags =
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+        let new_net = wants(LinuxNamespaceType::Network);
+        if new_net {
+            flags |= CloneFlags::CLONE_NEWNET;
+        }
+        nix::sched::unshare(flags).map_err(errno("unsharing the step's namespaces"))?;
+        if new_net {
+            loopback_up().map_err(|e| HelperError::during("bringing lo up", e))?;
+        }
+        if let Some(hostname) = request.spec.hostname() {
+            nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
+        }
     }
-    nix::sched::unshare(flags).map_err(errno("unsharing the step's namespaces"))?;
-    if new_net {
-        loopback_up().map_err(|e| HelperError::during("bringing lo up", e))?;
-    }
-    if let Some(hostname) = request.spec.hostname() {
-        nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
-    }
+    // Pid 1 hands the ownership recorder's listener back on this socket.
+    let recorder = match request.record_owners {
+        true => Some(UnixStream::pair().map_err(|e| HelperError::during("socketpair", e))?),
+        false => None,
+    };
     // SAFETY: this process is single-threaded (a fresh exec that started no threads).
     match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
-        ForkResult::Child => step_main(&request),
-        ForkResult::Parent { child } => loop {
-            match nix::sys::wait::waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => {
-                    send(&Report::Ended(ExitStatus::Code(code)));
-                    return Ok(());
-                }
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    send(&Report::Ended(ExitStatus::Signal(signal as i32)));
-                    return Ok(());
-                }
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(HelperError::from(format!("waiting for the step: {e}"))),
+        ForkResult::Child => step_main(&request, recorder.map(|(_, theirs)| theirs)),
+        ForkResult::Parent { child } => {
+            // With no pid namespace to end the step's other processes with it, they share a
+            // process group that is killed when the step's main process ends (set on both
+            // sides of the fork, so neither order races).
+            let chrooted = request.chroot.is_some();
+            if chrooted {
+                let _ = nix::unistd::setpgid(child, child);
             }
-        },
+            let end_group = || {
+                if chrooted {
+                    let _ = nix::sys::signal::killpg(child, Signal::SIGKILL);
+                }
+            };
+            if let Some((ours, theirs)) = recorder {
+                // Only pid 1 may hold its end: the receive ends when pid 1 does.
+                drop(theirs);
+                if let Some((listener, who)) = super::owners::receive_listener(&ours) {
+                    super::owners::supervise(listener, who);
+                    // Every process of the step is gone: what it made is the user's.
+                    if let Some(who) = who {
+                        super::identity::own_new_entries(&request.rootfs, who);
+                    }
+                }
+            }
+            loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => {
+                        end_group();
+                        send(&Report::Ended(ExitStatus::Code(code)));
+                        return Ok(());
+                    }
+                    Ok(WaitStatus::Signaled(_, signal, _)) => {
+                        end_group();
+                        send(&Report::Ended(ExitStatus::Signal(signal as i32)));
+                        return Ok(());
+                    }
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        return Err(HelperError::from(format!("waiting for the step: {e}")));
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Pid 1 of the step: set up and exec; reports and exits on failure.
-fn step_main(request: &Request) -> ! {
+fn step_main(request: &Request, recorder: Option<UnixStream>) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if request.chroot.is_some() {
+        let own = nix::unistd::Pid::from_raw(0);
+        let _ = nix::unistd::setpgid(own, own);
+    }
     let mut stubs = Vec::new();
-    let message = setup_and_exec(request, &mut stubs);
+    let message = setup_and_exec(request, recorder.as_ref(), &mut stubs);
     send(&Report::Stubs(stubs));
     send(&Report::SetupError(message));
     // SAFETY: _exit ends this forked process without running the parent's destructors.
@@ -159,19 +202,27 @@ fn step_main(request: &Request) -> ! {
 }
 
 /// Returns only on failure, with the message for the user.
-fn setup_and_exec(request: &Request, stubs: &mut Vec<PathBuf>) -> String {
-    match prepare_root(request, stubs) {
+fn setup_and_exec(
+    request: &Request,
+    recorder: Option<&UnixStream>,
+    stubs: &mut Vec<PathBuf>,
+) -> String {
+    let prepared = match &request.chroot {
+        Some(rootfs) => super::chroot::prepare_root(request, rootfs, stubs),
+        None => prepare_root(request, stubs),
+    };
+    match prepared {
         Ok(ready) => {
             send(&Report::Stubs(stubs.clone()));
-            exec_step(request, ready)
+            exec_step(request, recorder, ready)
         }
         Err(e) => e.to_string(),
     }
 }
 
 /// What the step needs once its root is ready.
-struct Ready {
-    user: ResolvedUser,
+pub(super) struct Ready {
+    pub(super) user: ResolvedUser,
 }
 
 fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, HelperError> {
@@ -392,14 +443,18 @@ impl Source {
     }
 }
 
-fn exec_step(request: &Request, ready: Ready) -> String {
-    match try_exec(request, ready) {
+fn exec_step(request: &Request, recorder: Option<&UnixStream>, ready: Ready) -> String {
+    match try_exec(request, recorder, ready) {
         Ok(never) => match never {},
         Err(e) => e.to_string(),
     }
 }
 
-fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible, HelperError> {
+fn try_exec(
+    request: &Request,
+    recorder: Option<&UnixStream>,
+    ready: Ready,
+) -> Result<std::convert::Infallible, HelperError> {
     let process = request
         .spec
         .process()
@@ -435,10 +490,19 @@ fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible,
     } else if user.additional_gids.iter().any(|g| *g != user.gid) {
         tracing::debug!("supplementary groups skipped: setgroups is denied in this namespace");
     }
-    let gid = Gid::from_raw(user.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(unmapped("gid", user.gid))?;
-    let uid = Uid::from_raw(user.uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(unmapped("uid", user.uid))?;
+    // With one id and the recorder, a non-root user is played, not become (`identity`).
+    let appear_as = (recorder.is_some() && (user.uid != 0 || user.gid != 0)).then_some(
+        super::identity::Identity {
+            uid: user.uid,
+            gid: user.gid,
+        },
+    );
+    if appear_as.is_none() {
+        let gid = Gid::from_raw(user.gid);
+        nix::unistd::setresgid(gid, gid, gid).map_err(unmapped("gid", user.gid))?;
+        let uid = Uid::from_raw(user.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(unmapped("uid", user.uid))?;
+    }
     // Changing credentials cleared the parent-death signal.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("PR_SET_PDEATHSIG"))?;
     let umask = process.user().umask().unwrap_or(super::spec::UMASK);
@@ -470,6 +534,11 @@ fn try_exec(request: &Request, ready: Ready) -> Result<std::convert::Infallible,
         .map(|e| CString::new(e.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| "NUL in the environment")?;
+    // Last, so that nothing of the setup goes through the recorder.
+    if let Some(socket) = recorder {
+        let listener = super::owners::install(appear_as)?;
+        super::owners::send_listener(socket, &listener, appear_as)?;
+    }
     nix::unistd::execve(&c_program, &c_args, &c_env)
         .map_err(|e| HelperError::during(format!("exec {}", resolved.display()), e))
 }
@@ -489,7 +558,7 @@ fn find_program(program: &str, path_var: &str) -> Option<PathBuf> {
 
 /// Whether a mount target is a directory or a file.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Dir,
     File,
 }
@@ -510,7 +579,7 @@ fn fstat_dev(fd: &OwnedFd) -> std::io::Result<u64> {
 // (`RESOLVE_IN_ROOT`), in its own mount namespace, and creates mount points as it goes.
 
 /// Reads a file inside the root, `None` if it does not exist.
-fn read_file(root: &Root, rel: &str) -> Result<Option<String>, HelperError> {
+pub(super) fn read_file(root: &Root, rel: &str) -> Result<Option<String>, HelperError> {
     match openat2(root.fd().as_raw_fd(), Path::new(rel), libc::O_RDONLY) {
         Ok(fd) => {
             let mut text = String::new();
@@ -535,7 +604,7 @@ fn relative(root: &Root, fd: &OwnedFd) -> Option<PathBuf> {
 
 /// Opens `path` inside the root (`O_PATH`), creating what is missing; records created
 /// entries on the root filesystem in `stubs` when given.
-fn ensure(
+pub(super) fn ensure(
     root: &Root,
     path: &Path,
     last_kind: Kind,

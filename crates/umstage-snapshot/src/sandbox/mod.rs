@@ -8,10 +8,13 @@
 //! When pid 1 exits the kernel kills every other process of the step; when the helper dies
 //! (cancel, SIGKILL of umstage) pid 1 dies with it.
 
-mod caps;
+pub(crate) mod caps;
+mod chroot;
 mod failure;
 pub(crate) mod helper;
+mod identity;
 mod mounts;
+mod owners;
 mod rlimit;
 mod spec;
 pub mod user;
@@ -216,6 +219,12 @@ pub(crate) struct Request {
     /// helper resolves inside it (`RESOLVE_IN_ROOT`, the final component included) and mounts
     /// from the resulting descriptor.
     pub(crate) in_root: Vec<Option<PathBuf>>,
+    /// Record the step's `chown`s and show them to its `stat`s ([`owners`]): only one id is
+    /// mapped, so the kernel cannot.
+    pub(crate) record_owners: bool,
+    /// The `chroot` tier: the active snapshot's directory, which the step is chrooted in
+    /// (no namespaces, no mounts); `None` in the user namespace tiers.
+    pub(crate) chroot: Option<PathBuf>,
 }
 
 /// The fd the helper reports on (its copy of the socket it got as stdin).
@@ -243,7 +252,11 @@ pub fn run_step(
             step.cwd
         )));
     }
-    snapshotter.active_dir(key)?;
+    let active_dir = snapshotter.active_dir(key)?;
+    let chroot = match crate::doctor::active_tier() {
+        Some(crate::doctor::Tier::Chroot) => Some(chroot_dir(snapshotter, active_dir, step)?),
+        _ => None,
+    };
     let rootfs = snapshotter.mounts(key)?;
     let sandbox_dir = snapshotter.state_root().join("sandbox");
     fsutil::ensure_dir(&sandbox_dir)?;
@@ -262,6 +275,9 @@ pub fn run_step(
             files: prepared.private_files.clone(),
             secrets: prepared.secret_files.clone(),
             sandbox_dir: sandbox_dir.clone(),
+            record_owners: crate::userns::current()
+                .is_some_and(|ns| ns.mode() == crate::userns::Mode::SingleId),
+            chroot: chroot.clone(),
         };
         let outcome = run_helper(&request, cancel, on_event);
         drop(prepared);
@@ -272,6 +288,29 @@ pub fn run_step(
     snapshotter.remove_stubs(key, &stubs)?;
     cleanup?;
     status
+}
+
+/// The directory a `chroot` tier step runs in, or why the step needs a namespace tier.
+fn chroot_dir(
+    snapshotter: &Snapshotter,
+    active_dir: PathBuf,
+    step: &RunStep,
+) -> Result<PathBuf, SandboxError> {
+    let needs = |what: &str| {
+        Err(SandboxError::InvalidStep(format!(
+            "{what} needs a user namespace, which this sandbox tier (chroot) does not have: `umstage doctor` says what would allow one"
+        )))
+    };
+    if !step.mounts.is_empty() {
+        return needs("RUN --mount");
+    }
+    if step.network == Network::None {
+        return needs("RUN --network=none");
+    }
+    if snapshotter.driver() != crate::DriverKind::Native {
+        return needs("an overlay snapshot");
+    }
+    Ok(active_dir)
 }
 
 type HelperOutcome = (Result<ExitStatus, SandboxError>, Vec<PathBuf>);

@@ -71,4 +71,7 @@ pub enum OverlayProbeError {
     /// Removing a lower directory through the mount left no whiteout.
     #[error("the upper dir holds no 0:0 whiteout")]
     NoWhiteout,
+    /// The chroot sandbox tier runs outside any namespace, where a mount would be the host's.
+    #[error("the chroot sandbox tier mounts nothing")]
+    ChrootTier,
 }

@@ -27,6 +27,7 @@ pub(crate) use mount::{bind_mount, remount_read_only};
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -107,7 +108,21 @@ impl Snapshotter {
     /// Needs to run inside the user namespace for overlay (see [`crate::userns::enter`]).
     pub fn open(state_root: &Path, choice: DriverChoice) -> Result<Self, SnapshotError> {
         fsutil::ensure_dir(state_root)?;
+        // Outside any namespace a mount would land in the caller's own mount namespace.
+        let chroot = crate::doctor::active_tier() == Some(crate::doctor::Tier::Chroot);
         let (kind, reason) = match choice {
+            DriverChoice::Overlay if chroot => {
+                return Err(SnapshotError::OverlayUnavailable(
+                    OverlayProbeError::ChrootTier,
+                ));
+            }
+            DriverChoice::Auto if chroot => (
+                DriverKind::Native,
+                format!(
+                    "the chroot sandbox tier mounts nothing; {}",
+                    native::detail(state_root)
+                ),
+            ),
             DriverChoice::Overlay => match overlay::probe(state_root) {
                 Ok(detail) => (DriverKind::Overlay, format!("asked for; {detail}")),
                 Err(e) => return Err(e),
@@ -348,13 +363,27 @@ impl Snapshotter {
         let record = self
             .read_record(key)?
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let specs = self.mounts(key)?;
+        // The chroot tier may not mount: a native snapshot is one whole tree, used in place.
+        if crate::doctor::active_tier() == Some(crate::doctor::Tier::Chroot)
+            && let [spec] = specs.as_slice()
+            && spec.fstype == "bind"
+        {
+            return Ok(MountGuard {
+                target: spec.source.clone(),
+                mounted: false,
+            });
+        }
         let target = self.data_dir(&record.dir).join("merged");
         fsutil::ensure_dir(&target)?;
-        for spec in self.mounts(key)? {
+        for spec in specs {
             spec.mount_at(&target)
                 .map_err(at("mount snapshot on", &target))?;
         }
-        Ok(MountGuard { target })
+        Ok(MountGuard {
+            target,
+            mounted: true,
+        })
     }
 
     /// The content directory of the active snapshot `key`.
@@ -589,7 +618,8 @@ impl Snapshotter {
             };
             let removed = if meta.is_dir() {
                 std::fs::remove_dir(&path).is_ok()
-            } else if meta.is_file() && meta.len() == 0 {
+            } else if (meta.is_file() && meta.len() == 0) || meta.file_type().is_char_device() {
+                // Empty mount-point files, and the chroot tier's /dev nodes.
                 std::fs::remove_file(&path).is_ok()
             } else {
                 false
@@ -653,6 +683,8 @@ impl Lowers for Below<'_> {
 #[derive(Debug)]
 pub struct MountGuard {
     target: PathBuf,
+    /// False where the tree is used in place (the chroot tier): nothing to unmount.
+    mounted: bool,
 }
 
 impl MountGuard {
@@ -664,6 +696,9 @@ impl MountGuard {
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
         if let Err(e) = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH) {
             tracing::warn!(target = %self.target.display(), "unmounting snapshot: {e}");
         }

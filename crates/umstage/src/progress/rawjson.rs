@@ -260,6 +260,15 @@ impl State {
                 });
                 status.warnings.push(w);
             }
+            // BuildKit has no such vertex; an internal one, done at once, says it the same way.
+            Event::Sandbox { tier, reason } => {
+                let mut v = vertex(
+                    digest("sandbox"),
+                    format!("[internal] sandbox {tier}: {reason}"),
+                );
+                v.completed = Some(now());
+                status.vertexes.push(v);
+            }
             Event::TaskStarted { id, text, .. } => {
                 let v = vertex(digest(&format!("task {id}")), text);
                 status.vertexes.push(v.clone());

@@ -1,0 +1,159 @@
+//! Recorded ownership: where only one id is mapped, a file's owner in the image is kept in the
+//! `user.rootlesscontainers` xattr, as umoci's rootless mode and runc's rootless containers
+//! do (a protobuf `Resource { uint32 uid = 1; uint32 gid = 2; }`, zero fields left out). The
+//! layer writer writes that owner into the tar and leaves the xattr out of the image.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::fs::{self as rfs, AtFlags, XattrFlags};
+use rustix::io::Errno;
+
+/// The xattr that holds a recorded owner.
+pub const XATTR: &str = "user.rootlesscontainers";
+
+/// The owner a file has in the image, whatever the filesystem says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owner {
+    /// The uid in the image.
+    pub uid: u32,
+    /// The gid in the image.
+    pub gid: u32,
+}
+
+/// Why a recorded owner could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed {XATTR} value")]
+pub struct MalformedOwner;
+
+impl Owner {
+    /// The xattr's value (proto3: a zero field is not written).
+    pub fn encode(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (tag, value) in [(0x08u8, self.uid), (0x10u8, self.gid)] {
+            if value != 0 {
+                out.push(tag);
+                let mut v = value;
+                while v >= 0x80 {
+                    out.push((v as u8 & 0x7f) | 0x80);
+                    v >>= 7;
+                }
+                out.push(v as u8);
+            }
+        }
+        out
+    }
+
+    /// Reads an xattr value; unknown varint fields are skipped, as protobuf readers do.
+    pub fn decode(bytes: &[u8]) -> Result<Owner, MalformedOwner> {
+        let mut owner = Owner::default();
+        let mut rest = bytes;
+        while let Some((&tag, after)) = rest.split_first() {
+            if tag & 0x07 != 0 {
+                return Err(MalformedOwner);
+            }
+            let (value, after) = varint(after)?;
+            match tag >> 3 {
+                1 => owner.uid = u32::try_from(value).map_err(|_| MalformedOwner)?,
+                2 => owner.gid = u32::try_from(value).map_err(|_| MalformedOwner)?,
+                _ => {}
+            }
+            rest = after;
+        }
+        Ok(owner)
+    }
+}
+
+/// Sets the owner of `name` in `parent` (never following a final symlink). Where the user
+/// namespace maps only one id the kernel refuses other owners (`EINVAL`); the owner is then
+/// recorded instead. A record left from before is removed once the real owner is right. A
+/// symlink takes no user xattr: an owner it cannot have goes unrecorded.
+pub fn chown_or_record(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Result<()> {
+    let chown = rfs::chownat(
+        parent,
+        name,
+        Some(rfs::Uid::from_raw(owner.uid)),
+        Some(rfs::Gid::from_raw(owner.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    );
+    let at = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+    let result = match chown {
+        Ok(()) => match rfs::lremovexattr(&at, XATTR) {
+            Err(Errno::NODATA | Errno::NOTSUP | Errno::PERM) => Ok(()),
+            other => other,
+        },
+        Err(Errno::INVAL) => match rfs::lsetxattr(&at, XATTR, &owner.encode(), XattrFlags::empty())
+        {
+            Err(Errno::PERM) if is_symlink(parent, name) => Ok(()),
+            other => other,
+        },
+        Err(e) => Err(e),
+    };
+    result.map_err(io::Error::from)
+}
+
+/// The owner recorded on the file `fd` is open on (any kind of descriptor, `O_PATH` too).
+pub fn recorded(fd: &impl AsRawFd) -> Option<Owner> {
+    let mut value = [0u8; 32];
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let n = rfs::getxattr(path.as_str(), XATTR, &mut value).ok()?;
+    Owner::decode(&value[..n]).ok()
+}
+
+fn is_symlink(parent: &OwnedFd, name: &OsStr) -> bool {
+    rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|s| rfs::FileType::from_raw_mode(s.st_mode) == rfs::FileType::Symlink)
+}
+
+fn varint(bytes: &[u8]) -> Result<(u64, &[u8]), MalformedOwner> {
+    let mut value = 0u64;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((value, &bytes[i + 1..]));
+        }
+    }
+    Err(MalformedOwner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_round_trip_and_zero_fields_are_left_out() {
+        for owner in [
+            Owner { uid: 0, gid: 0 },
+            Owner { uid: 1234, gid: 0 },
+            Owner { uid: 0, gid: 5 },
+            Owner {
+                uid: 100000,
+                gid: u32::MAX,
+            },
+        ] {
+            assert_eq!(Owner::decode(&owner.encode()), Ok(owner));
+        }
+        assert!(Owner::default().encode().is_empty());
+        // What umoci writes for uid 1000, gid 1000.
+        assert_eq!(
+            Owner {
+                uid: 1000,
+                gid: 1000
+            }
+            .encode(),
+            [0x08, 0xe8, 0x07, 0x10, 0xe8, 0x07]
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        assert_eq!(Owner::decode(&[0x08]), Err(MalformedOwner));
+        assert_eq!(Owner::decode(&[0x0a, 0x01, 0x00]), Err(MalformedOwner));
+        assert_eq!(
+            Owner::decode(&[0x08, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            Err(MalformedOwner)
+        );
+    }
+}
