@@ -172,11 +172,27 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
             let _ = store.remove(&digest);
         }
     }
+    remove_downloads(root, live)?;
     Ok(Pruned {
         entries: removed,
         running_builds: live.count,
         everything: false,
     })
+}
+
+/// ADD's kept URL downloads (`download`) only save a transfer when the server says they are
+/// current, and no lease names them: they go when no build runs, with the files a killed
+/// build left there. A running build may be reading or replacing any of them, so they stay
+/// while one does.
+fn remove_downloads(root: &Path, live: &LiveLeases) -> Result<(), PruneError> {
+    if live.count > 0 {
+        return Ok(());
+    }
+    let dir = root.join("downloads");
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +235,23 @@ mod tests {
         drop((store, lease, snapshotter));
         assert!(remove_everything(root.path())?.everything);
         assert_eq!(std::fs::read_dir(root.path())?.count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn prune_removes_url_downloads_once_no_build_runs() -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let kept = root.path().join("downloads/0123");
+        std::fs::create_dir_all(&kept)?;
+        for name in ["record.json", "sha256-00", ".incoming-a", ".in-use-b"] {
+            std::fs::write(kept.join(name), b"x")?;
+        }
+        let lease = Lease::acquire(root.path())?;
+        prune(root.path(), u64::MAX)?;
+        assert!(kept.join(".in-use-b").is_file());
+        drop(lease);
+        prune(root.path(), u64::MAX)?;
+        assert!(!root.path().join("downloads").exists());
         Ok(())
     }
 }
