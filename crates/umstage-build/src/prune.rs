@@ -15,7 +15,7 @@ use umstage_snapshot::snapshot::SnapshotError;
 use umstage_snapshot::{DriverChoice, Snapshotter};
 
 use crate::cache::{CacheIndex, Record};
-use crate::state::chain_ids;
+use crate::state::snapshot_names;
 
 /// Pruning stopped before it was done; what it removed so far stays removed.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,9 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
             used += extra;
             budget_blobs.extend(layers.iter().map(|l| l.digest.clone()));
             kept_blobs.extend(layers.iter().map(|l| l.digest.clone()));
-            kept_chains.extend(chain_ids(layers));
+            // Kept whichever mode unpacked them.
+            kept_chains.extend(snapshot_names(layers, false));
+            kept_chains.extend(snapshot_names(layers, true));
         } else {
             cache
                 .remove(&key)
