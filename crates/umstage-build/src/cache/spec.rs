@@ -241,7 +241,7 @@ mod tests {
             reason(parse_export("type=local,dest=/c,mode=all")),
             Some(SpecProblem::Mode("all".into()))
         );
-        let err = parse_import("type=local,src").unwrap_err();
+        let err = parse_import("type=local,src").expect_err("a part without =");
         assert_eq!(err.reason, SpecProblem::NotKeyValue("src".into()));
         assert_eq!(
             err.to_string(),
