@@ -14,6 +14,7 @@ use umstage_oci::{ContentStore, StoreError};
 use umstage_snapshot::snapshot::SnapshotError;
 use umstage_snapshot::{DriverChoice, Snapshotter};
 
+use crate::cache::explain::InputLog;
 use crate::cache::{CacheIndex, Record};
 use crate::state::snapshot_names;
 
@@ -118,12 +119,13 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
     let mut entries = cache.entries().map_err(io_err("reading", &steps))?;
     // Most recently used first.
     entries.sort_by_key(|e| std::cmp::Reverse(e.1));
-    let mut used = 0u64;
+    let mut size = 0u64;
     let mut kept_blobs: HashSet<String> = live.blobs.clone();
     let mut kept_chains: HashSet<String> = live.snapshots.clone();
     let mut budget_blobs = HashSet::new();
     let mut removed = 0usize;
-    for (key, _) in entries {
+    let mut oldest_kept = None;
+    for (key, used) in entries {
         let Some(record) = cache.get::<Record>(&key) else {
             continue;
         };
@@ -133,8 +135,9 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
             .filter(|l| !budget_blobs.contains(&l.digest))
             .map(|l| l.size)
             .sum();
-        if used + extra <= keep {
-            used += extra;
+        if size + extra <= keep {
+            size += extra;
+            oldest_kept = Some(used);
             budget_blobs.extend(layers.iter().map(|l| l.digest.clone()));
             kept_blobs.extend(layers.iter().map(|l| l.digest.clone()));
             // Kept whichever mode unpacked them.
@@ -175,6 +178,12 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
         }
     }
     remove_downloads(root, live)?;
+    // What explains a step's miss: kept for the steps built since the oldest kept entry was
+    // used (entries come most recently used first), so the log shrinks with the cache.
+    let inputs = root.join("cache/inputs");
+    InputLog::new(&inputs)
+        .remove_older_than(oldest_kept)
+        .map_err(io_err("cleaning", &inputs))?;
     Ok(Pruned {
         entries: removed,
         running_builds: live.count,

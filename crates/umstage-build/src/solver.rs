@@ -589,10 +589,7 @@ impl Build<'_> {
             &id.stage,
             id.step_index,
         );
-        let before = self.inputs_log.load(&locator);
-        if before.as_ref() != Some(&inputs) {
-            self.inputs_log.save(&locator, &inputs);
-        }
+        let before = self.inputs_log.record(&locator, &inputs);
         inputs.first_difference(&before?)
     }
 }
