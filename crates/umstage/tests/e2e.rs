@@ -996,6 +996,36 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
 }
 
 #[test]
+fn an_add_url_with_credentials_keeps_its_download_without_them() -> TestResult {
+    let env = Env::new()?;
+    let port = serve_once_per_request(b"behind a password\n", 1)?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM scratch\nADD http://user:s3cret@127.0.0.1:{port}/data.txt /\n"),
+        )],
+    )?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let mut records = 0;
+    for dir in fs::read_dir(env.path("state/downloads"))? {
+        let record = fs::read_to_string(dir?.path().join("record.json"))?;
+        assert!(
+            !record.contains("s3cret") && !record.contains("user@"),
+            "{record}"
+        );
+        assert!(
+            record.contains(&format!("http://127.0.0.1:{port}/data.txt")),
+            "{record}"
+        );
+        records += 1;
+    }
+    assert_eq!(records, 1);
+    Ok(())
+}
+
+#[test]
 fn a_run_step_reruns_when_a_context_file_it_binds_changes() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(
