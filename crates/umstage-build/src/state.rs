@@ -70,19 +70,17 @@ pub fn chain_ids(layers: &[Layer]) -> Vec<String> {
     out
 }
 
-/// The name of the committed snapshot of each prefix of `layers`: its chain id, marked for a
-/// build in single-id mode (`ignore_chown_errors`). Such a snapshot lost the owners the mode
-/// cannot set, so a build with subordinate ids must not find it under the plain chain id.
+/// The name of the committed snapshot of each prefix of `layers`: its chain id, prefixed by the
+/// id mode of the build. One made in single-id mode (`ignore_chown_errors`) lost the owners the
+/// mode cannot set, so a build with subordinate ids must not find it. Both modes are prefixed:
+/// snapshots named by the bare chain id may be such lossy ones, left by a single-id build of an
+/// earlier version, and are never used again (prune removes them).
 pub fn snapshot_names(layers: &[Layer], single_id: bool) -> Vec<String> {
-    let chains = chain_ids(layers);
-    if single_id {
-        chains
-            .into_iter()
-            .map(|c| format!("single-id:{c}"))
-            .collect()
-    } else {
-        chains
-    }
+    let mode = if single_id { "single-id" } else { "ranges" };
+    chain_ids(layers)
+        .into_iter()
+        .map(|c| format!("{mode}:{c}"))
+        .collect()
 }
 
 /// The snapshotter, opened on first use: a build whose every step is cached never needs one
@@ -263,10 +261,14 @@ mod tests {
         assert!(chain_ids(&[]).is_empty());
         // Single-id mode's snapshots are kept apart from the others of the same layers.
         let layers = [layer("sha256:a"), layer("sha256:b")];
-        assert_eq!(snapshot_names(&layers, false), ids);
-        let single = snapshot_names(&layers, true);
-        assert_eq!(single.len(), 2);
-        assert!(single.iter().all(|n| !ids.contains(n)));
+        let (ranges, single) = (
+            snapshot_names(&layers, false),
+            snapshot_names(&layers, true),
+        );
+        assert_eq!((ranges.len(), single.len()), (2, 2));
+        // Nor is either found under the bare chain id, which an earlier version used for both.
+        assert!(ranges.iter().chain(&single).all(|n| !ids.contains(n)));
+        assert!(single.iter().all(|n| !ranges.contains(n)));
     }
 
     #[test]
@@ -288,7 +290,8 @@ mod tests {
         let single = unpacker.ensure(&snapshotter, &store, &layers, true)?;
         let ranged = unpacker.ensure(&snapshotter, &store, &layers, false)?;
         assert_ne!(single, ranged);
-        assert_eq!(ranged, chain_ids(&layers).pop());
+        assert_eq!(ranged, snapshot_names(&layers, false).pop());
+        assert!(snapshotter.has_committed(&single.ok_or("no snapshot")?)?);
         Ok(())
     }
 }
