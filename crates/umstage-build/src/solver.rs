@@ -42,6 +42,7 @@ use crate::registry::registry_client;
 use crate::request::{BuildError, BuildRequest, BuildResult};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{LazySnapshotter, State, Unpacker};
+use crate::vertex;
 use umstage_oci::compress::Compression;
 
 impl From<GraphError> for BuildError {
@@ -380,14 +381,24 @@ impl Build<'_> {
         lookup: &dyn Fn(usize) -> Option<StageOutput>,
     ) -> Result<StageOutput, BuildError> {
         let stage = &self.dockerfile.stages[index];
-        let steps = stage.instructions.len() + 1;
+        let base_of = &self.graph.nodes[index].base;
         let from_id = self.step_id(index, 0);
         let from_started = Instant::now();
+        // The total counts the base's ONBUILD triggers too, which are only known once it is
+        // resolved: the FROM shows the count of the Dockerfile's own steps.
+        let own_steps = usize::from(vertex::from_numbered(base_of))
+            + stage
+                .instructions
+                .iter()
+                .filter(|i| vertex::numbered(&i.command))
+                .count();
+        let mut number = usize::from(vertex::from_numbered(base_of));
         self.events.emit(Event::StepStarted {
             step: from_id.clone(),
             line: stage.from.span.start.line,
-            text: stage.from.original.clone(),
-            steps_in_stage: steps,
+            text: vertex::from_text(base_of, &stage.from.original),
+            number: (number > 0).then_some(number),
+            steps_in_stage: own_steps,
         });
         let platform = self.stage_platform(stage)?;
         // A named context called like the stage replaces the whole stage, as in BuildKit.
@@ -451,6 +462,11 @@ impl Build<'_> {
         }
         instructions.extend(stage.instructions.iter().cloned());
         let trigger_count = instructions.len() - stage.instructions.len();
+        let steps = usize::from(vertex::from_numbered(base_of))
+            + instructions
+                .iter()
+                .filter(|i| vertex::numbered(&i.command))
+                .count();
 
         let mut upstream: Option<String> = None;
         let base_env = config::env_pairs(&cfg.image);
@@ -471,10 +487,13 @@ impl Build<'_> {
                 instruction.span.start.line
             };
             let started = Instant::now();
+            let numbered = vertex::numbered(&instruction.command);
+            number += usize::from(numbered);
             self.events.emit(Event::StepStarted {
                 step: id.clone(),
                 line,
                 text: instruction.original.clone(),
+                number: numbered.then_some(number),
                 steps_in_stage: steps,
             });
             let expanded = scope.expand(instruction)?;

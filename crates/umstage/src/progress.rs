@@ -29,13 +29,12 @@ pub fn renderer(mode: ProgressMode, stderr_is_tty: bool) -> Arc<dyn Renderer> {
     }
 }
 
-fn label(step: &StepId, steps_in_stage: usize) -> String {
-    format!(
-        "[{} {}/{}]",
-        step.stage,
-        step.step_index + 1,
-        steps_in_stage
-    )
+/// BuildKit's name for a step: `[stage n/total]`, or `[stage]` for a step it does not number.
+fn label(step: &StepId, number: Option<usize>, steps_in_stage: usize) -> String {
+    match number {
+        Some(n) => format!("[{} {n}/{steps_in_stage}]", step.stage),
+        None => format!("[{}]", step.stage),
+    }
 }
 
 /// A build check finding, kept for the summary at the end of the build.
@@ -125,12 +124,13 @@ impl EventSink for Plain {
             Event::StepStarted {
                 step,
                 text,
+                number,
                 steps_in_stage,
                 ..
             } => {
                 let n = st.number(&step);
                 st.started.insert(step.clone(), Instant::now());
-                writeln!(out, "#{n} {} {text}", label(&step, steps_in_stage))
+                writeln!(out, "#{n} {} {text}", label(&step, number, steps_in_stage))
             }
             Event::StepCached { step } => {
                 let n = st.number(&step);
@@ -397,10 +397,11 @@ impl EventSink for Live {
             Event::StepStarted {
                 step,
                 text,
+                number,
                 steps_in_stage,
                 ..
             } => st.running.push(Running {
-                label: label(&step, steps_in_stage),
+                label: label(&step, number, steps_in_stage),
                 step,
                 text,
                 since: Instant::now(),
