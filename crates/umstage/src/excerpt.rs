@@ -12,16 +12,22 @@ pub fn for_error(error: &BuildError, source: &DockerfileSource) -> Option<String
     let BuildError::StepFailed(failure) = error else {
         return None;
     };
-    let bytes = match source {
-        DockerfileSource::Path(path) => std::fs::read(path).ok()?,
-        DockerfileSource::Text(bytes) => bytes.clone(),
+    // The build names the Dockerfile by its file name; a step from a base image's ONBUILD is
+    // named otherwise and has no lines here.
+    let (name, bytes) = match source {
+        DockerfileSource::Path(path) => (
+            path.file_name()?.to_string_lossy().into_owned(),
+            std::fs::read(path).ok()?,
+        ),
+        DockerfileSource::Text(bytes) => ("Dockerfile".to_owned(), bytes.clone()),
     };
-    let text = String::from_utf8(bytes).ok()?;
-    render(failure, &text)
+    if failure.file != name {
+        return None;
+    }
+    render(failure, std::str::from_utf8(&bytes).ok()?)
 }
 
-/// Renders the excerpt of `text` for `failure`; `None` when its lines are not in `text` (a
-/// step of a base image's ONBUILD has no line).
+/// Renders the excerpt of `text` for `failure`; `None` when its lines are not in `text`.
 fn render(failure: &StepFailure, text: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let (first, last) = (failure.line, failure.end_line.max(failure.line));
@@ -67,6 +73,17 @@ mod tests {
             output_tail: Vec::new(),
             cause: None,
         }
+    }
+
+    #[test]
+    fn a_step_of_another_file_has_no_excerpt() {
+        let source = DockerfileSource::Text(TEXT.as_bytes().to_vec());
+        let ours = BuildError::StepFailed(Box::new(failure(3, 3)));
+        assert!(for_error(&ours, &source).is_some());
+        let mut trigger = failure(1, 1);
+        trigger.file = "ONBUILD".into();
+        let theirs = BuildError::StepFailed(Box::new(trigger));
+        assert_eq!(for_error(&theirs, &source), None);
     }
 
     const TEXT: &str = "FROM a\nENV X=1\nRUN one \\\n  two\nCMD x\nUSER 1\nLABEL y=z\n";
