@@ -492,7 +492,12 @@ impl Build<'_> {
             self.events.emit(Event::StepStarted {
                 step: id.clone(),
                 line,
-                text: instruction.original.clone(),
+                // BuildKit marks the base's triggers so.
+                text: if n < trigger_count {
+                    format!("ONBUILD {}", instruction.original)
+                } else {
+                    instruction.original.clone()
+                },
                 number: numbered.then_some(number),
                 steps_in_stage: steps,
             });

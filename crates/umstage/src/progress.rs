@@ -29,10 +29,12 @@ pub fn renderer(mode: ProgressMode, stderr_is_tty: bool) -> Arc<dyn Renderer> {
     }
 }
 
-/// BuildKit's name for a step: `[stage n/total]`, or `[stage]` for a step it does not number.
+/// BuildKit's name for a step: `[stage n/total]`, the number padded to the total's width
+/// (`[stage  2/10]`), or `[stage]` for a step it does not number.
 fn label(step: &StepId, number: Option<usize>, steps_in_stage: usize) -> String {
+    let width = steps_in_stage.to_string().len();
     match number {
-        Some(n) => format!("[{} {n}/{steps_in_stage}]", step.stage),
+        Some(n) => format!("[{} {n:>width$}/{steps_in_stage}]", step.stage),
         None => format!("[{}]", step.stage),
     }
 }
@@ -522,6 +524,18 @@ impl Renderer for Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_number_as_buildkit_pads() {
+        let step = StepId {
+            stage_index: 0,
+            stage: "builder".into(),
+            step_index: 3,
+        };
+        assert_eq!(label(&step, Some(2), 10), "[builder  2/10]");
+        assert_eq!(label(&step, Some(2), 9), "[builder 2/9]");
+        assert_eq!(label(&step, None, 9), "[builder]");
+    }
 
     #[test]
     fn step_output_cannot_inject_terminal_controls() {

@@ -102,3 +102,27 @@ fn a_one_line_failure_shows_two_lines_either_side() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_base_trigger_is_numbered_and_marked_onbuild() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS base\nONBUILD RUN echo triggered\nFROM base\nRUN true\n",
+        )],
+    )?;
+    let out = env.build(&ctx, "i.tar", &["--progress", "plain"]);
+    assert_ok(&out);
+    let log = stderr(&out);
+    // A FROM of a stage makes no vertex: it is not numbered, nor is the ONBUILD declaration.
+    assert!(log.contains("[stage-1] FROM base\n"), "{log}");
+    assert!(log.contains("[base] ONBUILD RUN echo triggered\n"), "{log}");
+    assert!(
+        log.contains("[stage-1 1/2] ONBUILD RUN echo triggered\n"),
+        "{log}"
+    );
+    assert!(log.contains("[stage-1 2/2] RUN true\n"), "{log}");
+    Ok(())
+}
