@@ -236,10 +236,7 @@ impl Step<'_, '_> {
             return None;
         }
         let locator = self.locator();
-        let before = self.build.inputs_log.load(&locator);
-        if before.as_ref() != Some(&*inputs) {
-            self.build.inputs_log.save(&locator, &inputs);
-        }
+        let before = self.build.inputs_log.record(&locator, &inputs);
         inputs.first_difference(&before?)
     }
 
