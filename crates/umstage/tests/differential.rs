@@ -18,6 +18,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -83,6 +84,20 @@ const KNOWN: &[Known] = &[
         why: "`id` under `USER 1000:1000`: 20.10 sets no supplementary groups; since \
               CVE-2023-25173 BuildKit, containerd and runc keep the primary group among them \
               (`groups=1000(user)`), and so does umstage (docs/cli.md)",
+    },
+    Known {
+        case: "predefined-args",
+        paths: &["stage"],
+        field: Field::Content,
+        why: "the predefined TARGETSTAGE arg is newer than 20.10, where it is empty; current \
+              BuildKit sets it to the target stage's name, and so does umstage",
+    },
+    Known {
+        case: "predefined-args",
+        paths: &["hostname"],
+        field: Field::Content,
+        why: "the BUILDKIT_SANDBOX_HOSTNAME build arg is newer than 20.10, which keeps \
+              `buildkitsandbox`; current BuildKit gives RUN that hostname, and so does umstage",
     },
 ];
 
@@ -261,6 +276,28 @@ const CASES: &[Case] = &[
         )],
         build_args: &[],
     },
+    Case {
+        // Issue 17: proxy args in both spellings, TARGETSTAGE, BUILDKIT_SANDBOX_HOSTNAME.
+        // (Not `ONBUILD COPY --from` an earlier stage: 20.10 does not build that stage.)
+        name: "predefined-args",
+        files: &[(
+            "Dockerfile",
+            "FROM busybox AS final\n\
+             ARG TARGETSTAGE\n\
+             RUN echo \"$HTTP_PROXY $http_proxy\" > /proxy && echo \"$TARGETSTAGE\" > /stage\n\
+             RUN hostname > /hostname\n",
+        )],
+        build_args: &[
+            "http_proxy=http://proxy.invalid:3128",
+            "BUILDKIT_SANDBOX_HOSTNAME=differential",
+        ],
+    },
+    Case {
+        // Issue 17: with no -f and only a lowercase `dockerfile`, that one is built.
+        name: "lowercase",
+        files: &[("dockerfile", "FROM busybox\nLABEL found=lowercase\n")],
+        build_args: &[],
+    },
 ];
 
 /// What the comparison sees of one path: type and mode, owner, link target, content.
@@ -270,6 +307,8 @@ struct Record {
     owner: (u32, u32),
     link: Option<String>,
     content: Option<String>,
+    /// How many names a regular file has: whether hard links stayed hard links.
+    links: u64,
 }
 
 /// The merged tree of an image's layers: whiteouts remove what lower layers put there.
@@ -292,7 +331,7 @@ fn merged_tree(image: &Unpacked) -> Result<BTreeMap<String, Record>, Box<dyn std
         }
         for entry in layer.entries.iter().filter(|e| !e.is_whiteout()) {
             // Which of two hard-linked names a tar lists as the link depends on write order;
-            // both are the same file, compared by mode, owner and content.
+            // both are the same file, compared by mode, owner, content and number of names.
             let hard = entry.kind() == 'h';
             let mode = if hard {
                 format!("-{}", &entry.mode[1..])
@@ -306,12 +345,14 @@ fn merged_tree(image: &Unpacked) -> Result<BTreeMap<String, Record>, Box<dyn std
                     owner: (entry.uid, entry.gid),
                     link: if hard { None } else { entry.link.clone() },
                     content: None,
+                    links: 0,
                 },
             );
         }
     }
     for (path, record) in &mut tree {
         if record.mode.starts_with('-') {
+            record.links = std::fs::symlink_metadata(image.path(path))?.nlink();
             let bytes = std::fs::read(image.path(path))?;
             // Short text as it is, so that a difference reads plainly; anything else by digest.
             record.content = Some(match String::from_utf8(bytes) {
@@ -365,6 +406,15 @@ fn differences(
                 u_config.get(field)
             ));
         }
+    }
+    // The same busybox under both: Docker did not pull another one.
+    let base = |image: &Unpacked| image.config["rootfs"]["diff_ids"][0].clone();
+    if base(docker) != base(umstage) {
+        diffs.push(format!(
+            "base layer: docker {}, umstage {}",
+            base(docker),
+            base(umstage)
+        ));
     }
     let mut d_tree = merged_tree(docker)?;
     let mut u_tree = merged_tree(umstage)?;
@@ -441,6 +491,8 @@ fn make_archives(ctx: &Path) -> TestResult {
         umstage_testutil::run(&mut tar)?;
     }
     std::fs::copy(ctx.join("arch.tar.gz"), ctx.join("plain/nested.tar.gz"))?;
+    std::os::unix::fs::symlink("nested.tar.gz", ctx.join("plain/link.tar.gz"))?;
+    std::fs::hard_link(ctx.join("plain/inner.txt"), ctx.join("plain/hard.txt"))?;
     Ok(())
 }
 
