@@ -723,8 +723,9 @@ fn salt(layer_options: &LayerOptions, single_id: bool) -> CacheKey {
 }
 
 #[cfg(test)]
-mod salt_tests {
+mod tests {
     use super::*;
+    use crate::request::StepFailure;
 
     #[test]
     fn single_id_layers_are_keyed_apart_and_other_keys_stay() {
@@ -736,18 +737,13 @@ mod salt_tests {
         assert_eq!(salt(&options, false), before.finish());
         assert_ne!(salt(&options, true), salt(&options, false));
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::request::StepFailure;
 
     fn step_failed(cause: StepError) -> BuildError {
         BuildError::StepFailed(Box::new(StepFailure {
             stage: "0".into(),
             file: "Dockerfile".into(),
             line: 2,
+            end_line: 2,
             instruction: "RUN false".into(),
             exit_code: None,
             reason: cause.to_string(),
