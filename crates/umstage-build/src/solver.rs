@@ -42,6 +42,7 @@ use crate::registry::registry_client;
 use crate::request::{BuildError, BuildRequest, BuildResult};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{LazySnapshotter, State, Unpacker};
+use crate::vertex;
 use umstage_oci::compress::Compression;
 
 impl From<GraphError> for BuildError {
@@ -413,14 +414,24 @@ impl Build<'_> {
         lookup: &dyn Fn(usize) -> Option<StageOutput>,
     ) -> Result<StageOutput, BuildError> {
         let stage = &self.dockerfile.stages[index];
-        let steps = stage.instructions.len() + 1;
+        let base_of = &self.graph.nodes[index].base;
         let from_id = self.step_id(index, 0);
         let from_started = Instant::now();
+        // The total counts the base's ONBUILD triggers too, which are only known once it is
+        // resolved: the FROM shows the count of the Dockerfile's own steps.
+        let own_steps = usize::from(vertex::from_numbered(base_of))
+            + stage
+                .instructions
+                .iter()
+                .filter(|i| vertex::numbered(&i.command))
+                .count();
+        let mut number = usize::from(vertex::from_numbered(base_of));
         self.events.emit(Event::StepStarted {
             step: from_id.clone(),
             line: stage.from.span.start.line,
-            text: stage.from.original.clone(),
-            steps_in_stage: steps,
+            text: vertex::from_text(base_of, &stage.from.original),
+            number: (number > 0).then_some(number),
+            steps_in_stage: own_steps,
         });
         let platform = self.stage_platform(stage)?;
         // A named context called like the stage replaces the whole stage, as in BuildKit.
@@ -484,6 +495,11 @@ impl Build<'_> {
         }
         instructions.extend(stage.instructions.iter().cloned());
         let trigger_count = instructions.len() - stage.instructions.len();
+        let steps = usize::from(vertex::from_numbered(base_of))
+            + instructions
+                .iter()
+                .filter(|i| vertex::numbered(&i.command))
+                .count();
 
         let mut upstream: Option<String> = None;
         let base_env = config::env_pairs(&cfg.image);
@@ -504,10 +520,18 @@ impl Build<'_> {
                 instruction.span.start.line
             };
             let started = Instant::now();
+            let numbered = vertex::numbered(&instruction.command);
+            number += usize::from(numbered);
             self.events.emit(Event::StepStarted {
                 step: id.clone(),
                 line,
-                text: instruction.original.clone(),
+                // BuildKit marks the base's triggers so.
+                text: if n < trigger_count {
+                    format!("ONBUILD {}", instruction.original)
+                } else {
+                    instruction.original.clone()
+                },
+                number: numbered.then_some(number),
                 steps_in_stage: steps,
             });
             let expanded = scope.expand(instruction)?;
@@ -699,8 +723,9 @@ fn salt(layer_options: &LayerOptions, single_id: bool) -> CacheKey {
 }
 
 #[cfg(test)]
-mod salt_tests {
+mod tests {
     use super::*;
+    use crate::request::StepFailure;
 
     #[test]
     fn single_id_layers_are_keyed_apart_and_other_keys_stay() {
@@ -712,18 +737,13 @@ mod salt_tests {
         assert_eq!(salt(&options, false), before.finish());
         assert_ne!(salt(&options, true), salt(&options, false));
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::request::StepFailure;
 
     fn step_failed(cause: StepError) -> BuildError {
         BuildError::StepFailed(Box::new(StepFailure {
             stage: "0".into(),
             file: "Dockerfile".into(),
             line: 2,
+            end_line: 2,
             instruction: "RUN false".into(),
             exit_code: None,
             reason: cause.to_string(),

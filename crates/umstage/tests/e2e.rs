@@ -552,7 +552,7 @@ fn errors_name_what_is_wrong_and_exit_with_the_right_code() -> TestResult {
         &[],
     )?;
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("exit code 7"), "{err}");
+    assert!(err.contains("exit code: 7"), "{err}");
     assert!(
         err.contains("stage work") && err.contains("Dockerfile:2"),
         "{err}"
