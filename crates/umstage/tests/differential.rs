@@ -2,7 +2,8 @@
 //! and umstage (as the unprivileged test user) build the same Dockerfiles from the same
 //! contexts, and the two images are compared field by field (the config fields a user sees) and
 //! file by file over the merged tree of their layers (path, type, mode, owner, link target,
-//! content; never times or ids).
+//! content, number of hard-linked names; never times or ids), then layer by layer (the same
+//! entries in each).
 //!
 //! The cases follow BuildKit's documented behaviour: COPY and ADD of directories, archives and
 //! links, `.dockerignore` exceptions, WORKDIR forms, cache mount options, wildcards, USER, ENV and
@@ -43,7 +44,8 @@ enum Field {
     Mode,
     /// The content (type, mode and owner are still compared).
     Content,
-    /// The path itself, where 20.10 leaves an empty directory umstage does not write.
+    /// The path itself, where 20.10 writes a directory with nothing below it (in the merged
+    /// tree, or in one layer) and umstage does not.
     EmptyDir,
 }
 
@@ -57,9 +59,8 @@ struct Known {
 
 /// The deliberate differences, each once with its reason (see docs/compatibility.md).
 ///
-/// Not compared at all: layer count and history. 20.10 writes a layer for a RUN that changed
-/// nothing (holding a touched `/etc`, where it mounted `/etc/hosts` and `/etc/resolv.conf`);
-/// umstage writes none. The merged tree is the same either way.
+/// One more, in [`differences`]: 20.10 writes an empty layer for a RUN that changed nothing
+/// (or one holding only a touched `/etc`); umstage writes none. History is not compared.
 const KNOWN: &[Known] = &[
     Known {
         case: "copy",
@@ -70,8 +71,9 @@ const KNOWN: &[Known] = &[
     },
     Known {
         case: "cache-mounts",
-        // Deepest first: a parent is left out only once its child is.
-        paths: &["cache", "c2", "c3", "var/cache/app", "var/cache"],
+        // Deepest first: a parent is left out only once its child is. `/var` itself stays in
+        // the merged tree (busybox has it); only the stub's layer lists it again.
+        paths: &["cache", "c2", "c3", "var/cache/app", "var/cache", "var"],
         field: Field::EmptyDir,
         why: "20.10 leaves the mount targets a RUN had to create (and their parents) in the \
               image as empty directories; current BuildKit removes these mount stubs after the \
@@ -190,6 +192,7 @@ const CASES: &[Case] = &[
              ENV DIRPATH=/path\n\
              WORKDIR $DIRPATH/$DIRNAME/x\n\
              RUN pwd > /pwd1\n\
+             RUN true\n\
              USER 1000\n\
              WORKDIR /home/made\n\
              RUN pwd > /tmp/pwd2 && touch mine\n\
@@ -311,9 +314,29 @@ struct Record {
     links: u64,
 }
 
+type Tree = BTreeMap<String, Record>;
+
+/// A layer entry's record, without content. Which of two hard-linked names a tar lists as the
+/// link depends on write order; both are the same file, compared by mode, owner, content and
+/// number of names.
+fn record(entry: &archive::TarEntry) -> Record {
+    let hard = entry.kind() == 'h';
+    Record {
+        mode: if hard {
+            format!("-{}", &entry.mode[1..])
+        } else {
+            entry.mode.clone()
+        },
+        owner: (entry.uid, entry.gid),
+        link: if hard { None } else { entry.link.clone() },
+        content: None,
+        links: 0,
+    }
+}
+
 /// The merged tree of an image's layers: whiteouts remove what lower layers put there.
-fn merged_tree(image: &Unpacked) -> Result<BTreeMap<String, Record>, Box<dyn std::error::Error>> {
-    let mut tree: BTreeMap<String, Record> = BTreeMap::new();
+fn merged_tree(image: &Unpacked) -> Result<Tree, Box<dyn std::error::Error>> {
+    let mut tree = Tree::new();
     for layer in &image.layers {
         for entry in layer.entries.iter().filter(|e| e.is_whiteout()) {
             let (dir, name) = match entry.path.rsplit_once('/') {
@@ -330,24 +353,7 @@ fn merged_tree(image: &Unpacked) -> Result<BTreeMap<String, Record>, Box<dyn std
             }
         }
         for entry in layer.entries.iter().filter(|e| !e.is_whiteout()) {
-            // Which of two hard-linked names a tar lists as the link depends on write order;
-            // both are the same file, compared by mode, owner, content and number of names.
-            let hard = entry.kind() == 'h';
-            let mode = if hard {
-                format!("-{}", &entry.mode[1..])
-            } else {
-                entry.mode.clone()
-            };
-            tree.insert(
-                entry.path.clone(),
-                Record {
-                    mode,
-                    owner: (entry.uid, entry.gid),
-                    link: if hard { None } else { entry.link.clone() },
-                    content: None,
-                    links: 0,
-                },
-            );
+            tree.insert(entry.path.clone(), record(entry));
         }
     }
     for (path, record) in &mut tree {
@@ -363,6 +369,57 @@ fn merged_tree(image: &Unpacked) -> Result<BTreeMap<String, Record>, Box<dyn std
         }
     }
     Ok(tree)
+}
+
+/// The entries of one layer, whiteouts included, by path.
+fn layer_tree(layer: &archive::Layer) -> Tree {
+    layer
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), record(e)))
+        .collect()
+}
+
+/// Leaves the known differences of `case` out of Docker's and umstage's view of a tree.
+fn leave_out_known(case: &str, docker: &mut Tree, umstage: &mut Tree) {
+    for known in KNOWN.iter().filter(|k| k.case == case) {
+        for path in known.paths {
+            match known.field {
+                Field::Mode | Field::Content => {
+                    for tree in [&mut *docker, &mut *umstage] {
+                        if let Some(record) = tree.get_mut(*path) {
+                            if known.field == Field::Mode {
+                                record.mode.truncate(1);
+                            } else {
+                                record.content = None;
+                            }
+                        }
+                    }
+                }
+                Field::EmptyDir => {
+                    let below = format!("{path}/");
+                    let empty = !docker.keys().any(|p| p.starts_with(&below));
+                    let dir = docker.get(*path).is_some_and(|r| r.mode.starts_with('d'));
+                    if empty && dir && !umstage.contains_key(*path) {
+                        docker.remove(*path);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pushes a line for each path whose records differ.
+fn compare_trees(label: &str, docker: &Tree, umstage: &Tree, diffs: &mut Vec<String>) {
+    for path in docker
+        .keys()
+        .chain(umstage.keys().filter(|p| !docker.contains_key(*p)))
+    {
+        let (d, u) = (docker.get(path), umstage.get(path));
+        if d != u {
+            diffs.push(format!("{label}/{path}: docker {d:?}, umstage {u:?}"));
+        }
+    }
 }
 
 /// The config fields a user sees, with an absent field and `null` alike.
@@ -383,12 +440,19 @@ fn config_fields(config: &Value) -> BTreeMap<&'static str, Value> {
     .collect()
 }
 
-/// Differences between Docker's image and umstage's, minus the known ones for `case`.
+/// Differences between Docker's image and umstage's, minus the known ones for `case`: the
+/// config, the merged tree, and layer by layer.
 fn differences(
     case: &str,
     docker: &Unpacked,
     umstage: &Unpacked,
 ) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    for known in KNOWN.iter().filter(|k| k.case == case) {
+        eprintln!(
+            "{case}: {:?}: left out as a known difference: {}",
+            known.paths, known.why
+        );
+    }
     let mut diffs = Vec::new();
     let (d_config, u_config) = (
         config_fields(&docker.config),
@@ -416,45 +480,43 @@ fn differences(
             base(umstage)
         ));
     }
-    let mut d_tree = merged_tree(docker)?;
-    let mut u_tree = merged_tree(umstage)?;
-    for known in KNOWN.iter().filter(|k| k.case == case) {
-        eprintln!(
-            "{case}: {:?}: left out as a known difference: {}",
-            known.paths, known.why
-        );
-        for path in known.paths {
-            match known.field {
-                Field::Mode | Field::Content => {
-                    for tree in [&mut d_tree, &mut u_tree] {
-                        if let Some(record) = tree.get_mut(*path) {
-                            if known.field == Field::Mode {
-                                record.mode.truncate(1);
-                            } else {
-                                record.content = None;
-                            }
-                        }
-                    }
-                }
-                Field::EmptyDir => {
-                    let below = format!("{path}/");
-                    let empty = !d_tree.keys().any(|p| p.starts_with(&below));
-                    let dir = d_tree.get(*path).is_some_and(|r| r.mode.starts_with('d'));
-                    if empty && dir && !u_tree.contains_key(*path) {
-                        d_tree.remove(*path);
-                    }
-                }
-            }
-        }
+    let (mut d_tree, mut u_tree) = (merged_tree(docker)?, merged_tree(umstage)?);
+    leave_out_known(case, &mut d_tree, &mut u_tree);
+    compare_trees("", &d_tree, &u_tree, &mut diffs);
+
+    // The known difference in layers: 20.10 writes one for a RUN that changed nothing, empty
+    // or holding only the `/etc` it touched (mounting `/etc/hosts` and `/etc/resolv.conf`);
+    // umstage writes none, as nothing changed.
+    let d_layers: Vec<Tree> = docker
+        .layers
+        .iter()
+        .map(layer_tree)
+        .filter(|l| !(l.is_empty() || l.len() == 1 && l.contains_key("etc")))
+        .collect();
+    let empty = docker.layers.len() - d_layers.len();
+    if empty > 0 {
+        eprintln!("{case}: {empty} empty layer(s) of 20.10 left out");
     }
-    for path in d_tree
-        .keys()
-        .chain(u_tree.keys().filter(|p| !d_tree.contains_key(*p)))
-    {
-        let (d, u) = (d_tree.get(path), u_tree.get(path));
-        if d != u {
-            diffs.push(format!("/{path}: docker {d:?}, umstage {u:?}"));
-        }
+    let u_layers: Vec<Tree> = umstage.layers.iter().map(layer_tree).collect();
+    if d_layers.len() != u_layers.len() {
+        let paths = |layers: &[Tree]| -> Vec<Vec<String>> {
+            // The base layer is the same busybox on both sides (checked above).
+            layers
+                .iter()
+                .skip(1)
+                .map(|l| l.keys().cloned().collect())
+                .collect()
+        };
+        diffs.push(format!(
+            "layers (paths in each): docker {:?}, umstage {:?}",
+            paths(&d_layers),
+            paths(&u_layers)
+        ));
+        return Ok(diffs);
+    }
+    for (i, (mut d, mut u)) in d_layers.into_iter().zip(u_layers).enumerate() {
+        leave_out_known(case, &mut d, &mut u);
+        compare_trees(&format!("layer {i}: "), &d, &u, &mut diffs);
     }
     Ok(diffs)
 }
