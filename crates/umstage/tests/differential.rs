@@ -44,6 +44,10 @@ enum Field {
     Mode,
     /// The content (type, mode and owner are still compared).
     Content,
+    /// The owner (type, mode, link and content are still compared).
+    Owner,
+    /// The path itself, where umstage writes it and 20.10 does not.
+    OnlyUmstage,
     /// The path itself, where 20.10 writes a directory with nothing below it (in the merged
     /// tree, or in one layer) and umstage does not.
     EmptyDir,
@@ -68,6 +72,26 @@ const KNOWN: &[Known] = &[
         field: Field::Mode,
         why: "20.10 makes the parents of a `COPY --chmod` destination 0755; current BuildKit \
               gives them the --chmod mode (its testCopyChmod), which umstage follows",
+    },
+    Known {
+        case: "add",
+        paths: &["t3/bin", "t3/bin/tool", "t3/hard", "t3/link", "t3/x.txt"],
+        field: Field::Owner,
+        why: "`ADD --chown` of a local archive: 20.10 keeps the archive's owners; current \
+              BuildKit gives the extracted files the --chown owner, and so does umstage",
+    },
+    Known {
+        case: "dockerignore",
+        // Deepest first, as the directories are only there for the file.
+        paths: &[
+            "ctx/volume/data/oneline.txt",
+            "ctx/volume/data",
+            "ctx/volume",
+        ],
+        field: Field::OnlyUmstage,
+        why: "`volume/` then `!**/oneline.txt`: 20.10 does not look inside an excluded \
+              directory for a wildcard exception and drops the file; current fsutil does, and \
+              so does umstage",
     },
     Known {
         case: "cache-mounts",
@@ -141,7 +165,9 @@ const CASES: &[Case] = &[
                  ADD arch.tar.gz /t2\n\
                  ADD plain /p/\n\
                  ADD arch.tar.gz /p2/kept.tar.gz/\n\
-                 ADD payload/x.txt /single\n",
+                 ADD payload/x.txt /single\n\
+                 ADD --chown=42:43 arch.tar /t3/\n\
+                 ADD --chown=42:43 plain /p3/\n",
             ),
         ],
         build_args: &[],
@@ -161,6 +187,8 @@ const CASES: &[Case] = &[
             ("src/main.rs", "fn main() {}\n"),
             ("src/gen/skip.rs", "s\n"),
             ("src/gen/keep.rs", "k\n"),
+            ("volume/data/oneline.txt", "one\n"),
+            ("volume/data/other.txt", "other\n"),
             (
                 ".dockerignore",
                 "# comment\n\
@@ -172,6 +200,8 @@ const CASES: &[Case] = &[
                  !docs/keep.md\n\
                  src/gen\n\
                  !src/gen/keep.rs\n\
+                 volume/\n\
+                 !**/oneline.txt\n\
                  /Dockerfile\n",
             ),
             (
@@ -256,7 +286,11 @@ const CASES: &[Case] = &[
              WORKDIR /home/$NAME\n\
              RUN id > /tmp/id\n\
              ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
-             CMD [\"echo $A\"]\n",
+             CMD [\"echo $A\"]\n\
+             STOPSIGNAL SIGTERM\n\
+             HEALTHCHECK --interval=5m --timeout=3s --retries=2 CMD true\n\
+             ONBUILD RUN echo $NAME\n\
+             SHELL [\"/bin/sh\", \"-ec\"]\n",
         )],
         build_args: &["NAME=given"],
     },
@@ -264,7 +298,8 @@ const CASES: &[Case] = &[
         name: "multistage",
         files: &[(
             "Dockerfile",
-            "FROM busybox AS build\n\
+            "ARG BASE=busybox\n\
+             FROM ${BASE} AS build\n\
              RUN mkdir -p /out/sub && echo a > /out/a && ln -s a /out/link \
                  && chmod 600 /out/a && chown 1000:1000 /out/sub && ln /out/a /out/hard\n\
              FROM build AS second\n\
@@ -275,7 +310,8 @@ const CASES: &[Case] = &[
              COPY --from=second /out/ /copied2/\n\
              COPY --from=build --chown=1000 /out/a /owned\n\
              COPY --from=0 /out/link /link\n\
-             COPY --from=second /out/sub/two /out/a /both/\n",
+             COPY --from=second /out/sub/two /out/a /both/\n\
+             COPY --from=busybox /etc/passwd /from-image/\n",
         )],
         build_args: &[],
     },
@@ -385,15 +421,20 @@ fn leave_out_known(case: &str, docker: &mut Tree, umstage: &mut Tree) {
     for known in KNOWN.iter().filter(|k| k.case == case) {
         for path in known.paths {
             match known.field {
-                Field::Mode | Field::Content => {
+                Field::Mode | Field::Content | Field::Owner => {
                     for tree in [&mut *docker, &mut *umstage] {
                         if let Some(record) = tree.get_mut(*path) {
-                            if known.field == Field::Mode {
-                                record.mode.truncate(1);
-                            } else {
-                                record.content = None;
+                            match known.field {
+                                Field::Mode => record.mode.truncate(1),
+                                Field::Content => record.content = None,
+                                _ => record.owner = (0, 0),
                             }
                         }
+                    }
+                }
+                Field::OnlyUmstage => {
+                    if !docker.contains_key(*path) {
+                        umstage.remove(*path);
                     }
                 }
                 Field::EmptyDir => {
@@ -433,6 +474,10 @@ fn config_fields(config: &Value) -> BTreeMap<&'static str, Value> {
         "Labels",
         "ExposedPorts",
         "Volumes",
+        "StopSignal",
+        "Healthcheck",
+        "OnBuild",
+        "Shell",
     ]
     .into_iter()
     .map(|field| (field, config["config"][field].clone()))
