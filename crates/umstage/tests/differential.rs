@@ -95,13 +95,25 @@ const KNOWN: &[Known] = &[
     },
     Known {
         case: "cache-mounts",
-        // Deepest first: a parent is left out only once its child is. `/var` itself stays in
-        // the merged tree (busybox has it); only the stub's layer lists it again.
-        paths: &["cache", "c2", "c3", "var/cache/app", "var/cache", "var"],
+        // Deepest first: a parent is left out only once its child is. `/tmp` and `/var` stay
+        // in the merged tree (busybox has them); only the stub's layer lists them again.
+        paths: &[
+            "cache",
+            "c2",
+            "c3",
+            "c4",
+            "ctx",
+            "b",
+            "tmp/scratch",
+            "tmp",
+            "var/cache/app",
+            "var/cache",
+            "var",
+        ],
         field: Field::EmptyDir,
-        why: "20.10 leaves the mount targets a RUN had to create (and their parents) in the \
-              image as empty directories; current BuildKit removes these mount stubs after the \
-              step, and so does umstage",
+        why: "20.10 leaves the mount targets (cache, bind, tmpfs) a RUN had to create, and \
+              their parents, in the image as empty directories; current BuildKit removes these \
+              mount stubs after the step, and so does umstage",
     },
     Known {
         case: "expansion",
@@ -232,9 +244,13 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "cache-mounts",
-        files: &[(
-            "Dockerfile",
-            "FROM busybox\n\
+        files: &[
+            ("file.txt", "from the context\n"),
+            (
+                "Dockerfile",
+                "FROM busybox AS seed\n\
+             RUN mkdir /seed && echo seeded > /seed/s\n\
+             FROM busybox\n\
              RUN --mount=type=cache,target=/cache echo hi > /cache/x && cp /cache/x /out1\n\
              RUN --mount=type=cache,target=/cache cat /cache/x > /out2\n\
              RUN --mount=type=cache,target=/c2,id=two,sharing=locked,mode=0700,uid=1000,gid=1000 \
@@ -242,8 +258,14 @@ const CASES: &[Case] = &[
              RUN --mount=type=cache,target=/var/cache/app,sharing=private \
                  stat -c '%a %u %g' /var/cache/app > /out4\n\
              RUN --mount=type=cache,target=/c3,sharing=shared,readonly \
-                 (touch /c3/f 2>/dev/null && echo rw || echo ro) > /out5\n",
-        )],
+                 (touch /c3/f 2>/dev/null && echo rw || echo ro) > /out5\n\
+             RUN --mount=type=cache,target=/c4,from=seed,source=/seed cat /c4/s > /out6\n\
+             RUN --mount=type=bind,target=/ctx cat /ctx/file.txt > /out7\n\
+             RUN --mount=type=bind,from=seed,source=/seed,target=/b,rw \
+                 echo x > /b/new && ls /b > /out8\n\
+             RUN --mount=type=tmpfs,target=/tmp/scratch echo t > /tmp/scratch/t && ls /tmp > /out9\n",
+            ),
+        ],
         build_args: &[],
     },
     Case {
