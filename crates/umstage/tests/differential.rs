@@ -68,10 +68,11 @@ struct Known {
 const KNOWN: &[Known] = &[
     Known {
         case: "copy",
-        paths: &["modes"],
+        paths: &["modes", "chmod-dir"],
         field: Field::Mode,
-        why: "20.10 makes the parents of a `COPY --chmod` destination 0755; current BuildKit \
-              gives them the --chmod mode (its testCopyChmod), which umstage follows",
+        why: "20.10 makes the directories a `COPY --chmod` creates (the destination's parents, \
+              the destination of a directory's contents) 0755; current BuildKit gives them the \
+              --chmod mode (its testCopyChmod), which umstage follows",
     },
     Known {
         case: "add",
@@ -159,7 +160,9 @@ const CASES: &[Case] = &[
                  COPY --chown=user dir/a.txt /owned-by-name\n\
                  COPY --chmod=0750 dir/a.txt /modes/a\n\
                  COPY dir/a.txt dir/sub/b.txt /two/\n\
-                 COPY dir/a.txt /etc/renamed\n",
+                 COPY dir/a.txt /etc/renamed\n\
+                 COPY --chmod=0700 dir /chmod-dir/\n\
+                 COPY --chown=1000:1000 --chmod=640 link /both\n",
             ),
         ],
         build_args: &[],
@@ -233,6 +236,9 @@ const CASES: &[Case] = &[
              WORKDIR ../d/\n\
              ENV DIRPATH=/path\n\
              WORKDIR $DIRPATH/$DIRNAME/x\n\
+             COPY Dockerfile ./copied\n\
+             COPY Dockerfile rel/\n\
+             COPY Dockerfile $DIRPATH/env-dest\n\
              RUN pwd > /pwd1\n\
              RUN true\n\
              USER 1000\n\
