@@ -367,6 +367,59 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// A Dockerfile and context both builders must refuse, and what each says about it.
+struct Refused {
+    name: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    docker_says: &'static str,
+    umstage_says: &'static str,
+}
+
+const REFUSED: &[Refused] = &[
+    Refused {
+        // Issue 17: a bare `!` in `.dockerignore`.
+        name: "bare-exclamation",
+        files: &[
+            (".dockerignore", "!\n"),
+            ("Dockerfile", "FROM busybox\nCOPY . /ctx/\n"),
+        ],
+        docker_says: "illegal exclusion pattern: \"!\"",
+        umstage_says: "illegal exclusion pattern: \"!\"",
+    },
+    Refused {
+        name: "missing-source",
+        files: &[("Dockerfile", "FROM busybox\nCOPY nothing-here /x\n")],
+        docker_says: "not found",
+        umstage_says: "\"nothing-here\" not found",
+    },
+    Refused {
+        // Issue 17: a misspelt mount type.
+        name: "unknown-mount-type",
+        files: &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=tmpfss,target=/t true\n",
+        )],
+        docker_says: "unsupported mount type \"tmpfss\"",
+        umstage_says: "unsupported mount type \"tmpfss\" (did you mean tmpfs?)",
+    },
+    Refused {
+        // Issue 17: a stage-scoped variable does not expand in `COPY --from`.
+        name: "from-variable",
+        files: &[(
+            "Dockerfile",
+            "FROM busybox AS build\nFROM busybox\nARG SRC=build\nCOPY --from=$SRC /etc/passwd /p\n",
+        )],
+        docker_says: "$SRC",
+        umstage_says: "variable expansion is not supported for --from=$SRC",
+    },
+    Refused {
+        name: "failing-run",
+        files: &[("Dockerfile", "FROM busybox\nRUN exit 3\n")],
+        docker_says: "exit code: 3",
+        umstage_says: "exit code 3",
+    },
+];
+
 /// What the comparison sees of one path: type and mode, owner, link target, content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
@@ -640,6 +693,25 @@ fn make_links(ctx: &Path) -> TestResult {
     Ok(())
 }
 
+/// `DOCKER_BUILDKIT=1 docker build` of `ctx` as `tag`, with no network (none is needed).
+fn docker_build(daemon: &Daemon, tag: &str, ctx: &Path, build_args: &[&str]) -> Command {
+    let mut build = daemon.docker();
+    build.env("DOCKER_BUILDKIT", "1").args([
+        "build",
+        "--progress",
+        "plain",
+        "--network",
+        "none",
+        "-t",
+        tag,
+    ]);
+    for arg in build_args {
+        build.arg("--build-arg").arg(arg);
+    }
+    build.arg(ctx);
+    build
+}
+
 #[test]
 fn docker_buildkit_and_umstage_build_the_same_images() -> TestResult {
     if !umstage_testutil::is_root() {
@@ -673,20 +745,7 @@ fn docker_buildkit_and_umstage_build_the_same_images() -> TestResult {
         env.dir.user().chown_tree(&ctx)?;
 
         let tag = format!("umstage-differential/{}:1", case.name);
-        let mut build = daemon.docker();
-        build.env("DOCKER_BUILDKIT", "1").args([
-            "build",
-            "--progress",
-            "plain",
-            "--network",
-            "none",
-            "-t",
-            &tag,
-        ]);
-        for arg in case.build_args {
-            build.arg("--build-arg").arg(arg);
-        }
-        umstage_testutil::run(build.arg(&ctx))?;
+        umstage_testutil::run(&mut docker_build(&daemon, &tag, &ctx, case.build_args))?;
         let docker_tar = env.path(&format!("{}-docker.tar", case.name));
         umstage_testutil::run(
             daemon
@@ -710,9 +769,30 @@ fn docker_buildkit_and_umstage_build_the_same_images() -> TestResult {
             failures.push(format!("{}: {diff}", case.name));
         }
     }
+    for case in REFUSED {
+        let ctx = env.context(case.name, case.files)?;
+        let tag = format!("umstage-differential/{}:1", case.name);
+        let docker = docker_build(&daemon, &tag, &ctx, &[]).output()?;
+        let docker_err = String::from_utf8_lossy(&docker.stderr);
+        let umstage = env.build(&ctx, &format!("{}-umstage.tar", case.name), &[]);
+        if docker.status.success() || !docker_err.contains(case.docker_says) {
+            failures.push(format!(
+                "{}: docker should refuse, saying {:?}: {docker_err}",
+                case.name, case.docker_says
+            ));
+        }
+        if umstage.status.success() || !common::stderr(&umstage).contains(case.umstage_says) {
+            failures.push(format!(
+                "{}: umstage should refuse, saying {:?}: {}",
+                case.name,
+                case.umstage_says,
+                common::text(&umstage)
+            ));
+        }
+    }
     assert!(
         failures.is_empty(),
-        "umstage's images differ from Docker 20.10 BuildKit's:\n{}",
+        "umstage and Docker 20.10's BuildKit disagree:\n{}",
         failures.join("\n")
     );
     Ok(())
