@@ -2,7 +2,8 @@
 //! state root (`downloads/<sha256 of the URL>/`: the content named by its digest, and what the
 //! server said about it), revalidated on every build (`ETag`, `Last-Modified`), and the step is
 //! keyed by the content downloaded, so a changed remote file is fetched again and an unchanged
-//! one is not.
+//! one is not. The URL recorded there never carries its `user:password@`: credentials are not
+//! written to disk.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -89,7 +90,9 @@ fn fetch_once(
     let kept: Option<Record> = fs::read(&record_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|r: &Record| r.url == url && content_path(&dir, &r.digest).is_file());
+        .filter(|r: &Record| {
+            r.url == without_userinfo(url) && content_path(&dir, &r.digest).is_file()
+        });
     let incoming = tempfile::Builder::new()
         .prefix(".incoming-")
         .tempfile_in(&dir)
@@ -108,7 +111,7 @@ fn fetch_once(
             let content = content_path(&dir, &digest);
             fs::rename(&incoming, &content).map_err(io(&content))?;
             let record = Record {
-                url: url.to_string(),
+                url: without_userinfo(url),
                 digest,
                 size,
                 validators,
@@ -148,6 +151,18 @@ fn not_modified_without_download(url: &str) -> Result<Record, FetchError> {
         url: url.to_string(),
         status: 304,
     }))
+}
+
+/// `url` without the `user:password@` of its authority.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 fn content_path(dir: &Path, digest: &str) -> PathBuf {
@@ -213,6 +228,17 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_not_recorded() {
+        assert_eq!(
+            without_userinfo("https://u:p%40ss@h:8/x@y?q=a@b"),
+            "https://h:8/x@y?q=a@b"
+        );
+        assert_eq!(without_userinfo("http://token@h"), "http://h");
+        assert_eq!(without_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(without_userinfo("http://h#@x"), "http://h#@x");
+    }
 
     #[test]
     fn names_as_buildkit() {

@@ -48,9 +48,13 @@ pub enum Event {
         /// 1-based line of the instruction in the Dockerfile (0 for steps with no line, such as
         /// ONBUILD triggers coming from a base image).
         line: usize,
-        /// The instruction as written, on one line.
+        /// The instruction on one line: as written, but a FROM of an image names the reference
+        /// the build uses.
         text: String,
-        /// How many steps the stage has, for "step 2 of 5".
+        /// The step's number in its stage as BuildKit counts (1-based), for "step 2 of 5";
+        /// `None` for a step that makes no vertex there (ARG, ENV, a FROM of scratch…).
+        number: Option<usize>,
+        /// How many numbered steps the stage has.
         steps_in_stage: usize,
     },
     /// A step was found in the cache and will not run.

@@ -238,8 +238,9 @@ enum PushError {
     /// The registry refused or could not be reached.
     #[error(transparent)]
     Registry(#[from] umstage_oci::registry::RegistryError),
-    /// Layers an imported cache holds could not be fetched.
-    #[error(transparent)]
+    /// Layers an imported cache holds could not be fetched. Not transparent: the solver looks
+    /// for a rejected layer among the sources.
+    #[error("{0}")]
     Fetch(#[from] crate::cache::CacheError),
 }
 

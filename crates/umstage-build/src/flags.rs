@@ -216,10 +216,11 @@ impl BuildFlags {
         }
         let build_args = build_args(&self.build_args, env)?;
         let mut cache_to = self.cache_to;
-        // As with docker, this build arg asks for the inline cache.
+        // As with docker, this build arg asks for the inline cache; buildx reads it with Go's
+        // `strconv.ParseBool` and takes a value that is not a boolean as false.
         if build_args
             .iter()
-            .any(|(k, v)| k == "BUILDKIT_INLINE_CACHE" && matches!(v.as_str(), "1" | "true"))
+            .any(|(k, v)| k == "BUILDKIT_INLINE_CACHE" && go_parse_bool_true(v))
             && !cache_to.contains(&CacheExport::Inline)
         {
             cache_to.push(CacheExport::Inline);
@@ -439,6 +440,11 @@ fn outputs(
     Ok(outputs)
 }
 
+/// Whether Go's `strconv.ParseBool` reads `v` as true.
+fn go_parse_bool_true(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -494,6 +500,28 @@ mod tests {
             DockerfileSource::Path(dir.path().join("Dockerfile"))
         );
         assert!(p.stdin_context.is_none());
+    }
+
+    #[test]
+    fn inline_cache_build_arg_takes_go_booleans() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = |value: &str| {
+            BuildFlags {
+                build_args: vec![format!("BUILDKIT_INLINE_CACHE={value}")],
+                ..flags(dir.path())
+            }
+            .into_request(PathBuf::from("/state"), &mut std::io::empty(), &no_env)
+            .unwrap()
+            .request
+            .cache_to
+            .contains(&CacheExport::Inline)
+        };
+        for yes in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert!(inline(yes), "{yes}");
+        }
+        for no in ["0", "f", "false", "FALSE", "yes", "tRuE", ""] {
+            assert!(!inline(no), "{no}");
+        }
     }
 
     #[test]

@@ -42,5 +42,6 @@ pub mod state;
 pub mod step_options;
 pub mod tarhead;
 pub mod users;
+mod vertex;
 
 pub use solver::{build, check};

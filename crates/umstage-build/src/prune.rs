@@ -14,8 +14,9 @@ use umstage_oci::{ContentStore, StoreError};
 use umstage_snapshot::snapshot::SnapshotError;
 use umstage_snapshot::{DriverChoice, Snapshotter};
 
+use crate::cache::explain::InputLog;
 use crate::cache::{CacheIndex, Record};
-use crate::state::chain_ids;
+use crate::state::snapshot_names;
 
 /// Pruning stopped before it was done; what it removed so far stays removed.
 #[derive(Debug, thiserror::Error)]
@@ -118,12 +119,13 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
     let mut entries = cache.entries().map_err(io_err("reading", &steps))?;
     // Most recently used first.
     entries.sort_by_key(|e| std::cmp::Reverse(e.1));
-    let mut used = 0u64;
+    let mut size = 0u64;
     let mut kept_blobs: HashSet<String> = live.blobs.clone();
     let mut kept_chains: HashSet<String> = live.snapshots.clone();
     let mut budget_blobs = HashSet::new();
     let mut removed = 0usize;
-    for (key, _) in entries {
+    let mut oldest_kept = None;
+    for (key, used) in entries {
         let Some(record) = cache.get::<Record>(&key) else {
             continue;
         };
@@ -133,11 +135,14 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
             .filter(|l| !budget_blobs.contains(&l.digest))
             .map(|l| l.size)
             .sum();
-        if used + extra <= keep {
-            used += extra;
+        if size + extra <= keep {
+            size += extra;
+            oldest_kept = Some(used);
             budget_blobs.extend(layers.iter().map(|l| l.digest.clone()));
             kept_blobs.extend(layers.iter().map(|l| l.digest.clone()));
-            kept_chains.extend(chain_ids(layers));
+            // Kept whichever mode unpacked them.
+            kept_chains.extend(snapshot_names(layers, false));
+            kept_chains.extend(snapshot_names(layers, true));
         } else {
             cache
                 .remove(&key)
@@ -172,11 +177,33 @@ fn collect(root: &Path, live: &LiveLeases, keep: u64) -> Result<Pruned, PruneErr
             let _ = store.remove(&digest);
         }
     }
+    remove_downloads(root, live)?;
+    // What explains a step's miss: kept for the steps built since the oldest kept entry was
+    // used (entries come most recently used first), so the log shrinks with the cache.
+    let inputs = root.join("cache/inputs");
+    InputLog::new(&inputs)
+        .remove_older_than(oldest_kept)
+        .map_err(io_err("cleaning", &inputs))?;
     Ok(Pruned {
         entries: removed,
         running_builds: live.count,
         everything: false,
     })
+}
+
+/// ADD's kept URL downloads (`download`) only save a transfer when the server says they are
+/// current, and no lease names them: they go when no build runs, with the files a killed
+/// build left there. A running build may be reading or replacing any of them, so they stay
+/// while one does.
+fn remove_downloads(root: &Path, live: &LiveLeases) -> Result<(), PruneError> {
+    if live.count > 0 {
+        return Ok(());
+    }
+    let dir = root.join("downloads");
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +246,23 @@ mod tests {
         drop((store, lease, snapshotter));
         assert!(remove_everything(root.path())?.everything);
         assert_eq!(std::fs::read_dir(root.path())?.count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn prune_removes_url_downloads_once_no_build_runs() -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let kept = root.path().join("downloads/0123");
+        std::fs::create_dir_all(&kept)?;
+        for name in ["record.json", "sha256-00", ".incoming-a", ".in-use-b"] {
+            std::fs::write(kept.join(name), b"x")?;
+        }
+        let lease = Lease::acquire(root.path())?;
+        prune(root.path(), u64::MAX)?;
+        assert!(kept.join(".in-use-b").is_file());
+        drop(lease);
+        prune(root.path(), u64::MAX)?;
+        assert!(!root.path().join("downloads").exists());
         Ok(())
     }
 }

@@ -186,9 +186,11 @@ pub struct StepFailure {
     pub file: String,
     /// 1-based line of the instruction.
     pub line: usize,
+    /// 1-based last line of the instruction (after its continuation lines and heredocs).
+    pub end_line: usize,
     /// The instruction as written.
     pub instruction: String,
-    /// The process exit code, for RUN steps that ran.
+    /// The process exit code, for RUN steps that ran (`reason` says it too).
     pub exit_code: Option<i32>,
     /// What went wrong, one line.
     pub reason: String,
@@ -213,9 +215,6 @@ impl std::fmt::Display for StepFailure {
             "stage {}, {}:{}: {}: {}",
             self.stage, self.file, self.line, self.instruction, self.reason
         )?;
-        if let Some(code) = self.exit_code {
-            write!(f, " (exit code {code})")?;
-        }
         if !self.output_tail.is_empty() {
             write!(f, "\nlast lines of output:")?;
             for line in &self.output_tail {

@@ -29,7 +29,7 @@ use crate::cache::local::LocalCache;
 use crate::cache::registry::INLINE_KEY;
 use crate::cache::set::CacheSet;
 use crate::cache::spec::CacheExport;
-use crate::cache::{CacheIndex, CacheKey, KeyBuilder};
+use crate::cache::{CacheError, CacheIndex, CacheKey, KeyBuilder};
 use crate::config::{self, StageConfig};
 use crate::copy;
 use crate::digests::ContextDigests;
@@ -42,6 +42,7 @@ use crate::registry::registry_client;
 use crate::request::{BuildError, BuildRequest, BuildResult};
 use crate::schedule::{Finished, GraphError, run_graph};
 use crate::state::{LazySnapshotter, State, Unpacker};
+use crate::vertex;
 use umstage_oci::compress::Compression;
 
 impl From<GraphError> for BuildError {
@@ -194,24 +195,22 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     });
     let mut outcome = run_and_export(&build, target, &needed, &deps, &task_of);
     // A layer of an imported cache that turned out unusable when it was fetched (it does not
-    // match its digest, or is gone) is never used: the build runs again without it, and the
-    // steps that made it run (what ran before is in the local cache by now).
+    // match its digest, or is gone) is never used: when that is what failed the build, it runs
+    // again without it, and the steps that made it run (what ran before is in the local cache
+    // by now). Any other failure stands: running again would only repeat it.
     for _ in 0..MAX_REBUILDS {
-        let rejected = build.caches.rejected_count();
-        if outcome.is_ok() || rejected == 0 {
+        let Err(e) = &outcome else {
+            break;
+        };
+        if !failed_by_rejected_cache(e) {
             break;
         }
-        if let Err(e) = &outcome {
-            events.emit(Event::Warning {
-                message: format!(
-                    "{e}: a layer of an imported cache is unusable; building again without it"
-                ),
-            });
-        }
+        events.emit(Event::Warning {
+            message: format!(
+                "{e}: a layer of an imported cache is unusable; building again without it"
+            ),
+        });
         outcome = run_and_export(&build, target, &needed, &deps, &task_of);
-        if build.caches.rejected_count() == rejected {
-            break;
-        }
     }
     if let Some(cause) = umstage_snapshot::userns::current().and_then(|ns| ns.single_id()) {
         events.emit(Event::Warning {
@@ -228,6 +227,41 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
 
 /// How many times a build starts again after finding layers of an imported cache unusable.
 const MAX_REBUILDS: usize = 3;
+
+/// Whether `error` is an imported cache's layer failing to fetch (`CacheError::Rejected`),
+/// looking through the errors that wrap it, transparent ones included.
+fn failed_by_rejected_cache(error: &BuildError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if matches!(e.downcast_ref(), Some(CacheError::Rejected(_))) {
+            return true;
+        }
+        next = if let Some(step) = e.downcast_ref::<StepError>() {
+            match step {
+                StepError::Refused(_) => None,
+                StepError::During { source, .. } | StepError::Below(source) => {
+                    Some(source.as_ref())
+                }
+                StepError::Shared(shared) => Some(shared.as_ref()),
+            }
+        } else if let Some(build) = e.downcast_ref::<BuildError>() {
+            match build {
+                BuildError::Instruction { source, .. } => Some(source),
+                BuildError::Input { source, .. } | BuildError::Other(source) => {
+                    Some(source.as_ref())
+                }
+                BuildError::StepFailed(failure) => failure
+                    .cause
+                    .as_deref()
+                    .map(|c| c as &(dyn std::error::Error + 'static)),
+                BuildError::Dockerfile(_) | BuildError::Invalid(_) => None,
+            }
+        } else {
+            e.source()
+        };
+    }
+    false
+}
 
 /// Builds the needed stages (`deps`: each one's dependencies as indexes into `needed`; `task_of`
 /// the reverse) and writes the outputs, then the caches `--cache-to` names.
@@ -380,14 +414,24 @@ impl Build<'_> {
         lookup: &dyn Fn(usize) -> Option<StageOutput>,
     ) -> Result<StageOutput, BuildError> {
         let stage = &self.dockerfile.stages[index];
-        let steps = stage.instructions.len() + 1;
+        let base_of = &self.graph.nodes[index].base;
         let from_id = self.step_id(index, 0);
         let from_started = Instant::now();
+        // The total counts the base's ONBUILD triggers too, which are only known once it is
+        // resolved: the FROM shows the count of the Dockerfile's own steps.
+        let own_steps = usize::from(vertex::from_numbered(base_of))
+            + stage
+                .instructions
+                .iter()
+                .filter(|i| vertex::numbered(&i.command))
+                .count();
+        let mut number = usize::from(vertex::from_numbered(base_of));
         self.events.emit(Event::StepStarted {
             step: from_id.clone(),
             line: stage.from.span.start.line,
-            text: stage.from.original.clone(),
-            steps_in_stage: steps,
+            text: vertex::from_text(base_of, &stage.from.original),
+            number: (number > 0).then_some(number),
+            steps_in_stage: own_steps,
         });
         let platform = self.stage_platform(stage)?;
         // A named context called like the stage replaces the whole stage, as in BuildKit.
@@ -451,6 +495,11 @@ impl Build<'_> {
         }
         instructions.extend(stage.instructions.iter().cloned());
         let trigger_count = instructions.len() - stage.instructions.len();
+        let steps = usize::from(vertex::from_numbered(base_of))
+            + instructions
+                .iter()
+                .filter(|i| vertex::numbered(&i.command))
+                .count();
 
         let mut upstream: Option<String> = None;
         let base_env = config::env_pairs(&cfg.image);
@@ -471,10 +520,18 @@ impl Build<'_> {
                 instruction.span.start.line
             };
             let started = Instant::now();
+            let numbered = vertex::numbered(&instruction.command);
+            number += usize::from(numbered);
             self.events.emit(Event::StepStarted {
                 step: id.clone(),
                 line,
-                text: instruction.original.clone(),
+                // BuildKit marks the base's triggers so.
+                text: if n < trigger_count {
+                    format!("ONBUILD {}", instruction.original)
+                } else {
+                    instruction.original.clone()
+                },
+                number: numbered.then_some(number),
                 steps_in_stage: steps,
             });
             let expanded = scope.expand(instruction)?;
@@ -556,10 +613,7 @@ impl Build<'_> {
             &id.stage,
             id.step_index,
         );
-        let before = self.inputs_log.load(&locator);
-        if before.as_ref() != Some(&inputs) {
-            self.inputs_log.save(&locator, &inputs);
-        }
+        let before = self.inputs_log.record(&locator, &inputs);
         inputs.first_difference(&before?)
     }
 }
@@ -669,8 +723,9 @@ fn salt(layer_options: &LayerOptions, single_id: bool) -> CacheKey {
 }
 
 #[cfg(test)]
-mod salt_tests {
+mod tests {
     use super::*;
+    use crate::request::StepFailure;
 
     #[test]
     fn single_id_layers_are_keyed_apart_and_other_keys_stay() {
@@ -681,5 +736,50 @@ mod salt_tests {
             .opt_str(None);
         assert_eq!(salt(&options, false), before.finish());
         assert_ne!(salt(&options, true), salt(&options, false));
+    }
+
+    fn step_failed(cause: StepError) -> BuildError {
+        BuildError::StepFailed(Box::new(StepFailure {
+            stage: "0".into(),
+            file: "Dockerfile".into(),
+            line: 2,
+            end_line: 2,
+            instruction: "RUN false".into(),
+            exit_code: None,
+            reason: cause.to_string(),
+            output_tail: Vec::new(),
+            cause: Some(Arc::new(cause)),
+        }))
+    }
+
+    fn rejected() -> CacheError {
+        CacheError::Rejected(Box::new(CacheError::Registry {
+            cache: "r/cache".into(),
+            message: "digest mismatch".into(),
+        }))
+    }
+
+    #[test]
+    fn only_a_rejected_cache_layer_starts_the_build_again() {
+        // Through the wrappers a fetch error reaches the solver in.
+        assert!(failed_by_rejected_cache(&step_failed(StepError::below(
+            rejected()
+        ))));
+        assert!(failed_by_rejected_cache(&step_failed(StepError::Shared(
+            Arc::new(StepError::during("fetching", rejected()))
+        ))));
+        assert!(failed_by_rejected_cache(&BuildError::Other(Box::new(
+            rejected()
+        ))));
+        // A RUN that failed, or a cache error that rejected nothing, is the build's failure.
+        assert!(!failed_by_rejected_cache(&step_failed(StepError::Refused(
+            "exit code 1".into()
+        ))));
+        assert!(!failed_by_rejected_cache(&BuildError::Other(Box::new(
+            CacheError::Registry {
+                cache: "r/cache".into(),
+                message: "unreachable".into(),
+            }
+        ))));
     }
 }

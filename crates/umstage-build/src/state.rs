@@ -70,6 +70,19 @@ pub fn chain_ids(layers: &[Layer]) -> Vec<String> {
     out
 }
 
+/// The name of the committed snapshot of each prefix of `layers`: its chain id, prefixed by the
+/// id mode of the build. One made in single-id mode (`ignore_chown_errors`) lost the owners the
+/// mode cannot set, so a build with subordinate ids must not find it. Both modes are prefixed:
+/// snapshots named by the bare chain id may be such lossy ones, left by a single-id build of an
+/// earlier version, and are never used again (prune removes them).
+pub fn snapshot_names(layers: &[Layer], single_id: bool) -> Vec<String> {
+    let mode = if single_id { "single-id" } else { "ranges" };
+    chain_ids(layers)
+        .into_iter()
+        .map(|c| format!("{mode}:{c}"))
+        .collect()
+}
+
 /// The snapshotter, opened on first use: a build whose every step is cached never needs one
 /// (opening probes overlayfs with a test mount).
 pub struct LazySnapshotter {
@@ -149,7 +162,7 @@ impl Unpacker {
     }
 
     /// Makes sure the committed snapshot of `layers` exists, unpacking the missing ones from the
-    /// content store; returns its chain id (`None` when there are no layers).
+    /// content store; returns its name (`snapshot_names`; `None` when there are no layers).
     pub fn ensure(
         &self,
         snapshotter: &Snapshotter,
@@ -157,7 +170,7 @@ impl Unpacker {
         layers: &[Layer],
         ignore_chown_errors: bool,
     ) -> Result<Option<String>, StepError> {
-        let chains = chain_ids(layers);
+        let chains = snapshot_names(layers, ignore_chown_errors);
         // Named before they are looked for: a prune keeps the ones found, and any it removed
         // first are unpacked again below.
         self.lease
@@ -246,5 +259,39 @@ mod tests {
         let expected = hex::encode(Sha256::digest("sha256:a sha256:b"));
         assert_eq!(ids[1], format!("sha256:{expected}"));
         assert!(chain_ids(&[]).is_empty());
+        // Single-id mode's snapshots are kept apart from the others of the same layers.
+        let layers = [layer("sha256:a"), layer("sha256:b")];
+        let (ranges, single) = (
+            snapshot_names(&layers, false),
+            snapshot_names(&layers, true),
+        );
+        assert_eq!((ranges.len(), single.len()), (2, 2));
+        // Nor is either found under the bare chain id, which an earlier version used for both.
+        assert!(ranges.iter().chain(&single).all(|n| !ids.contains(n)));
+        assert!(single.iter().all(|n| !ranges.contains(n)));
+    }
+
+    #[test]
+    fn single_id_unpacks_are_not_found_by_a_build_with_ranges()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let lease = Arc::new(Lease::acquire(root.path())?);
+        let store = ContentStore::open(root.path())?;
+        // An empty tar archive: a layer with nothing in it.
+        let blob = store.put(&[0u8; 1024])?.digest.to_string();
+        let layers = [Layer {
+            digest: blob.clone(),
+            diff_id: blob,
+            size: 1024,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        }];
+        let snapshotter = Snapshotter::open(root.path(), umstage_snapshot::DriverChoice::Auto)?;
+        let unpacker = Unpacker::new(lease);
+        let single = unpacker.ensure(&snapshotter, &store, &layers, true)?;
+        let ranged = unpacker.ensure(&snapshotter, &store, &layers, false)?;
+        assert_ne!(single, ranged);
+        assert_eq!(ranged, snapshot_names(&layers, false).pop());
+        assert!(snapshotter.has_committed(&single.ok_or("no snapshot")?)?);
+        Ok(())
     }
 }

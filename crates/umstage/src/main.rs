@@ -5,6 +5,7 @@ mod ca_roots;
 mod cli;
 mod docker_flags;
 mod doctor;
+mod excerpt;
 mod generate;
 mod log_warnings;
 mod progress;
@@ -272,6 +273,9 @@ fn build(args: BuildArgs, root: PathBuf, sandbox: &umstage_snapshot::doctor::Ent
             ExitCode::SUCCESS
         }
         Err(e) => {
+            if let Some(excerpt) = excerpt::for_error(&e, &request.dockerfile) {
+                eprint!("{excerpt}");
+            }
             eprintln!("umstage: error: {e}");
             // Stopped by SIGINT or SIGTERM: exit as a shell reports a process the signal killed.
             let code = umstage_snapshot::Cancel::received_signal()

@@ -29,13 +29,14 @@ pub fn renderer(mode: ProgressMode, stderr_is_tty: bool) -> Arc<dyn Renderer> {
     }
 }
 
-fn label(step: &StepId, steps_in_stage: usize) -> String {
-    format!(
-        "[{} {}/{}]",
-        step.stage,
-        step.step_index + 1,
-        steps_in_stage
-    )
+/// BuildKit's name for a step: `[stage n/total]`, the number padded to the total's width
+/// (`[stage  2/10]`), or `[stage]` for a step it does not number.
+fn label(step: &StepId, number: Option<usize>, steps_in_stage: usize) -> String {
+    let width = steps_in_stage.to_string().len();
+    match number {
+        Some(n) => format!("[{} {n:>width$}/{steps_in_stage}]", step.stage),
+        None => format!("[{}]", step.stage),
+    }
 }
 
 /// A build check finding, kept for the summary at the end of the build.
@@ -125,12 +126,13 @@ impl EventSink for Plain {
             Event::StepStarted {
                 step,
                 text,
+                number,
                 steps_in_stage,
                 ..
             } => {
                 let n = st.number(&step);
                 st.started.insert(step.clone(), Instant::now());
-                writeln!(out, "#{n} {} {text}", label(&step, steps_in_stage))
+                writeln!(out, "#{n} {} {text}", label(&step, number, steps_in_stage))
             }
             Event::StepCached { step } => {
                 let n = st.number(&step);
@@ -397,10 +399,11 @@ impl EventSink for Live {
             Event::StepStarted {
                 step,
                 text,
+                number,
                 steps_in_stage,
                 ..
             } => st.running.push(Running {
-                label: label(&step, steps_in_stage),
+                label: label(&step, number, steps_in_stage),
                 step,
                 text,
                 since: Instant::now(),
@@ -521,6 +524,18 @@ impl Renderer for Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_number_as_buildkit_pads() {
+        let step = StepId {
+            stage_index: 0,
+            stage: "builder".into(),
+            step_index: 3,
+        };
+        assert_eq!(label(&step, Some(2), 10), "[builder  2/10]");
+        assert_eq!(label(&step, Some(2), 9), "[builder 2/9]");
+        assert_eq!(label(&step, None, 9), "[builder]");
+    }
 
     #[test]
     fn step_output_cannot_inject_terminal_controls() {

@@ -552,7 +552,7 @@ fn errors_name_what_is_wrong_and_exit_with_the_right_code() -> TestResult {
         &[],
     )?;
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("exit code 7"), "{err}");
+    assert!(err.contains("exit code: 7"), "{err}");
     assert!(
         err.contains("stage work") && err.contains("Dockerfile:2"),
         "{err}"
@@ -992,6 +992,36 @@ fn add_extracts_archives_and_downloads_urls_with_checksums() -> TestResult {
         "{}",
         text(&out)
     );
+    Ok(())
+}
+
+#[test]
+fn an_add_url_with_credentials_keeps_its_download_without_them() -> TestResult {
+    let env = Env::new()?;
+    let port = serve_once_per_request(b"behind a password\n", 1)?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM scratch\nADD http://user:s3cret@127.0.0.1:{port}/data.txt /\n"),
+        )],
+    )?;
+    env.dir.user().chown_tree(env.dir.path())?;
+    assert_ok(&env.build(&ctx, "image.tar", &[]));
+    let mut records = 0;
+    for dir in fs::read_dir(env.path("state/downloads"))? {
+        let record = fs::read_to_string(dir?.path().join("record.json"))?;
+        assert!(
+            !record.contains("s3cret") && !record.contains("user@"),
+            "{record}"
+        );
+        assert!(
+            record.contains(&format!("http://127.0.0.1:{port}/data.txt")),
+            "{record}"
+        );
+        records += 1;
+    }
+    assert_eq!(records, 1);
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -120,6 +121,48 @@ impl InputLog {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Records `inputs` as the step's latest and returns the ones recorded before. An unchanged
+    /// record is only touched: its time says when the step was last built, which `prune` goes by.
+    pub fn record(&self, locator: &str, inputs: &Inputs) -> Option<Inputs> {
+        let before = self.load(locator);
+        if before.as_ref() == Some(inputs) {
+            let path = self.dir.join(format!("{locator}.json"));
+            let touched = fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+            if let Err(e) = touched {
+                tracing::debug!("touching {}: {e}", path.display());
+            }
+        } else {
+            self.save(locator, inputs);
+        }
+        before
+    }
+
+    /// Removes the records of steps last built before `cutoff` (every record for `None`), and
+    /// temporary files a killed writer left.
+    pub fn remove_older_than(&self, cutoff: Option<SystemTime>) -> std::io::Result<usize> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let modified = entry.metadata()?.modified()?;
+            if cutoff.is_none_or(|c| modified < c) {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Records `inputs` for `locator`; best effort (a lost record only loses an explanation).
     pub fn save(&self, locator: &str, inputs: &Inputs) {
         let written = (|| -> std::io::Result<()> {
@@ -196,6 +239,36 @@ mod tests {
         let i = inputs(&[("instruction", "RUN true")]);
         log.save(&at, &i);
         assert_eq!(log.load(&at), Some(i));
+        Ok(())
+    }
+
+    #[test]
+    fn records_of_steps_not_built_since_the_cutoff_are_removed()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let log = InputLog::new(dir.path().join("inputs"));
+        assert_eq!(log.remove_older_than(None)?, 0);
+        let (old, new) = (
+            InputLog::locator("/ctx", "Dockerfile", "build", 1),
+            InputLog::locator("/ctx", "Dockerfile", "build", 2),
+        );
+        let i = inputs(&[("instruction", "RUN true")]);
+        log.save(&old, &i);
+        log.save(&new, &i);
+        let past = SystemTime::now() - std::time::Duration::from_secs(3600);
+        for locator in [&old, &new] {
+            fs::File::options()
+                .write(true)
+                .open(dir.path().join(format!("inputs/{locator}.json")))?
+                .set_modified(past)?;
+        }
+        // Built again unchanged: touched, so it stays.
+        assert_eq!(log.record(&new, &i), Some(i.clone()));
+        let cutoff = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(log.remove_older_than(Some(cutoff))?, 1);
+        assert_eq!(log.load(&old), None);
+        assert_eq!(log.load(&new), Some(i));
+        assert_eq!(log.remove_older_than(None)?, 1);
         Ok(())
     }
 }

@@ -90,6 +90,10 @@ pub enum CacheError {
         /// What the registry said.
         message: String,
     },
+    /// Layers of an imported cache could not be fetched, and are never used again: the build
+    /// may start again without them.
+    #[error(transparent)]
+    Rejected(Box<CacheError>),
 }
 
 /// A store of step records: look a key up, record a result, fetch what a result needs.

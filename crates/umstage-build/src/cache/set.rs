@@ -204,15 +204,21 @@ impl CacheSet {
             let Err(e) = backend.fetch_all(&group, store) else {
                 continue;
             };
+            let mut rejected = false;
             if let Holder::Import(_) = holder {
                 // Which ones: each is tried alone, and those that fail are never used again.
                 for layer in &group {
                     if backend.fetch(layer, store).is_err() {
                         self.reject(&layer.digest);
+                        rejected = true;
                     }
                 }
             }
-            return Err(e);
+            return Err(if rejected {
+                CacheError::Rejected(Box::new(e))
+            } else {
+                e
+            });
         }
         Ok(())
     }
@@ -231,11 +237,6 @@ impl CacheSet {
         self.rejected
             .lock()
             .is_ok_and(|r| state.layers.iter().any(|l| r.contains(&l.digest)))
-    }
-
-    /// How many blobs of imports were found unusable so far.
-    pub fn rejected_count(&self) -> usize {
-        self.rejected.lock().map_or(0, |r| r.len())
     }
 
     /// Records a step's result in the local cache, and notes it for `--cache-to`.

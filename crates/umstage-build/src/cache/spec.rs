@@ -61,7 +61,27 @@ pub struct SpecError {
     /// What was given.
     pub value: String,
     /// What is wrong.
-    pub reason: String,
+    pub reason: SpecProblem,
+}
+
+/// What is wrong with a cache option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecProblem {
+    /// A comma-separated part without `=`.
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    /// A `mode=` other than `min` or `max`.
+    #[error("mode={0}: use min or max")]
+    Mode(String),
+    /// A key the type needs is missing or empty.
+    #[error("{0}= is required")]
+    Required(&'static str),
+    /// A `type=` umstage cannot read (empty when none was given).
+    #[error("type={0}: umstage reads caches of type local and registry")]
+    ImportType(String),
+    /// A `type=` umstage cannot write (empty when none was given).
+    #[error("type={0}: umstage writes caches of type local, registry and inline")]
+    ExportType(String),
 }
 
 /// The options of one value, `type` apart.
@@ -78,7 +98,7 @@ fn fields(flag: &'static str, value: &str) -> Result<Fields, SpecError> {
             return Err(SpecError {
                 flag,
                 value: value.into(),
-                reason: format!("{part:?} is not key=value"),
+                reason: SpecProblem::NotKeyValue(part.to_string()),
             });
         };
         if k == "type" {
@@ -106,7 +126,7 @@ impl Fields {
             Some(other) => Err(SpecError {
                 flag,
                 value: value.into(),
-                reason: format!("mode={other}: use min or max"),
+                reason: SpecProblem::Mode(other.to_string()),
             }),
         }
     }
@@ -114,7 +134,7 @@ impl Fields {
 
 fn required<'a>(
     f: &'a Fields,
-    key: &str,
+    key: &'static str,
     flag: &'static str,
     value: &str,
 ) -> Result<&'a str, SpecError> {
@@ -123,7 +143,7 @@ fn required<'a>(
         .ok_or_else(|| SpecError {
             flag,
             value: value.into(),
-            reason: format!("{key}= is required"),
+            reason: SpecProblem::Required(key),
         })
 }
 
@@ -147,10 +167,7 @@ pub fn parse_import(value: &str) -> Result<CacheImport, SpecError> {
         other => Err(SpecError {
             flag: FLAG,
             value: value.into(),
-            reason: format!(
-                "type={}: umstage reads caches of type local and registry",
-                other.unwrap_or("")
-            ),
+            reason: SpecProblem::ImportType(other.unwrap_or("").to_string()),
         }),
     }
 }
@@ -172,10 +189,7 @@ pub fn parse_export(value: &str) -> Result<CacheExport, SpecError> {
         other => Err(SpecError {
             flag: FLAG,
             value: value.into(),
-            reason: format!(
-                "type={}: umstage writes caches of type local, registry and inline",
-                other.unwrap_or("")
-            ),
+            reason: SpecProblem::ExportType(other.unwrap_or("").to_string()),
         }),
     }
 }
@@ -214,13 +228,24 @@ mod tests {
             })
         );
         assert_eq!(parse_export("type=inline"), Ok(CacheExport::Inline));
-        for bad in [
-            "type=local",
-            "type=gha,scope=x",
-            "type=local,dest=/c,mode=all",
-        ] {
-            assert!(parse_export(bad).is_err(), "{bad}");
-        }
-        assert!(parse_import("type=local,src").is_err());
+        let reason = |r: Result<CacheExport, SpecError>| r.map_err(|e| e.reason).err();
+        assert_eq!(
+            reason(parse_export("type=local")),
+            Some(SpecProblem::Required("dest"))
+        );
+        assert_eq!(
+            reason(parse_export("type=gha,scope=x")),
+            Some(SpecProblem::ExportType("gha".into()))
+        );
+        assert_eq!(
+            reason(parse_export("type=local,dest=/c,mode=all")),
+            Some(SpecProblem::Mode("all".into()))
+        );
+        let err = parse_import("type=local,src").expect_err("a part without =");
+        assert_eq!(err.reason, SpecProblem::NotKeyValue("src".into()));
+        assert_eq!(
+            err.to_string(),
+            r#"--cache-from "type=local,src": "src" is not key=value"#
+        );
     }
 }

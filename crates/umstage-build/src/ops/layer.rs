@@ -185,7 +185,7 @@ impl Step<'_, '_> {
             };
             self.layers.push(layer);
             self.cfg.image.rootfs.diff_ids.push(info.diff_id.clone());
-            let chain = crate::state::chain_ids(self.layers)
+            let chain = crate::state::snapshot_names(self.layers, build.ignore_chown_errors)
                 .pop()
                 .unwrap_or_default();
             build

@@ -253,6 +253,7 @@ impl Step<'_, '_> {
         }
 
         let active = self.prepare()?;
+        let process = argv.join(" ");
         let step = sandbox::RunStep {
             args: argv,
             env,
@@ -302,7 +303,11 @@ impl Step<'_, '_> {
                 return Err(build.fail(
                     self.id,
                     self.instruction,
-                    format!("the command failed: {s}"),
+                    // BuildKit's words, naming the process by its arguments.
+                    format!(
+                        "process {process:?} did not complete successfully: {}",
+                        failure(s)
+                    ),
                     code,
                     tail,
                 ));
@@ -317,6 +322,14 @@ impl Step<'_, '_> {
             self.alias(cheap);
         }
         Ok(false)
+    }
+}
+
+/// How a process failed, in BuildKit's words (`exit code: 1`).
+fn failure(status: sandbox::ExitStatus) -> String {
+    match status {
+        sandbox::ExitStatus::Code(code) => format!("exit code: {code}"),
+        sandbox::ExitStatus::Signal(signal) => format!("killed by signal {signal}"),
     }
 }
 

@@ -110,6 +110,7 @@ impl Build<'_> {
             stage: id.stage.clone(),
             file: instruction.source.name.clone(),
             line: instruction.span.start.line,
+            end_line: last_line(instruction),
             instruction: instruction.original.clone(),
             exit_code,
             reason,
@@ -129,6 +130,17 @@ impl Build<'_> {
             ignore_chown_errors: self.ignore_chown_errors,
             caches: &self.caches,
         }
+    }
+}
+
+/// The last line an instruction covers: its span ends one past its last character, which is
+/// the start of the next line when it ends with the newline.
+fn last_line(instruction: &Instruction) -> usize {
+    let span = instruction.span;
+    if span.end.line > span.start.line && span.end.col <= 1 {
+        span.end.line - 1
+    } else {
+        span.end.line.max(span.start.line)
     }
 }
 
@@ -224,10 +236,7 @@ impl Step<'_, '_> {
             return None;
         }
         let locator = self.locator();
-        let before = self.build.inputs_log.load(&locator);
-        if before.as_ref() != Some(&*inputs) {
-            self.build.inputs_log.save(&locator, &inputs);
-        }
+        let before = self.build.inputs_log.record(&locator, &inputs);
         inputs.first_difference(&before?)
     }
 

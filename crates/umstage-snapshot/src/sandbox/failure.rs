@@ -14,6 +14,12 @@ pub enum HelperError {
     /// Refused, with a message that says why.
     #[error("{0}")]
     Refused(String),
+    /// `USER` names a user the image's `/etc/passwd` lacks.
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoUser(String),
+    /// `USER` names a group the image's `/etc/group` lacks.
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoGroup(String),
     /// A `--ulimit` the kernel refused.
     #[error(
         "--ulimit {limit}: {source} (a hard limit can only be lowered without privilege over the host)"

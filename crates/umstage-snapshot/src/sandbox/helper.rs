@@ -101,10 +101,10 @@ fn run() -> Result<(), HelperError> {
     let null = std::fs::File::open("/dev/null").map_err(|e| HelperError::during("/dev/null", e))?;
     // SAFETY: dup2 onto stdin, which this process owns.
     if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
-        return Err(HelperError::from(format!(
-            "stdin: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(HelperError::during(
+            "stdin",
+            std::io::Error::last_os_error(),
+        ));
     }
     drop(null);
 
@@ -178,7 +178,7 @@ fn run() -> Result<(), HelperError> {
                     }
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => {
-                        return Err(HelperError::from(format!("waiting for the step: {e}")));
+                        return Err(HelperError::during("waiting for the step", e));
                     }
                 }
             }
@@ -589,7 +589,7 @@ pub(super) fn read_file(root: &Root, rel: &str) -> Result<Option<String>, Helper
             Ok(Some(text))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(HelperError::from(format!("opening /{rel}: {e}"))),
+        Err(e) => Err(HelperError::during(format!("opening /{rel}"), e)),
     }
 }
 

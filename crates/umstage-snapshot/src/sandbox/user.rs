@@ -125,9 +125,7 @@ pub(crate) fn resolve(
                 None
             }
             None => {
-                return Err(HelperError::from(format!(
-                    "unable to find user {user_arg}: no matching entries in passwd file"
-                )));
+                return Err(HelperError::NoUser(user_arg.to_string()));
             }
         },
     };
@@ -144,9 +142,7 @@ pub(crate) fn resolve(
         resolved.gid = match (found, gid_arg) {
             (Some(gid), _) | (None, Some(gid)) => gid,
             (None, None) => {
-                return Err(HelperError::from(format!(
-                    "unable to find group {group_arg}: no matching entries in group file"
-                )));
+                return Err(HelperError::NoGroup(group_arg.to_string()));
             }
         };
     } else if let (Some(name), Some(text)) = (&matched_name, group) {
@@ -219,6 +215,8 @@ mod tests {
                 .to_string()
                 .contains("unable to find group nogroup")
         );
+        assert!(matches!(r("nobody"), Err(HelperError::NoUser(u)) if u == "nobody"));
+        assert!(matches!(r("app:nogroup"), Err(HelperError::NoGroup(g)) if g == "nogroup"));
         assert!(resolve("app", None, None).is_err());
         assert_eq!(resolve("7", None, None).expect("no passwd").uid, 7);
     }

@@ -172,12 +172,13 @@ impl State {
             Event::StepStarted {
                 step,
                 text,
+                number,
                 steps_in_stage,
                 ..
             } => {
                 let mut v = vertex(
                     digest(&step_key(&step)),
-                    format!("{} {text}", label(&step, steps_in_stage)),
+                    format!("{} {text}", label(&step, number, steps_in_stage)),
                 );
                 if step.step_index > 0
                     && let Some(input) = self.last_in_stage.get(&step.stage_index)
@@ -330,6 +331,7 @@ mod tests {
                 step: step(0),
                 line: 1,
                 text: "FROM busybox".into(),
+                number: Some(1),
                 steps_in_stage: 2,
             },
         );
@@ -340,6 +342,7 @@ mod tests {
                 step: step(1),
                 line: 2,
                 text: "RUN echo hi".into(),
+                number: Some(2),
                 steps_in_stage: 2,
             },
         );
