@@ -416,7 +416,7 @@ const REFUSED: &[Refused] = &[
         name: "failing-run",
         files: &[("Dockerfile", "FROM busybox\nRUN exit 3\n")],
         docker_says: "exit code: 3",
-        umstage_says: "exit code 3",
+        umstage_says: "exit code: 3",
     },
 ];
 
