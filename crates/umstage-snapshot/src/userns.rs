@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::doctor::{Facts, Tier, TierChoice, Trial};
 
 mod free_range;
+pub(crate) mod subids;
+
+use subids::{SubRange, find_in_path, read_subordinate};
 
 /// Environment variable carrying the handshake socket's fd number to the re-executed child.
 const HANDSHAKE_ENV: &str = "_UMSTAGE_USERNS_SOCKET";
@@ -388,34 +391,6 @@ fn identity_of(own_map: &str) -> Vec<IdRange> {
     ranges
 }
 
-/// A subordinate range `(start, count)` from `/etc/subuid` or `/etc/subgid`.
-type SubRange = (u32, u32);
-
-/// Reads the ranges of `name` (or of the numeric `uid`) from a subordinate id file, in file order.
-pub(crate) fn read_subordinate(file: &Path, name: &str, uid: u32) -> Vec<SubRange> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => parse_subordinate(&text, name, uid),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn parse_subordinate(text: &str, name: &str, uid: u32) -> Vec<SubRange> {
-    let uid_text = uid.to_string();
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            if line.starts_with('#') {
-                return None;
-            }
-            let mut fields = line.split(':');
-            let owner = fields.next()?;
-            let start = fields.next()?.trim().parse::<u32>().ok()?;
-            let count = fields.next()?.trim().parse::<u32>().ok()?;
-            ((owner == name || owner == uid_text) && count > 0).then_some((start, count))
-        })
-        .collect()
-}
-
 /// 0 → the caller, then the ranges back to back from 1, stopping before the id space ends.
 fn subordinate_map(own: u32, ranges: &[SubRange]) -> Vec<IdRange> {
     let mut map = vec![IdRange {
@@ -438,14 +413,6 @@ fn subordinate_map(own: u32, ranges: &[SubRange]) -> Vec<IdRange> {
         next += count;
     }
     map
-}
-
-pub(crate) fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.is_file())
 }
 
 enum ChildEnd {
@@ -804,17 +771,6 @@ fn become_root(inside: &UserNamespace) -> Result<(), IdMapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subordinate_ranges_match_name_or_uid_in_file_order() {
-        let text = "# comment\nalice:100000:65536\nbob:200000:1000\n1001:300000:10\nalice:400000:5\nbroken line\n";
-        assert_eq!(
-            parse_subordinate(text, "alice", 1000),
-            vec![(100000, 65536), (400000, 5)]
-        );
-        assert_eq!(parse_subordinate(text, "carol", 1001), vec![(300000, 10)]);
-        assert!(parse_subordinate(text, "dave", 7).is_empty());
-    }
 
     #[test]
     fn subordinate_map_puts_caller_at_zero_and_ranges_back_to_back() {

@@ -74,8 +74,10 @@ impl Facts {
             .ok()
             .flatten()
             .map_or_else(|| uid.to_string(), |u| u.name);
-        let subuid = crate::userns::read_subordinate(Path::new("/etc/subuid"), &user, uid.as_raw());
-        let subgid = crate::userns::read_subordinate(Path::new("/etc/subgid"), &user, uid.as_raw());
+        let subuid =
+            crate::userns::subids::read_subordinate(Path::new("/etc/subuid"), &user, uid.as_raw());
+        let subgid =
+            crate::userns::subids::read_subordinate(Path::new("/etc/subgid"), &user, uid.as_raw());
         Facts {
             uid: uid.as_raw(),
             user,
@@ -105,7 +107,7 @@ fn read_number(path: &str) -> Option<u64> {
 }
 
 fn map_tool(name: &str) -> MapTool {
-    let Some(path) = crate::userns::find_in_path(name) else {
+    let Some(path) = crate::userns::subids::find_in_path(name) else {
         return MapTool::Missing;
     };
     let Ok(meta) = std::fs::metadata(&path) else {

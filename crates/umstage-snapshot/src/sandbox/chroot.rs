@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use umstage_oci::inroot::Root;
 
 use super::failure::HelperError;
-use super::helper::{Kind, Ready, ensure, read_file};
+use super::rootfs::{Kind, Ready, ensure, read_file};
 use super::user::resolve;
 
 /// `CAP_SYS_CHROOT`'s number, as `prctl` takes it.

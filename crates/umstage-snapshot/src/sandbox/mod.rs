@@ -16,6 +16,7 @@ mod identity;
 mod mounts;
 mod owners;
 mod rlimit;
+mod rootfs;
 mod spec;
 pub mod user;
 
