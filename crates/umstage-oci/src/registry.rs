@@ -391,25 +391,9 @@ impl RegistryClient {
         reference: &Reference,
         mount_from: Option<&Reference>,
     ) -> Result<Digest> {
-        let session = self.session(reference, RegistryOperation::Push).await?;
         let mut blobs: Vec<Descriptor> = image.layers().to_vec();
         blobs.push(image.manifest.config().clone());
-        let session = &session;
-        stream::iter(blobs.into_iter().map(|d| async move {
-            self.send_blob(session, store, reference, mount_from, &d)
-                .await
-        }))
-        .buffer_unordered(PARALLEL_TRANSFERS)
-        .try_collect::<Vec<()>>()
-        .await?;
-        let bytes = store.read(image.digest(), crate::image::MAX_JSON_SIZE)?;
-        session
-            .put_manifest(
-                &self.limits,
-                reference,
-                bytes,
-                image.descriptor.media_type().as_ref(),
-            )
+        self.push_manifest(store, &image.descriptor, &blobs, reference, mount_from)
             .await?;
         Ok(image.digest().clone())
     }
