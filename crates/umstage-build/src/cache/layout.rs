@@ -218,10 +218,7 @@ pub fn export(
             continue;
         }
         let mut blob = store.open_blob(&digest).map_err(store_err)?;
-        write_atomic(&cache, &path, |f| match io::copy(&mut blob, f) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        })?;
+        write_atomic(&cache, &path, |f| io::copy(&mut blob, f).map(drop))?;
     }
     let config_bytes = umstage_oci::to_canonical_vec(config).map_err(|e| CacheError::Format {
         cache: cache.clone(),
