@@ -473,16 +473,19 @@ fn walk_dir(
         let rel = rel_dir.join(&name);
         let host = host_dir.join(&name);
         let ignored = tree.ignored(&rel);
-        if ignored {
-            // An ignored directory may still hold re-included files.
-            let may = tree
+        // An ignored directory may still hold re-included files.
+        if ignored
+            && !tree
                 .ignore
-                .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()));
-            if !(may && lstat_no_symlinks(&host).is_ok_and(|m| m.is_dir())) {
-                continue;
-            }
+                .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()))
+        {
+            continue;
         }
-        let meta = lstat_no_symlinks(&host).map_err(io_err(&rel))?;
+        let meta = lstat_no_symlinks(&host);
+        if ignored && !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let meta = meta.map_err(io_err(&rel))?;
         let below_top = rel.strip_prefix(top).ok();
         if excluded(options, &rel, None) || below_top.is_some_and(|b| excluded(options, b, None)) {
             continue;
