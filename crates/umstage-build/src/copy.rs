@@ -253,9 +253,14 @@ impl<'a> SourceTree<'a> {
             let Ok(entries) = read_dir_no_symlinks(&dir) else {
                 continue;
             };
-            let mut names: Vec<OsString> = entries.flatten().map(|e| e.file_name()).collect();
+            // The entry's type from the directory itself (no stat); a symlink is never a
+            // directory here, as with lstat.
+            let mut names: Vec<(OsString, bool)> = entries
+                .flatten()
+                .map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir())))
+                .collect();
             names.sort();
-            for name in names.into_iter().rev() {
+            for (name, is_dir) in names.into_iter().rev() {
                 let sub = below.join(&name);
                 let rel_path = prefix.join(&sub);
                 if !self.visible(&rel_path) {
@@ -266,7 +271,6 @@ impl<'a> SourceTree<'a> {
                     out.push(rel_path.clone());
                 }
                 // A matched directory is copied whole: nothing below it is matched again.
-                let is_dir = lstat_no_symlinks(&dir.join(&name)).is_ok_and(|m| m.is_dir());
                 if is_dir && !matched && level + 1 < depth {
                     stack.push((sub, level + 1));
                 }
