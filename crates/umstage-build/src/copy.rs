@@ -253,9 +253,14 @@ impl<'a> SourceTree<'a> {
             let Ok(entries) = read_dir_no_symlinks(&dir) else {
                 continue;
             };
-            let mut names: Vec<OsString> = entries.flatten().map(|e| e.file_name()).collect();
+            // The entry's type from the directory itself (no stat); a symlink is never a
+            // directory here, as with lstat.
+            let mut names: Vec<(OsString, bool)> = entries
+                .flatten()
+                .map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir())))
+                .collect();
             names.sort();
-            for name in names.into_iter().rev() {
+            for (name, is_dir) in names.into_iter().rev() {
                 let sub = below.join(&name);
                 let rel_path = prefix.join(&sub);
                 if !self.visible(&rel_path) {
@@ -266,7 +271,6 @@ impl<'a> SourceTree<'a> {
                     out.push(rel_path.clone());
                 }
                 // A matched directory is copied whole: nothing below it is matched again.
-                let is_dir = lstat_no_symlinks(&dir.join(&name)).is_ok_and(|m| m.is_dir());
                 if is_dir && !matched && level + 1 < depth {
                     stack.push((sub, level + 1));
                 }
@@ -473,16 +477,19 @@ fn walk_dir(
         let rel = rel_dir.join(&name);
         let host = host_dir.join(&name);
         let ignored = tree.ignored(&rel);
-        if ignored {
-            // An ignored directory may still hold re-included files.
-            let may = tree
+        // An ignored directory may still hold re-included files.
+        if ignored
+            && !tree
                 .ignore
-                .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()));
-            if !(may && lstat_no_symlinks(&host).is_ok_and(|m| m.is_dir())) {
-                continue;
-            }
+                .is_some_and(|i| i.may_include_below(&rel.to_string_lossy()))
+        {
+            continue;
         }
-        let meta = lstat_no_symlinks(&host).map_err(io_err(&rel))?;
+        let meta = lstat_no_symlinks(&host);
+        if ignored && !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let meta = meta.map_err(io_err(&rel))?;
         let below_top = rel.strip_prefix(top).ok();
         if excluded(options, &rel, None) || below_top.is_some_and(|b| excluded(options, b, None)) {
             continue;

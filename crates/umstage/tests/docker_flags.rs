@@ -32,6 +32,14 @@ fn docker_flags_umstage_lacks_are_refused_with_why() -> TestResult {
     Ok(())
 }
 
+/// The size in KiB that the step's `df -k /dev/shm` printed (its line ends with the mount point).
+fn shm_kib(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.trim_end().ends_with(" /dev/shm"))?;
+    let mut fields = line.split_whitespace().rev();
+    // `... SIZE USED AVAIL USE% /dev/shm`: the size is fifth from the end.
+    fields.nth(4)?.parse().ok()
+}
+
 #[test]
 fn run_sees_add_host_shm_size_and_ulimit_and_they_key_the_step() -> TestResult {
     let env = Env::new()?;
@@ -57,7 +65,7 @@ fn run_sees_add_host_shm_size_and_ulimit_and_they_key_the_step() -> TestResult {
     let log = stderr(&out);
     assert!(log.contains("10.1.2.3\tdb"), "{log}");
     assert!(log.contains("::1\tv6"), "{log}");
-    assert!(log.contains("262144"), "a 256 MiB /dev/shm: {log}");
+    assert_eq!(shm_kib(&log), Some(262_144), "a 256 MiB /dev/shm: {log}");
     assert!(log.contains("soft=512 hard=1024"), "{log}");
     // Another host is another step, as in BuildKit, whose ExecOp carries them.
     let out = env.build(&ctx, "b.tar", &["--add-host", "db:10.9.9.9"]);
@@ -67,7 +75,11 @@ fn run_sees_add_host_shm_size_and_ulimit_and_they_key_the_step() -> TestResult {
         log.contains("10.9.9.9\tdb") && !log.contains("CACHED"),
         "{log}"
     );
-    assert!(log.contains("65536"), "Docker's 64 MiB by default: {log}");
+    assert_eq!(
+        shm_kib(&log),
+        Some(65_536),
+        "Docker's 64 MiB by default: {log}"
+    );
     // Docker's mistakes, in Docker's words.
     let out = env.build(&ctx, "c.tar", &["--add-host", "db:host-gateway"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
