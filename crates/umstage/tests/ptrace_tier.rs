@@ -3,9 +3,16 @@
 //! snapshots with no namespace at all. `chown` is recorded and `stat` shows it, in the same
 //! step and later ones, `COPY --from` keeps it and the layers hold it (read back with `tar`);
 //! root is played, and `USER 1000:1001` too; paths stay in the step's root (`..` and `/proc`
-//! links included); `/proc` is the container's own, and the step may neither chroot nor trace.
+//! links included); `/proc` is the container's own, and the step may neither chroot nor trace;
+//! dynamic programs (the host's own, copied in with their libraries) and `#!` scripts run
+//! through the guest's loader.
 
 mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
 
 use common::{Env, TestResult, assert_ok, entry, layers, stderr};
 
@@ -125,5 +132,80 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
     assert_eq!((f.uid, f.gid), (1000, 1001));
     let passwd = entry(&image, "etc/passwd").ok_or("etc/passwd missing")?;
     assert_eq!((passwd.uid, passwd.gid), (0, 0));
+    Ok(())
+}
+
+/// Copies the host's `programs` and the libraries `ldd` lists for them to the same paths
+/// under `rootfs`; the loader's absolute symlink (`/lib64/…`) stays a symlink.
+fn copy_dynamic(rootfs: &Path, programs: &[&str]) -> TestResult {
+    for program in programs {
+        let listed = umstage_testutil::run_stdout(Command::new("ldd").arg(program))?;
+        let libraries = listed.lines().filter_map(|l| {
+            let path = l.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then_some(path.to_string())
+        });
+        for file in std::iter::once(program.to_string()).chain(libraries) {
+            let dest = rootfs.join(file.trim_start_matches('/'));
+            fs::create_dir_all(dest.parent().ok_or("no parent")?)?;
+            let meta = fs::symlink_metadata(&file)?;
+            if meta.file_type().is_symlink() {
+                let target = fs::canonicalize(&file)?;
+                let copy = rootfs.join(target.strip_prefix("/")?);
+                fs::create_dir_all(copy.parent().ok_or("no parent")?)?;
+                fs::copy(&target, &copy)?;
+                if !dest.exists() {
+                    std::os::unix::fs::symlink(&target, &dest)?;
+                }
+            } else {
+                fs::copy(&file, &dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY rootfs/ /\nCOPY hello.sh /usr/local/bin/hello\n\
+                 RUN [\"/usr/bin/dash\", \"-c\", \"echo dash $((6*7)) && echo x > /x && chown 1234:5 /x && /usr/bin/ls -ln /x | cut -d' ' -f3,4 | sed 's/^/ls /'\"]\n\
+                 RUN hello world && /usr/bin/cat /proc/self/status | grep -c '^Seccomp:' | sed 's/^/status /'\n\
+                 USER 1000\nRUN /usr/bin/id -u | sed 's/^/id /'\n",
+            ),
+            ("hello.sh", "#!/usr/bin/dash -e\necho \"script $0 $1\"\n"),
+        ],
+    )?;
+    copy_dynamic(
+        &ctx.join("rootfs"),
+        &[
+            "/usr/bin/dash",
+            "/usr/bin/ls",
+            "/usr/bin/cat",
+            "/usr/bin/id",
+        ],
+    )?;
+    fs::set_permissions(ctx.join("hello.sh"), fs::Permissions::from_mode(0o755))?;
+    env.dir.user().chown_tree(&ctx)?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert_eq!(lines_with(&log, "dash "), ["dash 42"], "{log}");
+    assert_eq!(lines_with(&log, "ls "), ["ls 1234 5"], "{log}");
+    assert_eq!(
+        lines_with(&log, "script "),
+        ["script /usr/local/bin/hello world"],
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "status "), ["status 1"], "{log}");
+    assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
     Ok(())
 }

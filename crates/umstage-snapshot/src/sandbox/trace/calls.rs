@@ -279,7 +279,7 @@ impl Context {
                 }
             }
         };
-        Ok(Some((self.root.to_host(&guest, follow)?, follow)))
+        Ok(Some((self.root.to_host(pid, &guest, follow)?, follow)))
     }
 
     /// The file a `stat` or `chown` names: its translated path (set in `regs`), or the

@@ -74,7 +74,7 @@ pub(super) fn rewrite(
     }
     let mut named = Arg::At(given_at);
     for _ in 0..MAX_DEPTH {
-        let host = ctx.root.to_host(&program, Follow::Yes)?;
+        let host = ctx.root.to_host(pid, &program, Follow::Yes)?;
         let host_path = Path::new(std::ffi::OsStr::from_bytes(&host));
         let meta = std::fs::metadata(host_path).map_err(errno)?;
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
@@ -97,7 +97,7 @@ pub(super) fn rewrite(
                 named = Arg::New(interpreter);
             }
             Program::Dynamic(loader) => {
-                let loader_host = ctx.root.to_host(&loader, Follow::Yes)?;
+                let loader_host = ctx.root.to_host(pid, &loader, Follow::Yes)?;
                 let mut new = vec![
                     Arg::New(loader),
                     Arg::New(b"--argv0".to_vec()),

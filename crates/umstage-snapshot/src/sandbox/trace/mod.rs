@@ -76,7 +76,11 @@ impl Setup {
         let root = paths::Root::open(rootfs)
             .map_err(|e| HelperError::during(format!("opening {}", rootfs.display()), e))?;
         let cwd = root
-            .to_host(process.cwd().as_os_str().as_bytes(), paths::Follow::Yes)
+            .to_host(
+                nix::unistd::getpid(),
+                process.cwd().as_os_str().as_bytes(),
+                paths::Follow::Yes,
+            )
             .map_err(|e| {
                 HelperError::during(
                     format!("working directory {}", process.cwd().display()),
@@ -119,7 +123,7 @@ impl Setup {
                 };
                 self.ctx
                     .root
-                    .to_host(&guest, paths::Follow::Yes)
+                    .to_host(nix::unistd::getpid(), &guest, paths::Follow::Yes)
                     .ok()
                     .and_then(|host| std::fs::metadata(OsStr::from_bytes(&host)).ok())
                     .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

@@ -89,17 +89,26 @@ impl Root {
         Some(guest)
     }
 
-    /// The host path a call gets for the guest's absolute path `guest`, or the errno the call
-    /// fails with (a missing parent directory, a loop).
-    pub(super) fn to_host(&self, guest: &[u8], follow: Follow) -> Result<Vec<u8>, i32> {
+    /// The host path a call of process `pid` gets for the guest's absolute path `guest`, or
+    /// the errno the call fails with (a missing parent directory, a loop).
+    pub(super) fn to_host(&self, pid: Pid, guest: &[u8], follow: Follow) -> Result<Vec<u8>, i32> {
         let normal = lexical(guest);
         if let Some(top) = normal.first()
             && SHARED.contains(&top.as_slice())
         {
             let mut host = Vec::new();
-            for part in &normal {
+            for (i, part) in normal.iter().enumerate() {
                 host.push(b'/');
-                host.extend_from_slice(part);
+                // `self` is the caller, which the supervisor opening the path is not.
+                match (i, part.as_slice()) {
+                    (1, b"self") if top == b"proc" => {
+                        host.extend_from_slice(pid.to_string().as_bytes())
+                    }
+                    (1, b"thread-self") if top == b"proc" => {
+                        host.extend_from_slice(format!("{pid}/task/{pid}").as_bytes())
+                    }
+                    _ => host.extend_from_slice(part),
+                }
             }
             if guest.ends_with(b"/") {
                 host.push(b'/');
@@ -190,49 +199,57 @@ mod tests {
         std::os::unix::fs::symlink("/usr/bin/busybox", dir.path().join("usr/bin/sh")).unwrap();
         std::os::unix::fs::symlink("../../..", dir.path().join("usr/bin/up")).unwrap();
         let root = Root::open(dir.path()).unwrap();
+        let me = Pid::this();
         let host = |p: &[u8]| root.host().iter().chain(p).copied().collect::<Vec<u8>>();
         // An absolute symlink is followed inside the root.
         assert_eq!(
-            root.to_host(b"/usr/bin/sh", Follow::Yes).unwrap(),
+            root.to_host(me, b"/usr/bin/sh", Follow::Yes).unwrap(),
             host(b"/usr/bin/busybox")
         );
         assert_eq!(
-            root.to_host(b"/usr/bin/sh", Follow::No).unwrap(),
+            root.to_host(me, b"/usr/bin/sh", Follow::No).unwrap(),
             host(b"/usr/bin/sh")
         );
         // `..` stops at the root, through a symlink too.
         assert_eq!(
-            root.to_host(b"/../../usr", Follow::Yes).unwrap(),
+            root.to_host(me, b"/../../usr", Follow::Yes).unwrap(),
             host(b"/usr")
         );
         assert_eq!(
-            root.to_host(b"/usr/bin/up/etc", Follow::No).unwrap(),
+            root.to_host(me, b"/usr/bin/up/etc", Follow::No).unwrap(),
             host(b"/etc")
         );
         assert_eq!(
-            root.to_host(b"/usr/bin/up/usr", Follow::Yes).unwrap(),
+            root.to_host(me, b"/usr/bin/up/usr", Follow::Yes).unwrap(),
             host(b"/usr")
         );
         assert_eq!(
-            root.to_host(b"/usr/new/", Follow::No).unwrap(),
+            root.to_host(me, b"/usr/new/", Follow::No).unwrap(),
             host(b"/usr/new/")
         );
-        assert_eq!(root.to_host(b"/usr//", Follow::No).unwrap(), host(b"/usr/"));
-        assert_eq!(root.to_host(b"/", Follow::No).unwrap(), host(b"/"));
+        assert_eq!(
+            root.to_host(me, b"/usr//", Follow::No).unwrap(),
+            host(b"/usr/")
+        );
+        assert_eq!(root.to_host(me, b"/", Follow::No).unwrap(), host(b"/"));
         // A new file's parent is resolved.
         assert_eq!(
-            root.to_host(b"/usr/new", Follow::Yes).unwrap(),
+            root.to_host(me, b"/usr/new", Follow::Yes).unwrap(),
             host(b"/usr/new")
         );
         assert_eq!(
-            root.to_host(b"/nope/new", Follow::No).unwrap_err(),
+            root.to_host(me, b"/nope/new", Follow::No).unwrap_err(),
             libc::ENOENT
         );
         // The shared directories are the container's own.
         assert_eq!(
-            root.to_host(b"/proc/self/../1/status", Follow::Yes)
+            root.to_host(me, b"/proc/self/../1/status", Follow::Yes)
                 .unwrap(),
             b"/proc/1/status"
+        );
+        assert_eq!(
+            root.to_host(me, b"/proc/self/exe", Follow::Yes).unwrap(),
+            format!("/proc/{me}/exe").into_bytes()
         );
         assert_eq!(root.to_guest(&host(b"/usr/bin")).unwrap(), b"/usr/bin");
         assert_eq!(root.to_guest(root.host()).unwrap(), b"/");
