@@ -5,7 +5,7 @@
 //! root is played, and `USER 1000:1001` too; paths stay in the step's root (`..` and `/proc`
 //! links included); `/proc` is the container's own, and the step may neither chroot nor trace;
 //! dynamic programs (the host's own, copied in with their libraries) and `#!` scripts run
-//! through the guest's loader.
+//! through the guest's loader; a `setuid` is played per process.
 
 mod common;
 
@@ -175,6 +175,8 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
                 "FROM busybox\nCOPY rootfs/ /\nCOPY hello.sh /usr/local/bin/hello\n\
                  RUN [\"/usr/bin/dash\", \"-c\", \"echo dash $((6*7)) && echo x > /x && chown 1234:5 /x && /usr/bin/ls -ln /x | cut -d' ' -f3,4 | sed 's/^/ls /'\"]\n\
                  RUN hello world && /usr/bin/cat /proc/self/status | grep -c '^Seccomp:' | sed 's/^/status /'\n\
+                 RUN [\"/usr/bin/setpriv\", \"--reuid\", \"55\", \"--regid\", \"66\", \"--clear-groups\", \"/usr/bin/dash\", \"-c\", \"echo dropped $(/usr/bin/id -u):$(/usr/bin/id -g) && echo x > /dropped\"]\n\
+                 RUN stat -c 'made %u:%g' /dropped && echo \"back $(id -u)\"\n\
                  USER 1000\nRUN /usr/bin/id -u | sed 's/^/id /'\n",
             ),
             ("hello.sh", "#!/usr/bin/dash -e\necho \"script $0 $1\"\n"),
@@ -187,6 +189,7 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
             "/usr/bin/ls",
             "/usr/bin/cat",
             "/usr/bin/id",
+            "/usr/bin/setpriv",
         ],
     )?;
     fs::set_permissions(ctx.join("hello.sh"), fs::Permissions::from_mode(0o755))?;
@@ -206,6 +209,10 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
         "{log}"
     );
     assert_eq!(lines_with(&log, "status "), ["status 1"], "{log}");
+    // A setuid is played per process: what the dropped process makes is its user's.
+    assert_eq!(lines_with(&log, "dropped "), ["dropped 55:66"], "{log}");
+    assert_eq!(lines_with(&log, "made "), ["made 55:66"], "{log}");
+    assert_eq!(lines_with(&log, "back "), ["back 0"], "{log}");
     assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
     Ok(())
 }
