@@ -101,17 +101,27 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
               && cd /app/data && echo \"pwd $(pwd)\" && echo \"cwd $(readlink /proc/self/cwd)\" \\\n\
               && echo \"exe $(readlink /proc/self/exe)\" && echo \"up $(cd -P /../../app/up/.. && pwd -P) $(ls /app/up/../../ | grep -c '^app$')\" \\\n\
               && grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | sed 's/^/status /' \\\n\
-              && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused')\n",
+              && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused') \\\n\
+              && grep foo /etc/hosts | tr '\\t' ' ' | sed 's/^/hosts /'\n",
         )],
     )?;
     let out = env.build(
         &ctx,
         "img.tar",
-        &["--sandbox", "ptrace", "--progress", "plain"],
+        &[
+            "--sandbox",
+            "ptrace",
+            "--progress",
+            "plain",
+            "--add-host",
+            "foo:1.2.3.4",
+        ],
     );
     assert_ok(&out);
     let log = stderr(&out);
     assert_eq!(lines_with(&log, "ids "), ["ids 1000:1001"], "{log}");
+    // The step's own /etc/hosts, which the image does not get.
+    assert_eq!(lines_with(&log, "hosts "), ["hosts 1.2.3.4 foo"], "{log}");
     assert_eq!(
         lines_with(&log, "later "),
         ["later 1000:1001 /app/data/f", "later 0:0 /etc/passwd"],
@@ -132,6 +142,7 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
     assert_eq!((f.uid, f.gid), (1000, 1001));
     let passwd = entry(&image, "etc/passwd").ok_or("etc/passwd missing")?;
     assert_eq!((passwd.uid, passwd.gid), (0, 0));
+    assert!(entry(&image, "etc/hosts").is_none());
     Ok(())
 }
 
