@@ -54,6 +54,48 @@ pub struct State {
     pub layers: Vec<Layer>,
 }
 
+impl State {
+    /// What makes this state no image, if anything: a layer list that does not match the
+    /// config's diff ids, a digest that does not parse, a layer type umstage cannot read, a
+    /// size no manifest can hold. A record read from a cache someone else wrote is checked so
+    /// before it is used, so that a hit never exports a broken image.
+    pub fn flaw(&self) -> Option<String> {
+        let diff_ids = &self.config.rootfs.diff_ids;
+        if diff_ids.len() != self.layers.len() {
+            return Some(format!(
+                "{} layers for {} diff ids",
+                self.layers.len(),
+                diff_ids.len()
+            ));
+        }
+        for (layer, diff_id) in self.layers.iter().zip(diff_ids) {
+            if layer.diff_id != diff_id.to_string() {
+                return Some(format!(
+                    "layer {:?} has the diff id {:?} where the config has {diff_id}",
+                    layer.digest, layer.diff_id
+                ));
+            }
+            if let Err(e) = umstage_oci::digest::parse(&layer.digest) {
+                return Some(e.to_string());
+            }
+            if umstage_oci::compress::Compression::from_media_type(&layer.media_type).is_none() {
+                return Some(format!(
+                    "layer {} has the media type {:?}, not a layer's",
+                    layer.digest, layer.media_type
+                ));
+            }
+            // OCI sizes are signed 64-bit numbers.
+            if i64::try_from(layer.size).is_err() {
+                return Some(format!(
+                    "layer {} has the impossible size {}",
+                    layer.digest, layer.size
+                ));
+            }
+        }
+        None
+    }
+}
+
 /// The chain id of each prefix of `layers`, as the OCI image spec defines them.
 pub fn chain_ids(layers: &[Layer]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(layers.len());

@@ -87,7 +87,7 @@ impl RegistryCache {
         };
         Ok(RegistryCache {
             name: name.to_string(),
-            records: records.by_key(),
+            records: records.by_key(name),
             blobs: ImageBlobs::new(client, reference, parsed.layers()),
         })
     }
@@ -110,7 +110,13 @@ impl CacheBackend for RegistryCache {
         record
             .needs()
             .iter()
-            .all(|l| self.blobs.blobs.contains_key(&l.digest))
+            .all(|l| {
+                // The manifest's descriptor is what the download is checked against: a record
+                // that disagrees with it would export a manifest its blob does not match.
+                self.blobs.blobs.get(&l.digest).is_some_and(|d| {
+                    d.size() == l.size && d.media_type().to_string() == l.media_type
+                })
+            })
             .then(|| record.clone())
     }
 
