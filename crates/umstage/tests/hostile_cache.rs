@@ -302,3 +302,36 @@ fn a_cache_record_that_disagrees_with_its_blob_or_its_config_is_not_used() -> Te
     );
     Ok(())
 }
+
+#[test]
+fn a_registry_cache_record_whose_layer_size_is_not_the_manifests_is_not_used() -> TestResult {
+    let env = Env::new()?;
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let (ctx, cache) = exported(&env)?;
+    let last = cache.last_layer()?;
+    // The manifest lists the blob as it is (the registry checks that); the record does not.
+    let wrong_size = cache.altered(env.path("wrong-size"), |config| {
+        each_layer(config, &last, |l| l["size"] = 1.into())
+    })?;
+    let reference = registry.reference("wrong-size:1");
+    umstage_testutil::run(
+        Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--preserve-digests",
+            ])
+            .arg(format!("oci:{}:latest", wrong_size.0.display()))
+            .arg(format!("docker://{reference}")),
+    )?;
+    let from = format!("type=registry,ref={reference}");
+    let out = build_fresh(&env, "root-registry", &ctx, &["--cache-from", &from])?;
+    assert_ok(&out);
+    assert_eq!(ran(&out), [LAST_RUN], "{}", text(&out));
+    assert_eq!(
+        misdescribed_layers(&env.path("root-registry.tar"))?,
+        Vec::<String>::new()
+    );
+    Ok(())
+}
