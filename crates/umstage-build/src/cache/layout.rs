@@ -13,6 +13,7 @@ use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use umstage_oci::digest::{Hasher, HashingReader};
 use umstage_oci::{ContentStore, Digest};
 
+use super::carried::Carried;
 use super::manifest::{self, CacheConfig};
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, parse_digest};
@@ -26,6 +27,7 @@ const MAX_JSON: u64 = 4 << 20;
 pub struct LayoutCache {
     dir: PathBuf,
     records: BTreeMap<CacheKey, Record>,
+    carried: Carried,
     /// Blobs found to match their digest, so each is hashed once.
     verified: Mutex<HashSet<String>>,
 }
@@ -145,10 +147,12 @@ impl LayoutCache {
         let manifest_bytes = read_verified(&cache, dir, chosen.digest(), MAX_JSON)?;
         let config = manifest::config_of(&cache, &manifest_bytes)?;
         let config_bytes = read_verified(&cache, dir, config.digest(), manifest::MAX_CONFIG)?;
-        let records = manifest::parse_config(&cache, &config_bytes)?.by_key(&cache);
+        let mut parsed = manifest::parse_config(&cache, &config_bytes)?;
+        let carried = std::mem::take(&mut parsed.explain);
         Ok(LayoutCache {
             dir: dir.to_path_buf(),
-            records,
+            records: parsed.by_key(&cache),
+            carried,
             verified: Mutex::new(HashSet::new()),
         })
     }
@@ -192,6 +196,10 @@ impl CacheBackend for LayoutCache {
     fn record(&self, _key: &CacheKey, _record: &Record) -> Result<(), CacheError> {
         // An imported directory is read only; `export` writes one.
         Ok(())
+    }
+
+    fn carried(&self) -> Option<&Carried> {
+        Some(&self.carried)
     }
 
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {
@@ -343,6 +351,7 @@ mod tests {
                 key: key.to_hex(),
                 record: record.clone(),
             }],
+            explain: Carried::default(),
         };
         let dir = root.path().join("cache");
         export(&dir, &config, &store)?;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 use serde::{Deserialize, Serialize};
 
+use super::carried::Carried;
 use super::set::Resolved;
 use super::spec::CacheMode;
 use super::{CacheError, CacheKey, Record};
@@ -24,6 +25,9 @@ pub const MAX_CONFIG: u64 = 64 << 20;
 pub struct CacheConfig {
     /// Every record, each key once.
     pub records: Vec<Entry>,
+    /// What explains a miss against these records elsewhere (absent from older caches).
+    #[serde(default, skip_serializing_if = "Carried::is_empty")]
+    pub explain: Carried,
 }
 
 /// One record of a cache.
@@ -37,7 +41,8 @@ pub struct Entry {
 
 impl CacheConfig {
     /// What a build resolved, as `mode` exports it: with `Min`, only the steps of `min_stages`
-    /// (the exported image's stage and the stages it is built `FROM`).
+    /// (the exported image's stage and the stages it is built `FROM`), each key once (its last
+    /// record), sorted by key.
     pub fn from_resolved(
         resolved: &[Resolved],
         mode: CacheMode,
@@ -56,8 +61,19 @@ impl CacheConfig {
                 });
             }
         }
-        records.reverse();
-        CacheConfig { records }
+        // By key: the order a build met them in (an alias before or after its result) differs
+        // between the build that made them and one that hit them, and an inline cache is part
+        // of the image's config digest.
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        CacheConfig {
+            records,
+            explain: Carried::default(),
+        }
+    }
+
+    /// The records, carrying `explain` too.
+    pub fn carrying(self, explain: Carried) -> Self {
+        CacheConfig { explain, ..self }
     }
 
     /// Every blob the records need, each once, in the order first needed.

@@ -4,8 +4,10 @@
 //! `--cache-to`: `layout` for a directory, `registry` for a registry or an image's inline
 //! cache), all in one format (`manifest`); `travel` opens and writes them for a build. `set` is what a build asks: every backend in
 //! order, lazily fetching the layer bytes of a hit only when they are needed. `spec` parses
-//! the command line's cache options. `explain` says why a step missed.
+//! the command line's cache options. `explain` says why a step missed, and `carried` is what
+//! a cache takes along for that.
 
+pub mod carried;
 pub mod explain;
 mod index;
 mod key;
@@ -122,6 +124,11 @@ pub trait CacheBackend: Send + Sync {
     /// Copies the blob of `layer`, which a record of this cache needs, into `store`, verifying
     /// its digest; `Ok(false)` when this cache does not hold it.
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError>;
+
+    /// The explanations this cache carries, for steps that miss (`carried`).
+    fn carried(&self) -> Option<&carried::Carried> {
+        None
+    }
 
     /// Fetches several blobs of this cache, as [`CacheBackend::fetch`] each; a registry
     /// downloads them in parallel.

@@ -10,6 +10,7 @@ use umstage_oci::reference::Reference;
 use umstage_oci::registry::{RegistryClient, block_on};
 use umstage_oci::{ContentStore, ImageConfig};
 
+use super::carried::Carried;
 use super::manifest::{self, CacheConfig};
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, parse_digest};
@@ -21,6 +22,7 @@ pub const INLINE_KEY: &str = "umstage.cache.v1";
 pub struct RegistryCache {
     name: String,
     records: BTreeMap<CacheKey, Record>,
+    carried: Carried,
     /// The blobs the manifest lists: a record needing another is not used.
     blobs: ImageBlobs,
 }
@@ -73,7 +75,7 @@ impl RegistryCache {
             .map_err(|e| registry_err(name, e))?
             .map_err(|e| registry_err(name, e))?;
         let config_bytes = store.read(config.digest(), limit).map_err(store_err)?;
-        let records = if inline {
+        let mut records = if inline {
             let image: ImageConfig = serde_json::from_slice(&config_bytes)
                 .map_err(|e| format(format!("its config is not an image config: {e}")))?;
             let value = image
@@ -85,9 +87,11 @@ impl RegistryCache {
         } else {
             manifest::parse_config(name, &config_bytes)?
         };
+        let carried = std::mem::take(&mut records.explain);
         Ok(RegistryCache {
             name: name.to_string(),
             records: records.by_key(name),
+            carried,
             blobs: ImageBlobs::new(client, reference, parsed.layers()),
         })
     }
@@ -123,6 +127,10 @@ impl CacheBackend for RegistryCache {
     fn record(&self, _key: &CacheKey, _record: &Record) -> Result<(), CacheError> {
         // Read only: the build's records are pushed by `export` once it is done.
         Ok(())
+    }
+
+    fn carried(&self) -> Option<&Carried> {
+        Some(&self.carried)
     }
 
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {

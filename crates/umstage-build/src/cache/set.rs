@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use umstage_oci::ContentStore;
 use umstage_oci::reference::Reference;
 
+use super::carried::{Carried, CarriedStep, Nearby};
 use super::local::LocalCache;
+use super::spec::CacheMode;
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, State, parse_digest};
 
@@ -59,16 +61,27 @@ pub struct CacheSet {
     rejected: Mutex<HashSet<String>>,
     /// The registry caches imported, by reference, for pushes to mount blobs from.
     registries: Vec<Reference>,
+    /// What the imports carry to explain misses.
+    nearby: Nearby,
+    /// The salt of this build's keys, in hex.
+    salt: String,
+    /// The inputs of every step the build went through, by stage, for `--cache-to`.
+    inputs: Mutex<Vec<(usize, CarriedStep)>>,
 }
 
 impl CacheSet {
-    /// The state root's cache followed by `imports`.
+    /// The state root's cache followed by `imports`, for a build whose keys are salted with
+    /// `salt`.
     pub fn new(
         local: LocalCache,
         imports: Vec<Arc<dyn CacheBackend>>,
         registries: Vec<Reference>,
+        salt: &CacheKey,
     ) -> Self {
         CacheSet {
+            nearby: Nearby::new(imports.iter().filter_map(|i| i.carried())),
+            salt: salt.to_hex(),
+            inputs: Mutex::new(Vec::new()),
             local,
             imports,
             pending: Mutex::new(HashMap::new()),
@@ -255,6 +268,33 @@ impl CacheSet {
                 record,
             });
         }
+    }
+
+    /// What the imported caches carry to explain a miss.
+    pub fn nearby(&self) -> &Nearby {
+        &self.nearby
+    }
+
+    /// The salt of this build's keys, in hex.
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+
+    /// Notes the inputs of a step of `stage`, for `--cache-to` to carry.
+    pub fn note_inputs(&self, stage: usize, step: CarriedStep) {
+        if let Ok(mut all) = self.inputs.lock() {
+            all.push((stage, step));
+        }
+    }
+
+    /// The explanations an export in `mode` carries: with `Min`, those of `min_stages` only.
+    pub fn carried(&self, mode: CacheMode, min_stages: &HashSet<usize>) -> Carried {
+        let all = self.inputs.lock().map(|a| a.clone()).unwrap_or_default();
+        let kept = all
+            .into_iter()
+            .filter(|(stage, _)| mode == CacheMode::Max || min_stages.contains(stage))
+            .map(|(_, step)| step);
+        Carried::new(self.salt.clone(), kept)
     }
 
     /// What the build resolved, in order.

@@ -53,6 +53,7 @@ pub(crate) fn open_imports(
 /// steps, whose blobs are its layers.
 pub(crate) fn inline_records(caches: &CacheSet, min_stages: &HashSet<usize>) -> CacheConfig {
     CacheConfig::from_resolved(&caches.resolved(), CacheMode::Min, min_stages)
+        .carrying(caches.carried(CacheMode::Min, min_stages))
 }
 
 /// Writes the build's records to every cache `exports` names but the inline one (which the
@@ -78,7 +79,8 @@ pub(crate) fn export_all(
             id: id.clone(),
             text: format!("exporting cache to {text}"),
         });
-        let config = CacheConfig::from_resolved(&resolved, mode, min_stages);
+        let config = CacheConfig::from_resolved(&resolved, mode, min_stages)
+            .carrying(caches.carried(mode, min_stages));
         let failed =
             |e: super::CacheError| BuildError::Other(Box::new(StepError::during("--cache-to", e)));
         match export {
