@@ -314,6 +314,41 @@ mod tests {
     }
 
     #[test]
+    fn a_state_is_flawed_when_its_layers_do_not_describe_its_config() {
+        let digest = umstage_oci::digest::sha256(b"layer");
+        let mut config = crate::config::scratch("linux", "amd64", None);
+        config.rootfs.diff_ids.push(digest.clone());
+        let layer = Layer {
+            digest: digest.to_string(),
+            diff_id: digest.to_string(),
+            size: 5,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        let state = |change: &dyn Fn(&mut Layer)| {
+            let mut l = layer.clone();
+            change(&mut l);
+            State {
+                config: config.clone(),
+                layers: vec![l],
+            }
+        };
+        assert_eq!(state(&|_| ()).flaw(), None);
+        for change in [
+            &(|l: &mut Layer| l.diff_id = "sha256:../x".into()) as &dyn Fn(&mut Layer),
+            &|l| l.digest = "sha256:../../x".into(),
+            &|l| l.media_type = "text/html".into(),
+            &|l| l.size = u64::MAX,
+        ] {
+            assert!(state(change).flaw().is_some());
+        }
+        let fewer = State {
+            config: config.clone(),
+            layers: Vec::new(),
+        };
+        assert!(fewer.flaw().is_some());
+    }
+
+    #[test]
     fn single_id_unpacks_are_not_found_by_a_build_with_ranges()
     -> Result<(), Box<dyn std::error::Error>> {
         let root = tempfile::tempdir()?;

@@ -342,8 +342,10 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
         };
         let key = KeyBuilder::new("t").str("k").finish();
+        let mut image = crate::config::scratch("linux", "amd64", None);
+        image.rootfs.diff_ids.push(blob.digest.clone());
         let record = Record::Result(Box::new(State {
-            config: crate::config::scratch("linux", "amd64", None),
+            config: image,
             layers: vec![layer.clone()],
         }));
         let config = CacheConfig {
