@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -47,10 +48,28 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
         .join(digest.digest())
 }
 
+/// Opens the file at `path` for reading if it is a regular file. A shared cache directory
+/// may hold anything: a FIFO would block the open or the read forever, a device never end.
+fn open_regular(cache: &str, path: &Path) -> Result<fs::File, CacheError> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io_err(cache, path))?;
+    let metadata = file.metadata().map_err(io_err(cache, path))?;
+    if !metadata.is_file() {
+        return Err(CacheError::Format {
+            cache: cache.into(),
+            message: format!("{} is not a regular file", path.display()),
+        });
+    }
+    Ok(file)
+}
+
 /// Reads the file at `path` whole, refusing one past `limit` bytes (checked while reading:
 /// the file may grow after a size check).
 fn read_bounded(cache: &str, path: &Path, limit: u64) -> Result<Vec<u8>, CacheError> {
-    let file = fs::File::open(path).map_err(io_err(cache, path))?;
+    let file = open_regular(cache, path)?;
     let mut bytes = Vec::new();
     io::Read::read_to_end(
         &mut io::Read::take(file, limit.saturating_add(1)),
@@ -85,12 +104,16 @@ fn read_verified(
     Ok(bytes)
 }
 
-/// Whether the file at `path` has the digest `digest`, read in pieces.
-fn hashes_to(path: &Path, digest: &Digest) -> bool {
-    let (Ok(file), Ok(hasher)) = (fs::File::open(path), Hasher::for_digest(digest)) else {
+/// Whether the file at `path` is a regular file of `size` bytes with the digest `digest`,
+/// read in pieces.
+fn hashes_to(path: &Path, digest: &Digest, size: u64) -> bool {
+    let (Ok(file), Ok(hasher)) = (open_regular("", path), Hasher::for_digest(digest)) else {
         return false;
     };
-    let mut reader = HashingReader::new(file, hasher);
+    if file.metadata().map(|m| m.len()).ok() != Some(size) {
+        return false;
+    }
+    let mut reader = HashingReader::new(io::Read::take(file, size), hasher);
     io::copy(&mut reader, &mut io::sink()).is_ok() && &reader.finish().0 == digest
 }
 
@@ -128,7 +151,7 @@ impl LayoutCache {
         let carried = std::mem::take(&mut parsed.explain);
         Ok(LayoutCache {
             dir: dir.to_path_buf(),
-            records: parsed.by_key(),
+            records: parsed.by_key(&cache),
             carried,
             verified: Mutex::new(HashSet::new()),
         })
@@ -148,7 +171,7 @@ impl LayoutCache {
         }
         // Hashed before it is relied on: a blob that does not match is never used, and the
         // step that needs it runs instead. Streamed: a layer can be larger than memory.
-        let intact = hashes_to(&blob_path(&self.dir, &digest), &digest);
+        let intact = hashes_to(&blob_path(&self.dir, &digest), &digest, layer.size);
         if intact && let Ok(mut v) = self.verified.lock() {
             v.insert(layer.digest.clone());
         }
@@ -186,13 +209,16 @@ impl CacheBackend for LayoutCache {
             message: e.to_string(),
         })?;
         let path = blob_path(&self.dir, &digest);
-        let file = match fs::File::open(&path) {
+        let file = match open_regular(&cache, &path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_err(&cache, &path)(e)),
+            Err(CacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
         };
+        // No more than the record says: a file that grew since it was checked fails its digest.
         store
-            .ingest(file, Some(&digest))
+            .ingest(io::Read::take(file, layer.size), Some(&digest))
             .map_err(|e| CacheError::Store {
                 cache,
                 source: Box::new(e),
@@ -316,8 +342,10 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
         };
         let key = KeyBuilder::new("t").str("k").finish();
+        let mut image = crate::config::scratch("linux", "amd64", None);
+        image.rootfs.diff_ids.push(blob.digest.clone());
         let record = Record::Result(Box::new(State {
-            config: crate::config::scratch("linux", "amd64", None),
+            config: image,
             layers: vec![layer.clone()],
         }));
         let config = CacheConfig {

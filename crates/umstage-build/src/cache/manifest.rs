@@ -87,12 +87,30 @@ impl CacheConfig {
             .collect()
     }
 
-    /// The records by key; entries with a malformed key are skipped.
-    pub fn by_key(self) -> BTreeMap<CacheKey, Record> {
-        self.records
+    /// The records of `cache` by key. Entries with a malformed key are skipped, and so are
+    /// results that are no image (`State::flaw`), with a warning: their steps run instead.
+    pub fn by_key(self, cache: &str) -> BTreeMap<CacheKey, Record> {
+        let mut flawed = Vec::new();
+        let records = self
+            .records
             .into_iter()
-            .filter_map(|e| Some((CacheKey::from_hex(&e.key)?, e.record)))
-            .collect()
+            .filter_map(|e| {
+                if let Record::Result(state) = &e.record
+                    && let Some(flaw) = state.flaw()
+                {
+                    flawed.push(flaw);
+                    return None;
+                }
+                Some((CacheKey::from_hex(&e.key)?, e.record))
+            })
+            .collect();
+        if let Some(first) = flawed.first() {
+            tracing::warn!(
+                "cache {cache}: {} records are unusable and not used (the first: {first})",
+                flawed.len()
+            );
+        }
+        records
     }
 }
 
