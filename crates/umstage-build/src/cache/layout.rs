@@ -14,6 +14,7 @@ use umstage_oci::{ContentStore, Digest};
 
 use super::carried::Carried;
 use super::manifest::{self, CacheConfig};
+use super::spec::ExportFormat;
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, parse_digest};
 
@@ -122,7 +123,7 @@ impl LayoutCache {
         }
         .ok_or_else(|| format("index.json names no cache manifest to use".into()))?;
         let manifest_bytes = read_verified(&cache, dir, chosen.digest(), MAX_JSON)?;
-        let config = manifest::config_of(&cache, &manifest_bytes)?;
+        let (config, _) = manifest::config_of(&cache, &manifest_bytes)?;
         let config_bytes = read_verified(&cache, dir, config.digest(), manifest::MAX_CONFIG)?;
         let mut parsed = manifest::parse_config(&cache, &config_bytes)?;
         let carried = std::mem::take(&mut parsed.explain);
@@ -202,12 +203,13 @@ impl CacheBackend for LayoutCache {
 }
 
 /// Writes `config`'s records and the blobs they need (from `store`) as the cache in `dir`,
-/// replacing the manifest it names; blobs already there are kept. The index is written last,
-/// so a reader never sees one naming a missing blob.
+/// its manifest in `format`, replacing the manifest it names; blobs already there are kept.
+/// The index is written last, so a reader never sees one naming a missing blob.
 pub fn export(
     dir: &Path,
     config: &CacheConfig,
     store: &ContentStore,
+    format: &ExportFormat,
 ) -> Result<Digest, CacheError> {
     let cache = dir.display().to_string();
     let blobs_dir = dir.join("blobs/sha256");
@@ -233,24 +235,22 @@ pub fn export(
         message: format!("serialising the records: {e}"),
     })?;
     let config_digest = put(&cache, dir, &config_bytes)?;
-    let manifest = manifest::manifest(
+    let built = manifest::manifest(
         &cache,
         &config_digest,
         config_bytes.len() as u64,
         &config.blobs(),
+        format,
     )?;
-    let manifest_bytes =
-        umstage_oci::to_canonical_vec(&manifest).map_err(|e| CacheError::Format {
-            cache: cache.clone(),
-            message: format!("serialising the manifest: {e}"),
-        })?;
-    let manifest_digest = put(&cache, dir, &manifest_bytes)?;
+    let manifest_digest = put(&cache, dir, &built.bytes)?;
     let mut descriptor = Descriptor::new(
-        MediaType::ImageManifest,
-        manifest_bytes.len() as u64,
+        built.media_type,
+        built.bytes.len() as u64,
         manifest_digest.clone(),
     );
-    descriptor.set_artifact_type(Some(MediaType::from(manifest::ARTIFACT_TYPE)));
+    if format.image_manifest {
+        descriptor.set_artifact_type(Some(MediaType::from(manifest::ARTIFACT_TYPE)));
+    }
     descriptor.set_annotations(Some(
         [(REF_NAME.to_string(), "latest".to_string())]
             .into_iter()
@@ -328,7 +328,7 @@ mod tests {
             explain: Carried::default(),
         };
         let dir = root.path().join("cache");
-        export(&dir, &config, &store)?;
+        export(&dir, &config, &store, &ExportFormat::default())?;
         let cache = LayoutCache::open(&dir, None)?;
         assert_eq!(cache.lookup(&key), Some(record));
         let other = ContentStore::open(root.path().join("other"))?;

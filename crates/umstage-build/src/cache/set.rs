@@ -67,6 +67,8 @@ pub struct CacheSet {
     salt: String,
     /// The inputs of every step the build went through, by stage, for `--cache-to`.
     inputs: Mutex<Vec<(usize, CarriedStep)>>,
+    /// The layers this build made (not pulled, not hits), by digest.
+    made: Mutex<HashSet<String>>,
 }
 
 impl CacheSet {
@@ -82,6 +84,7 @@ impl CacheSet {
             nearby: Nearby::new(imports.iter().filter_map(|i| i.carried())),
             salt: salt.to_hex(),
             inputs: Mutex::new(Vec::new()),
+            made: Mutex::new(HashSet::new()),
             local,
             imports,
             pending: Mutex::new(HashMap::new()),
@@ -295,6 +298,18 @@ impl CacheSet {
             .filter(|(stage, _)| mode == CacheMode::Max || min_stages.contains(stage))
             .map(|(_, step)| step);
         Carried::new(self.salt.clone(), kept)
+    }
+
+    /// Notes a layer this build made, for `--cache-to compression=`.
+    pub fn note_made(&self, digest: &str) {
+        if let Ok(mut made) = self.made.lock() {
+            made.insert(digest.to_string());
+        }
+    }
+
+    /// The layers this build made, by digest.
+    pub fn made(&self) -> HashSet<String> {
+        self.made.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// What the build resolved, in order.
