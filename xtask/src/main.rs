@@ -20,8 +20,10 @@ tasks:
                                optionally serve them from docker-registry on 127.0.0.1
   man [DIR]                    the man pages, from umstage's clap definitions, into
                                DIR (default target/man)
-  bench [--quick] [--runs N] [--case NAME]… [--builders LIST]
+  bench [--quick] [--runs N] [--case NAME]… [--builders LIST] [--modes LIST]
+        [--sandbox TIER] [--umstage-as-root] [--output FILE]
                                umstage against BuildKit and Buildah; writes docs/benchmarks.md
+                               (modes: cold,warm,incr,ci; --sandbox is passed to umstage)
 ";
 
 fn main() -> ExitCode {

@@ -22,6 +22,42 @@ pub trait Builder {
     fn reset(&mut self) -> Result<()>;
     /// Builds `context` with `--build-arg REGISTRY=…` and writes the image archive to `out`.
     fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement>;
+    /// Builds `context` and exports its cache to `ci`'s registry the builder's own
+    /// way, with the image pushed beside it (the earlier CI run; not timed).
+    fn ci_seed(&mut self, context: &Path, ci: &Ci, log: &Path) -> Result<()>;
+    /// Builds `context` from the cache `ci_seed` exported, into the store as it
+    /// is, and writes the image archive (`CiOutput::Archive`) or pushes the image.
+    fn ci_build(
+        &mut self,
+        context: &Path,
+        ci: &Ci,
+        output: CiOutput,
+        log: &Path,
+    ) -> Result<Measurement>;
+}
+
+/// Where one builder's `ci` runs of one case keep their cache and images.
+pub struct Ci {
+    /// `127.0.0.1:PORT` of the registry as the builder reaches it (the counting relay).
+    pub registry: String,
+    /// The repository, e.g. `ci/c-multistage-umstage`.
+    pub repo: String,
+}
+
+impl Ci {
+    /// The repository with `suffix` appended to its name (e.g. a tag).
+    fn image(&self, suffix: &str) -> String {
+        format!("{}/{}{suffix}", self.registry, self.repo)
+    }
+}
+
+/// What a `ci` run makes of the image.
+#[derive(Debug, Clone, Copy)]
+pub enum CiOutput<'a> {
+    /// The image archive at this path.
+    Archive(&'a Path),
+    /// A push to `Ci::repo`, tag `ci`, in the registry the cache is in.
+    Push,
 }
 
 /// Where a builder keeps its state and how it reaches the base images.
@@ -32,6 +68,8 @@ pub struct Setup<'a> {
     pub user: &'a TestUser,
     /// `127.0.0.1:PORT` of the registry with the base images.
     pub registry: String,
+    /// The same registry through the counting relay (the `ci` mode's).
+    pub ci_registry: String,
     /// The base images pushed there, as OCI layouts.
     pub images: &'a [ImageLayout],
 }
@@ -151,21 +189,79 @@ impl Builder for BuildKit {
     }
 
     fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement> {
-        let daemon = [self.daemon.id()];
-        let build = timed(
-            self.docker()
-                .args(["build", "--network=none", "--tag", tag])
-                .arg(format!("--build-arg=REGISTRY={}", self.registry))
-                .arg(context),
-            &daemon,
+        let registry = self.registry.clone();
+        let build = self.docker_build(context, &registry, tag, &[], log)?;
+        Ok(build.then(self.save(tag, out, log)?))
+    }
+
+    fn ci_seed(&mut self, context: &Path, ci: &Ci, log: &Path) -> Result<()> {
+        let tag = ci.image(":seed");
+        self.docker_build(context, &ci.registry, &tag, &[INLINE_CACHE], log)?;
+        self.push(&tag, log)?;
+        Ok(())
+    }
+
+    fn ci_build(
+        &mut self,
+        context: &Path,
+        ci: &Ci,
+        output: CiOutput,
+        log: &Path,
+    ) -> Result<Measurement> {
+        let tag = ci.image(":ci");
+        let cache_from = format!("--cache-from={}", ci.image(":seed"));
+        let build = self.docker_build(
+            context,
+            &ci.registry,
+            &tag,
+            &[INLINE_CACHE, &cache_from],
             log,
         )?;
-        let save = timed(
+        let export = match output {
+            CiOutput::Archive(out) => self.save(&tag, out, log)?,
+            CiOutput::Push => self.push(&tag, log)?,
+        };
+        Ok(build.then(export))
+    }
+}
+
+/// BuildKit's inline cache: the cache records ride in the image config.
+const INLINE_CACHE: &str = "--build-arg=BUILDKIT_INLINE_CACHE=1";
+
+impl BuildKit {
+    fn docker_build(
+        &self,
+        context: &Path,
+        registry: &str,
+        tag: &str,
+        extra: &[&str],
+        log: &Path,
+    ) -> Result<Measurement> {
+        timed(
+            self.docker()
+                .args(["build", "--network=none", "--tag", tag])
+                .arg(format!("--build-arg=REGISTRY={registry}"))
+                .args(extra)
+                .arg(context),
+            &[self.daemon.id()],
+            log,
+        )
+    }
+
+    fn save(&self, tag: &str, out: &Path, log: &Path) -> Result<Measurement> {
+        timed(
             self.docker().args(["save", "--output"]).arg(out).arg(tag),
-            &daemon,
+            &[self.daemon.id()],
             &log.with_extension("save.log"),
-        )?;
-        Ok(build.then(save))
+        )
+    }
+
+    fn push(&self, tag: &str, log: &Path) -> Result<Measurement> {
+        timed(
+            self.docker().args(["push", tag]),
+            &[self.daemon.id()],
+            &log.with_extension("push.log"),
+        )
     }
 }
 
@@ -233,13 +329,11 @@ impl Buildah {
         let home = setup.work.mkdir("buildah-home")?;
         let config = home.join(".config/containers");
         std::fs::create_dir_all(&config)?;
-        std::fs::write(
-            config.join("registries.conf"),
-            format!(
-                "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
-                setup.registry
-            ),
-        )?;
+        let registries: String = [&setup.registry, &setup.ci_registry]
+            .iter()
+            .map(|r| format!("[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"))
+            .collect();
+        std::fs::write(config.join("registries.conf"), registries)?;
         std::fs::create_dir_all(home.join("run"))?;
         setup.user.chown_tree(&home)?;
         std::fs::set_permissions(home.join("run"), std::fs::Permissions::from_mode(0o700))?;
@@ -282,57 +376,117 @@ impl Builder for Buildah {
     }
 
     fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement> {
-        let registry_arg = format!("--build-arg=REGISTRY={}", self.registry);
-        let build = timed(
+        let registry = self.registry.clone();
+        let build = self.buildah_build(context, &registry, tag, &[], log)?;
+        Ok(build.then(self.push(tag, &format!("oci-archive:{}", out.display()), log)?))
+    }
+
+    fn ci_seed(&mut self, context: &Path, ci: &Ci, log: &Path) -> Result<()> {
+        let tag = ci.image(":seed");
+        let cache_to = format!("--cache-to={}", ci.image("-cache"));
+        self.buildah_build(context, &ci.registry, &tag, &[&cache_to], log)?;
+        self.push(&tag, &format!("docker://{tag}"), log)?;
+        Ok(())
+    }
+
+    fn ci_build(
+        &mut self,
+        context: &Path,
+        ci: &Ci,
+        output: CiOutput,
+        log: &Path,
+    ) -> Result<Measurement> {
+        let tag = ci.image(":ci");
+        let cache_from = format!("--cache-from={}", ci.image("-cache"));
+        let build = self.buildah_build(context, &ci.registry, &tag, &[&cache_from], log)?;
+        let dest = match output {
+            CiOutput::Archive(out) => format!("oci-archive:{}", out.display()),
+            CiOutput::Push => format!("docker://{tag}"),
+        };
+        Ok(build.then(self.push(&tag, &dest, log)?))
+    }
+}
+
+impl Buildah {
+    fn buildah_build(
+        &self,
+        context: &Path,
+        registry: &str,
+        tag: &str,
+        extra: &[&str],
+        log: &Path,
+    ) -> Result<Measurement> {
+        let registry_arg = format!("--build-arg=REGISTRY={registry}");
+        timed(
             self.buildah(&[
                 "build",
                 "--layers",
                 "--runtime=runc",
                 "--network=none",
+                "--tls-verify=false",
                 "--tag",
                 tag,
                 &registry_arg,
             ])
+            .args(extra)
             .arg(context),
             &[],
             log,
-        )?;
-        let push = timed(
-            self.buildah(&["push", tag])
-                .arg(format!("oci-archive:{}", out.display())),
+        )
+    }
+
+    fn push(&self, tag: &str, dest: &str, log: &Path) -> Result<Measurement> {
+        timed(
+            &mut self.buildah(&["push", "--tls-verify=false", tag, dest]),
             &[],
             &log.with_extension("push.log"),
-        )?;
-        Ok(build.then(push))
+        )
     }
 }
 
-/// umstage itself, rootless as the test user, with a private state root.
+/// umstage itself, with a private state root: rootless as the test user, or
+/// as root when asked (the `chroot` sandbox tier needs it).
 pub struct Umstage {
     user: TestUser,
     exe: PathBuf,
     root: PathBuf,
     registry: String,
-    /// `--build-context REF=oci-layout://…` for each base image, when umstage
-    /// cannot pull them from the registry.
-    base_contexts: Vec<String>,
+    /// `--sandbox` to pass, if any.
+    sandbox: Option<String>,
+    /// Run as root rather than as the test user.
+    as_root: bool,
+    /// Base images as OCI layouts (`name:tag`, layout dir, tag) for
+    /// `--build-context`, when umstage cannot pull them from the registry.
+    base_layouts: Vec<(String, PathBuf, String)>,
     /// Why the base images come from layouts, for the report.
     note: Option<String>,
 }
 
+/// How umstage is run in the bench.
+pub struct UmstageOptions<'a> {
+    /// The binary.
+    pub exe: &'a Path,
+    /// `--sandbox TIER`, passed through as given.
+    pub sandbox: Option<String>,
+    /// Run as root rather than as the test user.
+    pub as_root: bool,
+}
+
 impl Umstage {
-    /// Uses the `umstage` binary at `exe` (copied where the test user can run it).
+    /// Uses the `umstage` binary at `options.exe` (copied where the test user can run it).
     /// When it cannot pull the base images from the registry, it gets them as
     /// OCI layouts through `--build-context`, and the report says so.
-    pub fn new(setup: &Setup, exe: &Path) -> Result<Self> {
-        let exe = setup.work.install_executable(exe)?;
+    pub fn new(setup: &Setup, options: UmstageOptions) -> Result<Self> {
+        let exe = setup.work.install_executable(options.exe)?;
         let root = setup.work.path().join("umstage-root");
         let mut umstage = Umstage {
             user: setup.user.clone(),
             exe,
             root,
             registry: setup.registry.clone(),
-            base_contexts: Vec::new(),
+            sandbox: options.sandbox,
+            as_root: options.as_root,
+            base_layouts: Vec::new(),
             note: None,
         };
         quiet(umstage.command().args(["build", "--help"]))
@@ -347,13 +501,9 @@ impl Umstage {
             let layouts = setup.work.mkdir("layouts")?;
             for image in setup.images {
                 let copy = image.copy_to(&layouts.join(&image.name))?;
-                umstage.base_contexts.push(format!(
-                    "--build-context={}/{}=oci-layout://{}:{}",
-                    setup.registry,
-                    image.name_tag(),
-                    copy.dir.display(),
-                    copy.tag
-                ));
+                umstage
+                    .base_layouts
+                    .push((image.name_tag(), copy.dir, copy.tag));
             }
             umstage
                 .build(&probe, "bench/probe", &probe.join("out.tar"), &log)
@@ -374,9 +524,40 @@ impl Umstage {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = self.user.command(&self.exe);
+        let mut cmd = if self.as_root {
+            Command::new(&self.exe)
+        } else {
+            self.user.command(&self.exe)
+        };
         cmd.env("HOME", self.root.with_extension("home"));
         cmd
+    }
+
+    /// `umstage build` with the bench's options, base images from `registry`.
+    fn umstage_build(
+        &self,
+        context: &Path,
+        registry: &str,
+        extra: &[String],
+        log: &Path,
+    ) -> Result<Measurement> {
+        let mut cmd = self.command();
+        cmd.arg("build")
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--progress=plain")
+            .arg(format!("--build-arg=REGISTRY={registry}"))
+            .arg(format!("--insecure-registry={registry}"));
+        if let Some(tier) = &self.sandbox {
+            cmd.arg(format!("--sandbox={tier}"));
+        }
+        for (name_tag, dir, tag) in &self.base_layouts {
+            cmd.arg(format!(
+                "--build-context={registry}/{name_tag}=oci-layout://{}:{tag}",
+                dir.display()
+            ));
+        }
+        timed(cmd.args(extra).arg(context), &[], log)
     }
 }
 
@@ -390,40 +571,76 @@ impl Builder for Umstage {
         let version = version
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
-        match &self.note {
-            Some(note) => format!("{version} rootless, gzip layers; {note}"),
-            None => format!("{version} rootless, gzip layers"),
+        let mut line = format!(
+            "{version} {}, gzip layers",
+            if self.as_root {
+                "as root"
+            } else {
+                "rootless (the test user)"
+            }
+        );
+        if let Some(tier) = &self.sandbox {
+            line.push_str(&format!(", `--sandbox {tier}`"));
         }
+        if let Some(note) = &self.note {
+            line.push_str(&format!("; {note}"));
+        }
+        line
     }
 
     fn reset(&mut self) -> Result<()> {
-        if self.root.exists() {
-            // Files owned by subordinate ids go only from inside the user's namespace.
-            quiet(
-                self.user
-                    .command("unshare")
-                    .args(["--map-root-user", "--map-auto", "rm", "-rf"])
-                    .arg(&self.root),
-            )?;
+        if !self.root.exists() {
+            return Ok(());
         }
-        Ok(())
+        if self.as_root {
+            return quiet(Command::new("rm").arg("-rf").arg(&self.root));
+        }
+        // Files owned by subordinate ids go only from inside the user's namespace.
+        quiet(
+            self.user
+                .command("unshare")
+                .args(["--map-root-user", "--map-auto", "rm", "-rf"])
+                .arg(&self.root),
+        )
     }
 
     fn build(&mut self, context: &Path, tag: &str, out: &Path, log: &Path) -> Result<Measurement> {
-        timed(
-            self.command()
-                .arg("build")
-                .arg("--root")
-                .arg(&self.root)
-                .args(["--progress=plain", "--tag", tag])
-                .arg(format!("--build-arg=REGISTRY={}", self.registry))
-                .arg(format!("--insecure-registry={}", self.registry))
-                .args(&self.base_contexts)
-                .arg("--output")
-                .arg(out)
-                .arg(context),
-            &[],
-            log,
-        )
+        let extra = [
+            format!("--tag={tag}"),
+            format!("--output={}", out.display()),
+        ];
+        self.umstage_build(context, &self.registry, &extra, log)
+    }
+
+    fn ci_seed(&mut self, context: &Path, ci: &Ci, log: &Path) -> Result<()> {
+        let extra = [
+            format!(
+                "--cache-to=type=registry,ref={},mode=max",
+                ci.image(":cache")
+            ),
+            format!("--tag={}", ci.image(":seed")),
+            "--push".to_owned(),
+        ];
+        self.umstage_build(context, &ci.registry, &extra, log)?;
+        Ok(())
+    }
+
+    fn ci_build(
+        &mut self,
+        context: &Path,
+        ci: &Ci,
+        output: CiOutput,
+        log: &Path,
+    ) -> Result<Measurement> {
+        let cache_from = format!("--cache-from=type=registry,ref={}", ci.image(":cache"));
+        let extra = match output {
+            CiOutput::Archive(out) => vec![cache_from, format!("--output={}", out.display())],
+            CiOutput::Push => vec![
+                cache_from,
+                format!("--tag={}", ci.image(":ci")),
+                "--push".to_owned(),
+            ],
+        };
+        self.umstage_build(context, &ci.registry, &extra, log)
     }
 }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::relay::Traffic;
+
 /// How often the process tree's memory is sampled while a command runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(40);
 
@@ -16,6 +18,8 @@ pub struct Measurement {
     pub seconds: f64,
     /// Largest sum of resident memory over the builder's process tree seen while it ran.
     pub peak_rss_bytes: u64,
+    /// Bytes to and from the registry, where the run went through the counting relay.
+    pub traffic: Option<Traffic>,
 }
 
 impl Measurement {
@@ -24,6 +28,10 @@ impl Measurement {
         Measurement {
             seconds: self.seconds + next.seconds,
             peak_rss_bytes: self.peak_rss_bytes.max(next.peak_rss_bytes),
+            traffic: match (self.traffic, next.traffic) {
+                (Some(a), Some(b)) => Some(a.plus(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 }
@@ -65,6 +73,7 @@ pub fn timed(cmd: &mut Command, extra_roots: &[u32], log: &std::path::Path) -> R
     Ok(Measurement {
         seconds,
         peak_rss_bytes: peak,
+        traffic: None,
     })
 }
 
@@ -129,6 +138,8 @@ pub struct Summary {
     pub max: f64,
     /// Median of the runs' peak RSS.
     pub peak_rss_bytes: u64,
+    /// Median of each count of the runs' traffic, if they were counted.
+    pub traffic: Option<Traffic>,
 }
 
 /// Summarises `runs` (none gives `None`).
@@ -138,14 +149,28 @@ pub fn summarize(runs: &[Measurement]) -> Option<Summary> {
     }
     let mut seconds: Vec<f64> = runs.iter().map(|m| m.seconds).collect();
     seconds.sort_by(f64::total_cmp);
-    let mut rss: Vec<u64> = runs.iter().map(|m| m.peak_rss_bytes).collect();
-    rss.sort_unstable();
+    let rss = middle(runs.iter().map(|m| m.peak_rss_bytes));
+    let traffic: Vec<Traffic> = runs.iter().filter_map(|m| m.traffic).collect();
+    let traffic = (!traffic.is_empty()).then(|| Traffic {
+        down: middle(traffic.iter().map(|t| t.down)),
+        up: middle(traffic.iter().map(|t| t.up)),
+        layers_down: middle(traffic.iter().map(|t| t.layers_down)),
+        layers_up: middle(traffic.iter().map(|t| t.layers_up)),
+    });
     Some(Summary {
         median: median(&seconds),
         min: seconds[0],
         max: seconds[seconds.len() - 1],
-        peak_rss_bytes: rss[rss.len() / 2],
+        peak_rss_bytes: rss,
+        traffic,
     })
+}
+
+/// The middle value (the upper one of an even count); 0 for none.
+fn middle(values: impl Iterator<Item = u64>) -> u64 {
+    let mut values: Vec<u64> = values.collect();
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -160,12 +185,51 @@ fn median(sorted: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::{Measurement, summarize, tree_rss_bytes};
+    use crate::bench::relay::Traffic;
 
     fn m(seconds: f64, rss: u64) -> Measurement {
         Measurement {
             seconds,
             peak_rss_bytes: rss,
+            traffic: None,
         }
+    }
+
+    fn t(down: u64, layers_down: u64) -> Option<Traffic> {
+        Some(Traffic {
+            down,
+            up: 1,
+            layers_down,
+            layers_up: 0,
+        })
+    }
+
+    #[test]
+    fn traffic_adds_up_within_a_run_and_has_a_median_across_runs() {
+        let build = Measurement {
+            traffic: t(10, 5),
+            ..m(1.0, 1)
+        };
+        let push = Measurement {
+            traffic: t(3, 0),
+            ..m(0.5, 2)
+        };
+        let run = build.then(push);
+        assert_eq!(
+            run.traffic.map(|t| (t.down, t.up, t.layers_down)),
+            Some((13, 2, 5))
+        );
+        assert_eq!(build.then(m(1.0, 1)).traffic, t(10, 5));
+        let runs = [
+            run,
+            build,
+            Measurement {
+                traffic: t(20, 9),
+                ..m(1.0, 1)
+            },
+        ];
+        assert_eq!(summarize(&runs).and_then(|s| s.traffic), t(13, 5));
+        assert_eq!(summarize(&[m(1.0, 1)]).and_then(|s| s.traffic), None);
     }
 
     #[test]

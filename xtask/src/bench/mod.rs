@@ -3,9 +3,11 @@
 
 mod builders;
 mod measure;
+mod relay;
 mod report;
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,8 +17,9 @@ use umstage_testutil::user::{SharedDir, TestUser};
 use umstage_testutil::{is_root, shared_dir, workspace_root};
 
 use crate::setup::{TEST_PACKAGES, ensure_test_user, install_packages, run as run_cmd};
-use builders::{BuildKit, Buildah, Builder, Setup, Umstage};
-use measure::Measurement;
+use builders::{BuildKit, Buildah, Builder, Ci, CiOutput, Setup, Umstage, UmstageOptions};
+use measure::{Measurement, timed};
+use relay::Relay;
 
 /// What the bench needs beyond the test suite's packages.
 const BENCH_PACKAGES: &[&str] = &["buildah", "runc", "docker.io", "python3"];
@@ -32,6 +35,9 @@ const QUICK_CASES: &[&str] = &[
 /// The builders, in report order.
 pub const BUILDERS: [&str; 3] = ["umstage", "BuildKit", "Buildah"];
 
+/// The `ci` mode's reference: downloading umstage's final image alone.
+pub const REFERENCE: &str = "skopeo copy";
+
 /// A timed build's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
@@ -41,6 +47,11 @@ pub enum Mode {
     Warm,
     /// After the case's one-file change.
     Incr,
+    /// Store emptied, cache from the registry (exported there by an earlier
+    /// build), image archive written.
+    Ci,
+    /// The same, the image pushed to that registry instead.
+    CiPush,
 }
 
 impl Mode {
@@ -50,6 +61,8 @@ impl Mode {
             Mode::Cold => "cold",
             Mode::Warm => "warm",
             Mode::Incr => "incr",
+            Mode::Ci => "ci",
+            Mode::CiPush => "ci-push",
         }
     }
 }
@@ -66,6 +79,7 @@ pub struct Case {
 }
 
 impl Case {
+    /// The modes of the main table (the `ci` modes have their own).
     fn modes(&self) -> &'static [Mode] {
         if self.incr_file.is_some() {
             &[Mode::Cold, Mode::Warm, Mode::Incr]
@@ -83,6 +97,30 @@ struct Options {
     cases: Vec<String>,
     builders: Vec<String>,
     output: PathBuf,
+    /// Which modes run: `ci` stands for both `ci` and `ci-push`.
+    modes: Vec<Mode>,
+    /// `--sandbox` for umstage, passed through as given.
+    sandbox: Option<String>,
+    /// Run umstage as root (the `chroot` tier needs it).
+    umstage_as_root: bool,
+}
+
+const ALL_MODES: [Mode; 5] = [Mode::Cold, Mode::Warm, Mode::Incr, Mode::Ci, Mode::CiPush];
+
+fn parse_modes(list: &str) -> Result<Vec<Mode>> {
+    let mut modes = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        match name {
+            "ci" => modes.extend([Mode::Ci, Mode::CiPush]),
+            _ => modes.push(
+                *ALL_MODES
+                    .iter()
+                    .find(|m| m.label() == name)
+                    .with_context(|| format!("unknown mode `{name}` (cold, warm, incr, ci)"))?,
+            ),
+        }
+    }
+    Ok(modes)
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -92,6 +130,9 @@ fn parse(args: &[String]) -> Result<Options> {
         cases: Vec::new(),
         builders: BUILDERS.iter().map(|b| b.to_lowercase()).collect(),
         output: workspace_root().join("docs/benchmarks.md"),
+        modes: ALL_MODES.to_vec(),
+        sandbox: None,
+        umstage_as_root: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -112,6 +153,9 @@ fn parse(args: &[String]) -> Result<Options> {
                     .collect();
             }
             "--output" => options.output = PathBuf::from(value("--output")?),
+            "--modes" => options.modes = parse_modes(value("--modes")?)?,
+            "--sandbox" => options.sandbox = Some(value("--sandbox")?.clone()),
+            "--umstage-as-root" => options.umstage_as_root = true,
             other => bail!("unknown argument `{other}` (try `cargo xtask help`)"),
         }
     }
@@ -138,6 +182,8 @@ pub struct Results {
     pub quick: bool,
     /// The 1-minute load average when the bench started (other work on the machine skews times).
     pub load_at_start: String,
+    /// Connections whose HTTP the counting relay could not follow (their bytes count as layers).
+    pub lost_streams: u64,
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -165,6 +211,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for image in &images {
         image.push(&registry)?;
     }
+    let relay = Relay::start(SocketAddr::from((Ipv4Addr::LOCALHOST, registry.port())))?;
     let cases = names
         .iter()
         .map(|name| copy_case(&cases_dir, name, &work, &user))
@@ -174,6 +221,7 @@ pub fn run(args: &[String]) -> Result<()> {
         work: &work,
         user: &user,
         registry: registry.host(),
+        ci_registry: relay.host(),
         images: &images,
     };
     let mut results = Results {
@@ -189,7 +237,7 @@ pub fn run(args: &[String]) -> Result<()> {
             continue;
         }
         eprintln!("bench: preparing {name}");
-        match start_builder(name, &setup) {
+        match start_builder(name, &setup, &options) {
             Ok(builder) => {
                 results.versions.insert(name, builder.version());
                 builders.push(builder);
@@ -203,24 +251,39 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let logs = work.mkdir("logs")?;
+    let bench = Bench {
+        runs: options.runs,
+        logs: &logs,
+        modes: &options.modes,
+        relay: &relay,
+    };
     for case in &cases {
-        bench_case(case, &mut builders, options.runs, &logs, &mut results);
+        bench_case(case, &mut builders, &bench, &mut results);
+        results.lost_streams = relay.lost_streams();
         // Written after every case, so a run cut short still leaves what it measured.
         report::write(&options.output, &results)?;
     }
     // Stop dockerd (and everything else) before writing.
     drop(builders);
+    drop(relay);
     drop(registry);
     report::write(&options.output, &results)?;
     eprintln!("bench: wrote {}", options.output.display());
     Ok(())
 }
 
-fn start_builder(name: &str, setup: &Setup) -> Result<Box<dyn Builder>> {
+fn start_builder(name: &str, setup: &Setup, options: &Options) -> Result<Box<dyn Builder>> {
     Ok(match name {
         "BuildKit" => Box::new(BuildKit::start(setup)?),
         "Buildah" => Box::new(Buildah::new(setup)?),
-        _ => Box::new(Umstage::new(setup, &build_umstage()?)?),
+        _ => Box::new(Umstage::new(
+            setup,
+            UmstageOptions {
+                exe: &build_umstage()?,
+                sandbox: options.sandbox.clone(),
+                as_root: options.umstage_as_root,
+            },
+        )?),
     })
 }
 
@@ -285,15 +348,22 @@ fn copy_case(cases_dir: &Path, name: &str, work: &SharedDir, user: &TestUser) ->
     })
 }
 
+/// What every round of every case shares.
+struct Bench<'a> {
+    runs: usize,
+    logs: &'a Path,
+    modes: &'a [Mode],
+    relay: &'a Relay,
+}
+
 /// Runs every mode of `case` `runs` times per builder, builders alternated run by run.
 fn bench_case(
     case: &Case,
     builders: &mut [Box<dyn Builder>],
-    runs: usize,
-    logs: &Path,
+    bench: &Bench,
     results: &mut Results,
 ) {
-    for round in 0..runs {
+    for round in 0..bench.runs {
         for i in 0..builders.len() {
             let builder = &mut builders[(i + round) % builders.len()];
             let name = builder.name();
@@ -301,34 +371,47 @@ fn bench_case(
                 continue;
             }
             eprintln!("bench: {} round {} {name}", case.name, round + 1);
-            if let Err(e) = bench_round(case, builder.as_mut(), round, logs, results) {
+            if let Err(e) = bench_round(case, builder.as_mut(), round, bench, results) {
                 eprintln!("bench: {} failed for {name}: {e:#}", case.name);
                 results
                     .failures
                     .insert((case.name.clone(), name), format!("{e:#}"));
             }
         }
+        let seeded = builders.iter().any(|b| b.name() == "umstage")
+            && !results
+                .failures
+                .contains_key(&(case.name.clone(), "umstage"));
+        if bench.modes.contains(&Mode::Ci)
+            && seeded
+            && let Err(e) = reference_round(case, round, bench, results)
+        {
+            eprintln!("bench: {} reference failed: {e:#}", case.name);
+            results
+                .failures
+                .insert((case.name.clone(), REFERENCE), format!("{e:#}"));
+        }
     }
 }
 
-/// Cold, warm and incremental builds of `case` by one builder.
+/// Cold, warm, incremental and `ci` builds of `case` by one builder.
 fn bench_round(
     case: &Case,
     builder: &mut dyn Builder,
     round: usize,
-    logs: &Path,
+    bench: &Bench,
     results: &mut Results,
 ) -> Result<()> {
     let name = builder.name();
     let tag = format!("bench/{}:latest", case.name);
-    let out = logs.join(format!("{}-{}.tar", case.name, name));
+    let out = bench.logs.join(format!("{}-{}.tar", case.name, name));
     builder.reset()?;
-    for &mode in case.modes() {
+    for &mode in case.modes().iter().filter(|m| bench.modes.contains(m)) {
         let change = match (mode, &case.incr_file) {
             (Mode::Incr, Some(file)) => Some(IncrChange::apply(&case.context.join(file))?),
             _ => None,
         };
-        let log = logs.join(format!("{}-{name}-{}-{round}.log", case.name, mode.label()));
+        let log = log_path(bench, case, name, mode.label(), round);
         let measured = builder.build(&case.context, &tag, &out, &log);
         if let Some(change) = change {
             change.revert()?;
@@ -342,7 +425,68 @@ fn bench_round(
             .or_default()
             .push(measured);
     }
+    if !bench.modes.contains(&Mode::Ci) {
+        return Ok(());
+    }
+    let ci = Ci {
+        registry: bench.relay.host(),
+        repo: format!("ci/{}-{}", case.name, name.to_lowercase()),
+    };
+    if round == 0 {
+        builder.reset()?;
+        let log = log_path(bench, case, name, "ci-seed", round);
+        builder.ci_seed(&case.context, &ci, &log)?;
+    }
+    for (mode, output) in [
+        (Mode::Ci, CiOutput::Archive(&out)),
+        (Mode::CiPush, CiOutput::Push),
+    ] {
+        builder.reset()?;
+        let log = log_path(bench, case, name, mode.label(), round);
+        bench.relay.take();
+        let mut measured = builder.ci_build(&case.context, &ci, output, &log)?;
+        measured.traffic = Some(bench.relay.take());
+        eprintln!("bench:   {} {:.2} s", mode.label(), measured.seconds);
+        let _ = std::fs::remove_file(&out);
+        results
+            .runs
+            .entry((case.name.clone(), mode, name))
+            .or_default()
+            .push(measured);
+    }
     Ok(())
+}
+
+/// The floor of the `ci` archive run: `skopeo copy` of umstage's final image
+/// (its seed push) from the registry to an OCI archive, through the relay.
+fn reference_round(case: &Case, round: usize, bench: &Bench, results: &mut Results) -> Result<()> {
+    let image = format!("{}/ci/{}-umstage:seed", bench.relay.host(), case.name);
+    let out = bench.logs.join(format!("{}-reference.tar", case.name));
+    let _ = std::fs::remove_file(&out);
+    let log = log_path(bench, case, "reference", "ci", round);
+    bench.relay.take();
+    let mut measured = timed(
+        Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .arg(format!("oci-archive:{}", out.display())),
+        &[],
+        &log,
+    )?;
+    measured.traffic = Some(bench.relay.take());
+    let _ = std::fs::remove_file(&out);
+    results
+        .runs
+        .entry((case.name.clone(), Mode::Ci, REFERENCE))
+        .or_default()
+        .push(measured);
+    Ok(())
+}
+
+fn log_path(bench: &Bench, case: &Case, builder: &str, what: &str, round: usize) -> PathBuf {
+    bench
+        .logs
+        .join(format!("{}-{builder}-{what}-{round}.log", case.name))
 }
 
 /// The one-line change of an incremental run, undone afterwards.

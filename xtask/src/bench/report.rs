@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use super::measure::{Summary, summarize};
-use super::{BUILDERS, Mode, Results};
+use super::{BUILDERS, Mode, REFERENCE, Results};
 
 const BEGIN: &str = "<!-- cargo xtask bench: begin (generated; edit outside these markers) -->";
 const END: &str = "<!-- cargo xtask bench: end -->";
@@ -71,6 +71,11 @@ const TARGETS: &[Target] = &[
 /// Per-RUN-step target (seconds) and peak RSS target for big-layer (bytes).
 const STEP_TARGET: f64 = 0.010;
 const BIG_LAYER_RSS_TARGET: u64 = 64 << 20;
+
+/// Issue 13: c-multistage from the registry cache with `--push` back (seconds),
+/// and with an archive against downloading the final image alone (ratio).
+const CI_PUSH_TARGET: f64 = 0.3;
+const CI_ARCHIVE_TARGET: f64 = 1.2;
 
 /// Writes (or replaces) the bench section of `path`.
 pub fn write(path: &Path, results: &Results) -> Result<()> {
@@ -141,7 +146,8 @@ fn render(results: &Results) -> String {
     let _ = writeln!(
         s,
         "Reproduce (as root, with `../shared` beside the workspace): `cargo xtask bench`{} \
-         (`--quick` for a subset in a few minutes, `--runs N`, `--case NAME`, `--builders umstage,buildkit,buildah`).\n",
+         (`--quick` for a subset in a few minutes, `--runs N`, `--case NAME`, `--builders umstage,buildkit,buildah`, \
+         `--modes cold,warm,incr,ci`, `--sandbox TIER` and `--umstage-as-root` for umstage).\n",
         if results.quick { " --quick" } else { "" }
     );
     let _ = writeln!(s, "Builders:\n");
@@ -180,6 +186,9 @@ fn render(results: &Results) -> String {
     for case in &results.cases {
         for &mode in case.modes() {
             let [u, k, b] = BUILDERS.map(|builder| summary(results, &case.name, mode, builder));
+            if [u, k, b].iter().all(Option::is_none) {
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} |",
@@ -224,6 +233,12 @@ fn render(results: &Results) -> String {
     );
     for case in &results.cases {
         for &mode in case.modes() {
+            if BUILDERS
+                .iter()
+                .all(|b| summary(results, &case.name, mode, b).is_none())
+            {
+                continue;
+            }
             let cells = BUILDERS.map(|b| {
                 summary(results, &case.name, mode, b).map_or("—".into(), |x| mib(x.peak_rss_bytes))
             });
@@ -300,6 +315,8 @@ fn render(results: &Results) -> String {
         }
     );
 
+    render_ci(&mut s, results);
+
     let failures: Vec<_> = results
         .failures
         .iter()
@@ -313,6 +330,133 @@ fn render(results: &Results) -> String {
     }
     let _ = writeln!(s, "\n{END}");
     s
+}
+
+/// The `ci` modes' table and issue 13's targets, when any ran.
+fn render_ci(s: &mut String, results: &Results) {
+    if !results.cases.iter().any(|c| {
+        !ran(results, &c.name, Mode::Ci).is_empty()
+            || !ran(results, &c.name, Mode::CiPush).is_empty()
+    }) {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n### CI: the cache from a registry into an empty store (issue 13)\n"
+    );
+    let _ = writeln!(
+        s,
+        "An earlier, untimed build of each builder exported its cache to the loopback \
+         registry and pushed its image there. Each timed run then starts from an emptied \
+         store and builds with that cache: **archive** writes the image archive (as above), \
+         **push** pushes the image to the same registry (tag `ci`, beside the earlier one). \
+         umstage: `--cache-to type=registry,…,mode=max` then `--cache-from type=registry,…`; \
+         BuildKit: the inline cache (`--build-arg BUILDKIT_INLINE_CACHE=1`, `docker push`, \
+         every image and the build cache pruned, `--cache-from IMAGE`), then `docker save` or \
+         `docker push`; Buildah: `--layers --cache-to REPO` then `--cache-from REPO`, then \
+         `buildah push`. Bytes are counted by a relay in the bench between the builders and \
+         the registry (every byte on the wire each way, HTTP headers included; \
+         \"layers\" are the message bodies that are not JSON: layer blobs, never manifests \
+         or configs), median of the runs, decimal units. **{REFERENCE}**: `skopeo copy` of \
+         umstage's final image from the registry to an OCI archive, the floor for an \
+         archive run.{}\n",
+        if results.lost_streams > 0 {
+            format!(
+                " The relay could not follow the HTTP of {} connections; their bytes after that \
+                 point count as layers.",
+                results.lost_streams
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| case | output | builder | seconds | downloaded | of it layers | uploaded | of it layers |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for case in &results.cases {
+        for (mode, output) in [(Mode::Ci, "archive"), (Mode::CiPush, "push")] {
+            for (builder, x) in ran(results, &case.name, mode) {
+                let t = x.traffic.unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "| {} | {output} | {builder} | {} | {} | {} | {} | {} |",
+                    case.name,
+                    cell(Some(x)),
+                    bytes(t.down),
+                    bytes(t.layers_down),
+                    bytes(t.up),
+                    bytes(t.layers_up),
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(s, "\n### Targets (issue 13)\n");
+    let _ = writeln!(s, "| target | measured | met |\n|---|---|---|");
+    let push = summary(results, "c-multistage", Mode::CiPush, "umstage");
+    let (measured, met) = match push {
+        Some(p) => {
+            let t = p.traffic.unwrap_or_default();
+            let met = p.median <= CI_PUSH_TARGET && t.layers_down == 0 && t.layers_up == 0;
+            (
+                format!(
+                    "{:.2} s; layers {} down, {} up",
+                    p.median,
+                    bytes(t.layers_down),
+                    bytes(t.layers_up)
+                ),
+                if met { "yes" } else { "**no**" },
+            )
+        }
+        None => ("not measured".into(), "—"),
+    };
+    let _ = writeln!(
+        s,
+        "| c-multistage, registry cache into an empty store, `--push` back: ≤ {CI_PUSH_TARGET} s and 0 layer bytes moved | {measured} | {met} |"
+    );
+    let archive = summary(results, "c-multistage", Mode::Ci, "umstage");
+    let floor = summary(results, "c-multistage", Mode::Ci, REFERENCE);
+    let (measured, met) = match (archive, floor) {
+        (Some(a), Some(f)) => {
+            let r = a.median / f.median;
+            (
+                format!("{r:.2} × ({:.2} s against {:.2} s)", a.median, f.median),
+                if r <= CI_ARCHIVE_TARGET {
+                    "yes"
+                } else {
+                    "**no**"
+                },
+            )
+        }
+        _ => ("not measured".into(), "—"),
+    };
+    let _ = writeln!(
+        s,
+        "| c-multistage, registry cache into an empty store, image archive: ≤ {CI_ARCHIVE_TARGET} × downloading the final image alone ({REFERENCE}) | {measured} | {met} |"
+    );
+}
+
+/// The builders (and the reference) with runs of `case` in `mode`.
+fn ran(results: &Results, case: &str, mode: Mode) -> Vec<(&'static str, Summary)> {
+    BUILDERS
+        .iter()
+        .chain(std::iter::once(&REFERENCE))
+        .filter_map(|b| summary(results, case, mode, b).map(|x| (*b, x)))
+        .collect()
+}
+
+/// Bytes in decimal units, exact below a kilobyte.
+fn bytes(n: u64) -> String {
+    let n = n as f64;
+    if n < 1e3 {
+        format!("{n} B")
+    } else if n < 1e6 {
+        format!("{:.1} KB", n / 1e3)
+    } else {
+        format!("{:.1} MB", n / 1e6)
+    }
 }
 
 fn per_step(results: &Results, builder: &str) -> Option<f64> {
