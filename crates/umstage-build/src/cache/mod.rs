@@ -94,6 +94,14 @@ pub enum CacheError {
         /// What the registry said.
         message: String,
     },
+    /// A cache directory could not be written.
+    #[error("cache {cache}: {source}")]
+    Layout {
+        /// The cache, as the user named it.
+        cache: String,
+        /// What went wrong.
+        source: Box<umstage_oci::archive::ArchiveError>,
+    },
     /// A layer could not be converted to the compression a cache export asks for.
     #[error("cache {cache}: {source}")]
     Convert {

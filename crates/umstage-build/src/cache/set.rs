@@ -239,6 +239,28 @@ impl CacheSet {
         Ok(())
     }
 
+    /// Runs `push`, which sends `layers` (among others) where the target's blobs and those it
+    /// can mount need not be here; when that fails while some of `layers` are not in `store`
+    /// (an import's, left where it is), fetches them and runs `push` once more.
+    pub fn push_fetching<E: From<CacheError> + std::fmt::Display>(
+        &self,
+        layers: &[Layer],
+        store: &ContentStore,
+        push: impl Fn() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let all_here = layers
+            .iter()
+            .all(|l| parse_digest(&l.digest).is_ok_and(|d| store.contains(&d)));
+        match push() {
+            Err(e) if !all_here => {
+                tracing::debug!("pushing without the imported layers failed ({e}); fetching them");
+                self.fetch_missing(layers, store)?;
+                push()
+            }
+            done => done,
+        }
+    }
+
     /// Marks a blob of an import as unusable: records needing it are misses from now on.
     fn reject(&self, digest: &str) {
         if let Ok(mut rejected) = self.rejected.lock() {

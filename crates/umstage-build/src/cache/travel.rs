@@ -121,13 +121,9 @@ pub(crate) fn export_all(
                         format,
                     )
                 };
-                if let Err(e) = push() {
-                    tracing::debug!("exporting the cache without fetching its layers: {e}");
-                    caches
-                        .fetch_missing(&config.blobs(), store)
-                        .map_err(failed)?;
-                    push().map_err(failed)?;
-                }
+                caches
+                    .push_fetching(&config.blobs(), store, push)
+                    .map_err(failed)?;
             }
             CacheExport::Inline => {}
         }
