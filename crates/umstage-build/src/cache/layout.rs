@@ -312,11 +312,12 @@ mod tests {
     use crate::cache::KeyBuilder;
     use crate::state::State;
 
-    #[test]
-    fn an_exported_directory_reads_back_and_a_corrupt_blob_is_a_miss()
-    -> Result<(), Box<dyn std::error::Error>> {
-        let root = tempfile::tempdir()?;
-        let store = ContentStore::open(root.path().join("store"))?;
+    /// A cache of one record needing one layer, exported from a store in `root` to
+    /// `root/cache`: the store, the layer, the key and the record.
+    fn one_layer_cache(
+        root: &Path,
+    ) -> Result<(ContentStore, Layer, CacheKey, Record), Box<dyn std::error::Error>> {
+        let store = ContentStore::open(root.join("store"))?;
         let blob = store.put(b"layer bytes")?;
         let layer = Layer {
             digest: blob.digest.to_string(),
@@ -336,15 +337,29 @@ mod tests {
             }],
             explain: Carried::default(),
         };
+        export(
+            &root.join("cache"),
+            &config,
+            &store,
+            &ExportFormat::default(),
+        )?;
+        Ok((store, layer, key, record))
+    }
+
+    #[test]
+    fn an_exported_directory_reads_back_and_a_corrupt_blob_is_a_miss()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let (_, layer, key, record) = one_layer_cache(root.path())?;
+        let blob = parse_digest(&layer.digest)?;
         let dir = root.path().join("cache");
-        export(&dir, &config, &store, &ExportFormat::default())?;
         let cache = LayoutCache::open(&dir, None)?;
         assert_eq!(cache.lookup(&key), Some(record));
         let other = ContentStore::open(root.path().join("other"))?;
         assert!(cache.fetch(&layer, &other)?);
-        assert!(other.contains(&blob.digest));
+        assert!(other.contains(&blob));
 
-        fs::write(blob_path(&dir, &blob.digest), b"tampered")?;
+        fs::write(blob_path(&dir, &blob), b"tampered")?;
         let reopened = LayoutCache::open(&dir, None)?;
         assert_eq!(reopened.lookup(&key), None);
         assert!(LayoutCache::open(&root.path().join("none"), None).is_err());
@@ -354,35 +369,17 @@ mod tests {
     #[test]
     fn a_blob_changed_after_its_check_is_not_fetched() -> Result<(), Box<dyn std::error::Error>> {
         let root = tempfile::tempdir()?;
-        let store = ContentStore::open(root.path().join("store"))?;
-        let blob = store.put(b"layer bytes")?;
-        let layer = Layer {
-            digest: blob.digest.to_string(),
-            diff_id: blob.digest.to_string(),
-            size: blob.size,
-            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-        };
-        let key = KeyBuilder::new("t").str("k").finish();
-        let config = CacheConfig {
-            records: vec![manifest::Entry {
-                key: key.to_hex(),
-                record: Record::Result(Box::new(State {
-                    config: crate::config::scratch("linux", "amd64", None),
-                    layers: vec![layer.clone()],
-                })),
-            }],
-            explain: Carried::default(),
-        };
+        let (_, layer, key, _) = one_layer_cache(root.path())?;
+        let blob = parse_digest(&layer.digest)?;
         let dir = root.path().join("cache");
-        export(&dir, &config, &store, &ExportFormat::default())?;
         let cache = LayoutCache::open(&dir, None)?;
         assert!(cache.lookup(&key).is_some());
         // Past the filesystem's timestamp tick, as any later change would be.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        fs::write(blob_path(&dir, &blob.digest), b"tampered!!!")?;
+        fs::write(blob_path(&dir, &blob), b"tampered!!!")?;
         let other = ContentStore::open(root.path().join("other"))?;
         assert!(cache.fetch(&layer, &other).is_err());
-        assert!(!other.contains(&blob.digest));
+        assert!(!other.contains(&blob));
         Ok(())
     }
 }
