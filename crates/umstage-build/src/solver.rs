@@ -131,8 +131,10 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
+    // One id mapped, or none at all (the ptrace tier): owners are recorded, not set.
     let ignore_chown_errors = umstage_snapshot::userns::current()
-        .is_some_and(|ns| ns.mode() == umstage_snapshot::userns::Mode::SingleId);
+        .is_some_and(|ns| ns.mode() == umstage_snapshot::userns::Mode::SingleId)
+        || umstage_oci::owner::root_played();
     let salt_key = salt(&layer_options, ignore_chown_errors);
     let caches = CacheSet::new(LocalCache::new(cache), imports, registries, &salt_key);
     let build = Build {
@@ -318,7 +320,8 @@ fn run_and_export(
         stage = parent;
     }
     if request.cache_to.contains(&CacheExport::Inline) {
-        let records = crate::cache::travel::inline_records(&build.caches, &min_stages);
+        let records =
+            crate::cache::travel::inline_records(&build.caches, &min_stages).map_err(other)?;
         final_state.config.extra.insert(
             INLINE_KEY.into(),
             serde_json::to_value(records).map_err(other)?,

@@ -263,8 +263,9 @@ impl SourceReader {
         };
         let mut header = Header::new(path.as_os_str().as_bytes(), kind);
         header.mode = stat.st_mode & 0o7777;
-        header.uid = u64::from(stat.st_uid);
-        header.gid = u64::from(stat.st_gid);
+        let real = owner::in_image(stat.st_uid, stat.st_gid);
+        header.uid = u64::from(real.uid);
+        header.gid = u64::from(real.gid);
         header.mtime = self.clamp(stat.st_mtime);
         let at = crate::inroot::Resolved {
             parent,

@@ -388,6 +388,12 @@ impl Unpacker<'_> {
             ),
         };
         let chown = match (uid, gid) {
+            // Where root is played nothing is chowned: root's files are the process's own, and
+            // every other owner is recorded.
+            (Some(0), Some(0)) if crate::owner::root_played() => Ok(()),
+            (Some(_), Some(_)) if crate::owner::root_played() => {
+                Err(io::Error::from(rustix::io::Errno::PERM))
+            }
             (Some(uid), Some(gid)) => rfs::chownat(
                 &at.parent,
                 &at.name,

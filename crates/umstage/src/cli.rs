@@ -90,6 +90,9 @@ pub enum SandboxChoice {
     UsernsSingle,
     /// No namespace: as root, steps run chrooted in copied snapshots (no /proc, no RUN --mount)
     Chroot,
+    /// No namespace, no privilege: steps run under a ptrace supervisor in copied snapshots,
+    /// root played and chown recorded
+    Ptrace,
 }
 
 /// `umstage build`.

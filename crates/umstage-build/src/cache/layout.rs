@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -50,10 +51,28 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
         .join(digest.digest())
 }
 
+/// Opens the file at `path` for reading if it is a regular file. A shared cache directory
+/// may hold anything: a FIFO would block the open or the read forever, a device never end.
+fn open_regular(cache: &str, path: &Path) -> Result<fs::File, CacheError> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io_err(cache, path))?;
+    let metadata = file.metadata().map_err(io_err(cache, path))?;
+    if !metadata.is_file() {
+        return Err(CacheError::Format {
+            cache: cache.into(),
+            message: format!("{} is not a regular file", path.display()),
+        });
+    }
+    Ok(file)
+}
+
 /// Reads the file at `path` whole, refusing one past `limit` bytes (checked while reading:
 /// the file may grow after a size check).
 fn read_bounded(cache: &str, path: &Path, limit: u64) -> Result<Vec<u8>, CacheError> {
-    let file = fs::File::open(path).map_err(io_err(cache, path))?;
+    let file = open_regular(cache, path)?;
     let mut bytes = Vec::new();
     io::Read::read_to_end(
         &mut io::Read::take(file, limit.saturating_add(1)),
@@ -88,28 +107,35 @@ fn read_verified(
     Ok(bytes)
 }
 
-/// The stamp (`file_stamp`) of the file at `path` when it has the digest `digest`, read in
-/// pieces and unchanged while it was; `None` when it does not.
-fn hashes_to(path: &Path, digest: &Digest) -> Option<String> {
-    let file = fs::File::open(path).ok()?;
-    let before = file_stamp(&file.metadata().ok()?);
-    let mut reader = HashingReader::new(&file, Hasher::for_digest(digest).ok()?);
+/// The stamp (`file_stamp`) of the file at `path` when it is a regular file of `size` bytes
+/// with the digest `digest`, read in pieces, unchanged while it was; `None` when it is not.
+fn hashes_to(path: &Path, digest: &Digest, size: u64) -> Option<String> {
+    let file = open_regular("", path).ok()?;
+    let metadata = file.metadata().ok()?;
+    if metadata.len() != size {
+        return None;
+    }
+    let before = file_stamp(&metadata);
+    let mut reader = HashingReader::new(
+        io::Read::take(&file, size),
+        Hasher::for_digest(digest).ok()?,
+    );
     io::copy(&mut reader, &mut io::sink()).ok()?;
     let after = file_stamp(&file.metadata().ok()?);
     (&reader.finish().0 == digest && before == after).then_some(after)
 }
 
-/// A blob file that `holds` hashed, read to its end; it fails there if the file changed since,
-/// so the store takes no bytes that were not the ones checked.
+/// A blob file that `holds` hashed, read to its end (no more than its size); it fails there
+/// if the file changed since, so the store takes no bytes that were not the ones checked.
 struct Unchanged {
-    file: fs::File,
+    file: io::Take<fs::File>,
     stamp: String,
 }
 
 impl io::Read for Unchanged {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
-        if n == 0 && !buf.is_empty() && file_stamp(&self.file.metadata()?) != self.stamp {
+        if n == 0 && !buf.is_empty() && file_stamp(&self.file.get_ref().metadata()?) != self.stamp {
             return Err(io::Error::other("the blob changed since it was checked"));
         }
         Ok(n)
@@ -150,7 +176,7 @@ impl LayoutCache {
         let carried = std::mem::take(&mut parsed.explain);
         Ok(LayoutCache {
             dir: dir.to_path_buf(),
-            records: parsed.by_key(),
+            records: parsed.by_key(&cache),
             carried,
             verified: Mutex::new(HashMap::new()),
         })
@@ -170,7 +196,7 @@ impl LayoutCache {
         }
         // Hashed before it is relied on: a blob that does not match is never used, and the
         // step that needs it runs instead. Streamed: a layer can be larger than memory.
-        let Some(stamp) = hashes_to(&blob_path(&self.dir, &digest), &digest) else {
+        let Some(stamp) = hashes_to(&blob_path(&self.dir, &digest), &digest, layer.size) else {
             return false;
         };
         if let Ok(mut v) = self.verified.lock() {
@@ -210,10 +236,12 @@ impl CacheBackend for LayoutCache {
             message: e.to_string(),
         })?;
         let path = blob_path(&self.dir, &digest);
-        let file = match fs::File::open(&path) {
+        let file = match open_regular(&cache, &path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_err(&cache, &path)(e)),
+            Err(CacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
         };
         let checked = self
             .verified
@@ -221,6 +249,8 @@ impl CacheBackend for LayoutCache {
             .ok()
             .and_then(|v| v.get(&layer.digest).cloned());
         let metadata = file.metadata().map_err(io_err(&cache, &path))?;
+        // No more than the record says: a file that grew since it was checked fails its digest.
+        let file = io::Read::take(file, layer.size);
         let stored = match checked {
             // Hashed by `holds`, and the same file still: not hashed a second time.
             Some(stamp) if stamp == file_stamp(&metadata) => {
@@ -326,8 +356,10 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
         };
         let key = KeyBuilder::new("t").str("k").finish();
+        let mut image = crate::config::scratch("linux", "amd64", None);
+        image.rootfs.diff_ids.push(blob.digest.clone());
         let record = Record::Result(Box::new(State {
-            config: crate::config::scratch("linux", "amd64", None),
+            config: image,
             layers: vec![layer.clone()],
         }));
         let config = CacheConfig {

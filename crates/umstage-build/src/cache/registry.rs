@@ -90,7 +90,7 @@ impl RegistryCache {
         let carried = std::mem::take(&mut records.explain);
         Ok(RegistryCache {
             name: name.to_string(),
-            records: records.by_key(),
+            records: records.by_key(name),
             carried,
             blobs: ImageBlobs::new(client, reference, &layers),
         })
@@ -114,7 +114,13 @@ impl CacheBackend for RegistryCache {
         record
             .needs()
             .iter()
-            .all(|l| self.blobs.blobs.contains_key(&l.digest))
+            .all(|l| {
+                // The manifest's descriptor is what the download is checked against: a record
+                // that disagrees with it would export a manifest its blob does not match.
+                self.blobs.blobs.get(&l.digest).is_some_and(|d| {
+                    d.size() == l.size && d.media_type().to_string() == l.media_type
+                })
+            })
             .then(|| record.clone())
     }
 

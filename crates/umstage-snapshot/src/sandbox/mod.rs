@@ -18,6 +18,7 @@ mod owners;
 mod rlimit;
 mod rootfs;
 mod spec;
+mod trace;
 pub mod user;
 
 pub use mounts::{
@@ -226,6 +227,9 @@ pub(crate) struct Request {
     /// The `chroot` tier: the active snapshot's directory, which the step is chrooted in
     /// (no namespaces, no mounts); `None` in the user namespace tiers.
     pub(crate) chroot: Option<PathBuf>,
+    /// The `ptrace` tier: the step is not chrooted in `chroot` but runs under the supervisor
+    /// ([`trace`]), which translates its paths into it.
+    pub(crate) trace: bool,
 }
 
 /// The fd the helper reports on (its copy of the socket it got as stdin).
@@ -254,8 +258,11 @@ pub fn run_step(
         )));
     }
     let active_dir = snapshotter.active_dir(key)?;
-    let chroot = match crate::doctor::active_tier() {
-        Some(crate::doctor::Tier::Chroot) => Some(chroot_dir(snapshotter, active_dir, step)?),
+    let tier = crate::doctor::active_tier();
+    let chroot = match tier {
+        Some(tier) if tier.mounts_nothing() => {
+            Some(chroot_dir(snapshotter, active_dir, step, tier)?)
+        }
         _ => None,
     };
     let rootfs = snapshotter.mounts(key)?;
@@ -279,6 +286,7 @@ pub fn run_step(
             record_owners: crate::userns::current()
                 .is_some_and(|ns| ns.mode() == crate::userns::Mode::SingleId),
             chroot: chroot.clone(),
+            trace: tier == Some(crate::doctor::Tier::Ptrace),
         };
         let outcome = run_helper(&request, cancel, on_event);
         drop(prepared);
@@ -291,15 +299,17 @@ pub fn run_step(
     status
 }
 
-/// The directory a `chroot` tier step runs in, or why the step needs a namespace tier.
+/// The directory a `chroot` or `ptrace` tier step runs in, or why the step needs a namespace
+/// tier.
 fn chroot_dir(
     snapshotter: &Snapshotter,
     active_dir: PathBuf,
     step: &RunStep,
+    tier: crate::doctor::Tier,
 ) -> Result<PathBuf, SandboxError> {
     let needs = |what: &str| {
         Err(SandboxError::InvalidStep(format!(
-            "{what} needs a user namespace, which this sandbox tier (chroot) does not have: `umstage doctor` says what would allow one"
+            "{what} needs a user namespace, which this sandbox tier ({tier}) does not have: `umstage doctor` says what would allow one"
         )))
     };
     if !step.mounts.is_empty() {
