@@ -5,7 +5,7 @@
 //! root is played, and `USER 1000:1001` too; paths stay in the step's root (`..` and `/proc`
 //! links included); `/proc` is the container's own, and the step may neither chroot nor trace;
 //! dynamic programs (the host's own, copied in with their libraries) and `#!` scripts run
-//! through the guest's loader.
+//! through the guest's loader; a `setuid` is played per process.
 
 mod common;
 
@@ -101,17 +101,27 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
               && cd /app/data && echo \"pwd $(pwd)\" && echo \"cwd $(readlink /proc/self/cwd)\" \\\n\
               && echo \"exe $(readlink /proc/self/exe)\" && echo \"up $(cd -P /../../app/up/.. && pwd -P) $(ls /app/up/../../ | grep -c '^app$')\" \\\n\
               && grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | sed 's/^/status /' \\\n\
-              && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused')\n",
+              && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused') \\\n\
+              && grep foo /etc/hosts | tr '\\t' ' ' | sed 's/^/hosts /'\n",
         )],
     )?;
     let out = env.build(
         &ctx,
         "img.tar",
-        &["--sandbox", "ptrace", "--progress", "plain"],
+        &[
+            "--sandbox",
+            "ptrace",
+            "--progress",
+            "plain",
+            "--add-host",
+            "foo:1.2.3.4",
+        ],
     );
     assert_ok(&out);
     let log = stderr(&out);
     assert_eq!(lines_with(&log, "ids "), ["ids 1000:1001"], "{log}");
+    // The step's own /etc/hosts, which the image does not get.
+    assert_eq!(lines_with(&log, "hosts "), ["hosts 1.2.3.4 foo"], "{log}");
     assert_eq!(
         lines_with(&log, "later "),
         ["later 1000:1001 /app/data/f", "later 0:0 /etc/passwd"],
@@ -132,6 +142,7 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
     assert_eq!((f.uid, f.gid), (1000, 1001));
     let passwd = entry(&image, "etc/passwd").ok_or("etc/passwd missing")?;
     assert_eq!((passwd.uid, passwd.gid), (0, 0));
+    assert!(entry(&image, "etc/hosts").is_none());
     Ok(())
 }
 
@@ -175,6 +186,8 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
                 "FROM busybox\nCOPY rootfs/ /\nCOPY hello.sh /usr/local/bin/hello\n\
                  RUN [\"/usr/bin/dash\", \"-c\", \"echo dash $((6*7)) && echo x > /x && chown 1234:5 /x && /usr/bin/ls -ln /x | cut -d' ' -f3,4 | sed 's/^/ls /'\"]\n\
                  RUN hello world && /usr/bin/cat /proc/self/status | grep -c '^Seccomp:' | sed 's/^/status /'\n\
+                 RUN [\"/usr/bin/setpriv\", \"--reuid\", \"55\", \"--regid\", \"66\", \"--clear-groups\", \"/usr/bin/dash\", \"-c\", \"echo dropped $(/usr/bin/id -u):$(/usr/bin/id -g) && echo x > /dropped\"]\n\
+                 RUN stat -c 'made %u:%g' /dropped && echo \"back $(id -u)\"\n\
                  USER 1000\nRUN /usr/bin/id -u | sed 's/^/id /'\n",
             ),
             ("hello.sh", "#!/usr/bin/dash -e\necho \"script $0 $1\"\n"),
@@ -187,6 +200,7 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
             "/usr/bin/ls",
             "/usr/bin/cat",
             "/usr/bin/id",
+            "/usr/bin/setpriv",
         ],
     )?;
     fs::set_permissions(ctx.join("hello.sh"), fs::Permissions::from_mode(0o755))?;
@@ -206,6 +220,10 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
         "{log}"
     );
     assert_eq!(lines_with(&log, "status "), ["status 1"], "{log}");
+    // A setuid is played per process: what the dropped process makes is its user's.
+    assert_eq!(lines_with(&log, "dropped "), ["dropped 55:66"], "{log}");
+    assert_eq!(lines_with(&log, "made "), ["made 55:66"], "{log}");
+    assert_eq!(lines_with(&log, "back "), ["back 0"], "{log}");
     assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
     Ok(())
 }

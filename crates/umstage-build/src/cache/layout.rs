@@ -108,14 +108,13 @@ fn read_verified(
 }
 
 /// The stamp (`file_stamp`) of the file at `path` when it is a regular file of `size` bytes
-/// with the digest `digest`, read in pieces, unchanged while it was; `None` when it is not.
+/// with the digest `digest`, read in pieces and unchanged while it was; `None` when it is not.
 fn hashes_to(path: &Path, digest: &Digest, size: u64) -> Option<String> {
     let file = open_regular("", path).ok()?;
-    let metadata = file.metadata().ok()?;
-    if metadata.len() != size {
+    let before = file_stamp(&file.metadata().ok()?);
+    if file.metadata().ok()?.len() != size {
         return None;
     }
-    let before = file_stamp(&metadata);
     let mut reader = HashingReader::new(
         io::Read::take(&file, size),
         Hasher::for_digest(digest).ok()?,
@@ -125,17 +124,17 @@ fn hashes_to(path: &Path, digest: &Digest, size: u64) -> Option<String> {
     (&reader.finish().0 == digest && before == after).then_some(after)
 }
 
-/// A blob file that `holds` hashed, read to its end (no more than its size); it fails there
-/// if the file changed since, so the store takes no bytes that were not the ones checked.
+/// A blob file that `holds` hashed, read to its end; it fails there if the file changed since,
+/// so the store takes no bytes that were not the ones checked.
 struct Unchanged {
-    file: io::Take<fs::File>,
+    file: fs::File,
     stamp: String,
 }
 
 impl io::Read for Unchanged {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
-        if n == 0 && !buf.is_empty() && file_stamp(&self.file.get_ref().metadata()?) != self.stamp {
+        if n == 0 && !buf.is_empty() && file_stamp(&self.file.metadata()?) != self.stamp {
             return Err(io::Error::other("the blob changed since it was checked"));
         }
         Ok(n)
@@ -249,14 +248,13 @@ impl CacheBackend for LayoutCache {
             .ok()
             .and_then(|v| v.get(&layer.digest).cloned());
         let metadata = file.metadata().map_err(io_err(&cache, &path))?;
-        // No more than the record says: a file that grew since it was checked fails its digest.
-        let file = io::Read::take(file, layer.size);
         let stored = match checked {
             // Hashed by `holds`, and the same file still: not hashed a second time.
             Some(stamp) if stamp == file_stamp(&metadata) => {
                 store.ingest_checked(Unchanged { file, stamp }, &digest)
             }
-            _ => store.ingest(file, Some(&digest)),
+            // No more than the record says: a file that grew since fails its digest.
+            _ => store.ingest(io::Read::take(file, layer.size), Some(&digest)),
         };
         stored.map_err(|e| CacheError::Store {
             cache,

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::image::{Descriptor, MediaType};
+use umstage_oci::compress::Compression;
 use umstage_oci::reference::Reference;
 use umstage_oci::registry::{RegistryClient, block_on};
 use umstage_oci::{ContentStore, ImageConfig};
@@ -116,9 +117,13 @@ impl CacheBackend for RegistryCache {
             .iter()
             .all(|l| {
                 // The manifest's descriptor is what the download is checked against: a record
-                // that disagrees with it would export a manifest its blob does not match.
+                // that disagrees with it would export a manifest its blob does not match. Docker's
+                // and the OCI's names for the same compression agree (`oci-mediatypes=false`).
                 self.blobs.blobs.get(&l.digest).is_some_and(|d| {
-                    d.size() == l.size && d.media_type().to_string() == l.media_type
+                    let compression = Compression::from_media_type(d.media_type().as_ref());
+                    d.size() == l.size
+                        && compression.is_some()
+                        && compression == Compression::from_media_type(&l.media_type)
                 })
             })
             .then(|| record.clone())

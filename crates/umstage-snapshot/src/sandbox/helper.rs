@@ -506,9 +506,9 @@ fn try_exec(
             )
         }
     };
-    if traced.is_some() {
-        // The supervisor answers the identity calls; the process keeps the pod's ids.
-    } else if !groups_denied {
+    // A traced step keeps the pod's ids: the supervisor answers its identity calls.
+    let switch_ids = traced.is_none();
+    if switch_ids && !groups_denied {
         let groups: Vec<Gid> = user
             .additional_gids
             .iter()
@@ -516,7 +516,7 @@ fn try_exec(
             .collect();
         nix::unistd::setgroups(&groups)
             .map_err(|e| HelperError::during(format!("setgroups {:?}", user.additional_gids), e))?;
-    } else if user.additional_gids.iter().any(|g| *g != user.gid) {
+    } else if switch_ids && user.additional_gids.iter().any(|g| *g != user.gid) {
         tracing::debug!("supplementary groups skipped: setgroups is denied in this namespace");
     }
     // With one id and the recorder, a non-root user is played, not become (`identity`).
@@ -526,7 +526,7 @@ fn try_exec(
             gid: user.gid,
         },
     );
-    if appear_as.is_none() && traced.is_none() {
+    if appear_as.is_none() && switch_ids {
         let gid = Gid::from_raw(user.gid);
         nix::unistd::setresgid(gid, gid, gid).map_err(unmapped("gid", user.gid))?;
         let uid = Uid::from_raw(user.uid);

@@ -57,8 +57,8 @@ enum Post {
         buf: u64,
         size: u64,
     },
-    /// The call made the file at this host path: it is the step's user's.
-    Own(Vec<u8>),
+    /// The call made the file at this host path: it is this user's.
+    Own(Vec<u8>, Owner),
 }
 
 /// A file a call names, for the supervisor to open.
@@ -99,7 +99,7 @@ fn errno(e: std::io::Error) -> i32 {
 
 impl Context {
     /// The entry of a call: `regs` may be rewritten (the caller sets them).
-    pub(super) fn enter(&self, pid: Pid, regs: &mut user_regs_struct) -> Entry {
+    pub(super) fn enter(&self, pid: Pid, regs: &mut user_regs_struct, who: &mut Identity) -> Entry {
         let Some(kind) = super::syscalls::kind(regs.orig_rax as i64) else {
             return Entry::Pass;
         };
@@ -123,12 +123,19 @@ impl Context {
                     return Ok(Entry::Pass);
                 };
                 let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
-                let played = self.who.uid != 0 || self.who.gid != 0;
+                let owner = Owner {
+                    uid: who.uid,
+                    gid: who.gid,
+                };
                 let new = creating
-                    && played
+                    && owner != Owner::default()
                     && rustix::fs::lstat(Path::new(std::ffi::OsStr::from_bytes(&host)))
                         .is_err_and(|e| e == rustix::io::Errno::NOENT);
-                Ok(pending(if new { Post::Own(host) } else { Post::Restore }))
+                Ok(pending(if new {
+                    Post::Own(host, owner)
+                } else {
+                    Post::Restore
+                }))
             }
             Kind::Stat {
                 path,
@@ -165,13 +172,14 @@ impl Context {
             Kind::Getcwd => self.getcwd(pid, regs).map(Entry::Skip),
             Kind::Identity => {
                 let args = [0, 1, 2, 3, 4, 5].map(|i| arg(regs, i));
-                let Some((value, writes)) = identity::answer(regs.orig_rax as i64, args, self.who)
-                else {
+                let nr = regs.orig_rax as i64;
+                let Some((value, writes)) = identity::answer(nr, args, *who) else {
                     return Ok(Entry::Pass);
                 };
                 for (addr, id) in writes {
                     memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
                 }
+                *who = identity::after(nr, args, *who);
                 Ok(Entry::Skip(value))
             }
             Kind::Exec { path, argv } => {
@@ -204,18 +212,14 @@ impl Context {
                     regs.rax = len as u64;
                 }
             }
-            Post::Own(host) if ret >= 0 => {
-                let owner = Owner {
-                    uid: self.who.uid,
-                    gid: self.who.gid,
-                };
+            Post::Own(host, owner) if ret >= 0 => {
                 let made = Target::Host(host, Follow::No);
                 if let Err(e) = open(pid, &made).and_then(|(fd, p)| owners::record(&fd, &p, owner))
                 {
                     tracing::debug!("recording the step's user as an owner: {e}");
                 }
             }
-            Post::Stat { .. } | Post::Readlink { .. } | Post::Own(_) => {}
+            Post::Stat { .. } | Post::Readlink { .. } | Post::Own(..) => {}
         }
         for i in 0..6 {
             set_arg(regs, i, arg(&pending.saved, i));
@@ -371,11 +375,34 @@ fn open(pid: Pid, target: &Target) -> std::io::Result<(OwnedFd, PathBuf)> {
 
 /// The owner a file shows: its record, or its real owner as the image sees it.
 fn shown(fd: &OwnedFd, path: &Path) -> std::io::Result<Owner> {
-    if let Some(recorded) = owners::read_record(path) {
+    let recorded = as_owner(fd, path, || Ok(owners::read_record(path)))?;
+    if let Some(recorded) = recorded {
         return Ok(recorded);
     }
     let st = rustix::fs::fstat(fd)?;
     Ok(owner::in_image(st.st_uid, st.st_gid))
+}
+
+/// Runs `op`, an xattr access, on a file of ours whose mode denies us reading or writing it
+/// (played root makes such files: shadow's tools create theirs with mode 000), with owner
+/// read and write added for the time of `op`: real root needs no permission for it.
+fn as_owner<T>(
+    fd: &OwnedFd,
+    path: &Path,
+    op: impl Fn() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let st = rustix::fs::fstat(fd)?;
+    let mode = st.st_mode & 0o7777;
+    let locked = rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink
+        && mode & 0o600 != 0o600
+        && st.st_uid == nix::unistd::geteuid().as_raw();
+    if !locked {
+        return op();
+    }
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode | 0o600))?;
+    let result = op();
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode))?;
+    result
 }
 
 /// A `chown`, recorded (`u32::MAX` keeps that id).
@@ -386,7 +413,7 @@ fn chown(pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
         uid: if uid == u32::MAX { now.uid } else { uid },
         gid: if gid == u32::MAX { now.gid } else { gid },
     };
-    owners::record(&fd, &path, new)?;
+    as_owner(&fd, &path, || owners::record(&fd, &path, new))?;
     owners::clear_set_ids(&fd, &path)
 }
 

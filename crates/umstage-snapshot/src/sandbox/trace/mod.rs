@@ -46,6 +46,16 @@ pub(crate) struct Setup {
     ctx: calls::Context,
     user: ResolvedUser,
     cwd: PathBuf,
+    /// The step's private files (`/etc/hosts`...), removed when the step is over.
+    files: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.files) {
+            tracing::debug!("removing {}: {e}", self.files.display());
+        }
+    }
 }
 
 impl Setup {
@@ -73,8 +83,22 @@ impl Setup {
                 e,
             )
         })?;
-        let root = paths::Root::open(rootfs)
+        let mut root = paths::Root::open(rootfs)
             .map_err(|e| HelperError::during(format!("opening {}", rootfs.display()), e))?;
+        // Nothing can be mounted: the step's own /etc/hosts and the like are files of this
+        // helper's, which the supervisor gives for those paths.
+        let files = request
+            .sandbox_dir
+            .join(format!("trace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&files);
+        std::fs::create_dir_all(&files)
+            .map_err(|e| HelperError::during(format!("creating {}", files.display()), e))?;
+        for file in &request.files {
+            let host = files.join(&file.name);
+            std::fs::write(&host, &file.content)
+                .map_err(|e| HelperError::during(format!("writing {}", host.display()), e))?;
+            root.add_private(&format!("/etc/{}", file.name), &host);
+        }
         let cwd = root
             .to_host(
                 nix::unistd::getpid(),
@@ -97,6 +121,7 @@ impl Setup {
             },
             cwd: PathBuf::from(OsStr::from_bytes(&cwd)),
             user,
+            files,
         })
     }
 

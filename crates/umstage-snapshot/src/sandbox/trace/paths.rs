@@ -19,6 +19,9 @@ use umstage_oci::inroot::{fd_path, open_in_root};
 pub(super) struct Root {
     fd: OwnedFd,
     host: Vec<u8>,
+    /// Guest paths given a host file of their own, whatever the image has there (the step's
+    /// private `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`).
+    private: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Whether a call follows a final symlink.
@@ -44,7 +47,19 @@ impl Root {
         let host = std::fs::read_link(fd_path(&fd))?
             .into_os_string()
             .into_vec();
-        Ok(Root { fd, host })
+        Ok(Root {
+            fd,
+            host,
+            private: Vec::new(),
+        })
+    }
+
+    /// Gives the guest's absolute path `guest` the host file `host`.
+    pub(super) fn add_private(&mut self, guest: &str, host: &Path) {
+        self.private.push((
+            guest.as_bytes().to_vec(),
+            host.as_os_str().as_bytes().to_vec(),
+        ));
     }
 
     /// The host path of the guest's `/`.
@@ -93,6 +108,13 @@ impl Root {
     /// the errno the call fails with (a missing parent directory, a loop).
     pub(super) fn to_host(&self, pid: Pid, guest: &[u8], follow: Follow) -> Result<Vec<u8>, i32> {
         let normal = lexical(guest);
+        let joined: Vec<u8> = normal
+            .iter()
+            .flat_map(|p| [&b"/"[..], p].concat())
+            .collect();
+        if let Some((_, host)) = self.private.iter().find(|(g, _)| *g == joined) {
+            return Ok(host.clone());
+        }
         if let Some(top) = normal.first()
             && SHARED.contains(&top.as_slice())
         {
@@ -255,5 +277,12 @@ mod tests {
         assert_eq!(root.to_guest(root.host()).unwrap(), b"/");
         assert_eq!(root.to_guest(b"/dev/null").unwrap(), b"/dev/null");
         assert_eq!(root.to_guest(b"/etc/passwd"), None);
+        let mut root = root;
+        root.add_private("/etc/hosts", Path::new("/private/hosts"));
+        assert_eq!(
+            root.to_host(me, b"/etc/../etc//hosts", Follow::Yes)
+                .unwrap(),
+            b"/private/hosts"
+        );
     }
 }

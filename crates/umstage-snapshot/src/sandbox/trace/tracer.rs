@@ -11,15 +11,52 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::super::ExitStatus;
+use super::super::identity::Identity;
 use super::calls::{Context, Entry, Pending};
 
 /// One traced process.
-#[derive(Default)]
 struct Tracee {
     /// Its first stop (the SIGSTOP every traced child starts with) is still to come.
     starting: bool,
     /// A rewritten call waiting for its exit stop.
     pending: Option<Box<Pending>>,
+    /// The user it is played as.
+    who: Identity,
+}
+
+impl Tracee {
+    fn new(who: Identity) -> Self {
+        Tracee {
+            starting: true,
+            pending: None,
+            who,
+        }
+    }
+}
+
+/// The tracee `pid`, met now if it was not yet.
+fn tracee_of<'a>(tracees: &'a mut HashMap<Pid, Tracee>, pid: Pid, ctx: &Context) -> &'a mut Tracee {
+    if !tracees.contains_key(&pid) {
+        let who = inherited(pid, tracees, ctx);
+        tracees.insert(pid, Tracee::new(who));
+    }
+    tracees.entry(pid).or_insert_with(|| Tracee::new(ctx.who))
+}
+
+/// The user a process the supervisor has not met yet is played as: its thread group's, or
+/// its parent's (a fork's child can stop before its parent's fork event is seen).
+fn inherited(pid: Pid, tracees: &HashMap<Pid, Tracee>, ctx: &Context) -> Identity {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    ["Tgid:", "PPid:"]
+        .iter()
+        .filter_map(|key| {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line[key.len()..].trim().parse::<i32>().ok()
+        })
+        .map(Pid::from_raw)
+        .filter(|p| *p != pid)
+        .find_map(|p| tracees.get(&p).map(|t| t.who))
+        .unwrap_or(ctx.who)
 }
 
 /// Supervises the step whose main process `child` has stopped itself, traced, before setting
@@ -44,7 +81,9 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
             | Options::PTRACE_O_EXITKILL,
     )?;
     ptrace::cont(child, None)?;
-    let mut tracees: HashMap<Pid, Tracee> = HashMap::from([(child, Tracee::default())]);
+    let mut first = Tracee::new(ctx.who);
+    first.starting = false;
+    let mut tracees: HashMap<Pid, Tracee> = HashMap::from([(child, first)]);
     let mut ended = None;
     loop {
         let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
@@ -75,7 +114,7 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                 }
             }
             WaitStatus::PtraceEvent(pid, _, event) => {
-                let tracee = tracees.entry(pid).or_default();
+                let tracee = tracee_of(&mut tracees, pid, ctx);
                 let resume = if event == Event::PTRACE_EVENT_SECCOMP as i32 {
                     seccomp_stop(ctx, pid, tracee)
                 } else {
@@ -83,6 +122,7 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                         // The exec succeeded: its registers are the new program's.
                         tracee.pending = None;
                     }
+                    let who = tracee.who;
                     if let Ok(new) = ptrace::getevent(pid)
                         && [
                             Event::PTRACE_EVENT_FORK,
@@ -92,17 +132,16 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                         .iter()
                         .any(|e| *e as i32 == event)
                     {
-                        tracees.entry(Pid::from_raw(new as i32)).or_insert(Tracee {
-                            starting: true,
-                            pending: None,
-                        });
+                        tracees
+                            .entry(Pid::from_raw(new as i32))
+                            .or_insert_with(|| Tracee::new(who));
                     }
                     Resume::Cont
                 };
                 resume_with(pid, resume, None);
             }
             WaitStatus::PtraceSyscall(pid) => {
-                let tracee = tracees.entry(pid).or_default();
+                let tracee = tracee_of(&mut tracees, pid, ctx);
                 if let Some(pending) = tracee.pending.take()
                     && let Ok(mut regs) = ptrace::getregs(pid)
                 {
@@ -112,10 +151,7 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                 resume_with(pid, Resume::Cont, None);
             }
             WaitStatus::Stopped(pid, signal) => {
-                let tracee = tracees.entry(pid).or_insert(Tracee {
-                    starting: true,
-                    pending: None,
-                });
+                let tracee = tracee_of(&mut tracees, pid, ctx);
                 let inject = if signal == Signal::SIGSTOP && tracee.starting {
                     tracee.starting = false;
                     None
@@ -153,7 +189,7 @@ fn seccomp_stop(ctx: &Context, pid: Pid, tracee: &mut Tracee) -> Resume {
     let Ok(mut regs) = ptrace::getregs(pid) else {
         return Resume::Cont;
     };
-    match ctx.enter(pid, &mut regs) {
+    match ctx.enter(pid, &mut regs, &mut tracee.who) {
         Entry::Pass => Resume::Cont,
         Entry::Skip(value) => {
             // Number -1 skips the call; the return register keeps what is set here.
