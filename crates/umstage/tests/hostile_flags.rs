@@ -75,3 +75,27 @@ fn a_mount_uid_or_a_user_of_minus_one_is_refused_at_its_instruction() -> TestRes
     }
     Ok(())
 }
+
+#[test]
+fn doctor_names_a_state_root_no_build_can_use() -> TestResult {
+    let env = Env::new()?;
+    let file = env.path("a-file");
+    std::fs::write(&file, "")?;
+    let loop_link = env.path("loop");
+    std::os::unix::fs::symlink(&loop_link, &loop_link)?;
+    for (root, why) in [
+        (&file, "is not a directory"),
+        (&loop_link, "Too many levels of symbolic links"),
+    ] {
+        let root = root.display().to_string();
+        let out = env.umstage(&["doctor", "--root", &root], &[]);
+        let all = text(&out);
+        assert!(
+            all.lines().any(|l| l.contains("state root")
+                && l.contains("no build can keep its state there")
+                && l.contains(why)),
+            "{all}"
+        );
+    }
+    Ok(())
+}
