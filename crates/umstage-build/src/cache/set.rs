@@ -67,6 +67,8 @@ pub struct CacheSet {
     salt: String,
     /// The inputs of every step the build went through, by stage, for `--cache-to`.
     inputs: Mutex<Vec<(usize, CarriedStep)>>,
+    /// The layers this build made (not pulled, not hits), by digest.
+    made: Mutex<HashSet<String>>,
 }
 
 impl CacheSet {
@@ -82,6 +84,7 @@ impl CacheSet {
             nearby: Nearby::new(imports.iter().filter_map(|i| i.carried())),
             salt: salt.to_hex(),
             inputs: Mutex::new(Vec::new()),
+            made: Mutex::new(HashSet::new()),
             local,
             imports,
             pending: Mutex::new(HashMap::new()),
@@ -236,6 +239,28 @@ impl CacheSet {
         Ok(())
     }
 
+    /// Runs `push`, which sends `layers` (among others) where the target's blobs and those it
+    /// can mount need not be here; when that fails while some of `layers` are not in `store`
+    /// (an import's, left where it is), fetches them and runs `push` once more.
+    pub fn push_fetching<E: From<CacheError> + std::fmt::Display>(
+        &self,
+        layers: &[Layer],
+        store: &ContentStore,
+        push: impl Fn() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let all_here = layers
+            .iter()
+            .all(|l| parse_digest(&l.digest).is_ok_and(|d| store.contains(&d)));
+        match push() {
+            Err(e) if !all_here => {
+                tracing::debug!("pushing without the imported layers failed ({e}); fetching them");
+                self.fetch_missing(layers, store)?;
+                push()
+            }
+            done => done,
+        }
+    }
+
     /// Marks a blob of an import as unusable: records needing it are misses from now on.
     fn reject(&self, digest: &str) {
         if let Ok(mut rejected) = self.rejected.lock() {
@@ -295,6 +320,18 @@ impl CacheSet {
             .filter(|(stage, _)| mode == CacheMode::Max || min_stages.contains(stage))
             .map(|(_, step)| step);
         Carried::new(self.salt.clone(), kept)
+    }
+
+    /// Notes a layer this build made, for `--cache-to compression=`.
+    pub fn note_made(&self, digest: &str) {
+        if let Ok(mut made) = self.made.lock() {
+            made.insert(digest.to_string());
+        }
+    }
+
+    /// The layers this build made, by digest.
+    pub fn made(&self) -> HashSet<String> {
+        self.made.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// What the build resolved, in order.
