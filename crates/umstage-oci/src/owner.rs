@@ -100,13 +100,18 @@ pub fn chown_or_record(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Resu
     if root_played() {
         return record_at(parent, name, owner);
     }
-    let chown = rfs::chownat(
-        parent,
-        name,
-        Some(rfs::Uid::from_raw(owner.uid)),
-        Some(rfs::Gid::from_raw(owner.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    );
+    // 4294967295 is -1 to the kernel ("leave as it is"): that owner can only be recorded.
+    let chown = if owner.uid == u32::MAX || owner.gid == u32::MAX {
+        Err(Errno::INVAL)
+    } else {
+        rfs::chownat(
+            parent,
+            name,
+            Some(rfs::Uid::from_raw(owner.uid)),
+            Some(rfs::Gid::from_raw(owner.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+    };
     let at = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
     let result = match chown {
         Ok(()) => match rfs::lremovexattr(&at, XATTR) {

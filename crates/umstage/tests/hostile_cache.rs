@@ -335,3 +335,51 @@ fn a_registry_cache_record_whose_layer_size_is_not_the_manifests_is_not_used() -
     );
     Ok(())
 }
+
+#[test]
+fn text_a_cache_carries_cannot_drive_the_terminal_or_forge_progress_lines() -> TestResult {
+    let env = Env::new()?;
+    let (ctx, cache) = exported(&env)?;
+    let last = cache.last_layer()?;
+    // The last step's record is gone and its carried command is hostile: the miss is
+    // explained against it.
+    let hostile = cache.altered(env.path("hostile"), |config| {
+        if let Some(records) = config["records"].as_array_mut() {
+            records.retain(|r| {
+                !r["record"]["layers"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|l| l["digest"] == last.as_str()))
+            });
+        }
+        for step in config["explain"]["steps"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            for input in step["inputs"].as_array_mut().into_iter().flatten() {
+                if input[0] == "command" && input[1] == "/bin/sh -c cat /f > /g" {
+                    input[1] = "x\u{1b}]0;owned\u{7}\n#9 DONE 0.0s\nWARNING: forged".into();
+                }
+            }
+        }
+    })?;
+    let out = build_fresh(
+        &env,
+        "root-hostile",
+        &ctx,
+        &["--cache-from", &from(&hostile)],
+    )?;
+    assert_ok(&out);
+    assert_eq!(ran(&out), [LAST_RUN], "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(r"cache miss: command changed (was x\u{1b}]0;owned\u{7}\n#9 DONE"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(
+        !err.lines().any(|l| l.starts_with("WARNING: forged")),
+        "{err}"
+    );
+    Ok(())
+}

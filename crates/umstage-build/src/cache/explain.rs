@@ -115,8 +115,14 @@ impl Inputs {
     }
 
     /// The first input that differs from `before` (an earlier build of the same step), worded
-    /// for people; `None` when every input that both recorded is the same.
+    /// for people; `None` when every input that both recorded is the same. Control characters
+    /// are escaped: `before` may come from a cache someone else wrote, and its text must not
+    /// drive the terminal or forge lines of the progress output.
     pub fn first_difference(&self, before: &Inputs) -> Option<String> {
+        self.difference(before).map(|m| printable(&m))
+    }
+
+    fn difference(&self, before: &Inputs) -> Option<String> {
         for (name, now) in &self.0 {
             match before.get(name) {
                 Some(was) if was == now => {}
@@ -144,6 +150,19 @@ impl Inputs {
             }
         })
     }
+}
+
+/// `text` with each control character written as a Rust escape (`\u{1b}`).
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn changed(name: &str, was: &str, now: &str) -> String {
@@ -294,6 +313,16 @@ mod tests {
             Some("context file src/main.c was removed")
         );
         assert_eq!(before.first_difference(&before), None);
+    }
+
+    #[test]
+    fn control_characters_of_an_earlier_build_are_escaped() {
+        let before = inputs(&[("command", "x\x1b]0;title\x07\n#9 DONE")]);
+        let now = inputs(&[("command", "y")]);
+        assert_eq!(
+            now.first_difference(&before).as_deref(),
+            Some("command changed (was x\\u{1b}]0;title\\u{7}\\n#9 DONE, now y)")
+        );
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! records behind one trait, [`CacheBackend`]: the state root's index (`local`, always
 //! consulted first), and the caches a build imports and exports (`--cache-from`,
 //! `--cache-to`: `layout` for a directory, `registry` for a registry or an image's inline
-//! cache), all in one format (`manifest`); `travel` opens and writes them for a build. `set` is what a build asks: every backend in
+//! cache), all in one format (`manifest`); `travel` opens and writes them for a build (`convert` recompressing blobs as
+//! `--cache-to compression=` asks). `set` is what a build asks: every backend in
 //! order, lazily fetching the layer bytes of a hit only when they are needed. `spec` parses
 //! the command line's cache options. `explain` says why a step missed, and `carried` is what
 //! a cache takes along for that.
 
 pub mod carried;
+pub mod convert;
 pub mod explain;
 mod index;
 mod key;
@@ -91,6 +93,22 @@ pub enum CacheError {
         cache: String,
         /// What the registry said.
         message: String,
+    },
+    /// A cache directory could not be written.
+    #[error("cache {cache}: {source}")]
+    Layout {
+        /// The cache, as the user named it.
+        cache: String,
+        /// What went wrong.
+        source: Box<umstage_oci::archive::ArchiveError>,
+    },
+    /// A layer could not be converted to the compression a cache export asks for.
+    #[error("cache {cache}: {source}")]
+    Convert {
+        /// The cache, as the user named it.
+        cache: String,
+        /// What went wrong.
+        source: Box<umstage_oci::layer::LayerError>,
     },
     /// Layers of an imported cache could not be fetched, and are never used again: the build
     /// may start again without them.

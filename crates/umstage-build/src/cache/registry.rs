@@ -5,13 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use oci_spec::image::{Descriptor, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
+use umstage_oci::compress::Compression;
 use umstage_oci::reference::Reference;
 use umstage_oci::registry::{RegistryClient, block_on};
 use umstage_oci::{ContentStore, ImageConfig};
 
 use super::carried::Carried;
 use super::manifest::{self, CacheConfig};
+use super::spec::ExportFormat;
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, parse_digest};
 
@@ -56,9 +58,8 @@ impl RegistryCache {
         let bytes = store
             .read(&digest, umstage_oci::image::MAX_JSON_SIZE)
             .map_err(store_err)?;
-        let parsed: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| format(format!("{digest} is not an image manifest: {e}")))?;
-        let config = parsed.config();
+        let (config, layers) = manifest::read(name, &bytes)?;
+        let config = &config;
         let inline = config.media_type().to_string() != manifest::CONFIG_MEDIA_TYPE;
         let limit = if inline {
             umstage_oci::image::MAX_JSON_SIZE
@@ -92,7 +93,7 @@ impl RegistryCache {
             name: name.to_string(),
             records: records.by_key(name),
             carried,
-            blobs: ImageBlobs::new(client, reference, parsed.layers()),
+            blobs: ImageBlobs::new(client, reference, &layers),
         })
     }
 }
@@ -116,9 +117,13 @@ impl CacheBackend for RegistryCache {
             .iter()
             .all(|l| {
                 // The manifest's descriptor is what the download is checked against: a record
-                // that disagrees with it would export a manifest its blob does not match.
+                // that disagrees with it would export a manifest its blob does not match. Docker's
+                // and the OCI's names for the same compression agree (`oci-mediatypes=false`).
                 self.blobs.blobs.get(&l.digest).is_some_and(|d| {
-                    d.size() == l.size && d.media_type().to_string() == l.media_type
+                    let compression = Compression::from_media_type(d.media_type().as_ref());
+                    d.size() == l.size
+                        && compression.is_some()
+                        && compression == Compression::from_media_type(&l.media_type)
                 })
             })
             .then(|| record.clone())
@@ -213,15 +218,17 @@ fn download(
     Ok(wanted.len() == layers.len())
 }
 
-/// Pushes `config`'s records and the blobs they need as the cache manifest `name`: blobs the
-/// registry has are not sent again, those `mount_from` (a repository of the same registry)
-/// has are mounted, and only the others are read from `store` (where they must be then).
+/// Pushes `config`'s records and the blobs they need as the cache manifest `name`, in
+/// `format`: blobs the registry has are not sent again, those `mount_from` (a repository of
+/// the same registry) has are mounted, and only the others are read from `store` (where they
+/// must be then).
 pub fn export(
     client: &RegistryClient,
     name: &str,
     config: &CacheConfig,
     store: &ContentStore,
     mount_from: Option<&Reference>,
+    format: &ExportFormat,
 ) -> Result<(), CacheError> {
     let reference = umstage_oci::reference::parse(name).map_err(|e| registry_err(name, e))?;
     let config_blob =
@@ -230,12 +237,11 @@ pub fn export(
             message: e.to_string(),
         })?;
     let blobs = config.blobs();
-    let built = manifest::manifest(name, &config_blob.digest, config_blob.size, &blobs)?;
-    let manifest_blob =
-        umstage_oci::image::put_json(store, &built).map_err(|e| CacheError::Format {
-            cache: name.to_string(),
-            message: e.to_string(),
-        })?;
+    let built = manifest::manifest(name, &config_blob.digest, config_blob.size, &blobs, format)?;
+    let manifest_blob = store.put(&built.bytes).map_err(|e| CacheError::Store {
+        cache: name.to_string(),
+        source: Box::new(e),
+    })?;
     let mut descriptors = vec![Descriptor::new(
         MediaType::from(manifest::CONFIG_MEDIA_TYPE),
         config_blob.size,
@@ -252,11 +258,8 @@ pub fn export(
             digest,
         ));
     }
-    let manifest_descriptor = Descriptor::new(
-        MediaType::ImageManifest,
-        manifest_blob.size,
-        manifest_blob.digest,
-    );
+    let manifest_descriptor =
+        Descriptor::new(built.media_type, manifest_blob.size, manifest_blob.digest);
     block_on(client.push_manifest(
         store,
         &manifest_descriptor,

@@ -67,6 +67,8 @@ pub struct CacheSet {
     salt: String,
     /// The inputs of every step the build went through, by stage, for `--cache-to`.
     inputs: Mutex<Vec<(usize, CarriedStep)>>,
+    /// The layers this build made (not pulled, not hits), by digest.
+    made: Mutex<HashSet<String>>,
 }
 
 impl CacheSet {
@@ -82,6 +84,7 @@ impl CacheSet {
             nearby: Nearby::new(imports.iter().filter_map(|i| i.carried())),
             salt: salt.to_hex(),
             inputs: Mutex::new(Vec::new()),
+            made: Mutex::new(HashSet::new()),
             local,
             imports,
             pending: Mutex::new(HashMap::new()),
@@ -209,12 +212,31 @@ impl CacheSet {
                 None => groups.push((holder, vec![layer.clone()])),
             }
         }
-        for (holder, group) in groups {
-            let Some(backend) = self.holder(holder) else {
-                continue;
-            };
+        let sources: Vec<_> = groups
+            .into_iter()
+            .filter_map(|(holder, group)| Some((holder, self.holder(holder)?, group)))
+            .collect();
+        let fetch = |backend: &Arc<dyn CacheBackend>, group: &[Layer]| {
             tracing::debug!(layers = group.len(), cache = %backend.describe(), "fetching layers");
-            let Err(e) = backend.fetch_all(&group, store) else {
+            backend.fetch_all(group, store)
+        };
+        // Each source on its own thread: an output that needs a base image's layers and a
+        // cache's waits for the slower of the two registries, not for both in turn.
+        let outcomes: Vec<Result<(), CacheError>> = match sources.as_slice() {
+            [(_, backend, group)] => vec![fetch(backend, group)],
+            _ => std::thread::scope(|scope| {
+                let running: Vec<_> = sources
+                    .iter()
+                    .map(|(_, backend, group)| scope.spawn(|| fetch(backend, group)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            }),
+        };
+        for ((holder, backend, group), outcome) in sources.into_iter().zip(outcomes) {
+            let Err(e) = outcome else {
                 continue;
             };
             let mut rejected = false;
@@ -234,6 +256,28 @@ impl CacheSet {
             });
         }
         Ok(())
+    }
+
+    /// Runs `push`, which sends `layers` (among others) where the target's blobs and those it
+    /// can mount need not be here; when that fails while some of `layers` are not in `store`
+    /// (an import's, left where it is), fetches them and runs `push` once more.
+    pub fn push_fetching<E: From<CacheError> + std::fmt::Display>(
+        &self,
+        layers: &[Layer],
+        store: &ContentStore,
+        push: impl Fn() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let all_here = layers
+            .iter()
+            .all(|l| parse_digest(&l.digest).is_ok_and(|d| store.contains(&d)));
+        match push() {
+            Err(e) if !all_here => {
+                tracing::debug!("pushing without the imported layers failed ({e}); fetching them");
+                self.fetch_missing(layers, store)?;
+                push()
+            }
+            done => done,
+        }
     }
 
     /// Marks a blob of an import as unusable: records needing it are misses from now on.
@@ -295,6 +339,18 @@ impl CacheSet {
             .filter(|(stage, _)| mode == CacheMode::Max || min_stages.contains(stage))
             .map(|(_, step)| step);
         Carried::new(self.salt.clone(), kept)
+    }
+
+    /// Notes a layer this build made, for `--cache-to compression=`.
+    pub fn note_made(&self, digest: &str) {
+        if let Ok(mut made) = self.made.lock() {
+            made.insert(digest.to_string());
+        }
+    }
+
+    /// The layers this build made, by digest.
+    pub fn made(&self) -> HashSet<String> {
+        self.made.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// What the build resolved, in order.

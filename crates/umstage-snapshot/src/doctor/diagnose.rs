@@ -486,7 +486,16 @@ fn environment_findings(facts: &Facts, out: &mut Vec<Finding>) {
     let Some(root) = &facts.state_root else {
         return;
     };
-    if root.on_overlay {
+    if let Some(why) = &root.unusable {
+        push(
+            out,
+            "state root",
+            Level::Limits,
+            format!("no build can keep its state there: {why}"),
+            Some("give --root a directory you can write (or one that can be made)"),
+            None,
+        );
+    } else if root.on_overlay {
         push(
             out,
             "state root",

@@ -32,6 +32,7 @@ fn pod(uid: u32, caps: CapSet, nnp: bool, seccomp: Seccomp, trial: Trial) -> Fac
             path: PathBuf::from("/home/build/.local/share/umstage"),
             on_overlay: true,
             free_bytes: Some(10 << 30),
+            unusable: None,
         }),
     }
 }
