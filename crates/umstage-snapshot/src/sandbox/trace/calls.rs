@@ -187,6 +187,8 @@ impl Context {
                 Ok(pending(Post::Exec))
             }
             Kind::Refuse(e) => Err(e),
+            Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
+            Kind::Prctl => Ok(Entry::Pass),
         })();
         match result {
             Ok(entry) => entry,
