@@ -553,7 +553,13 @@ fn item(
             .then(|| open_no_symlinks(host, OFlags::PATH | OFlags::NOFOLLOW).ok())
             .flatten()
             .and_then(|fd| owner::recorded(&fd))
-            .map_or((meta.uid(), meta.gid()), |o| (o.uid, o.gid)),
+            .map_or_else(
+                || {
+                    let o = owner::in_image(meta.uid(), meta.gid());
+                    (o.uid, o.gid)
+                },
+                |o| (o.uid, o.gid),
+            ),
     };
     Ok(Item {
         src: host.to_path_buf(),

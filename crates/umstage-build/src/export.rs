@@ -256,23 +256,11 @@ fn push(
     reference: &umstage_oci::reference::Reference,
 ) -> Result<(), PushError> {
     let mount_from = ctx.caches.mount_source(reference);
-    let attempt = || -> Result<_, PushError> {
-        Ok(umstage_oci::registry::block_on(
-            client.push(ctx.store, image, reference, mount_from),
-        )??)
-    };
-    let all_here = layers
-        .iter()
-        .all(|l| crate::state::parse_digest(&l.digest).is_ok_and(|d| ctx.store.contains(&d)));
-    if all_here {
-        return attempt().map(|_| ());
-    }
-    if let Err(e) = attempt() {
-        tracing::debug!("pushing without the cache's layers failed ({e}); fetching them");
-        ctx.caches.fetch_missing(layers, ctx.store)?;
-        attempt()?;
-    }
-    Ok(())
+    ctx.caches
+        .push_fetching(layers, ctx.store, || -> Result<(), PushError> {
+            umstage_oci::registry::block_on(client.push(ctx.store, image, reference, mount_from))??;
+            Ok(())
+        })
 }
 
 fn describe(output: &Output) -> String {

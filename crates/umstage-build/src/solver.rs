@@ -36,7 +36,7 @@ use crate::digests::ContextDigests;
 use crate::error::StepError;
 use crate::event::{Event, EventSink, StepId};
 use crate::ops::meta::{health_config, split_command};
-use crate::ops::step::{Build, FilteredContext, StageOutput, Step, other};
+use crate::ops::step::{Build, FilteredContext, StageBase, StageOutput, Step, other};
 use crate::options::{DockerfileSource, Output};
 use crate::registry::registry_client;
 use crate::request::{BuildError, BuildRequest, BuildResult};
@@ -119,7 +119,6 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
     let registry = registry_client(request);
     let (imports, registries) =
         crate::cache::travel::open_imports(&request.cache_from, &registry, &store, events);
-    let caches = CacheSet::new(LocalCache::new(cache), imports, registries);
     let digests = ContextDigests::load(&root.join("cache/context"), &request.context);
     let layer_options = LayerOptions {
         compression: first_compression(&request.outputs),
@@ -132,9 +131,12 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
+    // One id mapped, or none at all (the ptrace tier): owners are recorded, not set.
     let ignore_chown_errors = umstage_snapshot::userns::current()
-        .is_some_and(|ns| ns.mode() == umstage_snapshot::userns::Mode::SingleId);
+        .is_some_and(|ns| ns.mode() == umstage_snapshot::userns::Mode::SingleId)
+        || umstage_oci::owner::root_played();
     let salt_key = salt(&layer_options, ignore_chown_errors);
+    let caches = CacheSet::new(LocalCache::new(cache), imports, registries, &salt_key);
     let build = Build {
         request,
         events,
@@ -318,7 +320,8 @@ fn run_and_export(
         stage = parent;
     }
     if request.cache_to.contains(&CacheExport::Inline) {
-        let records = crate::cache::travel::inline_records(&build.caches, &min_stages);
+        let records =
+            crate::cache::travel::inline_records(&build.caches, &min_stages).map_err(other)?;
         final_state.config.extra.insert(
             INLINE_KEY.into(),
             serde_json::to_value(records).map_err(other)?,
@@ -476,6 +479,17 @@ impl Build<'_> {
             elapsed: from_started.elapsed(),
         });
 
+        let stage_base = StageBase {
+            key: base.key,
+            unknown: match base_of {
+                Base::Stage(i) => format!(
+                    "no cache entry after its base stage {}",
+                    stage_label(self.dockerfile, *i)
+                ),
+                Base::Image(_) => "no cache entry for this base image".into(),
+                Base::Scratch => "no cache entry for this base".into(),
+            },
+        };
         let mut cfg = StageConfig::new(base.state.config.clone());
         let mut layers = base.state.layers.clone();
         let mut key = base.key;
@@ -547,6 +561,8 @@ impl Build<'_> {
                 scope: &scope,
                 inputs: Default::default(),
                 upstream: upstream.clone(),
+                base: &stage_base,
+                probed: Default::default(),
             };
             let cached = step.run(&expanded)?;
             let mut change = step.record_inputs();
@@ -560,7 +576,7 @@ impl Build<'_> {
                         (d.name.clone(), v)
                     })
                     .collect();
-                change = self.arg_inputs(&id, instruction, &key, &values);
+                change = self.arg_inputs(&id, instruction, &key, &values, &stage_base);
                 if let Some(text) = crate::history::created_by(&expanded, &cfg.image, &values) {
                     let mut k = KeyBuilder::new("arg");
                     k.key(&key).str(&text);
@@ -593,13 +609,14 @@ impl Build<'_> {
 
 impl Build<'_> {
     /// Records the values an ARG step resolved, as its inputs; returns how they differ from
-    /// the last build of the same step.
+    /// the last build of the same step (or an imported cache's).
     fn arg_inputs(
         &self,
         id: &StepId,
         instruction: &Instruction,
         parent: &crate::cache::CacheKey,
         values: &[(String, Option<String>)],
+        base: &StageBase,
     ) -> Option<String> {
         let mut inputs = Inputs::default();
         inputs.add(explain::name::PARENT, parent.to_hex());
@@ -613,8 +630,7 @@ impl Build<'_> {
             &id.stage,
             id.step_index,
         );
-        let before = self.inputs_log.record(&locator, &inputs);
-        inputs.first_difference(&before?)
+        self.record_inputs(id, &locator, &inputs, &inputs, base)
     }
 }
 

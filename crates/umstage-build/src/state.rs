@@ -54,6 +54,48 @@ pub struct State {
     pub layers: Vec<Layer>,
 }
 
+impl State {
+    /// What makes this state no image, if anything: a layer list that does not match the
+    /// config's diff ids, a digest that does not parse, a layer type umstage cannot read, a
+    /// size no manifest can hold. A record read from a cache someone else wrote is checked so
+    /// before it is used, so that a hit never exports a broken image.
+    pub fn flaw(&self) -> Option<String> {
+        let diff_ids = &self.config.rootfs.diff_ids;
+        if diff_ids.len() != self.layers.len() {
+            return Some(format!(
+                "{} layers for {} diff ids",
+                self.layers.len(),
+                diff_ids.len()
+            ));
+        }
+        for (layer, diff_id) in self.layers.iter().zip(diff_ids) {
+            if layer.diff_id != diff_id.to_string() {
+                return Some(format!(
+                    "layer {:?} has the diff id {:?} where the config has {diff_id}",
+                    layer.digest, layer.diff_id
+                ));
+            }
+            if let Err(e) = umstage_oci::digest::parse(&layer.digest) {
+                return Some(e.to_string());
+            }
+            if umstage_oci::compress::Compression::from_media_type(&layer.media_type).is_none() {
+                return Some(format!(
+                    "layer {} has the media type {:?}, not a layer's",
+                    layer.digest, layer.media_type
+                ));
+            }
+            // OCI sizes are signed 64-bit numbers.
+            if i64::try_from(layer.size).is_err() {
+                return Some(format!(
+                    "layer {} has the impossible size {}",
+                    layer.digest, layer.size
+                ));
+            }
+        }
+        None
+    }
+}
+
 /// The chain id of each prefix of `layers`, as the OCI image spec defines them.
 pub fn chain_ids(layers: &[Layer]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(layers.len());
@@ -269,6 +311,41 @@ mod tests {
         // Nor is either found under the bare chain id, which an earlier version used for both.
         assert!(ranges.iter().chain(&single).all(|n| !ids.contains(n)));
         assert!(single.iter().all(|n| !ranges.contains(n)));
+    }
+
+    #[test]
+    fn a_state_is_flawed_when_its_layers_do_not_describe_its_config() {
+        let digest = umstage_oci::digest::sha256(b"layer");
+        let mut config = crate::config::scratch("linux", "amd64", None);
+        config.rootfs.diff_ids.push(digest.clone());
+        let layer = Layer {
+            digest: digest.to_string(),
+            diff_id: digest.to_string(),
+            size: 5,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        let state = |change: &dyn Fn(&mut Layer)| {
+            let mut l = layer.clone();
+            change(&mut l);
+            State {
+                config: config.clone(),
+                layers: vec![l],
+            }
+        };
+        assert_eq!(state(&|_| ()).flaw(), None);
+        for change in [
+            &(|l: &mut Layer| l.diff_id = "sha256:../x".into()) as &dyn Fn(&mut Layer),
+            &|l| l.digest = "sha256:../../x".into(),
+            &|l| l.media_type = "text/html".into(),
+            &|l| l.size = u64::MAX,
+        ] {
+            assert!(state(change).flaw().is_some());
+        }
+        let fewer = State {
+            config: config.clone(),
+            layers: Vec::new(),
+        };
+        assert!(fewer.flaw().is_some());
     }
 
     #[test]

@@ -164,6 +164,17 @@ fn csv_fields(s: &str) -> Result<Vec<String>, MountError> {
     }
 }
 
+/// A `uid=` or `gid=` value. 4294967295 is refused: it is -1 to the kernel, which then
+/// leaves the owner as it is, so no file can be given it.
+fn parse_id(key: &str, value: &str) -> Result<u32, MountError> {
+    match value.parse::<u32>() {
+        Ok(id) if id != u32::MAX => Ok(id),
+        _ => Err(MountError::Invalid(format!(
+            "invalid value {value} for {key}"
+        ))),
+    }
+}
+
 fn parse_bool(key: &str, v: &str) -> Result<bool, MountError> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
@@ -325,20 +336,8 @@ pub fn parse_mount(text: &str, expander: Option<ValueExpander<'_>>) -> Result<Mo
                         .map_err(|_| format!("invalid value {value} for mode"))?,
                 )
             }
-            "uid" => {
-                m.uid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("invalid value {value} for uid"))?,
-                )
-            }
-            "gid" => {
-                m.gid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("invalid value {value} for gid"))?,
-                )
-            }
+            "uid" => m.uid = Some(parse_id("uid", &value)?),
+            "gid" => m.gid = Some(parse_id("gid", &value)?),
             "env" => m.env = Some(value),
             _ => return Err(unknown_key(&key, &field)),
         }
@@ -445,6 +444,16 @@ impl std::fmt::Display for MountType {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_that_means_no_change_is_no_owner() {
+        for flag in ["uid", "gid"] {
+            let text = format!("type=cache,target=/c,{flag}=4294967295");
+            assert!(parse_mount(&text, None).is_err(), "{text}");
+        }
+        let m = parse_mount("type=cache,target=/c,uid=4294967294", None).unwrap();
+        assert_eq!(m.uid, Some(4294967294));
+    }
 
     #[test]
     fn every_type_and_its_options() {

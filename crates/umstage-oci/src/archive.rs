@@ -273,12 +273,31 @@ pub fn write_layout_dir(
     index_annotations: &BTreeMap<String, String>,
 ) -> Result<()> {
     let meta = metadata(images, false, index_annotations)?;
+    let files: Vec<(&str, &[u8])> = meta
+        .files
+        .iter()
+        .rev()
+        .map(|(name, bytes)| (*name, bytes.as_slice()))
+        .collect();
+    write_layout(store, meta.blobs.values(), &files, dir)
+}
+
+/// Writes an OCI image layout in `dir` (created if needed): each of `blobs` (from `store`)
+/// that it lacks, then `files` (`index.json`, `oci-layout`…) in order, each synced under a
+/// temporary name and renamed into place, the files last, so a reader never sees an index
+/// naming a missing blob.
+pub fn write_layout<'a>(
+    store: &ContentStore,
+    blobs: impl IntoIterator<Item = &'a Digest>,
+    files: &[(&str, &[u8])],
+    dir: &Path,
+) -> Result<()> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ArchiveError::Io { path, source }
     };
-    for (name, digest) in &meta.blobs {
-        let path = dir.join(name);
+    for digest in blobs {
+        let path = dir.join(blob_name(digest));
         if path.is_file() {
             continue;
         }
@@ -295,11 +314,14 @@ pub fn write_layout_dir(
         file.sync_all().map_err(io_err(&temp))?;
         fs::rename(&temp, &path).map_err(io_err(&path))?;
     }
-    // Metadata last, so a reader never sees an index naming missing blobs.
-    for (name, bytes) in meta.files.iter().rev() {
+    for (name, bytes) in files {
         let path = dir.join(name);
         let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        fs::write(&temp, bytes).map_err(io_err(&temp))?;
+        let written = fs::File::create(&temp).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        written.map_err(io_err(&temp))?;
         fs::rename(&temp, &path).map_err(io_err(&path))?;
     }
     Ok(())

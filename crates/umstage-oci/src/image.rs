@@ -322,7 +322,8 @@ impl Image {
     }
 }
 
-fn layer_media_type(layer: &Descriptor, format: ManifestFormat) -> Result<MediaType> {
+/// The media type of `layer` in a manifest of `format` (a zstd layer has none in Docker's).
+pub fn layer_media_type(layer: &Descriptor, format: ManifestFormat) -> Result<MediaType> {
     let current = layer.media_type().to_string();
     let compression = crate::compress::Compression::from_media_type(&current);
     Ok(match (format, compression) {

@@ -93,6 +93,28 @@ pub enum LayerError {
     /// The content store refused the blob.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A layer blob could not be read for compressing again.
+    #[error("layer {blob}: {source}")]
+    Recompress {
+        /// The blob.
+        blob: Digest,
+        /// The error.
+        source: io::Error,
+    },
+    /// A layer blob's tar is not the one its diff id names.
+    #[error("layer {}: its tar is {}, not the diff id {}", .0.blob, .0.actual, .0.expected)]
+    DiffId(Box<DiffIdMismatch>),
+}
+
+/// A layer blob whose tar is not the one its diff id names.
+#[derive(Debug)]
+pub struct DiffIdMismatch {
+    /// The blob.
+    pub blob: Digest,
+    /// The diff id it should have.
+    pub expected: Digest,
+    /// The digest of its tar.
+    pub actual: Digest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -241,8 +263,9 @@ impl SourceReader {
         };
         let mut header = Header::new(path.as_os_str().as_bytes(), kind);
         header.mode = stat.st_mode & 0o7777;
-        header.uid = u64::from(stat.st_uid);
-        header.gid = u64::from(stat.st_gid);
+        let real = owner::in_image(stat.st_uid, stat.st_gid);
+        header.uid = u64::from(real.uid);
+        header.gid = u64::from(real.gid);
         header.mtime = self.clamp(stat.st_mtime);
         let at = crate::inroot::Resolved {
             parent,
@@ -427,4 +450,86 @@ pub fn write_layer(
         media_type: options.compression.oci_media_type(),
         tar_size,
     })
+}
+
+/// Writes the layer blob `blob` of `store` again with `compression`: the same tar, so the same
+/// diff id, which it must have. Streamed; the old blob stays.
+pub fn recompress(
+    store: &ContentStore,
+    blob: &Digest,
+    diff_id: &Digest,
+    compression: Compression,
+    threads: usize,
+) -> Result<LayerInfo, LayerError> {
+    let failed = |source| LayerError::Recompress {
+        blob: blob.clone(),
+        source,
+    };
+    let mut tar = crate::compress::decompress(store.open_blob(blob)?).map_err(failed)?;
+    let encoder = Encoder::new(store.writer()?, compression, threads).map_err(LayerError::Write)?;
+    let mut out = HashingWriter::new(encoder);
+    io::copy(&mut tar, &mut out).map_err(failed)?;
+    let (encoder, actual, tar_size) = out.finish();
+    if &actual != diff_id {
+        return Err(LayerError::DiffId(Box::new(DiffIdMismatch {
+            blob: blob.clone(),
+            expected: diff_id.clone(),
+            actual,
+        })));
+    }
+    let blob = encoder.finish().map_err(LayerError::Write)?.commit()?;
+    Ok(LayerInfo {
+        blob,
+        diff_id: actual,
+        media_type: compression.oci_media_type(),
+        tar_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::Change;
+
+    #[test]
+    fn a_recompressed_layer_keeps_its_tar() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let source = dir.path().join("source");
+        std::fs::create_dir(&source)?;
+        std::fs::write(source.join("file"), "content")?;
+        let store = ContentStore::open(dir.path().join("store"))?;
+        let changes = ChangeSet {
+            source,
+            changes: vec![Change {
+                path: "file".into(),
+                kind: ChangeKind::Upsert,
+            }],
+        };
+        let gzip = write_layer(&store, &changes, &LayerOptions::default())?;
+        let zstd = recompress(
+            &store,
+            &gzip.blob.digest,
+            &gzip.diff_id,
+            Compression::ZSTD,
+            1,
+        )?;
+        assert_eq!(zstd.diff_id, gzip.diff_id);
+        assert_eq!(zstd.media_type, MediaType::ImageLayerZstd);
+        assert_ne!(zstd.blob.digest, gzip.blob.digest);
+        assert!(store.contains(&gzip.blob.digest));
+        let back = recompress(
+            &store,
+            &zstd.blob.digest,
+            &gzip.diff_id,
+            Compression::GZIP,
+            1,
+        )?;
+        assert_eq!(back.blob.digest, gzip.blob.digest);
+        let other = crate::digest::sha256(b"another tar");
+        assert!(matches!(
+            recompress(&store, &gzip.blob.digest, &other, Compression::None, 1),
+            Err(LayerError::DiffId(_))
+        ));
+        Ok(())
+    }
 }

@@ -14,6 +14,32 @@ use rustix::io::Errno;
 /// The xattr that holds a recorded owner.
 pub const XATTR: &str = "user.rootlesscontainers";
 
+/// The real ids that stand for root, where root is played (see [`play_root`]).
+static PLAYED_ROOT: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
+
+/// From now on in this process, files that `own` (the process's own uid and gid) owns are
+/// root's in images, and every other owner is recorded, never set: for the ptrace sandbox
+/// tier, where no namespace maps any id and the process may not change an owner.
+pub fn play_root(own: Owner) {
+    let _ = PLAYED_ROOT.set(own);
+}
+
+/// Whether root is played ([`play_root`]).
+pub fn root_played() -> bool {
+    PLAYED_ROOT.get().is_some()
+}
+
+/// The owner an image gets for a file whose real owner is `uid:gid` and that has no record.
+pub fn in_image(uid: u32, gid: u32) -> Owner {
+    match PLAYED_ROOT.get() {
+        Some(own) => Owner {
+            uid: if uid == own.uid { 0 } else { uid },
+            gid: if gid == own.gid { 0 } else { gid },
+        },
+        None => Owner { uid, gid },
+    }
+}
+
 /// The owner a file has in the image, whatever the filesystem says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Owner {
@@ -71,13 +97,21 @@ impl Owner {
 /// recorded instead. A record left from before is removed once the real owner is right. A
 /// symlink takes no user xattr: an owner it cannot have goes unrecorded.
 pub fn chown_or_record(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Result<()> {
-    let chown = rfs::chownat(
-        parent,
-        name,
-        Some(rfs::Uid::from_raw(owner.uid)),
-        Some(rfs::Gid::from_raw(owner.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    );
+    if root_played() {
+        return record_at(parent, name, owner);
+    }
+    // 4294967295 is -1 to the kernel ("leave as it is"): that owner can only be recorded.
+    let chown = if owner.uid == u32::MAX || owner.gid == u32::MAX {
+        Err(Errno::INVAL)
+    } else {
+        rfs::chownat(
+            parent,
+            name,
+            Some(rfs::Uid::from_raw(owner.uid)),
+            Some(rfs::Gid::from_raw(owner.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+    };
     let at = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
     let result = match chown {
         Ok(()) => match rfs::lremovexattr(&at, XATTR) {
@@ -90,6 +124,24 @@ pub fn chown_or_record(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Resu
             other => other,
         },
         Err(e) => Err(e),
+    };
+    result.map_err(io::Error::from)
+}
+
+/// Where root is played: records `owner` on `name` in `parent` (0:0 is the unrecorded
+/// default, so its record is removed).
+fn record_at(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Result<()> {
+    let at = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+    let result = if owner == Owner::default() {
+        match rfs::lremovexattr(&at, XATTR) {
+            Err(Errno::NODATA | Errno::NOTSUP | Errno::PERM) => Ok(()),
+            other => other,
+        }
+    } else {
+        match rfs::lsetxattr(&at, XATTR, &owner.encode(), XattrFlags::empty()) {
+            Err(Errno::PERM) if is_symlink(parent, name) => Ok(()),
+            other => other,
+        }
     };
     result.map_err(io::Error::from)
 }

@@ -163,17 +163,17 @@ impl ContentStore {
 
     /// Starts writing a new blob hashed with SHA-256.
     pub fn writer(&self) -> Result<BlobWriter> {
-        self.writer_with(Hasher::sha256())
+        self.writer_with(Some(Hasher::sha256()))
     }
 
     /// Starts writing a blob that must turn out to be `expected`.
     pub fn writer_for(&self, expected: &Digest) -> Result<BlobWriter> {
-        let mut writer = self.writer_with(Hasher::for_digest(expected)?)?;
+        let mut writer = self.writer_with(Some(Hasher::for_digest(expected)?))?;
         writer.expected = Some(expected.clone());
         Ok(writer)
     }
 
-    fn writer_with(&self, hasher: Hasher) -> Result<BlobWriter> {
+    fn writer_with(&self, hasher: Option<Hasher>) -> Result<BlobWriter> {
         let name = format!(
             "{}-{}-{}",
             std::process::id(),
@@ -208,6 +208,17 @@ impl ContentStore {
             Ok(store_error) => store_error,
             Err(e) => StoreError::Source(e),
         })?;
+        writer.commit()
+    }
+
+    /// Stores everything `reader` yields as the blob `digest` without hashing it again: for
+    /// bytes the caller has just hashed whole and knows to be unchanged since (a file whose
+    /// metadata, [`file_stamp`], is what it was then; `reader` fails if it is not by the end).
+    /// The blob gets the stamp of a checked one.
+    pub fn ingest_checked(&self, mut reader: impl Read, digest: &Digest) -> Result<BlobInfo> {
+        let mut writer = self.writer_with(None)?;
+        writer.expected = Some(digest.clone());
+        io::copy(&mut reader, &mut writer).map_err(StoreError::Source)?;
         writer.commit()
     }
 
@@ -276,7 +287,7 @@ impl ContentStore {
 
     /// Whether the blob whose file has `metadata` passed a check and has not changed since.
     fn is_stamped(&self, digest: &Digest, metadata: &fs::Metadata) -> bool {
-        fs::read_to_string(self.stamp_path(digest)).is_ok_and(|s| s == stamp(metadata))
+        fs::read_to_string(self.stamp_path(digest)).is_ok_and(|s| s == file_stamp(metadata))
     }
 
     fn stamp_path(&self, digest: &Digest) -> PathBuf {
@@ -300,7 +311,9 @@ impl ContentStore {
             std::process::id(),
             INGEST_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        if fs::write(&temp, stamp(&metadata)).is_err() || fs::rename(&temp, &stamp_path).is_err() {
+        if fs::write(&temp, file_stamp(&metadata)).is_err()
+            || fs::rename(&temp, &stamp_path).is_err()
+        {
             let _ = fs::remove_file(&temp);
         }
     }
@@ -343,7 +356,9 @@ impl ContentStore {
 
 /// What a verified blob's stamp records: which file it was and that it has not been written
 /// since (any write moves its ctime; the stamp is taken after the rename, which moves it too).
-fn stamp(metadata: &fs::Metadata) -> String {
+/// What identifies a file's content as unchanged: device, inode, size, modification and
+/// change times.
+pub fn file_stamp(metadata: &fs::Metadata) -> String {
     format!(
         "{} {} {} {}.{} {}.{}",
         metadata.dev(),
@@ -381,7 +396,8 @@ pub struct BlobWriter {
     store: ContentStore,
     file: Option<BufWriter<File>>,
     temp: PathBuf,
-    hasher: Hasher,
+    /// `None` for bytes the caller checked (`ingest_checked`).
+    hasher: Option<Hasher>,
     size: u64,
     expected: Option<Digest>,
 }
@@ -393,7 +409,9 @@ impl Write for BlobWriter {
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already committed"))?;
         let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -419,8 +437,16 @@ impl BlobWriter {
         let file = file
             .into_inner()
             .map_err(|e| io_err("writing", &self.temp)(e.into_error()))?;
-        let digest = std::mem::take(&mut self.hasher).finish();
-        if let Some(expected) = self.expected.take()
+        let (digest, expected) = match (self.hasher.take(), self.expected.take()) {
+            (Some(hasher), expected) => (hasher.finish(), expected),
+            (None, Some(checked)) => (checked, None),
+            (None, None) => {
+                return Err(StoreError::Source(io::Error::other(
+                    "a blob written unhashed needs its digest",
+                )));
+            }
+        };
+        if let Some(expected) = expected
             && expected != digest
         {
             return Err(StoreError::Mismatch {
@@ -562,6 +588,34 @@ mod tests {
         assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
         assert!(!store.contains(&expected));
         assert!(!store.contains(&sha256(b"wrong")));
+    }
+
+    #[test]
+    fn a_checked_blob_is_stored_under_its_digest_without_a_second_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let digest = sha256(b"checked");
+        let info = store.ingest_checked(&b"checked"[..], &digest).unwrap();
+        assert_eq!((info.digest.clone(), info.size), (digest.clone(), 7));
+        assert_eq!(store.read(&digest, 100).unwrap(), b"checked");
+        // A reader that fails (the source changed) publishes nothing.
+        let failing = io::Read::chain(&b"half"[..], FailingReader);
+        assert!(store.ingest_checked(failing, &sha256(b"half")).is_err());
+        assert!(!store.contains(&sha256(b"half")));
+        assert!(
+            fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    struct FailingReader;
+
+    impl Read for FailingReader {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("changed"))
+        }
     }
 
     #[test]

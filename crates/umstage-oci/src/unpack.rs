@@ -55,7 +55,8 @@ pub struct IdMap {
 }
 
 fn map_id(ranges: &[IdRange], id: u64) -> Option<u32> {
-    let id = u32::try_from(id).ok()?;
+    // 4294967295 is -1 to the kernel ("leave as it is"): no file can be given it.
+    let id = u32::try_from(id).ok().filter(|id| *id != u32::MAX)?;
     if ranges.is_empty() {
         return Some(id);
     }
@@ -381,13 +382,22 @@ impl Unpacker<'_> {
         header: &Header,
     ) -> Result<(), UnpackError> {
         let (uid, gid) = match self.options.owner {
-            Some((uid, gid)) => (Some(uid), Some(gid)),
+            Some((uid, gid)) => (
+                Some(uid).filter(|id| *id != u32::MAX),
+                Some(gid).filter(|id| *id != u32::MAX),
+            ),
             None => (
                 map_id(&self.options.ids.uids, header.uid),
                 map_id(&self.options.ids.gids, header.gid),
             ),
         };
         let chown = match (uid, gid) {
+            // Where root is played nothing is chowned: root's files are the process's own, and
+            // every other owner is recorded.
+            (Some(0), Some(0)) if crate::owner::root_played() => Ok(()),
+            (Some(_), Some(_)) if crate::owner::root_played() => {
+                Err(io::Error::from(rustix::io::Errno::PERM))
+            }
             (Some(uid), Some(gid)) => rfs::chownat(
                 &at.parent,
                 &at.name,
@@ -783,4 +793,22 @@ pub fn unpack_image(
         report.warnings.extend(one.warnings);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_minus_one_maps_to_no_owner() {
+        let ranges = [IdRange {
+            container: 0,
+            host: 100000,
+            size: 65536,
+        }];
+        assert_eq!(map_id(&[], 5), Some(5));
+        assert_eq!(map_id(&[], u64::from(u32::MAX)), None);
+        assert_eq!(map_id(&[], 1 << 40), None);
+        assert_eq!(map_id(&ranges, 1), Some(100001));
+    }
 }

@@ -131,6 +131,7 @@ fn enter_sandbox(
         cli::SandboxChoice::Userns => TierChoice::Exactly(Tier::Userns),
         cli::SandboxChoice::UsernsSingle => TierChoice::Exactly(Tier::UsernsSingle),
         cli::SandboxChoice::Chroot => TierChoice::Exactly(Tier::Chroot),
+        cli::SandboxChoice::Ptrace => TierChoice::Exactly(Tier::Ptrace),
     };
     umstage_snapshot::doctor::enter(tier, root).map_err(|e| {
         eprintln!("umstage: error: {e}");

@@ -82,6 +82,27 @@ fn a_rebuild_whose_every_step_hits_gives_the_same_image() -> TestResult {
 }
 
 #[test]
+fn an_inline_cache_and_what_it_carries_are_the_same_in_a_no_op_rebuild() -> TestResult {
+    let env = Env::new()?;
+    let ctx = app(&env)?;
+    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
+    let first = env.build(&ctx, "first.tar", &inline);
+    assert_ok(&first);
+    // The final stage's COPY --from hits by its source stage's key now, where it missed
+    // first: neither the records (an alias met before its result) nor what the cache carries
+    // of the step show the difference.
+    let second = env.build(&ctx, "second.tar", &inline);
+    assert_ok(&second);
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+    assert!(common::config(&env, "first.tar")?["umstage.cache.v1"]["explain"]["steps"].is_array());
+    assert_eq!(
+        image_ids(&env, "first.tar")?,
+        image_ids(&env, "second.tar")?
+    );
+    Ok(())
+}
+
+#[test]
 fn steps_reading_a_stage_that_ran_again_hit_when_what_they_read_is_unchanged() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(
@@ -380,12 +401,26 @@ fn a_registry_carries_the_cache_as_a_manifest_and_inline_in_a_pushed_image() -> 
         "{}",
         text(&app_build)
     );
+    // The inline cache carries the build stage's steps only; the app's are not like them.
+    assert_eq!(
+        misses(&app_build),
+        [
+            "no cache entry for this step in the imported caches",
+            "parent step changed (line 6: no cache entry for this step in the imported caches)"
+        ],
+        "{}",
+        text(&app_build)
+    );
     let built = common::unpack(&env, "app.tar")?;
     assert_eq!(built.read_to_string("app/built")?, "dep\none\n");
     // The seed image carries its inline cache; an image built FROM it does not inherit it.
     let seed_config = common::config(&env, "seed.tar")?;
     assert!(
         seed_config["umstage.cache.v1"]["records"].is_array(),
+        "{seed_config}"
+    );
+    assert!(
+        seed_config["umstage.cache.v1"]["explain"]["steps"].is_array(),
         "{seed_config}"
     );
     let child = env.context(
@@ -429,13 +464,38 @@ fn misses(out: &std::process::Output) -> Vec<String> {
         .collect()
 }
 
+/// A Dockerfile whose steps read a build arg and a context file.
+const EXPLAINED: &str = "FROM busybox\nRUN echo base > /base\nARG VERSION=1.2\nCOPY src/main.c /src/main.c\nRUN echo $VERSION > /v\n";
+
+/// Why the steps after `EXPLAINED`'s ARG miss when VERSION is 1.3 rather than 1.2.
+const ARG_CAUSE: &str =
+    "parent step changed (line 3: build arg VERSION changed (was 1.2, now 1.3))";
+
+/// A build of `EXPLAINED` with src/main.c changed ran the steps from the COPY, and said why.
+fn missed_after_the_file(out: &std::process::Output) {
+    assert_eq!(
+        ran(out),
+        ["COPY src/main.c /src/main.c", "RUN echo $VERSION > /v"],
+        "{}",
+        text(out)
+    );
+    assert_eq!(
+        misses(out),
+        [
+            "context file src/main.c changed",
+            "parent step changed (line 4: context file src/main.c changed)"
+        ],
+        "{}",
+        text(out)
+    );
+}
+
 #[test]
 fn a_step_that_misses_says_which_input_changed() -> TestResult {
     let env = Env::new()?;
-    let dockerfile = "FROM busybox\nRUN echo base > /base\nARG VERSION=1.2\nCOPY src/main.c /src/main.c\nRUN echo $VERSION > /v\n";
     let ctx = env.context(
         "explain",
-        &[("Dockerfile", dockerfile), ("src/main.c", "int main;\n")],
+        &[("Dockerfile", EXPLAINED), ("src/main.c", "int main;\n")],
     )?;
     let first = env.build(&ctx, "one.tar", &[]);
     assert_ok(&first);
@@ -449,26 +509,77 @@ fn a_step_that_misses_says_which_input_changed() -> TestResult {
     env.context("explain", &[("src/main.c", "int main(void);\n")])?;
     let second = env.build(&ctx, "two.tar", &[]);
     assert_ok(&second);
-    assert_eq!(
-        ran(&second),
-        ["COPY src/main.c /src/main.c", "RUN echo $VERSION > /v"],
-        "{}",
-        text(&second)
-    );
-    assert_eq!(
-        misses(&second),
-        [
-            "context file src/main.c changed",
-            "parent step changed (line 4: context file src/main.c changed)"
-        ],
-        "{}",
-        text(&second)
-    );
+    missed_after_the_file(&second);
     let third = env.build(&ctx, "three.tar", &["--build-arg", "VERSION=1.3"]);
     assert_ok(&third);
     // The ARG's value is part of the chain, so both steps after it miss, and say why.
-    let cause = "parent step changed (line 3: build arg VERSION changed (was 1.2, now 1.3))";
-    assert_eq!(misses(&third), [cause, cause], "{}", text(&third));
+    assert_eq!(misses(&third), [ARG_CAUSE, ARG_CAUSE], "{}", text(&third));
+    Ok(())
+}
+
+#[test]
+fn a_miss_in_an_empty_state_root_is_explained_against_the_imported_cache() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "explain",
+        &[("Dockerfile", EXPLAINED), ("src/main.c", "int main;\n")],
+    )?;
+    let dir = env.path("cache-dir");
+    let to_dir = format!("type=local,dest={},mode=max", dir.display());
+    let first = env.build(&ctx, "one.tar", &["--cache-to", &to_dir]);
+    assert_ok(&first);
+    let from_dir = format!("type=local,src={}", dir.display());
+
+    // A changed file, in a root that never built the step: the cache says what was there.
+    env.context("explain", &[("src/main.c", "int main(void);\n")])?;
+    env.dir.mkdir("root-b")?;
+    let second = env.build_in(
+        &env.path("root-b"),
+        &ctx,
+        "two.tar",
+        &["--cache-from", &from_dir],
+        &[],
+    );
+    assert_ok(&second);
+    missed_after_the_file(&second);
+
+    // A changed build arg names the old value, and what it makes miss after it.
+    env.context("explain", &[("src/main.c", "int main;\n")])?;
+    env.dir.mkdir("root-c")?;
+    let third = env.build_in(
+        &env.path("root-c"),
+        &ctx,
+        "three.tar",
+        &["--cache-from", &from_dir, "--build-arg", "VERSION=1.3"],
+        &[],
+    );
+    assert_ok(&third);
+    assert_eq!(misses(&third), [ARG_CAUSE, ARG_CAUSE], "{}", text(&third));
+
+    // Another base image: nothing in the cache follows it.
+    let other_base = env.path("other-base");
+    let based = env.context(
+        "other",
+        &[("Dockerfile", "FROM busybox\nRUN echo 2 > /two\n")],
+    )?;
+    let to_layout = format!("type=oci,dest={},tar=false", other_base.display());
+    assert_ok(&env.build(&based, "other.tar", &["-o", &to_layout]));
+    env.dir.mkdir("root-d")?;
+    let bb = format!("busybox=oci-layout://{}", other_base.display());
+    let fourth = env.build_in(
+        &env.path("root-d"),
+        &ctx,
+        "four.tar",
+        &["--cache-from", &from_dir, "--build-context", &bb],
+        &[],
+    );
+    assert_ok(&fourth);
+    assert_eq!(
+        misses(&fourth).first().map(String::as_str),
+        Some("no cache entry for this base image"),
+        "{}",
+        text(&fourth)
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A step's inputs, in the order its key takes them: (name, value).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Inputs(Vec<(String, String)>);
 
 /// The names an input may have; the wording of a difference follows the kind.
@@ -34,13 +34,80 @@ pub const PARENT_CHANGED: &str = "parent step changed";
 /// Values this long or longer are not quoted in a reason.
 const QUOTED: usize = 80;
 
+/// Past this many files of one kind, a step's inputs travel with a cache as one digest of them
+/// all, so a `COPY . .` of a large context keeps the cache small.
+const MAX_FILES: usize = 256;
+
 impl Inputs {
     /// Adds an input.
     pub fn add(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.0.push((name.into(), value.into()));
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    /// How many inputs there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first `n` inputs.
+    pub fn prefix(&self, n: usize) -> Inputs {
+        Inputs(self.0.iter().take(n).cloned().collect())
+    }
+
+    /// The key of everything before the step, in hex.
+    pub fn parent(&self) -> Option<&str> {
+        self.get(name::PARENT)
+    }
+
+    /// How many of these inputs `other` has with the same value.
+    pub fn common(&self, other: &Inputs) -> usize {
+        self.0
+            .iter()
+            .filter(|(n, v)| other.get(n) == Some(v.as_str()))
+            .count()
+    }
+
+    /// The inputs as a cache carries them: the files of a kind folded into one input (`context
+    /// files`, `files`) when there are more than `MAX_FILES` of them, at the first's place.
+    pub fn portable(&self) -> Inputs {
+        self.folded(name::CONTEXT_FILE).folded(name::FILE)
+    }
+
+    fn folded(&self, prefix: &str) -> Inputs {
+        let count = self.0.iter().filter(|(n, _)| n.starts_with(prefix)).count();
+        if count <= MAX_FILES {
+            return self.clone();
+        }
+        let mut h = Sha256::new();
+        for (n, v) in self.0.iter().filter(|(n, _)| n.starts_with(prefix)) {
+            for part in [n, v] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+        }
+        let folded = (
+            format!("{}s", prefix.trim_end()),
+            format!("{count} files sha256:{}", hex::encode(h.finalize())),
+        );
+        let mut out = Vec::with_capacity(self.0.len() - count + 1);
+        let mut folded = Some(folded);
+        for (n, v) in &self.0 {
+            if !n.starts_with(prefix) {
+                out.push((n.clone(), v.clone()));
+            } else if let Some(f) = folded.take() {
+                out.push(f);
+            }
+        }
+        Inputs(out)
+    }
+
+    /// The value of the input `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(n, _)| n == name)
@@ -48,8 +115,14 @@ impl Inputs {
     }
 
     /// The first input that differs from `before` (an earlier build of the same step), worded
-    /// for people; `None` when every input that both recorded is the same.
+    /// for people; `None` when every input that both recorded is the same. Control characters
+    /// are escaped: `before` may come from a cache someone else wrote, and its text must not
+    /// drive the terminal or forge lines of the progress output.
     pub fn first_difference(&self, before: &Inputs) -> Option<String> {
+        self.difference(before).map(|m| printable(&m))
+    }
+
+    fn difference(&self, before: &Inputs) -> Option<String> {
         for (name, now) in &self.0 {
             match before.get(name) {
                 Some(was) if was == now => {}
@@ -77,6 +150,19 @@ impl Inputs {
             }
         })
     }
+}
+
+/// `text` with each control character written as a Rust escape (`\u{1b}`).
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn changed(name: &str, was: &str, now: &str) -> String {
@@ -227,6 +313,16 @@ mod tests {
             Some("context file src/main.c was removed")
         );
         assert_eq!(before.first_difference(&before), None);
+    }
+
+    #[test]
+    fn control_characters_of_an_earlier_build_are_escaped() {
+        let before = inputs(&[("command", "x\x1b]0;title\x07\n#9 DONE")]);
+        let now = inputs(&[("command", "y")]);
+        assert_eq!(
+            now.first_difference(&before).as_deref(),
+            Some("command changed (was x\\u{1b}]0;title\\u{7}\\n#9 DONE, now y)")
+        );
     }
 
     #[test]

@@ -2,17 +2,21 @@
 //! cache manifest (`manifest`), its blobs beside it. Read as a [`CacheBackend`]; written by
 //! [`export`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use umstage_oci::digest::{Hasher, HashingReader};
+use umstage_oci::store::file_stamp;
 use umstage_oci::{ContentStore, Digest};
 
+use super::carried::Carried;
 use super::manifest::{self, CacheConfig};
+use super::spec::ExportFormat;
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, parse_digest};
 
@@ -25,8 +29,10 @@ const MAX_JSON: u64 = 4 << 20;
 pub struct LayoutCache {
     dir: PathBuf,
     records: BTreeMap<CacheKey, Record>,
-    /// Blobs found to match their digest, so each is hashed once.
-    verified: Mutex<HashSet<String>>,
+    carried: Carried,
+    /// Blobs found to match their digest, with the stamp of their file then: each is hashed
+    /// once, and the store takes it unchanged without hashing it again.
+    verified: Mutex<HashMap<String, String>>,
 }
 
 fn io_err(cache: &str, path: &Path) -> impl FnOnce(io::Error) -> CacheError + use<> {
@@ -45,10 +51,28 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
         .join(digest.digest())
 }
 
+/// Opens the file at `path` for reading if it is a regular file. A shared cache directory
+/// may hold anything: a FIFO would block the open or the read forever, a device never end.
+fn open_regular(cache: &str, path: &Path) -> Result<fs::File, CacheError> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io_err(cache, path))?;
+    let metadata = file.metadata().map_err(io_err(cache, path))?;
+    if !metadata.is_file() {
+        return Err(CacheError::Format {
+            cache: cache.into(),
+            message: format!("{} is not a regular file", path.display()),
+        });
+    }
+    Ok(file)
+}
+
 /// Reads the file at `path` whole, refusing one past `limit` bytes (checked while reading:
 /// the file may grow after a size check).
 fn read_bounded(cache: &str, path: &Path, limit: u64) -> Result<Vec<u8>, CacheError> {
-    let file = fs::File::open(path).map_err(io_err(cache, path))?;
+    let file = open_regular(cache, path)?;
     let mut bytes = Vec::new();
     io::Read::read_to_end(
         &mut io::Read::take(file, limit.saturating_add(1)),
@@ -83,13 +107,38 @@ fn read_verified(
     Ok(bytes)
 }
 
-/// Whether the file at `path` has the digest `digest`, read in pieces.
-fn hashes_to(path: &Path, digest: &Digest) -> bool {
-    let (Ok(file), Ok(hasher)) = (fs::File::open(path), Hasher::for_digest(digest)) else {
-        return false;
-    };
-    let mut reader = HashingReader::new(file, hasher);
-    io::copy(&mut reader, &mut io::sink()).is_ok() && &reader.finish().0 == digest
+/// The stamp (`file_stamp`) of the file at `path` when it is a regular file of `size` bytes
+/// with the digest `digest`, read in pieces and unchanged while it was; `None` when it is not.
+fn hashes_to(path: &Path, digest: &Digest, size: u64) -> Option<String> {
+    let file = open_regular("", path).ok()?;
+    let before = file_stamp(&file.metadata().ok()?);
+    if file.metadata().ok()?.len() != size {
+        return None;
+    }
+    let mut reader = HashingReader::new(
+        io::Read::take(&file, size),
+        Hasher::for_digest(digest).ok()?,
+    );
+    io::copy(&mut reader, &mut io::sink()).ok()?;
+    let after = file_stamp(&file.metadata().ok()?);
+    (&reader.finish().0 == digest && before == after).then_some(after)
+}
+
+/// A blob file that `holds` hashed, read to its end; it fails there if the file changed since,
+/// so the store takes no bytes that were not the ones checked.
+struct Unchanged {
+    file: fs::File,
+    stamp: String,
+}
+
+impl io::Read for Unchanged {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n == 0 && !buf.is_empty() && file_stamp(&self.file.metadata()?) != self.stamp {
+            return Err(io::Error::other("the blob changed since it was checked"));
+        }
+        Ok(n)
+    }
 }
 
 impl LayoutCache {
@@ -120,13 +169,15 @@ impl LayoutCache {
         }
         .ok_or_else(|| format("index.json names no cache manifest to use".into()))?;
         let manifest_bytes = read_verified(&cache, dir, chosen.digest(), MAX_JSON)?;
-        let config = manifest::config_of(&cache, &manifest_bytes)?;
+        let (config, _) = manifest::config_of(&cache, &manifest_bytes)?;
         let config_bytes = read_verified(&cache, dir, config.digest(), manifest::MAX_CONFIG)?;
-        let records = manifest::parse_config(&cache, &config_bytes)?.by_key();
+        let mut parsed = manifest::parse_config(&cache, &config_bytes)?;
+        let carried = std::mem::take(&mut parsed.explain);
         Ok(LayoutCache {
             dir: dir.to_path_buf(),
-            records,
-            verified: Mutex::new(HashSet::new()),
+            records: parsed.by_key(&cache),
+            carried,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -138,17 +189,19 @@ impl LayoutCache {
         if self
             .verified
             .lock()
-            .is_ok_and(|v| v.contains(&layer.digest))
+            .is_ok_and(|v| v.contains_key(&layer.digest))
         {
             return true;
         }
         // Hashed before it is relied on: a blob that does not match is never used, and the
         // step that needs it runs instead. Streamed: a layer can be larger than memory.
-        let intact = hashes_to(&blob_path(&self.dir, &digest), &digest);
-        if intact && let Ok(mut v) = self.verified.lock() {
-            v.insert(layer.digest.clone());
+        let Some(stamp) = hashes_to(&blob_path(&self.dir, &digest), &digest, layer.size) else {
+            return false;
+        };
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(layer.digest.clone(), stamp);
         }
-        intact
+        true
     }
 }
 
@@ -171,6 +224,10 @@ impl CacheBackend for LayoutCache {
         Ok(())
     }
 
+    fn carried(&self) -> Option<&Carried> {
+        Some(&self.carried)
+    }
+
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {
         let cache = self.describe();
         let digest = parse_digest(&layer.digest).map_err(|e| CacheError::Format {
@@ -178,71 +235,76 @@ impl CacheBackend for LayoutCache {
             message: e.to_string(),
         })?;
         let path = blob_path(&self.dir, &digest);
-        let file = match fs::File::open(&path) {
+        let file = match open_regular(&cache, &path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_err(&cache, &path)(e)),
+            Err(CacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
         };
-        store
-            .ingest(file, Some(&digest))
-            .map_err(|e| CacheError::Store {
-                cache,
-                source: Box::new(e),
-            })?;
+        let checked = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&layer.digest).cloned());
+        let metadata = file.metadata().map_err(io_err(&cache, &path))?;
+        let stored = match checked {
+            // Hashed by `holds`, and the same file still: not hashed a second time.
+            Some(stamp) if stamp == file_stamp(&metadata) => {
+                store.ingest_checked(Unchanged { file, stamp }, &digest)
+            }
+            // No more than the record says: a file that grew since fails its digest.
+            _ => store.ingest(io::Read::take(file, layer.size), Some(&digest)),
+        };
+        stored.map_err(|e| CacheError::Store {
+            cache,
+            source: Box::new(e),
+        })?;
         Ok(true)
     }
 }
 
 /// Writes `config`'s records and the blobs they need (from `store`) as the cache in `dir`,
-/// replacing the manifest it names; blobs already there are kept. The index is written last,
-/// so a reader never sees one naming a missing blob.
+/// its manifest in `format`, replacing the manifest it names; blobs already there are kept.
+/// The index is written last, so a reader never sees one naming a missing blob.
 pub fn export(
     dir: &Path,
     config: &CacheConfig,
     store: &ContentStore,
+    format: &ExportFormat,
 ) -> Result<Digest, CacheError> {
     let cache = dir.display().to_string();
-    let blobs_dir = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs_dir).map_err(io_err(&cache, &blobs_dir))?;
-    let store_err = |e| CacheError::Store {
+    let failed = |message: String| CacheError::Format {
         cache: cache.clone(),
-        source: Box::new(e),
+        message,
     };
-    for layer in config.blobs() {
-        let digest = parse_digest(&layer.digest).map_err(|e| CacheError::Format {
+    let stored = |r: Result<umstage_oci::BlobInfo, umstage_oci::StoreError>| {
+        r.map_err(|e| CacheError::Store {
             cache: cache.clone(),
-            message: e.to_string(),
-        })?;
-        let path = blob_path(dir, &digest);
-        if path.is_file() {
-            continue;
-        }
-        let mut blob = store.open_blob(&digest).map_err(store_err)?;
-        write_atomic(&cache, &path, |f| io::copy(&mut blob, f).map(drop))?;
-    }
-    let config_bytes = umstage_oci::to_canonical_vec(config).map_err(|e| CacheError::Format {
-        cache: cache.clone(),
-        message: format!("serialising the records: {e}"),
-    })?;
-    let config_digest = put(&cache, dir, &config_bytes)?;
-    let manifest = manifest::manifest(
+            source: Box::new(e),
+        })
+    };
+    let config_bytes = umstage_oci::to_canonical_vec(config)
+        .map_err(|e| failed(format!("serialising the records: {e}")))?;
+    // Into the store first: the layout is written from there, and the store digests them.
+    let config_blob = stored(store.put(&config_bytes))?;
+    let layers = config.blobs();
+    let built = manifest::manifest(
         &cache,
-        &config_digest,
-        config_bytes.len() as u64,
-        &config.blobs(),
+        &config_blob.digest,
+        config_blob.size,
+        &layers,
+        format,
     )?;
-    let manifest_bytes =
-        umstage_oci::to_canonical_vec(&manifest).map_err(|e| CacheError::Format {
-            cache: cache.clone(),
-            message: format!("serialising the manifest: {e}"),
-        })?;
-    let manifest_digest = put(&cache, dir, &manifest_bytes)?;
+    let manifest_blob = stored(store.put(&built.bytes))?;
     let mut descriptor = Descriptor::new(
-        MediaType::ImageManifest,
-        manifest_bytes.len() as u64,
-        manifest_digest.clone(),
+        built.media_type,
+        manifest_blob.size,
+        manifest_blob.digest.clone(),
     );
-    descriptor.set_artifact_type(Some(MediaType::from(manifest::ARTIFACT_TYPE)));
+    if format.image_manifest {
+        descriptor.set_artifact_type(Some(MediaType::from(manifest::ARTIFACT_TYPE)));
+    }
     descriptor.set_annotations(Some(
         [(REF_NAME.to_string(), "latest".to_string())]
             .into_iter()
@@ -251,42 +313,25 @@ pub fn export(
     let mut index = ImageIndex::default();
     index.set_media_type(Some(MediaType::ImageIndex));
     index.set_manifests(vec![descriptor]);
-    let index_bytes = umstage_oci::to_canonical_vec(&index).map_err(|e| CacheError::Format {
-        cache: cache.clone(),
-        message: format!("serialising the index: {e}"),
-    })?;
-    write_atomic(&cache, &dir.join("oci-layout"), |f| {
-        io::Write::write_all(f, br#"{"imageLayoutVersion":"1.0.0"}"#)
-    })?;
-    write_atomic(&cache, &dir.join("index.json"), |f| {
-        io::Write::write_all(f, &index_bytes)
-    })?;
-    Ok(manifest_digest)
-}
-
-/// Stores `bytes` as a blob of the cache in `dir`; returns its digest.
-fn put(cache: &str, dir: &Path, bytes: &[u8]) -> Result<Digest, CacheError> {
-    let digest = umstage_oci::digest::sha256(bytes);
-    let path = blob_path(dir, &digest);
-    if !path.is_file() {
-        write_atomic(cache, &path, |f| io::Write::write_all(f, bytes))?;
+    let index_bytes = umstage_oci::to_canonical_vec(&index)
+        .map_err(|e| failed(format!("serialising the index: {e}")))?;
+    let mut blobs = Vec::with_capacity(layers.len() + 2);
+    for layer in &layers {
+        blobs.push(parse_digest(&layer.digest).map_err(|e| failed(e.to_string()))?);
     }
-    Ok(digest)
-}
-
-/// Writes `path` through a temporary file renamed into place.
-fn write_atomic(
-    cache: &str,
-    path: &Path,
-    write: impl FnOnce(&mut fs::File) -> io::Result<()>,
-) -> Result<(), CacheError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(io_err(cache, parent))?;
-    write(temp.as_file_mut()).map_err(io_err(cache, path))?;
-    temp.as_file().sync_all().map_err(io_err(cache, path))?;
-    temp.persist(path)
-        .map_err(|e| io_err(cache, path)(e.error))?;
-    Ok(())
+    blobs.push(config_blob.digest);
+    blobs.push(manifest_blob.digest.clone());
+    let files: [(&str, &[u8]); 2] = [
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+        ("index.json", &index_bytes),
+    ];
+    umstage_oci::archive::write_layout(store, &blobs, &files, dir).map_err(|e| {
+        CacheError::Layout {
+            cache: cache.clone(),
+            source: Box::new(e),
+        }
+    })?;
+    Ok(manifest_blob.digest)
 }
 
 #[cfg(test)]
@@ -295,11 +340,12 @@ mod tests {
     use crate::cache::KeyBuilder;
     use crate::state::State;
 
-    #[test]
-    fn an_exported_directory_reads_back_and_a_corrupt_blob_is_a_miss()
-    -> Result<(), Box<dyn std::error::Error>> {
-        let root = tempfile::tempdir()?;
-        let store = ContentStore::open(root.path().join("store"))?;
+    /// A cache of one record needing one layer, exported from a store in `root` to
+    /// `root/cache`: the store, the layer, the key and the record.
+    fn one_layer_cache(
+        root: &Path,
+    ) -> Result<(ContentStore, Layer, CacheKey, Record), Box<dyn std::error::Error>> {
+        let store = ContentStore::open(root.join("store"))?;
         let blob = store.put(b"layer bytes")?;
         let layer = Layer {
             digest: blob.digest.to_string(),
@@ -308,8 +354,10 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
         };
         let key = KeyBuilder::new("t").str("k").finish();
+        let mut image = crate::config::scratch("linux", "amd64", None);
+        image.rootfs.diff_ids.push(blob.digest.clone());
         let record = Record::Result(Box::new(State {
-            config: crate::config::scratch("linux", "amd64", None),
+            config: image,
             layers: vec![layer.clone()],
         }));
         let config = CacheConfig {
@@ -317,19 +365,51 @@ mod tests {
                 key: key.to_hex(),
                 record: record.clone(),
             }],
+            explain: Carried::default(),
         };
+        export(
+            &root.join("cache"),
+            &config,
+            &store,
+            &ExportFormat::default(),
+        )?;
+        Ok((store, layer, key, record))
+    }
+
+    #[test]
+    fn an_exported_directory_reads_back_and_a_corrupt_blob_is_a_miss()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let (_, layer, key, record) = one_layer_cache(root.path())?;
+        let blob = parse_digest(&layer.digest)?;
         let dir = root.path().join("cache");
-        export(&dir, &config, &store)?;
         let cache = LayoutCache::open(&dir, None)?;
         assert_eq!(cache.lookup(&key), Some(record));
         let other = ContentStore::open(root.path().join("other"))?;
         assert!(cache.fetch(&layer, &other)?);
-        assert!(other.contains(&blob.digest));
+        assert!(other.contains(&blob));
 
-        fs::write(blob_path(&dir, &blob.digest), b"tampered")?;
+        fs::write(blob_path(&dir, &blob), b"tampered")?;
         let reopened = LayoutCache::open(&dir, None)?;
         assert_eq!(reopened.lookup(&key), None);
         assert!(LayoutCache::open(&root.path().join("none"), None).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_blob_changed_after_its_check_is_not_fetched() -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let (_, layer, key, _) = one_layer_cache(root.path())?;
+        let blob = parse_digest(&layer.digest)?;
+        let dir = root.path().join("cache");
+        let cache = LayoutCache::open(&dir, None)?;
+        assert!(cache.lookup(&key).is_some());
+        // Past the filesystem's timestamp tick, as any later change would be.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(blob_path(&dir, &blob), b"tampered!!!")?;
+        let other = ContentStore::open(root.path().join("other"))?;
+        assert!(cache.fetch(&layer, &other).is_err());
+        assert!(!other.contains(&blob));
         Ok(())
     }
 }

@@ -2,10 +2,14 @@
 //! records behind one trait, [`CacheBackend`]: the state root's index (`local`, always
 //! consulted first), and the caches a build imports and exports (`--cache-from`,
 //! `--cache-to`: `layout` for a directory, `registry` for a registry or an image's inline
-//! cache), all in one format (`manifest`); `travel` opens and writes them for a build. `set` is what a build asks: every backend in
+//! cache), all in one format (`manifest`); `travel` opens and writes them for a build (`convert` recompressing blobs as
+//! `--cache-to compression=` asks). `set` is what a build asks: every backend in
 //! order, lazily fetching the layer bytes of a hit only when they are needed. `spec` parses
-//! the command line's cache options. `explain` says why a step missed.
+//! the command line's cache options. `explain` says why a step missed, and `carried` is what
+//! a cache takes along for that.
 
+pub mod carried;
+pub mod convert;
 pub mod explain;
 mod index;
 mod key;
@@ -90,6 +94,22 @@ pub enum CacheError {
         /// What the registry said.
         message: String,
     },
+    /// A cache directory could not be written.
+    #[error("cache {cache}: {source}")]
+    Layout {
+        /// The cache, as the user named it.
+        cache: String,
+        /// What went wrong.
+        source: Box<umstage_oci::archive::ArchiveError>,
+    },
+    /// A layer could not be converted to the compression a cache export asks for.
+    #[error("cache {cache}: {source}")]
+    Convert {
+        /// The cache, as the user named it.
+        cache: String,
+        /// What went wrong.
+        source: Box<umstage_oci::layer::LayerError>,
+    },
     /// Layers of an imported cache could not be fetched, and are never used again: the build
     /// may start again without them.
     #[error(transparent)]
@@ -122,6 +142,11 @@ pub trait CacheBackend: Send + Sync {
     /// Copies the blob of `layer`, which a record of this cache needs, into `store`, verifying
     /// its digest; `Ok(false)` when this cache does not hold it.
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError>;
+
+    /// The explanations this cache carries, for steps that miss (`carried`).
+    fn carried(&self) -> Option<&carried::Carried> {
+        None
+    }
 
     /// Fetches several blobs of this cache, as [`CacheBackend::fetch`] each; a registry
     /// downloads them in parallel.

@@ -5,12 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use oci_spec::image::{Descriptor, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
+use umstage_oci::compress::Compression;
 use umstage_oci::reference::Reference;
 use umstage_oci::registry::{RegistryClient, block_on};
 use umstage_oci::{ContentStore, ImageConfig};
 
+use super::carried::Carried;
 use super::manifest::{self, CacheConfig};
+use super::spec::ExportFormat;
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, parse_digest};
 
@@ -21,6 +24,7 @@ pub const INLINE_KEY: &str = "umstage.cache.v1";
 pub struct RegistryCache {
     name: String,
     records: BTreeMap<CacheKey, Record>,
+    carried: Carried,
     /// The blobs the manifest lists: a record needing another is not used.
     blobs: ImageBlobs,
 }
@@ -54,9 +58,8 @@ impl RegistryCache {
         let bytes = store
             .read(&digest, umstage_oci::image::MAX_JSON_SIZE)
             .map_err(store_err)?;
-        let parsed: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| format(format!("{digest} is not an image manifest: {e}")))?;
-        let config = parsed.config();
+        let (config, layers) = manifest::read(name, &bytes)?;
+        let config = &config;
         let inline = config.media_type().to_string() != manifest::CONFIG_MEDIA_TYPE;
         let limit = if inline {
             umstage_oci::image::MAX_JSON_SIZE
@@ -73,7 +76,7 @@ impl RegistryCache {
             .map_err(|e| registry_err(name, e))?
             .map_err(|e| registry_err(name, e))?;
         let config_bytes = store.read(config.digest(), limit).map_err(store_err)?;
-        let records = if inline {
+        let mut records = if inline {
             let image: ImageConfig = serde_json::from_slice(&config_bytes)
                 .map_err(|e| format(format!("its config is not an image config: {e}")))?;
             let value = image
@@ -85,10 +88,12 @@ impl RegistryCache {
         } else {
             manifest::parse_config(name, &config_bytes)?
         };
+        let carried = std::mem::take(&mut records.explain);
         Ok(RegistryCache {
             name: name.to_string(),
-            records: records.by_key(),
-            blobs: ImageBlobs::new(client, reference, parsed.layers()),
+            records: records.by_key(name),
+            carried,
+            blobs: ImageBlobs::new(client, reference, &layers),
         })
     }
 }
@@ -110,13 +115,27 @@ impl CacheBackend for RegistryCache {
         record
             .needs()
             .iter()
-            .all(|l| self.blobs.blobs.contains_key(&l.digest))
+            .all(|l| {
+                // The manifest's descriptor is what the download is checked against: a record
+                // that disagrees with it would export a manifest its blob does not match. Docker's
+                // and the OCI's names for the same compression agree (`oci-mediatypes=false`).
+                self.blobs.blobs.get(&l.digest).is_some_and(|d| {
+                    let compression = Compression::from_media_type(d.media_type().as_ref());
+                    d.size() == l.size
+                        && compression.is_some()
+                        && compression == Compression::from_media_type(&l.media_type)
+                })
+            })
             .then(|| record.clone())
     }
 
     fn record(&self, _key: &CacheKey, _record: &Record) -> Result<(), CacheError> {
         // Read only: the build's records are pushed by `export` once it is done.
         Ok(())
+    }
+
+    fn carried(&self) -> Option<&Carried> {
+        Some(&self.carried)
     }
 
     fn fetch(&self, layer: &Layer, store: &ContentStore) -> Result<bool, CacheError> {
@@ -199,15 +218,17 @@ fn download(
     Ok(wanted.len() == layers.len())
 }
 
-/// Pushes `config`'s records and the blobs they need as the cache manifest `name`: blobs the
-/// registry has are not sent again, those `mount_from` (a repository of the same registry)
-/// has are mounted, and only the others are read from `store` (where they must be then).
+/// Pushes `config`'s records and the blobs they need as the cache manifest `name`, in
+/// `format`: blobs the registry has are not sent again, those `mount_from` (a repository of
+/// the same registry) has are mounted, and only the others are read from `store` (where they
+/// must be then).
 pub fn export(
     client: &RegistryClient,
     name: &str,
     config: &CacheConfig,
     store: &ContentStore,
     mount_from: Option<&Reference>,
+    format: &ExportFormat,
 ) -> Result<(), CacheError> {
     let reference = umstage_oci::reference::parse(name).map_err(|e| registry_err(name, e))?;
     let config_blob =
@@ -216,12 +237,11 @@ pub fn export(
             message: e.to_string(),
         })?;
     let blobs = config.blobs();
-    let built = manifest::manifest(name, &config_blob.digest, config_blob.size, &blobs)?;
-    let manifest_blob =
-        umstage_oci::image::put_json(store, &built).map_err(|e| CacheError::Format {
-            cache: name.to_string(),
-            message: e.to_string(),
-        })?;
+    let built = manifest::manifest(name, &config_blob.digest, config_blob.size, &blobs, format)?;
+    let manifest_blob = store.put(&built.bytes).map_err(|e| CacheError::Store {
+        cache: name.to_string(),
+        source: Box::new(e),
+    })?;
     let mut descriptors = vec![Descriptor::new(
         MediaType::from(manifest::CONFIG_MEDIA_TYPE),
         config_blob.size,
@@ -238,11 +258,8 @@ pub fn export(
             digest,
         ));
     }
-    let manifest_descriptor = Descriptor::new(
-        MediaType::ImageManifest,
-        manifest_blob.size,
-        manifest_blob.digest,
-    );
+    let manifest_descriptor =
+        Descriptor::new(built.media_type, manifest_blob.size, manifest_blob.digest);
     block_on(client.push_manifest(
         store,
         &manifest_descriptor,

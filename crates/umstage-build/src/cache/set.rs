@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use umstage_oci::ContentStore;
 use umstage_oci::reference::Reference;
 
+use super::carried::{Carried, CarriedStep, Nearby};
 use super::local::LocalCache;
+use super::spec::CacheMode;
 use super::{CacheBackend, CacheError, CacheKey, Record};
 use crate::state::{Layer, State, parse_digest};
 
@@ -59,16 +61,30 @@ pub struct CacheSet {
     rejected: Mutex<HashSet<String>>,
     /// The registry caches imported, by reference, for pushes to mount blobs from.
     registries: Vec<Reference>,
+    /// What the imports carry to explain misses.
+    nearby: Nearby,
+    /// The salt of this build's keys, in hex.
+    salt: String,
+    /// The inputs of every step the build went through, by stage, for `--cache-to`.
+    inputs: Mutex<Vec<(usize, CarriedStep)>>,
+    /// The layers this build made (not pulled, not hits), by digest.
+    made: Mutex<HashSet<String>>,
 }
 
 impl CacheSet {
-    /// The state root's cache followed by `imports`.
+    /// The state root's cache followed by `imports`, for a build whose keys are salted with
+    /// `salt`.
     pub fn new(
         local: LocalCache,
         imports: Vec<Arc<dyn CacheBackend>>,
         registries: Vec<Reference>,
+        salt: &CacheKey,
     ) -> Self {
         CacheSet {
+            nearby: Nearby::new(imports.iter().filter_map(|i| i.carried())),
+            salt: salt.to_hex(),
+            inputs: Mutex::new(Vec::new()),
+            made: Mutex::new(HashSet::new()),
             local,
             imports,
             pending: Mutex::new(HashMap::new()),
@@ -242,6 +258,28 @@ impl CacheSet {
         Ok(())
     }
 
+    /// Runs `push`, which sends `layers` (among others) where the target's blobs and those it
+    /// can mount need not be here; when that fails while some of `layers` are not in `store`
+    /// (an import's, left where it is), fetches them and runs `push` once more.
+    pub fn push_fetching<E: From<CacheError> + std::fmt::Display>(
+        &self,
+        layers: &[Layer],
+        store: &ContentStore,
+        push: impl Fn() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let all_here = layers
+            .iter()
+            .all(|l| parse_digest(&l.digest).is_ok_and(|d| store.contains(&d)));
+        match push() {
+            Err(e) if !all_here => {
+                tracing::debug!("pushing without the imported layers failed ({e}); fetching them");
+                self.fetch_missing(layers, store)?;
+                push()
+            }
+            done => done,
+        }
+    }
+
     /// Marks a blob of an import as unusable: records needing it are misses from now on.
     fn reject(&self, digest: &str) {
         if let Ok(mut rejected) = self.rejected.lock() {
@@ -274,6 +312,45 @@ impl CacheSet {
                 record,
             });
         }
+    }
+
+    /// What the imported caches carry to explain a miss.
+    pub fn nearby(&self) -> &Nearby {
+        &self.nearby
+    }
+
+    /// The salt of this build's keys, in hex.
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+
+    /// Notes the inputs of a step of `stage`, for `--cache-to` to carry.
+    pub fn note_inputs(&self, stage: usize, step: CarriedStep) {
+        if let Ok(mut all) = self.inputs.lock() {
+            all.push((stage, step));
+        }
+    }
+
+    /// The explanations an export in `mode` carries: with `Min`, those of `min_stages` only.
+    pub fn carried(&self, mode: CacheMode, min_stages: &HashSet<usize>) -> Carried {
+        let all = self.inputs.lock().map(|a| a.clone()).unwrap_or_default();
+        let kept = all
+            .into_iter()
+            .filter(|(stage, _)| mode == CacheMode::Max || min_stages.contains(stage))
+            .map(|(_, step)| step);
+        Carried::new(self.salt.clone(), kept)
+    }
+
+    /// Notes a layer this build made, for `--cache-to compression=`.
+    pub fn note_made(&self, digest: &str) {
+        if let Ok(mut made) = self.made.lock() {
+            made.insert(digest.to_string());
+        }
+    }
+
+    /// The layers this build made, by digest.
+    pub fn made(&self) -> HashSet<String> {
+        self.made.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// What the build resolved, in order.

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use umstage_oci::compress::Compression;
+
 /// Which steps a cache export holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CacheMode {
@@ -31,22 +33,54 @@ pub enum CacheImport {
     },
 }
 
+/// How a cache export writes its blobs and manifest, as buildx's options say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportFormat {
+    /// `compression=` (and `compression-level=`): the compression of the layers this build
+    /// made, converted in the cache when they were made otherwise; `None` keeps every blob
+    /// as it is.
+    pub compression: Option<Compression>,
+    /// `force-compression=true`: every blob of the cache is converted, base image layers and
+    /// hits too.
+    pub force_compression: bool,
+    /// `oci-mediatypes=` (default true): OCI media types, else Docker's.
+    pub oci_media_types: bool,
+    /// `image-manifest=` (default true, false with Docker media types): an image manifest,
+    /// else an index listing the blobs and the config (BuildKit's older form).
+    pub image_manifest: bool,
+}
+
+impl Default for ExportFormat {
+    fn default() -> Self {
+        ExportFormat {
+            compression: None,
+            force_compression: false,
+            oci_media_types: true,
+            image_manifest: true,
+        }
+    }
+}
+
 /// Where to write the build's cache (`--cache-to`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheExport {
-    /// `type=local,dest=DIR[,mode=min|max]`.
+    /// `type=local,dest=DIR[,mode=min|max][,…]`.
     Local {
         /// The directory.
         dest: PathBuf,
         /// Which steps.
         mode: CacheMode,
+        /// How.
+        format: ExportFormat,
     },
-    /// `type=registry,ref=REF[,mode=min|max]`.
+    /// `type=registry,ref=REF[,mode=min|max][,…]`.
     Registry {
         /// The reference.
         reference: String,
         /// Which steps.
         mode: CacheMode,
+        /// How.
+        format: ExportFormat,
     },
     /// `type=inline`: the cache travels in the exported image's config.
     Inline,
@@ -82,6 +116,33 @@ pub enum SpecProblem {
     /// A `type=` umstage cannot write (empty when none was given).
     #[error("type={0}: umstage writes caches of type local, registry and inline")]
     ExportType(String),
+    /// A `compression=` umstage cannot write.
+    #[error("compression={0}: umstage writes gzip, zstd and uncompressed layers")]
+    Compression(String),
+    /// A `compression-level=` out of the compression's range, or for none.
+    #[error("compression-level={level}: {reason}")]
+    CompressionLevel {
+        /// What was given.
+        level: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A boolean option that is neither true nor false.
+    #[error("{key}={value}: use true or false")]
+    Bool {
+        /// The option.
+        key: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// `image-manifest=true` with `oci-mediatypes=false`: an image manifest of Docker's
+    /// media types cannot name an artifact, as BuildKit refuses too.
+    #[error("image-manifest=true needs oci-mediatypes=true")]
+    ImageManifestNeedsOci,
+    /// `compression=zstd` with `oci-mediatypes=false`: Docker's media types have no zstd
+    /// layer (umstage writes none in a Docker image either).
+    #[error("compression=zstd needs oci-mediatypes=true")]
+    ZstdNeedsOci,
 }
 
 /// The options of one value, `type` apart.
@@ -119,6 +180,47 @@ impl Fields {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A boolean option as BuildKit reads it (Go's `strconv.ParseBool`).
+    fn bool(&self, key: &'static str, default: bool) -> Result<bool, SpecProblem> {
+        match self.get(key) {
+            None => Ok(default),
+            Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+            Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+            Some(v) => Err(SpecProblem::Bool {
+                key,
+                value: v.to_string(),
+            }),
+        }
+    }
+
+    /// `compression=`, `compression-level=`, `force-compression=`, `oci-mediatypes=` and
+    /// `image-manifest=`, with BuildKit's defaults.
+    fn format(&self) -> Result<ExportFormat, SpecProblem> {
+        let force_compression = self.bool("force-compression", false)?;
+        let level = self.get("compression-level");
+        let kind = match self.get("compression") {
+            Some(kind) => Some(kind),
+            // BuildKit's default compression, once an option asks for one.
+            None if force_compression || level.is_some() => Some("gzip"),
+            None => None,
+        };
+        let compression = kind.map(|k| compression(k, level)).transpose()?;
+        let oci_media_types = self.bool("oci-mediatypes", true)?;
+        let image_manifest = self.bool("image-manifest", oci_media_types)?;
+        if image_manifest && !oci_media_types {
+            return Err(SpecProblem::ImageManifestNeedsOci);
+        }
+        if matches!(compression, Some(Compression::Zstd { .. })) && !oci_media_types {
+            return Err(SpecProblem::ZstdNeedsOci);
+        }
+        Ok(ExportFormat {
+            compression,
+            force_compression,
+            oci_media_types,
+            image_manifest,
+        })
+    }
+
     fn mode(&self, flag: &'static str, value: &str) -> Result<CacheMode, SpecError> {
         match self.get("mode") {
             None | Some("min") => Ok(CacheMode::Min),
@@ -129,6 +231,31 @@ impl Fields {
                 reason: SpecProblem::Mode(other.to_string()),
             }),
         }
+    }
+}
+
+/// The compression `kind` names, at `level` (or umstage's default level for it).
+fn compression(kind: &str, level: Option<&str>) -> Result<Compression, SpecProblem> {
+    let bad = |reason| SpecProblem::CompressionLevel {
+        level: level.unwrap_or_default().to_string(),
+        reason,
+    };
+    let parsed = level
+        .map(|l| l.parse::<i32>().map_err(|_| bad("not a number")))
+        .transpose()?;
+    match (kind, parsed) {
+        ("gzip", None) => Ok(Compression::GZIP),
+        ("gzip", Some(l)) => u32::try_from(l)
+            .ok()
+            .filter(|l| *l <= 9)
+            .map(|level| Compression::Gzip { level })
+            .ok_or_else(|| bad("gzip takes 0 to 9")),
+        ("zstd", None) => Ok(Compression::ZSTD),
+        ("zstd", Some(level @ 1..=22)) => Ok(Compression::Zstd { level }),
+        ("zstd", Some(_)) => Err(bad("zstd takes 1 to 22")),
+        ("uncompressed", None) => Ok(Compression::None),
+        ("uncompressed", Some(_)) => Err(bad("an uncompressed layer has no level")),
+        (other, _) => Err(SpecProblem::Compression(other.to_string())),
     }
 }
 
@@ -176,14 +303,23 @@ pub fn parse_import(value: &str) -> Result<CacheImport, SpecError> {
 pub fn parse_export(value: &str) -> Result<CacheExport, SpecError> {
     const FLAG: &str = "--cache-to";
     let f = fields(FLAG, value)?;
+    let format = || {
+        f.format().map_err(|reason| SpecError {
+            flag: FLAG,
+            value: value.into(),
+            reason,
+        })
+    };
     match f.kind.as_deref() {
         Some("local") => Ok(CacheExport::Local {
             dest: PathBuf::from(required(&f, "dest", FLAG, value)?),
             mode: f.mode(FLAG, value)?,
+            format: format()?,
         }),
         Some("registry") => Ok(CacheExport::Registry {
             reference: required(&f, "ref", FLAG, value)?.to_string(),
             mode: f.mode(FLAG, value)?,
+            format: format()?,
         }),
         Some("inline") => Ok(CacheExport::Inline),
         other => Err(SpecError {
@@ -217,14 +353,16 @@ mod tests {
             parse_export("type=local,dest=/c,mode=max"),
             Ok(CacheExport::Local {
                 dest: "/c".into(),
-                mode: CacheMode::Max
+                mode: CacheMode::Max,
+                format: ExportFormat::default(),
             })
         );
         assert_eq!(
             parse_export("type=registry,ref=r/c,image-manifest=true"),
             Ok(CacheExport::Registry {
                 reference: "r/c".into(),
-                mode: CacheMode::Min
+                mode: CacheMode::Min,
+                format: ExportFormat::default(),
             })
         );
         assert_eq!(parse_export("type=inline"), Ok(CacheExport::Inline));
@@ -240,6 +378,51 @@ mod tests {
         assert_eq!(
             reason(parse_export("type=local,dest=/c,mode=all")),
             Some(SpecProblem::Mode("all".into()))
+        );
+        let format = |v: &str| match parse_export(v) {
+            Ok(CacheExport::Registry { format, .. }) => Ok(format),
+            Ok(other) => panic!("not a registry export: {other:?}"),
+            Err(e) => Err(e.reason),
+        };
+        assert_eq!(
+            format("type=registry,ref=r,compression=zstd,compression-level=19"),
+            Ok(ExportFormat {
+                compression: Some(Compression::Zstd { level: 19 }),
+                ..ExportFormat::default()
+            })
+        );
+        assert_eq!(
+            format("type=registry,ref=r,force-compression=true,oci-mediatypes=false"),
+            Ok(ExportFormat {
+                compression: Some(Compression::GZIP),
+                force_compression: true,
+                oci_media_types: false,
+                image_manifest: false,
+            })
+        );
+        assert_eq!(
+            format("type=registry,ref=r,compression=estargz"),
+            Err(SpecProblem::Compression("estargz".into()))
+        );
+        assert_eq!(
+            format("type=registry,ref=r,compression=gzip,compression-level=12")
+                .map_err(|e| e.to_string()),
+            Err("compression-level=12: gzip takes 0 to 9".into())
+        );
+        assert_eq!(
+            format("type=registry,ref=r,oci-mediatypes=false,image-manifest=true"),
+            Err(SpecProblem::ImageManifestNeedsOci)
+        );
+        assert_eq!(
+            format("type=registry,ref=r,compression=zstd,oci-mediatypes=false"),
+            Err(SpecProblem::ZstdNeedsOci)
+        );
+        assert_eq!(
+            format("type=registry,ref=r,image-manifest=yes"),
+            Err(SpecProblem::Bool {
+                key: "image-manifest",
+                value: "yes".into()
+            })
         );
         let err = parse_import("type=local,src").expect_err("a part without =");
         assert_eq!(err.reason, SpecProblem::NotKeyValue("src".into()));

@@ -8,12 +8,12 @@ use umstage_oci::ContentStore;
 use umstage_oci::reference::Reference;
 use umstage_oci::registry::RegistryClient;
 
-use super::CacheBackend;
 use super::layout::{self, LayoutCache};
 use super::manifest::CacheConfig;
 use super::registry::RegistryCache;
 use super::set::CacheSet;
 use super::spec::{CacheExport, CacheImport, CacheMode};
+use super::{CacheBackend, convert};
 use crate::error::StepError;
 use crate::event::{Event, EventSink};
 use crate::request::BuildError;
@@ -51,8 +51,14 @@ pub(crate) fn open_imports(
 
 /// The inline cache of the exported image (`--cache-to type=inline`): the records of its own
 /// steps, whose blobs are its layers.
-pub(crate) fn inline_records(caches: &CacheSet, min_stages: &HashSet<usize>) -> CacheConfig {
+pub(crate) fn inline_records(
+    caches: &CacheSet,
+    min_stages: &HashSet<usize>,
+) -> Result<CacheConfig, super::CacheError> {
+    // In OCI's names, as the pushed image's manifest lists its layers.
     CacheConfig::from_resolved(&caches.resolved(), CacheMode::Min, min_stages)
+        .carrying(caches.carried(CacheMode::Min, min_stages))
+        .in_media_types("inline", true)
 }
 
 /// Writes the build's records to every cache `exports` names but the inline one (which the
@@ -67,9 +73,15 @@ pub(crate) fn export_all(
 ) -> Result<(), BuildError> {
     let resolved = caches.resolved();
     for export in exports {
-        let (text, mode) = match export {
-            CacheExport::Local { dest, mode } => (dest.display().to_string(), *mode),
-            CacheExport::Registry { reference, mode } => (reference.clone(), *mode),
+        let (text, mode, format) = match export {
+            CacheExport::Local { dest, mode, format } => {
+                (dest.display().to_string(), *mode, format)
+            }
+            CacheExport::Registry {
+                reference,
+                mode,
+                format,
+            } => (reference.clone(), *mode, format),
             CacheExport::Inline => continue,
         };
         let started = Instant::now();
@@ -78,15 +90,26 @@ pub(crate) fn export_all(
             id: id.clone(),
             text: format!("exporting cache to {text}"),
         });
-        let config = CacheConfig::from_resolved(&resolved, mode, min_stages);
+        let config = CacheConfig::from_resolved(&resolved, mode, min_stages)
+            .carrying(caches.carried(mode, min_stages));
         let failed =
             |e: super::CacheError| BuildError::Other(Box::new(StepError::during("--cache-to", e)));
+        let converting = convert::to_convert(&config, format, &caches.made());
+        let config = if converting.is_empty() {
+            config
+        } else {
+            caches.fetch_missing(&converting, store).map_err(failed)?;
+            convert::convert(&text, config, &converting, format, store).map_err(failed)?
+        };
+        let config = config
+            .in_media_types(&text, format.oci_media_types)
+            .map_err(failed)?;
         match export {
             CacheExport::Local { dest, .. } => {
                 caches
                     .fetch_missing(&config.blobs(), store)
                     .map_err(failed)?;
-                layout::export(dest, &config, store)
+                layout::export(dest, &config, store, format)
                     .map(|_| ())
                     .map_err(failed)?
             }
@@ -97,15 +120,18 @@ pub(crate) fn export_all(
                     .ok()
                     .and_then(|r| caches.mount_source(&r).cloned());
                 let push = || {
-                    super::registry::export(client, reference, &config, store, mount_from.as_ref())
+                    super::registry::export(
+                        client,
+                        reference,
+                        &config,
+                        store,
+                        mount_from.as_ref(),
+                        format,
+                    )
                 };
-                if let Err(e) = push() {
-                    tracing::debug!("exporting the cache without fetching its layers: {e}");
-                    caches
-                        .fetch_missing(&config.blobs(), store)
-                        .map_err(failed)?;
-                    push().map_err(failed)?;
-                }
+                caches
+                    .push_fetching(&config.blobs(), store, push)
+                    .map_err(failed)?;
             }
             CacheExport::Inline => {}
         }

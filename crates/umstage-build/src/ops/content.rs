@@ -60,6 +60,7 @@ impl Step<'_, '_> {
             return Ok(Probe::Hit(Box::new(state)));
         }
         let cheap = *self.key;
+        self.probed.set(Some(self.inputs.borrow().len()));
         *self.key = content(self).map_err(|e| self.failed(e))?;
         Ok(Probe::Miss(cheap))
     }

@@ -183,6 +183,7 @@ impl Step<'_, '_> {
                 size: info.blob.size,
                 media_type: info.media_type.to_string(),
             };
+            build.caches.note_made(&layer.digest);
             self.layers.push(layer);
             self.cfg.image.rootfs.diff_ids.push(info.diff_id.clone());
             let chain = crate::state::snapshot_names(self.layers, build.ignore_chown_errors)

@@ -13,6 +13,7 @@ use umstage_oci::layer::LayerOptions;
 use umstage_oci::lease::Lease;
 use umstage_snapshot::Cancel;
 
+use crate::cache::carried::{self, CarriedStep, Near};
 use crate::cache::explain::{self, InputLog, Inputs};
 use crate::cache::set::CacheSet;
 use crate::cache::{CacheKey, KeyBuilder};
@@ -119,6 +120,51 @@ impl Build<'_> {
         }))
     }
 
+    /// Records a step's `inputs` under `locator` and notes `carried` (what a cache takes along
+    /// of them) for `--cache-to`; returns how they differ from the last build of the step here,
+    /// or else from the nearest step an imported cache carries.
+    pub(crate) fn record_inputs(
+        &self,
+        id: &StepId,
+        locator: &str,
+        inputs: &Inputs,
+        carried: &Inputs,
+        base: &StageBase,
+    ) -> Option<String> {
+        let step = CarriedStep::new(&id.stage, id.step_index, carried);
+        self.caches.note_inputs(id.stage_index, step);
+        match self.inputs_log.record(locator, inputs) {
+            Some(before) => inputs.first_difference(&before),
+            None => self.imported_difference(id, inputs, base),
+        }
+    }
+
+    /// How `inputs` differ from the nearest step the imported caches carry: `None` when they
+    /// carry none, or the nearest has the same inputs.
+    pub(crate) fn imported_difference(
+        &self,
+        id: &StepId,
+        inputs: &Inputs,
+        base: &StageBase,
+    ) -> Option<String> {
+        let nearby = self.caches.nearby();
+        if nearby.is_empty() {
+            return None;
+        }
+        let now = CarriedStep::new(&id.stage, id.step_index, inputs);
+        match nearby.nearest(&now) {
+            Near::Step(before) => now.inputs.first_difference(before),
+            Near::Others => Some(carried::NOT_HELD.into()),
+            Near::Nothing if nearby.other_salt(self.caches.salt()) => {
+                Some(carried::OTHER_SALT.into())
+            }
+            Near::Nothing if now.inputs.parent() == Some(base.key.to_hex().as_str()) => {
+                Some(base.unknown.clone())
+            }
+            Near::Nothing => Some(explain::PARENT_CHANGED.into()),
+        }
+    }
+
     pub(crate) fn export_context(&self) -> crate::export::ExportContext<'_> {
         crate::export::ExportContext {
             request: self.request,
@@ -160,6 +206,19 @@ pub(crate) struct Step<'s, 'b> {
     /// The latest change upstream in this stage ("line 3: build arg V changed …"), to say what
     /// a changed parent means.
     pub(crate) upstream: Option<String>,
+    /// What the stage starts from.
+    pub(crate) base: &'s StageBase,
+    /// How many inputs the step had when its lookup by its source stages' keys missed: those
+    /// after depend on that miss, so a cache carries only these (`cache::carried`).
+    pub(crate) probed: std::cell::Cell<Option<usize>>,
+}
+
+/// What a stage starts from, for the explanation of a miss right after it.
+pub(crate) struct StageBase {
+    /// Its key.
+    pub(crate) key: CacheKey,
+    /// Why a step right after it missed when no imported cache has a step after it.
+    pub(crate) unknown: String,
 }
 
 impl Step<'_, '_> {
@@ -202,24 +261,33 @@ impl Step<'_, '_> {
         )
     }
 
-    /// Says why the step missed: the first input that differs from its last build here.
+    /// Says why the step missed: the first input that differs from its last build here, or
+    /// else from the nearest step an imported cache carries.
     pub(crate) fn explain_miss(&self) {
-        let reason = match self.build.inputs_log.load(&self.locator()) {
-            None => "no earlier build of this step in this state root".to_string(),
-            Some(before) => match self.inputs.borrow().first_difference(&before) {
-                Some(r) if r == explain::PARENT_CHANGED => match &self.upstream {
-                    Some(cause) => format!("{r} ({cause})"),
-                    None => r,
-                },
-                Some(r) => r,
-                None => {
-                    if self.no_cache {
-                        "the cache is not used for this step (--no-cache)".into()
-                    } else {
-                        "its inputs are unchanged, but no cache holds its result (pruned?)".into()
-                    }
-                }
+        let inputs = self.inputs.borrow();
+        let difference = match self.build.inputs_log.load(&self.locator()) {
+            Some(before) => inputs.first_difference(&before),
+            None if self.build.caches.nearby().is_empty() => {
+                Some("no earlier build of this step in this state root".to_string())
+            }
+            None => self
+                .build
+                .imported_difference(self.id, &inputs, self.base)
+                .or_else(|| {
+                    // The carried inputs end before what it read from the stage, so that is it.
+                    self.probed
+                        .get()
+                        .map(|_| "the files it reads from another stage changed".to_string())
+                }),
+        };
+        let reason = match difference {
+            Some(r) if r == explain::PARENT_CHANGED => match &self.upstream {
+                Some(cause) => format!("{r} ({cause})"),
+                None => r,
             },
+            Some(r) => r,
+            None if self.no_cache => "the cache is not used for this step (--no-cache)".into(),
+            None => "its inputs are unchanged, but no cache holds its result (pruned?)".into(),
         };
         self.build.events.emit(Event::StepMiss {
             step: self.id.clone(),
@@ -228,16 +296,19 @@ impl Step<'_, '_> {
     }
 
     /// Records the step's inputs for the next build's explanations (written only when they
-    /// changed, so a warm build writes nothing), and returns how they differ from the last
-    /// build of the step here, if they do.
+    /// changed, so a warm build writes nothing) and for `--cache-to` to carry, and returns how
+    /// they differ from the last build of the step here, or from an imported cache's.
     pub(crate) fn record_inputs(&self) -> Option<String> {
         let inputs = self.inputs.borrow();
-        if *inputs == Inputs::default() {
+        if inputs.is_empty() {
             return None;
         }
-        let locator = self.locator();
-        let before = self.build.inputs_log.record(&locator, &inputs);
-        inputs.first_difference(&before?)
+        let carried = match self.probed.get() {
+            Some(n) => inputs.prefix(n),
+            None => inputs.clone(),
+        };
+        self.build
+            .record_inputs(self.id, &self.locator(), &inputs, &carried, self.base)
     }
 
     pub(crate) fn roll_key(&mut self, kind: &str, text: &str) {

@@ -211,7 +211,7 @@ impl Origin {
         RegistryError::NotFound {
             registry: self.registry.clone(),
             reference: self.reference.clone(),
-            what,
+            what: what.map(|w| quoted(&w)),
         }
     }
 
@@ -219,7 +219,7 @@ impl Origin {
         RegistryError::Protocol {
             registry: self.registry.clone(),
             reference: self.reference.clone(),
-            detail: detail.into(),
+            detail: quoted(&detail.into()),
         }
     }
 
@@ -262,7 +262,7 @@ impl Origin {
                 registry: self.registry.clone(),
                 reference: self.reference.clone(),
                 status,
-                detail: message.chars().take(QUOTED).collect(),
+                detail: quoted(&message.chars().take(QUOTED).collect::<String>()),
             },
         }
     }
@@ -329,6 +329,20 @@ impl Origin {
             other => self.protocol(format!("{what}: {other}")),
         }
     }
+}
+
+/// A registry's text as an error quotes it, its control characters escaped: a hostile
+/// registry's message must not drive the terminal or forge lines of the output.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The first message of an OCI error envelope (`{"errors":[{"code":…,"message":…}]}`).
@@ -449,6 +463,11 @@ mod tests {
             "r.example:5000/app:1: HTTP 503: UNAVAILABLE: try later"
         );
         assert!(o.status(429, b"slow down").is_transient());
+        assert_eq!(
+            o.status(400, b"\x1b]0;owned\x07\nWARNING: forged")
+                .to_string(),
+            r"r.example:5000/app:1: HTTP 400: \u{1b}]0;owned\u{7}\nWARNING: forged"
+        );
         assert!(!o.status(400, b"bad").is_transient());
     }
 

@@ -121,9 +121,21 @@ fn chroot_possible(facts: &Facts) -> bool {
             .all(|c| caps.has(c))
 }
 
+/// Whether the ptrace supervisor is built for this architecture (it rewrites x86-64 system
+/// calls; a runtime's default seccomp profile allows ptrace on Linux 4.8 and later).
+fn ptrace_possible() -> bool {
+    cfg!(target_arch = "x86_64")
+}
+
 fn choose(facts: &Facts) -> Option<Tier> {
     if facts.trial != Trial::Works && facts.trial != Trial::NotRun {
-        return chroot_possible(facts).then_some(Tier::Chroot);
+        if chroot_possible(facts) {
+            return Some(Tier::Chroot);
+        }
+        // Only a refused unshare falls back here: a namespace that is made but may not mount
+        // fails inside it, past the point where a build can change its tier.
+        let refused = matches!(facts.trial, Trial::Unshare(_));
+        return (refused && ptrace_possible()).then_some(Tier::Ptrace);
     }
     if facts.uid == 0 || subordinate_usable(facts) {
         Some(Tier::Userns)
@@ -436,6 +448,16 @@ fn environment_findings(facts: &Facts, out: &mut Vec<Finding>) {
     } else if !chroot_possible(facts) {
         push(out, "chroot", Level::Note, "root without CAP_SYS_CHROOT, CAP_CHOWN, CAP_SETUID and CAP_SETGID: the chroot tier cannot run".into(), Some("pod: keep the default capabilities (do not drop SYS_CHROOT, CHOWN, SETUID, SETGID)"), Some(Tier::Chroot));
     }
+    if !ptrace_possible() {
+        push(
+            out,
+            "ptrace",
+            Level::Note,
+            "the ptrace tier is built for x86-64 only".into(),
+            None,
+            Some(Tier::Ptrace),
+        );
+    }
     if facts.proc_overmounts.is_empty() {
         push(
             out,
@@ -464,7 +486,16 @@ fn environment_findings(facts: &Facts, out: &mut Vec<Finding>) {
     let Some(root) = &facts.state_root else {
         return;
     };
-    if root.on_overlay {
+    if let Some(why) = &root.unusable {
+        push(
+            out,
+            "state root",
+            Level::Limits,
+            format!("no build can keep its state there: {why}"),
+            Some("give --root a directory you can write (or one that can be made)"),
+            None,
+        );
+    } else if root.on_overlay {
         push(
             out,
             "state root",
@@ -534,13 +565,27 @@ fn reason(facts: &Facts, tier: Option<Tier>, findings: &[Finding]) -> String {
             "a user namespace with one id, so owners other than root are recorded, not set, and a non-root USER is played by root: {}",
             first_blocker(Tier::Userns)
         ),
-        Some(Tier::Chroot) => format!(
-            "no user namespace ({}): steps run chrooted as real root in copied snapshots, without /proc, /sys or RUN --mount",
-            first_blocker(Tier::UsernsSingle)
+        Some(tier @ (Tier::Chroot | Tier::Ptrace)) => format!(
+            "no user namespace ({}): {}",
+            first_blocker(Tier::UsernsSingle),
+            what_it_is(tier)
         ),
         None => format!(
-            "no tier can run RUN steps here (a tier for a non-root user without namespaces, through ptrace, is not built yet): {}",
+            "no tier can run RUN steps here: {}",
             first_blocker(Tier::UsernsSingle)
         ),
+    }
+}
+
+/// What steps get in a tier without namespaces, one clause.
+pub(super) fn what_it_is(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Chroot => {
+            "steps run chrooted as real root in copied snapshots, without /proc, /sys or RUN --mount"
+        }
+        Tier::Ptrace => {
+            "steps run under a ptrace supervisor in copied snapshots, as played root with owners recorded, with RUN --mount of caches and tmpfs only"
+        }
+        Tier::Userns | Tier::UsernsSingle => "steps run in a user namespace",
     }
 }

@@ -1,6 +1,6 @@
 //! Entering the sandbox tier a build asks for, or the best one that works: the namespace tiers
-//! through [`crate::userns::enter`], the chroot tier by staying where the process is when the
-//! kernel refuses a namespace and the diagnosis allows it.
+//! through [`crate::userns::enter`], the chroot and ptrace tiers by staying where the process
+//! is when the kernel refuses a namespace and the diagnosis allows one of them.
 
 use std::path::Path;
 
@@ -21,28 +21,33 @@ pub struct Entered {
 /// Why no tier could be entered.
 #[derive(Debug, thiserror::Error)]
 pub enum EnterError {
-    /// The user namespace tiers failed, and the chroot tier cannot run either.
+    /// The user namespace tiers failed, and no tier without one can run either.
     #[error(transparent)]
     Userns(#[from] UsernsError),
-    /// The chroot tier was asked for and cannot run here.
-    #[error("the chroot sandbox cannot run here: {0}")]
-    Chroot(String),
+    /// A tier without namespaces was asked for and cannot run here.
+    #[error("the {tier} sandbox cannot run here: {why}")]
+    NoNamespace {
+        /// The tier asked for.
+        tier: Tier,
+        /// The findings in its way, with their fixes.
+        why: String,
+    },
 }
 
 /// Enters `choice` (see [`userns::enter`]: in the outer process of a namespace tier this never
 /// returns `Ok`), and records the tier for [`super::active_tier`].
 pub fn enter(choice: TierChoice, state_root: &Path) -> Result<Entered, EnterError> {
-    if choice == TierChoice::Exactly(Tier::Chroot) {
+    if let TierChoice::Exactly(tier @ (Tier::Chroot | Tier::Ptrace)) = choice {
         // No trial: nothing of a namespace is wanted, whatever it would say.
         let diagnosis = diagnose(&Facts::gather(Some(state_root), Some(Trial::NotRun)));
-        let why = diagnosis.blockers_of(Tier::Chroot);
+        let why = diagnosis.blockers_of(tier);
         if !why.is_empty() {
-            return Err(EnterError::Chroot(why));
+            return Err(EnterError::NoNamespace { tier, why });
         }
-        activate(Tier::Chroot);
+        activate(tier);
         return Ok(Entered {
-            tier: Tier::Chroot,
-            reason: "asked for: steps run chrooted as real root in copied snapshots, without /proc, /sys or RUN --mount".into(),
+            tier,
+            reason: format!("asked for: {}", super::diagnose::what_it_is(tier)),
             warning: None,
         });
     }
@@ -60,12 +65,12 @@ pub fn enter(choice: TierChoice, state_root: &Path) -> Result<Entered, EnterErro
                 Some(state_root),
                 Some(Trial::Unshare(errno)),
             ));
-            if diagnosis.tier != Some(Tier::Chroot) {
+            let Some(tier) = diagnosis.tier.filter(|t| t.mounts_nothing()) else {
                 return Err(UsernsError::Unshare { errno, why }.into());
-            }
-            activate(Tier::Chroot);
+            };
+            activate(tier);
             Ok(Entered {
-                tier: Tier::Chroot,
+                tier,
                 reason: diagnosis.reason,
                 warning: None,
             })

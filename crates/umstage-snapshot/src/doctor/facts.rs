@@ -32,6 +32,9 @@ pub struct StateRoot {
     pub on_overlay: bool,
     /// Bytes an unprivileged writer can still use there.
     pub free_bytes: Option<u64>,
+    /// Why no build can keep its state there, if none can: it (or, until it exists, its
+    /// nearest existing ancestor) is not a directory the caller can write.
+    pub unusable: Option<String>,
 }
 
 /// Everything the diagnosis looks at.
@@ -151,6 +154,26 @@ fn state_root_facts(path: &Path) -> StateRoot {
         path: path.to_path_buf(),
         on_overlay,
         free_bytes,
+        unusable: unusable(path),
+    }
+}
+
+/// Why `path` cannot be a state root, if it cannot. Existence is judged without following a
+/// final symlink, so a dangling or looping one is named rather than skipped.
+fn unusable(path: &Path) -> Option<String> {
+    let existing = path
+        .ancestors()
+        .find(|p| p.symlink_metadata().is_ok())
+        .unwrap_or(Path::new("/"));
+    match std::fs::metadata(existing) {
+        Err(e) => Some(format!("{}: {e}", existing.display())),
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", existing.display())),
+        Ok(_) => {
+            let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+            rustix::fs::access(existing, access)
+                .err()
+                .map(|e| format!("{} cannot be written by you: {e}", existing.display()))
+        }
     }
 }
 
@@ -176,5 +199,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = state_root_facts(&dir.path().join("not/yet"));
         assert!(root.free_bytes.is_some_and(|b| b > 0));
+        assert_eq!(root.unusable, None);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").expect("write");
+        for bad in [file.clone(), file.join("below")] {
+            let root = state_root_facts(&bad);
+            assert!(
+                root.unusable
+                    .as_deref()
+                    .is_some_and(|u| u.contains("not a directory")),
+                "{root:?}"
+            );
+        }
     }
 }

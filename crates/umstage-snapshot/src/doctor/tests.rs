@@ -32,6 +32,7 @@ fn pod(uid: u32, caps: CapSet, nnp: bool, seccomp: Seccomp, trial: Trial) -> Fac
             path: PathBuf::from("/home/build/.local/share/umstage"),
             on_overlay: true,
             free_bytes: Some(10 << 30),
+            unusable: None,
         }),
     }
 }
@@ -39,7 +40,7 @@ fn pod(uid: u32, caps: CapSet, nnp: bool, seccomp: Seccomp, trial: Trial) -> Fac
 const EPERM: i32 = libc::EPERM;
 
 #[test]
-fn restricted_pod_has_no_tier_and_blames_seccomp_not_a_sysctl() {
+fn restricted_pod_gets_ptrace_and_blames_seccomp_not_a_sysctl() {
     let d = diagnose(&pod(
         1000,
         CapSet(0),
@@ -47,7 +48,8 @@ fn restricted_pod_has_no_tier_and_blames_seccomp_not_a_sysctl() {
         Seccomp::Filter,
         Trial::Unshare(EPERM),
     ));
-    assert_eq!(d.tier, None);
+    assert_eq!(d.tier, Some(Tier::Ptrace));
+    assert!(d.reason.contains("ptrace supervisor"), "{}", d.reason);
     assert!(d.reason.contains("seccomp filter"), "{}", d.reason);
     let blockers = d.blockers_of(Tier::UsernsSingle);
     assert!(
@@ -90,7 +92,7 @@ fn root_with_default_capabilities_is_refused_a_namespace_and_gets_chroot() {
     );
     let better: Vec<Tier> = d.upgrades.iter().map(|u| u.tier).collect();
     assert_eq!(better, [Tier::Userns, Tier::UsernsSingle]);
-    // Root without CAP_SYS_CHROOT has no tier at all.
+    // Root without CAP_SYS_CHROOT falls to the ptrace tier.
     let no_chroot = CapSet(DEFAULT_CAPS.0 & !(1 << status::cap::SYS_CHROOT));
     let d = diagnose(&pod(
         0,
@@ -99,7 +101,7 @@ fn root_with_default_capabilities_is_refused_a_namespace_and_gets_chroot() {
         Seccomp::Filter,
         Trial::Unshare(EPERM),
     ));
-    assert_eq!(d.tier, None);
+    assert_eq!(d.tier, Some(Tier::Ptrace));
     assert!(d.blockers_of(Tier::Chroot).contains("CAP_SYS_CHROOT"));
 }
 

@@ -16,11 +16,15 @@ pub enum Tier {
     /// container where Kaniko runs): steps run chrooted in copied (native) snapshots, owners
     /// are real, and there is no `/proc`, no `/sys` and no `RUN --mount`.
     Chroot,
+    /// No namespace and no privilege at all (a non-root user under a runtime's default seccomp
+    /// profile): steps run under a ptrace supervisor that translates their paths into copied
+    /// (native) snapshots and plays root, recording owners as `userns-single` does.
+    Ptrace,
 }
 
 impl Tier {
     /// Every tier, best first.
-    pub const ALL: [Tier; 3] = [Tier::Userns, Tier::UsernsSingle, Tier::Chroot];
+    pub const ALL: [Tier; 4] = [Tier::Userns, Tier::UsernsSingle, Tier::Chroot, Tier::Ptrace];
 
     /// The name the `--sandbox` flag and `umstage doctor` use.
     pub fn name(self) -> &'static str {
@@ -28,7 +32,14 @@ impl Tier {
             Tier::Userns => "userns",
             Tier::UsernsSingle => "userns-single",
             Tier::Chroot => "chroot",
+            Tier::Ptrace => "ptrace",
         }
+    }
+
+    /// Whether steps run without any namespace: nothing can be mounted, snapshots are native
+    /// trees used in place.
+    pub fn mounts_nothing(self) -> bool {
+        matches!(self, Tier::Chroot | Tier::Ptrace)
     }
 }
 
@@ -54,6 +65,13 @@ static ACTIVE: std::sync::OnceLock<Tier> = std::sync::OnceLock::new();
 /// also known from [`crate::userns::current`]).
 pub fn activate(tier: Tier) {
     let _ = ACTIVE.set(tier);
+    if tier == Tier::Ptrace {
+        // No id can be mapped or changed: the process's own ids are root's in the images.
+        umstage_oci::owner::play_root(umstage_oci::owner::Owner {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        });
+    }
 }
 
 /// The tier this process's steps run in, when one was activated.

@@ -133,6 +133,11 @@ fn run() -> Result<(), HelperError> {
             nix::unistd::sethostname(hostname).map_err(errno("sethostname"))?;
         }
     }
+    // The ptrace tier's user, working directory and root, for the step and its supervisor.
+    let traced = match (&request.chroot, request.trace) {
+        (Some(rootfs), true) => Some(super::trace::Setup::new(&request, rootfs)?),
+        _ => None,
+    };
     // Pid 1 hands the ownership recorder's listener back on this socket.
     let recorder = match request.record_owners {
         true => Some(UnixStream::pair().map_err(|e| HelperError::during("socketpair", e))?),
@@ -140,7 +145,11 @@ fn run() -> Result<(), HelperError> {
     };
     // SAFETY: this process is single-threaded (a fresh exec that started no threads).
     match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
-        ForkResult::Child => step_main(&request, recorder.map(|(_, theirs)| theirs)),
+        ForkResult::Child => step_main(
+            &request,
+            recorder.map(|(_, theirs)| theirs),
+            traced.as_ref(),
+        ),
         ForkResult::Parent { child } => {
             // With no pid namespace to end the step's other processes with it, they share a
             // process group that is killed when the step's main process ends (set on both
@@ -154,6 +163,12 @@ fn run() -> Result<(), HelperError> {
                     let _ = nix::sys::signal::killpg(child, Signal::SIGKILL);
                 }
             };
+            if let Some(setup) = &traced {
+                let status = setup.supervise(child);
+                end_group();
+                send(&Report::Ended(status?));
+                return Ok(());
+            }
             if let Some((ours, theirs)) = recorder {
                 // Only pid 1 may hold its end: the receive ends when pid 1 does.
                 drop(theirs);
@@ -188,14 +203,18 @@ fn run() -> Result<(), HelperError> {
 }
 
 /// Pid 1 of the step: set up and exec; reports and exits on failure.
-fn step_main(request: &Request, recorder: Option<UnixStream>) -> ! {
+fn step_main(
+    request: &Request,
+    recorder: Option<UnixStream>,
+    traced: Option<&super::trace::Setup>,
+) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if request.chroot.is_some() {
         let own = nix::unistd::Pid::from_raw(0);
         let _ = nix::unistd::setpgid(own, own);
     }
     let mut stubs = Vec::new();
-    let message = setup_and_exec(request, recorder.as_ref(), &mut stubs);
+    let message = setup_and_exec(request, recorder.as_ref(), traced, &mut stubs);
     send(&Report::Stubs(stubs));
     send(&Report::SetupError(message));
     // SAFETY: _exit ends this forked process without running the parent's destructors.
@@ -206,16 +225,20 @@ fn step_main(request: &Request, recorder: Option<UnixStream>) -> ! {
 fn setup_and_exec(
     request: &Request,
     recorder: Option<&UnixStream>,
+    traced: Option<&super::trace::Setup>,
     stubs: &mut Vec<PathBuf>,
 ) -> String {
-    let prepared = match &request.chroot {
-        Some(rootfs) => super::chroot::prepare_root(request, rootfs, stubs),
-        None => prepare_root(request, stubs),
+    let prepared = match (&request.chroot, traced) {
+        (_, Some(setup)) => Ok(Ready {
+            user: setup.user().clone(),
+        }),
+        (Some(rootfs), None) => super::chroot::prepare_root(request, rootfs, stubs),
+        (None, None) => prepare_root(request, stubs),
     };
     match prepared {
         Ok(ready) => {
             send(&Report::Stubs(stubs.clone()));
-            exec_step(request, recorder, ready)
+            exec_step(request, recorder, traced, ready)
         }
         Err(e) => e.to_string(),
     }
@@ -439,8 +462,13 @@ impl Source {
     }
 }
 
-fn exec_step(request: &Request, recorder: Option<&UnixStream>, ready: Ready) -> String {
-    match try_exec(request, recorder, ready) {
+fn exec_step(
+    request: &Request,
+    recorder: Option<&UnixStream>,
+    traced: Option<&super::trace::Setup>,
+    ready: Ready,
+) -> String {
+    match try_exec(request, recorder, traced, ready) {
         Ok(never) => match never {},
         Err(e) => e.to_string(),
     }
@@ -449,6 +477,7 @@ fn exec_step(request: &Request, recorder: Option<&UnixStream>, ready: Ready) -> 
 fn try_exec(
     request: &Request,
     recorder: Option<&UnixStream>,
+    traced: Option<&super::trace::Setup>,
     ready: Ready,
 ) -> Result<std::convert::Infallible, HelperError> {
     let process = request
@@ -456,10 +485,12 @@ fn try_exec(
         .process()
         .as_ref()
         .ok_or("the step has no process")?;
+    // A traced step has no capabilities to limit, and its user is played by the supervisor.
     if let Some(bounding) = process
         .capabilities()
         .as_ref()
         .and_then(|c| c.bounding().as_ref())
+        .filter(|_| traced.is_none())
     {
         super::caps::limit_to(bounding)?;
     }
@@ -475,7 +506,9 @@ fn try_exec(
             )
         }
     };
-    if !groups_denied {
+    // A traced step keeps the pod's ids: the supervisor answers its identity calls.
+    let switch_ids = traced.is_none();
+    if switch_ids && !groups_denied {
         let groups: Vec<Gid> = user
             .additional_gids
             .iter()
@@ -483,7 +516,7 @@ fn try_exec(
             .collect();
         nix::unistd::setgroups(&groups)
             .map_err(|e| HelperError::during(format!("setgroups {:?}", user.additional_gids), e))?;
-    } else if user.additional_gids.iter().any(|g| *g != user.gid) {
+    } else if switch_ids && user.additional_gids.iter().any(|g| *g != user.gid) {
         tracing::debug!("supplementary groups skipped: setgroups is denied in this namespace");
     }
     // With one id and the recorder, a non-root user is played, not become (`identity`).
@@ -493,7 +526,7 @@ fn try_exec(
             gid: user.gid,
         },
     );
-    if appear_as.is_none() {
+    if appear_as.is_none() && switch_ids {
         let gid = Gid::from_raw(user.gid);
         nix::unistd::setresgid(gid, gid, gid).map_err(unmapped("gid", user.gid))?;
         let uid = Uid::from_raw(user.uid);
@@ -503,8 +536,10 @@ fn try_exec(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("PR_SET_PDEATHSIG"))?;
     let umask = process.user().umask().unwrap_or(super::spec::UMASK);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
-    std::env::set_current_dir(process.cwd())
-        .map_err(|e| HelperError::during(format!("chdir {}", process.cwd().display()), e))?;
+    if traced.is_none() {
+        std::env::set_current_dir(process.cwd())
+            .map_err(|e| HelperError::during(format!("chdir {}", process.cwd().display()), e))?;
+    }
 
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
@@ -516,8 +551,15 @@ fn try_exec(
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
-    let resolved = find_program(program, path_var)
-        .ok_or_else(|| format!("exec: \"{program}\": executable file not found in $PATH"))?;
+    let not_found = || format!("exec: \"{program}\": executable file not found in $PATH");
+    let resolved = match traced {
+        Some(setup) => PathBuf::from(
+            setup
+                .find_program(program, path_var)
+                .ok_or_else(not_found)?,
+        ),
+        None => find_program(program, path_var).ok_or_else(not_found)?,
+    };
     let c_program =
         CString::new(resolved.as_os_str().as_bytes()).map_err(|_| "NUL in program path")?;
     let c_args = args
@@ -534,6 +576,9 @@ fn try_exec(
     if let Some(socket) = recorder {
         let listener = super::owners::install(appear_as)?;
         super::owners::send_listener(socket, &listener, appear_as)?;
+    }
+    if let Some(setup) = traced {
+        return setup.exec(&resolved.to_string_lossy(), &c_args, &c_env);
     }
     nix::unistd::execve(&c_program, &c_args, &c_env)
         .map_err(|e| HelperError::during(format!("exec {}", resolved.display()), e))

@@ -18,6 +18,7 @@ mod owners;
 mod rlimit;
 mod rootfs;
 mod spec;
+mod trace;
 pub mod user;
 
 pub use mounts::{
@@ -226,6 +227,12 @@ pub(crate) struct Request {
     /// The `chroot` tier: the active snapshot's directory, which the step is chrooted in
     /// (no namespaces, no mounts); `None` in the user namespace tiers.
     pub(crate) chroot: Option<PathBuf>,
+    /// The `ptrace` tier: the step is not chrooted in `chroot` but runs under the supervisor
+    /// ([`trace`]), which translates its paths into it.
+    pub(crate) trace: bool,
+    /// The `ptrace` tier's `RUN --mount`s: guest directories given a host directory (a cache
+    /// mount's), or a fresh empty one for the step (`None`: a tmpfs).
+    pub(crate) guest_dirs: Vec<(PathBuf, Option<PathBuf>)>,
 }
 
 /// The fd the helper reports on (its copy of the socket it got as stdin).
@@ -254,8 +261,11 @@ pub fn run_step(
         )));
     }
     let active_dir = snapshotter.active_dir(key)?;
-    let chroot = match crate::doctor::active_tier() {
-        Some(crate::doctor::Tier::Chroot) => Some(chroot_dir(snapshotter, active_dir, step)?),
+    let tier = crate::doctor::active_tier();
+    let chroot = match tier {
+        Some(tier) if tier.mounts_nothing() => {
+            Some(chroot_dir(snapshotter, active_dir, step, tier)?)
+        }
         _ => None,
     };
     let rootfs = snapshotter.mounts(key)?;
@@ -279,6 +289,8 @@ pub fn run_step(
             record_owners: crate::userns::current()
                 .is_some_and(|ns| ns.mode() == crate::userns::Mode::SingleId),
             chroot: chroot.clone(),
+            trace: tier == Some(crate::doctor::Tier::Ptrace),
+            guest_dirs: guest_dirs(&prepared),
         };
         let outcome = run_helper(&request, cancel, on_event);
         drop(prepared);
@@ -291,19 +303,33 @@ pub fn run_step(
     status
 }
 
-/// The directory a `chroot` tier step runs in, or why the step needs a namespace tier.
+/// The directory a `chroot` or `ptrace` tier step runs in, or why the step needs a namespace
+/// tier.
 fn chroot_dir(
     snapshotter: &Snapshotter,
     active_dir: PathBuf,
     step: &RunStep,
+    tier: crate::doctor::Tier,
 ) -> Result<PathBuf, SandboxError> {
     let needs = |what: &str| {
         Err(SandboxError::InvalidStep(format!(
-            "{what} needs a user namespace, which this sandbox tier (chroot) does not have: `umstage doctor` says what would allow one"
+            "{what} needs a user namespace, which this sandbox tier ({tier}) does not have: `umstage doctor` says what would allow one"
         )))
     };
-    if !step.mounts.is_empty() {
-        return needs("RUN --mount");
+    // The supervisor gives a cache or tmpfs mount's directory for its target; nothing else
+    // can be given without a mount (a read-only bind, a secret file that must not be on disk).
+    let traced = tier == crate::doctor::Tier::Ptrace;
+    for mount in &step.mounts {
+        match mount {
+            StepMount::Cache(cache) if traced && !cache.read_only => {}
+            StepMount::Tmpfs(_) if traced => {}
+            StepMount::Secret(secret)
+                if traced && secret.target.is_none() && secret.env.is_some() => {}
+            StepMount::Cache(_) if traced => return needs("RUN --mount=type=cache,ro"),
+            StepMount::Bind(_) if traced => return needs("RUN --mount=type=bind"),
+            StepMount::Secret(_) if traced => return needs("RUN --mount=type=secret (as a file)"),
+            _ => return needs("RUN --mount"),
+        }
     }
     if step.network == Network::None {
         return needs("RUN --network=none");
@@ -312,6 +338,21 @@ fn chroot_dir(
         return needs("an overlay snapshot");
     }
     Ok(active_dir)
+}
+
+/// The ptrace tier's `RUN --mount`s as guest directories: a cache mount's bind source, or
+/// `None` for a tmpfs (the only kinds that tier lets through).
+fn guest_dirs(prepared: &mounts::Prepared) -> Vec<(PathBuf, Option<PathBuf>)> {
+    prepared
+        .mounts
+        .iter()
+        .map(|m| {
+            let source = (m.mount.typ().as_deref() == Some("bind"))
+                .then(|| m.mount.source().clone())
+                .flatten();
+            (m.mount.destination().clone(), source)
+        })
+        .collect()
 }
 
 type HelperOutcome = (Result<ExitStatus, SandboxError>, Vec<PathBuf>);

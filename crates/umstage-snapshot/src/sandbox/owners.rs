@@ -487,7 +487,7 @@ fn open_target(pid: u32, target: Target) -> std::io::Result<OwnedFd> {
 
 /// A chown of a file that is not a directory clears its set-user-id bit, and its set-group-id
 /// bit where group execution is allowed, for root too (as the kernel does since Linux 2.2.13).
-fn clear_set_ids(file: &OwnedFd, path: &Path) -> std::io::Result<()> {
+pub(super) fn clear_set_ids(file: &OwnedFd, path: &Path) -> std::io::Result<()> {
     let st = rustix::fs::fstat(file)?;
     let file_type = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if file_type != rustix::fs::FileType::RegularFile {
@@ -538,7 +538,7 @@ fn write_struct<T>(pid: u32, addr: u64, value: &T) -> std::io::Result<()> {
     mem.write_all_at(bytes, addr)
 }
 
-fn read_record(path: &Path) -> Option<Owner> {
+pub(super) fn read_record(path: &Path) -> Option<Owner> {
     let mut value = [0u8; 32];
     let n = rustix::fs::getxattr(path, XATTR, &mut value).ok()?;
     Owner::decode(&value[..n]).ok()
@@ -547,7 +547,7 @@ fn read_record(path: &Path) -> Option<Owner> {
 /// Records `owner` on `file`, through `path` (its `/proc/self/fd` link, which the xattr
 /// calls follow to the file itself); 0:0 needs no record. A symlink takes no user xattr: its
 /// owner goes unrecorded, and the call still succeeds, as it would for root.
-fn record(file: &OwnedFd, path: &Path, owner: Owner) -> std::io::Result<()> {
+pub(super) fn record(file: &OwnedFd, path: &Path, owner: Owner) -> std::io::Result<()> {
     let is_symlink = rustix::fs::fstat(file).is_ok_and(|s| {
         rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Symlink
     });

@@ -151,6 +151,14 @@ pub(crate) fn resolve(
             .map(|g| g.gid)
             .collect();
     }
+    // 4294967295 is -1 to the kernel: setresuid(-1) leaves the step root.
+    for (what, id) in [("user", resolved.uid), ("group", resolved.gid)] {
+        if id == u32::MAX {
+            return Err(HelperError::Refused(format!(
+                "USER {spec}: {what} id {id} is -1 to the kernel, which keeps the current id: it is not an id a step can run as"
+            )));
+        }
+    }
     if !resolved.additional_gids.contains(&resolved.gid) {
         resolved.additional_gids.insert(0, resolved.gid);
     }
@@ -228,6 +236,20 @@ mod tests {
         assert_eq!(root.additional_gids, vec![0, 10]);
         let numeric = resolve("1234:1234", Some(PASSWD), Some(group)).expect("numeric");
         assert_eq!((numeric.gid, numeric.additional_gids), (1234, vec![1234]));
+    }
+
+    #[test]
+    fn the_id_that_means_no_change_is_refused() {
+        for spec in ["4294967295", "0:4294967295", "big"] {
+            let passwd = "big:x:4294967295:0::/:/bin/sh\n";
+            assert!(
+                matches!(
+                    resolve(spec, Some(passwd), None),
+                    Err(HelperError::Refused(_))
+                ),
+                "{spec}"
+            );
+        }
     }
 
     #[test]

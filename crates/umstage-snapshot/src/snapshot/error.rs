@@ -71,7 +71,8 @@ pub enum OverlayProbeError {
     /// Removing a lower directory through the mount left no whiteout.
     #[error("the upper dir holds no 0:0 whiteout")]
     NoWhiteout,
-    /// The chroot sandbox tier runs outside any namespace, where a mount would be the host's.
-    #[error("the chroot sandbox tier mounts nothing")]
+    /// The chroot and ptrace sandbox tiers run outside any namespace, where a mount would be
+    /// the host's.
+    #[error("the chroot and ptrace sandbox tiers mount nothing")]
     ChrootTier,
 }

@@ -109,7 +109,7 @@ impl Snapshotter {
     pub fn open(state_root: &Path, choice: DriverChoice) -> Result<Self, SnapshotError> {
         fsutil::ensure_dir(state_root)?;
         // Outside any namespace a mount would land in the caller's own mount namespace.
-        let chroot = crate::doctor::active_tier() == Some(crate::doctor::Tier::Chroot);
+        let chroot = crate::doctor::active_tier().is_some_and(crate::doctor::Tier::mounts_nothing);
         let (kind, reason) = match choice {
             DriverChoice::Overlay if chroot => {
                 return Err(SnapshotError::OverlayUnavailable(
@@ -119,7 +119,8 @@ impl Snapshotter {
             DriverChoice::Auto if chroot => (
                 DriverKind::Native,
                 format!(
-                    "the chroot sandbox tier mounts nothing; {}",
+                    "the {} sandbox tier mounts nothing; {}",
+                    crate::doctor::active_tier().map_or("chroot", crate::doctor::Tier::name),
                     native::detail(state_root)
                 ),
             ),
@@ -364,8 +365,8 @@ impl Snapshotter {
             .read_record(key)?
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
         let specs = self.mounts(key)?;
-        // The chroot tier may not mount: a native snapshot is one whole tree, used in place.
-        if crate::doctor::active_tier() == Some(crate::doctor::Tier::Chroot)
+        // The chroot and ptrace tiers may not mount: a native snapshot is one whole tree, used in place.
+        if crate::doctor::active_tier().is_some_and(crate::doctor::Tier::mounts_nothing)
             && let [spec] = specs.as_slice()
             && spec.fstype == "bind"
         {

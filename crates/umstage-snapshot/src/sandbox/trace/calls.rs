@@ -1,0 +1,437 @@
+//! What the supervisor does at a traced call's entry (translate its paths, answer it itself,
+//! or refuse it) and at its exit (patch what it wrote, give back the registers it was given).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use libc::user_regs_struct;
+use nix::unistd::Pid;
+use rustix::fs::{Mode, OFlags};
+use umstage_oci::owner::{self, Owner};
+
+use super::super::identity::{self, Identity};
+use super::super::owners;
+use super::memory::{self, Scratch};
+use super::paths::{Follow, Root};
+use super::syscalls::{How, Kind, PathArg};
+
+/// What the supervisor knows while a step runs.
+pub(super) struct Context {
+    /// The step's root.
+    pub(super) root: Root,
+    /// The user the step runs as, in appearance.
+    pub(super) who: Identity,
+}
+
+/// What to do after a call's entry stop.
+pub(super) enum Entry {
+    /// Let it run as made, with no exit stop.
+    Pass,
+    /// Do not run it; it returns this (a negative errno for a failure).
+    Skip(i64),
+    /// It runs with rewritten arguments; the exit stop finishes it.
+    Rewritten(Box<Pending>),
+}
+
+/// A rewritten call waiting for its exit stop.
+pub(super) struct Pending {
+    saved: user_regs_struct,
+    post: Post,
+}
+
+/// What the exit stop does besides giving the arguments back.
+enum Post {
+    Restore,
+    /// The call was an exec: at its exit it failed (a successful exec never returns).
+    Exec,
+    /// Write the shown owner of `target` into the `stat` or `statx` buffer at `buf`.
+    Stat {
+        target: Target,
+        buf: u64,
+        statx: bool,
+    },
+    /// Give the `/proc` link `link`'s host path back as the guest's.
+    Readlink {
+        link: Vec<u8>,
+        buf: u64,
+        size: u64,
+    },
+    /// The call made the file at this host path: it is this user's.
+    Own(Vec<u8>, Owner),
+}
+
+/// A file a call names, for the supervisor to open.
+enum Target {
+    /// A host path (after translation), following a final symlink or not.
+    Host(Vec<u8>, Follow),
+    /// `/proc/PID/<this>`: a descriptor or the working directory of the caller.
+    Proc(String),
+}
+
+/// The `i`th argument.
+pub(super) fn arg(regs: &user_regs_struct, i: usize) -> u64 {
+    match i {
+        0 => regs.rdi,
+        1 => regs.rsi,
+        2 => regs.rdx,
+        3 => regs.r10,
+        4 => regs.r8,
+        _ => regs.r9,
+    }
+}
+
+/// Sets the `i`th argument.
+pub(super) fn set_arg(regs: &mut user_regs_struct, i: usize, value: u64) {
+    match i {
+        0 => regs.rdi = value,
+        1 => regs.rsi = value,
+        2 => regs.rdx = value,
+        3 => regs.r10 = value,
+        4 => regs.r8 = value,
+        _ => regs.r9 = value,
+    }
+}
+
+fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+impl Context {
+    /// The entry of a call: `regs` may be rewritten (the caller sets them).
+    pub(super) fn enter(&self, pid: Pid, regs: &mut user_regs_struct, who: &mut Identity) -> Entry {
+        let Some(kind) = super::syscalls::kind(regs.orig_rax as i64) else {
+            return Entry::Pass;
+        };
+        let saved = *regs;
+        let mut scratch = Scratch::below(pid, regs.rsp);
+        let pending = |post| Entry::Rewritten(Box::new(Pending { saved, post }));
+        let result: Result<Entry, i32> = (|| match kind {
+            Kind::Paths(args) => {
+                let mut any = false;
+                for a in args {
+                    any |= self.translate(pid, regs, &mut scratch, *a)?.is_some();
+                }
+                Ok(if any {
+                    pending(Post::Restore)
+                } else {
+                    Entry::Pass
+                })
+            }
+            Kind::Creates { path, flags } => {
+                let Some((host, _)) = self.translate(pid, regs, &mut scratch, path)? else {
+                    return Ok(Entry::Pass);
+                };
+                let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
+                let owner = Owner {
+                    uid: who.uid,
+                    gid: who.gid,
+                };
+                let new = creating
+                    && owner != Owner::default()
+                    && rustix::fs::lstat(Path::new(std::ffi::OsStr::from_bytes(&host)))
+                        .is_err_and(|e| e == rustix::io::Errno::NOENT);
+                Ok(pending(if new {
+                    Post::Own(host, owner)
+                } else {
+                    Post::Restore
+                }))
+            }
+            Kind::Stat {
+                path,
+                fd,
+                buf,
+                statx,
+            } => {
+                let target = self.target(pid, regs, &mut scratch, path, fd)?;
+                let buf = arg(regs, buf);
+                Ok(match target {
+                    Some(target) => pending(Post::Stat { target, buf, statx }),
+                    None => Entry::Pass,
+                })
+            }
+            Kind::Chown { path, fd, uid, gid } => {
+                let (uid, gid) = (arg(regs, uid) as u32, arg(regs, gid) as u32);
+                let Some(target) = self.target(pid, regs, &mut scratch, path, fd)? else {
+                    return Ok(Entry::Pass);
+                };
+                chown(pid, &target, uid, gid).map_err(errno)?;
+                Ok(Entry::Skip(0))
+            }
+            Kind::Readlink { path, buf, size } => {
+                let translated = self.translate(pid, regs, &mut scratch, path)?;
+                let (buf, size) = (arg(&saved, buf), arg(&saved, size));
+                Ok(match translated {
+                    Some((link, _)) if link.starts_with(b"/proc/") => {
+                        pending(Post::Readlink { link, buf, size })
+                    }
+                    Some(_) => pending(Post::Restore),
+                    None => Entry::Pass,
+                })
+            }
+            Kind::Getcwd => self.getcwd(pid, regs).map(Entry::Skip),
+            Kind::Identity => {
+                let args = [0, 1, 2, 3, 4, 5].map(|i| arg(regs, i));
+                let nr = regs.orig_rax as i64;
+                let Some((value, writes)) = identity::answer(nr, args, *who) else {
+                    return Ok(Entry::Pass);
+                };
+                for (addr, id) in writes {
+                    memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
+                }
+                *who = identity::after(nr, args, *who);
+                Ok(Entry::Skip(value))
+            }
+            Kind::Exec { path, argv } => {
+                super::exec::rewrite(self, pid, regs, &mut scratch, path, argv)?;
+                Ok(pending(Post::Exec))
+            }
+            Kind::Refuse(e) => Err(e),
+        })();
+        match result {
+            Ok(entry) => entry,
+            Err(e) => {
+                *regs = saved;
+                Entry::Skip(-i64::from(e))
+            }
+        }
+    }
+
+    /// The exit of a rewritten call: finishes it and gives the caller its arguments back.
+    pub(super) fn exit(&self, pid: Pid, regs: &mut user_regs_struct, pending: Box<Pending>) {
+        let ret = regs.rax as i64;
+        match pending.post {
+            Post::Restore | Post::Exec => {}
+            Post::Stat { target, buf, statx } if ret == 0 => {
+                if let Err(e) = patch_owner(pid, &target, buf, statx) {
+                    tracing::debug!("patching a stat owner: {e}");
+                }
+            }
+            Post::Readlink { link, buf, size } if ret > 0 => {
+                if let Some(len) = self.readlink_to_guest(pid, &link, buf, size as usize) {
+                    regs.rax = len as u64;
+                }
+            }
+            Post::Own(host, owner) if ret >= 0 => {
+                let made = Target::Host(host, Follow::No);
+                if let Err(e) = open(pid, &made).and_then(|(fd, p)| owners::record(&fd, &p, owner))
+                {
+                    tracing::debug!("recording the step's user as an owner: {e}");
+                }
+            }
+            Post::Stat { .. } | Post::Readlink { .. } | Post::Own(..) => {}
+        }
+        for i in 0..6 {
+            set_arg(regs, i, arg(&pending.saved, i));
+        }
+    }
+
+    /// Translates path argument `a` in place; the host path, or `None` where it stays as it is
+    /// (no path, an empty one, or one relative to something outside the guest's view).
+    pub(super) fn translate(
+        &self,
+        pid: Pid,
+        regs: &mut user_regs_struct,
+        scratch: &mut Scratch,
+        a: PathArg,
+    ) -> Result<Option<(Vec<u8>, Follow)>, i32> {
+        let Some((host, follow)) = self.host_path(pid, regs, a)? else {
+            return Ok(None);
+        };
+        let at = scratch.put_cstr(&host).map_err(errno)?;
+        set_arg(regs, a.path, at);
+        if let Some(dirfd) = a.dirfd {
+            set_arg(regs, dirfd, libc::AT_FDCWD as u64);
+        }
+        Ok(Some((host, follow)))
+    }
+
+    /// The host path for path argument `a`, and whether the call follows a final symlink.
+    pub(super) fn host_path(
+        &self,
+        pid: Pid,
+        regs: &user_regs_struct,
+        a: PathArg,
+    ) -> Result<Option<(Vec<u8>, Follow)>, i32> {
+        let addr = arg(regs, a.path);
+        if addr == 0 {
+            return Ok(None);
+        }
+        let path = memory::read_cstr(pid, addr).map_err(errno)?;
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let dirfd = a.dirfd.map_or(libc::AT_FDCWD, |i| arg(regs, i) as i32);
+        let Some(guest) = self.root.absolute(pid, dirfd, &path) else {
+            return Ok(None);
+        };
+        let flag = |i: usize| arg(regs, i) as i32;
+        let follow = match a.how {
+            How::Follow => Follow::Yes,
+            How::NoFollow => Follow::No,
+            How::AtFlags(i) if flag(i) & libc::AT_SYMLINK_NOFOLLOW != 0 => Follow::No,
+            How::AtFlags(_) => Follow::Yes,
+            How::LinkFlags(i) if flag(i) & libc::AT_SYMLINK_FOLLOW != 0 => Follow::Yes,
+            How::LinkFlags(_) => Follow::No,
+            How::OpenFlags(i) => {
+                let f = flag(i);
+                let exclusive = f & libc::O_CREAT != 0 && f & libc::O_EXCL != 0;
+                if f & libc::O_NOFOLLOW != 0 || exclusive {
+                    Follow::No
+                } else {
+                    Follow::Yes
+                }
+            }
+        };
+        Ok(Some((self.root.to_host(pid, &guest, follow)?, follow)))
+    }
+
+    /// The file a `stat` or `chown` names: its translated path (set in `regs`), or the
+    /// descriptor (or working directory) it acts on.
+    fn target(
+        &self,
+        pid: Pid,
+        regs: &mut user_regs_struct,
+        scratch: &mut Scratch,
+        path: Option<PathArg>,
+        fd: usize,
+    ) -> Result<Option<Target>, i32> {
+        let Some(a) = path else {
+            return Ok(Some(Target::Proc(format!("fd/{}", arg(regs, fd) as i32))));
+        };
+        if let Some((host, follow)) = self.translate(pid, regs, scratch, a)? {
+            return Ok(Some(Target::Host(host, follow)));
+        }
+        // An empty path with AT_EMPTY_PATH names the directory argument itself.
+        let addr = arg(regs, a.path);
+        let empty = addr != 0 && memory::read_cstr(pid, addr).is_ok_and(|p| p.is_empty());
+        Ok(match a.dirfd.map(|i| arg(regs, i) as i32) {
+            Some(libc::AT_FDCWD) if empty => Some(Target::Proc("cwd".into())),
+            Some(dirfd) if empty => Some(Target::Proc(format!("fd/{dirfd}"))),
+            _ => None,
+        })
+    }
+
+    /// `getcwd`: the guest's path of the working directory, written into the caller's buffer;
+    /// the call's return value.
+    fn getcwd(&self, pid: Pid, regs: &user_regs_struct) -> Result<i64, i32> {
+        let host = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(errno)?;
+        let host = host.as_os_str().as_bytes();
+        let mut guest = self.root.to_guest(host).unwrap_or_else(|| host.to_vec());
+        guest.push(0);
+        if guest.len() as u64 > arg(regs, 1) {
+            return Err(libc::ERANGE);
+        }
+        memory::write(pid, arg(regs, 0), &guest).map_err(errno)?;
+        Ok(guest.len() as i64)
+    }
+
+    /// Writes the guest's path for the target of the `/proc` link `link` (read here whole:
+    /// the caller's buffer may have cut the host path short) into the caller's buffer; the
+    /// new length, or `None` where the answer stands (a pipe, a path outside the guest).
+    fn readlink_to_guest(&self, pid: Pid, link: &[u8], buf: u64, size: usize) -> Option<usize> {
+        // `self` in the link is the caller, not this process.
+        let link = if let Some(rest) = link.strip_prefix(b"/proc/self/") {
+            [format!("/proc/{pid}/").as_bytes(), rest].concat()
+        } else if let Some(rest) = link.strip_prefix(b"/proc/thread-self/") {
+            [format!("/proc/{pid}/task/{pid}/").as_bytes(), rest].concat()
+        } else {
+            link.to_vec()
+        };
+        let host = std::fs::read_link(std::ffi::OsStr::from_bytes(&link)).ok()?;
+        let host = host.as_os_str().as_bytes();
+        let guest = self.root.to_guest(host)?;
+        if guest == host {
+            return None;
+        }
+        let n = guest.len().min(size);
+        memory::write(pid, buf, &guest[..n]).ok()?;
+        Some(n)
+    }
+}
+
+/// Opens what `target` names as an `O_PATH` descriptor, with the path of its `/proc` link.
+fn open(pid: Pid, target: &Target) -> std::io::Result<(OwnedFd, PathBuf)> {
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    let fd = match target {
+        Target::Host(host, follow) => {
+            let nofollow = match follow {
+                Follow::Yes => OFlags::empty(),
+                Follow::No => OFlags::NOFOLLOW,
+            };
+            rustix::fs::open(
+                Path::new(std::ffi::OsStr::from_bytes(host)),
+                flags | nofollow,
+                Mode::empty(),
+            )?
+        }
+        Target::Proc(rest) => {
+            rustix::fs::open(format!("/proc/{pid}/{rest}"), flags, Mode::empty())?
+        }
+    };
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    Ok((fd, path))
+}
+
+/// The owner a file shows: its record, or its real owner as the image sees it.
+fn shown(fd: &OwnedFd, path: &Path) -> std::io::Result<Owner> {
+    let recorded = as_owner(fd, path, || Ok(owners::read_record(path)))?;
+    if let Some(recorded) = recorded {
+        return Ok(recorded);
+    }
+    let st = rustix::fs::fstat(fd)?;
+    Ok(owner::in_image(st.st_uid, st.st_gid))
+}
+
+/// Runs `op`, an xattr access, on a file of ours whose mode denies us reading or writing it
+/// (played root makes such files: shadow's tools create theirs with mode 000), with owner
+/// read and write added for the time of `op`: real root needs no permission for it.
+fn as_owner<T>(
+    fd: &OwnedFd,
+    path: &Path,
+    op: impl Fn() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let st = rustix::fs::fstat(fd)?;
+    let mode = st.st_mode & 0o7777;
+    let locked = rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink
+        && mode & 0o600 != 0o600
+        && st.st_uid == nix::unistd::geteuid().as_raw();
+    if !locked {
+        return op();
+    }
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode | 0o600))?;
+    let result = op();
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode))?;
+    result
+}
+
+/// A `chown`, recorded (`u32::MAX` keeps that id).
+fn chown(pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
+    let (fd, path) = open(pid, target)?;
+    let now = shown(&fd, &path)?;
+    let new = Owner {
+        uid: if uid == u32::MAX { now.uid } else { uid },
+        gid: if gid == u32::MAX { now.gid } else { gid },
+    };
+    as_owner(&fd, &path, || owners::record(&fd, &path, new))?;
+    owners::clear_set_ids(&fd, &path)
+}
+
+/// Writes the owner `target` shows into a `stat` or `statx` buffer.
+fn patch_owner(pid: Pid, target: &Target, buf: u64, statx: bool) -> std::io::Result<()> {
+    let (fd, path) = open(pid, target)?;
+    let owner = shown(&fd, &path)?;
+    let (uid_at, gid_at) = if statx {
+        (
+            std::mem::offset_of!(libc::statx, stx_uid),
+            std::mem::offset_of!(libc::statx, stx_gid),
+        )
+    } else {
+        (
+            std::mem::offset_of!(libc::stat, st_uid),
+            std::mem::offset_of!(libc::stat, st_gid),
+        )
+    };
+    memory::write(pid, buf + uid_at as u64, &owner.uid.to_ne_bytes())?;
+    memory::write(pid, buf + gid_at as u64, &owner.gid.to_ne_bytes())
+}

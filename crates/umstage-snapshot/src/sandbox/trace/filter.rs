@@ -1,0 +1,106 @@
+//! The step's seccomp filter: the calls the supervisor must see stop for it
+//! (`SECCOMP_RET_TRACE`), the ones that would bypass it fail, and every other call runs at
+//! full speed without a stop.
+
+use super::super::failure::HelperError;
+
+/// `AUDIT_ARCH_X86_64`: a call made under another ABI (32-bit `int 0x80`) could name paths
+/// the supervisor does not decode, so it fails.
+const AUDIT_ARCH: u32 = 0xc000_003e;
+
+/// x32 calls have this bit in their number.
+const X32_BIT: u32 = 0x4000_0000;
+
+fn stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// Skips the next instruction unless the accumulator is `k`.
+fn jeq_next(k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 1,
+        k,
+    }
+}
+
+fn ret(k: u32) -> libc::sock_filter {
+    stmt(libc::BPF_RET | libc::BPF_K, k)
+}
+
+/// The program: one comparison and return per call.
+pub(super) fn program() -> Vec<libc::sock_filter> {
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+    // seccomp_data: nr at 0, arch at 4.
+    let mut prog = vec![
+        stmt(load, 4),
+        jeq_next(AUDIT_ARCH),
+        stmt(libc::BPF_JMP | libc::BPF_JA, 1),
+    ];
+    prog.push(ret(enosys));
+    prog.push(stmt(load, 0));
+    prog.push(libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 1,
+        k: X32_BIT,
+    });
+    prog.push(ret(enosys));
+    for nr in super::syscalls::traced() {
+        prog.push(jeq_next(nr as u32));
+        prog.push(ret(libc::SECCOMP_RET_TRACE));
+    }
+    for (nr, errno) in super::syscalls::REFUSED {
+        prog.push(jeq_next(nr as u32));
+        prog.push(ret(libc::SECCOMP_RET_ERRNO | errno as u32));
+    }
+    prog.push(ret(libc::SECCOMP_RET_ALLOW));
+    prog
+}
+
+/// Installs the filter on the calling thread (no-new-privileges must be set).
+pub(super) fn install() -> Result<(), HelperError> {
+    let mut filter = program();
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `filter`, which outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(HelperError::during(
+            "installing the step's seccomp filter",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_checks_the_abi_then_returns_per_call_and_allows_the_rest() {
+        let prog = program();
+        let calls = super::super::syscalls::traced().len() + super::super::syscalls::REFUSED.len();
+        assert_eq!(prog.len(), 7 + 2 * calls + 1);
+        assert!(prog.len() < 4096);
+        assert_eq!(prog[prog.len() - 1].k, libc::SECCOMP_RET_ALLOW);
+        assert_eq!(prog[8].k, libc::SECCOMP_RET_TRACE);
+    }
+}

@@ -1,0 +1,206 @@
+//! The `ptrace` tier: a step with no namespace and no privilege at all (a non-root user under
+//! a runtime's default seccomp profile, which refuses `unshare` but allows `ptrace`), run under
+//! a system call supervisor in the sandbox helper.
+//!
+//! The step's process makes itself traced, stops, sets no-new-privileges and a seccomp filter
+//! ([`filter`]) that stops only the calls the supervisor must see ([`syscalls`]), and execs.
+//! The supervisor ([`tracer`]) follows every fork and, at each stop ([`calls`]), translates
+//! path arguments from the guest's root (its snapshot's directory, a native snapshot) to host
+//! paths ([`paths`], resolved by the kernel with `RESOLVE_IN_ROOT`), writing them below the
+//! stack pointer ([`memory`]); gives `/proc`, `/dev` and `/sys` as the container's own; turns
+//! host paths back into the guest's (`getcwd`, `/proc` links); plays root or the step's
+//! `USER` to the identity calls; records `chown`s and shows them to `stat`s, as the
+//! `userns-single` tier does ([`super::owners`], [`super::identity`]); and loads programs
+//! through the guest's own dynamic loader ([`exec`]). Nothing can be mounted: the step's
+//! `/etc/hosts`, `resolv.conf` and `hostname` are files the supervisor gives for those paths,
+//! and a cache or tmpfs `RUN --mount` a directory it gives for the target and all below it.
+//!
+//! This is no security boundary: the step runs as the same user as umstage and could kill it
+//! or touch its files. The pod is the boundary. It only keeps an honest step inside its root:
+//! `rm -rf /` touches the snapshot; the supervisor is not dumpable, so the step cannot read or
+//! write its memory; the step may neither trace (`ptrace` fails) nor chroot.
+
+mod calls;
+mod exec;
+mod filter;
+mod memory;
+mod paths;
+mod syscalls;
+mod tracer;
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use umstage_oci::inroot::Root as InRoot;
+
+use super::failure::HelperError;
+use super::identity::Identity;
+use super::rootfs::{Kind, ensure, read_file};
+use super::user::{ResolvedUser, resolve};
+use super::{ExitStatus, Request};
+
+/// What the helper prepares before it forks the step: both sides use it.
+pub(crate) struct Setup {
+    ctx: calls::Context,
+    user: ResolvedUser,
+    cwd: PathBuf,
+    /// The step's private files (`/etc/hosts`...), removed when the step is over.
+    files: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.files) {
+            tracing::debug!("removing {}: {e}", self.files.display());
+        }
+    }
+}
+
+impl Setup {
+    /// Resolves the step's user in its root `rootfs` and makes its working directory.
+    pub(crate) fn new(request: &Request, rootfs: &Path) -> Result<Setup, HelperError> {
+        // This helper is a fresh process: the build's played root holds here too.
+        umstage_oci::owner::play_root(umstage_oci::owner::Owner {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        });
+        let in_root = InRoot::open(rootfs).map_err(|e| {
+            HelperError::during(format!("opening the rootfs {}", rootfs.display()), e)
+        })?;
+        let passwd = read_file(&in_root, "etc/passwd")?;
+        let group = read_file(&in_root, "etc/group")?;
+        let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
+        let process = request
+            .spec
+            .process()
+            .as_ref()
+            .ok_or("the step has no process")?;
+        ensure(&in_root, process.cwd(), Kind::Dir, None).map_err(|e| {
+            HelperError::during(
+                format!("creating working directory {}", process.cwd().display()),
+                e,
+            )
+        })?;
+        let mut root = paths::Root::open(rootfs)
+            .map_err(|e| HelperError::during(format!("opening {}", rootfs.display()), e))?;
+        // Nothing can be mounted: the step's own /etc/hosts and the like are files of this
+        // helper's, which the supervisor gives for those paths.
+        let files = request
+            .sandbox_dir
+            .join(format!("trace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&files);
+        std::fs::create_dir_all(&files)
+            .map_err(|e| HelperError::during(format!("creating {}", files.display()), e))?;
+        for file in &request.files {
+            let host = files.join(&file.name);
+            std::fs::write(&host, &file.content)
+                .map_err(|e| HelperError::during(format!("writing {}", host.display()), e))?;
+            root.add_private(&format!("/etc/{}", file.name), &host);
+        }
+        for (index, (guest, source)) in request.guest_dirs.iter().enumerate() {
+            let dir = match source {
+                Some(dir) => dir.clone(),
+                None => {
+                    let dir = files.join(format!("tmpfs-{index}"));
+                    std::fs::create_dir(&dir).map_err(|e| {
+                        HelperError::during(format!("creating {}", dir.display()), e)
+                    })?;
+                    dir
+                }
+            };
+            root.add_dir(guest, &dir).map_err(|e| {
+                HelperError::during(format!("mount {} on {}", dir.display(), guest.display()), e)
+            })?;
+        }
+        let cwd = root
+            .to_host(
+                nix::unistd::getpid(),
+                process.cwd().as_os_str().as_bytes(),
+                paths::Follow::Yes,
+            )
+            .map_err(|e| {
+                HelperError::during(
+                    format!("working directory {}", process.cwd().display()),
+                    std::io::Error::from_raw_os_error(e),
+                )
+            })?;
+        Ok(Setup {
+            ctx: calls::Context {
+                root,
+                who: Identity {
+                    uid: user.uid,
+                    gid: user.gid,
+                },
+            },
+            cwd: PathBuf::from(OsStr::from_bytes(&cwd)),
+            user,
+            files,
+        })
+    }
+
+    /// The step's user.
+    pub(crate) fn user(&self) -> &ResolvedUser {
+        &self.user
+    }
+
+    /// Looks `program` up in `path_var` inside the root, as a shell would; its guest path.
+    pub(crate) fn find_program(&self, program: &str, path_var: &str) -> Option<String> {
+        if program.contains('/') {
+            return Some(program.to_string());
+        }
+        path_var
+            .split(':')
+            .map(|dir| format!("{}/{program}", if dir.is_empty() { "." } else { dir }))
+            .find(|candidate| {
+                let Some(guest) = self.ctx.root.absolute(
+                    nix::unistd::getpid(),
+                    libc::AT_FDCWD,
+                    candidate.as_bytes(),
+                ) else {
+                    return false;
+                };
+                self.ctx
+                    .root
+                    .to_host(nix::unistd::getpid(), &guest, paths::Follow::Yes)
+                    .ok()
+                    .and_then(|host| std::fs::metadata(OsStr::from_bytes(&host)).ok())
+                    .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }
+
+    /// In the step's process, last: becomes traced, waits for the supervisor, sets the filter
+    /// and execs `program` (a guest path, which the supervisor translates).
+    pub(crate) fn exec(
+        &self,
+        program: &str,
+        args: &[CString],
+        env: &[CString],
+    ) -> Result<std::convert::Infallible, HelperError> {
+        std::env::set_current_dir(&self.cwd)
+            .map_err(|e| HelperError::during(format!("chdir {}", self.cwd.display()), e))?;
+        let program = CString::new(program).map_err(|_| "NUL in program path")?;
+        nix::sys::ptrace::traceme().map_err(|e| HelperError::during("PTRACE_TRACEME", e))?;
+        nix::sys::signal::raise(Signal::SIGSTOP)
+            .map_err(|e| HelperError::during("stopping for the supervisor", e))?;
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|e| HelperError::during("PR_SET_NO_NEW_PRIVS", e))?;
+        filter::install()?;
+        nix::unistd::execve(&program, args, env)
+            .map_err(|e| HelperError::during(format!("exec {}", program.to_string_lossy()), e))
+    }
+
+    /// In the helper: supervises the step's main process `child` until the step is over.
+    pub(crate) fn supervise(&self, child: Pid) -> Result<ExitStatus, HelperError> {
+        // The step runs as this same user: without this it could read and write our memory.
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| HelperError::during("PR_SET_DUMPABLE", e))?;
+        // Processes the step leaves behind come back to us, so none outlives the step.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| HelperError::during("PR_SET_CHILD_SUBREAPER", e))?;
+        tracer::run(&self.ctx, child).map_err(|e| HelperError::during("supervising the step", e))
+    }
+}

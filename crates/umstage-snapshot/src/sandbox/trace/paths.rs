@@ -1,0 +1,368 @@
+//! Guest paths to host paths and back: the step's `/` is its snapshot's directory, and its
+//! `/proc`, `/dev` and `/sys` are the container's own.
+//!
+//! Resolution happens in the guest's root: the kernel resolves a path with `RESOLVE_IN_ROOT`
+//! from a descriptor of the snapshot, so absolute symlinks and `..` stay inside it, and the
+//! descriptor's `/proc/self/fd` link gives the canonical host path the call then gets.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Pid;
+use rustix::fs::{Mode, OFlags};
+use umstage_oci::inroot::{fd_path, open_in_root};
+
+/// Where the guest's root lies on the host.
+pub(super) struct Root {
+    fd: OwnedFd,
+    host: Vec<u8>,
+    /// Guest paths given a host file of their own, whatever the image has there (the step's
+    /// private `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`).
+    private: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Guest directories given a host directory, with all below them (`RUN --mount`s).
+    dirs: Vec<Dir>,
+}
+
+/// A host directory that stands for a guest directory and everything below it.
+struct Dir {
+    /// The guest directory's components.
+    guest: Vec<Vec<u8>>,
+    fd: OwnedFd,
+    host: Vec<u8>,
+}
+
+/// Whether a call follows a final symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Follow {
+    /// It does (and acts on the target).
+    Yes,
+    /// It acts on the last component itself (or creates it).
+    No,
+}
+
+/// The top directories that are the container's own, not the snapshot's.
+const SHARED: [&[u8]; 3] = [b"proc", b"dev", b"sys"];
+
+impl Root {
+    /// Opens the guest's root, the directory `dir`.
+    pub(super) fn open(dir: &Path) -> io::Result<Self> {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let host = std::fs::read_link(fd_path(&fd))?
+            .into_os_string()
+            .into_vec();
+        Ok(Root {
+            fd,
+            host,
+            private: Vec::new(),
+            dirs: Vec::new(),
+        })
+    }
+
+    /// Gives the guest directory `guest` (absolute) and all below it the host directory `dir`.
+    pub(super) fn add_dir(&mut self, guest: &Path, dir: &Path) -> io::Result<()> {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let host = std::fs::read_link(fd_path(&fd))?
+            .into_os_string()
+            .into_vec();
+        let guest = lexical(guest.as_os_str().as_bytes());
+        self.dirs.push(Dir { guest, fd, host });
+        Ok(())
+    }
+
+    /// Gives the guest's absolute path `guest` the host file `host`.
+    pub(super) fn add_private(&mut self, guest: &str, host: &Path) {
+        self.private.push((
+            guest.as_bytes().to_vec(),
+            host.as_os_str().as_bytes().to_vec(),
+        ));
+    }
+
+    /// The host path of the guest's `/`.
+    #[cfg(test)]
+    fn host(&self) -> &[u8] {
+        &self.host
+    }
+
+    /// The guest path a host path stands for: inside the root, or in a shared directory;
+    /// `None` for anything else (a pipe, a socket, a file elsewhere on the host).
+    pub(super) fn to_guest(&self, host: &[u8]) -> Option<Vec<u8>> {
+        for dir in &self.dirs {
+            if let Some(rest) = host.strip_prefix(dir.host.as_slice())
+                && (rest.is_empty() || rest.first() == Some(&b'/'))
+            {
+                let mut guest: Vec<u8> = dir
+                    .guest
+                    .iter()
+                    .flat_map(|p| [&b"/"[..], p].concat())
+                    .collect();
+                guest.extend_from_slice(rest);
+                if guest.is_empty() {
+                    guest.push(b'/');
+                }
+                return Some(guest);
+            }
+        }
+        if host == self.host.as_slice() {
+            return Some(b"/".to_vec());
+        }
+        if let Some(rest) = host.strip_prefix(self.host.as_slice())
+            && rest.first() == Some(&b'/')
+        {
+            return Some(rest.to_vec());
+        }
+        let top = host.strip_prefix(b"/")?.split(|b| *b == b'/').next()?;
+        SHARED.contains(&top).then(|| host.to_vec())
+    }
+
+    /// The guest's absolute path for `path` as a process gave it, relative to `dirfd` (or its
+    /// working directory); `None` where the base is outside the guest's view (the call is then
+    /// left as it is).
+    pub(super) fn absolute(&self, pid: Pid, dirfd: i32, path: &[u8]) -> Option<Vec<u8>> {
+        if path.first() == Some(&b'/') {
+            return Some(path.to_vec());
+        }
+        let base = if dirfd == libc::AT_FDCWD {
+            format!("/proc/{pid}/cwd")
+        } else {
+            format!("/proc/{pid}/fd/{dirfd}")
+        };
+        let base = std::fs::read_link(base).ok()?.into_os_string().into_vec();
+        let mut guest = self.to_guest(&base)?;
+        if guest.last() != Some(&b'/') {
+            guest.push(b'/');
+        }
+        guest.extend_from_slice(path);
+        Some(guest)
+    }
+
+    /// The host path a call of process `pid` gets for the guest's absolute path `guest`, or
+    /// the errno the call fails with (a missing parent directory, a loop).
+    pub(super) fn to_host(&self, pid: Pid, guest: &[u8], follow: Follow) -> Result<Vec<u8>, i32> {
+        let normal = lexical(guest);
+        let joined: Vec<u8> = normal
+            .iter()
+            .flat_map(|p| [&b"/"[..], p].concat())
+            .collect();
+        if let Some((_, host)) = self.private.iter().find(|(g, _)| *g == joined) {
+            return Ok(host.clone());
+        }
+        if let Some(top) = normal.first()
+            && SHARED.contains(&top.as_slice())
+        {
+            let mut host = Vec::new();
+            for (i, part) in normal.iter().enumerate() {
+                host.push(b'/');
+                // `self` is the caller, which the supervisor opening the path is not.
+                match (i, part.as_slice()) {
+                    (1, b"self") if top == b"proc" => {
+                        host.extend_from_slice(pid.to_string().as_bytes())
+                    }
+                    (1, b"thread-self") if top == b"proc" => {
+                        host.extend_from_slice(format!("{pid}/task/{pid}").as_bytes())
+                    }
+                    _ => host.extend_from_slice(part),
+                }
+            }
+            if guest.ends_with(b"/") {
+                host.push(b'/');
+            }
+            return Ok(host);
+        }
+        // A trailing slash is kept for the kernel (it then wants a directory).
+        let trailing = guest.ends_with(b"/");
+        let mounted = self
+            .dirs
+            .iter()
+            .filter(|d| normal.starts_with(&d.guest))
+            .max_by_key(|d| d.guest.len());
+        if let Some(dir) = mounted {
+            let rest = normal[dir.guest.len()..].join(&b'/');
+            return resolve_path(&dir.fd, &rest, trailing, follow);
+        }
+        resolve_path(&self.fd, trim(guest), trailing, follow)
+    }
+}
+
+/// The host path for `rel` under the directory `base`, resolved in it as in a root.
+fn resolve_path(
+    base: &OwnedFd,
+    rel: &[u8],
+    trailing: bool,
+    follow: Follow,
+) -> Result<Vec<u8>, i32> {
+    let (parent, last) = match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    let special = last.is_empty() || last == b"." || last == b"..";
+    if follow == Follow::Yes || special || trailing {
+        match resolve(base, rel, OFlags::empty()) {
+            Ok(mut host) => {
+                if trailing {
+                    host.push(b'/');
+                }
+                return Ok(host);
+            }
+            // Not there yet: the call creates it, or fails as the kernel says.
+            Err(libc::ENOENT) if !special => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut host = resolve(base, parent, OFlags::DIRECTORY)?;
+    if host.last() != Some(&b'/') {
+        host.push(b'/');
+    }
+    host.extend_from_slice(last);
+    if trailing {
+        host.push(b'/');
+    }
+    Ok(host)
+}
+
+/// Resolves `rel` in `base` as in a root; its canonical host path.
+fn resolve(base: &OwnedFd, rel: &[u8], flags: OFlags) -> Result<Vec<u8>, i32> {
+    let fd = open_in_root(
+        base,
+        Path::new(OsStr::from_bytes(rel)),
+        OFlags::PATH | flags,
+    )
+    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let host: PathBuf =
+        std::fs::read_link(fd_path(&fd)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    Ok(host.into_os_string().into_vec())
+}
+
+/// `path` without leading and trailing slashes.
+fn trim(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
+    let end = path
+        .iter()
+        .rposition(|b| *b != b'/')
+        .map_or(start, |e| e + 1);
+    &path[start..end.max(start)]
+}
+
+/// The components of an absolute path with `.` and `..` taken lexically (`..` at `/` stays).
+fn lexical(path: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for part in path.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            other => out.push(other.to_vec()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn guest_paths_resolve_inside_the_root_and_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("usr/bin")).unwrap();
+        std::fs::write(dir.path().join("usr/bin/busybox"), b"").unwrap();
+        std::os::unix::fs::symlink("/usr/bin/busybox", dir.path().join("usr/bin/sh")).unwrap();
+        std::os::unix::fs::symlink("../../..", dir.path().join("usr/bin/up")).unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let me = Pid::this();
+        let host = |p: &[u8]| root.host().iter().chain(p).copied().collect::<Vec<u8>>();
+        // An absolute symlink is followed inside the root.
+        assert_eq!(
+            root.to_host(me, b"/usr/bin/sh", Follow::Yes).unwrap(),
+            host(b"/usr/bin/busybox")
+        );
+        assert_eq!(
+            root.to_host(me, b"/usr/bin/sh", Follow::No).unwrap(),
+            host(b"/usr/bin/sh")
+        );
+        // `..` stops at the root, through a symlink too.
+        assert_eq!(
+            root.to_host(me, b"/../../usr", Follow::Yes).unwrap(),
+            host(b"/usr")
+        );
+        assert_eq!(
+            root.to_host(me, b"/usr/bin/up/etc", Follow::No).unwrap(),
+            host(b"/etc")
+        );
+        assert_eq!(
+            root.to_host(me, b"/usr/bin/up/usr", Follow::Yes).unwrap(),
+            host(b"/usr")
+        );
+        assert_eq!(
+            root.to_host(me, b"/usr/new/", Follow::No).unwrap(),
+            host(b"/usr/new/")
+        );
+        assert_eq!(
+            root.to_host(me, b"/usr//", Follow::No).unwrap(),
+            host(b"/usr/")
+        );
+        assert_eq!(root.to_host(me, b"/", Follow::No).unwrap(), host(b"/"));
+        // A new file's parent is resolved.
+        assert_eq!(
+            root.to_host(me, b"/usr/new", Follow::Yes).unwrap(),
+            host(b"/usr/new")
+        );
+        assert_eq!(
+            root.to_host(me, b"/nope/new", Follow::No).unwrap_err(),
+            libc::ENOENT
+        );
+        // The shared directories are the container's own.
+        assert_eq!(
+            root.to_host(me, b"/proc/self/../1/status", Follow::Yes)
+                .unwrap(),
+            b"/proc/1/status"
+        );
+        assert_eq!(
+            root.to_host(me, b"/proc/self/exe", Follow::Yes).unwrap(),
+            format!("/proc/{me}/exe").into_bytes()
+        );
+        assert_eq!(root.to_guest(&host(b"/usr/bin")).unwrap(), b"/usr/bin");
+        assert_eq!(root.to_guest(root.host()).unwrap(), b"/");
+        assert_eq!(root.to_guest(b"/dev/null").unwrap(), b"/dev/null");
+        assert_eq!(root.to_guest(b"/etc/passwd"), None);
+        let mut root = root;
+        root.add_private("/etc/hosts", Path::new("/private/hosts"));
+        assert_eq!(
+            root.to_host(me, b"/etc/../etc//hosts", Follow::Yes)
+                .unwrap(),
+            b"/private/hosts"
+        );
+        // A mounted directory, and everything below it, is the host directory's.
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cache.path().join("sub")).unwrap();
+        root.add_dir(Path::new("/var/cache"), cache.path()).unwrap();
+        let cached = std::fs::canonicalize(cache.path()).unwrap();
+        let cached = cached.as_os_str().as_bytes();
+        assert_eq!(
+            root.to_host(me, b"/var/cache", Follow::Yes).unwrap(),
+            cached
+        );
+        assert_eq!(
+            root.to_host(me, b"/var/./cache/sub/new", Follow::No)
+                .unwrap(),
+            [cached, b"/sub/new"].concat()
+        );
+        assert_eq!(
+            root.to_guest(&[cached, b"/sub"].concat()).unwrap(),
+            b"/var/cache/sub"
+        );
+        assert_eq!(root.to_guest(cached).unwrap(), b"/var/cache");
+    }
+}

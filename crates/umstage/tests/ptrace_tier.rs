@@ -1,0 +1,277 @@
+//! End to end, the `ptrace` tier as the test user runs it (forced with `--sandbox ptrace`: on
+//! this machine a user namespace would work): steps run under the supervisor in copied
+//! snapshots with no namespace at all. `chown` is recorded and `stat` shows it, in the same
+//! step and later ones, `COPY --from` keeps it and the layers hold it (read back with `tar`);
+//! root is played, and `USER 1000:1001` too; paths stay in the step's root (`..` and `/proc`
+//! links included); `/proc` is the container's own, and the step may neither chroot nor trace;
+//! dynamic programs (the host's own, copied in with their libraries) and `#!` scripts run
+//! through the guest's loader; a `setuid` is played per process.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Env, TestResult, assert_ok, entry, layers, stderr};
+
+/// The words after the step prefix (`#N 0.012 `) of each output line that starts with `prefix`.
+fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+const OWNERS: &str = "FROM busybox AS build\n\
+RUN echo hi > /x && chown 1234:5 /x && ls -ln /x && echo \"uid $(id -u)\"\n\
+RUN mkdir -p /out/sub && echo hi > /out/f && chown 1234:55 /out/f && chown 7:8 /out/sub \\\n\
+ && chmod 4755 /out/f && stat -c 'same %u:%g %a %n' /out/f /out/sub\n\
+RUN stat -c 'later %u:%g %n' /out/f && ln -s f /out/link && chown -h 9:9 /out/link \\\n\
+ && touch /out/back && chown 3:3 /out/back && chown 0:0 /out/back && stat -c 'back %u:%g' /out/back\n\
+FROM busybox\n\
+COPY --from=build /out /res\n\
+COPY --from=build --chown=42:43 /out/f /g\n\
+RUN stat -c 'copied %u:%g %n' /res/f /res/sub /g /bin/busybox\n";
+
+#[test]
+fn ptrace_tier_plays_root_and_records_owners_that_stat_copy_and_layers_keep() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context("ctx", &[("Dockerfile", OWNERS)])?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert!(log.contains("#0 sandbox ptrace: "), "{log}");
+    assert!(
+        log.contains("-rw-r--r--    1 1234     5                3 "),
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "uid "), ["uid 0"], "{log}");
+    assert_eq!(
+        lines_with(&log, "same "),
+        ["same 1234:55 4755 /out/f", "same 7:8 755 /out/sub"],
+        "{log}"
+    );
+    assert_eq!(
+        lines_with(&log, "later "),
+        ["later 1234:55 /out/f"],
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "back "), ["back 0:0"], "{log}");
+    assert_eq!(
+        lines_with(&log, "copied "),
+        [
+            "copied 1234:55 /res/f",
+            "copied 7:8 /res/sub",
+            "copied 42:43 /g",
+            "copied 0:0 /bin/busybox"
+        ],
+        "{log}"
+    );
+    let image = layers(&env, "img.tar")?;
+    let f = entry(&image, "res/f").ok_or("res/f missing")?;
+    assert_eq!((f.uid, f.gid, f.mode.as_str()), (1234, 55, "-rwsr-xr-x"));
+    let sub = entry(&image, "res/sub").ok_or("res/sub missing")?;
+    assert_eq!((sub.uid, sub.gid), (7, 8));
+    let g = entry(&image, "g").ok_or("g missing")?;
+    assert_eq!((g.uid, g.gid), (42, 43));
+    let back = entry(&image, "res/back").ok_or("res/back missing")?;
+    assert_eq!((back.uid, back.gid), (0, 0));
+    let busybox = entry(&image, "bin/busybox").ok_or("bin/busybox missing")?;
+    assert_eq!((busybox.uid, busybox.gid), (0, 0));
+    Ok(())
+}
+
+#[test]
+fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN mkdir /app && ln -s / /app/up\nUSER 1000:1001\n\
+             RUN echo \"ids $(id -u):$(id -g)\" && mkdir /app/data && echo x > /app/data/f && touch /etc/passwd\n\
+             RUN stat -c 'later %u:%g %n' /app/data/f /etc/passwd \\\n\
+              && cd /app/data && echo \"pwd $(pwd)\" && echo \"cwd $(readlink /proc/self/cwd)\" \\\n\
+              && echo \"exe $(readlink /proc/self/exe)\" && echo \"up $(cd -P /../../app/up/.. && pwd -P) $(ls /app/up/../../ | grep -c '^app$')\" \\\n\
+              && grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | sed 's/^/status /' \\\n\
+              && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused') \\\n\
+              && grep foo /etc/hosts | tr '\\t' ' ' | sed 's/^/hosts /'\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &[
+            "--sandbox",
+            "ptrace",
+            "--progress",
+            "plain",
+            "--add-host",
+            "foo:1.2.3.4",
+        ],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert_eq!(lines_with(&log, "ids "), ["ids 1000:1001"], "{log}");
+    // The step's own /etc/hosts, which the image does not get.
+    assert_eq!(lines_with(&log, "hosts "), ["hosts 1.2.3.4 foo"], "{log}");
+    assert_eq!(
+        lines_with(&log, "later "),
+        ["later 1000:1001 /app/data/f", "later 0:0 /etc/passwd"],
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "pwd "), ["pwd /app/data"], "{log}");
+    assert_eq!(lines_with(&log, "cwd "), ["cwd /app/data"], "{log}");
+    assert_eq!(lines_with(&log, "exe "), ["exe /bin/busybox"], "{log}");
+    assert_eq!(lines_with(&log, "up "), ["up / 1"], "{log}");
+    assert_eq!(
+        lines_with(&log, "status "),
+        ["status NoNewPrivs:1", "status Seccomp:2"],
+        "{log}"
+    );
+    assert!(log.contains("chroot refused"), "{log}");
+    let image = layers(&env, "img.tar")?;
+    let f = entry(&image, "app/data/f").ok_or("app/data/f missing")?;
+    assert_eq!((f.uid, f.gid), (1000, 1001));
+    let passwd = entry(&image, "etc/passwd").ok_or("etc/passwd missing")?;
+    assert_eq!((passwd.uid, passwd.gid), (0, 0));
+    assert!(entry(&image, "etc/hosts").is_none());
+    Ok(())
+}
+
+/// Copies the host's `programs` and the libraries `ldd` lists for them to the same paths
+/// under `rootfs`; the loader's absolute symlink (`/lib64/…`) stays a symlink.
+fn copy_dynamic(rootfs: &Path, programs: &[&str]) -> TestResult {
+    for program in programs {
+        let listed = umstage_testutil::run_stdout(Command::new("ldd").arg(program))?;
+        let libraries = listed.lines().filter_map(|l| {
+            let path = l.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then_some(path.to_string())
+        });
+        for file in std::iter::once(program.to_string()).chain(libraries) {
+            let dest = rootfs.join(file.trim_start_matches('/'));
+            fs::create_dir_all(dest.parent().ok_or("no parent")?)?;
+            let meta = fs::symlink_metadata(&file)?;
+            if meta.file_type().is_symlink() {
+                let target = fs::canonicalize(&file)?;
+                let copy = rootfs.join(target.strip_prefix("/")?);
+                fs::create_dir_all(copy.parent().ok_or("no parent")?)?;
+                fs::copy(&target, &copy)?;
+                if !dest.exists() {
+                    std::os::unix::fs::symlink(&target, &dest)?;
+                }
+            } else {
+                fs::copy(&file, &dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY rootfs/ /\nCOPY hello.sh /usr/local/bin/hello\n\
+                 RUN [\"/usr/bin/dash\", \"-c\", \"echo dash $((6*7)) && echo x > /x && chown 1234:5 /x && /usr/bin/ls -ln /x | cut -d' ' -f3,4 | sed 's/^/ls /'\"]\n\
+                 RUN hello world && /usr/bin/cat /proc/self/status | grep -c '^Seccomp:' | sed 's/^/status /'\n\
+                 RUN [\"/usr/bin/setpriv\", \"--reuid\", \"55\", \"--regid\", \"66\", \"--clear-groups\", \"/usr/bin/dash\", \"-c\", \"echo dropped $(/usr/bin/id -u):$(/usr/bin/id -g) && echo x > /dropped\"]\n\
+                 RUN stat -c 'made %u:%g' /dropped && echo \"back $(id -u)\"\n\
+                 USER 1000\nRUN /usr/bin/id -u | sed 's/^/id /'\n",
+            ),
+            ("hello.sh", "#!/usr/bin/dash -e\necho \"script $0 $1\"\n"),
+        ],
+    )?;
+    copy_dynamic(
+        &ctx.join("rootfs"),
+        &[
+            "/usr/bin/dash",
+            "/usr/bin/ls",
+            "/usr/bin/cat",
+            "/usr/bin/id",
+            "/usr/bin/setpriv",
+        ],
+    )?;
+    fs::set_permissions(ctx.join("hello.sh"), fs::Permissions::from_mode(0o755))?;
+    env.dir.user().chown_tree(&ctx)?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert_eq!(lines_with(&log, "dash "), ["dash 42"], "{log}");
+    assert_eq!(lines_with(&log, "ls "), ["ls 1234 5"], "{log}");
+    assert_eq!(
+        lines_with(&log, "script "),
+        ["script /usr/local/bin/hello world"],
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "status "), ["status 1"], "{log}");
+    // A setuid is played per process: what the dropped process makes is its user's.
+    assert_eq!(lines_with(&log, "dropped "), ["dropped 55:66"], "{log}");
+    assert_eq!(lines_with(&log, "made "), ["made 55:66"], "{log}");
+    assert_eq!(lines_with(&log, "back "), ["back 0"], "{log}");
+    assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
+    Ok(())
+}
+
+#[test]
+fn ptrace_tier_gives_cache_and_tmpfs_mounts_and_refuses_the_others() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=cache,target=/var/cache/app mkdir -p /var/cache/app/d && echo kept > /var/cache/app/d/f\n\
+             RUN --mount=type=cache,target=/var/cache/app --mount=type=tmpfs,target=/scratch \\\n\
+              cd /var/cache/app/d && echo \"cache $(cat f) $(pwd)\" && echo x > /scratch/y && echo \"tmpfs $(ls /scratch)\"\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert_eq!(
+        lines_with(&log, "cache "),
+        ["cache kept /var/cache/app/d"],
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "tmpfs "), ["tmpfs y"], "{log}");
+    // What the mounts hold stays out of the image.
+    let image = layers(&env, "img.tar")?;
+    assert!(entry(&image, "var/cache/app/d/f").is_none());
+    assert!(entry(&image, "scratch/y").is_none());
+
+    let bind = env.context(
+        "bind",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=bind,target=/ctx ls /ctx\n",
+        )],
+    )?;
+    let out = env.build(&bind, "bind.tar", &["--sandbox", "ptrace"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("RUN --mount=type=bind needs a user namespace"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
