@@ -320,7 +320,8 @@ fn run_and_export(
         stage = parent;
     }
     if request.cache_to.contains(&CacheExport::Inline) {
-        let records = crate::cache::travel::inline_records(&build.caches, &min_stages);
+        let records =
+            crate::cache::travel::inline_records(&build.caches, &min_stages).map_err(other)?;
         final_state.config.extra.insert(
             INLINE_KEY.into(),
             serde_json::to_value(records).map_err(other)?,

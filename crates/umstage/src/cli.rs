@@ -151,7 +151,7 @@ pub struct BuildArgs {
     #[arg(long = "cache-from", value_name = "SPEC", value_parser = umstage_build::cache::spec::parse_import)]
     pub cache_from: Vec<umstage_build::cache::spec::CacheImport>,
 
-    /// Write the build's step results to a cache (repeatable): type=local,dest=DIR[,mode=min|max], type=registry,ref=REF[,mode=min|max] or type=inline
+    /// Write the build's step results to a cache (repeatable): type=local,dest=DIR[,mode=min|max], type=registry,ref=REF[,mode=min|max] or type=inline; local and registry take compression=, compression-level=, force-compression=, oci-mediatypes= and image-manifest= as buildx does
     #[arg(long = "cache-to", value_name = "SPEC", value_parser = umstage_build::cache::spec::parse_export)]
     pub cache_to: Vec<umstage_build::cache::spec::CacheExport>,
 

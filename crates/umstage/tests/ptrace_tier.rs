@@ -227,3 +227,51 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
     assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
     Ok(())
 }
+
+#[test]
+fn ptrace_tier_gives_cache_and_tmpfs_mounts_and_refuses_the_others() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=cache,target=/var/cache/app mkdir -p /var/cache/app/d && echo kept > /var/cache/app/d/f\n\
+             RUN --mount=type=cache,target=/var/cache/app --mount=type=tmpfs,target=/scratch \\\n\
+              cd /var/cache/app/d && echo \"cache $(cat f) $(pwd)\" && echo x > /scratch/y && echo \"tmpfs $(ls /scratch)\"\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert_eq!(
+        lines_with(&log, "cache "),
+        ["cache kept /var/cache/app/d"],
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "tmpfs "), ["tmpfs y"], "{log}");
+    // What the mounts hold stays out of the image.
+    let image = layers(&env, "img.tar")?;
+    assert!(entry(&image, "var/cache/app/d/f").is_none());
+    assert!(entry(&image, "scratch/y").is_none());
+
+    let bind = env.context(
+        "bind",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=bind,target=/ctx ls /ctx\n",
+        )],
+    )?;
+    let out = env.build(&bind, "bind.tar", &["--sandbox", "ptrace"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("RUN --mount=type=bind needs a user namespace"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}

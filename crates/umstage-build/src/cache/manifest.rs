@@ -73,6 +73,36 @@ impl CacheConfig {
         }
     }
 
+    /// The records with their layers' media types in OCI's names (`oci`) or Docker's, as the
+    /// manifest that lists their blobs has them: an import takes a record only where the two
+    /// agree. A zstd layer has no Docker name.
+    pub fn in_media_types(mut self, cache: &str, oci: bool) -> Result<Self, CacheError> {
+        let format = if oci {
+            ManifestFormat::Oci
+        } else {
+            ManifestFormat::Docker
+        };
+        for entry in &mut self.records {
+            let Record::Result(state) = &mut entry.record else {
+                continue;
+            };
+            for l in &mut state.layers {
+                let digest = parse_digest(&l.digest).map_err(|e| CacheError::Format {
+                    cache: cache.to_string(),
+                    message: e.to_string(),
+                })?;
+                let d = Descriptor::new(MediaType::from(l.media_type.as_str()), l.size, digest);
+                l.media_type = layer_media_type(&d, format)
+                    .map_err(|e| CacheError::Format {
+                        cache: cache.to_string(),
+                        message: format!("oci-mediatypes=false: layer {}: {e}", l.digest),
+                    })?
+                    .to_string();
+            }
+        }
+        Ok(self)
+    }
+
     /// The records, carrying `explain` too.
     pub fn carrying(self, explain: Carried) -> Self {
         CacheConfig { explain, ..self }
@@ -128,7 +158,8 @@ pub struct Built {
 /// The manifest of `cache` over a config blob (`config_digest`, `config_size`) and `blobs`,
 /// in `format`: an OCI image manifest naming the cache as its artifact type, or (with
 /// `image-manifest=false`) an index listing the blobs and the config, as BuildKit's older
-/// caches; with Docker's media types when `oci-mediatypes=false`.
+/// caches, in Docker's media types with `oci-mediatypes=false` (the layers' as `blobs` name
+/// them: see `CacheConfig::in_media_types`).
 pub fn manifest(
     cache: &str,
     config_digest: &umstage_oci::Digest,
@@ -140,23 +171,13 @@ pub fn manifest(
         cache: cache.to_string(),
         message,
     };
-    let media = if format.oci_media_types {
-        ManifestFormat::Oci
-    } else {
-        ManifestFormat::Docker
-    };
     let mut layers = Vec::with_capacity(blobs.len());
     for l in blobs {
-        let made = Descriptor::new(
+        layers.push(Descriptor::new(
             MediaType::from(l.media_type.as_str()),
             l.size,
             parse_digest(&l.digest).map_err(|e| failed(e.to_string()))?,
-        );
-        let media_type = layer_media_type(&made, media)
-            .map_err(|e| failed(format!("oci-mediatypes=false: layer {}: {e}", l.digest)))?;
-        let mut d = made;
-        d.set_media_type(media_type);
-        layers.push(d);
+        ));
     }
     let config = Descriptor::new(
         MediaType::from(CONFIG_MEDIA_TYPE),
@@ -320,7 +341,20 @@ mod tests {
             ..ExportFormat::default()
         };
         let digest = umstage_oci::digest::sha256(b"{}");
-        let m = manifest("t", &digest, 2, &[layer('a')], &docker);
+        let one = |l: Layer, k: &str| CacheConfig {
+            records: vec![Entry {
+                key: KeyBuilder::new("t").str(k).finish().to_hex(),
+                record: Record::Result(Box::new(State {
+                    config: crate::config::scratch("linux", "amd64", None),
+                    layers: vec![l],
+                })),
+            }],
+            explain: Carried::default(),
+        };
+        let Ok(docker_records) = one(layer('a'), "a").in_media_types("t", false) else {
+            panic!("gzip has a Docker name");
+        };
+        let m = manifest("t", &digest, 2, &docker_records.blobs(), &docker);
         let Ok(built) = m else {
             panic!("no manifest: {m:?}");
         };
@@ -340,6 +374,6 @@ mod tests {
         assert_eq!((&config, blobs.len()), (&digest, 1));
         let mut zstd = layer('z');
         zstd.media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into();
-        assert!(manifest("t", &digest, 2, &[zstd], &docker).is_err());
+        assert!(one(zstd, "z").in_media_types("t", false).is_err());
     }
 }

@@ -212,12 +212,31 @@ impl CacheSet {
                 None => groups.push((holder, vec![layer.clone()])),
             }
         }
-        for (holder, group) in groups {
-            let Some(backend) = self.holder(holder) else {
-                continue;
-            };
+        let sources: Vec<_> = groups
+            .into_iter()
+            .filter_map(|(holder, group)| Some((holder, self.holder(holder)?, group)))
+            .collect();
+        let fetch = |backend: &Arc<dyn CacheBackend>, group: &[Layer]| {
             tracing::debug!(layers = group.len(), cache = %backend.describe(), "fetching layers");
-            let Err(e) = backend.fetch_all(&group, store) else {
+            backend.fetch_all(group, store)
+        };
+        // Each source on its own thread: an output that needs a base image's layers and a
+        // cache's waits for the slower of the two registries, not for both in turn.
+        let outcomes: Vec<Result<(), CacheError>> = match sources.as_slice() {
+            [(_, backend, group)] => vec![fetch(backend, group)],
+            _ => std::thread::scope(|scope| {
+                let running: Vec<_> = sources
+                    .iter()
+                    .map(|(_, backend, group)| scope.spawn(|| fetch(backend, group)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            }),
+        };
+        for ((holder, backend, group), outcome) in sources.into_iter().zip(outcomes) {
+            let Err(e) = outcome else {
                 continue;
             };
             let mut rejected = false;

@@ -51,9 +51,14 @@ pub(crate) fn open_imports(
 
 /// The inline cache of the exported image (`--cache-to type=inline`): the records of its own
 /// steps, whose blobs are its layers.
-pub(crate) fn inline_records(caches: &CacheSet, min_stages: &HashSet<usize>) -> CacheConfig {
+pub(crate) fn inline_records(
+    caches: &CacheSet,
+    min_stages: &HashSet<usize>,
+) -> Result<CacheConfig, super::CacheError> {
+    // In OCI's names, as the pushed image's manifest lists its layers.
     CacheConfig::from_resolved(&caches.resolved(), CacheMode::Min, min_stages)
         .carrying(caches.carried(CacheMode::Min, min_stages))
+        .in_media_types("inline", true)
 }
 
 /// Writes the build's records to every cache `exports` names but the inline one (which the
@@ -96,6 +101,9 @@ pub(crate) fn export_all(
             caches.fetch_missing(&converting, store).map_err(failed)?;
             convert::convert(&text, config, &converting, format, store).map_err(failed)?
         };
+        let config = config
+            .in_media_types(&text, format.oci_media_types)
+            .map_err(failed)?;
         match export {
             CacheExport::Local { dest, .. } => {
                 caches

@@ -571,12 +571,22 @@ fn set_owner_and_mode(dir: &Path, cache: &CacheMount) -> Result<(), SandboxError
         Mode::empty(),
     )
     .map_err(|e| at("open", dir)(e.into()))?;
-    rustix::fs::fchown(
-        &fd,
-        Some(rustix::fs::Uid::from_raw(cache.uid)),
-        Some(rustix::fs::Gid::from_raw(cache.gid)),
-    )
-    .map_err(|e| at("chown cache dir", dir)(e.into()))?;
+    let owner = umstage_oci::owner::Owner {
+        uid: cache.uid,
+        gid: cache.gid,
+    };
+    if umstage_oci::owner::root_played() {
+        // No owner can be set where root is played (the ptrace tier): it is recorded.
+        umstage_oci::owner::chown_or_record(&fd, std::ffi::OsStr::new(""), owner)
+    } else {
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(owner.uid)),
+            Some(rustix::fs::Gid::from_raw(owner.gid)),
+        )
+        .map_err(std::io::Error::from)
+    }
+    .map_err(at("chown cache dir", dir))?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(cache.mode & 0o7777))
         .map_err(|e| at("chmod", dir)(e.into()))?;
     Ok(())

@@ -11,7 +11,9 @@
 //! host paths back into the guest's (`getcwd`, `/proc` links); plays root or the step's
 //! `USER` to the identity calls; records `chown`s and shows them to `stat`s, as the
 //! `userns-single` tier does ([`super::owners`], [`super::identity`]); and loads programs
-//! through the guest's own dynamic loader ([`exec`]).
+//! through the guest's own dynamic loader ([`exec`]). Nothing can be mounted: the step's
+//! `/etc/hosts`, `resolv.conf` and `hostname` are files the supervisor gives for those paths,
+//! and a cache or tmpfs `RUN --mount` a directory it gives for the target and all below it.
 //!
 //! This is no security boundary: the step runs as the same user as umstage and could kill it
 //! or touch its files. The pod is the boundary. It only keeps an honest step inside its root:
@@ -98,6 +100,21 @@ impl Setup {
             std::fs::write(&host, &file.content)
                 .map_err(|e| HelperError::during(format!("writing {}", host.display()), e))?;
             root.add_private(&format!("/etc/{}", file.name), &host);
+        }
+        for (index, (guest, source)) in request.guest_dirs.iter().enumerate() {
+            let dir = match source {
+                Some(dir) => dir.clone(),
+                None => {
+                    let dir = files.join(format!("tmpfs-{index}"));
+                    std::fs::create_dir(&dir).map_err(|e| {
+                        HelperError::during(format!("creating {}", dir.display()), e)
+                    })?;
+                    dir
+                }
+            };
+            root.add_dir(guest, &dir).map_err(|e| {
+                HelperError::during(format!("mount {} on {}", dir.display(), guest.display()), e)
+            })?;
         }
         let cwd = root
             .to_host(

@@ -22,6 +22,16 @@ pub(super) struct Root {
     /// Guest paths given a host file of their own, whatever the image has there (the step's
     /// private `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`).
     private: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Guest directories given a host directory, with all below them (`RUN --mount`s).
+    dirs: Vec<Dir>,
+}
+
+/// A host directory that stands for a guest directory and everything below it.
+struct Dir {
+    /// The guest directory's components.
+    guest: Vec<Vec<u8>>,
+    fd: OwnedFd,
+    host: Vec<u8>,
 }
 
 /// Whether a call follows a final symlink.
@@ -51,7 +61,23 @@ impl Root {
             fd,
             host,
             private: Vec::new(),
+            dirs: Vec::new(),
         })
+    }
+
+    /// Gives the guest directory `guest` (absolute) and all below it the host directory `dir`.
+    pub(super) fn add_dir(&mut self, guest: &Path, dir: &Path) -> io::Result<()> {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let host = std::fs::read_link(fd_path(&fd))?
+            .into_os_string()
+            .into_vec();
+        let guest = lexical(guest.as_os_str().as_bytes());
+        self.dirs.push(Dir { guest, fd, host });
+        Ok(())
     }
 
     /// Gives the guest's absolute path `guest` the host file `host`.
@@ -71,6 +97,22 @@ impl Root {
     /// The guest path a host path stands for: inside the root, or in a shared directory;
     /// `None` for anything else (a pipe, a socket, a file elsewhere on the host).
     pub(super) fn to_guest(&self, host: &[u8]) -> Option<Vec<u8>> {
+        for dir in &self.dirs {
+            if let Some(rest) = host.strip_prefix(dir.host.as_slice())
+                && (rest.is_empty() || rest.first() == Some(&b'/'))
+            {
+                let mut guest: Vec<u8> = dir
+                    .guest
+                    .iter()
+                    .flat_map(|p| [&b"/"[..], p].concat())
+                    .collect();
+                guest.extend_from_slice(rest);
+                if guest.is_empty() {
+                    guest.push(b'/');
+                }
+                return Some(guest);
+            }
+        }
         if host == self.host.as_slice() {
             return Some(b"/".to_vec());
         }
@@ -139,48 +181,66 @@ impl Root {
         }
         // A trailing slash is kept for the kernel (it then wants a directory).
         let trailing = guest.ends_with(b"/");
-        let rel = trim(guest);
-        let (parent, last) = match rel.iter().rposition(|b| *b == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&b""[..], rel),
-        };
-        let special = last.is_empty() || last == b"." || last == b"..";
-        if follow == Follow::Yes || special || trailing {
-            match self.resolve(rel, OFlags::empty()) {
-                Ok(mut host) => {
-                    if trailing {
-                        host.push(b'/');
-                    }
-                    return Ok(host);
-                }
-                // Not there yet: the call creates it, or fails as the kernel says.
-                Err(libc::ENOENT) if !special => {}
-                Err(e) => return Err(e),
-            }
+        let mounted = self
+            .dirs
+            .iter()
+            .filter(|d| normal.starts_with(&d.guest))
+            .max_by_key(|d| d.guest.len());
+        if let Some(dir) = mounted {
+            let rest = normal[dir.guest.len()..].join(&b'/');
+            return resolve_path(&dir.fd, &rest, trailing, follow);
         }
-        let mut host = self.resolve(parent, OFlags::DIRECTORY)?;
-        if host.last() != Some(&b'/') {
-            host.push(b'/');
-        }
-        host.extend_from_slice(last);
-        if trailing {
-            host.push(b'/');
-        }
-        Ok(host)
+        resolve_path(&self.fd, trim(guest), trailing, follow)
     }
+}
 
-    /// Resolves `rel` in the root; its canonical host path.
-    fn resolve(&self, rel: &[u8], flags: OFlags) -> Result<Vec<u8>, i32> {
-        let fd = open_in_root(
-            &self.fd,
-            Path::new(OsStr::from_bytes(rel)),
-            OFlags::PATH | flags,
-        )
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-        let host: PathBuf =
-            std::fs::read_link(fd_path(&fd)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-        Ok(host.into_os_string().into_vec())
+/// The host path for `rel` under the directory `base`, resolved in it as in a root.
+fn resolve_path(
+    base: &OwnedFd,
+    rel: &[u8],
+    trailing: bool,
+    follow: Follow,
+) -> Result<Vec<u8>, i32> {
+    let (parent, last) = match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    let special = last.is_empty() || last == b"." || last == b"..";
+    if follow == Follow::Yes || special || trailing {
+        match resolve(base, rel, OFlags::empty()) {
+            Ok(mut host) => {
+                if trailing {
+                    host.push(b'/');
+                }
+                return Ok(host);
+            }
+            // Not there yet: the call creates it, or fails as the kernel says.
+            Err(libc::ENOENT) if !special => {}
+            Err(e) => return Err(e),
+        }
     }
+    let mut host = resolve(base, parent, OFlags::DIRECTORY)?;
+    if host.last() != Some(&b'/') {
+        host.push(b'/');
+    }
+    host.extend_from_slice(last);
+    if trailing {
+        host.push(b'/');
+    }
+    Ok(host)
+}
+
+/// Resolves `rel` in `base` as in a root; its canonical host path.
+fn resolve(base: &OwnedFd, rel: &[u8], flags: OFlags) -> Result<Vec<u8>, i32> {
+    let fd = open_in_root(
+        base,
+        Path::new(OsStr::from_bytes(rel)),
+        OFlags::PATH | flags,
+    )
+    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let host: PathBuf =
+        std::fs::read_link(fd_path(&fd)).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    Ok(host.into_os_string().into_vec())
 }
 
 /// `path` without leading and trailing slashes.
@@ -284,5 +344,25 @@ mod tests {
                 .unwrap(),
             b"/private/hosts"
         );
+        // A mounted directory, and everything below it, is the host directory's.
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cache.path().join("sub")).unwrap();
+        root.add_dir(Path::new("/var/cache"), cache.path()).unwrap();
+        let cached = std::fs::canonicalize(cache.path()).unwrap();
+        let cached = cached.as_os_str().as_bytes();
+        assert_eq!(
+            root.to_host(me, b"/var/cache", Follow::Yes).unwrap(),
+            cached
+        );
+        assert_eq!(
+            root.to_host(me, b"/var/./cache/sub/new", Follow::No)
+                .unwrap(),
+            [cached, b"/sub/new"].concat()
+        );
+        assert_eq!(
+            root.to_guest(&[cached, b"/sub"].concat()).unwrap(),
+            b"/var/cache/sub"
+        );
+        assert_eq!(root.to_guest(cached).unwrap(), b"/var/cache");
     }
 }
