@@ -25,6 +25,7 @@ mod exec;
 mod filter;
 mod memory;
 mod paths;
+mod shared;
 mod syscalls;
 mod tracer;
 
