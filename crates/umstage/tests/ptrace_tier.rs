@@ -284,3 +284,32 @@ fn ptrace_tier_gives_cache_and_tmpfs_mounts_and_refuses_the_others() -> TestResu
     );
     Ok(())
 }
+
+#[test]
+fn ptrace_tier_keeps_files_unreadable_to_their_owner_as_real_root_does() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS build\n\
+             RUN echo secret > /locked && chmod 000 /locked\n\
+             RUN stat -c 'later %a %s' /locked\n\
+             FROM busybox\n\
+             COPY --from=build /locked /copied\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    // The next step's copy of the snapshot, the layer writer and COPY --from all read it.
+    assert_eq!(lines_with(&log, "later "), ["later 0 7"], "{log}");
+    let image = layers(&env, "img.tar")?;
+    let copied = entry(&image, "copied").ok_or("copied missing")?;
+    assert_eq!((copied.mode.as_str(), copied.size), ("----------", 7));
+    Ok(())
+}
