@@ -175,7 +175,7 @@ impl Context {
                 for (addr, id) in writes {
                     memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
                 }
-                *who = identity::after(nr, args, *who);
+                *who = after(nr, args, *who);
                 Ok(Entry::Skip(value))
             }
             Kind::Exec { path, argv } => {
@@ -477,5 +477,41 @@ fn as_bytes<T>(value: &T) -> &[u8] {
     // bytes are read for its own size.
     unsafe {
         std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    }
+}
+
+/// The user a process is after a successful `setuid`-family call `nr` with `args`, where the
+/// supervisor keeps one played user per process (the ptrace tier): the effective id given,
+/// else the real one; other calls leave it.
+fn after(nr: i64, args: [u64; 6], who: Identity) -> Identity {
+    let given = |v: u64| (v as u32 != u32::MAX).then_some(v as u32);
+    let (uid, gid) = match nr {
+        libc::SYS_setuid => (given(args[0]), None),
+        libc::SYS_setgid => (None, given(args[0])),
+        libc::SYS_setreuid | libc::SYS_setresuid => (given(args[1]).or(given(args[0])), None),
+        libc::SYS_setregid | libc::SYS_setresgid => (None, given(args[1]).or(given(args[0]))),
+        _ => (None, None),
+    };
+    Identity {
+        uid: uid.unwrap_or(who.uid),
+        gid: gid.unwrap_or(who.gid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setuid_changes_the_played_user_by_its_effective_id() {
+        let root = Identity { uid: 0, gid: 0 };
+        let dropped = after(libc::SYS_setresuid, [42, 42, 42, 0, 0, 0], root);
+        assert_eq!(dropped, Identity { uid: 42, gid: 0 });
+        let keep = u64::from(u32::MAX);
+        assert_eq!(
+            after(libc::SYS_setregid, [keep, 7, keep, 0, 0, 0], dropped),
+            Identity { uid: 42, gid: 7 }
+        );
+        assert_eq!(after(libc::SYS_getuid, [0; 6], dropped), dropped);
     }
 }
