@@ -260,8 +260,11 @@ pub fn run(args: &[String]) -> Result<()> {
     for case in &cases {
         bench_case(case, &mut builders, &bench, &mut results);
         results.lost_streams = relay.lost_streams();
-        // Written after every case, so a run cut short still leaves what it measured.
-        report::write(&options.output, &results)?;
+        // Written after every case, so a run cut short still leaves what it measured; a
+        // failure here (a full disk) does not stop the cases still to come.
+        if let Err(e) = report::write(&options.output, &results) {
+            eprintln!("bench: {e:#}");
+        }
     }
     // Stop dockerd (and everything else) before writing.
     drop(builders);

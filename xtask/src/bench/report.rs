@@ -99,7 +99,17 @@ pub fn write(path: &Path, results: &Results) -> Result<()> {
             _ => format!("{section}\n\n{old}"),
         },
     };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+    // Written aside and renamed: a full disk must not leave the document cut short.
+    let aside = path.with_extension("md.partial");
+    let written = std::fs::write(&aside, new)
+        .with_context(|| format!("writing {}", aside.display()))
+        .and_then(|()| {
+            std::fs::rename(&aside, path).with_context(|| format!("replacing {}", path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&aside);
+    }
+    written
 }
 
 fn summary(results: &Results, case: &str, mode: Mode, builder: &str) -> Option<Summary> {
