@@ -43,9 +43,16 @@ impl Canary {
         let names: Vec<_> = fs::read_dir(&self.dir)?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<Result<_, _>>()?;
-        assert_eq!(names, ["secret"], "a file was made outside the root:\n{log}");
+        assert_eq!(
+            names,
+            ["secret"],
+            "a file was made outside the root:\n{log}"
+        );
         assert_eq!(fs::read_to_string(self.dir.join("secret"))?, Self::SECRET);
-        assert!(!log.contains(Self::SECRET), "the step read the canary:\n{log}");
+        assert!(
+            !log.contains(Self::SECRET),
+            "the step read the canary:\n{log}"
+        );
         Ok(())
     }
 }
