@@ -189,6 +189,7 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
                  RUN [\"/usr/bin/setpriv\", \"--reuid\", \"55\", \"--regid\", \"66\", \"--clear-groups\", \"/usr/bin/dash\", \"-c\", \"echo dropped $(/usr/bin/id -u):$(/usr/bin/id -g) && echo x > /dropped\"]\n\
                  RUN stat -c 'made %u:%g' /dropped && echo \"back $(id -u)\"\n\
                  RUN /usr/bin/perl -e 'syscall(157, 4, 0); open(F, \"</etc/passwd\") or die; print \"undumpable \", scalar(<F>)'\n\
+                 RUN /usr/bin/perl -le 'print q(exe ), readlink(q(/proc/self/exe))' && /usr/bin/perl -e 'exec q(/proc/self/exe), q(-le), q(print q(reexec ok))'\n\
                  USER 1000\nRUN /usr/bin/id -u | sed 's/^/id /'\n",
             ),
             ("hello.sh", "#!/usr/bin/dash -e\necho \"script $0 $1\"\n"),
@@ -233,6 +234,9 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
         ["undumpable root:x:0:0:root:/root:/bin/sh"],
         "{log}"
     );
+    // A dynamic program's /proc/self/exe is itself, not the loader that runs it.
+    assert_eq!(lines_with(&log, "exe "), ["exe /usr/bin/perl"], "{log}");
+    assert_eq!(lines_with(&log, "reexec "), ["reexec ok"], "{log}");
     assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
     Ok(())
 }

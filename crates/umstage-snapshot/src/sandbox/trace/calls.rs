@@ -40,11 +40,23 @@ pub(super) struct Pending {
     post: Post,
 }
 
+impl Pending {
+    /// After a successful exec: the guest path of the dynamic program it started, which the
+    /// kernel sees as the loader.
+    pub(super) fn into_exe(self) -> Option<Vec<u8>> {
+        match self.post {
+            Post::Exec(exe) => exe,
+            _ => None,
+        }
+    }
+}
+
 /// What the exit stop does besides giving the arguments back.
 enum Post {
     Restore,
-    /// The call was an exec: at its exit it failed (a successful exec never returns).
-    Exec,
+    /// The call was an exec, of a dynamic program at this guest path when it is `Some`: at
+    /// its exit it failed (a successful exec never returns).
+    Exec(Option<Vec<u8>>),
     /// Give the `/proc` link `link`'s host path back as the guest's.
     Readlink {
         link: Vec<u8>,
@@ -93,7 +105,15 @@ fn errno(e: std::io::Error) -> i32 {
 
 impl Context {
     /// The entry of a call: `regs` may be rewritten (the caller sets them).
-    pub(super) fn enter(&self, pid: Pid, regs: &mut user_regs_struct, who: &mut Identity) -> Entry {
+    /// `exe` is the guest path of the program the caller runs where the kernel's answer would
+    /// name the dynamic loader (see `exec`).
+    pub(super) fn enter(
+        &self,
+        pid: Pid,
+        regs: &mut user_regs_struct,
+        who: &mut Identity,
+        exe: Option<&[u8]>,
+    ) -> Entry {
         let Some(kind) = super::syscalls::kind(regs.orig_rax as i64) else {
             return Entry::Pass;
         };
@@ -155,6 +175,17 @@ impl Context {
                 Ok(Entry::Skip(0))
             }
             Kind::Readlink { path, buf, size } => {
+                // The caller's own exe is its program, not the loader that runs it.
+                let own_exe = format!("/proc/{pid}/exe").into_bytes();
+                if let Some(exe) = exe
+                    && self
+                        .host_path(pid, regs, path)?
+                        .is_some_and(|(l, _)| l == own_exe)
+                {
+                    let n = exe.len().min(arg(regs, size) as usize);
+                    memory::write(pid, arg(regs, buf), &exe[..n]).map_err(errno)?;
+                    return Ok(Entry::Skip(n as i64));
+                }
                 let translated = self.translate(pid, regs, &mut scratch, path)?;
                 let (buf, size) = (arg(&saved, buf), arg(&saved, size));
                 Ok(match translated {
@@ -179,8 +210,8 @@ impl Context {
                 Ok(Entry::Skip(value))
             }
             Kind::Exec { path, argv } => {
-                super::exec::rewrite(self, pid, regs, &mut scratch, path, argv)?;
-                Ok(pending(Post::Exec))
+                let exe = super::exec::rewrite(self, pid, regs, &mut scratch, path, argv, exe)?;
+                Ok(pending(Post::Exec(exe)))
             }
             Kind::Refuse(e) => Err(e),
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
@@ -199,7 +230,7 @@ impl Context {
     pub(super) fn exit(&self, pid: Pid, regs: &mut user_regs_struct, pending: Box<Pending>) {
         let ret = regs.rax as i64;
         match pending.post {
-            Post::Restore | Post::Exec => {}
+            Post::Restore | Post::Exec(_) => {}
             Post::Readlink { link, buf, size } if ret > 0 => {
                 if let Some(len) = self.readlink_to_guest(pid, &link, buf, size as usize) {
                     regs.rax = len as u64;
