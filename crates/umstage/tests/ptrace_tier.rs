@@ -102,7 +102,8 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
               && echo \"exe $(readlink /proc/self/exe)\" && echo \"up $(cd -P /../../app/up/.. && pwd -P) $(ls /app/up/../../ | grep -c '^app$')\" \\\n\
               && grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | sed 's/^/status /' \\\n\
               && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused') \\\n\
-              && grep foo /etc/hosts | tr '\\t' ' ' | sed 's/^/hosts /'\n",
+              && grep foo /etc/hosts | tr '\\t' ' ' | sed 's/^/hosts /' \\\n\
+              && echo \"node $(uname -n) $(hostname) $(cat /etc/hostname)\"\n",
         )],
     )?;
     let out = env.build(
@@ -122,6 +123,11 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
     assert_eq!(lines_with(&log, "ids "), ["ids 1000:1001"], "{log}");
     // The step's own /etc/hosts, which the image does not get.
     assert_eq!(lines_with(&log, "hosts "), ["hosts 1.2.3.4 foo"], "{log}");
+    assert_eq!(
+        lines_with(&log, "node "),
+        ["node buildkitsandbox buildkitsandbox buildkitsandbox"],
+        "{log}"
+    );
     assert_eq!(
         lines_with(&log, "later "),
         ["later 1000:1001 /app/data/f", "later 0:0 /etc/passwd"],

@@ -20,7 +20,10 @@ use super::syscalls::{How, Kind, PathArg};
 pub(super) struct Context {
     /// The step's root.
     pub(super) root: Root,
-    /// The user the step runs as, in appearance.
+    /// The step's hostname, which `uname` gives as the node name.
+    pub(super) hostname: Vec<u8>,
+    /// The user the step starts as, in appearance (each process then has its own: a
+    /// `setuid` changes it).
     pub(super) who: Identity,
 }
 
@@ -65,6 +68,8 @@ enum Post {
     },
     /// The call made the file at this host path: it is this user's.
     Own(Vec<u8>, Owner),
+    /// `uname` filled the `struct utsname` at this address: its node name is the step's.
+    Uname(u64),
 }
 
 /// A file a call names, for the supervisor to open.
@@ -214,6 +219,7 @@ impl Context {
                 Ok(pending(Post::Exec(exe)))
             }
             Kind::Refuse(e) => Err(e),
+            Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
             Kind::Prctl => Ok(Entry::Pass),
         })();
@@ -243,7 +249,17 @@ impl Context {
                     tracing::debug!("recording the step's user as an owner: {e}");
                 }
             }
-            Post::Readlink { .. } | Post::Own(..) => {}
+            Post::Uname(buf) if ret == 0 => {
+                // struct utsname: six fields of 65 bytes; the node name is the second.
+                const FIELD: usize = 65;
+                let mut name = [0u8; FIELD];
+                let n = self.hostname.len().min(FIELD - 1);
+                name[..n].copy_from_slice(&self.hostname[..n]);
+                if let Err(e) = memory::write(pid, buf + FIELD as u64, &name) {
+                    tracing::debug!("uname's node name: {e}");
+                }
+            }
+            Post::Readlink { .. } | Post::Own(..) | Post::Uname(_) => {}
         }
         for i in 0..6 {
             set_arg(regs, i, arg(&pending.saved, i));
