@@ -148,6 +148,9 @@ pub enum FlagError {
     /// `--label` without `KEY=`.
     #[error("--label {0:?}: use KEY=VALUE")]
     Label(String),
+    /// A `-t` that is no image name.
+    #[error("-t: {0}")]
+    Tag(umstage_oci::reference::ReferenceError),
     /// A `--secret` or `--ssh` that cannot be used.
     #[error(transparent)]
     Option(#[from] OptionError),
@@ -242,6 +245,10 @@ impl BuildFlags {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let platform = self.platform.as_deref().map(one_platform).transpose()?;
+        // Checked before the build, as buildx does, rather than when the image is named.
+        for tag in &self.tags {
+            umstage_oci::reference::parse(tag).map_err(FlagError::Tag)?;
+        }
         let mut outputs = outputs(self.outputs, self.push, &self.tags)?;
         let (load, load_dir) = if self.load {
             load_archive(&mut outputs)?
@@ -500,6 +507,24 @@ mod tests {
             DockerfileSource::Path(dir.path().join("Dockerfile"))
         );
         assert!(p.stdin_context.is_none());
+    }
+
+    #[test]
+    fn a_tag_that_is_no_image_name_is_refused_before_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["bad tag", "UPPER/x", "a\u{1b}[31m", ""] {
+            let message = refused(
+                BuildFlags {
+                    tags: vec![bad.into()],
+                    ..flags(dir.path())
+                },
+                &no_env,
+            );
+            assert!(
+                message.starts_with("-t: invalid image reference"),
+                "{bad}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod export;
 pub mod flags;
 pub mod history;
 mod ids;
+mod input_file;
 pub mod lints;
 pub mod load;
 mod ops;

@@ -375,11 +375,16 @@ fn load_dockerignore(request: &BuildRequest) -> Result<Option<Dockerignore>, Bui
         }
         DockerfileSource::Text(_) => None,
     };
-    let specific = specific_path
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok());
+    let read = |path: &Path| {
+        crate::input_file::read_ignore_file(path)
+            .map_err(|e| BuildError::input(format!("cannot read {}", path.display()), e))
+    };
+    let specific = match &specific_path {
+        Some(p) => read(p)?,
+        None => None,
+    };
     let general_path = request.context.join(".dockerignore");
-    let general = std::fs::read_to_string(&general_path).ok();
+    let general = read(&general_path)?;
     let Some(text) =
         umstage_dockerfile::select_ignore_text(specific.as_deref(), general.as_deref())
     else {

@@ -101,11 +101,18 @@ pub fn parse_shm_size(text: &str) -> Result<u64, StepOptionError> {
         )
     })?;
     let bytes = value * f64::from(1u32 << 10).powi(shift / 10);
-    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+    if bytes < 1.0 {
         return Err(error(
             "--shm-size",
             text,
             "the size must be at least 1 byte",
+        ));
+    }
+    if bytes > u64::MAX as f64 {
+        return Err(error(
+            "--shm-size",
+            text,
+            "the size is past the 16 EiB a size can be",
         ));
     }
     Ok(bytes as u64)
@@ -142,6 +149,10 @@ mod tests {
         assert_eq!(parse_shm_size("512kb"), Ok(512 << 10));
         assert_eq!(parse_shm_size("1.5g"), Ok(3 << 29));
         assert_eq!(parse_shm_size("4096"), Ok(4096));
+        assert!(
+            parse_shm_size("99999999999999g")
+                .is_err_and(|e| e.to_string().contains("past the 16 EiB"))
+        );
         for bad in ["", "0", "64x", "m"] {
             assert!(parse_shm_size(bad).is_err(), "{bad}");
         }

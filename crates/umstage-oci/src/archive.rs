@@ -304,7 +304,7 @@ pub fn write_layout<'a>(
         let parent = path.parent().unwrap_or(dir);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         let temp = parent.join(format!(".{}.tmp-{}", digest.digest(), std::process::id()));
-        let mut file = fs::File::create(&temp).map_err(io_err(&temp))?;
+        let mut file = create_temp(&temp).map_err(io_err(&temp))?;
         let mut blob = store.open_blob(digest)?;
         let copied = io::copy(&mut blob, &mut file);
         if let Err(e) = copied {
@@ -317,7 +317,7 @@ pub fn write_layout<'a>(
     for (name, bytes) in files {
         let path = dir.join(name);
         let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let written = fs::File::create(&temp).and_then(|mut f| {
+        let written = create_temp(&temp).and_then(|mut f| {
             f.write_all(bytes)?;
             f.sync_all()
         });
@@ -325,6 +325,21 @@ pub fn write_layout<'a>(
         fs::rename(&temp, &path).map_err(io_err(&path))?;
     }
     Ok(())
+}
+
+/// Creates the temporary file `path`, never through what is there already: a directory shared
+/// with other users (a CI cache) may hold a symlink under the predictable name, planted to have
+/// this process overwrite a file of its own. A stale one (a killed export's) is removed first.
+fn create_temp(path: &Path) -> io::Result<fs::File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // O_EXCL: fails, rather than following it, if a link was planted again meanwhile.
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 /// Which image to take from an archive or layout holding several.
@@ -412,9 +427,13 @@ fn load_checked(
 /// Imports an image from an OCI layout directory into the store (blobs verified as copied).
 pub fn import_layout_dir(store: &ContentStore, dir: &Path, selector: &Selector) -> Result<Image> {
     let archive = dir.display().to_string();
-    let read = |name: &str| {
+    let read = |name: &str| -> Result<Vec<u8>> {
         let path = dir.join(name);
-        fs::read(&path).map_err(|source| ArchiveError::Io { path, source })
+        let mut bytes = Vec::new();
+        open_regular(&path)
+            .and_then(|f| f.take(crate::image::MAX_JSON_SIZE).read_to_end(&mut bytes))
+            .map_err(|source| ArchiveError::Io { path, source })?;
+        Ok(bytes)
     };
     let index: ImageIndex =
         serde_json::from_slice(&read("index.json")?).map_err(|e| ArchiveError::Invalid {
@@ -454,11 +473,28 @@ fn copy_blob_from_dir(store: &ContentStore, dir: &Path, digest: &Digest) -> Resu
         });
     }
     let path = dir.join(blob_name(digest));
-    let file = fs::File::open(&path).map_err(|source| ArchiveError::Io {
+    let file = open_regular(&path).map_err(|source| ArchiveError::Io {
         path: path.clone(),
         source,
     })?;
     Ok(store.ingest(file, Some(digest))?)
+}
+
+/// Opens a file of a layout directory if it is a regular file: a FIFO planted there would block
+/// the open or the read forever, and a link to a device (`/dev/zero`) never end.
+fn open_regular(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// Imports an image from an OCI archive or a Docker archive (`docker save`), streaming: every
@@ -641,4 +677,36 @@ fn normalise_relative(base: &Path, target: &str) -> String {
         }
     }
     parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layout_is_never_written_through_a_planted_temporary_name()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let store = ContentStore::open(root.path().join("store"))?;
+        let blob = store.put(b"blob bytes")?;
+        let victim = root.path().join("victim");
+        fs::write(&victim, b"mine")?;
+        let dir = root.path().join("layout");
+        let blob_path = dir.join(blob_name(&blob.digest));
+        let pid = std::process::id();
+        let planted = [
+            dir.join(format!(".index.json.tmp-{pid}")),
+            blob_path.with_file_name(format!(".{}.tmp-{pid}", blob.digest.digest())),
+        ];
+        for link in &planted {
+            fs::create_dir_all(link.parent().ok_or("no parent")?)?;
+            std::os::unix::fs::symlink(&victim, link)?;
+        }
+        write_layout(&store, [&blob.digest], &[("index.json", b"{}")], &dir)?;
+        assert_eq!(fs::read(&victim)?, b"mine");
+        assert_eq!(fs::read(dir.join("index.json"))?, b"{}");
+        assert_eq!(fs::read(&blob_path)?, b"blob bytes");
+        assert!(planted.iter().all(|l| l.symlink_metadata().is_err()));
+        Ok(())
+    }
 }

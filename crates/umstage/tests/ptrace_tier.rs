@@ -188,6 +188,7 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
                  RUN hello world && /usr/bin/cat /proc/self/status | grep -c '^Seccomp:' | sed 's/^/status /'\n\
                  RUN [\"/usr/bin/setpriv\", \"--reuid\", \"55\", \"--regid\", \"66\", \"--clear-groups\", \"/usr/bin/dash\", \"-c\", \"echo dropped $(/usr/bin/id -u):$(/usr/bin/id -g) && echo x > /dropped\"]\n\
                  RUN stat -c 'made %u:%g' /dropped && echo \"back $(id -u)\"\n\
+                 RUN /usr/bin/perl -e 'syscall(157, 4, 0); open(F, \"</etc/passwd\") or die; print \"undumpable \", scalar(<F>)'\n\
                  USER 1000\nRUN /usr/bin/id -u | sed 's/^/id /'\n",
             ),
             ("hello.sh", "#!/usr/bin/dash -e\necho \"script $0 $1\"\n"),
@@ -201,6 +202,7 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
             "/usr/bin/cat",
             "/usr/bin/id",
             "/usr/bin/setpriv",
+            "/usr/bin/perl",
         ],
     )?;
     fs::set_permissions(ctx.join("hello.sh"), fs::Permissions::from_mode(0o755))?;
@@ -224,6 +226,13 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
     assert_eq!(lines_with(&log, "dropped "), ["dropped 55:66"], "{log}");
     assert_eq!(lines_with(&log, "made "), ["made 55:66"], "{log}");
     assert_eq!(lines_with(&log, "back "), ["back 0"], "{log}");
+    // A process that makes itself undumpable (prctl 157, PR_SET_DUMPABLE 4) still has its
+    // paths translated.
+    assert_eq!(
+        lines_with(&log, "undumpable "),
+        ["undumpable root:x:0:0:root:/root:/bin/sh"],
+        "{log}"
+    );
     assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
     Ok(())
 }

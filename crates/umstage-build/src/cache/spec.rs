@@ -110,6 +110,9 @@ pub enum SpecProblem {
     /// A key the type needs is missing or empty.
     #[error("{0}= is required")]
     Required(&'static str),
+    /// A `ref=` that is no image name (why, as the reference parser words it).
+    #[error("ref=: {0}")]
+    Reference(String),
     /// A `type=` umstage cannot read (empty when none was given).
     #[error("type={0}: umstage reads caches of type local and registry")]
     ImportType(String),
@@ -316,11 +319,20 @@ pub fn parse_export(value: &str) -> Result<CacheExport, SpecError> {
             mode: f.mode(FLAG, value)?,
             format: format()?,
         }),
-        Some("registry") => Ok(CacheExport::Registry {
-            reference: required(&f, "ref", FLAG, value)?.to_string(),
-            mode: f.mode(FLAG, value)?,
-            format: format()?,
-        }),
+        Some("registry") => {
+            let reference = required(&f, "ref", FLAG, value)?;
+            // Refused before the build, not after it when the cache is pushed.
+            umstage_oci::reference::parse(reference).map_err(|e| SpecError {
+                flag: FLAG,
+                value: value.into(),
+                reason: SpecProblem::Reference(e.to_string()),
+            })?;
+            Ok(CacheExport::Registry {
+                reference: reference.to_string(),
+                mode: f.mode(FLAG, value)?,
+                format: format()?,
+            })
+        }
         Some("inline") => Ok(CacheExport::Inline),
         other => Err(SpecError {
             flag: FLAG,
@@ -371,6 +383,10 @@ mod tests {
             reason(parse_export("type=local")),
             Some(SpecProblem::Required("dest"))
         );
+        assert!(matches!(
+            reason(parse_export("type=registry,ref=UPPER/x")),
+            Some(SpecProblem::Reference(_))
+        ));
         assert_eq!(
             reason(parse_export("type=gha,scope=x")),
             Some(SpecProblem::ExportType("gha".into()))

@@ -45,12 +45,6 @@ enum Post {
     Restore,
     /// The call was an exec: at its exit it failed (a successful exec never returns).
     Exec,
-    /// Write the shown owner of `target` into the `stat` or `statx` buffer at `buf`.
-    Stat {
-        target: Target,
-        buf: u64,
-        statx: bool,
-    },
     /// Give the `/proc` link `link`'s host path back as the guest's.
     Readlink {
         link: Vec<u8>,
@@ -143,16 +137,18 @@ impl Context {
                 buf,
                 statx,
             } => {
-                let target = self.target(pid, regs, &mut scratch, path, fd)?;
-                let buf = arg(regs, buf);
-                Ok(match target {
-                    Some(target) => pending(Post::Stat { target, buf, statx }),
-                    None => Entry::Pass,
-                })
+                let Some(target) = self.target(pid, regs, path, fd)? else {
+                    return Ok(Entry::Pass);
+                };
+                // Answered here, in one stop: the call needs nothing of the kernel's but the
+                // owner, which is patched anyway.
+                let statx = statx.then(|| (arg(regs, 2) as i32, arg(regs, 3) as u32));
+                stat_into(pid, &target, arg(regs, buf), statx).map_err(errno)?;
+                Ok(Entry::Skip(0))
             }
             Kind::Chown { path, fd, uid, gid } => {
                 let (uid, gid) = (arg(regs, uid) as u32, arg(regs, gid) as u32);
-                let Some(target) = self.target(pid, regs, &mut scratch, path, fd)? else {
+                let Some(target) = self.target(pid, regs, path, fd)? else {
                     return Ok(Entry::Pass);
                 };
                 chown(pid, &target, uid, gid).map_err(errno)?;
@@ -187,6 +183,8 @@ impl Context {
                 Ok(pending(Post::Exec))
             }
             Kind::Refuse(e) => Err(e),
+            Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
+            Kind::Prctl => Ok(Entry::Pass),
         })();
         match result {
             Ok(entry) => entry,
@@ -202,11 +200,6 @@ impl Context {
         let ret = regs.rax as i64;
         match pending.post {
             Post::Restore | Post::Exec => {}
-            Post::Stat { target, buf, statx } if ret == 0 => {
-                if let Err(e) = patch_owner(pid, &target, buf, statx) {
-                    tracing::debug!("patching a stat owner: {e}");
-                }
-            }
             Post::Readlink { link, buf, size } if ret > 0 => {
                 if let Some(len) = self.readlink_to_guest(pid, &link, buf, size as usize) {
                     regs.rax = len as u64;
@@ -219,7 +212,7 @@ impl Context {
                     tracing::debug!("recording the step's user as an owner: {e}");
                 }
             }
-            Post::Stat { .. } | Post::Readlink { .. } | Post::Own(..) => {}
+            Post::Readlink { .. } | Post::Own(..) => {}
         }
         for i in 0..6 {
             set_arg(regs, i, arg(&pending.saved, i));
@@ -286,30 +279,35 @@ impl Context {
         Ok(Some((self.root.to_host(pid, &guest, follow)?, follow)))
     }
 
-    /// The file a `stat` or `chown` names: its translated path (set in `regs`), or the
-    /// descriptor (or working directory) it acts on.
+    /// The file a `stat` or `chown` names: its host path, or the descriptor (or working
+    /// directory) it acts on; `None` where the call is left to the kernel.
     fn target(
         &self,
         pid: Pid,
-        regs: &mut user_regs_struct,
-        scratch: &mut Scratch,
+        regs: &user_regs_struct,
         path: Option<PathArg>,
         fd: usize,
     ) -> Result<Option<Target>, i32> {
         let Some(a) = path else {
             return Ok(Some(Target::Proc(format!("fd/{}", arg(regs, fd) as i32))));
         };
-        if let Some((host, follow)) = self.translate(pid, regs, scratch, a)? {
+        if let Some((host, follow)) = self.host_path(pid, regs, a)? {
             return Ok(Some(Target::Host(host, follow)));
         }
-        // An empty path with AT_EMPTY_PATH names the directory argument itself.
         let addr = arg(regs, a.path);
-        let empty = addr != 0 && memory::read_cstr(pid, addr).is_ok_and(|p| p.is_empty());
-        Ok(match a.dirfd.map(|i| arg(regs, i) as i32) {
-            Some(libc::AT_FDCWD) if empty => Some(Target::Proc("cwd".into())),
-            Some(dirfd) if empty => Some(Target::Proc(format!("fd/{dirfd}"))),
-            _ => None,
-        })
+        if addr == 0 || !memory::read_cstr(pid, addr).is_ok_and(|p| p.is_empty()) {
+            return Ok(None);
+        }
+        // An empty path names the directory argument itself with AT_EMPTY_PATH, else nothing.
+        let empty_ok = match a.how {
+            How::AtFlags(i) => arg(regs, i) as i32 & libc::AT_EMPTY_PATH != 0,
+            _ => false,
+        };
+        match a.dirfd.map(|i| arg(regs, i) as i32) {
+            Some(libc::AT_FDCWD) if empty_ok => Ok(Some(Target::Proc("cwd".into()))),
+            Some(dirfd) if empty_ok => Ok(Some(Target::Proc(format!("fd/{dirfd}")))),
+            _ => Err(libc::ENOENT),
+        }
     }
 
     /// `getcwd`: the guest's path of the working directory, written into the caller's buffer;
@@ -375,31 +373,41 @@ fn open(pid: Pid, target: &Target) -> std::io::Result<(OwnedFd, PathBuf)> {
 
 /// The owner a file shows: its record, or its real owner as the image sees it.
 fn shown(fd: &OwnedFd, path: &Path) -> std::io::Result<Owner> {
-    let recorded = as_owner(fd, path, || Ok(owners::read_record(path)))?;
-    if let Some(recorded) = recorded {
+    let read = || match rustix::fs::getxattr(path, umstage_oci::owner::XATTR, &mut [0u8; 32]) {
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(std::io::Error::from(e)),
+        Ok(_) => Ok(owners::read_record(path)),
+    };
+    // A file whose record cannot be read even so (a /proc file) has none.
+    if let Ok(Some(recorded)) = as_owner(fd, path, read) {
         return Ok(recorded);
     }
     let st = rustix::fs::fstat(fd)?;
     Ok(owner::in_image(st.st_uid, st.st_gid))
 }
 
-/// Runs `op`, an xattr access, on a file of ours whose mode denies us reading or writing it
-/// (played root makes such files: shadow's tools create theirs with mode 000), with owner
-/// read and write added for the time of `op`: real root needs no permission for it.
+/// Runs `op`, an xattr access; where it is refused on a file of ours whose mode denies us
+/// reading or writing it (played root makes such files: shadow's tools create theirs with
+/// mode 000), again with owner read and write added for the time of `op`: real root needs
+/// no permission for it.
 fn as_owner<T>(
     fd: &OwnedFd,
     path: &Path,
     op: impl Fn() -> std::io::Result<T>,
 ) -> std::io::Result<T> {
+    let first = op();
+    let Err(refused) = &first else {
+        return first;
+    };
     let st = rustix::fs::fstat(fd)?;
     let mode = st.st_mode & 0o7777;
-    let locked = rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink
+    let locked = refused.raw_os_error() == Some(libc::EACCES)
+        && rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink
         && mode & 0o600 != 0o600
         && st.st_uid == nix::unistd::geteuid().as_raw();
-    if !locked {
-        return op();
+    if !locked || rustix::fs::chmod(path, Mode::from_raw_mode(mode | 0o600)).is_err() {
+        return first;
     }
-    rustix::fs::chmod(path, Mode::from_raw_mode(mode | 0o600))?;
     let result = op();
     rustix::fs::chmod(path, Mode::from_raw_mode(mode))?;
     result
@@ -417,21 +425,57 @@ fn chown(pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
     owners::clear_set_ids(&fd, &path)
 }
 
-/// Writes the owner `target` shows into a `stat` or `statx` buffer.
-fn patch_owner(pid: Pid, target: &Target, buf: u64, statx: bool) -> std::io::Result<()> {
+/// A `stat` (or, with its flags and mask, `statx`) of `target`, with the owner it shows,
+/// written into the caller's buffer at `buf`.
+fn stat_into(
+    pid: Pid,
+    target: &Target,
+    buf: u64,
+    statx: Option<(i32, u32)>,
+) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
     let owner = shown(&fd, &path)?;
-    let (uid_at, gid_at) = if statx {
-        (
-            std::mem::offset_of!(libc::statx, stx_uid),
-            std::mem::offset_of!(libc::statx, stx_gid),
-        )
-    } else {
-        (
-            std::mem::offset_of!(libc::stat, st_uid),
-            std::mem::offset_of!(libc::stat, st_gid),
-        )
-    };
-    memory::write(pid, buf + uid_at as u64, &owner.uid.to_ne_bytes())?;
-    memory::write(pid, buf + gid_at as u64, &owner.gid.to_ne_bytes())
+    match statx {
+        None => {
+            // SAFETY: stat is plain data.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes `st`, which lives for the call.
+            if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            st.st_uid = owner.uid;
+            st.st_gid = owner.gid;
+            memory::write(pid, buf, as_bytes(&st))
+        }
+        Some((flags, mask)) => {
+            // SAFETY: statx is plain data.
+            let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+            let sync = flags & libc::AT_STATX_SYNC_TYPE;
+            // SAFETY: statx writes `stx`, which lives for the call; the path is a C string.
+            let rc = unsafe {
+                libc::statx(
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH | sync,
+                    mask,
+                    &mut stx,
+                )
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            stx.stx_uid = owner.uid;
+            stx.stx_gid = owner.gid;
+            memory::write(pid, buf, as_bytes(&stx))
+        }
+    }
+}
+
+/// A plain C struct's bytes.
+fn as_bytes<T>(value: &T) -> &[u8] {
+    // SAFETY: `value` is a plain C struct (no padding is read as anything but bytes); its
+    // bytes are read for its own size.
+    unsafe {
+        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    }
 }

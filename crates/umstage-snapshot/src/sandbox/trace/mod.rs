@@ -25,12 +25,13 @@ mod exec;
 mod filter;
 mod memory;
 mod paths;
+mod shared;
 mod syscalls;
 mod tracer;
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
@@ -88,13 +89,22 @@ impl Setup {
         let mut root = paths::Root::open(rootfs)
             .map_err(|e| HelperError::during(format!("opening {}", rootfs.display()), e))?;
         // Nothing can be mounted: the step's own /etc/hosts and the like are files of this
-        // helper's, which the supervisor gives for those paths.
-        let files = request
-            .sandbox_dir
-            .join(format!("trace-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&files);
-        std::fs::create_dir_all(&files)
-            .map_err(|e| HelperError::during(format!("creating {}", files.display()), e))?;
+        // helper's, which the supervisor gives for those paths. In the container's /dev/shm
+        // where it has one (a tmpfs: creating files on a busy disk costs a step milliseconds),
+        // else in the state root.
+        let name = format!("umstage-trace-{}", std::process::id());
+        let files = [Path::new("/dev/shm"), request.sandbox_dir.as_path()]
+            .into_iter()
+            .map(|dir| dir.join(&name))
+            .find(|dir| {
+                let _ = std::fs::remove_dir_all(dir);
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(dir)
+                    .inspect_err(|e| tracing::debug!("{}: {e}", dir.display()))
+                    .is_ok()
+            })
+            .ok_or("cannot create a directory for the step's private files")?;
         for file in &request.files {
             let host = files.join(&file.name);
             std::fs::write(&host, &file.content)

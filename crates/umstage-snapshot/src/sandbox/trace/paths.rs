@@ -15,6 +15,8 @@ use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
 use umstage_oci::inroot::{fd_path, open_in_root};
 
+use super::shared;
+
 /// Where the guest's root lies on the host.
 pub(super) struct Root {
     fd: OwnedFd,
@@ -45,6 +47,10 @@ pub(super) enum Follow {
 
 /// The top directories that are the container's own, not the snapshot's.
 const SHARED: [&[u8]; 3] = [b"proc", b"dev", b"sys"];
+
+/// The most symlinks of the shared directories one path may go through, as the kernel's
+/// limit (`ELOOP` past it).
+const MAX_LINKS: u32 = 40;
 
 impl Root {
     /// Opens the guest's root, the directory `dir`.
@@ -113,6 +119,9 @@ impl Root {
                 return Some(guest);
             }
         }
+        if let Some((guest, _)) = self.private.iter().find(|(_, h)| h == host) {
+            return Some(guest.clone());
+        }
         if host == self.host.as_slice() {
             return Some(b"/".to_vec());
         }
@@ -149,6 +158,17 @@ impl Root {
     /// The host path a call of process `pid` gets for the guest's absolute path `guest`, or
     /// the errno the call fails with (a missing parent directory, a loop).
     pub(super) fn to_host(&self, pid: Pid, guest: &[u8], follow: Follow) -> Result<Vec<u8>, i32> {
+        self.to_host_after(pid, guest, follow, 0)
+    }
+
+    /// [`Root::to_host`] after `links` symlinks of the shared directories.
+    fn to_host_after(
+        &self,
+        pid: Pid,
+        guest: &[u8],
+        follow: Follow,
+        links: u32,
+    ) -> Result<Vec<u8>, i32> {
         let normal = lexical(guest);
         let joined: Vec<u8> = normal
             .iter()
@@ -160,24 +180,14 @@ impl Root {
         if let Some(top) = normal.first()
             && SHARED.contains(&top.as_slice())
         {
-            let mut host = Vec::new();
-            for (i, part) in normal.iter().enumerate() {
-                host.push(b'/');
-                // `self` is the caller, which the supervisor opening the path is not.
-                match (i, part.as_slice()) {
-                    (1, b"self") if top == b"proc" => {
-                        host.extend_from_slice(pid.to_string().as_bytes())
-                    }
-                    (1, b"thread-self") if top == b"proc" => {
-                        host.extend_from_slice(format!("{pid}/task/{pid}").as_bytes())
-                    }
-                    _ => host.extend_from_slice(part),
-                }
-            }
-            if guest.ends_with(b"/") {
-                host.push(b'/');
-            }
-            return Ok(host);
+            let walked = shared::walk(pid, &normal, follow, guest.ends_with(b"/"), |h| {
+                self.to_guest(h)
+            })?;
+            return match walked {
+                shared::Walked::Host(host) => Ok(host),
+                shared::Walked::Guest(_) if links >= MAX_LINKS => Err(libc::ELOOP),
+                shared::Walked::Guest(next) => self.to_host_after(pid, &next, follow, links + 1),
+            };
         }
         // A trailing slash is kept for the kernel (it then wants a directory).
         let trailing = guest.ends_with(b"/");

@@ -65,6 +65,10 @@ pub(super) enum Kind {
     Exec { path: PathArg, argv: usize },
     /// Refused with this errno (`chroot`: the step has no way out of its root).
     Refuse(i32),
+    /// `prctl`: `PR_SET_DUMPABLE` succeeds without effect (a process that is not dumpable
+    /// shuts its tracer out of its memory, and every path it names could not be translated);
+    /// the rest runs.
+    Prctl,
 }
 
 const fn p(path: usize, how: How) -> PathArg {
@@ -89,7 +93,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 54] = [
+pub(super) const TRACED: [i64; 55] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -144,6 +148,7 @@ pub(super) const TRACED: [i64; 54] = [
     libc::SYS_execveat,
     libc::SYS_getcwd,
     libc::SYS_chroot,
+    libc::SYS_prctl,
 ];
 
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
@@ -306,6 +311,7 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
         },
         libc::SYS_getcwd => Kind::Getcwd,
         libc::SYS_chroot => Kind::Refuse(libc::EPERM),
+        libc::SYS_prctl => Kind::Prctl,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
         _ => return None,
     })
