@@ -63,6 +63,13 @@ pub(super) enum Kind {
     Identity,
     /// `execve`/`execveat`: see `exec`.
     Exec { path: PathArg, argv: usize },
+    /// `bind` or `connect`: a unix socket's path in the address at `addr` (of `len` bytes)
+    /// is translated (see `sockets`).
+    Socket {
+        addr: usize,
+        len: usize,
+        follow: bool,
+    },
     /// Refused with this errno (`chroot`: the step has no way out of its root).
     Refuse(i32),
     /// `prctl`: `PR_SET_DUMPABLE` succeeds without effect (a process that is not dumpable
@@ -93,7 +100,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 55] = [
+pub(super) const TRACED: [i64; 57] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -149,6 +156,8 @@ pub(super) const TRACED: [i64; 55] = [
     libc::SYS_getcwd,
     libc::SYS_chroot,
     libc::SYS_prctl,
+    libc::SYS_bind,
+    libc::SYS_connect,
 ];
 
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
@@ -311,6 +320,17 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
         },
         libc::SYS_getcwd => Kind::Getcwd,
         libc::SYS_chroot => Kind::Refuse(libc::EPERM),
+        // bind makes the socket file (never through a final symlink); connect opens it.
+        libc::SYS_bind => Kind::Socket {
+            addr: 1,
+            len: 2,
+            follow: false,
+        },
+        libc::SYS_connect => Kind::Socket {
+            addr: 1,
+            len: 2,
+            follow: true,
+        },
         libc::SYS_prctl => Kind::Prctl,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
         _ => return None,
