@@ -36,3 +36,65 @@ fn an_ignore_file_that_is_a_device_or_a_fifo_is_refused() -> TestResult {
     assert_ok(&env.build(&fifo_ignore, "out.tar", &[]));
     Ok(())
 }
+
+/// The busybox layout of `env` copied to `name`, its file `file` replaced by `plant`.
+fn planted_layout(
+    env: &Env,
+    name: &str,
+    file: &str,
+    plant: impl Fn(&std::path::Path) -> std::io::Result<()>,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let dir = env.path(name);
+    umstage_testutil::run(Command::new("cp").arg("-a").arg(&env.busybox).arg(&dir))?;
+    let path = dir.join(file);
+    std::fs::remove_file(&path)?;
+    plant(&path)?;
+    Ok(dir)
+}
+
+#[test]
+fn a_layout_context_whose_index_or_blob_is_a_fifo_or_a_device_is_refused() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context("ctx", &[("Dockerfile", "FROM base\nRUN true\n")])?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.busybox.join("index.json"))?)?;
+    let manifest_hex = index["manifests"][0]["digest"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .ok_or("no manifest")?;
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        env.busybox.join("blobs/sha256").join(manifest_hex),
+    )?)?;
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .ok_or("no layer")?;
+    let mkfifo = |p: &std::path::Path| {
+        umstage_testutil::run(Command::new("mkfifo").arg(p))
+            .map(drop)
+            .map_err(std::io::Error::other)
+    };
+    let zero = |p: &std::path::Path| std::os::unix::fs::symlink("/dev/zero", p);
+    let layouts = [
+        (
+            planted_layout(&env, "fifo-index", "index.json", mkfifo)?,
+            "index.json".to_string(),
+        ),
+        (
+            planted_layout(&env, "zero-index", "index.json", zero)?,
+            "index.json".to_string(),
+        ),
+        (
+            planted_layout(&env, "zero-blob", &format!("blobs/sha256/{layer}"), zero)?,
+            format!("blobs/sha256/{layer}"),
+        ),
+    ];
+    for (layout, file) in &layouts {
+        let base = format!("base=oci-layout://{}", layout.display());
+        let out = env.build(&ctx, "out.tar", &["--build-context", &base]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let named = format!("{}: not a regular file", layout.join(file).display());
+        assert!(stderr(&out).contains(&named), "{}", text(&out));
+    }
+    Ok(())
+}
