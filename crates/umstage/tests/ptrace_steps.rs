@@ -264,3 +264,50 @@ fn real_steps_on_debian_give_the_userns_tiers_image() -> TestResult {
     assert!(differ.is_empty(), "{differ:#?}");
     Ok(())
 }
+
+/// `fexecve`: `execveat(fd, "", AT_EMPTY_PATH)` of a dynamic program.
+const FEXECVE_C: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+extern char **environ;
+int main(void) {
+  char *av[] = {"awk", "/ld-linux/ { print \"loader \" $5; exit }", "/proc/self/maps", 0};
+  int fd = open("/usr/bin/mawk", O_RDONLY);
+  syscall(SYS_execveat, fd, "", av, environ, AT_EMPTY_PATH);
+  perror("execveat");
+  return 1;
+}
+"#;
+
+#[test]
+fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let dockerfile = "FROM debian\n\
+        COPY fexecve.c /src/\n\
+        RUN gcc -o /usr/local/bin/fexecve /src/fexecve.c && fexecve \\\n\
+         && echo \"guest $(stat -L -c %i /lib64/ld-linux-x86-64.so.2)\"\n";
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", dockerfile), ("fexecve.c", FEXECVE_C)],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    let loader = lines_with(&log, "loader ");
+    let image = lines_with(&log, "guest ");
+    assert_eq!((loader.len(), image.len()), (1, 1), "{log}");
+    // The loader the program runs with is the image's (the same inode), not the host's.
+    assert_eq!(
+        loader[0]["loader ".len()..],
+        image[0]["guest ".len()..],
+        "{log}"
+    );
+    Ok(())
+}
