@@ -308,13 +308,16 @@ impl SourceReader {
         }
         header.size = u64::try_from(stat.st_size).unwrap_or(0);
         let parent = self.parent_fd(dir)?;
-        let fd = rfs::openat(
-            parent,
-            &name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.read_err(path)(e.into()))?;
+        let fd = owner::lending_read(parent, Path::new(&name), || {
+            rfs::openat(
+                parent,
+                &name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io::Error::from)
+        })
+        .map_err(self.read_err(path))?;
         let mut file = std::fs::File::from(fd);
         tarball::write_header(out, &header).map_err(LayerError::Write)?;
         let mut left = header.size;

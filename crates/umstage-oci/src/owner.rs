@@ -29,6 +29,45 @@ pub fn root_played() -> bool {
     PLAYED_ROOT.get().is_some()
 }
 
+/// Runs `open`, an open for reading of `path` (relative to `dir`); where root is played and
+/// that is refused for a regular file of the process's own that its owner may not read (a
+/// step's `chmod 000`, which real root reads all the same), runs it again with owner read
+/// lent for the time of the open.
+pub fn lending_read<T>(
+    dir: impl std::os::fd::AsFd,
+    path: &std::path::Path,
+    open: impl Fn() -> io::Result<T>,
+) -> io::Result<T> {
+    let first = open();
+    let (Err(refused), Some(own)) = (&first, PLAYED_ROOT.get()) else {
+        return first;
+    };
+    if refused.raw_os_error() != Some(libc::EACCES) {
+        return first;
+    }
+    let Ok(st) = rfs::statat(&dir, path, AtFlags::SYMLINK_NOFOLLOW) else {
+        return first;
+    };
+    let mode = st.st_mode & 0o7777;
+    let lendable = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile
+        && st.st_uid == own.uid
+        && mode & 0o400 == 0;
+    if !lendable
+        || rfs::chmodat(
+            &dir,
+            path,
+            rfs::Mode::from_raw_mode(mode | 0o400),
+            AtFlags::empty(),
+        )
+        .is_err()
+    {
+        return first;
+    }
+    let result = open();
+    rfs::chmodat(&dir, path, rfs::Mode::from_raw_mode(mode), AtFlags::empty())?;
+    result
+}
+
 /// The owner an image gets for a file whose real owner is `uid:gid` and that has no record.
 pub fn in_image(uid: u32, gid: u32) -> Owner {
     match PLAYED_ROOT.get() {

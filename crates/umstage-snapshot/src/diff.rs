@@ -256,8 +256,12 @@ fn file_changed(
 }
 
 fn same_content(a: &Path, b: &Path) -> Result<bool, PathError> {
-    let mut fa = std::fs::File::open(a).map_err(at("open", a))?;
-    let mut fb = std::fs::File::open(b).map_err(at("open", b))?;
+    let open = |p: &Path| {
+        umstage_oci::owner::lending_read(rustix::fs::CWD, p, || std::fs::File::open(p))
+            .map_err(at("open", p))
+    };
+    let mut fa = open(a)?;
+    let mut fb = open(b)?;
     let mut ba = vec![0u8; 64 * 1024];
     let mut bb = vec![0u8; 64 * 1024];
     loop {

@@ -252,7 +252,8 @@ fn copy_metadata(dst: &Path, meta: &std::fs::Metadata, src: &Path) -> Result<(),
 const FICLONE: libc::c_ulong = 0x4004_9409;
 
 fn copy_file_data(src: &Path, dst: &Path) -> Result<(), PathError> {
-    let mut from = File::open(src).map_err(at("open", src))?;
+    let mut from = umstage_oci::owner::lending_read(rustix::fs::CWD, src, || File::open(src))
+        .map_err(at("open", src))?;
     let mut to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -102,7 +102,8 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
               && echo \"exe $(readlink /proc/self/exe)\" && echo \"up $(cd -P /../../app/up/.. && pwd -P) $(ls /app/up/../../ | grep -c '^app$')\" \\\n\
               && grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t' | sed 's/^/status /' \\\n\
               && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused') \\\n\
-              && grep foo /etc/hosts | tr '\\t' ' ' | sed 's/^/hosts /'\n",
+              && grep foo /etc/hosts | tr '\\t' ' ' | sed 's/^/hosts /' \\\n\
+              && echo \"node $(uname -n) $(hostname) $(cat /etc/hostname)\"\n",
         )],
     )?;
     let out = env.build(
@@ -122,6 +123,11 @@ fn ptrace_tier_keeps_paths_in_the_root_and_plays_a_user() -> TestResult {
     assert_eq!(lines_with(&log, "ids "), ["ids 1000:1001"], "{log}");
     // The step's own /etc/hosts, which the image does not get.
     assert_eq!(lines_with(&log, "hosts "), ["hosts 1.2.3.4 foo"], "{log}");
+    assert_eq!(
+        lines_with(&log, "node "),
+        ["node buildkitsandbox buildkitsandbox buildkitsandbox"],
+        "{log}"
+    );
     assert_eq!(
         lines_with(&log, "later "),
         ["later 1000:1001 /app/data/f", "later 0:0 /etc/passwd"],
@@ -189,6 +195,7 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
                  RUN [\"/usr/bin/setpriv\", \"--reuid\", \"55\", \"--regid\", \"66\", \"--clear-groups\", \"/usr/bin/dash\", \"-c\", \"echo dropped $(/usr/bin/id -u):$(/usr/bin/id -g) && echo x > /dropped\"]\n\
                  RUN stat -c 'made %u:%g' /dropped && echo \"back $(id -u)\"\n\
                  RUN /usr/bin/perl -e 'syscall(157, 4, 0); open(F, \"</etc/passwd\") or die; print \"undumpable \", scalar(<F>)'\n\
+                 RUN /usr/bin/perl -le 'print q(exe ), readlink(q(/proc/self/exe))' && /usr/bin/perl -e 'exec q(/proc/self/exe), q(-le), q(print q(reexec ok))'\n\
                  USER 1000\nRUN /usr/bin/id -u | sed 's/^/id /'\n",
             ),
             ("hello.sh", "#!/usr/bin/dash -e\necho \"script $0 $1\"\n"),
@@ -233,6 +240,9 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
         ["undumpable root:x:0:0:root:/root:/bin/sh"],
         "{log}"
     );
+    // A dynamic program's /proc/self/exe is itself, not the loader that runs it.
+    assert_eq!(lines_with(&log, "exe "), ["exe /usr/bin/perl"], "{log}");
+    assert_eq!(lines_with(&log, "reexec "), ["reexec ok"], "{log}");
     assert_eq!(lines_with(&log, "id "), ["id 1000"], "{log}");
     Ok(())
 }
@@ -282,5 +292,34 @@ fn ptrace_tier_gives_cache_and_tmpfs_mounts_and_refuses_the_others() -> TestResu
         "{}",
         stderr(&out)
     );
+    Ok(())
+}
+
+#[test]
+fn ptrace_tier_keeps_files_unreadable_to_their_owner_as_real_root_does() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS build\n\
+             RUN echo secret > /locked && chmod 000 /locked\n\
+             RUN stat -c 'later %a %s' /locked\n\
+             FROM busybox\n\
+             COPY --from=build /locked /copied\n",
+        )],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--progress", "plain"],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    // The next step's copy of the snapshot, the layer writer and COPY --from all read it.
+    assert_eq!(lines_with(&log, "later "), ["later 0 7"], "{log}");
+    let image = layers(&env, "img.tar")?;
+    let copied = entry(&image, "copied").ok_or("copied missing")?;
+    assert_eq!((copied.mode.as_str(), copied.size), ("----------", 7));
     Ok(())
 }

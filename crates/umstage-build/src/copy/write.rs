@@ -337,7 +337,9 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
 /// Opens a source file that the plan saw as a regular file, never through a symlink put in its
 /// place, or in the place of a directory above it, since.
 pub(crate) fn open_source(path: &Path) -> io::Result<fs::File> {
-    open_no_symlinks(path, OFlags::RDONLY).map(fs::File::from)
+    owner::lending_read(rustix::fs::CWD, path, || {
+        open_no_symlinks(path, OFlags::RDONLY).map(fs::File::from)
+    })
 }
 
 /// Whether `path` (absolute inside `root`) is an existing directory, symlinks followed inside

@@ -81,24 +81,6 @@ pub(crate) fn answer(nr: i64, args: [u64; 6], who: Identity) -> Option<(i64, Vec
     })
 }
 
-/// The user a process is after a successful `setuid`-family call `nr` with `args`, where the
-/// supervisor keeps one played user per process (the ptrace tier): the effective id given,
-/// else the real one; other calls leave it.
-pub(crate) fn after(nr: i64, args: [u64; 6], who: Identity) -> Identity {
-    let given = |v: u64| (v as u32 != u32::MAX).then_some(v as u32);
-    let (uid, gid) = match nr {
-        libc::SYS_setuid => (given(args[0]), None),
-        libc::SYS_setgid => (None, given(args[0])),
-        libc::SYS_setreuid | libc::SYS_setresuid => (given(args[1]).or(given(args[0])), None),
-        libc::SYS_setregid | libc::SYS_setresgid => (None, given(args[1]).or(given(args[0]))),
-        _ => (None, None),
-    };
-    Identity {
-        uid: uid.unwrap_or(who.uid),
-        gid: gid.unwrap_or(who.gid),
-    }
-}
-
 /// After the step: records `who` as the owner of every entry in the overlay upper directory
 /// that no lower layer has (what the step created) and that has no record yet. Copied-up
 /// entries keep the owner they had. The native driver has no upper directory: its new
@@ -188,15 +170,6 @@ mod tests {
             Some((0, Vec::new()))
         );
         assert_eq!(answer(libc::SYS_openat, [0; 6], who), None);
-        let root = Identity { uid: 0, gid: 0 };
-        let dropped = after(libc::SYS_setresuid, [42, 42, 42, 0, 0, 0], root);
-        assert_eq!(dropped, Identity { uid: 42, gid: 0 });
-        let keep = u64::from(u32::MAX);
-        assert_eq!(
-            after(libc::SYS_setregid, [keep, 7, keep, 0, 0, 0], dropped),
-            Identity { uid: 42, gid: 7 }
-        );
-        assert_eq!(after(libc::SYS_getuid, [0; 6], dropped), dropped);
         for nr in intercepted() {
             assert!(answer(nr, [0; 6], who).is_some(), "{nr}");
         }

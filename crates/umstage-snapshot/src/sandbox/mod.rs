@@ -18,6 +18,10 @@ mod owners;
 mod rlimit;
 mod rootfs;
 mod spec;
+#[cfg(target_arch = "x86_64")]
+mod trace;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "trace_other.rs"]
 mod trace;
 pub mod user;
 

@@ -21,7 +21,10 @@ use super::syscalls::{How, Kind, PathArg};
 pub(super) struct Context {
     /// The step's root.
     pub(super) root: Root,
-    /// The user the step runs as, in appearance.
+    /// The step's hostname, which `uname` gives as the node name.
+    pub(super) hostname: Vec<u8>,
+    /// The user the step starts as, in appearance (each process then has its own: a
+    /// `setuid` changes it).
     pub(super) who: Identity,
 }
 
@@ -41,11 +44,23 @@ pub(super) struct Pending {
     post: Post,
 }
 
+impl Pending {
+    /// After a successful exec: the guest path of the dynamic program it started, which the
+    /// kernel sees as the loader.
+    pub(super) fn into_exe(self) -> Option<Vec<u8>> {
+        match self.post {
+            Post::Exec(exe) => exe,
+            _ => None,
+        }
+    }
+}
+
 /// What the exit stop does besides giving the arguments back.
 enum Post {
     Restore,
-    /// The call was an exec: at its exit it failed (a successful exec never returns).
-    Exec,
+    /// The call was an exec, of a dynamic program at this guest path when it is `Some`: at
+    /// its exit it failed (a successful exec never returns).
+    Exec(Option<Vec<u8>>),
     /// Give the `/proc` link `link`'s host path back as the guest's.
     Readlink {
         link: Vec<u8>,
@@ -54,6 +69,8 @@ enum Post {
     },
     /// The call made the file at this host path: it is this user's.
     Own(Vec<u8>, Owner),
+    /// `uname` filled the `struct utsname` at this address: its node name is the step's.
+    Uname(u64),
 }
 
 /// A file a call names, for the supervisor to open.
@@ -94,7 +111,15 @@ fn errno(e: std::io::Error) -> i32 {
 
 impl Context {
     /// The entry of a call: `regs` may be rewritten (the caller sets them).
-    pub(super) fn enter(&self, pid: Pid, regs: &mut user_regs_struct, who: &mut Identity) -> Entry {
+    /// `exe` is the guest path of the program the caller runs where the kernel's answer would
+    /// name the dynamic loader (see `exec`).
+    pub(super) fn enter(
+        &self,
+        pid: Pid,
+        regs: &mut user_regs_struct,
+        who: &mut Identity,
+        exe: Option<&[u8]>,
+    ) -> Entry {
         let Some(kind) = super::syscalls::kind(regs.orig_rax as i64) else {
             return Entry::Pass;
         };
@@ -156,6 +181,17 @@ impl Context {
                 Ok(Entry::Skip(0))
             }
             Kind::Readlink { path, buf, size } => {
+                // The caller's own exe is its program, not the loader that runs it.
+                let own_exe = format!("/proc/{pid}/exe").into_bytes();
+                if let Some(exe) = exe
+                    && self
+                        .host_path(pid, regs, path)?
+                        .is_some_and(|(l, _)| l == own_exe)
+                {
+                    let n = exe.len().min(arg(regs, size) as usize);
+                    memory::write(pid, arg(regs, buf), &exe[..n]).map_err(errno)?;
+                    return Ok(Entry::Skip(n as i64));
+                }
                 let translated = self.translate(pid, regs, &mut scratch, path)?;
                 let (buf, size) = (arg(&saved, buf), arg(&saved, size));
                 Ok(match translated {
@@ -176,12 +212,12 @@ impl Context {
                 for (addr, id) in writes {
                     memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
                 }
-                *who = identity::after(nr, args, *who);
+                *who = after(nr, args, *who);
                 Ok(Entry::Skip(value))
             }
             Kind::Exec { path, argv } => {
-                super::exec::rewrite(self, pid, regs, &mut scratch, path, argv)?;
-                Ok(pending(Post::Exec))
+                let exe = super::exec::rewrite(self, pid, regs, &mut scratch, path, argv, exe)?;
+                Ok(pending(Post::Exec(exe)))
             }
             Kind::Socket { addr, len, follow } => {
                 let follow = if follow { Follow::Yes } else { Follow::No };
@@ -193,6 +229,7 @@ impl Context {
                 })
             }
             Kind::Refuse(e) => Err(e),
+            Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
             Kind::Prctl => Ok(Entry::Pass),
         })();
@@ -209,7 +246,7 @@ impl Context {
     pub(super) fn exit(&self, pid: Pid, regs: &mut user_regs_struct, pending: Box<Pending>) {
         let ret = regs.rax as i64;
         match pending.post {
-            Post::Restore | Post::Exec => {}
+            Post::Restore | Post::Exec(_) => {}
             Post::Readlink { link, buf, size } if ret > 0 => {
                 if let Some(len) = self.readlink_to_guest(pid, &link, buf, size as usize) {
                     regs.rax = len as u64;
@@ -222,7 +259,17 @@ impl Context {
                     tracing::debug!("recording the step's user as an owner: {e}");
                 }
             }
-            Post::Readlink { .. } | Post::Own(..) => {}
+            Post::Uname(buf) if ret == 0 => {
+                // struct utsname: six fields of 65 bytes; the node name is the second.
+                const FIELD: usize = 65;
+                let mut name = [0u8; FIELD];
+                let n = self.hostname.len().min(FIELD - 1);
+                name[..n].copy_from_slice(&self.hostname[..n]);
+                if let Err(e) = memory::write(pid, buf + FIELD as u64, &name) {
+                    tracing::debug!("uname's node name: {e}");
+                }
+            }
+            Post::Readlink { .. } | Post::Own(..) | Post::Uname(_) => {}
         }
         for i in 0..6 {
             set_arg(regs, i, arg(&pending.saved, i));
@@ -518,5 +565,41 @@ fn as_bytes<T>(value: &T) -> &[u8] {
     // bytes are read for its own size.
     unsafe {
         std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    }
+}
+
+/// The user a process is after a successful `setuid`-family call `nr` with `args`, where the
+/// supervisor keeps one played user per process (the ptrace tier): the effective id given,
+/// else the real one; other calls leave it.
+fn after(nr: i64, args: [u64; 6], who: Identity) -> Identity {
+    let given = |v: u64| (v as u32 != u32::MAX).then_some(v as u32);
+    let (uid, gid) = match nr {
+        libc::SYS_setuid => (given(args[0]), None),
+        libc::SYS_setgid => (None, given(args[0])),
+        libc::SYS_setreuid | libc::SYS_setresuid => (given(args[1]).or(given(args[0])), None),
+        libc::SYS_setregid | libc::SYS_setresgid => (None, given(args[1]).or(given(args[0]))),
+        _ => (None, None),
+    };
+    Identity {
+        uid: uid.unwrap_or(who.uid),
+        gid: gid.unwrap_or(who.gid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setuid_changes_the_played_user_by_its_effective_id() {
+        let root = Identity { uid: 0, gid: 0 };
+        let dropped = after(libc::SYS_setresuid, [42, 42, 42, 0, 0, 0], root);
+        assert_eq!(dropped, Identity { uid: 42, gid: 0 });
+        let keep = u64::from(u32::MAX);
+        assert_eq!(
+            after(libc::SYS_setregid, [keep, 7, keep, 0, 0, 0], dropped),
+            Identity { uid: 42, gid: 7 }
+        );
+        assert_eq!(after(libc::SYS_getuid, [0; 6], dropped), dropped);
     }
 }

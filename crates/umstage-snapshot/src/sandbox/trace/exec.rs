@@ -46,7 +46,9 @@ fn errno(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// Rewrites an exec's program and command line in `regs`, or says why it fails.
+/// Rewrites an exec's program and command line in `regs`, or says why it fails; the guest
+/// path of the program when it is dynamic (the kernel then runs the loader). `exe` is the
+/// caller's own dynamic program, which `/proc/self/exe` names to it.
 pub(super) fn rewrite(
     ctx: &Context,
     pid: Pid,
@@ -54,7 +56,8 @@ pub(super) fn rewrite(
     scratch: &mut Scratch,
     path: PathArg,
     argv_arg: usize,
-) -> Result<(), i32> {
+    exe: Option<&[u8]>,
+) -> Result<Option<Vec<u8>>, i32> {
     let given_at = arg(regs, path.path);
     let given = memory::read_cstr(pid, given_at).map_err(errno)?;
     let dirfd = path.dirfd.map_or(libc::AT_FDCWD, |i| arg(regs, i) as i32);
@@ -74,15 +77,22 @@ pub(super) fn rewrite(
             _ => None,
         };
         let Some(guest) = guest else {
-            return Ok(());
+            return Ok(None);
         };
         (guest.clone(), Arg::New(guest))
     } else {
         let Some(program) = ctx.root.absolute(pid, dirfd, &given) else {
-            return Ok(());
+            return Ok(None);
         };
         (program, Arg::At(given_at))
     };
+    // The loader must be given the program itself: its own /proc/self/exe is the loader.
+    if let Some(exe) = exe
+        && names_own_exe(pid, &program)
+    {
+        program = exe.to_vec();
+        named = Arg::New(program.clone());
+    }
     let mut args: Vec<Arg> = read_argv(pid, arg(regs, argv_arg))?
         .into_iter()
         .map(Arg::At)
@@ -122,14 +132,32 @@ pub(super) fn rewrite(
                     named,
                 ];
                 new.extend(args.drain(1..));
-                return place(regs, scratch, path, argv_arg, &loader_host, &new);
+                place(regs, scratch, path, argv_arg, &loader_host, &new)?;
+                return Ok(ctx.root.to_guest(&host));
             }
             Program::Direct => {
-                return place(regs, scratch, path, argv_arg, &host, &args);
+                place(regs, scratch, path, argv_arg, &host, &args)?;
+                return Ok(None);
             }
         }
     }
     Err(libc::ELOOP)
+}
+
+/// Whether the guest path `path` is process `pid`'s `/proc/self/exe` (the magic link would
+/// name the loader that runs a dynamic program).
+fn names_own_exe(pid: Pid, path: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = path
+        .split(|b| *b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
+    let own = pid.to_string();
+    match parts.as_slice() {
+        [b"proc", who, b"exe"] => {
+            *who == b"self" || *who == b"thread-self" || *who == own.as_bytes()
+        }
+        _ => false,
+    }
 }
 
 /// Writes the program's host path and the command line below the stack pointer and points
@@ -267,6 +295,15 @@ fn elf_interpreter(file: &std::fs::File, head: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_callers_own_exe_is_named_by_self_or_its_pid() {
+        let pid = Pid::from_raw(42);
+        assert!(names_own_exe(pid, b"/proc/self/exe"));
+        assert!(names_own_exe(pid, b"//proc/./42/exe"));
+        assert!(!names_own_exe(pid, b"/proc/43/exe"));
+        assert!(!names_own_exe(pid, b"/usr/bin/exe"));
+    }
 
     #[test]
     fn shebang_lines_give_the_interpreter_and_one_argument() {

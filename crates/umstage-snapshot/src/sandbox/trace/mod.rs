@@ -141,6 +141,12 @@ impl Setup {
             })?;
         Ok(Setup {
             ctx: calls::Context {
+                hostname: request
+                    .spec
+                    .hostname()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_bytes(),
                 root,
                 who: Identity {
                     uid: user.uid,

@@ -72,6 +72,8 @@ pub(super) enum Kind {
     },
     /// Refused with this errno (`chroot`: the step has no way out of its root).
     Refuse(i32),
+    /// `uname`: the node name is the step's hostname (there is no UTS namespace to set it in).
+    Uname,
     /// `prctl`: `PR_SET_DUMPABLE` succeeds without effect (a process that is not dumpable
     /// shuts its tracer out of its memory, and every path it names could not be translated);
     /// the rest runs.
@@ -100,7 +102,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 57] = [
+pub(super) const TRACED: [i64; 58] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -156,6 +158,7 @@ pub(super) const TRACED: [i64; 57] = [
     libc::SYS_getcwd,
     libc::SYS_chroot,
     libc::SYS_prctl,
+    libc::SYS_uname,
     libc::SYS_bind,
     libc::SYS_connect,
 ];
@@ -332,6 +335,7 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
             follow: true,
         },
         libc::SYS_prctl => Kind::Prctl,
+        libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
         _ => return None,
     })

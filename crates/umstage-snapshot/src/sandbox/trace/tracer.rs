@@ -22,14 +22,17 @@ struct Tracee {
     pending: Option<Box<Pending>>,
     /// The user it is played as.
     who: Identity,
+    /// The guest path of the dynamic program it runs (the kernel sees the loader).
+    exe: Option<Vec<u8>>,
 }
 
 impl Tracee {
-    fn new(who: Identity) -> Self {
+    fn new((who, exe): (Identity, Option<Vec<u8>>)) -> Self {
         Tracee {
             starting: true,
             pending: None,
             who,
+            exe,
         }
     }
 }
@@ -37,15 +40,21 @@ impl Tracee {
 /// The tracee `pid`, met now if it was not yet.
 fn tracee_of<'a>(tracees: &'a mut HashMap<Pid, Tracee>, pid: Pid, ctx: &Context) -> &'a mut Tracee {
     if !tracees.contains_key(&pid) {
-        let who = inherited(pid, tracees, ctx);
-        tracees.insert(pid, Tracee::new(who));
+        let played = inherited(pid, tracees, ctx);
+        tracees.insert(pid, Tracee::new(played));
     }
-    tracees.entry(pid).or_insert_with(|| Tracee::new(ctx.who))
+    tracees
+        .entry(pid)
+        .or_insert_with(|| Tracee::new((ctx.who, None)))
 }
 
 /// The user a process the supervisor has not met yet is played as: its thread group's, or
 /// its parent's (a fork's child can stop before its parent's fork event is seen).
-fn inherited(pid: Pid, tracees: &HashMap<Pid, Tracee>, ctx: &Context) -> Identity {
+fn inherited(
+    pid: Pid,
+    tracees: &HashMap<Pid, Tracee>,
+    ctx: &Context,
+) -> (Identity, Option<Vec<u8>>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     ["Tgid:", "PPid:"]
         .iter()
@@ -55,8 +64,8 @@ fn inherited(pid: Pid, tracees: &HashMap<Pid, Tracee>, ctx: &Context) -> Identit
         })
         .map(Pid::from_raw)
         .filter(|p| *p != pid)
-        .find_map(|p| tracees.get(&p).map(|t| t.who))
-        .unwrap_or(ctx.who)
+        .find_map(|p| tracees.get(&p).map(|t| (t.who, t.exe.clone())))
+        .unwrap_or((ctx.who, None))
 }
 
 /// Supervises the step whose main process `child` has stopped itself, traced, before setting
@@ -81,7 +90,7 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
             | Options::PTRACE_O_EXITKILL,
     )?;
     ptrace::cont(child, None)?;
-    let mut first = Tracee::new(ctx.who);
+    let mut first = Tracee::new((ctx.who, None));
     first.starting = false;
     let mut tracees: HashMap<Pid, Tracee> = HashMap::from([(child, first)]);
     let mut ended = None;
@@ -120,9 +129,9 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                 } else {
                     if event == Event::PTRACE_EVENT_EXEC as i32 {
                         // The exec succeeded: its registers are the new program's.
-                        tracee.pending = None;
+                        tracee.exe = tracee.pending.take().and_then(|p| p.into_exe());
                     }
-                    let who = tracee.who;
+                    let played = (tracee.who, tracee.exe.clone());
                     if let Ok(new) = ptrace::getevent(pid)
                         && [
                             Event::PTRACE_EVENT_FORK,
@@ -134,7 +143,7 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                     {
                         tracees
                             .entry(Pid::from_raw(new as i32))
-                            .or_insert_with(|| Tracee::new(who));
+                            .or_insert_with(|| Tracee::new(played));
                     }
                     Resume::Cont
                 };
@@ -189,7 +198,7 @@ fn seccomp_stop(ctx: &Context, pid: Pid, tracee: &mut Tracee) -> Resume {
     let Ok(mut regs) = ptrace::getregs(pid) else {
         return Resume::Cont;
     };
-    match ctx.enter(pid, &mut regs, &mut tracee.who) {
+    match ctx.enter(pid, &mut regs, &mut tracee.who, tracee.exe.as_deref()) {
         Entry::Pass => Resume::Cont,
         Entry::Skip(value) => {
             // Number -1 skips the call; the return register keeps what is set here.
