@@ -4,9 +4,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
-use common::{Env, TestResult, assert_ok, stderr};
+use common::{Env, TestResult, assert_ok, layers, stderr};
+use umstage_testutil::images;
 
 /// The words after the step prefix (`#N 0.012 `) of each output line that starts with `prefix`.
 fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
@@ -90,4 +94,220 @@ fn process_links_in_proc_and_dev_lead_into_the_root_not_onto_the_host() -> TestR
     assert_eq!(lines_with(&log, "ls "), ["ls 1"], "{log}");
     assert_eq!(lines_with(&log, "stdin "), ["stdin piped"], "{log}");
     canary.check(&log)
+}
+
+/// The Debian base (with gcc, make and perl) as a named context `debian` in `env`.
+fn with_debian(env: &Env) -> Result<String, Box<dyn std::error::Error>> {
+    let dir = env.path("debian-layout");
+    images::debian_build()?.copy_to(&dir)?;
+    env.dir.user().chown_tree(&dir)?;
+    Ok(format!("debian=oci-layout://{}", dir.display()))
+}
+
+#[test]
+fn unix_sockets_are_bound_and_connected_in_the_root() -> TestResult {
+    let env = Env::new()?;
+    let canary = Canary::new(&env)?;
+    let c = canary.path();
+    let debian = with_debian(&env)?;
+    // A host path longer than `sun_path` fails (ENAMETOOLONG) rather than binding elsewhere;
+    // the test's state root is deep, so the absolute one may.
+    let dockerfile = format!(
+        "FROM debian\n\
+         RUN mkdir -p {c} /srv && cd /srv && perl -MSocket -e 'for my $p (@ARGV) {{ \\\n\
+           socket(my $s, PF_UNIX, SOCK_STREAM, 0) or die; socket(my $c, PF_UNIX, SOCK_STREAM, 0) or die; \\\n\
+           my $ok = bind($s, pack_sockaddr_un($p)) && listen($s, 1) && connect($c, pack_sockaddr_un($p)); \\\n\
+           print \"socket $p \", ($ok && -S $p ? \"ok\" : \"$!\"), \"\\n\" }}' {c}/sock rel.sock\n"
+    );
+    let ctx = env.context("ctx", &[("Dockerfile", &dockerfile)])?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    let said = lines_with(&log, "socket ");
+    assert!(
+        [
+            format!("socket {c}/sock ok"),
+            format!("socket {c}/sock File name too long")
+        ]
+        .contains(&said[0].to_string()),
+        "{log}"
+    );
+    assert_eq!(said[1..], ["socket rel.sock ok"], "{log}");
+    canary.check(&log)
+}
+
+/// Every file of a root filesystem: type and mode, owner, content or symlink target.
+fn tree(root: &Path) -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in fs::read_dir(&dir)? {
+            let path = e?.path();
+            let meta = fs::symlink_metadata(&path)?;
+            let what = if meta.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&path)?.display())
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                String::new()
+            } else if meta.is_file() {
+                format!(
+                    "{:x}",
+                    fs::read(&path)?.iter().fold(0u64, |h, b| {
+                        h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(*b))
+                    })
+                )
+            } else {
+                format!("rdev {}", meta.rdev())
+            };
+            let rel = path.strip_prefix(root)?.display().to_string();
+            out.insert(
+                rel,
+                format!("{:o} {}:{} {what}", meta.mode(), meta.uid(), meta.gid()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// What users run, on Debian: the ptrace tier's image is the userns tier's, file by file.
+const REAL_STEPS: &str = "FROM debian\n\
+RUN useradd -m -u 1500 alice && groupadd -g 1600 team \\\n\
+ && adduser --quiet --uid 1501 --disabled-password --gecos '' bob \\\n\
+ && mkdir -p /data/sub && touch /data/a /data/sub/b && chown -R 1500:1600 /data \\\n\
+ && mkdir /t && cd /t && mkdir -p src/d && echo x > src/d/f && chown -R 77:88 src && chmod 2750 src/d \\\n\
+ && tar --numeric-owner -cf a.tar -C src . && mkdir out && tar --same-owner -xpf a.tar -C out && rm a.tar \\\n\
+ && ln -s /usr/share /sharelink && cd /sharelink \\\n\
+ && echo \"pwd $(pwd) $(pwd -P) $(cat /sharelink/../../etc/debian_version | tr -d 0-9)\" \\\n\
+ && echo \"find $(find / -xdev -name debian_version 2>/dev/null | tr '\\n' ' ')\" \\\n\
+ && printf '#!/bin/sh\\necho \"script $0 $*\"\\n' > /s1 && printf '#!/usr/bin/env sh\\necho \"script $0 $*\"\\n' > /s2 \\\n\
+ && chmod +x /s1 /s2 && /s1 a && /s2 b \\\n\
+ && sh -c 'sh -c \"exec echo nested \\$0\" deep' && (sleep 0.1 & wait; echo bg done) \\\n\
+ && seq 1 1000 | sort -n | tail -1 | sed 's/^/pipe /' \\\n\
+ && mkdir /m && cd /m && printf 'p: a.o b.o\\n\\tgcc -o p a.o b.o\\n%%.o: %%.c\\n\\tgcc -c $<\\n' > Makefile \\\n\
+ && echo 'int f(void){return 41;}' > b.c \\\n\
+ && printf '#include <stdio.h>\\nint f(void);\\nint main(void){printf(\"make %%d\\\\n\", f()+1);return 0;}\\n' > a.c \\\n\
+ && make -j4 -s && ./p && rm -f *.o p \\\n\
+ && apt-get update -qq && apt-get install -y -qq --no-install-recommends hello > /dev/null && hello \\\n\
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log /var/log/alternatives.log \\\n\
+ && rm -f /var/cache/debconf/*-old /var/lib/dpkg/*-old\n\
+USER alice\n\
+RUN echo \"id $(id -u):$(id -g)\" && touch /home/alice/mine\n";
+
+#[test]
+fn real_steps_on_debian_give_the_userns_tiers_image() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let ctx = env.context("ctx", &[("Dockerfile", REAL_STEPS)])?;
+    let mut logs = Vec::new();
+    let mut trees = Vec::new();
+    for tier in ["userns", "ptrace"] {
+        let out_name = format!("{tier}.tar");
+        let out = env.build_in(
+            &env.path(&format!("state-{tier}")),
+            &ctx,
+            &out_name,
+            &["--sandbox", tier, "--build-context", &debian],
+            &[],
+        );
+        let log = stderr(&out);
+        assert_ok(&out);
+        // The snapshots are whole Debian trees in the ptrace tier: not kept past the build.
+        fs::remove_dir_all(env.path(&format!("state-{tier}")))?;
+        let image = layers(&env, &out_name)?;
+        let mut files = tree(&image.rootfs)?;
+        // The owners as the layers hold them (whatever the reader's extraction keeps); an
+        // overlay whiteout marker has no file to compare.
+        for e in image.layers.iter().flat_map(|l| l.entries.iter()) {
+            if !e.path.contains(".wh.") {
+                let link = e.link.as_deref().unwrap_or_default();
+                let shown = format!("{} {}:{} {} {link}", e.mode, e.uid, e.gid, e.size);
+                files.insert(format!("layer {}", e.path), shown);
+            }
+        }
+        trees.push(files);
+        let said: Vec<String> = [
+            "pwd ", "find ", "script ", "nested ", "bg ", "pipe ", "make ", "Hello", "id ",
+        ]
+        .iter()
+        .flat_map(|p| lines_with(&log, p))
+        .map(str::to_string)
+        .collect();
+        logs.push(said);
+    }
+    assert_eq!(
+        logs[1],
+        [
+            "pwd /sharelink /usr/share .",
+            "find /etc/debian_version ",
+            "script /s1 a",
+            "script /s2 b",
+            "nested deep",
+            "bg done",
+            "pipe 1000",
+            "make 42",
+            "Hello, world!",
+            "id 1500:1500",
+        ]
+    );
+    assert_eq!(logs[0], logs[1]);
+    let (userns, ptrace) = (&trees[0], &trees[1]);
+    let differ: Vec<_> = userns
+        .keys()
+        .chain(ptrace.keys())
+        .filter(|k| userns.get(*k) != ptrace.get(*k))
+        .map(|k| format!("{k}: {:?} | {:?}", userns.get(k), ptrace.get(k)))
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+    Ok(())
+}
+
+/// `fexecve`: `execveat(fd, "", AT_EMPTY_PATH)` of a dynamic program.
+const FEXECVE_C: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+extern char **environ;
+int main(void) {
+  char *av[] = {"awk", "/ld-linux/ { print \"loader \" $5; exit }", "/proc/self/maps", 0};
+  int fd = open("/usr/bin/mawk", O_RDONLY);
+  syscall(SYS_execveat, fd, "", av, environ, AT_EMPTY_PATH);
+  perror("execveat");
+  return 1;
+}
+"#;
+
+#[test]
+fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let dockerfile = "FROM debian\n\
+        COPY fexecve.c /src/\n\
+        RUN gcc -o /usr/local/bin/fexecve /src/fexecve.c && fexecve \\\n\
+         && echo \"guest $(stat -L -c %i /lib64/ld-linux-x86-64.so.2)\"\n";
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", dockerfile), ("fexecve.c", FEXECVE_C)],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    let loader = lines_with(&log, "loader ");
+    let image = lines_with(&log, "guest ");
+    assert_eq!((loader.len(), image.len()), (1, 1), "{log}");
+    // The loader the program runs with is the image's (the same inode), not the host's.
+    assert_eq!(
+        loader[0]["loader ".len()..],
+        image[0]["guest ".len()..],
+        "{log}"
+    );
+    Ok(())
 }

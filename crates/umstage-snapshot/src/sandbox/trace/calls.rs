@@ -14,6 +14,7 @@ use super::super::identity::{self, Identity};
 use super::super::owners;
 use super::memory::{self, Scratch};
 use super::paths::{Follow, Root};
+use super::sockets;
 use super::syscalls::{How, Kind, PathArg};
 
 /// What the supervisor knows while a step runs.
@@ -218,6 +219,15 @@ impl Context {
                 let exe = super::exec::rewrite(self, pid, regs, &mut scratch, path, argv, exe)?;
                 Ok(pending(Post::Exec(exe)))
             }
+            Kind::Socket { addr, len, follow } => {
+                let follow = if follow { Follow::Yes } else { Follow::No };
+                let rewritten = self.socket(pid, regs, &mut scratch, (addr, len), follow)?;
+                Ok(if rewritten {
+                    pending(Post::Restore)
+                } else {
+                    Entry::Pass
+                })
+            }
             Kind::Refuse(e) => Err(e),
             Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
@@ -355,6 +365,37 @@ impl Context {
             Some(dirfd) if empty_ok => Ok(Some(Target::Proc(format!("fd/{dirfd}")))),
             _ => Err(libc::ENOENT),
         }
+    }
+
+    /// A unix socket address's path translated in place (arguments `addr` and its length);
+    /// whether there was one.
+    fn socket(
+        &self,
+        pid: Pid,
+        regs: &mut user_regs_struct,
+        scratch: &mut Scratch,
+        (addr, len): (usize, usize),
+        follow: Follow,
+    ) -> Result<bool, i32> {
+        let at = arg(regs, addr);
+        let size = (arg(regs, len) as usize).min(sockets::SIZE);
+        if at == 0 {
+            return Ok(false);
+        }
+        let bytes = memory::read(pid, at, size).map_err(errno)?;
+        let Some(path) = sockets::path_of(&bytes) else {
+            return Ok(false);
+        };
+        let Some(guest) = self.root.absolute(pid, libc::AT_FDCWD, &path) else {
+            return Ok(false);
+        };
+        let host = self.root.to_host(pid, &guest, follow)?;
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(errno)?;
+        let new = sockets::address(&host, cwd.as_os_str().as_bytes())?;
+        let new_at = scratch.put(&new).map_err(errno)?;
+        set_arg(regs, addr, new_at);
+        set_arg(regs, len, new.len() as u64);
+        Ok(true)
     }
 
     /// `getcwd`: the guest's path of the working directory, written into the caller's buffer;

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::calls::{Context, arg, set_arg};
 use super::memory::{self, Scratch};
 use super::paths::Follow;
-use super::syscalls::PathArg;
+use super::syscalls::{How, PathArg};
 
 /// How deep scripts may name interpreters that are scripts (Linux allows 4 too).
 const MAX_DEPTH: usize = 4;
@@ -61,15 +61,32 @@ pub(super) fn rewrite(
     let given_at = arg(regs, path.path);
     let given = memory::read_cstr(pid, given_at).map_err(errno)?;
     let dirfd = path.dirfd.map_or(libc::AT_FDCWD, |i| arg(regs, i) as i32);
-    // fexecve (an empty path): the descriptor is the program, as it is.
-    if given.is_empty() {
-        return Ok(None);
-    }
-    let Some(mut program) = ctx.root.absolute(pid, dirfd, &given) else {
-        return Ok(None);
+    let (mut program, mut named) = if given.is_empty() {
+        // fexecve: the kernel would load a dynamic program's interpreter from the host's
+        // paths, so a program the guest sees is started by its path like any other; the
+        // rest (a memfd, a deleted file, no AT_EMPTY_PATH) is left to the kernel.
+        let empty_path = matches!(path.how, How::AtFlags(i)
+            if arg(regs, i) as i32 & libc::AT_EMPTY_PATH != 0);
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{dirfd}"));
+        let guest = match link {
+            Ok(link) if empty_path && dirfd >= 0 => {
+                let link = link.as_os_str().as_bytes();
+                let deleted = link.ends_with(b" (deleted)");
+                ctx.root.to_guest(link).filter(|_| !deleted)
+            }
+            _ => None,
+        };
+        let Some(guest) = guest else {
+            return Ok(None);
+        };
+        (guest.clone(), Arg::New(guest))
+    } else {
+        let Some(program) = ctx.root.absolute(pid, dirfd, &given) else {
+            return Ok(None);
+        };
+        (program, Arg::At(given_at))
     };
     // The loader must be given the program itself: its own /proc/self/exe is the loader.
-    let mut named = Arg::At(given_at);
     if let Some(exe) = exe
         && names_own_exe(pid, &program)
     {
@@ -81,7 +98,7 @@ pub(super) fn rewrite(
         .map(Arg::At)
         .collect();
     if args.is_empty() {
-        args.push(Arg::New(given.clone()));
+        args.push(named.clone());
     }
     for _ in 0..MAX_DEPTH {
         let host = ctx.root.to_host(pid, &program, Follow::Yes)?;

@@ -26,6 +26,7 @@ mod filter;
 mod memory;
 mod paths;
 mod shared;
+mod sockets;
 mod syscalls;
 mod tracer;
 

@@ -72,7 +72,8 @@ pub(super) fn walk(
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         let target = target.as_os_str().as_bytes();
         let next = if magic {
-            let path = target.starts_with(b"/");
+            // A memfd's link reads as a path (`/memfd:NAME (deleted)`) but has none.
+            let path = target.starts_with(b"/") && !target.starts_with(b"/memfd:");
             let guest = path.then(|| to_guest(target)).flatten();
             // The last component is opened, not walked: a pipe or a socket (no path), a file
             // the guest sees, or a program (never a directory to walk from).
@@ -170,6 +171,13 @@ mod tests {
             Ok(Walked::Guest(b"/esc/etc".to_vec()))
         );
         // As the last component it is reopened as it is.
+        assert_eq!(
+            walk(&format!("/proc/self/fd/{fd}"), Follow::Yes),
+            Ok(Walked::Host(format!("/proc/{me}/fd/{fd}").into_bytes()))
+        );
+        // A memfd has no path: reopened (or executed) as it is.
+        let memfd = rustix::fs::memfd_create("step", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&memfd);
         assert_eq!(
             walk(&format!("/proc/self/fd/{fd}"), Follow::Yes),
             Ok(Walked::Host(format!("/proc/{me}/fd/{fd}").into_bytes()))

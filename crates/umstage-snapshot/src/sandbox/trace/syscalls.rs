@@ -63,6 +63,13 @@ pub(super) enum Kind {
     Identity,
     /// `execve`/`execveat`: see `exec`.
     Exec { path: PathArg, argv: usize },
+    /// `bind` or `connect`: a unix socket's path in the address at `addr` (of `len` bytes)
+    /// is translated (see `sockets`).
+    Socket {
+        addr: usize,
+        len: usize,
+        follow: bool,
+    },
     /// Refused with this errno (`chroot`: the step has no way out of its root).
     Refuse(i32),
     /// `uname`: the node name is the step's hostname (there is no UTS namespace to set it in).
@@ -95,7 +102,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 56] = [
+pub(super) const TRACED: [i64; 58] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -152,6 +159,8 @@ pub(super) const TRACED: [i64; 56] = [
     libc::SYS_chroot,
     libc::SYS_prctl,
     libc::SYS_uname,
+    libc::SYS_bind,
+    libc::SYS_connect,
 ];
 
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
@@ -314,6 +323,17 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
         },
         libc::SYS_getcwd => Kind::Getcwd,
         libc::SYS_chroot => Kind::Refuse(libc::EPERM),
+        // bind makes the socket file (never through a final symlink); connect opens it.
+        libc::SYS_bind => Kind::Socket {
+            addr: 1,
+            len: 2,
+            follow: false,
+        },
+        libc::SYS_connect => Kind::Socket {
+            addr: 1,
+            len: 2,
+            follow: true,
+        },
         libc::SYS_prctl => Kind::Prctl,
         libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
