@@ -24,7 +24,7 @@ use crate::digest::{self, Digest};
 use crate::image::{Image, ImageError, Manifest, Platform, media, parse_manifest, select_platform};
 use crate::reference::{Reference, repository_name};
 use crate::store::{ContentStore, StoreError};
-use clients::{SharedClients, Transport};
+use clients::{SharedClients, SignIn, Transport};
 pub use download::{DownloadError, Downloaded, Validators};
 use error::Origin;
 pub use error::{RegistryError, TransportError};
@@ -221,16 +221,31 @@ impl RegistryClient {
             helper_failure,
             read_timeout: self.limits.read_timeout,
         };
-        let token = self
-            .limits
-            .retry(|| async {
-                transport
-                    .oci
-                    .auth(reference, &auth, operation)
-                    .await
-                    .map_err(|e| origin.oci(e, "signing in"))
-            })
-            .await?;
+        let sign_in = SignIn {
+            plain_http,
+            registry: origin.registry.clone(),
+            repository: reference.repository().to_owned(),
+            push: matches!(operation, RegistryOperation::Push),
+            credential: basic.clone(),
+        };
+        let token = match self.clients.token(&sign_in) {
+            Some(token) => token,
+            None => {
+                let asked = std::time::Instant::now();
+                let token = self
+                    .limits
+                    .retry(|| async {
+                        transport
+                            .oci
+                            .auth(reference, &auth, operation)
+                            .await
+                            .map_err(|e| origin.oci(e, "signing in"))
+                    })
+                    .await?;
+                self.clients.keep_token(sign_in, asked, token.clone());
+                token
+            }
+        };
         Ok(Session {
             transport,
             authorization: token.map(|t| format!("Bearer {t}")).or(basic),

@@ -420,3 +420,30 @@ fn a_lasting_server_error_is_reported_with_its_status() {
         short_limits().attempts as usize
     );
 }
+
+#[test]
+fn pulls_from_one_repository_sign_in_once_and_another_repository_again() {
+    let content = Arc::new(Content::new());
+    let served = content.clone();
+    let registry = FakeRegistry::start(move |path, _| {
+        served.reply(&path.replacen("/v2/other/", "/v2/app/", 1))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path().join("store")).unwrap();
+    let client = RegistryClient::default().with_limits(short_limits());
+    let pull = |repository: &str| {
+        let target = reference::parse(&format!("{}/{repository}:1", registry.host())).unwrap();
+        let image = block_on(client.pull(&store, &target, &Platform::default()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(image.digest(), content.image.digest());
+        registry.hits("/v2/")
+    };
+    let first = pull("app");
+    assert!(first >= 1);
+    // The first sign-in's answer (no token needed) holds for the next pulls of `app` (whose
+    // blobs are all in the store by then); `other` is another repository, signed in to again.
+    assert_eq!(pull("app"), first);
+    assert_eq!(pull("app"), first);
+    assert_eq!(pull("other"), first + 1);
+}

@@ -1,7 +1,9 @@
 //! The HTTP clients a registry is talked to with, built once per protocol and shared: building
 //! one loads the system's TLS roots, which costs more than the rest of a warm build's pull.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 
@@ -49,11 +51,37 @@ impl Transport {
     }
 }
 
-/// The plain-HTTP and the HTTPS transport, each made on first use.
+/// How long a registry's answer to the sign-in is reused: below the 60 seconds the token
+/// specification gives a token that says nothing of its lifetime (and the least a registry
+/// may give), with room for the requests made with it.
+const TOKEN_REUSE: Duration = Duration::from_secs(45);
+
+/// What a sign-in was for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct SignIn {
+    pub plain_http: bool,
+    pub registry: String,
+    pub repository: String,
+    pub push: bool,
+    /// The credential it used (its `Authorization` header), if any.
+    pub credential: Option<String>,
+}
+
+/// What a sign-in got, and when it was asked for.
+#[derive(Debug, Clone)]
+struct Kept {
+    asked: Instant,
+    token: Option<String>,
+}
+
+/// The plain-HTTP and the HTTPS transport, each made on first use, and the sign-ins made
+/// with them: a build fetches many blobs of one repository, and each fetch would otherwise
+/// probe `/v2/` and ask for a token again.
 #[derive(Clone, Default)]
 pub(super) struct SharedClients {
     http: Arc<OnceLock<Transport>>,
     https: Arc<OnceLock<Transport>>,
+    tokens: Arc<Mutex<HashMap<SignIn, Kept>>>,
 }
 
 impl std::fmt::Debug for SharedClients {
@@ -74,5 +102,21 @@ impl SharedClients {
         }
         let made = Transport::new(plain_http, limits)?;
         Ok(cell.get_or_init(|| made).clone())
+    }
+
+    /// The token (or its absence: a registry that wants none) a sign-in got less than
+    /// [`TOKEN_REUSE`] ago.
+    pub fn token(&self, sign_in: &SignIn) -> Option<Option<String>> {
+        let tokens = self.tokens.lock().ok()?;
+        let kept = tokens.get(sign_in)?;
+        (kept.asked.elapsed() < TOKEN_REUSE).then(|| kept.token.clone())
+    }
+
+    /// Keeps what `sign_in` got when asked at `asked`.
+    pub fn keep_token(&self, sign_in: SignIn, asked: Instant, token: Option<String>) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.retain(|_, kept| kept.asked.elapsed() < TOKEN_REUSE);
+            tokens.insert(sign_in, Kept { asked, token });
+        }
     }
 }
