@@ -311,3 +311,96 @@ fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
     );
     Ok(())
 }
+
+/// Opens a file with a long path (its host path longer still) with its stack pointer about
+/// 200 bytes above the bottom of a small stack, on a `ucontext` and on a thread of its own,
+/// and counts the bytes changed in the 4 KiB below each stack (its own memory, set to 0xa5).
+/// Bound at load (`-z now`): the loader's lazy binding would itself use more stack than that.
+const LOW_STACK_C: &str = r#"#define _GNU_SOURCE
+#include <alloca.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define GUARD 4096
+#define STACK (64 * 1024)
+static unsigned char ctx_area[GUARD + STACK] __attribute__((aligned(4096)));
+static unsigned char thread_area[GUARD + STACK] __attribute__((aligned(4096)));
+static char path[256];
+static ucontext_t main_ctx, low_ctx;
+static long opened;
+
+static void __attribute__((noinline)) low(unsigned char *bottom) {
+    unsigned char here;
+    volatile unsigned char *pad = alloca((size_t)(&here - bottom) - 256);
+    pad[0] = 0;
+    opened = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CREAT, 0644);
+}
+
+static void on_context(void) { low(ctx_area + GUARD); }
+static void *on_thread(void *arg) { (void)arg; low(thread_area + GUARD); return NULL; }
+
+static int changed(const unsigned char *area) {
+    int n = 0;
+    for (int i = 0; i < GUARD; i++) n += area[i] != 0xa5;
+    return n;
+}
+
+int main(void) {
+    strcpy(path, "/tmp/");
+    memset(path + 5, 'a', 150);
+    mkdir(path, 0755);
+    strcat(path, "/file");
+    memset(ctx_area, 0xa5, GUARD);
+    memset(thread_area, 0xa5, GUARD);
+
+    getcontext(&low_ctx);
+    low_ctx.uc_stack.ss_sp = ctx_area + GUARD;
+    low_ctx.uc_stack.ss_size = STACK;
+    low_ctx.uc_link = &main_ctx;
+    makecontext(&low_ctx, on_context, 0);
+    swapcontext(&main_ctx, &low_ctx);
+    printf("low context opened %d changed %d\n", opened >= 0, changed(ctx_area));
+
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setstack(&attr, thread_area + GUARD, STACK);
+    opened = -1;
+    if (pthread_create(&thread, &attr, on_thread, NULL) != 0) return 1;
+    pthread_join(thread, NULL);
+    printf("low thread opened %d changed %d\n", opened >= 0, changed(thread_area));
+    return 0;
+}
+"#;
+
+#[test]
+fn a_translated_path_never_overwrites_the_memory_below_a_nearly_full_stack() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let dockerfile = "FROM debian\n\
+        COPY low.c /src/\n\
+        RUN gcc -O1 -Wl,-z,now -o /usr/local/bin/low /src/low.c && low\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("low.c", LOW_STACK_C)])?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert_eq!(
+        lines_with(&log, "low "),
+        [
+            "low context opened 1 changed 0",
+            "low thread opened 1 changed 0"
+        ],
+        "{log}"
+    );
+    Ok(())
+}
