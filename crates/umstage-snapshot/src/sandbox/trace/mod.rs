@@ -23,6 +23,7 @@
 mod calls;
 mod exec;
 mod filter;
+mod follow;
 mod memory;
 mod paths;
 mod shared;

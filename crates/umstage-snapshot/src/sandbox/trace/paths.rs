@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
 use umstage_oci::inroot::{fd_path, open_in_root};
 
+pub(super) use super::follow::Follow;
 use super::shared;
 
 /// Where the guest's root lies on the host.
@@ -34,15 +35,6 @@ struct Dir {
     guest: Vec<Vec<u8>>,
     fd: OwnedFd,
     host: Vec<u8>,
-}
-
-/// Whether a call follows a final symlink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Follow {
-    /// It does (and acts on the target).
-    Yes,
-    /// It acts on the last component itself (or creates it).
-    No,
 }
 
 /// The top directories that are the container's own, not the snapshot's.

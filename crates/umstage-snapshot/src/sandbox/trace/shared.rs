@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::unistd::Pid;
 
-use super::paths::Follow;
+use super::follow::Follow;
 
 /// Where a path in a shared directory leads.
 #[derive(Debug, PartialEq, Eq)]
