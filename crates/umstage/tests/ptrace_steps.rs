@@ -404,3 +404,82 @@ fn a_translated_path_never_overwrites_the_memory_below_a_nearly_full_stack() -> 
     );
     Ok(())
 }
+
+/// Starts 300 threads, 4 at a time, each opening a file; how many opened it, and whether the
+/// process's address space stayed the size it had after the first 4 (adjacent mappings
+/// merge: their count says nothing).
+const THREADS_C: &str = r#"#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static long vm_kib(void) {
+    FILE *status = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, status))
+        if (sscanf(line, "VmSize: %ld", &kib) == 1) break;
+    fclose(status);
+    return kib;
+}
+
+static void *opener(void *arg) {
+    (void)arg;
+    int fd = open("/etc/debian_version", O_RDONLY);
+    if (fd < 0) return NULL;
+    close(fd);
+    return (void *)1;
+}
+
+int main(void) {
+    int opened = 0;
+    long before = 0;
+    for (int round = 0; round < 75; round++) {
+        if (round == 1) before = vm_kib();
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, opener, NULL);
+        for (int i = 0; i < 4; i++) {
+            void *ok;
+            pthread_join(t[i], &ok);
+            opened += ok != NULL;
+        }
+    }
+    printf("threads opened %d\n", opened);
+    long grown = vm_kib() - before;
+    printf("threads space %s\n", grown < 4096 ? "kept" : "grew");
+    return 0;
+}
+"#;
+
+#[test]
+fn a_long_command_line_and_many_short_lived_threads_run_as_given() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    // 20,000 arguments need more than a thread's first slot (their pointers alone take
+    // 160 KiB): the shell's child maps a larger one, `env` (whose loader has a slot from
+    // opening its libraries) grows its own; a finished thread's slot goes to the next, so slots do not pile up.
+    let dockerfile = "FROM debian\n\
+        COPY threads.c /src/\n\
+        RUN echo \"words $(/bin/echo $(seq 1 20000) | wc -w)\" \\\n\
+         && echo \"sum $(env /bin/echo $(seq 1 20000) | tr ' ' '\\n' | awk '{s+=$1} END {print s}')\" \\\n\
+         && gcc -o /usr/local/bin/threads /src/threads.c && threads\n";
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", dockerfile), ("threads.c", THREADS_C)],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert_eq!(lines_with(&log, "words "), ["words 20000"], "{log}");
+    assert_eq!(lines_with(&log, "sum "), ["sum 200010000"], "{log}");
+    assert_eq!(
+        lines_with(&log, "threads "),
+        ["threads opened 300", "threads space kept"],
+        "{log}"
+    );
+    Ok(())
+}
