@@ -5,11 +5,12 @@
 //!
 //! A slot is made by turning the call stopped at its entry into an `mmap` (or an `mremap` that
 //! grows the slot), reading the address at its exit stop and rewinding the thread onto its
-//! `syscall` instruction, so that the original call runs again and stops again. A vfork's child
-//! borrows its parent's slot (the parent waits until the child execs or ends; the child never
-//! moves the slot); a new thread gets one a finished thread of its process left, else its own,
-//! as does a fork's child (a `clone(CLONE_VM)` is reported as a fork too: it shares memory);
-//! an exec forgets them all.
+//! `syscall` instruction, so that the original call runs again and stops again. A fork's child
+//! has its copy of its parent's slot (a shell's child then execs with no call injected); a
+//! vfork's child borrows its parent's (the parent waits until the child execs or ends; the
+//! child never moves the slot); a new thread gets one a finished thread of its process left,
+//! else its own, as does a child sharing memory with its parent otherwise; an exec forgets
+//! them all.
 
 use std::collections::HashMap;
 
@@ -43,6 +44,30 @@ impl Slot {
             ..self
         }
     }
+
+    /// The copy of this slot that fork's child `child` has (see [`copies_memory`]).
+    pub(super) fn copied(self, child: Pid, spare: &mut Spare) -> Slot {
+        Slot {
+            tgid: child,
+            space: spare.space(child),
+            borrowed: false,
+            ..self
+        }
+    }
+}
+
+/// Whether the fork a thread is stopped in (its registers `regs`; `read` reads a word of its
+/// memory) gives the child a copy of its memory: a `clone` with `CLONE_VM` and `SIGCHLD` is
+/// reported as a fork too, and shares it. Where it cannot tell, no.
+pub(super) fn copies_memory(regs: &user_regs_struct, read: impl Fn(u64) -> Option<u64>) -> bool {
+    let flags = match regs.orig_rax as i64 {
+        libc::SYS_fork => Some(0),
+        libc::SYS_clone => Some(regs.rdi),
+        // `struct clone_args` starts with its flags.
+        libc::SYS_clone3 => read(regs.rdi),
+        _ => None,
+    };
+    flags.is_some_and(|f| f & libc::CLONE_VM as u64 == 0)
 }
 
 /// A slot call injected at an entry stop, waiting for its exit stop.
@@ -206,6 +231,24 @@ mod tests {
         let (slot, back) = finish(tid, injected, &exit, &mut spare);
         assert_eq!(slot, None);
         assert_eq!((back.rax, back.rip), ((-libc::ENOMEM) as u64, 0x1000));
+    }
+
+    #[test]
+    fn only_a_fork_that_copies_memory_gives_the_child_a_copy_of_the_slot() {
+        let mut call = regs();
+        call.orig_rax = libc::SYS_fork as u64;
+        assert!(copies_memory(&call, |_| None));
+        call.orig_rax = libc::SYS_clone as u64;
+        call.rdi = libc::SIGCHLD as u64;
+        assert!(copies_memory(&call, |_| None));
+        call.rdi |= libc::CLONE_VM as u64;
+        assert!(!copies_memory(&call, |_| None));
+        call.orig_rax = libc::SYS_clone3 as u64;
+        call.rdi = 0x7000;
+        let flags = |f: u64| move |at: u64| (at == 0x7000).then_some(f);
+        assert!(copies_memory(&call, flags(0)));
+        assert!(!copies_memory(&call, flags(libc::CLONE_VM as u64)));
+        assert!(!copies_memory(&call, |_| None));
     }
 
     #[test]

@@ -150,23 +150,27 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                         spare.forget(pid);
                     }
                     let played = (tracee.who, tracee.exe.clone());
-                    let vfork = event == Event::PTRACE_EVENT_VFORK as i32;
-                    // A vfork's child borrows its waiting parent's slot; any other child
-                    // makes its own (a fork reported for `clone(CLONE_VM)` shares memory).
-                    let slot = tracee.slot.filter(|_| vfork);
+                    let (fork, vfork) = (
+                        event == Event::PTRACE_EVENT_FORK as i32,
+                        event == Event::PTRACE_EVENT_VFORK as i32,
+                    );
+                    let slot = tracee.slot;
                     if let Ok(new) = ptrace::getevent(pid)
-                        && (vfork
-                            || event == Event::PTRACE_EVENT_FORK as i32
-                            || event == Event::PTRACE_EVENT_CLONE as i32)
+                        && (fork || vfork || event == Event::PTRACE_EVENT_CLONE as i32)
                     {
                         let new = Pid::from_raw(new as i32);
                         if !tracees.contains_key(&new) {
                             spare.forget(new);
                         }
                         let child = tracees.entry(new).or_insert_with(|| Tracee::new(played));
-                        if let Some(slot) = slot {
-                            child.slot = Some(slot.borrowed());
-                        }
+                        // Any other child (a new thread) makes its own.
+                        child.slot = match slot {
+                            Some(slot) if vfork => Some(slot.borrowed()),
+                            Some(slot) if fork && copies_memory(pid) => {
+                                Some(slot.copied(new, &mut spare))
+                            }
+                            _ => child.slot,
+                        };
                     }
                     Resume::Cont
                 };
@@ -220,6 +224,16 @@ fn resume_with(pid: Pid, how: Resume, signal: Option<Signal>) {
         Resume::Cont => ptrace::cont(pid, signal),
         Resume::Syscall => ptrace::syscall(pid, signal),
     };
+}
+
+/// Whether the fork thread `pid` is stopped in copies its memory ([`slots::copies_memory`]).
+fn copies_memory(pid: Pid) -> bool {
+    ptrace::getregs(pid).is_ok_and(|regs| {
+        slots::copies_memory(&regs, |at| {
+            let word = super::memory::read(pid, at, 8).ok()?;
+            Some(u64::from_ne_bytes(word.try_into().ok()?))
+        })
+    })
 }
 
 /// A process or thread ended: a thread's slot stays for its process's next thread.
