@@ -12,22 +12,13 @@ use umstage_oci::owner::{self, Owner};
 
 use super::super::identity::{self, Identity};
 use super::super::owners;
+use super::context::Context;
 use super::memory::{self, Scratch};
-use super::paths::{Follow, Root};
+use super::paths::Follow;
+use super::regs::{arg, set_arg};
 use super::slots::Slot;
 use super::sockets;
 use super::syscalls::{How, Kind, PathArg};
-
-/// What the supervisor knows while a step runs.
-pub(super) struct Context {
-    /// The step's root.
-    pub(super) root: Root,
-    /// The step's hostname, which `uname` gives as the node name.
-    pub(super) hostname: Vec<u8>,
-    /// The user the step starts as, in appearance (each process then has its own: a
-    /// `setuid` changes it).
-    pub(super) who: Identity,
-}
 
 /// What to do after a call's entry stop.
 pub(super) enum Entry {
@@ -82,30 +73,6 @@ enum Target {
     Host(Vec<u8>, Follow),
     /// `/proc/PID/<this>`: a descriptor or the working directory of the caller.
     Proc(String),
-}
-
-/// The `i`th argument.
-pub(super) fn arg(regs: &user_regs_struct, i: usize) -> u64 {
-    match i {
-        0 => regs.rdi,
-        1 => regs.rsi,
-        2 => regs.rdx,
-        3 => regs.r10,
-        4 => regs.r8,
-        _ => regs.r9,
-    }
-}
-
-/// Sets the `i`th argument.
-pub(super) fn set_arg(regs: &mut user_regs_struct, i: usize, value: u64) {
-    match i {
-        0 => regs.rdi = value,
-        1 => regs.rsi = value,
-        2 => regs.rdx = value,
-        3 => regs.r10 = value,
-        4 => regs.r8 = value,
-        _ => regs.r9 = value,
-    }
 }
 
 fn errno(e: std::io::Error) -> i32 {

@@ -13,9 +13,10 @@ use std::path::Path;
 use libc::user_regs_struct;
 use nix::unistd::Pid;
 
-use super::calls::{Context, arg, set_arg};
+use super::context::Context;
 use super::memory::{self, Scratch};
 use super::paths::Follow;
+use super::regs::{arg, set_arg};
 use super::syscalls::{How, PathArg};
 
 /// How deep scripts may name interpreters that are scripts (Linux allows 4 too).

@@ -21,11 +21,13 @@
 //! write its memory; the step may neither trace (`ptrace` fails) nor chroot.
 
 mod calls;
+mod context;
 mod exec;
 mod filter;
 mod follow;
 mod memory;
 mod paths;
+mod regs;
 mod shared;
 mod slots;
 mod sockets;
@@ -49,7 +51,7 @@ use super::{ExitStatus, Request};
 
 /// What the helper prepares before it forks the step: both sides use it.
 pub(crate) struct Setup {
-    ctx: calls::Context,
+    ctx: context::Context,
     user: ResolvedUser,
     cwd: PathBuf,
     /// The step's private files (`/etc/hosts`...), removed when the step is over.
@@ -142,7 +144,7 @@ impl Setup {
                 )
             })?;
         Ok(Setup {
-            ctx: calls::Context {
+            ctx: context::Context {
                 hostname: request
                     .spec
                     .hostname()

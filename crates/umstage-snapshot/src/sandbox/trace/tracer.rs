@@ -12,7 +12,8 @@ use nix::unistd::Pid;
 
 use super::super::ExitStatus;
 use super::super::identity::Identity;
-use super::calls::{Context, Entry, Pending};
+use super::calls::{Entry, Pending};
+use super::context::Context;
 use super::slots::{self, Injected, Slot, Spare};
 
 /// One traced process.
