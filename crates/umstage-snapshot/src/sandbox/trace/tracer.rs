@@ -14,7 +14,6 @@ use super::super::ExitStatus;
 use super::super::identity::Identity;
 use super::calls::{Entry, Pending};
 use super::context::Context;
-use super::slots::{self, Injected, Slot, Spare};
 
 /// One traced process.
 struct Tracee {
@@ -26,10 +25,6 @@ struct Tracee {
     who: Identity,
     /// The guest path of the dynamic program it runs (the kernel sees the loader).
     exe: Option<Vec<u8>>,
-    /// Its scratch slot, once it has needed one.
-    slot: Option<Slot>,
-    /// The call that makes its slot, waiting for its exit stop.
-    injected: Option<Injected>,
 }
 
 impl Tracee {
@@ -39,22 +34,13 @@ impl Tracee {
             pending: None,
             who,
             exe,
-            slot: None,
-            injected: None,
         }
     }
 }
 
 /// The tracee `pid`, met now if it was not yet.
-fn tracee_of<'a>(
-    tracees: &'a mut HashMap<Pid, Tracee>,
-    spare: &mut Spare,
-    pid: Pid,
-    ctx: &Context,
-) -> &'a mut Tracee {
+fn tracee_of<'a>(tracees: &'a mut HashMap<Pid, Tracee>, pid: Pid, ctx: &Context) -> &'a mut Tracee {
     if !tracees.contains_key(&pid) {
-        // Slots a gone process of this number left are not this one's.
-        spare.forget(pid);
         let played = inherited(pid, tracees, ctx);
         tracees.insert(pid, Tracee::new(played));
     }
@@ -108,7 +94,6 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
     let mut first = Tracee::new((ctx.who, None));
     first.starting = false;
     let mut tracees: HashMap<Pid, Tracee> = HashMap::from([(child, first)]);
-    let mut spare = Spare::default();
     let mut ended = None;
     loop {
         let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
@@ -125,67 +110,49 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
         }
         match status {
             WaitStatus::Exited(pid, code) => {
-                gone(&mut tracees, &mut spare, pid);
+                tracees.remove(&pid);
                 if pid == child {
                     ended = Some(ExitStatus::Code(code));
                     end_all(child, &tracees);
                 }
             }
             WaitStatus::Signaled(pid, signal, _) => {
-                gone(&mut tracees, &mut spare, pid);
+                tracees.remove(&pid);
                 if pid == child {
                     ended = Some(ExitStatus::Signal(signal as i32));
                     end_all(child, &tracees);
                 }
             }
             WaitStatus::PtraceEvent(pid, _, event) => {
-                let tracee = tracee_of(&mut tracees, &mut spare, pid, ctx);
+                let tracee = tracee_of(&mut tracees, pid, ctx);
                 let resume = if event == Event::PTRACE_EVENT_SECCOMP as i32 {
-                    seccomp_stop(ctx, pid, tracee, &mut spare)
+                    seccomp_stop(ctx, pid, tracee)
                 } else {
                     if event == Event::PTRACE_EVENT_EXEC as i32 {
-                        // The exec succeeded: its registers are the new program's, its
-                        // address space new.
+                        // The exec succeeded: its registers are the new program's.
                         tracee.exe = tracee.pending.take().and_then(|p| p.into_exe());
-                        tracee.slot = None;
-                        spare.forget(pid);
                     }
                     let played = (tracee.who, tracee.exe.clone());
-                    let (fork, vfork) = (
-                        event == Event::PTRACE_EVENT_FORK as i32,
-                        event == Event::PTRACE_EVENT_VFORK as i32,
-                    );
-                    let slot = tracee.slot;
                     if let Ok(new) = ptrace::getevent(pid)
-                        && (fork || vfork || event == Event::PTRACE_EVENT_CLONE as i32)
+                        && [
+                            Event::PTRACE_EVENT_FORK,
+                            Event::PTRACE_EVENT_VFORK,
+                            Event::PTRACE_EVENT_CLONE,
+                        ]
+                        .iter()
+                        .any(|e| *e as i32 == event)
                     {
-                        let new = Pid::from_raw(new as i32);
-                        if !tracees.contains_key(&new) {
-                            spare.forget(new);
-                        }
-                        let child = tracees.entry(new).or_insert_with(|| Tracee::new(played));
-                        // Any other child (a new thread) makes its own.
-                        child.slot = match slot {
-                            Some(slot) if vfork => Some(slot.borrowed()),
-                            Some(slot) if fork && copies_memory(pid) => {
-                                Some(slot.copied(new, &mut spare))
-                            }
-                            _ => child.slot,
-                        };
+                        tracees
+                            .entry(Pid::from_raw(new as i32))
+                            .or_insert_with(|| Tracee::new(played));
                     }
                     Resume::Cont
                 };
                 resume_with(pid, resume, None);
             }
             WaitStatus::PtraceSyscall(pid) => {
-                let tracee = tracee_of(&mut tracees, &mut spare, pid, ctx);
-                if let Some(injected) = tracee.injected.take() {
-                    if let Ok(regs) = ptrace::getregs(pid) {
-                        let (slot, back) = slots::finish(pid, injected, &regs, &mut spare);
-                        tracee.slot = slot.or(tracee.slot);
-                        let _ = ptrace::setregs(pid, back);
-                    }
-                } else if let Some(pending) = tracee.pending.take()
+                let tracee = tracee_of(&mut tracees, pid, ctx);
+                if let Some(pending) = tracee.pending.take()
                     && let Ok(mut regs) = ptrace::getregs(pid)
                 {
                     ctx.exit(pid, &mut regs, pending);
@@ -194,7 +161,7 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                 resume_with(pid, Resume::Cont, None);
             }
             WaitStatus::Stopped(pid, signal) => {
-                let tracee = tracee_of(&mut tracees, &mut spare, pid, ctx);
+                let tracee = tracee_of(&mut tracees, pid, ctx);
                 let inject = if signal == Signal::SIGSTOP && tracee.starting {
                     tracee.starting = false;
                     None
@@ -227,60 +194,13 @@ fn resume_with(pid: Pid, how: Resume, signal: Option<Signal>) {
     };
 }
 
-/// Whether the fork thread `pid` is stopped in copies its memory ([`slots::copies_memory`]).
-fn copies_memory(pid: Pid) -> bool {
-    ptrace::getregs(pid).is_ok_and(|regs| {
-        slots::copies_memory(&regs, |at| {
-            let word = super::memory::read(pid, at, 8).ok()?;
-            Some(u64::from_ne_bytes(word.try_into().ok()?))
-        })
-    })
-}
-
-/// A process or thread ended: a thread's slot stays for its process's next thread.
-fn gone(tracees: &mut HashMap<Pid, Tracee>, spare: &mut Spare, pid: Pid) {
-    if let Some(slot) = tracees.remove(&pid).and_then(|t| t.slot) {
-        spare.leave(pid, slot);
-    }
-    spare.forget(pid);
-}
-
 /// Handles a call's seccomp stop.
-fn seccomp_stop(ctx: &Context, pid: Pid, tracee: &mut Tracee, spare: &mut Spare) -> Resume {
+fn seccomp_stop(ctx: &Context, pid: Pid, tracee: &mut Tracee) -> Resume {
     let Ok(mut regs) = ptrace::getregs(pid) else {
         return Resume::Cont;
     };
-    let mut entry = ctx.enter(
-        pid,
-        &mut regs,
-        &mut tracee.who,
-        tracee.exe.as_deref(),
-        tracee.slot,
-    );
-    if matches!(entry, Entry::Scratch(_))
-        && tracee.slot.is_none()
-        && let Some(slot) = spare.take(pid)
-    {
-        tracee.slot = Some(slot);
-        entry = ctx.enter(
-            pid,
-            &mut regs,
-            &mut tracee.who,
-            tracee.exe.as_deref(),
-            tracee.slot,
-        );
-    }
-    match entry {
+    match ctx.enter(pid, &mut regs, &mut tracee.who, tracee.exe.as_deref()) {
         Entry::Pass => Resume::Cont,
-        Entry::Scratch(need) => {
-            let slot = tracee.slot;
-            let injected = slots::inject(&mut regs, slot, need);
-            if ptrace::setregs(pid, regs).is_err() {
-                return Resume::Cont;
-            }
-            tracee.injected = Some(injected);
-            Resume::Syscall
-        }
         Entry::Skip(value) => {
             // Number -1 skips the call; the return register keeps what is set here.
             regs.orig_rax = u64::MAX;
