@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use umstage_oci::inroot::Root;
 
 use super::failure::HelperError;
-use super::rootfs::{Kind, Ready, ensure, read_file};
-use super::user::resolve;
+use super::rootfs::{Kind, Ready, ensure, user_and_workdir};
 
 /// `CAP_SYS_CHROOT`'s number, as `prctl` takes it.
 const CAP_SYS_CHROOT: libc::c_ulong = 18;
@@ -40,20 +39,7 @@ pub(super) fn prepare_root(
 ) -> Result<Ready, HelperError> {
     let root = Root::open(rootfs)
         .map_err(|e| HelperError::during(format!("opening the rootfs {}", rootfs.display()), e))?;
-    let passwd = read_file(&root, "etc/passwd")?;
-    let group = read_file(&root, "etc/group")?;
-    let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
-    let process = request
-        .spec
-        .process()
-        .as_ref()
-        .ok_or("the step has no process")?;
-    ensure(&root, process.cwd(), Kind::Dir, None).map_err(|e| {
-        HelperError::during(
-            format!("creating working directory {}", process.cwd().display()),
-            e,
-        )
-    })?;
+    let user = user_and_workdir(request, &root)?;
     let dev = ensure(&root, Path::new("/dev"), Kind::Dir, Some(stubs))
         .map_err(|e| HelperError::during("creating /dev", e))?;
     let dev = rustix::fs::openat(

@@ -22,8 +22,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount};
 use rustix::fs::{Mode, OFlags};
 
 use super::failure::HelperError;
-use super::rootfs::{Kind, Ready, ensure, read_file};
-use super::user::resolve;
+use super::rootfs::{Kind, Ready, ensure, user_and_workdir};
 use super::{DEFAULT_PATH, ExitStatus, REPORT_FD, Report, Request};
 use crate::snapshot::{MountSpec, bind_mount, remount_read_only};
 use umstage_oci::inroot::{Root, fd_path};
@@ -308,21 +307,7 @@ fn prepare_root(request: &Request, stubs: &mut Vec<PathBuf>) -> Result<Ready, He
         HelperError::during(format!("opening the rootfs {}", root_path.display()), e)
     })?;
 
-    let passwd = read_file(&root, "etc/passwd")?;
-    let group = read_file(&root, "etc/group")?;
-    let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
-
-    let process = request
-        .spec
-        .process()
-        .as_ref()
-        .ok_or("the step has no process")?;
-    ensure(&root, process.cwd(), Kind::Dir, None).map_err(|e| {
-        format!(
-            "creating working directory {}: {e}",
-            process.cwd().display()
-        )
-    })?;
+    let user = user_and_workdir(request, &root)?;
 
     for (mount, source) in mounts.iter().zip(&sources) {
         mount_one(&root, mount, source, stubs).map_err(|e| {

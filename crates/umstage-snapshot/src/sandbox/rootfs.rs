@@ -11,7 +11,7 @@ use rustix::fs::OFlags;
 use umstage_oci::inroot::{Root, fd_path};
 
 use super::failure::HelperError;
-use super::user::ResolvedUser;
+use super::user::{ResolvedUser, resolve};
 
 /// What the step needs once its root is ready.
 pub(super) struct Ready {
@@ -131,4 +131,27 @@ pub(super) fn ensure(
         parent = fd;
     }
     Ok(parent)
+}
+
+/// Resolves the step's `USER` in `root`'s `/etc/passwd` and `/etc/group` and makes its
+/// working directory: what every tier does in the step's root before it starts.
+pub(super) fn user_and_workdir(
+    request: &super::Request,
+    root: &Root,
+) -> Result<ResolvedUser, HelperError> {
+    let passwd = read_file(root, "etc/passwd")?;
+    let group = read_file(root, "etc/group")?;
+    let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
+    let process = request
+        .spec
+        .process()
+        .as_ref()
+        .ok_or("the step has no process")?;
+    ensure(root, process.cwd(), Kind::Dir, None).map_err(|e| {
+        HelperError::during(
+            format!("creating working directory {}", process.cwd().display()),
+            e,
+        )
+    })?;
+    Ok(user)
 }

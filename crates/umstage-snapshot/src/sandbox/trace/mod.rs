@@ -44,8 +44,8 @@ use umstage_oci::inroot::Root as InRoot;
 
 use super::failure::HelperError;
 use super::identity::Identity;
-use super::rootfs::{Kind, ensure, read_file};
-use super::user::{ResolvedUser, resolve};
+use super::rootfs::user_and_workdir;
+use super::user::ResolvedUser;
 use super::{ExitStatus, Request};
 
 /// What the helper prepares before it forks the step: both sides use it.
@@ -76,20 +76,12 @@ impl Setup {
         let in_root = InRoot::open(rootfs).map_err(|e| {
             HelperError::during(format!("opening the rootfs {}", rootfs.display()), e)
         })?;
-        let passwd = read_file(&in_root, "etc/passwd")?;
-        let group = read_file(&in_root, "etc/group")?;
-        let user = resolve(&request.user, passwd.as_deref(), group.as_deref())?;
+        let user = user_and_workdir(request, &in_root)?;
         let process = request
             .spec
             .process()
             .as_ref()
             .ok_or("the step has no process")?;
-        ensure(&in_root, process.cwd(), Kind::Dir, None).map_err(|e| {
-            HelperError::during(
-                format!("creating working directory {}", process.cwd().display()),
-                e,
-            )
-        })?;
         let mut root = paths::Root::open(rootfs)
             .map_err(|e| HelperError::during(format!("opening {}", rootfs.display()), e))?;
         // Nothing can be mounted: the step's own /etc/hosts and the like are files of this
