@@ -15,9 +15,9 @@ use crate::changes::{ChangeKind, ChangeSet};
 use crate::compress::{Compression, Encoder};
 use crate::digest::{Digest, HashingWriter};
 use crate::inroot::{Escape, InRootError, Root};
-use crate::owner;
 use crate::store::{BlobInfo, ContentStore, StoreError};
 use crate::tarball::{self, EntryKind, Header};
+use crate::{device, owner};
 
 /// Prefix OCI uses for whiteout entries.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -280,6 +280,14 @@ impl SourceReader {
             header.uid = u64::from(recorded.uid);
             header.gid = u64::from(recorded.gid);
         }
+        if let Some(i) = header.xattrs.iter().position(|(n, _)| n == device::XATTR) {
+            let (_, value) = header.xattrs.remove(i);
+            let device = device::Device::decode(&value)
+                .map_err(|e| self.read_err(path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            if kind == EntryKind::File {
+                return write_device(out, header, device);
+            }
+        }
         match kind {
             EntryKind::Symlink => {
                 let resolved_parent = self.parent_fd(dir)?;
@@ -338,6 +346,22 @@ impl SourceReader {
         }
         tarball::write_padding(out, header.size).map_err(LayerError::Write)
     }
+}
+
+/// A recorded device's placeholder ([`device`]) as the device it stands for.
+fn write_device(
+    out: &mut impl Write,
+    mut header: Header,
+    device: device::Device,
+) -> Result<(), LayerError> {
+    header.kind = if device.block {
+        EntryKind::Block
+    } else {
+        EntryKind::Char
+    };
+    header.dev_major = device.major;
+    header.dev_minor = device.minor;
+    tarball::write_header(out, &header).map_err(LayerError::Write)
 }
 
 /// Overlay's own bookkeeping, never part of an image.

@@ -355,6 +355,18 @@ impl Unpacker<'_> {
                     dev,
                 ) {
                     Ok(()) => {}
+                    // Where owners are recorded, devices are too ([`crate::device`]).
+                    Err(rustix::io::Errno::PERM)
+                        if header.kind != EntryKind::Fifo && self.options.record_owners =>
+                    {
+                        let device = crate::device::Device {
+                            block: header.kind == EntryKind::Block,
+                            major: header.dev_major,
+                            minor: header.dev_minor,
+                        };
+                        crate::device::make_placeholder(&resolved.parent, &name, device, 0o600)
+                            .map_err(self.io(&path))?;
+                    }
                     Err(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
                         if header.kind != EntryKind::Fifo =>
                     {
@@ -433,7 +445,8 @@ impl Unpacker<'_> {
         }
         for (key, value) in &header.xattrs {
             // Nothing but the real owner is recorded; a layer cannot bring its own record.
-            if is_overlay_internal(key) || key == crate::owner::XATTR {
+            if is_overlay_internal(key) || key == crate::owner::XATTR || key == crate::device::XATTR
+            {
                 continue;
             }
             if let Err(e) = rfs::lsetxattr(at.proc_path(), key.as_str(), value, XattrFlags::empty())

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use libc::user_regs_struct;
 use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
+use umstage_oci::device::Device;
 use umstage_oci::owner::{self, Owner};
 
 use super::super::identity::{self, Identity};
@@ -106,23 +107,25 @@ impl Context {
                 })
             }
             Kind::Creates { path, flags } => {
-                let Some((host, _)) = self.translate(pid, regs, &mut scratch, path)? else {
+                let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
+                let post = self.creates(pid, regs, &mut scratch, path, creating, who)?;
+                Ok(post.map_or(Entry::Pass, pending))
+            }
+            Kind::Mknod { path, mode, dev } => {
+                let (mode, dev) = (arg(regs, mode) as u32, arg(regs, dev));
+                if Device::from_mknod(mode, dev).is_none() {
+                    let post = self.creates(pid, regs, &mut scratch, path, true, who)?;
+                    return Ok(post.map_or(Entry::Pass, pending));
+                }
+                let Some((host, _)) = self.host_path(pid, regs, path)? else {
                     return Ok(Entry::Pass);
                 };
-                let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
                 let owner = Owner {
                     uid: who.uid,
                     gid: who.gid,
                 };
-                let new = creating
-                    && owner != Owner::default()
-                    && rustix::fs::lstat(Path::new(std::ffi::OsStr::from_bytes(&host)))
-                        .is_err_and(|e| e == rustix::io::Errno::NOENT);
-                Ok(pending(if new {
-                    Post::Own(host, owner)
-                } else {
-                    Post::Restore
-                }))
+                super::devices::mknod(pid, &host, mode, dev, owner).map_err(errno)?;
+                Ok(Entry::Skip(0))
             }
             Kind::Stat {
                 path,
@@ -241,6 +244,36 @@ impl Context {
         for i in 0..6 {
             set_arg(regs, i, arg(&pending.saved, i));
         }
+    }
+
+    /// A call that may create the file at path argument `a` (translated in place): what its
+    /// exit does, where a step with a non-root user owns what it creates; `None` where the
+    /// path stays as it is.
+    fn creates(
+        &self,
+        pid: Pid,
+        regs: &mut user_regs_struct,
+        scratch: &mut Scratch,
+        a: PathArg,
+        creating: bool,
+        who: &Identity,
+    ) -> Result<Option<Post>, i32> {
+        let Some((host, _)) = self.translate(pid, regs, scratch, a)? else {
+            return Ok(None);
+        };
+        let owner = Owner {
+            uid: who.uid,
+            gid: who.gid,
+        };
+        let new = creating
+            && owner != Owner::default()
+            && rustix::fs::lstat(Path::new(std::ffi::OsStr::from_bytes(&host)))
+                .is_err_and(|e| e == rustix::io::Errno::NOENT);
+        Ok(Some(if new {
+            Post::Own(host, owner)
+        } else {
+            Post::Restore
+        }))
     }
 
     /// Translates path argument `a` in place; the host path, or `None` where it stays as it is
@@ -490,6 +523,7 @@ fn stat_into(
 ) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
     let owner = shown(&fd, &path)?;
+    let device = umstage_oci::device::recorded(&fd);
     match statx {
         None => {
             // SAFETY: stat is plain data.
@@ -500,6 +534,9 @@ fn stat_into(
             }
             st.st_uid = owner.uid;
             st.st_gid = owner.gid;
+            if let Some(device) = device {
+                super::super::devices::patch_stat(&mut st, device);
+            }
             memory::write(pid, buf, as_bytes(&st))
         }
         Some((flags, mask)) => {
@@ -521,6 +558,9 @@ fn stat_into(
             }
             stx.stx_uid = owner.uid;
             stx.stx_gid = owner.gid;
+            if let Some(device) = device {
+                super::super::devices::patch_statx(&mut stx, device);
+            }
             memory::write(pid, buf, as_bytes(&stx))
         }
     }

@@ -36,6 +36,13 @@ pub(super) enum Kind {
     /// A call that may create the file at `path` (with `O_CREAT` in argument `flags`, for
     /// `open`): a step with a non-root user owns what it creates.
     Creates { path: PathArg, flags: Option<usize> },
+    /// `mknod` of `path` with the mode and device number in arguments `mode` and `dev`: a
+    /// device is made as its placeholder (see `devices`), anything else as `Creates`.
+    Mknod {
+        path: PathArg,
+        mode: usize,
+        dev: usize,
+    },
     /// A `stat` of a path (or, with none, of the descriptor in `fd`): the owner in the
     /// buffer is patched to the recorded one at the exit.
     Stat {
@@ -206,13 +213,23 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
             path: p(0, Follow),
             flags: None,
         },
-        libc::SYS_mkdir | libc::SYS_mknod => Kind::Creates {
+        libc::SYS_mkdir => Kind::Creates {
             path: p(0, NoFollow),
             flags: None,
         },
-        libc::SYS_mkdirat | libc::SYS_mknodat => Kind::Creates {
+        libc::SYS_mkdirat => Kind::Creates {
             path: at(0, 1, NoFollow),
             flags: None,
+        },
+        libc::SYS_mknod => Kind::Mknod {
+            path: p(0, NoFollow),
+            mode: 1,
+            dev: 2,
+        },
+        libc::SYS_mknodat => Kind::Mknod {
+            path: at(0, 1, NoFollow),
+            mode: 2,
+            dev: 3,
         },
         libc::SYS_access
         | libc::SYS_chdir
