@@ -512,6 +512,16 @@ fn walk_dir(
     Ok(())
 }
 
+/// The owner a stage records for the symlink at `host` (on its directory: see
+/// `umstage_oci::owner::link`).
+fn link_recorded(tree: &SourceTree<'_>, host: &Path, ft: fs::FileType) -> Option<owner::Owner> {
+    if tree.reset_owner || !ft.is_symlink() {
+        return None;
+    }
+    let dir = open_no_symlinks(host.parent()?, OFlags::PATH | OFlags::DIRECTORY).ok()?;
+    owner::link::link_recorded(&dir, host.file_name()?)
+}
+
 fn item(
     tree: &SourceTree<'_>,
     host: &Path,
@@ -564,13 +574,17 @@ fn item(
         Some(ids) => ids,
         None if tree.reset_owner => (0, 0),
         // A stage built with one id mapped keeps its owners in a record.
-        None => records.as_ref().and_then(owner::recorded).map_or_else(
-            || {
-                let o = owner::in_image(meta.uid(), meta.gid());
-                (o.uid, o.gid)
-            },
-            |o| (o.uid, o.gid),
-        ),
+        None => records
+            .as_ref()
+            .and_then(owner::recorded)
+            .or_else(|| link_recorded(tree, host, ft))
+            .map_or_else(
+                || {
+                    let o = owner::in_image(meta.uid(), meta.gid());
+                    (o.uid, o.gid)
+                },
+                |o| (o.uid, o.gid),
+            ),
     };
     Ok(Item {
         src: host.to_path_buf(),

@@ -291,9 +291,15 @@ impl SourceReader {
         match kind {
             EntryKind::Symlink => {
                 let resolved_parent = self.parent_fd(dir)?;
-                header.link = rfs::readlinkat(resolved_parent, &name, Vec::new())
+                let link = rfs::readlinkat(resolved_parent, &name, Vec::new());
+                let recorded = owner::link::link_recorded(resolved_parent, &name);
+                header.link = link
                     .map_err(|e| self.read_err(path)(e.into()))?
                     .into_bytes();
+                if let Some(recorded) = recorded {
+                    header.uid = u64::from(recorded.uid);
+                    header.gid = u64::from(recorded.gid);
+                }
             }
             EntryKind::Char | EntryKind::Block => {
                 header.dev_major = rfs::major(stat.st_rdev);
@@ -381,7 +387,7 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if is_overlay_internal(name) {
+        if is_overlay_internal(name) || owner::link::is_link_record(name) {
             continue;
         }
         let Ok(text) = std::str::from_utf8(name) else {

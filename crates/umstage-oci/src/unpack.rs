@@ -445,7 +445,10 @@ impl Unpacker<'_> {
         }
         for (key, value) in &header.xattrs {
             // Nothing but the real owner is recorded; a layer cannot bring its own record.
-            if is_overlay_internal(key) || key == crate::owner::XATTR || key == crate::device::XATTR
+            if is_overlay_internal(key)
+                || key == crate::owner::XATTR
+                || key == crate::device::XATTR
+                || crate::owner::link::is_link_record(key.as_bytes())
             {
                 continue;
             }
@@ -464,7 +467,16 @@ impl Unpacker<'_> {
                 ));
             }
         }
-        if let Some(owner) = record {
+        if let Some(owner) = record.filter(|_| header.kind == EntryKind::Symlink) {
+            if let Err(e) = crate::owner::link::record_link(&at.parent, &at.name, owner) {
+                self.warn(format!(
+                    "{}: could not record owner {}:{}: {e}",
+                    path.display(),
+                    owner.uid,
+                    owner.gid
+                ));
+            }
+        } else if let Some(owner) = record {
             let value = owner.encode();
             let set = rfs::lsetxattr(
                 at.proc_path(),
@@ -473,7 +485,6 @@ impl Unpacker<'_> {
                 XattrFlags::empty(),
             );
             if let Err(e) = set {
-                // Symlinks take no user xattrs; their owner is rarely looked at.
                 self.warn(format!(
                     "{}: could not record owner {}:{}: {e}",
                     path.display(),

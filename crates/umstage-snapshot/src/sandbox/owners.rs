@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use rustix::fs::{OFlags, XattrFlags};
-use umstage_oci::owner::{Owner, XATTR};
+use umstage_oci::owner::{Owner, XATTR, link};
 
 use super::failure::HelperError;
 use super::identity::Identity;
@@ -416,7 +416,23 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, call: Call) -> std::io:
     let file = open_target(pid, target)?;
     live()?;
     let proc_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let recorded = read_record(&proc_path);
+    // A symlink's owner is recorded on its directory (`owner::link`).
+    let is_link = rustix::fs::fstat(&file).is_ok_and(|s| {
+        rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Symlink
+    });
+    let link = match target {
+        Target::Path {
+            dirfd,
+            addr,
+            follow: false,
+            ..
+        } if is_link => Some(open_parent(pid, dirfd, addr)?),
+        _ => None,
+    };
+    let recorded = match &link {
+        Some((dir, name)) => link::link_recorded(dir, name),
+        None => read_record(&proc_path),
+    };
     let device = umstage_oci::device::recorded(&file);
     match call {
         Call::Chown { uid, gid, .. } => {
@@ -434,8 +450,13 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, call: Call) -> std::io:
                 uid: if uid == u32::MAX { now.uid } else { uid },
                 gid: if gid == u32::MAX { now.gid } else { gid },
             };
-            record(&file, &proc_path, new)?;
-            clear_set_ids(&file, &proc_path)?;
+            match &link {
+                Some((dir, name)) => link::record_link(dir, name, new)?,
+                None => {
+                    record(&file, &proc_path, new)?;
+                    clear_set_ids(&file, &proc_path)?;
+                }
+            }
             Ok(Answer::Done(0))
         }
         Call::Stat { buf, .. } => {

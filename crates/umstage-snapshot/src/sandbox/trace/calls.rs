@@ -474,6 +474,32 @@ fn shown(fd: &OwnedFd, path: &Path) -> std::io::Result<Owner> {
     Ok(owner::in_image(st.st_uid, st.st_gid))
 }
 
+/// Where `target` is a symlink itself (a path whose final symlink is not followed): its
+/// directory and its name there, which its owner's record is kept by (`owner::link`).
+fn link_of(target: &Target, fd: &OwnedFd) -> Option<(OwnedFd, std::ffi::OsString)> {
+    let Target::Host(host, Follow::No) = target else {
+        return None;
+    };
+    let st = rustix::fs::fstat(fd).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink {
+        return None;
+    }
+    let path = Path::new(std::ffi::OsStr::from_bytes(host));
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(path.parent()?, flags, Mode::empty()).ok()?;
+    Some((dir, path.file_name()?.to_owned()))
+}
+
+/// The owner the symlink `fd` (`name` in `dir`) shows: its record, or its real owner as the
+/// image sees it.
+fn link_shown(fd: &OwnedFd, dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<Owner> {
+    if let Some(recorded) = owner::link::link_recorded(dir, name) {
+        return Ok(recorded);
+    }
+    let st = rustix::fs::fstat(fd)?;
+    Ok(owner::in_image(st.st_uid, st.st_gid))
+}
+
 /// Runs `op`, an xattr access; where it is refused on a file of ours whose mode denies us
 /// reading or writing it (played root makes such files: shadow's tools create theirs with
 /// mode 000), again with owner read and write added for the time of `op`: real root needs
@@ -504,11 +530,18 @@ fn as_owner<T>(
 /// A `chown`, recorded (`u32::MAX` keeps that id).
 fn chown(pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
-    let now = shown(&fd, &path)?;
+    let link = link_of(target, &fd);
+    let now = match &link {
+        Some((dir, name)) => link_shown(&fd, dir, name)?,
+        None => shown(&fd, &path)?,
+    };
     let new = Owner {
         uid: if uid == u32::MAX { now.uid } else { uid },
         gid: if gid == u32::MAX { now.gid } else { gid },
     };
+    if let Some((dir, name)) = &link {
+        return owner::link::record_link(dir, name, new);
+    }
     as_owner(&fd, &path, || owners::record(&fd, &path, new))?;
     owners::clear_set_ids(&fd, &path)
 }
@@ -522,7 +555,10 @@ fn stat_into(
     statx: Option<(i32, u32)>,
 ) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
-    let owner = shown(&fd, &path)?;
+    let owner = match link_of(target, &fd) {
+        Some((dir, name)) => link_shown(&fd, &dir, &name)?,
+        None => shown(&fd, &path)?,
+    };
     let device = umstage_oci::device::recorded(&fd);
     match statx {
         None => {
