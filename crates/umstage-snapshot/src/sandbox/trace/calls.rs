@@ -198,6 +198,14 @@ impl Context {
                     Entry::Pass
                 })
             }
+            Kind::SendMsg { msg } => {
+                let rewritten = self.sendmsg(pid, regs, &mut scratch, msg)?;
+                Ok(if rewritten {
+                    pending(Post::Restore)
+                } else {
+                    Entry::Pass
+                })
+            }
             Kind::Refuse(e) => Err(e),
             Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
@@ -383,15 +391,9 @@ impl Context {
             return Ok(false);
         }
         let bytes = memory::read(pid, at, size).map_err(errno)?;
-        let Some(path) = sockets::path_of(&bytes) else {
+        let Some(new) = self.unix_address(pid, &bytes, follow)? else {
             return Ok(false);
         };
-        let Some(guest) = self.root.absolute(pid, libc::AT_FDCWD, &path) else {
-            return Ok(false);
-        };
-        let host = self.root.to_host(pid, &guest, follow)?;
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(errno)?;
-        let new = sockets::address(&host, cwd.as_os_str().as_bytes())?;
         let new_at = scratch.put(&new).map_err(errno)?;
         set_arg(regs, addr, new_at);
         set_arg(regs, len, new.len() as u64);

@@ -22,6 +22,7 @@
 
 mod calls;
 mod context;
+mod datagrams;
 mod devices;
 mod exec;
 mod filter;

@@ -77,6 +77,9 @@ pub(super) enum Kind {
         len: usize,
         follow: bool,
     },
+    /// `sendmsg`: a unix socket's path in the address its message header (at argument
+    /// `msg`) names is translated (see `datagrams`).
+    SendMsg { msg: usize },
     /// Refused with this errno (`chroot`: the step has no way out of its root).
     Refuse(i32),
     /// `uname`: the node name is the step's hostname (there is no UTS namespace to set it in).
@@ -109,7 +112,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 58] = [
+pub(super) const TRACED: [i64; 60] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -168,6 +171,9 @@ pub(super) const TRACED: [i64; 58] = [
     libc::SYS_uname,
     libc::SYS_bind,
     libc::SYS_connect,
+    // Stops only with an address (see `filter`): a plain `send` is `sendto` without one.
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
 ];
 
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
@@ -351,6 +357,13 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
             len: 2,
             follow: true,
         },
+        // A datagram's address is a socket to send to, as connect's is.
+        libc::SYS_sendto => Kind::Socket {
+            addr: 4,
+            len: 5,
+            follow: true,
+        },
+        libc::SYS_sendmsg => Kind::SendMsg { msg: 1 },
         libc::SYS_prctl => Kind::Prctl,
         libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
