@@ -122,6 +122,12 @@ impl Setup {
                 HelperError::during(format!("mount {} on {}", dir.display(), guest.display()), e)
             })?;
         }
+        // The step's own /dev/shm (POSIX shared memory and semaphores), as a container has.
+        let shm = files.join("shm");
+        std::fs::create_dir(&shm)
+            .map_err(|e| HelperError::during(format!("creating {}", shm.display()), e))?;
+        root.add_dir(Path::new("/dev/shm"), &shm)
+            .map_err(|e| HelperError::during(format!("{} for /dev/shm", shm.display()), e))?;
         let cwd = root
             .to_host(
                 nix::unistd::getpid(),
