@@ -312,6 +312,75 @@ mod tests {
         assert!(inside.join("d/new").exists());
     }
 
+    /// A seccomp filter answering `landlock_create_ruleset` with `EPERM`, as a runtime's
+    /// profile that does not list it does, installed on the calling thread only (which must
+    /// have no-new-privileges).
+    fn refuse_landlock_here() -> bool {
+        let jump = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+        let mut filter = [
+            libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: jump,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_landlock_create_ruleset as u32,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_mut_ptr(),
+        };
+        // SAFETY: `prog` points at `filter`, which outlives the call; the kernel copies it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        rc == 0
+    }
+
+    #[test]
+    fn a_seccomp_profile_refusing_landlock_is_named_as_the_reason() {
+        if let Err(why) = probe() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let seen = std::thread::spawn(|| {
+            nix::sys::prctl::set_no_new_privs().ok()?;
+            refuse_landlock_here().then(probe)
+        })
+        .join()
+        .unwrap();
+        let why = seen.unwrap().unwrap_err();
+        assert!(matches!(why, Unavailable::Refused(_)), "{why:?}");
+        assert!(
+            why.to_string().contains("a seccomp filter refuses it"),
+            "{why}"
+        );
+        // Only that thread was filtered.
+        assert!(probe().is_ok());
+    }
+
     #[test]
     fn rights_a_kernel_does_not_know_are_not_asked_for() {
         assert_eq!(handled_fs(2) & (fs::TRUNCATE | fs::IOCTL_DEV), 0);
