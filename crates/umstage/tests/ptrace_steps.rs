@@ -513,3 +513,109 @@ fn racing_the_supervisor_reaches_no_host_file() -> TestResult {
     }
     canary.check(&log)
 }
+
+/// Makes `cmd`'s process answer `landlock_create_ruleset` with `EPERM`, as a runtime's
+/// seccomp profile that does not list it does (the filter outlives `setpriv`'s exec).
+fn refuse_landlock(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only makes system calls on memory
+    // of its own stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let jump = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+            let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+            let mut filter = [
+                libc::sock_filter {
+                    code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: jump,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_landlock_create_ruleset as u32,
+                },
+                libc::sock_filter {
+                    code: ret,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                },
+                libc::sock_filter {
+                    code: ret,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ALLOW,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_mut_ptr(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Where a seccomp profile refuses Landlock, a ptrace step runs as before, unconfined (it can
+/// signal its parent), and the build's tier line and `umstage doctor` say so, once, and why.
+#[test]
+fn without_landlock_steps_run_unconfined_and_the_build_says_why_once() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN kill -0 $PPID && echo 'signal allowed'\n",
+        )],
+    )?;
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let (root, out) = (env.path("state"), env.path("img.tar"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = env.dir.user().command(&env.bin);
+        cmd.args(args).env("XDG_DATA_HOME", env.path("xdg"));
+        refuse_landlock(&mut cmd);
+        cmd.output()
+    };
+    let built = run(&[
+        "build".as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--progress".as_ref(),
+        "plain".as_ref(),
+        "--sandbox".as_ref(),
+        "ptrace".as_ref(),
+        "--build-context".as_ref(),
+        bb.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        ctx.as_os_str(),
+    ])?;
+    let log = stderr(&built);
+    assert_ok(&built);
+    let why = "not confined by Landlock: landlock_create_ruleset fails: Operation not permitted (os error 1) (a seccomp filter refuses it)";
+    let tier_line = log.lines().find(|l| l.starts_with("#0 sandbox ptrace: "));
+    assert!(tier_line.is_some_and(|l| l.ends_with(why)), "{log}");
+    assert_eq!(log.matches("not confined by Landlock").count(), 1, "{log}");
+    assert_eq!(lines_with(&log, "signal "), ["signal allowed"], "{log}");
+    let doctor = run(&["doctor".as_ref(), "--root".as_ref(), root.as_os_str()])?;
+    let said = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("note landlock") && l.ends_with(why)),
+        "{said}"
+    );
+    Ok(())
+}
