@@ -14,6 +14,7 @@ mod devices;
 mod failure;
 pub(crate) mod helper;
 mod identity;
+pub(crate) mod landlock;
 mod mounts;
 mod owners;
 mod rlimit;
