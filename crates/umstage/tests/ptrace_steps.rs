@@ -140,6 +140,62 @@ fn unix_sockets_are_bound_and_connected_in_the_root() -> TestResult {
     canary.check(&log)
 }
 
+/// A datagram server at each path given, and three clients sending to it: `sendto`, `sendmsg`
+/// with the address in its header, and `connect` then `send`.
+const DATAGRAMS: &str = r#"#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+int main(int argc, char **argv) {
+  for (int p = 1; p < argc; p++) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strncpy(a.sun_path, argv[p], sizeof a.sun_path - 1);
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0), c = socket(AF_UNIX, SOCK_DGRAM, 0);
+    int d = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (bind(s, (void *)&a, sizeof a)) perror("bind");
+    if (sendto(c, "to", 2, 0, (void *)&a, sizeof a) != 2) perror("sendto");
+    struct iovec v = {"msg", 3};
+    struct msghdr m = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &v, .msg_iovlen = 1};
+    if (sendmsg(c, &m, 0) != 3) perror("sendmsg");
+    if (connect(d, (void *)&a, sizeof a) || send(d, "conn", 4, 0) != 4) perror("connect");
+    char buf[8];
+    int n;
+    while ((n = recv(s, buf, sizeof buf, MSG_DONTWAIT)) > 0) printf("dgram %s %.*s\n", argv[p], n, buf);
+  }
+  return 0;
+}
+"#;
+
+#[test]
+fn unix_datagrams_are_sent_to_addresses_in_the_root() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let dockerfile = "FROM debian\nCOPY dgram.c /src/\n\
+         RUN mkdir -p /srv && cd /srv && gcc -o /usr/local/bin/dgram /src/dgram.c \\\n\
+          && dgram /srv/d.sock r.sock\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("dgram.c", DATAGRAMS)])?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert_eq!(
+        lines_with(&log, "dgram "),
+        [
+            "dgram /srv/d.sock to",
+            "dgram /srv/d.sock msg",
+            "dgram /srv/d.sock conn",
+            "dgram r.sock to",
+            "dgram r.sock msg",
+            "dgram r.sock conn"
+        ],
+        "{log}"
+    );
+    Ok(())
+}
+
 /// Every file of a root filesystem: type and mode, owner, content or symlink target.
 fn tree(root: &Path) -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> {
     let mut out = BTreeMap::new();

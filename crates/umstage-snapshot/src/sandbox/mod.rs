@@ -10,6 +10,7 @@
 
 pub(crate) mod caps;
 mod chroot;
+mod devices;
 mod failure;
 pub(crate) mod helper;
 mod identity;

@@ -24,6 +24,8 @@
 
 mod calls;
 mod context;
+mod datagrams;
+mod devices;
 mod exec;
 mod filter;
 mod follow;
