@@ -64,7 +64,7 @@ fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
         DockerfileSource::Path(p) => (
             p.file_name()
                 .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
-            std::fs::read(p).map_err(|e| {
+            umstage_oci::regular::read(p).map_err(|e| {
                 BuildError::input(format!("cannot read the Dockerfile {}", p.display()), e)
             })?,
         ),

@@ -335,10 +335,11 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
 }
 
 /// Opens a source file that the plan saw as a regular file, never through a symlink put in its
-/// place, or in the place of a directory above it, since.
+/// place, or in the place of a directory above it, since, nor blocking on a FIFO put there.
 pub(crate) fn open_source(path: &Path) -> io::Result<fs::File> {
     owner::lending_read(rustix::fs::CWD, path, || {
-        open_no_symlinks(path, OFlags::RDONLY).map(fs::File::from)
+        let fd = open_no_symlinks(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        umstage_oci::regular::checked(fd)
     })
 }
 

@@ -9,6 +9,7 @@ pub mod dockerd;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use umstage_testutil::archive::{self, Transport, Unpacked};
@@ -155,7 +156,58 @@ impl Env {
         args.push(&ctx);
         self.umstage(&args, envs)
     }
+
+    /// `build_in` for a build that may hang: one that has not ended after [`STUCK`] is sent
+    /// SIGTERM, then killed if that does not end it within a minute, and is an error saying so.
+    pub fn build_unless_stuck(
+        &self,
+        root: &Path,
+        ctx: &Path,
+        out: &str,
+        extra: &[&str],
+    ) -> Result<Output, String> {
+        let mut args = self.build_args(out);
+        args[2] = root.display().to_string();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push(ctx.display().to_string());
+        let mut cmd = self.dir.user().command(&self.bin);
+        cmd.args(&args)
+            .env("XDG_DATA_HOME", self.path("xdg"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let ended = |child: &mut std::process::Child, limit: Duration| {
+            let started = Instant::now();
+            while started.elapsed() < limit {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        };
+        if ended(&mut child, STUCK) {
+            return child.wait_with_output().map_err(|e| e.to_string());
+        }
+        // The child is umstage itself (the test user's command execs it).
+        let _ = umstage_testutil::run(
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string()),
+        );
+        let what = if ended(&mut child, Duration::from_secs(60)) {
+            "the build hung until SIGTERM"
+        } else {
+            let _ = child.kill();
+            "the build hung, and SIGTERM did not end it"
+        };
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        Err(format!("{what}:\n{}", text(&out)))
+    }
 }
+
+/// A build that has not ended after this long is stuck.
+pub const STUCK: Duration = Duration::from_secs(180);
 
 pub fn text(out: &Output) -> String {
     format!(
