@@ -370,7 +370,7 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, call: Call) -> std::io:
         return Err(std::io::Error::last_os_error());
     }
     let proc_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let recorded = read_record(&proc_path);
+    let recorded = umstage_oci::owner::recorded(&file);
     match call {
         Call::Chown { uid, gid, .. } => {
             let now = match recorded {
@@ -536,12 +536,6 @@ fn write_struct<T>(pid: u32, addr: u64, value: &T) -> std::io::Result<()> {
         .write(true)
         .open(format!("/proc/{pid}/mem"))?;
     mem.write_all_at(bytes, addr)
-}
-
-pub(super) fn read_record(path: &Path) -> Option<Owner> {
-    let mut value = [0u8; 32];
-    let n = rustix::fs::getxattr(path, XATTR, &mut value).ok()?;
-    Owner::decode(&value[..n]).ok()
 }
 
 /// Records `owner` on `file`, through `path` (its `/proc/self/fd` link, which the xattr
