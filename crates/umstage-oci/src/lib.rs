@@ -15,6 +15,7 @@ pub mod auth;
 pub mod changes;
 pub mod compress;
 pub mod config;
+pub mod device;
 pub mod digest;
 pub mod image;
 pub mod inroot;

@@ -327,6 +327,13 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
             set_owner(parent, name, item)?;
             rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(path))?;
         }
+        ItemKind::Device(device) => {
+            remove_non_dir(parent, name, existing, item)?;
+            umstage_oci::device::mknod_or_record(parent, name, *device, 0o600)
+                .map_err(io_err(path))?;
+            set_owner_mode(parent, name, item)?;
+            rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(path))?;
+        }
         ItemKind::Fifo => {
             remove_non_dir(parent, name, existing, item)?;
             rfs::mknodat(parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
