@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{Env, TestResult, assert_ok, docker_manifest, text};
+use common::{Env, TestResult, assert_ok, last_layer_path, text};
 
 const DOCKERFILE: &str =
     "FROM busybox\nCOPY a.txt /a.txt\nARG N\nRUN echo \"$N\" > /n && cat /a.txt > /b\n";
@@ -134,18 +134,12 @@ fn a_fifo_planted_in_the_state_root_is_refused_not_waited_on() -> TestResult {
 }
 
 #[test]
-fn a_fifo_in_place_of_a_stored_layer_is_named_dropped_and_made_again() -> TestResult {
+fn a_fifo_in_place_of_a_stored_layer_is_replaced_by_the_layer_made_again() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context("ctx", &[("Dockerfile", DOCKERFILE), ("a.txt", "a\n")])?;
     let root = env.path("state");
     assert_ok(&env.build_in(&root, &ctx, "first.tar", &["--build-arg", "N=1"], &[]));
-    let manifest = docker_manifest(&env, "first.tar")?;
-    let layer = manifest[0]["Layers"]
-        .as_array()
-        .and_then(|l| l.last())
-        .and_then(|l| l.as_str())
-        .ok_or("no layers in manifest.json")?
-        .to_owned();
+    let layer = last_layer_path(&env, "first.tar")?;
     // The archive names blobs as the state root's content store does: blobs/sha256/HEX.
     let blob = root.join(&layer);
     fs::remove_file(&blob)?;
@@ -153,11 +147,9 @@ fn a_fifo_in_place_of_a_stored_layer_is_named_dropped_and_made_again() -> TestRe
 
     let out = env.build_unless_stuck(&root, &ctx, "second.tar", &["--build-arg", "N=1"])?;
     assert_ok(&out);
-    // The FIFO is named, and the step that made the layer runs again.
-    let err = common::stderr(&out);
-    assert!(err.contains(&blob.display().to_string()), "{}", text(&out));
+    // The step that made the layer runs again.
     assert!(
-        !err.contains("RUN echo \"$N\" > /n && cat /a.txt > /b\n#4 CACHED"),
+        !common::stderr(&out).contains("RUN echo \"$N\" > /n && cat /a.txt > /b\n#4 CACHED"),
         "{}",
         text(&out)
     );

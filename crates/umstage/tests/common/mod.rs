@@ -299,3 +299,117 @@ pub fn docker_manifest(env: &Env, archive: &str) -> Result<Value, Box<dyn std::e
     )?;
     Ok(serde_json::from_str(&text)?)
 }
+
+/// The words after the step prefix (`#N 0.012 `) of each output line that starts with `prefix`.
+pub fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+/// The RUN and COPY steps the plain progress shows as run rather than cached, by their text.
+pub fn ran(out: &Output) -> Vec<String> {
+    let err = stderr(out);
+    let mut texts = std::collections::HashMap::new();
+    let mut ran = Vec::new();
+    for line in err.lines() {
+        let Some((n, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some((_, text)) = rest.split_once("] ")
+            && (text.starts_with("RUN ") || text.starts_with("COPY "))
+        {
+            texts.insert(n.to_string(), text.to_string());
+        } else if rest.starts_with("DONE ")
+            && let Some(text) = texts.get(n)
+        {
+            ran.push(text.clone());
+        }
+    }
+    ran
+}
+
+/// `umstage build` of `ctx` into `out` in the sandbox tier `tier`, with the plain progress.
+pub fn build_in_tier(env: &Env, ctx: &Path, out: &str, tier: &str) -> Output {
+    env.build(ctx, out, &["--sandbox", tier, "--progress", "plain"])
+}
+
+/// What a tier that records owners must show of the owners the build stage of the tiers'
+/// `OWNERS` Dockerfile sets: in its own `stat`s (`log`) and in the image (`archive`).
+pub fn assert_owners_kept(env: &Env, log: &str, archive: &str) -> TestResult {
+    assert_eq!(
+        lines_with(log, "same "),
+        ["same 1234:55 4755 /out/f", "same 7:8 755 /out/sub"],
+        "{log}"
+    );
+    assert_eq!(lines_with(log, "later "), ["later 1234:55 /out/f"], "{log}");
+    assert_eq!(lines_with(log, "back "), ["back 0:0"], "{log}");
+    let image = layers(env, archive)?;
+    let f = entry(&image, "res/f").ok_or("res/f missing")?;
+    assert_eq!((f.uid, f.gid, f.mode.as_str()), (1234, 55, "-rwsr-xr-x"));
+    let sub = entry(&image, "res/sub").ok_or("res/sub missing")?;
+    assert_eq!((sub.uid, sub.gid), (7, 8));
+    let g = entry(&image, "g").ok_or("g missing")?;
+    assert_eq!((g.uid, g.gid), (42, 43));
+    let back = entry(&image, "res/back").ok_or("res/back missing")?;
+    assert_eq!((back.uid, back.gid), (0, 0));
+    Ok(())
+}
+
+/// The last layer of the image in `archive` as Docker's `manifest.json` names it:
+/// `blobs/sha256/HEX`, where the state root's content store keeps it too.
+pub fn last_layer_path(env: &Env, archive: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let manifest = docker_manifest(env, archive)?;
+    Ok(manifest[0]["Layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l.as_str())
+        .ok_or("no layers in manifest.json")?
+        .to_owned())
+}
+
+/// A registry serving busybox, a context `name` building `FROM` it, and a first build (in the
+/// default state root, into `first.tar`) that exported its cache with `mode=max` to the
+/// registry as `NAME-cache:1`.
+pub fn registry_with_cache(
+    env: &Env,
+    name: &str,
+) -> Result<RegistryCache, Box<dyn std::error::Error>> {
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let base = images::busybox()?.push(&registry)?;
+    let ctx = env.context(
+        name,
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo made > /made\n"),
+        )],
+    )?;
+    let cache = format!(
+        "type=registry,ref={}",
+        registry.reference(&format!("{name}-cache:1"))
+    );
+    let first = env.build(
+        &ctx,
+        "first.tar",
+        &["--cache-to", &format!("{cache},mode=max")],
+    );
+    assert_ok(&first);
+    Ok(RegistryCache {
+        registry,
+        base,
+        ctx,
+        cache,
+    })
+}
+
+/// What [`registry_with_cache`] made.
+pub struct RegistryCache {
+    pub registry: umstage_testutil::registry::Registry,
+    /// The busybox reference in the registry.
+    pub base: String,
+    pub ctx: PathBuf,
+    /// The cache's `type=registry,ref=` value.
+    pub cache: String,
+}
