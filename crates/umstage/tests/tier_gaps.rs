@@ -10,16 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Env, TestResult, assert_ok, entry, layers, stderr};
-
-/// The words after the step prefix (`#N 0.012 `) of each output line that starts with `prefix`.
-fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
-    out.lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter(|l| l.starts_with(prefix))
-        .collect()
-}
+use common::{Env, TestResult, assert_ok, build_in_tier, entry, layers, lines_with, stderr};
 
 const DEVICES: &str = "FROM busybox AS build\n\
 RUN mkdir /out && mknod /out/null c 1 3 && mknod -m 640 /out/sda b 8 16 && chown 5:6 /out/sda \\\n\
@@ -35,7 +26,7 @@ fn device_nodes_are_recorded_and_written_as_devices_in_the_single_id_tiers() -> 
     for tier in ["userns-single", "ptrace"] {
         let env = Env::new()?;
         let ctx = env.context("ctx", &[("Dockerfile", DEVICES)])?;
-        let out = env.build(&ctx, "img.tar", &["--sandbox", tier, "--progress", "plain"]);
+        let out = build_in_tier(&env, &ctx, "img.tar", tier);
         assert_ok(&out);
         let log = stderr(&out);
         assert_eq!(
@@ -98,7 +89,7 @@ fn symlink_owners_are_recorded_as_the_userns_tier_sets_them() -> TestResult {
     for tier in ["userns", "userns-single", "ptrace"] {
         let env = Env::new()?;
         let ctx = env.context("ctx", &[("Dockerfile", LINKS)])?;
-        let out = env.build(&ctx, "img.tar", &["--sandbox", tier, "--progress", "plain"]);
+        let out = build_in_tier(&env, &ctx, "img.tar", tier);
         assert_ok(&out);
         let log = stderr(&out);
         assert_eq!(
