@@ -487,8 +487,10 @@ fn link_of(target: &Target, fd: &OwnedFd) -> Option<(OwnedFd, std::ffi::OsString
         return None;
     }
     let path = Path::new(std::ffi::OsStr::from_bytes(host));
-    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let dir = rustix::fs::open(path.parent()?, flags, Mode::empty()).ok()?;
+    // Not through a symlink swapped in since the path was resolved (the supervisor is not
+    // confined by Landlock).
+    let flags = OFlags::PATH | OFlags::DIRECTORY;
+    let dir = umstage_oci::inroot::open_no_symlinks(path.parent()?, flags).ok()?;
     Some((dir, path.file_name()?.to_owned()))
 }
 
