@@ -798,4 +798,46 @@ mod tests {
             Path::new("a.txt")
         );
     }
+
+    #[test]
+    fn directories_a_copy_makes_take_the_newest_copied_time_not_the_clock() {
+        use std::os::unix::fs::MetadataExt;
+        let f = fixture();
+        let mtime = |p: &str| fs::symlink_metadata(f.dst.join(p)).unwrap().mtime();
+        let set = |p: &str, secs: i64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+            fs::File::open(f.ctx.join(p))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        set("top.txt", 1_000_000);
+        set("src/a.txt", 2_000_000);
+        set("src/sub/c.txt", 3_000_000);
+        set("src/b.log", 1_500_000);
+        set("src/sub", 500_000);
+        set("src", 400_000);
+        // Missing parents of a file.
+        copy(&f, None, &["top.txt"], "/new/deep/top.txt", &opts()).unwrap();
+        assert_eq!((mtime("new"), mtime("new/deep")), (1_000_000, 1_000_000));
+        // A directory's contents below a missing parent: the newest entry; a copied directory
+        // keeps its own time.
+        copy(&f, None, &["src"], "/made/here/", &opts()).unwrap();
+        assert_eq!(mtime("made"), 3_000_000);
+        assert_eq!(mtime("made/here/sub"), 500_000);
+        // A directory that was there is left alone.
+        let before = mtime("new");
+        copy(&f, None, &["src/a.txt"], "/new/", &opts()).unwrap();
+        assert_ne!(mtime("new"), 2_000_000);
+        assert!(mtime("new") >= before);
+        // Nothing copied, the destination made all the same: the Unix epoch.
+        let parents = CopyOptions {
+            parents: true,
+            ..opts()
+        };
+        copy(&f, None, &["nothing*"], "/empty/", &parents).unwrap();
+        if f.dst.join("empty").exists() {
+            assert_eq!(mtime("empty"), 0);
+        }
+    }
 }

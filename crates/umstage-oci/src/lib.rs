@@ -26,6 +26,7 @@ pub mod owner;
 mod pgzip;
 pub mod reference;
 pub mod registry;
+pub mod regular;
 pub mod store;
 pub mod tarball;
 pub mod unpack;

@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, XattrFlags};
 use rustix::io::Errno;
@@ -191,9 +191,14 @@ fn record_at(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Result<()> {
 
 /// The owner recorded on the file `fd` is open on (any kind of descriptor, `O_PATH` too).
 pub fn recorded(fd: &impl AsRawFd) -> Option<Owner> {
+    recorded_at(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())))
+}
+
+/// The owner recorded on the file at `path`, symlinks followed (a `/proc/…/fd/N` link leads
+/// to the file itself).
+pub fn recorded_at(path: &Path) -> Option<Owner> {
     let mut value = [0u8; 32];
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let n = rfs::getxattr(path.as_str(), XATTR, &mut value).ok()?;
+    let n = rfs::getxattr(path, XATTR, &mut value).ok()?;
     Owner::decode(&value[..n]).ok()
 }
 
@@ -240,6 +245,23 @@ mod tests {
             .encode(),
             [0x08, 0xe8, 0x07, 0x10, 0xe8, 0x07]
         );
+    }
+
+    #[test]
+    fn a_record_reads_the_same_through_a_path_and_a_descriptor() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x")?;
+        let owner = Owner { uid: 7, gid: 8 };
+        // A filesystem without user xattrs (some tmpfs) has nothing to read back.
+        if rfs::setxattr(&file, XATTR, &owner.encode(), XattrFlags::empty()).is_err() {
+            return Ok(());
+        }
+        let fd = std::fs::File::open(&file)?;
+        assert_eq!(recorded_at(&file), Some(owner));
+        assert_eq!(recorded(&fd), Some(owner));
+        assert_eq!(recorded_at(&dir.path().join("none")), None);
+        Ok(())
     }
 
     #[test]

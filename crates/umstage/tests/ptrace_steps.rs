@@ -9,17 +9,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::{Env, TestResult, assert_ok, layers, stderr};
+use common::{Env, TestResult, assert_ok, layers, lines_with, stderr};
 use umstage_testutil::images;
-
-/// The words after the step prefix (`#N 0.012 `) of each output line that starts with `prefix`.
-fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
-    out.lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter(|l| l.starts_with(prefix))
-        .collect()
-}
 
 /// A canary directory outside the step's root, holding one file; the step must not see it.
 struct Canary {

@@ -431,7 +431,7 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, call: Call) -> std::io:
     };
     let recorded = match &link {
         Some((dir, name)) => link::link_recorded(dir, name),
-        None => read_record(&proc_path),
+        None => umstage_oci::owner::recorded(&file),
     };
     let device = umstage_oci::device::recorded(&file);
     match call {
@@ -644,12 +644,6 @@ fn write_struct<T>(pid: u32, addr: u64, value: &T) -> std::io::Result<()> {
         .write(true)
         .open(format!("/proc/{pid}/mem"))?;
     mem.write_all_at(bytes, addr)
-}
-
-pub(super) fn read_record(path: &Path) -> Option<Owner> {
-    let mut value = [0u8; 32];
-    let n = rustix::fs::getxattr(path, XATTR, &mut value).ok()?;
-    Owner::decode(&value[..n]).ok()
 }
 
 /// Records `owner` on `file`, through `path` (its `/proc/self/fd` link, which the xattr

@@ -469,7 +469,7 @@ fn shown(fd: &OwnedFd, path: &Path) -> std::io::Result<Owner> {
     let read = || match rustix::fs::getxattr(path, umstage_oci::owner::XATTR, &mut [0u8; 32]) {
         Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
         Err(e) => Err(std::io::Error::from(e)),
-        Ok(_) => Ok(owners::read_record(path)),
+        Ok(_) => Ok(umstage_oci::owner::recorded_at(path)),
     };
     // A file whose record cannot be read even so (a /proc file) has none.
     if let Ok(Some(recorded)) = as_owner(fd, path, read) {
