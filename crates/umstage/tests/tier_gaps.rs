@@ -2,9 +2,13 @@
 //! differently from a root build, as the test user runs them: device `mknod` recorded as the
 //! device (shown by `stat` and `ls`, in the same step and later ones, kept by `COPY --from`,
 //! written into the layer as the device); symlink owners (`chown -h`) recorded, shown by
-//! `stat` and kept by `COPY` and the layers, as the `userns` tier gives them.
+//! `stat` and kept by `COPY` and the layers, as the `userns` tier gives them; dynamic musl
+//! programs (Alpine's kind) started through the image's own musl loader in the `ptrace` tier,
+//! with the `argv[0]` they were run as.
 
 mod common;
+
+use std::process::Command;
 
 use common::{Env, TestResult, assert_ok, build_in_tier, entry, layers, lines_with, stderr};
 
@@ -128,6 +132,64 @@ fn symlink_owners_are_recorded_as_the_userns_tier_sets_them() -> TestResult {
                 "{tier}: {path}"
             );
         }
+    }
+    Ok(())
+}
+
+/// A multi-call program as busybox is one: it acts by the name it was run as, and `again`
+/// re-executes `/proc/self/exe` as busybox does to run another applet.
+const APPLET: &str = r#"#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  const char *name = strrchr(argv[0], '/');
+  name = name ? name + 1 : argv[0];
+  char exe[256] = "";
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) exe[n] = 0;
+  if (!strcmp(name, "again")) {
+    execl("/proc/self/exe", "hello", "from-again", (char *)0);
+    perror("exec");
+    return 1;
+  }
+  printf("musl %s %s %s\n", name, argc > 1 ? argv[1] : "-", exe);
+  return 0;
+}
+"#;
+
+const MUSL: &str = "FROM busybox\n\
+COPY ld-musl-x86_64.so.1 /lib/ld-musl-x86_64.so.1\n\
+COPY applet /bin/applet\n\
+RUN ln -s applet /bin/hello && ln -s applet /bin/again && hello x && /bin/again \\\n\
+ && cd /bin && ./hello rel && sh -c 'exec -a named /bin/applet a0'\n";
+
+#[test]
+fn dynamic_musl_programs_run_with_their_argv0_through_the_images_own_loader() -> TestResult {
+    for tier in ["userns", "ptrace"] {
+        let env = Env::new()?;
+        let ctx = env.context("ctx", &[("Dockerfile", MUSL), ("applet.c", APPLET)])?;
+        // musl-gcc (Debian's musl-tools) links against musl, whose libc is its own loader.
+        let built = Command::new("musl-gcc")
+            .arg("-o")
+            .arg(ctx.join("applet"))
+            .arg(ctx.join("applet.c"))
+            .status()?;
+        assert!(built.success(), "musl-gcc failed");
+        std::fs::copy("/lib/ld-musl-x86_64.so.1", ctx.join("ld-musl-x86_64.so.1"))?;
+        env.dir.user().chown_tree(&ctx)?;
+        let out = env.build(&ctx, "img.tar", &["--sandbox", tier]);
+        assert_ok(&out);
+        let log = stderr(&out);
+        assert_eq!(
+            lines_with(&log, "musl "),
+            [
+                "musl hello x /bin/applet",
+                "musl hello from-again /bin/applet",
+                "musl hello rel /bin/applet",
+                "musl named a0 /bin/applet"
+            ],
+            "{tier}: {log}"
+        );
     }
     Ok(())
 }
