@@ -14,6 +14,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use umstage_testutil::archive::Unpacked;
+
 use common::{
     Env, TestResult, assert_ok, assert_owners_kept, build_in_tier, entry, layers, lines_with,
     stderr,
@@ -216,7 +218,7 @@ fn ptrace_tier_runs_dynamic_programs_and_scripts_through_the_guests_own_loader()
 }
 
 #[test]
-fn ptrace_tier_gives_cache_and_tmpfs_mounts_and_refuses_the_others() -> TestResult {
+fn ptrace_tier_gives_cache_and_tmpfs_mounts() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context(
         "ctx",
@@ -242,20 +244,122 @@ fn ptrace_tier_gives_cache_and_tmpfs_mounts_and_refuses_the_others() -> TestResu
     assert!(entry(&image, "var/cache/app/d/f").is_none());
     assert!(entry(&image, "scratch/y").is_none());
 
-    let bind = env.context(
-        "bind",
-        &[(
-            "Dockerfile",
-            "FROM busybox\nRUN --mount=type=bind,target=/ctx ls /ctx\n",
-        )],
+    Ok(())
+}
+
+/// Docker's Go and Python guides' mounts, a read-only cache, a writable bind, a secret file:
+/// `RUN --mount` steps as `docker init` writes them.
+const MOUNTS: &str = "FROM busybox AS tools\n\
+RUN mkdir /t && echo tool > /t/note\n\
+FROM busybox\n\
+WORKDIR /src\n\
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=bind,source=go.sum,target=go.sum \\\n\
+ --mount=type=bind,source=go.mod,target=go.mod echo \"gomod $(cat go.mod) $(cat go.sum)\" \\\n\
+ && echo \"ls $(ls | tr '\\n' ' ')\" && echo x > /go/pkg/mod/m && echo \"cache $(ls /go/pkg/mod)\"\n\
+RUN --mount=type=cache,target=/go/pkg/mod,ro echo \"rocache $(ls /go/pkg/mod)\" \\\n\
+ && { rm /go/pkg/mod/m || true; } 2>&1 | sed 's/^/ro /'\n\
+RUN --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt echo \"req $(cat /tmp/requirements.txt)\"\n\
+RUN --mount=type=bind,target=. echo \"ctx $(cat go.mod) $(ls sub)\" \\\n\
+ && { echo x > new || true; } 2>&1 | sed 's/^/ro /' && { mkdir sub/d || true; } 2>&1 | sed 's/^/ro /' \\\n\
+ && { rm go.mod || true; } 2>&1 | sed 's/^/ro /' && { mv go.mod x || true; } 2>&1 | sed 's/^/ro /'\n\
+RUN --mount=type=bind,from=tools,source=/t,target=/tools echo \"from $(cat /tools/note)\"\n\
+RUN --mount=type=bind,target=/ctx,rw echo changed > /ctx/go.mod && rm /ctx/sub/f && echo new > /ctx/new \\\n\
+ && echo \"rw $(cat /ctx/go.mod) $(ls /ctx/sub | wc -l)\"\n\
+RUN --mount=type=bind,target=/ctx echo \"after $(cat /ctx/go.mod) $(ls /ctx/sub)\" && ls /ctx/new 2>/dev/null || echo 'after none'\n\
+RUN --mount=type=secret,id=npmrc echo \"secret $(cat /run/secrets/npmrc)\" \\\n\
+ && { echo x > /run/secrets/npmrc || true; } 2>&1 | sed 's/^/ro /'\n\
+RUN --mount=type=secret,id=npmrc,target=/root/.npmrc,mode=0400 echo \"target $(cat /root/.npmrc) $(stat -c %a /root/.npmrc)\"\n\
+RUN echo \"left $(ls /run/secrets /root/.npmrc /tools /ctx /src 2>&1 | tr '\\n' ' ')\"\n";
+
+/// What the steps of `MOUNTS` print, in `tier`.
+fn mounts_in(tier: &str) -> Result<(Vec<String>, Unpacked), Box<dyn std::error::Error>> {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", MOUNTS),
+            ("go.mod", "module x"),
+            ("go.sum", "sums"),
+            ("requirements.txt", "flask"),
+            ("sub/f", ""),
+            ("npmrc", "token=s3cr3t"),
+        ],
     )?;
-    let out = env.build(&bind, "bind.tar", &["--sandbox", "ptrace"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("RUN --mount=type=bind needs a user namespace"),
-        "{}",
-        stderr(&out)
+    let secret = format!("id=npmrc,src={}", ctx.join("npmrc").display());
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &[
+            "--sandbox",
+            tier,
+            "--progress",
+            "plain",
+            "--secret",
+            &secret,
+        ],
     );
+    assert_ok(&out);
+    let log = stderr(&out);
+    let printed = [
+        "gomod ", "ls ", "cache ", "rocache ", "ro ", "req ", "ctx ", "from ", "rw ", "after ",
+        "secret ", "target ", "left ",
+    ]
+    .iter()
+    .flat_map(|p| lines_with(&log, p))
+    .map(str::to_string)
+    .collect();
+    Ok((printed, layers(&env, "img.tar")?))
+}
+
+#[test]
+fn ptrace_tier_gives_bind_secret_and_read_only_mounts_as_the_user_namespace_tier_does() -> TestResult
+{
+    let (printed, image) = mounts_in("ptrace")?;
+    let read_only = |what: &str| format!("ro {what}: Read-only file system");
+    let expected = [
+        "gomod module x sums".to_string(),
+        "ls go.mod go.sum ".into(),
+        "cache m".into(),
+        "rocache m".into(),
+        read_only("rm: can't remove '/go/pkg/mod/m'"),
+        read_only("/bin/sh: can't create new"),
+        read_only("mkdir: can't create directory 'sub/d'"),
+        read_only("rm: can't remove 'go.mod'"),
+        read_only("mv: can't rename 'go.mod'"),
+        read_only("/bin/sh: can't create /run/secrets/npmrc"),
+        "req flask".into(),
+        "ctx module x f".into(),
+        "from tool".into(),
+        "rw changed 0".into(),
+        "after module x f".into(),
+        "after none".into(),
+        "secret token=s3cr3t".into(),
+        "target token=s3cr3t 400".into(),
+    ];
+    let mut got: Vec<&str> = printed.iter().map(String::as_str).collect();
+    let left = got.pop().ok_or("no left line")?;
+    let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "{printed:#?}");
+    // The mount points were made for the step only, as mounts in the other tiers.
+    assert!(left.starts_with("left "), "{left}");
+    for gone in ["/run/secrets", "/root/.npmrc", "/tools", "/ctx"] {
+        assert!(left.contains(&format!("{gone}: No such file")), "{left}");
+    }
+    for path in [
+        "src/go.mod",
+        "src/go.sum",
+        "src/new",
+        "tools",
+        "ctx",
+        "run/secrets/npmrc",
+    ] {
+        assert!(entry(&image, path).is_none(), "{path} in the image");
+    }
+    // The same Dockerfile prints the same in the user namespace tier.
+    let (userns, _) = mounts_in("userns-single")?;
+    assert_eq!(printed, userns);
     Ok(())
 }
 

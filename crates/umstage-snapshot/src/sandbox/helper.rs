@@ -228,9 +228,12 @@ fn setup_and_exec(
     stubs: &mut Vec<PathBuf>,
 ) -> String {
     let prepared = match (&request.chroot, traced) {
-        (_, Some(setup)) => Ok(Ready {
-            user: setup.user().clone(),
-        }),
+        (_, Some(setup)) => {
+            stubs.extend_from_slice(setup.stubs());
+            Ok(Ready {
+                user: setup.user().clone(),
+            })
+        }
         (Some(rootfs), None) => super::chroot::prepare_root(request, rootfs, stubs),
         (None, None) => prepare_root(request, stubs),
     };

@@ -67,6 +67,8 @@ impl Access {
     pub(crate) const ALL: Access = Access(u64::MAX);
     /// Read files and list directories.
     pub(crate) const READ: Access = Access(fs::READ_FILE | fs::READ_DIR);
+    /// Read and run what is there (a read-only `RUN --mount`).
+    pub(crate) const READ_EXECUTE: Access = Access(fs::READ_FILE | fs::READ_DIR | fs::EXECUTE);
     /// A device the step uses: read, write (`>` truncates), ioctls (a terminal's).
     pub(crate) const DEVICE: Access =
         Access(fs::READ_FILE | fs::WRITE_FILE | fs::TRUNCATE | fs::IOCTL_DEV);

@@ -12,6 +12,7 @@ pub(crate) mod caps;
 mod chroot;
 mod devices;
 mod failure;
+mod guest;
 pub(crate) mod helper;
 mod identity;
 pub(crate) mod landlock;
@@ -236,9 +237,8 @@ pub(crate) struct Request {
     /// The `ptrace` tier: the step is not chrooted in `chroot` but runs under the supervisor
     /// ([`trace`]), which translates its paths into it.
     pub(crate) trace: bool,
-    /// The `ptrace` tier's `RUN --mount`s: guest directories given a host directory (a cache
-    /// mount's), or a fresh empty one for the step (`None`: a tmpfs).
-    pub(crate) guest_dirs: Vec<(PathBuf, Option<PathBuf>)>,
+    /// The `ptrace` tier's `RUN --mount`s, which its supervisor gives (empty in other tiers).
+    pub(crate) guest_mounts: Vec<guest::GuestMount>,
 }
 
 /// The fd the helper reports on (its copy of the socket it got as stdin).
@@ -282,7 +282,19 @@ pub fn run_step(
         .join("run")
         .join(fsutil::random_id());
     let result = (|| {
-        let prepared = mounts::prepare(snapshotter.state_root(), &run_dir, &sandbox_dir, step)?;
+        let trace = tier == Some(crate::doctor::Tier::Ptrace);
+        let prepared = mounts::prepare(
+            snapshotter.state_root(),
+            &run_dir,
+            &sandbox_dir,
+            step,
+            trace,
+        )?;
+        let guest_mounts = if trace {
+            guest::guest_mounts(&prepared, &sandbox_dir)?
+        } else {
+            Vec::new()
+        };
         let (spec, in_root) = spec::build(step, &sandbox_dir.join("rootfs"), &prepared)?;
         let request = Request {
             spec,
@@ -295,8 +307,8 @@ pub fn run_step(
             record_owners: crate::userns::current()
                 .is_some_and(|ns| ns.mode() == crate::userns::Mode::SingleId),
             chroot: chroot.clone(),
-            trace: tier == Some(crate::doctor::Tier::Ptrace),
-            guest_dirs: guest_dirs(&prepared),
+            trace,
+            guest_mounts,
         };
         let outcome = run_helper(&request, cancel, on_event);
         drop(prepared);
@@ -322,20 +334,9 @@ fn chroot_dir(
             "{what} needs a user namespace, which this sandbox tier ({tier}) does not have: `umstage doctor` says what would allow one"
         )))
     };
-    // The supervisor gives a cache or tmpfs mount's directory for its target; nothing else
-    // can be given without a mount (a read-only bind, a secret file that must not be on disk).
-    let traced = tier == crate::doctor::Tier::Ptrace;
-    for mount in &step.mounts {
-        match mount {
-            StepMount::Cache(cache) if traced && !cache.read_only => {}
-            StepMount::Tmpfs(_) if traced => {}
-            StepMount::Secret(secret)
-                if traced && secret.target.is_none() && secret.env.is_some() => {}
-            StepMount::Cache(_) if traced => return needs("RUN --mount=type=cache,ro"),
-            StepMount::Bind(_) if traced => return needs("RUN --mount=type=bind"),
-            StepMount::Secret(_) if traced => return needs("RUN --mount=type=secret (as a file)"),
-            _ => return needs("RUN --mount"),
-        }
+    // The supervisor gives every mount's directory or file for its target (see `guest`).
+    if tier != crate::doctor::Tier::Ptrace && !step.mounts.is_empty() {
+        return needs("RUN --mount");
     }
     if step.network == Network::None {
         return needs("RUN --network=none");
@@ -344,21 +345,6 @@ fn chroot_dir(
         return needs("an overlay snapshot");
     }
     Ok(active_dir)
-}
-
-/// The ptrace tier's `RUN --mount`s as guest directories: a cache mount's bind source, or
-/// `None` for a tmpfs (the only kinds that tier lets through).
-fn guest_dirs(prepared: &mounts::Prepared) -> Vec<(PathBuf, Option<PathBuf>)> {
-    prepared
-        .mounts
-        .iter()
-        .map(|m| {
-            let source = (m.mount.typ().as_deref() == Some("bind"))
-                .then(|| m.mount.source().clone())
-                .flatten();
-            (m.mount.destination().clone(), source)
-        })
-        .collect()
 }
 
 type HelperOutcome = (Result<ExitStatus, SandboxError>, Vec<PathBuf>);

@@ -266,12 +266,14 @@ fn plain(mount: Mount) -> PreparedMount {
 }
 
 /// Prepares the step's mounts (scratch space in `run_dir`, made only when needed) and its
-/// `/etc` files (written by the helper into its tmpfs at `sandbox_dir`).
+/// `/etc` files (written by the helper into its tmpfs at `sandbox_dir`); `traced` for the
+/// `ptrace` tier, which can mount no overlay.
 pub(crate) fn prepare(
     state_root: &Path,
     run_dir: &Path,
     sandbox_dir: &Path,
     step: &RunStep,
+    traced: bool,
 ) -> Result<Prepared, SandboxError> {
     let (private_files, etc_mounts) = etc_files(sandbox_dir, step)?;
     let mut prepared = Prepared {
@@ -297,7 +299,7 @@ pub(crate) fn prepare(
                 let target = clean_target(&bind.target)?;
                 prepared
                     .mounts
-                    .push(bind_mount(run_dir, index, bind, &target)?);
+                    .push(bind_mount(run_dir, index, bind, &target, traced)?);
             }
             StepMount::Tmpfs(tmpfs) => {
                 let target = clean_target(&tmpfs.target)?;
@@ -366,12 +368,14 @@ pub(crate) fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// A bind mount: read-only binds as they are; a writable directory as an overlay over it whose
-/// upper dir is thrown away; a writable file as a copy.
+/// upper dir is thrown away (a copy where no overlay can be mounted, `traced`); a writable
+/// file as a copy.
 fn bind_mount(
     run_dir: &Path,
     index: usize,
     bind: &BindMount,
     target: &str,
+    traced: bool,
 ) -> Result<PreparedMount, SandboxError> {
     let (host_path, in_root, resolved) = match &bind.source {
         BindSource::Host(path) => {
@@ -395,7 +399,11 @@ fn bind_mount(
     }
     fsutil::ensure_dir(run_dir)?;
     let scratch = run_dir.join(format!("bind-{index}"));
-    if is_dir {
+    if is_dir && traced {
+        // `/.` after the descriptor's path: the walk starts at the resolved directory.
+        fsutil::copy_tree(&inroot::fd_path(&resolved).join("."), &scratch)?;
+        Ok(plain(mount(target, "bind", &scratch, &["rbind", "rw"])?))
+    } else if is_dir {
         for sub in ["upper", "work"] {
             fsutil::ensure_dir(&scratch.join(sub))?;
         }

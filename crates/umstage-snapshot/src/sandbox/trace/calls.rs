@@ -94,122 +94,125 @@ impl Context {
         let saved = *regs;
         let mut scratch = Scratch::below(pid, regs.rsp);
         let pending = |post| Entry::Rewritten(Box::new(Pending { saved, post }));
-        let result: Result<Entry, i32> = (|| match kind {
-            Kind::Paths(args) => {
-                let mut any = false;
-                for a in args {
-                    any |= self.translate(pid, regs, &mut scratch, *a)?.is_some();
-                }
-                Ok(if any {
-                    pending(Post::Restore)
-                } else {
-                    Entry::Pass
-                })
-            }
-            Kind::Creates { path, flags } => {
-                let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
-                let post = self.creates(pid, regs, &mut scratch, path, creating, who)?;
-                Ok(post.map_or(Entry::Pass, pending))
-            }
-            Kind::Mknod { path, mode, dev } => {
-                let (mode, dev) = (arg(regs, mode) as u32, arg(regs, dev));
-                if Device::from_mknod(mode, dev).is_none() {
-                    let post = self.creates(pid, regs, &mut scratch, path, true, who)?;
-                    return Ok(post.map_or(Entry::Pass, pending));
-                }
-                let Some((host, _)) = self.host_path(pid, regs, path)? else {
-                    return Ok(Entry::Pass);
-                };
-                let owner = Owner {
-                    uid: who.uid,
-                    gid: who.gid,
-                };
-                super::devices::mknod(pid, &host, mode, dev, owner).map_err(errno)?;
-                Ok(Entry::Skip(0))
-            }
-            Kind::Stat {
-                path,
-                fd,
-                buf,
-                statx,
-            } => {
-                let Some(target) = self.target(pid, regs, path, fd)? else {
-                    return Ok(Entry::Pass);
-                };
-                // Answered here, in one stop: the call needs nothing of the kernel's but the
-                // owner, which is patched anyway.
-                let statx = statx.then(|| (arg(regs, 2) as i32, arg(regs, 3) as u32));
-                stat_into(pid, &target, arg(regs, buf), statx).map_err(errno)?;
-                Ok(Entry::Skip(0))
-            }
-            Kind::Chown { path, fd, uid, gid } => {
-                let (uid, gid) = (arg(regs, uid) as u32, arg(regs, gid) as u32);
-                let Some(target) = self.target(pid, regs, path, fd)? else {
-                    return Ok(Entry::Pass);
-                };
-                chown(pid, &target, uid, gid).map_err(errno)?;
-                Ok(Entry::Skip(0))
-            }
-            Kind::Readlink { path, buf, size } => {
-                // The caller's own exe is its program, not the loader that runs it.
-                let own_exe = format!("/proc/{pid}/exe").into_bytes();
-                if let Some(exe) = exe
-                    && self
-                        .host_path(pid, regs, path)?
-                        .is_some_and(|(l, _)| l == own_exe)
-                {
-                    let n = exe.len().min(arg(regs, size) as usize);
-                    memory::write(pid, arg(regs, buf), &exe[..n]).map_err(errno)?;
-                    return Ok(Entry::Skip(n as i64));
-                }
-                let translated = self.translate(pid, regs, &mut scratch, path)?;
-                let (buf, size) = (arg(&saved, buf), arg(&saved, size));
-                Ok(match translated {
-                    Some((link, _)) if link.starts_with(b"/proc/") => {
-                        pending(Post::Readlink { link, buf, size })
+        let result: Result<Entry, i32> = (|| {
+            self.refuse_read_only(pid, regs, kind)?;
+            match kind {
+                Kind::Paths(args) => {
+                    let mut any = false;
+                    for a in args {
+                        any |= self.translate(pid, regs, &mut scratch, *a)?.is_some();
                     }
-                    Some(_) => pending(Post::Restore),
-                    None => Entry::Pass,
-                })
-            }
-            Kind::Getcwd => self.getcwd(pid, regs).map(Entry::Skip),
-            Kind::Identity => {
-                let args = [0, 1, 2, 3, 4, 5].map(|i| arg(regs, i));
-                let nr = regs.orig_rax as i64;
-                let Some((value, writes)) = identity::answer(nr, args, *who) else {
-                    return Ok(Entry::Pass);
-                };
-                for (addr, id) in writes {
-                    memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
+                    Ok(if any {
+                        pending(Post::Restore)
+                    } else {
+                        Entry::Pass
+                    })
                 }
-                *who = after(nr, args, *who);
-                Ok(Entry::Skip(value))
+                Kind::Creates { path, flags } => {
+                    let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
+                    let post = self.creates(pid, regs, &mut scratch, path, creating, who)?;
+                    Ok(post.map_or(Entry::Pass, pending))
+                }
+                Kind::Mknod { path, mode, dev } => {
+                    let (mode, dev) = (arg(regs, mode) as u32, arg(regs, dev));
+                    if Device::from_mknod(mode, dev).is_none() {
+                        let post = self.creates(pid, regs, &mut scratch, path, true, who)?;
+                        return Ok(post.map_or(Entry::Pass, pending));
+                    }
+                    let Some((host, _)) = self.host_path(pid, regs, path)? else {
+                        return Ok(Entry::Pass);
+                    };
+                    let owner = Owner {
+                        uid: who.uid,
+                        gid: who.gid,
+                    };
+                    super::devices::mknod(pid, &host, mode, dev, owner).map_err(errno)?;
+                    Ok(Entry::Skip(0))
+                }
+                Kind::Stat {
+                    path,
+                    fd,
+                    buf,
+                    statx,
+                } => {
+                    let Some(target) = self.target(pid, regs, path, fd)? else {
+                        return Ok(Entry::Pass);
+                    };
+                    // Answered here, in one stop: the call needs nothing of the kernel's but the
+                    // owner, which is patched anyway.
+                    let statx = statx.then(|| (arg(regs, 2) as i32, arg(regs, 3) as u32));
+                    stat_into(pid, &target, arg(regs, buf), statx).map_err(errno)?;
+                    Ok(Entry::Skip(0))
+                }
+                Kind::Chown { path, fd, uid, gid } => {
+                    let (uid, gid) = (arg(regs, uid) as u32, arg(regs, gid) as u32);
+                    let Some(target) = self.target(pid, regs, path, fd)? else {
+                        return Ok(Entry::Pass);
+                    };
+                    chown(pid, &target, uid, gid).map_err(errno)?;
+                    Ok(Entry::Skip(0))
+                }
+                Kind::Readlink { path, buf, size } => {
+                    // The caller's own exe is its program, not the loader that runs it.
+                    let own_exe = format!("/proc/{pid}/exe").into_bytes();
+                    if let Some(exe) = exe
+                        && self
+                            .host_path(pid, regs, path)?
+                            .is_some_and(|(l, _)| l == own_exe)
+                    {
+                        let n = exe.len().min(arg(regs, size) as usize);
+                        memory::write(pid, arg(regs, buf), &exe[..n]).map_err(errno)?;
+                        return Ok(Entry::Skip(n as i64));
+                    }
+                    let translated = self.translate(pid, regs, &mut scratch, path)?;
+                    let (buf, size) = (arg(&saved, buf), arg(&saved, size));
+                    Ok(match translated {
+                        Some((link, _)) if link.starts_with(b"/proc/") => {
+                            pending(Post::Readlink { link, buf, size })
+                        }
+                        Some(_) => pending(Post::Restore),
+                        None => Entry::Pass,
+                    })
+                }
+                Kind::Getcwd => self.getcwd(pid, regs).map(Entry::Skip),
+                Kind::Identity => {
+                    let args = [0, 1, 2, 3, 4, 5].map(|i| arg(regs, i));
+                    let nr = regs.orig_rax as i64;
+                    let Some((value, writes)) = identity::answer(nr, args, *who) else {
+                        return Ok(Entry::Pass);
+                    };
+                    for (addr, id) in writes {
+                        memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
+                    }
+                    *who = after(nr, args, *who);
+                    Ok(Entry::Skip(value))
+                }
+                Kind::Exec { path, argv } => {
+                    let exe = super::exec::rewrite(self, pid, regs, &mut scratch, path, argv, exe)?;
+                    Ok(pending(Post::Exec(exe)))
+                }
+                Kind::Socket { addr, len, follow } => {
+                    let follow = if follow { Follow::Yes } else { Follow::No };
+                    let rewritten = self.socket(pid, regs, &mut scratch, (addr, len), follow)?;
+                    Ok(if rewritten {
+                        pending(Post::Restore)
+                    } else {
+                        Entry::Pass
+                    })
+                }
+                Kind::SendMsg { msg } => {
+                    let rewritten = self.sendmsg(pid, regs, &mut scratch, msg)?;
+                    Ok(if rewritten {
+                        pending(Post::Restore)
+                    } else {
+                        Entry::Pass
+                    })
+                }
+                Kind::Refuse(e) => Err(e),
+                Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
+                Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
+                Kind::Prctl => Ok(Entry::Pass),
             }
-            Kind::Exec { path, argv } => {
-                let exe = super::exec::rewrite(self, pid, regs, &mut scratch, path, argv, exe)?;
-                Ok(pending(Post::Exec(exe)))
-            }
-            Kind::Socket { addr, len, follow } => {
-                let follow = if follow { Follow::Yes } else { Follow::No };
-                let rewritten = self.socket(pid, regs, &mut scratch, (addr, len), follow)?;
-                Ok(if rewritten {
-                    pending(Post::Restore)
-                } else {
-                    Entry::Pass
-                })
-            }
-            Kind::SendMsg { msg } => {
-                let rewritten = self.sendmsg(pid, regs, &mut scratch, msg)?;
-                Ok(if rewritten {
-                    pending(Post::Restore)
-                } else {
-                    Entry::Pass
-                })
-            }
-            Kind::Refuse(e) => Err(e),
-            Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
-            Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
-            Kind::Prctl => Ok(Entry::Pass),
         })();
         match result {
             Ok(entry) => entry,

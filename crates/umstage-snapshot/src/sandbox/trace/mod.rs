@@ -30,7 +30,9 @@ mod exec;
 mod filter;
 mod follow;
 mod memory;
+mod mounts;
 mod paths;
+mod readonly;
 mod regs;
 mod shared;
 mod sockets;
@@ -66,11 +68,12 @@ const DEVICES: [&str; 8] = [
 ];
 
 /// The Landlock rules of a step whose root is `rootfs`: everything beneath it, its private
-/// files and its `RUN --mount` directories; the devices it is given; `/proc` and `/sys` to read.
+/// files and its `RUN --mount`s (a read-only one to read and run); the devices it is given;
+/// `/proc` and `/sys` to read.
 fn confinement<'a>(
     rootfs: &'a Path,
     files: &'a Path,
-    dirs: impl Iterator<Item = &'a Path>,
+    mounts: impl Iterator<Item = (&'a Path, bool)>,
 ) -> Result<Option<Ruleset>, HelperError> {
     let mut rules = match Ruleset::new().map_err(|e| HelperError::Below(e.into()))? {
         Ok(rules) => rules,
@@ -79,9 +82,17 @@ fn confinement<'a>(
             return Ok(None);
         }
     };
-    let own = [rootfs, files].into_iter().chain(dirs);
+    let own = [rootfs, files].into_iter().map(|dir| (dir, Access::ALL));
+    let mounted = mounts.map(|(path, read_only)| {
+        let access = if read_only {
+            Access::READ_EXECUTE
+        } else {
+            Access::ALL
+        };
+        (path, access)
+    });
     let rules_for = own
-        .map(|dir| (dir, Access::ALL))
+        .chain(mounted)
         .chain(DEVICES.iter().map(|d| (Path::new(*d), Access::DEVICE)))
         .chain([
             (Path::new("/proc"), Access::READ),
@@ -105,6 +116,8 @@ pub(crate) struct Setup {
     /// What the step may reach, applied by its process before it execs; `None` where the
     /// kernel offers no Landlock (the build's tier line said why).
     landlock: Option<Ruleset>,
+    /// Mount targets created in the root (relative, parents first), removed after the step.
+    stubs: Vec<PathBuf>,
 }
 
 impl Drop for Setup {
@@ -160,34 +173,25 @@ impl Setup {
                 .map_err(|e| HelperError::during(format!("writing {}", host.display()), e))?;
             root.add_private(&format!("/etc/{}", file.name), &host);
         }
-        for (index, (guest, source)) in request.guest_dirs.iter().enumerate() {
-            let dir = match source {
-                Some(dir) => dir.clone(),
-                None => {
-                    let dir = files.join(format!("tmpfs-{index}"));
-                    std::fs::create_dir(&dir).map_err(|e| {
-                        HelperError::during(format!("creating {}", dir.display()), e)
-                    })?;
-                    dir
-                }
-            };
-            root.add_dir(guest, &dir).map_err(|e| {
-                HelperError::during(format!("mount {} on {}", dir.display(), guest.display()), e)
-            })?;
+        for secret in &request.secrets {
+            mounts::write_secret(&files, secret)?;
+        }
+        let mut stubs = Vec::new();
+        let mut sources = Vec::new();
+        for (index, mount) in request.guest_mounts.iter().enumerate() {
+            let source = mounts::give(&mut root, &in_root, &files, index, mount, &mut stubs)?;
+            sources.push((source, mount.read_only));
         }
         // The step's own /dev/shm (POSIX shared memory and semaphores), as a container has.
         let shm = files.join("shm");
         std::fs::create_dir(&shm)
             .map_err(|e| HelperError::during(format!("creating {}", shm.display()), e))?;
-        root.add_dir(Path::new("/dev/shm"), &shm)
+        root.add_dir(Path::new("/dev/shm"), &shm, false)
             .map_err(|e| HelperError::during(format!("{} for /dev/shm", shm.display()), e))?;
         let landlock = confinement(
             rootfs,
             &files,
-            request
-                .guest_dirs
-                .iter()
-                .filter_map(|(_, dir)| dir.as_deref()),
+            sources.iter().map(|(path, ro)| (path.as_path(), *ro)),
         )?;
         let cwd = root
             .to_host(
@@ -219,7 +223,13 @@ impl Setup {
             user,
             files,
             landlock,
+            stubs,
         })
+    }
+
+    /// The mount targets this step's setup created in its root.
+    pub(crate) fn stubs(&self) -> &[PathBuf] {
+        &self.stubs
     }
 
     /// The step's user.

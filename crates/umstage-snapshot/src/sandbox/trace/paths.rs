@@ -27,6 +27,8 @@ pub(super) struct Root {
     private: Vec<(Vec<u8>, Vec<u8>)>,
     /// Guest directories given a host directory, with all below them (`RUN --mount`s).
     dirs: Vec<Dir>,
+    /// Canonical host directories and files the step may not change (read-only mounts).
+    read_only: Vec<Vec<u8>>,
 }
 
 /// A host directory that stands for a guest directory and everything below it.
@@ -60,11 +62,13 @@ impl Root {
             host,
             private: Vec::new(),
             dirs: Vec::new(),
+            read_only: Vec::new(),
         })
     }
 
-    /// Gives the guest directory `guest` (absolute) and all below it the host directory `dir`.
-    pub(super) fn add_dir(&mut self, guest: &Path, dir: &Path) -> io::Result<()> {
+    /// Gives the guest directory `guest` (absolute) and all below it the host directory `dir`,
+    /// which the step may not change if `read_only`.
+    pub(super) fn add_dir(&mut self, guest: &Path, dir: &Path, read_only: bool) -> io::Result<()> {
         let fd = rustix::fs::open(
             dir,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -73,9 +77,48 @@ impl Root {
         let host = std::fs::read_link(fd_path(&fd))?
             .into_os_string()
             .into_vec();
+        if read_only {
+            self.read_only.push(host.clone());
+        }
         let guest = lexical(guest.as_os_str().as_bytes());
         self.dirs.push(Dir { guest, fd, host });
         Ok(())
+    }
+
+    /// Gives the guest's absolute path `guest` the host file `file` (a bind mount of one
+    /// file), which the step may not change if `read_only`.
+    pub(super) fn add_file(
+        &mut self,
+        guest: &Path,
+        file: &Path,
+        read_only: bool,
+    ) -> io::Result<()> {
+        let fd = rustix::fs::open(file, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+        let host = std::fs::read_link(fd_path(&fd))?
+            .into_os_string()
+            .into_vec();
+        if read_only {
+            self.read_only.push(host.clone());
+        }
+        let guest = lexical(guest.as_os_str().as_bytes())
+            .iter()
+            .flat_map(|p| [&b"/"[..], p].concat())
+            .collect();
+        self.private.push((guest, host));
+        Ok(())
+    }
+
+    /// Whether anything the step sees is read-only.
+    pub(super) fn has_read_only(&self) -> bool {
+        !self.read_only.is_empty()
+    }
+
+    /// Whether the host path `host` is, or is below, something the step may not change.
+    pub(super) fn is_read_only(&self, host: &[u8]) -> bool {
+        self.read_only.iter().any(|ro| {
+            host.strip_prefix(ro.as_slice())
+                .is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
+        })
     }
 
     /// Gives the guest's absolute path `guest` the host file `host`.
@@ -351,7 +394,9 @@ mod tests {
         // A mounted directory, and everything below it, is the host directory's.
         let cache = tempfile::tempdir().unwrap();
         std::fs::create_dir(cache.path().join("sub")).unwrap();
-        root.add_dir(Path::new("/var/cache"), cache.path()).unwrap();
+        root.add_dir(Path::new("/var/cache"), cache.path(), false)
+            .unwrap();
+        assert!(!root.has_read_only());
         let cached = std::fs::canonicalize(cache.path()).unwrap();
         let cached = cached.as_os_str().as_bytes();
         assert_eq!(
@@ -370,7 +415,8 @@ mod tests {
         assert_eq!(root.to_guest(cached).unwrap(), b"/var/cache");
         // A directory given for a path in a shared directory stands in for it there too.
         let shm = tempfile::tempdir().unwrap();
-        root.add_dir(Path::new("/dev/shm"), shm.path()).unwrap();
+        root.add_dir(Path::new("/dev/shm"), shm.path(), false)
+            .unwrap();
         let shm_host = std::fs::canonicalize(shm.path()).unwrap();
         let shm_host = shm_host.as_os_str().as_bytes();
         assert_eq!(
@@ -385,5 +431,36 @@ mod tests {
             root.to_host(me, b"/dev/null", Follow::Yes).unwrap(),
             b"/dev/null"
         );
+    }
+
+    #[test]
+    fn read_only_mounts_cover_their_file_or_everything_below_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::create_dir(ctx.path().join("sub")).unwrap();
+        std::fs::write(ctx.path().join("go.mod"), b"module x\n").unwrap();
+        let mut root = Root::open(dir.path()).unwrap();
+        let me = Pid::this();
+        root.add_dir(Path::new("/src"), ctx.path(), true).unwrap();
+        root.add_file(Path::new("/w/./go.mod"), &ctx.path().join("go.mod"), true)
+            .unwrap();
+        assert!(root.has_read_only());
+        let ctx_host = std::fs::canonicalize(ctx.path()).unwrap();
+        let ctx_host = ctx_host.as_os_str().as_bytes();
+        let file = root.to_host(me, b"/w/go.mod", Follow::Yes).unwrap();
+        assert_eq!(file, [ctx_host, b"/go.mod"].concat());
+        assert!(root.is_read_only(&file));
+        for guest in [&b"/src"[..], b"/src/sub/new", b"/src/../src/sub"] {
+            let host = root.to_host(me, guest, Follow::No).unwrap();
+            assert!(
+                root.is_read_only(&host),
+                "{}",
+                String::from_utf8_lossy(guest)
+            );
+        }
+        // A sibling whose name merely starts the same is not below it.
+        assert!(!root.is_read_only(&[ctx_host, b"x"].concat()));
+        let outside = root.to_host(me, b"/other", Follow::No).unwrap();
+        assert!(!root.is_read_only(&outside));
     }
 }

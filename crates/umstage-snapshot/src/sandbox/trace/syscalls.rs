@@ -109,7 +109,7 @@ const fn at(dirfd: usize, path: usize, how: How) -> PathArg {
 use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 
 /// `fchmodat2`, newer than the libc crate's table.
-const SYS_FCHMODAT2: i64 = 452;
+pub(super) const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
 pub(super) const TRACED: [i64; 60] = [

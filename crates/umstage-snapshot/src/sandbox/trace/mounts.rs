@@ -1,0 +1,92 @@
+//! A traced step's `RUN --mount`s, given by the supervisor for their targets: a directory
+//! (cache, tmpfs, bind of a directory) for its target and all below it, a file (bind of a
+//! file, secret, ssh agent socket) for its exact path. Their targets are made in the root
+//! as the other tiers make mount points, so `ls` shows them, and removed after the step.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use umstage_oci::inroot::Root as InRoot;
+use umstage_oci::owner::{self, Owner};
+
+use super::super::failure::HelperError;
+use super::super::guest::{GuestMount, GuestSource};
+use super::super::mounts::{SecretFile, read_secret};
+use super::super::rootfs::{Kind, ensure};
+use super::paths::Root;
+
+/// Gives `mount` (the step's `index`th) in `root`, its target made in `in_root` (recorded in
+/// `stubs`); the host directory or file that stands for it.
+pub(super) fn give(
+    root: &mut Root,
+    in_root: &InRoot,
+    files: &Path,
+    index: usize,
+    mount: &GuestMount,
+    stubs: &mut Vec<PathBuf>,
+) -> Result<PathBuf, HelperError> {
+    let source = match &mount.source {
+        GuestSource::Empty => {
+            let dir = files.join(format!("tmpfs-{index}"));
+            std::fs::create_dir(&dir)
+                .map_err(|e| HelperError::during(format!("creating {}", dir.display()), e))?;
+            dir
+        }
+        GuestSource::Host(path) => path.clone(),
+        GuestSource::Secret(name) => files.join(name),
+    };
+    let is_dir = std::fs::metadata(&source)
+        .map_err(|e| HelperError::during(format!("{}", source.display()), e))?
+        .is_dir();
+    let kind = if is_dir { Kind::Dir } else { Kind::File };
+    ensure(in_root, &mount.target, kind, Some(stubs)).map_err(|e| {
+        HelperError::during(
+            format!("creating the mount point {}", mount.target.display()),
+            e,
+        )
+    })?;
+    let given = if is_dir {
+        root.add_dir(&mount.target, &source, mount.read_only)
+    } else {
+        root.add_file(&mount.target, &source, mount.read_only)
+    };
+    given.map_err(|e| {
+        HelperError::during(
+            format!("mount {} on {}", source.display(), mount.target.display()),
+            e,
+        )
+    })?;
+    Ok(source)
+}
+
+/// Writes `secret` into the step's private files, with its mode; its owner is recorded (root
+/// is played here, nothing can be chowned).
+pub(super) fn write_secret(files: &Path, secret: &SecretFile) -> Result<(), HelperError> {
+    let content = read_secret(&secret.source).map_err(|e| {
+        HelperError::during(format!("reading secret {}", secret.source.display()), e)
+    })?;
+    let path = files.join(&secret.name);
+    std::fs::write(&path, content)
+        .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
+        .map_err(|e| HelperError::during("chmod secret", e))?;
+    let owner = Owner {
+        uid: secret.uid,
+        gid: secret.gid,
+    };
+    if owner != Owner::default() {
+        let dir = rustix::fs::open(
+            files,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            HelperError::during(format!("{}", files.display()), std::io::Error::from(e))
+        })?;
+        owner::chown_or_record(&dir, OsStr::new(&secret.name), owner).map_err(|e| {
+            HelperError::during(format!("chown secret to {}:{}", secret.uid, secret.gid), e)
+        })?;
+    }
+    Ok(())
+}
