@@ -261,7 +261,8 @@ RUN --mount=type=cache,target=/go/pkg/mod,ro echo \"rocache $(ls /go/pkg/mod)\" 
 RUN --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt echo \"req $(cat /tmp/requirements.txt)\"\n\
 RUN --mount=type=bind,target=. echo \"ctx $(cat go.mod) $(ls sub)\" \\\n\
  && { echo x > new || true; } 2>&1 | sed 's/^/ro /' && { mkdir sub/d || true; } 2>&1 | sed 's/^/ro /' \\\n\
- && { rm go.mod || true; } 2>&1 | sed 's/^/ro /' && { mv go.mod x || true; } 2>&1 | sed 's/^/ro /'\n\
+ && { rm go.mod || true; } 2>&1 | sed 's/^/ro /' && { mv go.mod x || true; } 2>&1 | sed 's/^/ro /' \\\n\
+ && { chmod 600 go.mod || true; } 2>&1 | sed 's/^/ro /' && { touch sub/f || true; } 2>&1 | sed 's/^/ro /'\n\
 RUN --mount=type=bind,from=tools,source=/t,target=/tools echo \"from $(cat /tools/note)\"\n\
 RUN --mount=type=bind,target=/ctx,rw echo changed > /ctx/go.mod && rm /ctx/sub/f && echo new > /ctx/new \\\n\
  && echo \"rw $(cat /ctx/go.mod) $(ls /ctx/sub | wc -l)\"\n\
@@ -326,6 +327,8 @@ fn ptrace_tier_gives_bind_secret_and_read_only_mounts_as_the_user_namespace_tier
         read_only("mkdir: can't create directory 'sub/d'"),
         read_only("rm: can't remove 'go.mod'"),
         read_only("mv: can't rename 'go.mod'"),
+        read_only("chmod: go.mod"),
+        read_only("touch: sub/f"),
         read_only("/bin/sh: can't create /run/secrets/npmrc"),
         "req flask".into(),
         "ctx module x f".into(),

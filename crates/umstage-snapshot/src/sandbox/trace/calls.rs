@@ -211,7 +211,7 @@ impl Context {
                 Kind::Refuse(e) => Err(e),
                 Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
                 Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
-                Kind::Prctl => Ok(Entry::Pass),
+                Kind::Prctl | Kind::FdChange { .. } => Ok(Entry::Pass),
             }
         })();
         match result {

@@ -89,15 +89,27 @@ impl Context {
             return Ok(());
         }
         let nr = regs.orig_rax as i64;
-        if let Kind::Chown { path: None, fd, .. } = kind {
-            let link = std::fs::read_link(format!("/proc/{pid}/fd/{}", arg(regs, fd) as i32));
-            return match link {
-                Ok(host) if self.root.is_read_only(host.as_os_str().as_bytes()) => Err(libc::EROFS),
-                _ => Ok(()),
+        // Where a descriptor's link leads: the file a call with no path changes.
+        let fd_read_only = |fd: u64| {
+            std::fs::read_link(format!("/proc/{pid}/fd/{}", fd as i32))
+                .is_ok_and(|host| self.root.is_read_only(host.as_os_str().as_bytes()))
+        };
+        if let Kind::Chown { path: None, fd, .. } | Kind::FdChange { fd } = kind {
+            return if fd_read_only(arg(regs, fd)) {
+                Err(libc::EROFS)
+            } else {
+                Ok(())
             };
         }
         for (a, change) in changed(nr, regs, kind) {
             let Some((host, _)) = self.host_path(pid, regs, a)? else {
+                // No path (`utimensat(fd, NULL)`) or an empty one (`AT_EMPTY_PATH`): the
+                // directory argument's file.
+                if let Some(dirfd) = a.dirfd
+                    && fd_read_only(arg(regs, dirfd))
+                {
+                    return Err(libc::EROFS);
+                }
                 continue;
             };
             if !self.root.is_read_only(&host) {

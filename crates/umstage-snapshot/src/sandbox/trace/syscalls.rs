@@ -84,6 +84,9 @@ pub(super) enum Kind {
     Refuse(i32),
     /// `uname`: the node name is the step's hostname (there is no UTS namespace to set it in).
     Uname,
+    /// A change of the file open as descriptor `fd` (`fchmod`, `fsetxattr`...): runs, but
+    /// not on a read-only `RUN --mount` (see `readonly`).
+    FdChange { fd: usize },
     /// `prctl`: `PR_SET_DUMPABLE` succeeds without effect (a process that is not dumpable
     /// shuts its tracer out of its memory, and every path it names could not be translated);
     /// the rest runs.
@@ -112,7 +115,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 pub(super) const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 60] = [
+pub(super) const TRACED: [i64; 63] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -163,6 +166,9 @@ pub(super) const TRACED: [i64; 60] = [
     libc::SYS_removexattr,
     libc::SYS_lremovexattr,
     libc::SYS_inotify_add_watch,
+    libc::SYS_fchmod,
+    libc::SYS_fsetxattr,
+    libc::SYS_fremovexattr,
     libc::SYS_execve,
     libc::SYS_execveat,
     libc::SYS_getcwd,
@@ -365,6 +371,7 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
         },
         libc::SYS_sendmsg => Kind::SendMsg { msg: 1 },
         libc::SYS_prctl => Kind::Prctl,
+        libc::SYS_fchmod | libc::SYS_fsetxattr | libc::SYS_fremovexattr => Kind::FdChange { fd: 0 },
         libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
         _ => return None,
