@@ -14,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use common::agent::Agent;
 use umstage_testutil::archive::Unpacked;
 
 use common::{
@@ -388,5 +389,55 @@ fn ptrace_tier_keeps_files_unreadable_to_their_owner_as_real_root_does() -> Test
     let image = layers(&env, "img.tar")?;
     let copied = entry(&image, "copied").ok_or("copied missing")?;
     assert_eq!((copied.mode.as_str(), copied.size), ("----------", 7));
+    Ok(())
+}
+
+#[test]
+fn ptrace_tier_forwards_the_ssh_agent_socket() -> TestResult {
+    let env = Env::new()?;
+    let agent = Agent::start(&env)?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nCOPY rootfs/ /\n\
+             RUN --mount=type=ssh echo \"sock $SSH_AUTH_SOCK\" && /usr/bin/ssh-add -l 2>&1 | sed 's/^/agent /'\n\
+             RUN echo \"left $(ls /run/buildkit 2>&1)\"\n",
+        )],
+    )?;
+    copy_dynamic(&ctx.join("rootfs"), &["/usr/bin/ssh-add"])?;
+    env.dir.user().chown_tree(&ctx)?;
+    let sock = agent.socket.to_string_lossy().into_owned();
+    let out = env.build_env(
+        &ctx,
+        "img.tar",
+        &[
+            "--sandbox",
+            "ptrace",
+            "--progress",
+            "plain",
+            "--ssh",
+            "default",
+        ],
+        &[("SSH_AUTH_SOCK", &sock)],
+    );
+    assert_ok(&out);
+    let log = stderr(&out);
+    assert_eq!(
+        lines_with(&log, "sock "),
+        ["sock /run/buildkit/ssh_agent.0"],
+        "{log}"
+    );
+    // The step reached the agent through the socket given for its guest path.
+    assert_eq!(
+        lines_with(&log, "agent "),
+        ["agent The agent has no identities."],
+        "{log}"
+    );
+    assert_eq!(
+        lines_with(&log, "left "),
+        ["left ls: /run/buildkit: No such file or directory"],
+        "{log}"
+    );
     Ok(())
 }

@@ -3,46 +3,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
+use common::agent::Agent;
 use common::{Env, TestResult, assert_ok, entry, layers, stderr, text};
-
-/// An `ssh-agent` run by the test user on a socket in the test's directory; killed on drop.
-struct Agent {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-}
-
-impl Agent {
-    fn start(env: &Env) -> Result<Agent, Box<dyn std::error::Error>> {
-        let socket = env.path("agent.sock");
-        let child = env
-            .dir
-            .user()
-            .command("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("ssh-agent (openssh-client) is needed for this test: {e}"))?;
-        for _ in 0..100 {
-            if socket.exists() {
-                return Ok(Agent { child, socket });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Err("ssh-agent did not make its socket".into())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn ssh_mounts_forward_the_agent_socket_named_with_ssh() -> TestResult {
