@@ -393,7 +393,7 @@ fn ptrace_tier_keeps_files_unreadable_to_their_owner_as_real_root_does() -> Test
 }
 
 #[test]
-fn ptrace_tier_forwards_the_ssh_agent_socket() -> TestResult {
+fn ptrace_tier_forwards_the_ssh_agent_socket_and_gives_a_secret_its_owner() -> TestResult {
     let env = Env::new()?;
     let agent = Agent::start(&env)?;
     let ctx = env.context(
@@ -402,8 +402,10 @@ fn ptrace_tier_forwards_the_ssh_agent_socket() -> TestResult {
             "Dockerfile",
             "FROM busybox\nCOPY rootfs/ /\n\
              RUN --mount=type=ssh echo \"sock $SSH_AUTH_SOCK\" && /usr/bin/ssh-add -l 2>&1 | sed 's/^/agent /'\n\
-             RUN echo \"left $(ls /run/buildkit 2>&1)\"\n",
-        )],
+             RUN echo \"left $(ls /run/buildkit 2>&1)\"\n\
+             RUN --mount=type=secret,id=tok,uid=1000,gid=1001,mode=0440 stat -c 'secret %a %u:%g' /run/secrets/tok\n",
+        ),
+        ("tok", "t")],
     )?;
     copy_dynamic(&ctx.join("rootfs"), &["/usr/bin/ssh-add"])?;
     env.dir.user().chown_tree(&ctx)?;
@@ -418,6 +420,8 @@ fn ptrace_tier_forwards_the_ssh_agent_socket() -> TestResult {
             "plain",
             "--ssh",
             "default",
+            "--secret",
+            &format!("id=tok,src={}", ctx.join("tok").display()),
         ],
         &[("SSH_AUTH_SOCK", &sock)],
     );
@@ -437,6 +441,12 @@ fn ptrace_tier_forwards_the_ssh_agent_socket() -> TestResult {
     assert_eq!(
         lines_with(&log, "left "),
         ["left ls: /run/buildkit: No such file or directory"],
+        "{log}"
+    );
+    // Its owner is recorded, as root is played; it cannot be chowned.
+    assert_eq!(
+        lines_with(&log, "secret "),
+        ["secret 440 1000:1001"],
         "{log}"
     );
     Ok(())

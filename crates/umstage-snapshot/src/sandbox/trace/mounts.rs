@@ -69,8 +69,6 @@ pub(super) fn write_secret(files: &Path, secret: &SecretFile) -> Result<(), Help
     let path = files.join(&secret.name);
     std::fs::write(&path, content)
         .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
-        .map_err(|e| HelperError::during("chmod secret", e))?;
     let owner = Owner {
         uid: secret.uid,
         gid: secret.gid,
@@ -84,9 +82,19 @@ pub(super) fn write_secret(files: &Path, secret: &SecretFile) -> Result<(), Help
         .map_err(|e| {
             HelperError::during(format!("{}", files.display()), std::io::Error::from(e))
         })?;
-        owner::chown_or_record(&dir, OsStr::new(&secret.name), owner).map_err(|e| {
-            HelperError::during(format!("chown secret to {}:{}", secret.uid, secret.gid), e)
-        })?;
+        // Recorded in a user xattr, which a tmpfs older than Linux 6.6 does not take: the
+        // secret is then readable all the same, its owner shown as root.
+        if let Err(e) = owner::chown_or_record(&dir, OsStr::new(&secret.name), owner) {
+            tracing::warn!(
+                "secret {}: owner {}:{} not recorded: {e}",
+                secret.name,
+                owner.uid,
+                owner.gid
+            );
+        }
     }
+    // After the owner: a record needs the file writable.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
+        .map_err(|e| HelperError::during("chmod secret", e))?;
     Ok(())
 }
