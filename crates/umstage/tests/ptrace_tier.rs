@@ -265,6 +265,7 @@ RUN --mount=type=bind,target=. echo \"ctx $(cat go.mod) $(ls sub)\" \\\n\
  && { rm go.mod || true; } 2>&1 | sed 's/^/ro /' && { mv go.mod x || true; } 2>&1 | sed 's/^/ro /' \\\n\
  && { chmod 600 go.mod || true; } 2>&1 | sed 's/^/ro /' && { touch sub/f || true; } 2>&1 | sed 's/^/ro /'\n\
 RUN --mount=type=bind,from=tools,source=/t,target=/tools echo \"from $(cat /tools/note)\"\n\
+RUN --mount=type=bind,from=extra,source=n.txt,target=/etc/n.txt echo \"named $(cat /etc/n.txt)\"\n\
 RUN --mount=type=bind,target=/ctx,rw echo changed > /ctx/go.mod && rm /ctx/sub/f && echo new > /ctx/new \\\n\
  && echo \"rw $(cat /ctx/go.mod) $(ls /ctx/sub | wc -l)\"\n\
 RUN --mount=type=bind,target=/ctx echo \"after $(cat /ctx/go.mod) $(ls /ctx/sub)\" && ls /ctx/new 2>/dev/null || echo 'after none'\n\
@@ -287,7 +288,9 @@ fn mounts_in(tier: &str) -> Result<(Vec<String>, Unpacked), Box<dyn std::error::
             ("npmrc", "token=s3cr3t"),
         ],
     )?;
+    let extra = env.context("extra", &[("n.txt", "named")])?;
     let secret = format!("id=npmrc,src={}", ctx.join("npmrc").display());
+    let named = format!("extra={}", extra.display());
     let out = env.build(
         &ctx,
         "img.tar",
@@ -298,13 +301,15 @@ fn mounts_in(tier: &str) -> Result<(Vec<String>, Unpacked), Box<dyn std::error::
             "plain",
             "--secret",
             &secret,
+            "--build-context",
+            &named,
         ],
     );
     assert_ok(&out);
     let log = stderr(&out);
     let printed = [
         "gomod ", "ls ", "cache ", "rocache ", "ro ", "req ", "ctx ", "from ", "rw ", "after ",
-        "secret ", "target ", "left ",
+        "secret ", "target ", "named ", "left ",
     ]
     .iter()
     .flat_map(|p| lines_with(&log, p))
@@ -334,6 +339,7 @@ fn ptrace_tier_gives_bind_secret_and_read_only_mounts_as_the_user_namespace_tier
         "req flask".into(),
         "ctx module x f".into(),
         "from tool".into(),
+        "named named".into(),
         "rw changed 0".into(),
         "after module x f".into(),
         "after none".into(),
@@ -358,6 +364,7 @@ fn ptrace_tier_gives_bind_secret_and_read_only_mounts_as_the_user_namespace_tier
         "tools",
         "ctx",
         "run/secrets/npmrc",
+        "etc/n.txt",
     ] {
         assert!(entry(&image, path).is_none(), "{path} in the image");
     }
