@@ -311,3 +311,177 @@ fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
     );
     Ok(())
 }
+
+/// Every way a step changes a file, for the copy-up test: `cow OP PATH`, and `cow show DIR`
+/// printing each entry of `DIR` (name, mode, owner, size, xattrs, inode flags, content; the
+/// mtime where the step set it, since the base's differs between builds, or always with a
+/// third argument).
+const COW_C: &str = r#"#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+static int ro(const char *p) { int fd = open(p, O_RDONLY); if (fd < 0) { perror(p); exit(1); } return fd; }
+static void ok(int rc, const char *what) { if (rc < 0) { perror(what); exit(1); } }
+static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
+int main(int argc, char **argv) {
+  const char *op = argv[1], *p = argv[2];
+  struct timespec t[2] = {{1000000, 0}, {1000000, 0}};
+  if (!strcmp(op, "fchmod")) ok(fchmod(ro(p), 0604), op);
+  else if (!strcmp(op, "fchown")) ok(fchown(ro(p), 1234, 5678), op);
+  else if (!strcmp(op, "setbase")) ok(setxattr(p, "user.base", "b", 1, 0), op);
+  else if (!strcmp(op, "setxattr")) ok(setxattr(p, "user.cow", "path", 4, 0), op);
+  else if (!strcmp(op, "fsetxattr")) ok(fsetxattr(ro(p), "user.cow", "fd", 2, 0), op);
+  else if (!strcmp(op, "fremovexattr")) ok(fremovexattr(ro(p), "user.base"), op);
+  else if (!strcmp(op, "futimens")) ok(futimens(ro(p), t), op);
+  else if (!strcmp(op, "emptypath")) {
+    /* glibc refuses a NULL path itself. */
+    ok(syscall(SYS_utimensat, ro(p), NULL, t, 0), "utimensat NULL");
+    ok(fchownat(open(p, O_PATH), "", 42, 43, AT_EMPTY_PATH), "fchownat AT_EMPTY_PATH");
+  } else if (!strcmp(op, "procfd")) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", ro(p));
+    int w = open(link, O_WRONLY | O_APPEND);
+    ok(w, link);
+    ok(write(w, "procfd\n", 7), "write");
+  } else if (!strcmp(op, "ioctl")) {
+    int fd = ro(p), flags = 0;
+    ok(ioctl(fd, FS_IOC_GETFLAGS, &flags), "FS_IOC_GETFLAGS");
+    flags |= FS_NOATIME_FL;
+    printf("ioctl %s\n", ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0 ? "set" : "refused");
+  } else if (!strcmp(op, "show")) {
+    struct dirent **names;
+    int n = scandir(p, &names, NULL, by_name);
+    ok(n, p);
+    for (int i = 0; i < n; i++) {
+      const char *name = names[i]->d_name;
+      if (name[0] == '.') continue;
+      char path[4096], value[256] = "", content[256] = "";
+      snprintf(path, sizeof path, "%s/%s", p, name);
+      struct stat st;
+      ok(lstat(path, &st), path);
+      ssize_t v = lgetxattr(path, "user.cow", value, sizeof value - 1);
+      ssize_t b = lgetxattr(path, "user.base", value + (v > 0 ? v : 0), 100);
+      int flags = -1, fd = S_ISREG(st.st_mode) ? open(path, O_RDONLY) : -1;
+      if (fd >= 0) {
+        ioctl(fd, FS_IOC_GETFLAGS, &flags);
+        ssize_t c = read(fd, content, sizeof content - 1);
+        content[c > 0 ? c : 0] = 0;
+        for (char *q = content; *q; q++) if (*q == '\n') *q = '|';
+        close(fd);
+      }
+      int full = argc > 3 || st.st_mtime < 1000000000;
+      printf("show %s %o %u:%u %lld x=%s%s f=%d t=%ld.%ld c=%s\n", name, st.st_mode, st.st_uid,
+             st.st_gid, (long long)st.st_size, v > 0 ? "cow," : "", b > 0 ? "base" : "",
+             flags & FS_NOATIME_FL, full ? (long)st.st_mtim.tv_sec : 0,
+             full ? st.st_mtim.tv_nsec : 0, content);
+    }
+  } else { fprintf(stderr, "unknown %s\n", op); return 2; }
+  return 0;
+}
+"#;
+
+/// The copy-up test's build: a base with files, a step that changes each of them in every way
+/// a step can (`mod`), and a sibling stage from the same base run after it (`check`, through
+/// its `COPY --from`), which finds the base as it was.
+const COW_STEPS: &str = "FROM debian AS base\n\
+COPY cow.c /src/\n\
+RUN gcc -o /usr/local/bin/cow /src/cow.c && mkdir /p && cd /p \\\n\
+ && for f in write append trunc otrunc chmod fchmod chown fchown lchown setxattr fsetxattr \\\n\
+    fremovexattr touch futimens emptypath sed mv rm hl procfd ioctl keep; do echo \"original $f\" > $f; done \\\n\
+ && ln -s keep link && cow setbase fremovexattr && cow show /p full > /pristine\n\
+FROM base AS mod\n\
+RUN cd /p \\\n\
+ && printf W | dd of=write conv=notrunc status=none \\\n\
+ && echo more >> append && truncate -s 3 trunc && : > otrunc \\\n\
+ && chmod 600 chmod && cow fchmod fchmod \\\n\
+ && chown 1234:5678 chown && cow fchown fchown && chown -h 4321:8765 lchown \\\n\
+ && cow setxattr setxattr && cow fsetxattr fsetxattr && cow fremovexattr fremovexattr \\\n\
+ && touch -d '1990-02-03 04:05:06' touch && cow futimens futimens && cow emptypath emptypath \\\n\
+ && sed -i s/original/edited/ sed && echo new > /tmp/new && mv /tmp/new mv && rm rm \\\n\
+ && ln hl hl2 && echo via-link >> hl2 && cow procfd procfd && cow ioctl ioctl \\\n\
+ && cow show /p\n\
+FROM base AS check\n\
+ARG AGAIN\n\
+COPY --from=mod /p/hl /after-mod\n\
+RUN cow show /p full > /now && diff /pristine /now && echo \"pristine $AGAIN\" && echo ok > /ok\n\
+FROM mod\n\
+COPY --from=check /ok /ok\n";
+
+/// Copy-up in the ptrace tier's linked snapshots: every kind of change a step makes to a file
+/// it got from its parent leaves the parent as it was (a later sibling stage, and a rebuild's
+/// sibling on the cached parent, see it unchanged), and the layer is the userns tier's.
+#[test]
+fn changes_to_the_parents_files_copy_them_up_and_leave_the_parent_pristine() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let ctx = env.context("ctx", &[("Dockerfile", COW_STEPS), ("cow.c", COW_C)])?;
+    let mut trees = Vec::new();
+    let mut shown = Vec::new();
+    for tier in ["userns", "ptrace"] {
+        let state = env.path(&format!("state-{tier}"));
+        let out_name = format!("{tier}.tar");
+        let args = ["--sandbox", tier, "--build-context", &debian];
+        let out = env.build_in(&state, &ctx, &out_name, &args, &[]);
+        let log = stderr(&out);
+        assert_ok(&out);
+        assert_eq!(tier == "ptrace", log.contains("linked snapshots"), "{log}");
+        assert_eq!(lines_with(&log, "pristine"), ["pristine "], "{tier}: {log}");
+        // The parents again, from the cache: the sibling runs anew on them.
+        let again = [&args[..], &["--build-arg", "AGAIN=again"]].concat();
+        let out2 = env.build_in(&state, &ctx, "again.tar", &again, &[]);
+        let log2 = stderr(&out2);
+        assert_ok(&out2);
+        assert_eq!(
+            lines_with(&log2, "pristine"),
+            ["pristine again"],
+            "{tier}: {log2}"
+        );
+        fs::remove_dir_all(&state)?;
+
+        let image = layers(&env, &out_name)?;
+        let mut files = tree(&image.rootfs)?;
+        // The base's listing holds the times of its build.
+        files.remove("pristine");
+        for e in image.layers.iter().flat_map(|l| l.entries.iter()) {
+            if !e.path.contains(".wh.") && e.path != "pristine" {
+                let link = e.link.as_deref().unwrap_or_default();
+                let entry = format!("{} {}:{} {} {link}", e.mode, e.uid, e.gid, e.size);
+                files.insert(format!("layer {}", e.path), entry);
+            }
+        }
+        trees.push(files);
+        let mut said: Vec<String> = lines_with(&log, "show ")
+            .into_iter()
+            .chain(lines_with(&log, "ioctl "))
+            .map(str::to_string)
+            .collect();
+        said.sort();
+        shown.push(said);
+    }
+    // What the step saw after its changes, the same in both tiers.
+    assert!(
+        shown[1]
+            .iter()
+            .any(|l| l.starts_with("show hl ") && l.ends_with("c=original hl|via-link|")),
+        "{:#?}",
+        shown[1]
+    );
+    assert_eq!(shown[0], shown[1]);
+    let (userns, ptrace) = (&trees[0], &trees[1]);
+    let differ: Vec<_> = userns
+        .keys()
+        .chain(ptrace.keys())
+        .filter(|k| userns.get(*k) != ptrace.get(*k))
+        .map(|k| format!("{k}: {:?} | {:?}", userns.get(k), ptrace.get(k)))
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+    Ok(())
+}

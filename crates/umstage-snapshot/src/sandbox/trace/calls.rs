@@ -13,6 +13,7 @@ use umstage_oci::owner::{self, Owner};
 use super::super::identity::{self, Identity};
 use super::super::owners;
 use super::context::Context;
+use super::copyup::{CopyUp, Private};
 use super::memory::{self, Scratch};
 use super::paths::Follow;
 use super::regs::{arg, set_arg};
@@ -87,11 +88,19 @@ impl Context {
         who: &mut Identity,
         exe: Option<&[u8]>,
     ) -> Entry {
+        let saved = *regs;
+        let mut scratch = Scratch::below(pid, regs.rsp);
+        match self.copy_up(pid, regs, &mut scratch) {
+            Ok(None) => {}
+            Ok(Some(entry)) => return entry,
+            Err(e) => {
+                *regs = saved;
+                return Entry::Skip(-i64::from(e));
+            }
+        }
         let Some(kind) = super::syscalls::kind(regs.orig_rax as i64) else {
             return Entry::Pass;
         };
-        let saved = *regs;
-        let mut scratch = Scratch::below(pid, regs.rsp);
         let pending = |post| Entry::Rewritten(Box::new(Pending { saved, post }));
         let result: Result<Entry, i32> = (|| match kind {
             Kind::Paths(args) => {
@@ -144,7 +153,7 @@ impl Context {
                 let Some(target) = self.target(pid, regs, path, fd)? else {
                     return Ok(Entry::Pass);
                 };
-                chown(pid, &target, uid, gid).map_err(errno)?;
+                chown(&self.cow, pid, &target, uid, gid).map_err(errno)?;
                 Ok(Entry::Skip(0))
             }
             Kind::Readlink { path, buf, size } => {
@@ -198,7 +207,7 @@ impl Context {
             Kind::Refuse(e) => Err(e),
             Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
-            Kind::Prctl => Ok(Entry::Pass),
+            Kind::Prctl | Kind::ChangesFd => Ok(Entry::Pass),
         })();
         match result {
             Ok(entry) => entry,
@@ -468,9 +477,18 @@ fn as_owner<T>(
     result
 }
 
-/// A `chown`, recorded (`u32::MAX` keeps that id).
-fn chown(pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
+/// A `chown`, recorded (`u32::MAX` keeps that id) on the step's own inode.
+fn chown(cow: &CopyUp, pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
+    let (fd, path) = match cow
+        .private(&fd)
+        .map_err(std::io::Error::from_raw_os_error)?
+    {
+        Private::Already => (fd, path),
+        Private::Copied(real) => open(pid, &Target::Host(real, Follow::No))?,
+        // The parent's file, no longer in the step's root: nothing to record it on.
+        Private::Gone => return Ok(()),
+    };
     let now = shown(&fd, &path)?;
     let new = Owner {
         uid: if uid == u32::MAX { now.uid } else { uid },

@@ -22,6 +22,7 @@
 
 mod calls;
 mod context;
+mod copyup;
 mod exec;
 mod filter;
 mod follow;
@@ -147,6 +148,7 @@ impl Setup {
                     uid: user.uid,
                     gid: user.gid,
                 },
+                cow: copyup::CopyUp::new(rootfs),
             },
             cwd: PathBuf::from(OsStr::from_bytes(&cwd)),
             user,

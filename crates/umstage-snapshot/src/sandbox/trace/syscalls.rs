@@ -74,6 +74,8 @@ pub(super) enum Kind {
     Refuse(i32),
     /// `uname`: the node name is the step's hostname (there is no UTS namespace to set it in).
     Uname,
+    /// A call that changes a file through a descriptor: see `copyup`, which runs first.
+    ChangesFd,
     /// `prctl`: `PR_SET_DUMPABLE` succeeds without effect (a process that is not dumpable
     /// shuts its tracer out of its memory, and every path it names could not be translated);
     /// the rest runs.
@@ -99,7 +101,7 @@ const fn at(dirfd: usize, path: usize, how: How) -> PathArg {
 use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 
 /// `fchmodat2`, newer than the libc crate's table.
-const SYS_FCHMODAT2: i64 = 452;
+pub(super) const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
 pub(super) const TRACED: [i64; 58] = [
@@ -166,6 +168,7 @@ pub(super) const TRACED: [i64; 58] = [
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
 pub(super) fn traced() -> Vec<i64> {
     let mut all = TRACED.to_vec();
+    all.extend(super::copyup::ON_DESCRIPTORS);
     all.extend(super::super::identity::intercepted());
     all
 }
@@ -335,6 +338,7 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
             follow: true,
         },
         libc::SYS_prctl => Kind::Prctl,
+        _ if super::copyup::ON_DESCRIPTORS.contains(&nr) => Kind::ChangesFd,
         libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
         _ => return None,
