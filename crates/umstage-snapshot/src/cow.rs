@@ -1,7 +1,9 @@
-//! Linked snapshots: a tree whose directories are fresh but whose regular files are hard links
-//! to its parent's inodes, and the copy-up that keeps the parent pristine.
+//! Linked snapshots: a tree whose directories are fresh but whose regular files and symlinks
+//! are hard links to its parent's inodes, and the copy-up that keeps the parent pristine.
 //!
-//! Making such a tree costs a link per file instead of a copy of its data. It is safe only
+//! Making such a tree costs a link per entry instead of a copy of its data, and the diff takes
+//! a linked entry as unchanged without reading it (an image is mostly files and symlinks; a
+//! symlink made anew and diffed by content cost as much as a file's link). It is safe only
 //! while nothing modifies a shared inode in place: every writer into the tree first replaces
 //! a shared file by a private copy ([`copy_up`]), which the ptrace supervisor does before each
 //! call that would change a file's data or metadata. Which inodes are shared is the set written
@@ -25,9 +27,9 @@ fn set_path(fs: &Path) -> PathBuf {
     fs.with_file_name("shared-inodes")
 }
 
-/// Makes `dst` (absent yet) a linked tree of `src`: directories, symlinks and special files
-/// made anew with `src`'s metadata, regular files hard-linked (copied where a link cannot be
-/// made), and the set of shared inodes written beside it.
+/// Makes `dst` (absent yet) a linked tree of `src`: directories and special files made anew
+/// with `src`'s metadata, regular files and symlinks hard-linked (copied where a link cannot
+/// be made), and the set of shared inodes written beside it.
 pub(crate) fn link_tree(src: &Path, dst: &Path) -> Result<(), PathError> {
     let meta = std::fs::symlink_metadata(src).map_err(at("stat", src))?;
     let mut linker = Linker {
@@ -58,7 +60,7 @@ struct First {
 }
 
 struct Linker {
-    /// The parent's regular files by inode (all on one filesystem).
+    /// The parent's regular files and symlinks by inode (all on one filesystem).
     seen: HashMap<u64, First>,
 }
 
@@ -74,7 +76,7 @@ impl Linker {
             }
             return fsutil::copy_metadata(dst, meta, src);
         }
-        if !kind.is_file() {
+        if !kind.is_file() && !kind.is_symlink() {
             return fsutil::copy_entry_alone(src, dst, meta);
         }
         if let Some(first) = self.seen.get_mut(&meta.ino()) {
@@ -146,7 +148,7 @@ impl Shared {
     }
 }
 
-/// Replaces the regular file at `path` by a private copy of it: same data, owner, mode,
+/// Replaces the regular file or symlink at `path` by a private copy of it: same data, owner, mode,
 /// xattrs and times, a new inode renamed over the name. The directory's times are kept, as
 /// an in-place change would have kept them.
 pub(crate) fn copy_up(path: &Path) -> io::Result<()> {
@@ -233,7 +235,7 @@ mod tests {
                 & 0o7777,
             0o750
         );
-        assert_ne!(ino(&src.join("s")), ino(&dst.join("s")));
+        assert_eq!(ino(&src.join("s")), ino(&dst.join("s")));
         assert_eq!(
             std::fs::read_link(dst.join("s")).expect("readlink"),
             Path::new("d/a")

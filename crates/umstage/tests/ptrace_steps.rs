@@ -404,7 +404,8 @@ RUN cd /p \\\n\
  && chmod 600 chmod && cow fchmod fchmod \\\n\
  && chown 1234:5678 chown && cow fchown fchown && chown -h 4321:8765 lchown \\\n\
  && cow setxattr setxattr && cow fsetxattr fsetxattr && cow fremovexattr fremovexattr \\\n\
- && touch -d '1990-02-03 04:05:06' touch && cow futimens futimens && cow emptypath emptypath \\\n\
+ && touch -d '1990-02-03 04:05:06' touch && touch -h -d '1991-01-01' link \\\n\
+ && cow futimens futimens && cow emptypath emptypath \\\n\
  && sed -i s/original/edited/ sed && echo new > /tmp/new && mv /tmp/new mv && rm rm \\\n\
  && ln hl hl2 && echo via-link >> hl2 && cow procfd procfd && cow ioctl ioctl \\\n\
  && cow show /p\n\

@@ -1,5 +1,5 @@
-//! Copy-up before a change: in a linked snapshot (`crate::cow`) the step's regular files are
-//! its parent's inodes until it changes them, so before every call that would change a file's
+//! Copy-up before a change: in a linked snapshot (`crate::cow`) the step's regular files and
+//! symlinks are its parent's inodes until it changes them, so before every call that would change a file's
 //! data or metadata in place the supervisor gives the file a private inode, and the call then
 //! acts on that.
 //!
@@ -89,7 +89,11 @@ impl CopyUp {
     /// Makes the file open (`O_PATH`) as `file` the step's own before a change.
     pub(super) fn private(&self, file: &OwnedFd) -> Result<Private, i32> {
         let st = rustix::fs::fstat(file).map_err(|e| e.raw_os_error())?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        let linked = matches!(
+            rustix::fs::FileType::from_raw_mode(st.st_mode),
+            rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink
+        );
+        if !linked {
             return Ok(Private::Already);
         }
         let shared = self.shared()?;
@@ -196,6 +200,8 @@ impl Context {
             {
                 return Err(libc::EPERM);
             }
+            // Linked again, a removed file has one name in the root: nothing to keep apart.
+            Private::Gone if matches!(nr, libc::SYS_link | libc::SYS_linkat) => return Ok(None),
             Private::Gone => return Ok(Some(Entry::Skip(0))),
             Private::Copied(real) => real,
         };
