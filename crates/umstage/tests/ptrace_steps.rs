@@ -311,3 +311,175 @@ fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
     );
     Ok(())
 }
+
+/// Opens a file with a long path (its host path longer still) with its stack pointer about
+/// 200 bytes above the bottom of a small stack, on a `ucontext` and on a thread of its own,
+/// and counts the bytes changed in the 4 KiB below each stack (its own memory, set to 0xa5).
+/// Bound at load (`-z now`): the loader's lazy binding would itself use more stack than that.
+const LOW_STACK_C: &str = r#"#define _GNU_SOURCE
+#include <alloca.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define GUARD 4096
+#define STACK (64 * 1024)
+static unsigned char ctx_area[GUARD + STACK] __attribute__((aligned(4096)));
+static unsigned char thread_area[GUARD + STACK] __attribute__((aligned(4096)));
+static char path[256];
+static ucontext_t main_ctx, low_ctx;
+static long opened;
+
+static void __attribute__((noinline)) low(unsigned char *bottom) {
+    unsigned char here;
+    volatile unsigned char *pad = alloca((size_t)(&here - bottom) - 256);
+    pad[0] = 0;
+    opened = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CREAT, 0644);
+}
+
+static void on_context(void) { low(ctx_area + GUARD); }
+static void *on_thread(void *arg) { (void)arg; low(thread_area + GUARD); return NULL; }
+
+static int changed(const unsigned char *area) {
+    int n = 0;
+    for (int i = 0; i < GUARD; i++) n += area[i] != 0xa5;
+    return n;
+}
+
+int main(void) {
+    strcpy(path, "/tmp/");
+    memset(path + 5, 'a', 150);
+    mkdir(path, 0755);
+    strcat(path, "/file");
+    memset(ctx_area, 0xa5, GUARD);
+    memset(thread_area, 0xa5, GUARD);
+
+    getcontext(&low_ctx);
+    low_ctx.uc_stack.ss_sp = ctx_area + GUARD;
+    low_ctx.uc_stack.ss_size = STACK;
+    low_ctx.uc_link = &main_ctx;
+    makecontext(&low_ctx, on_context, 0);
+    swapcontext(&main_ctx, &low_ctx);
+    printf("low context opened %d changed %d\n", opened >= 0, changed(ctx_area));
+
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setstack(&attr, thread_area + GUARD, STACK);
+    opened = -1;
+    if (pthread_create(&thread, &attr, on_thread, NULL) != 0) return 1;
+    pthread_join(thread, NULL);
+    printf("low thread opened %d changed %d\n", opened >= 0, changed(thread_area));
+    return 0;
+}
+"#;
+
+#[test]
+fn a_translated_path_never_overwrites_the_memory_below_a_nearly_full_stack() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let dockerfile = "FROM debian\n\
+        COPY low.c /src/\n\
+        RUN gcc -O1 -Wl,-z,now -o /usr/local/bin/low /src/low.c && low\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("low.c", LOW_STACK_C)])?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert_eq!(
+        lines_with(&log, "low "),
+        [
+            "low context opened 1 changed 0",
+            "low thread opened 1 changed 0"
+        ],
+        "{log}"
+    );
+    Ok(())
+}
+
+/// Starts 300 threads, 4 at a time, each opening a file; how many opened it, and whether the
+/// process's address space stayed the size it had after the first 4 (adjacent mappings
+/// merge: their count says nothing).
+const THREADS_C: &str = r#"#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static long vm_kib(void) {
+    FILE *status = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, status))
+        if (sscanf(line, "VmSize: %ld", &kib) == 1) break;
+    fclose(status);
+    return kib;
+}
+
+static void *opener(void *arg) {
+    (void)arg;
+    int fd = open("/etc/debian_version", O_RDONLY);
+    if (fd < 0) return NULL;
+    close(fd);
+    return (void *)1;
+}
+
+int main(void) {
+    int opened = 0;
+    long before = 0;
+    for (int round = 0; round < 75; round++) {
+        if (round == 1) before = vm_kib();
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, opener, NULL);
+        for (int i = 0; i < 4; i++) {
+            void *ok;
+            pthread_join(t[i], &ok);
+            opened += ok != NULL;
+        }
+    }
+    printf("threads opened %d\n", opened);
+    long grown = vm_kib() - before;
+    printf("threads space %s\n", grown < 4096 ? "kept" : "grew");
+    return 0;
+}
+"#;
+
+#[test]
+fn a_long_command_line_and_many_short_lived_threads_run_as_given() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    // 20,000 arguments need more than a thread's first slot (their pointers alone take
+    // 160 KiB): the shell's child maps a larger one, `env` (whose loader has a slot from
+    // opening its libraries) grows its own; a finished thread's slot goes to the next, so slots do not pile up.
+    let dockerfile = "FROM debian\n\
+        COPY threads.c /src/\n\
+        RUN echo \"words $(/bin/echo $(seq 1 20000) | wc -w)\" \\\n\
+         && echo \"sum $(env /bin/echo $(seq 1 20000) | tr ' ' '\\n' | awk '{s+=$1} END {print s}')\" \\\n\
+         && gcc -o /usr/local/bin/threads /src/threads.c && threads\n";
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", dockerfile), ("threads.c", THREADS_C)],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert_eq!(lines_with(&log, "words "), ["words 20000"], "{log}");
+    assert_eq!(lines_with(&log, "sum "), ["sum 200010000"], "{log}");
+    assert_eq!(
+        lines_with(&log, "threads "),
+        ["threads opened 300", "threads space kept"],
+        "{log}"
+    );
+    Ok(())
+}

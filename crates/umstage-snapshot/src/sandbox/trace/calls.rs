@@ -16,6 +16,7 @@ use super::context::Context;
 use super::memory::{self, Scratch};
 use super::paths::Follow;
 use super::regs::{arg, set_arg};
+use super::slots::Slot;
 use super::sockets;
 use super::syscalls::{How, Kind, PathArg};
 
@@ -27,6 +28,8 @@ pub(super) enum Entry {
     Skip(i64),
     /// It runs with rewritten arguments; the exit stop finishes it.
     Rewritten(Box<Pending>),
+    /// It needs a scratch slot of this many bytes first: nothing was done, it runs again then.
+    Scratch(u64),
 }
 
 /// A rewritten call waiting for its exit stop.
@@ -86,12 +89,13 @@ impl Context {
         regs: &mut user_regs_struct,
         who: &mut Identity,
         exe: Option<&[u8]>,
+        slot: Option<Slot>,
     ) -> Entry {
         let Some(kind) = super::syscalls::kind(regs.orig_rax as i64) else {
             return Entry::Pass;
         };
         let saved = *regs;
-        let mut scratch = Scratch::below(pid, regs.rsp);
+        let mut scratch = Scratch::new(pid, slot);
         let pending = |post| Entry::Rewritten(Box::new(Pending { saved, post }));
         let result: Result<Entry, i32> = (|| match kind {
             Kind::Paths(args) => {
@@ -200,6 +204,10 @@ impl Context {
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
             Kind::Prctl => Ok(Entry::Pass),
         })();
+        if let Some(need) = scratch.short_of() {
+            *regs = saved;
+            return Entry::Scratch(need);
+        }
         match result {
             Ok(entry) => entry,
             Err(e) => {
