@@ -26,6 +26,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "openssh-client",
     "docker.io",
     "make",
+    "musl-tools",
 ];
 
 /// First subordinate id handed out when no range is taken yet.

@@ -84,6 +84,8 @@ pub enum ItemKind {
     Symlink(PathBuf),
     /// A named pipe.
     Fifo,
+    /// A character or block device (from a stage: the build context sends none).
+    Device(umstage_oci::device::Device),
 }
 
 /// One entry a COPY creates.
@@ -510,6 +512,16 @@ fn walk_dir(
     Ok(())
 }
 
+/// The owner a stage records for the symlink at `host` (on its directory: see
+/// `umstage_oci::owner::link`).
+fn link_recorded(tree: &SourceTree<'_>, host: &Path, ft: fs::FileType) -> Option<owner::Owner> {
+    if tree.reset_owner || !ft.is_symlink() {
+        return None;
+    }
+    let dir = open_no_symlinks(host.parent()?, OFlags::PATH | OFlags::DIRECTORY).ok()?;
+    owner::link::link_recorded(&dir, host.file_name()?)
+}
+
 fn item(
     tree: &SourceTree<'_>,
     host: &Path,
@@ -520,12 +532,26 @@ fn item(
     is_dir: bool,
 ) -> Result<Item, CopyError> {
     let ft = meta.file_type();
+    // A stage's records (owners, devices: see `umstage_oci::owner`), read from the entry
+    // itself (a symlink's /proc link must not be followed to its target); the context has none.
+    let records = (!tree.reset_owner && !ft.is_symlink())
+        .then(|| open_no_symlinks(host, OFlags::PATH | OFlags::NOFOLLOW).ok())
+        .flatten();
+    let device = records.as_ref().and_then(umstage_oci::device::recorded);
     let kind = if is_dir {
         ItemKind::Dir
     } else if ft.is_symlink() {
         ItemKind::Symlink(read_link_no_symlinks(host).map_err(io_err(rel))?)
+    } else if let Some(device) = device.filter(|_| ft.is_file()) {
+        ItemKind::Device(device)
     } else if ft.is_file() {
         ItemKind::File
+    } else if (ft.is_char_device() || ft.is_block_device()) && !tree.reset_owner {
+        ItemKind::Device(umstage_oci::device::Device {
+            block: ft.is_block_device(),
+            major: rustix::fs::major(meta.rdev()),
+            minor: rustix::fs::minor(meta.rdev()),
+        })
     } else if ft.is_fifo() {
         ItemKind::Fifo
     } else if ft.is_socket() && tree.reset_owner {
@@ -548,11 +574,10 @@ fn item(
         Some(ids) => ids,
         None if tree.reset_owner => (0, 0),
         // A stage built with one id mapped keeps its owners in a record.
-        // (A symlink has none, and its /proc link must not be followed to its target.)
-        None => (!ft.is_symlink())
-            .then(|| open_no_symlinks(host, OFlags::PATH | OFlags::NOFOLLOW).ok())
-            .flatten()
-            .and_then(|fd| owner::recorded(&fd))
+        None => records
+            .as_ref()
+            .and_then(owner::recorded)
+            .or_else(|| link_recorded(tree, host, ft))
             .map_or_else(
                 || {
                     let o = owner::in_image(meta.uid(), meta.gid());
@@ -772,5 +797,47 @@ mod tests {
             fs::read_link(f.dst.join("s/alias")).unwrap(),
             Path::new("a.txt")
         );
+    }
+
+    #[test]
+    fn directories_a_copy_makes_take_the_newest_copied_time_not_the_clock() {
+        use std::os::unix::fs::MetadataExt;
+        let f = fixture();
+        let mtime = |p: &str| fs::symlink_metadata(f.dst.join(p)).unwrap().mtime();
+        let set = |p: &str, secs: i64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+            fs::File::open(f.ctx.join(p))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        set("top.txt", 1_000_000);
+        set("src/a.txt", 2_000_000);
+        set("src/sub/c.txt", 3_000_000);
+        set("src/b.log", 1_500_000);
+        set("src/sub", 500_000);
+        set("src", 400_000);
+        // Missing parents of a file.
+        copy(&f, None, &["top.txt"], "/new/deep/top.txt", &opts()).unwrap();
+        assert_eq!((mtime("new"), mtime("new/deep")), (1_000_000, 1_000_000));
+        // A directory's contents below a missing parent: the newest entry; a copied directory
+        // keeps its own time.
+        copy(&f, None, &["src"], "/made/here/", &opts()).unwrap();
+        assert_eq!(mtime("made"), 3_000_000);
+        assert_eq!(mtime("made/here/sub"), 500_000);
+        // A directory that was there is left alone.
+        let before = mtime("new");
+        copy(&f, None, &["src/a.txt"], "/new/", &opts()).unwrap();
+        assert_ne!(mtime("new"), 2_000_000);
+        assert!(mtime("new") >= before);
+        // Nothing copied, the destination made all the same: the Unix epoch.
+        let parents = CopyOptions {
+            parents: true,
+            ..opts()
+        };
+        copy(&f, None, &["nothing*"], "/empty/", &parents).unwrap();
+        if f.dst.join("empty").exists() {
+            assert_eq!(mtime("empty"), 0);
+        }
     }
 }

@@ -59,7 +59,7 @@ impl ContextDigests {
     pub fn load(dir: &Path, context_dir: &Path) -> Self {
         let id = hex::encode(Sha256::digest(context_dir.as_os_str().as_encoded_bytes()));
         let file = dir.join(format!("{id}.digests"));
-        let entries = fs::File::open(&file)
+        let entries = umstage_oci::regular::open(&file)
             .ok()
             .map(|f| parse(io::BufReader::new(f)))
             .unwrap_or_default();

@@ -87,7 +87,7 @@ fn fetch_once(
     // through one.
     let dir = fs::canonicalize(&dir).map_err(io(&dir))?;
     let record_path = dir.join("record.json");
-    let kept: Option<Record> = fs::read(&record_path)
+    let kept: Option<Record> = umstage_oci::regular::read(&record_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(|r: &Record| {

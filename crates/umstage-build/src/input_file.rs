@@ -2,42 +2,32 @@
 //! planted: one to a device (`/dev/zero`) would be read until memory runs out, and a FIFO
 //! would block the build forever. (The Dockerfile is taken only when it is a regular file.)
 
-use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The `.dockerignore` at `path`, `None` when there is none; anything but a regular file is
 /// refused.
 pub(crate) fn read_ignore_file(path: &Path) -> io::Result<Option<String>> {
-    // Opened without blocking: a FIFO with no writer then opens at once, and is refused.
-    let file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-    {
+    let file = match umstage_oci::regular::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if umstage_oci::regular::is_not_regular(&e) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
         Err(e) => return Err(e),
     };
-    if !file.metadata()?.is_file() {
-        return Err(not_regular(path));
-    }
     let mut text = String::new();
     io::BufReader::new(file).read_to_string(&mut text)?;
     Ok(Some(text))
 }
 
-fn not_regular(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{} is not a regular file", path.display()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn devices_and_fifos_are_refused_and_a_missing_file_is_none()

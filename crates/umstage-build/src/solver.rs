@@ -36,7 +36,7 @@ use crate::digests::ContextDigests;
 use crate::error::StepError;
 use crate::event::{Event, EventSink, StepId};
 use crate::ops::meta::{health_config, split_command};
-use crate::ops::step::{Build, FilteredContext, StageBase, StageOutput, Step, other};
+use crate::ops::step::{Build, ContextCopy, StageBase, StageOutput, Step, other};
 use crate::options::{DockerfileSource, Output};
 use crate::registry::registry_client;
 use crate::request::{BuildError, BuildRequest, BuildResult};
@@ -64,7 +64,7 @@ fn load_dockerfile(request: &BuildRequest) -> Result<Dockerfile, BuildError> {
         DockerfileSource::Path(p) => (
             p.file_name()
                 .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
-            std::fs::read(p).map_err(|e| {
+            umstage_oci::regular::read(p).map_err(|e| {
                 BuildError::input(format!("cannot read the Dockerfile {}", p.display()), e)
             })?,
         ),
@@ -151,7 +151,7 @@ pub fn build(request: &BuildRequest, events: &dyn EventSink) -> Result<BuildResu
         inputs_log: InputLog::new(root.join("cache/inputs")),
         digests,
         ignore,
-        filtered_context: FilteredContext::default(),
+        context_copy: ContextCopy::default(),
         unpacker: Unpacker::new(lease),
         images: Mutex::new(HashMap::new()),
         cancel: termination_cancel()?,

@@ -430,7 +430,7 @@ pub fn import_layout_dir(store: &ContentStore, dir: &Path, selector: &Selector) 
     let read = |name: &str| -> Result<Vec<u8>> {
         let path = dir.join(name);
         let mut bytes = Vec::new();
-        open_regular(&path)
+        crate::regular::open(&path)
             .and_then(|f| f.take(crate::image::MAX_JSON_SIZE).read_to_end(&mut bytes))
             .map_err(|source| ArchiveError::Io { path, source })?;
         Ok(bytes)
@@ -473,28 +473,11 @@ fn copy_blob_from_dir(store: &ContentStore, dir: &Path, digest: &Digest) -> Resu
         });
     }
     let path = dir.join(blob_name(digest));
-    let file = open_regular(&path).map_err(|source| ArchiveError::Io {
+    let file = crate::regular::open(&path).map_err(|source| ArchiveError::Io {
         path: path.clone(),
         source,
     })?;
     Ok(store.ingest(file, Some(digest))?)
-}
-
-/// Opens a file of a layout directory if it is a regular file: a FIFO planted there would block
-/// the open or the read forever, and a link to a device (`/dev/zero`) never end.
-fn open_regular(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
 }
 
 /// Imports an image from an OCI archive or a Docker archive (`docker save`), streaming: every

@@ -15,9 +15,9 @@ use crate::changes::{ChangeKind, ChangeSet};
 use crate::compress::{Compression, Encoder};
 use crate::digest::{Digest, HashingWriter};
 use crate::inroot::{Escape, InRootError, Root};
-use crate::owner;
 use crate::store::{BlobInfo, ContentStore, StoreError};
 use crate::tarball::{self, EntryKind, Header};
+use crate::{device, owner};
 
 /// Prefix OCI uses for whiteout entries.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -280,12 +280,26 @@ impl SourceReader {
             header.uid = u64::from(recorded.uid);
             header.gid = u64::from(recorded.gid);
         }
+        if let Some(i) = header.xattrs.iter().position(|(n, _)| n == device::XATTR) {
+            let (_, value) = header.xattrs.remove(i);
+            let device = device::Device::decode(&value)
+                .map_err(|e| self.read_err(path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            if kind == EntryKind::File {
+                return write_device(out, header, device);
+            }
+        }
         match kind {
             EntryKind::Symlink => {
                 let resolved_parent = self.parent_fd(dir)?;
-                header.link = rfs::readlinkat(resolved_parent, &name, Vec::new())
+                let link = rfs::readlinkat(resolved_parent, &name, Vec::new());
+                let recorded = owner::link::link_recorded(resolved_parent, &name);
+                header.link = link
                     .map_err(|e| self.read_err(path)(e.into()))?
                     .into_bytes();
+                if let Some(recorded) = recorded {
+                    header.uid = u64::from(recorded.uid);
+                    header.gid = u64::from(recorded.gid);
+                }
             }
             EntryKind::Char | EntryKind::Block => {
                 header.dev_major = rfs::major(stat.st_rdev);
@@ -340,6 +354,22 @@ impl SourceReader {
     }
 }
 
+/// A recorded device's placeholder ([`device`]) as the device it stands for.
+fn write_device(
+    out: &mut impl Write,
+    mut header: Header,
+    device: device::Device,
+) -> Result<(), LayerError> {
+    header.kind = if device.block {
+        EntryKind::Block
+    } else {
+        EntryKind::Char
+    };
+    header.dev_major = device.major;
+    header.dev_minor = device.minor;
+    tarball::write_header(out, &header).map_err(LayerError::Write)
+}
+
 /// Overlay's own bookkeeping, never part of an image.
 fn is_overlay_internal(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
@@ -357,7 +387,7 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if is_overlay_internal(name) {
+        if is_overlay_internal(name) || owner::link::is_link_record(name) {
             continue;
         }
         let Ok(text) = std::str::from_utf8(name) else {

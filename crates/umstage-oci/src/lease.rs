@@ -181,10 +181,15 @@ impl GcLock {
         };
         for entry in entries {
             let path = entry.map_err(io_err("listing", &dir))?.path();
-            let mut file = match File::open(&path) {
+            let mut file = match crate::regular::open(&path) {
                 Ok(file) => file,
                 // Its build ended meanwhile.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // No build leaves anything else here; it names nothing to keep.
+                Err(e) if crate::regular::is_not_regular(&e) => {
+                    tracing::warn!("ignoring {}: {e}", path.display());
+                    continue;
+                }
                 Err(e) => return Err(io_err("opening", &path)(e)),
             };
             if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {

@@ -6,10 +6,12 @@
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, XattrFlags};
 use rustix::io::Errno;
+
+pub mod link;
 
 /// The xattr that holds a recorded owner.
 pub const XATTR: &str = "user.rootlesscontainers";
@@ -134,7 +136,7 @@ impl Owner {
 /// Sets the owner of `name` in `parent` (never following a final symlink). Where the user
 /// namespace maps only one id the kernel refuses other owners (`EINVAL`); the owner is then
 /// recorded instead. A record left from before is removed once the real owner is right. A
-/// symlink takes no user xattr: an owner it cannot have goes unrecorded.
+/// symlink takes no user xattr: its record goes on its directory ([`link`]).
 pub fn chown_or_record(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Result<()> {
     if root_played() {
         return record_at(parent, name, owner);
@@ -154,14 +156,16 @@ pub fn chown_or_record(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Resu
     let at = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
     let result = match chown {
         Ok(()) => match rfs::lremovexattr(&at, XATTR) {
-            Err(Errno::NODATA | Errno::NOTSUP | Errno::PERM) => Ok(()),
+            // A symlink (or another file that takes no user xattr) may have a record on its
+            // directory instead.
+            Err(Errno::PERM) => return link::record_link(parent, name, Owner::default()),
+            Err(Errno::NODATA | Errno::NOTSUP) => Ok(()),
             other => other,
         },
-        Err(Errno::INVAL) => match rfs::lsetxattr(&at, XATTR, &owner.encode(), XattrFlags::empty())
-        {
-            Err(Errno::PERM) if is_symlink(parent, name) => Ok(()),
-            other => other,
-        },
+        Err(Errno::INVAL) if is_symlink(parent, name) => {
+            return link::record_link(parent, name, owner);
+        }
+        Err(Errno::INVAL) => rfs::lsetxattr(&at, XATTR, &owner.encode(), XattrFlags::empty()),
         Err(e) => Err(e),
     };
     result.map_err(io::Error::from)
@@ -170,6 +174,9 @@ pub fn chown_or_record(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Resu
 /// Where root is played: records `owner` on `name` in `parent` (0:0 is the unrecorded
 /// default, so its record is removed).
 fn record_at(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Result<()> {
+    if is_symlink(parent, name) {
+        return link::record_link(parent, name, owner);
+    }
     let at = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
     let result = if owner == Owner::default() {
         match rfs::lremovexattr(&at, XATTR) {
@@ -177,19 +184,21 @@ fn record_at(parent: &OwnedFd, name: &OsStr, owner: Owner) -> io::Result<()> {
             other => other,
         }
     } else {
-        match rfs::lsetxattr(&at, XATTR, &owner.encode(), XattrFlags::empty()) {
-            Err(Errno::PERM) if is_symlink(parent, name) => Ok(()),
-            other => other,
-        }
+        rfs::lsetxattr(&at, XATTR, &owner.encode(), XattrFlags::empty())
     };
     result.map_err(io::Error::from)
 }
 
 /// The owner recorded on the file `fd` is open on (any kind of descriptor, `O_PATH` too).
 pub fn recorded(fd: &impl AsRawFd) -> Option<Owner> {
+    recorded_at(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())))
+}
+
+/// The owner recorded on the file at `path`, symlinks followed (a `/proc/…/fd/N` link leads
+/// to the file itself).
+pub fn recorded_at(path: &Path) -> Option<Owner> {
     let mut value = [0u8; 32];
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let n = rfs::getxattr(path.as_str(), XATTR, &mut value).ok()?;
+    let n = rfs::getxattr(path, XATTR, &mut value).ok()?;
     Owner::decode(&value[..n]).ok()
 }
 
@@ -236,6 +245,23 @@ mod tests {
             .encode(),
             [0x08, 0xe8, 0x07, 0x10, 0xe8, 0x07]
         );
+    }
+
+    #[test]
+    fn a_record_reads_the_same_through_a_path_and_a_descriptor() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x")?;
+        let owner = Owner { uid: 7, gid: 8 };
+        // A filesystem without user xattrs (some tmpfs) has nothing to read back.
+        if rfs::setxattr(&file, XATTR, &owner.encode(), XattrFlags::empty()).is_err() {
+            return Ok(());
+        }
+        let fd = std::fs::File::open(&file)?;
+        assert_eq!(recorded_at(&file), Some(owner));
+        assert_eq!(recorded(&fd), Some(owner));
+        assert_eq!(recorded_at(&dir.path().join("none")), None);
+        Ok(())
     }
 
     #[test]

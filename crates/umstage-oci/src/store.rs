@@ -232,10 +232,16 @@ impl ContentStore {
     pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader> {
         let path = self.blob_path(digest)?;
         self.hold(digest)?;
-        let file = match File::open(&path) {
+        let file = match crate::regular::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::Missing(digest.clone()));
+            }
+            // Anything but a regular file cannot hold the blob: dropped as a corrupt one is.
+            Err(e) if crate::regular::is_not_regular(&e) => {
+                tracing::warn!("dropping {}: {e}", path.display());
+                let _ = fs::remove_file(&path);
+                return Err(StoreError::Corrupt(digest.clone()));
             }
             Err(e) => return Err(io_err("opening", &path)(e)),
         };
@@ -287,7 +293,8 @@ impl ContentStore {
 
     /// Whether the blob whose file has `metadata` passed a check and has not changed since.
     fn is_stamped(&self, digest: &Digest, metadata: &fs::Metadata) -> bool {
-        fs::read_to_string(self.stamp_path(digest)).is_ok_and(|s| s == file_stamp(metadata))
+        crate::regular::read_to_string(&self.stamp_path(digest))
+            .is_ok_and(|s| s == file_stamp(metadata))
     }
 
     fn stamp_path(&self, digest: &Digest) -> PathBuf {

@@ -355,6 +355,18 @@ impl Unpacker<'_> {
                     dev,
                 ) {
                     Ok(()) => {}
+                    // Where owners are recorded, devices are too ([`crate::device`]).
+                    Err(rustix::io::Errno::PERM)
+                        if header.kind != EntryKind::Fifo && self.options.record_owners =>
+                    {
+                        let device = crate::device::Device {
+                            block: header.kind == EntryKind::Block,
+                            major: header.dev_major,
+                            minor: header.dev_minor,
+                        };
+                        crate::device::make_placeholder(&resolved.parent, &name, device, 0o600)
+                            .map_err(self.io(&path))?;
+                    }
                     Err(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
                         if header.kind != EntryKind::Fifo =>
                     {
@@ -433,7 +445,11 @@ impl Unpacker<'_> {
         }
         for (key, value) in &header.xattrs {
             // Nothing but the real owner is recorded; a layer cannot bring its own record.
-            if is_overlay_internal(key) || key == crate::owner::XATTR {
+            if is_overlay_internal(key)
+                || key == crate::owner::XATTR
+                || key == crate::device::XATTR
+                || crate::owner::link::is_link_record(key.as_bytes())
+            {
                 continue;
             }
             if let Err(e) = rfs::lsetxattr(at.proc_path(), key.as_str(), value, XattrFlags::empty())
@@ -451,7 +467,16 @@ impl Unpacker<'_> {
                 ));
             }
         }
-        if let Some(owner) = record {
+        if let Some(owner) = record.filter(|_| header.kind == EntryKind::Symlink) {
+            if let Err(e) = crate::owner::link::record_link(&at.parent, &at.name, owner) {
+                self.warn(format!(
+                    "{}: could not record owner {}:{}: {e}",
+                    path.display(),
+                    owner.uid,
+                    owner.gid
+                ));
+            }
+        } else if let Some(owner) = record {
             let value = owner.encode();
             let set = rfs::lsetxattr(
                 at.proc_path(),
@@ -460,7 +485,6 @@ impl Unpacker<'_> {
                 XattrFlags::empty(),
             );
             if let Err(e) = set {
-                // Symlinks take no user xattrs; their owner is rarely looked at.
                 self.warn(format!(
                     "{}: could not record owner {}:{}: {e}",
                     path.display(),

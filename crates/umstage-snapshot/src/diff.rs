@@ -1,13 +1,15 @@
 //! What a step changed: walking an overlay upper dir, or comparing two whole trees.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use umstage_oci::changes::{Change, ChangeKind};
+use umstage_oci::owner::link;
 
 use crate::fsutil::{self, PathError, at};
 
@@ -155,8 +157,39 @@ fn same_metadata(
     {
         return Ok(false);
     }
-    Ok(fsutil::xattrs(a_path).map_err(at("read xattrs", a_path))?
-        == fsutil::xattrs(b_path).map_err(at("read xattrs", b_path))?)
+    // A directory's records of its symlinks' owners are their metadata, not its own.
+    let own = |path: &Path| -> Result<Vec<_>, PathError> {
+        let mut all = fsutil::xattrs(path).map_err(at("read xattrs", path))?;
+        all.retain(|(name, _)| !link::is_link_record(name.as_bytes()));
+        Ok(all)
+    };
+    Ok(own(a_path)? == own(b_path)?)
+}
+
+/// The names of the symlinks in directory `after` whose recorded owner
+/// (`umstage_oci::owner::link`) differs from the one `before` records.
+fn relinked(before: &Path, after: &Path) -> Result<BTreeSet<OsString>, PathError> {
+    let records = |dir: &Path| -> Result<BTreeMap<OsString, Vec<u8>>, PathError> {
+        let all = match fsutil::xattrs(dir) {
+            Ok(all) => all,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(at("read xattrs", dir)(e)),
+        };
+        Ok(all
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let link = name.as_bytes().strip_prefix(link::PREFIX.as_bytes())?;
+                Some((OsStr::from_bytes(link).to_owned(), value))
+            })
+            .collect())
+    };
+    let (old, new) = (records(before)?, records(after)?);
+    Ok(old
+        .keys()
+        .chain(new.keys())
+        .filter(|name| old.get(*name) != new.get(*name))
+        .cloned()
+        .collect())
 }
 
 /// The changes from the tree `before` to the tree `after` (the native driver's diff).
@@ -193,6 +226,7 @@ fn compare_dirs(
 ) -> Result<(), PathError> {
     let old = entries(&before.join(rel))?;
     let new = entries(&after.join(rel))?;
+    let relinked = relinked(&before.join(rel), &after.join(rel))?;
     for name in old.keys().filter(|name| !new.contains_key(*name)) {
         push(out, &rel.join(name), ChangeKind::Delete);
     }
@@ -207,7 +241,9 @@ fn compare_dirs(
                         push(out, &path, ChangeKind::Upsert);
                     }
                     compare_dirs(before, after, &path, out)?;
-                } else if file_changed(meta, &after_path, previous, &before_path)? {
+                } else if (meta.is_symlink() && relinked.contains(name))
+                    || file_changed(meta, &after_path, previous, &before_path)?
+                {
                     push(out, &path, ChangeKind::Upsert);
                 }
             }
@@ -331,6 +367,26 @@ mod tests {
                 ("new/sub".to_string(), ChangeKind::Upsert),
                 ("new/sub/f".to_string(), ChangeKind::Upsert),
             ]
+        );
+    }
+
+    #[test]
+    fn a_symlinks_recorded_owner_changes_the_link_not_its_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let before = tmp.path().join("before");
+        std::fs::create_dir_all(before.join("d")).expect("mkdir");
+        std::os::unix::fs::symlink("t", before.join("d/l")).expect("symlink");
+        std::os::unix::fs::symlink("t", before.join("d/other")).expect("symlink");
+        let after = tmp.path().join("after");
+        crate::fsutil::copy_tree(&before, &after).expect("copy");
+        let dir = std::fs::File::open(after.join("d")).expect("open");
+        let owner = umstage_oci::owner::Owner { uid: 9, gid: 8 };
+        link::record_link(&dir, OsStr::new("l"), owner).expect("record");
+        let times = std::fs::metadata(before.join("d")).expect("stat");
+        crate::fsutil::set_times(&after.join("d"), &times).expect("times");
+        assert_eq!(
+            sorted(tree_changes(&before, &after).expect("diff")),
+            vec![("d/l".to_string(), ChangeKind::Upsert)]
         );
     }
 

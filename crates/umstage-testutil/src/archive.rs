@@ -76,6 +76,8 @@ pub struct TarEntry {
     pub size: u64,
     /// The target of a symlink or a hard link.
     pub link: Option<String>,
+    /// A character or block device's major and minor numbers.
+    pub device: Option<(u32, u32)>,
 }
 
 impl TarEntry {
@@ -341,6 +343,9 @@ fn parse_listing_line(line: &str) -> Option<TarEntry> {
         // Devices show "major,minor" here.
         size: size.parse().unwrap_or(0),
         link: link.map(str::to_owned),
+        device: size
+            .split_once(',')
+            .and_then(|(major, minor)| Some((major.parse().ok()?, minor.parse().ok()?))),
     })
 }
 
@@ -427,6 +432,9 @@ mod tests {
 
         let hard = parse_listing_line("hrw-r--r-- 0/0 0 1970-01-01 00:00 b link to a");
         assert_eq!(hard.and_then(|e| e.link), Some("a".to_owned()));
+
+        let null = parse_listing_line("crw-r--r-- 0/0 1,3 1970-01-01 00:00 dev/null");
+        assert_eq!(null.and_then(|e| e.device), Some((1, 3)));
 
         assert!(parse_listing_line("garbage").is_none());
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, TestResult, assert_ok, stderr, text};
+use common::{Env, TestResult, assert_ok, ran, registry_with_cache, stderr, text};
 use serde_json::Value;
 
 /// The manifest digest and config digest of the image in an OCI archive, read with `tar`.
@@ -32,28 +32,6 @@ fn image_ids(env: &Env, archive: &str) -> Result<(String, String), Box<dyn std::
         .ok_or("no config digest")?
         .to_string();
     Ok((manifest_digest, config_digest))
-}
-
-/// The RUN and COPY steps the plain progress shows as run rather than cached, by their text.
-fn ran(out: &std::process::Output) -> Vec<String> {
-    let err = stderr(out);
-    let mut texts = std::collections::HashMap::new();
-    let mut ran = Vec::new();
-    for line in err.lines() {
-        let Some((n, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        if let Some((_, text)) = rest.split_once("] ")
-            && (text.starts_with("RUN ") || text.starts_with("COPY "))
-        {
-            texts.insert(n.to_string(), text.to_string());
-        } else if rest.starts_with("DONE ")
-            && let Some(text) = texts.get(n)
-        {
-            ran.push(text.clone());
-        }
-    }
-    ran
 }
 
 const APP: &str = "FROM busybox AS build\nRUN echo dep > /dep\nCOPY src.txt /src.txt\nRUN cat /dep /src.txt > /built\nFROM busybox\nCOPY --from=build /built /app/built\nRUN wc -c /app/built > /size\nENV MODE=prod\nCMD [\"cat\", \"/app/built\"]\n";
@@ -614,22 +592,12 @@ fn stored_blobs(root: &std::path::Path) -> std::io::Result<Vec<String>> {
 #[test]
 fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
     let env = Env::new()?;
-    let registry = umstage_testutil::registry::Registry::start()?;
-    let base = umstage_testutil::images::busybox()?.push(&registry)?;
-    let ctx = env.context(
-        "lazy",
-        &[(
-            "Dockerfile",
-            &format!("FROM {base}\nRUN echo made > /made\n"),
-        )],
-    )?;
-    let cache = format!("type=registry,ref={}", registry.reference("lazy-cache:1"));
-    let first = env.build(
-        &ctx,
-        "first.tar",
-        &["--cache-to", &format!("{cache},mode=max")],
-    );
-    assert_ok(&first);
+    let common::RegistryCache {
+        registry: _registry,
+        base,
+        ctx,
+        cache,
+    } = registry_with_cache(&env, "lazy")?;
     env.dir.mkdir("root-b")?;
     let root = env.path("root-b");
     let bb = format!("busybox=oci-layout://{}", env.busybox.display());
@@ -673,19 +641,13 @@ fn a_build_whose_every_step_hits_downloads_no_base_layer() -> TestResult {
 fn a_fully_cached_build_exporting_its_cache_back_to_the_registry_downloads_no_layer() -> TestResult
 {
     let env = Env::new()?;
-    let registry = umstage_testutil::registry::Registry::start()?;
-    let base = umstage_testutil::images::busybox()?.push(&registry)?;
-    let ctx = env.context(
-        "ci",
-        &[(
-            "Dockerfile",
-            &format!("FROM {base}\nRUN echo made > /made\n"),
-        )],
-    )?;
-    let cache = format!("type=registry,ref={}", registry.reference("ci-cache:1"));
+    let common::RegistryCache {
+        registry: _registry,
+        ctx,
+        cache,
+        ..
+    } = registry_with_cache(&env, "ci")?;
     let to = format!("{cache},mode=max");
-    let first = env.build(&ctx, "first.tar", &["--cache-to", &to]);
-    assert_ok(&first);
     let made = last_layer(&env, "first.tar")?;
     // The CI flow: an empty root, the cache from the registry and back to it.
     env.dir.mkdir("root-b")?;

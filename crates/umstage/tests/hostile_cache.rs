@@ -7,64 +7,19 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
-use common::{Env, TestResult, assert_ok, stderr, text};
+use common::{Env, TestResult, assert_ok, ran, stderr, text};
 use serde_json::Value;
 use sha2::Digest as _;
 
 const DOCKERFILE: &str = "FROM busybox\nRUN echo a > /a\nCOPY f /f\nRUN cat /f > /g\n";
 const LAST_RUN: &str = "RUN cat /f > /g";
 
-/// A build that has not ended after this long is stuck: it is killed and the test fails.
-const STUCK: Duration = Duration::from_secs(180);
-
-/// The RUN and COPY steps the plain progress shows as run rather than cached, by their text.
-fn ran(out: &Output) -> Vec<String> {
-    let err = stderr(out);
-    let mut texts = std::collections::HashMap::new();
-    let mut ran = Vec::new();
-    for line in err.lines() {
-        let Some((n, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        if let Some((_, text)) = rest.split_once("] ")
-            && (text.starts_with("RUN ") || text.starts_with("COPY "))
-        {
-            texts.insert(n.to_string(), text.to_string());
-        } else if rest.starts_with("DONE ")
-            && let Some(text) = texts.get(n)
-        {
-            ran.push(text.clone());
-        }
-    }
-    ran
-}
-
-/// Builds the context `ctx` in a fresh state root `root` with `extra` arguments, killing a
-/// build stuck past [`STUCK`] (a failure, where `Env::build_in` would wait forever).
+/// Builds the context `ctx` in a fresh state root `root` with `extra` arguments; a build that
+/// hangs is an error (where `Env::build_in` would wait forever).
 fn build_fresh(env: &Env, root: &str, ctx: &Path, extra: &[&str]) -> Result<Output, String> {
     env.dir.mkdir(root).map_err(|e| e.to_string())?;
-    let mut args = env.build_args(&format!("{root}.tar"));
-    args[2] = env.path(root).display().to_string();
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args.push(ctx.display().to_string());
-    let mut cmd = env.dir.user().command(&env.bin);
-    cmd.args(&args)
-        .env("XDG_DATA_HOME", env.path("xdg"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
-        if started.elapsed() > STUCK {
-            let _ = child.kill();
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            return Err(format!("the build hung:\n{}", text(&out)));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().map_err(|e| e.to_string())
+    env.build_unless_stuck(&env.path(root), ctx, &format!("{root}.tar"), extra)
 }
 
 fn sha256(bytes: &[u8]) -> String {

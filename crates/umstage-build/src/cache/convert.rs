@@ -1,6 +1,8 @@
 //! A cache export's blobs in the compression its `compression=` asks for: as BuildKit, the
 //! layers this build made, or with `force-compression=true` every blob; a blob already in
-//! that compression is kept as it is. A converted layer has the same tar (diff id) in a new
+//! that compression is kept as it is. A local cache hit's blob is not converted without
+//! `force-compression`, whatever its compression: BuildKit converts a layer that already has
+//! a blob only when forced. A converted layer has the same tar (diff id) in a new
 //! blob, and the records name the new blob, so an import's hits give images with it.
 
 use std::collections::{HashMap, HashSet};
@@ -123,6 +125,8 @@ mod tests {
             ..ExportFormat::default()
         };
         let made = HashSet::from([plain.digest.clone()]);
+        // A layer this build did not make (a hit, from the local cache or an import) keeps
+        // its blob without force-compression.
         assert!(to_convert(&config, &zstd, &HashSet::new()).is_empty());
         assert!(to_convert(&config, &ExportFormat::default(), &made).is_empty());
         let forced = ExportFormat {

@@ -203,7 +203,7 @@ impl InputLog {
 
     /// The inputs recorded for `locator`, if any.
     pub fn load(&self, locator: &str) -> Option<Inputs> {
-        let bytes = fs::read(self.dir.join(format!("{locator}.json"))).ok()?;
+        let bytes = umstage_oci::regular::read(&self.dir.join(format!("{locator}.json"))).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -213,9 +213,7 @@ impl InputLog {
         let before = self.load(locator);
         if before.as_ref() == Some(inputs) {
             let path = self.dir.join(format!("{locator}.json"));
-            let touched = fs::File::options()
-                .write(true)
-                .open(&path)
+            let touched = umstage_oci::regular::open_with(fs::File::options().write(true), &path)
                 .and_then(|f| f.set_modified(SystemTime::now()));
             if let Err(e) = touched {
                 tracing::debug!("touching {}: {e}", path.display());

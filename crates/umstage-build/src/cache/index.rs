@@ -54,7 +54,15 @@ impl CacheIndex {
     /// The entry stored under `key`, if there is a readable one.
     pub fn get<T: DeserializeOwned>(&self, key: &CacheKey) -> Option<T> {
         let path = self.path(key);
-        let bytes = fs::read(&path).ok()?;
+        let bytes = match umstage_oci::regular::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if umstage_oci::regular::is_not_regular(&e) => {
+                tracing::warn!(path = %path.display(), "dropping unreadable cache entry: {e}");
+                let _ = fs::remove_file(&path);
+                return None;
+            }
+            Err(_) => return None,
+        };
         match serde_json::from_slice(&bytes) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -67,7 +75,9 @@ impl CacheIndex {
 
     /// Marks the entry as just used, for `prune`'s least-recently-used order. Best effort.
     pub fn touch(&self, key: &CacheKey) {
-        if let Ok(f) = fs::File::options().write(true).open(self.path(key)) {
+        if let Ok(f) =
+            umstage_oci::regular::open_with(fs::File::options().write(true), &self.path(key))
+        {
             let _ = f.set_modified(SystemTime::now());
         }
     }

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -54,19 +53,16 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
 /// Opens the file at `path` for reading if it is a regular file. A shared cache directory
 /// may hold anything: a FIFO would block the open or the read forever, a device never end.
 fn open_regular(cache: &str, path: &Path) -> Result<fs::File, CacheError> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .map_err(io_err(cache, path))?;
-    let metadata = file.metadata().map_err(io_err(cache, path))?;
-    if !metadata.is_file() {
-        return Err(CacheError::Format {
-            cache: cache.into(),
-            message: format!("{} is not a regular file", path.display()),
-        });
-    }
-    Ok(file)
+    umstage_oci::regular::open(path).map_err(|e| {
+        if umstage_oci::regular::is_not_regular(&e) {
+            CacheError::Format {
+                cache: cache.into(),
+                message: format!("{} is not a regular file", path.display()),
+            }
+        } else {
+            io_err(cache, path)(e)
+        }
+    })
 }
 
 /// Reads the file at `path` whole, refusing one past `limit` bytes (checked while reading:

@@ -28,6 +28,17 @@ pub fn make_dirs_mode(
     owner: (u32, u32),
     mode: u32,
 ) -> Result<(), CopyError> {
+    make_dirs_noting(root, dir, owner, mode, &mut Vec::new())
+}
+
+/// As [`make_dirs_mode`], adding each directory it creates to `created`.
+fn make_dirs_noting(
+    root: &Root,
+    dir: &Path,
+    owner: (u32, u32),
+    mode: u32,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), CopyError> {
     let mut current = PathBuf::from("/");
     for component in dir.components() {
         let Component::Normal(name) = component else {
@@ -41,6 +52,7 @@ pub fn make_dirs_mode(
                 owner::chown_or_record(&parent, name, owner::Owner { uid, gid })
                     .map_err(io_err(&current))?;
                 chmod_nofollow(&parent, name, mode).map_err(errno(&current))?;
+                created.push(current.clone());
             }
             Err(rustix::io::Errno::EXIST) => {
                 // A symlink (even a dangling one) is followed inside the root, and what it
@@ -87,22 +99,26 @@ fn execute_with(
     owner_of_new_dirs: (u32, u32),
     files: Files,
 ) -> Result<(), CopyError> {
+    // Directories made that no source gives: their times are stamped last (see `stamp`).
+    let mut made = Vec::new();
+    let mut make_dirs =
+        |dir: &Path| make_dirs_noting(root, dir, owner_of_new_dirs, plan.new_dirs_mode, &mut made);
     // A wildcard that matched nothing copies nothing: not even the destination is made,
     // unless the plan says BuildKit makes it.
     if plan.items.is_empty() {
         if plan.make_dest {
-            make_dirs_mode(root, &plan.dest_dir, owner_of_new_dirs, plan.new_dirs_mode)?;
+            make_dirs(&plan.dest_dir)?;
         }
-        return Ok(());
+        return stamp(root, &made, (0, 0));
     }
-    make_dirs_mode(root, &plan.dest_dir, owner_of_new_dirs, plan.new_dirs_mode)?;
+    make_dirs(&plan.dest_dir)?;
     let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
     // Regular files the source holds more than one link to, by (device, inode): where the
     // first was made. The others are linked to it, as BuildKit's copier keeps hard links.
     let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for item in &plan.items {
         if item.merge_only {
-            make_dirs_mode(root, &item.dest, owner_of_new_dirs, plan.new_dirs_mode)?;
+            make_dirs(&item.dest)?;
             continue;
         }
         let parent_path = item.dest.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -111,7 +127,7 @@ fn execute_with(
             continue;
         };
         if !dirs.contains_key(&parent_path) {
-            make_dirs_mode(root, &parent_path, owner_of_new_dirs, plan.new_dirs_mode)?;
+            make_dirs(&parent_path)?;
             let fd = open_dir(root, &parent_path)?;
             dirs.insert(parent_path.clone(), fd);
         }
@@ -149,6 +165,26 @@ fn execute_with(
                 .map_err(errno(&item.dest))?;
             }
         }
+    }
+    let newest = plan.items.iter().map(|i| i.mtime).max().unwrap_or((0, 0));
+    stamp(root, &made, newest)
+}
+
+/// Sets the times of the directories a copy made that no source gives (missing parents, the
+/// destination of a directory's contents) to `time`, the newest of the copied entries' (the
+/// Unix epoch when there are none). BuildKit stamps them with the copy's timestamp when it
+/// has one (none from a Dockerfile) and leaves them the time of the copy otherwise, so that
+/// rerunning a COPY gives another layer; derived from what is copied, the time is the same
+/// on every run, and never later than the content it holds. `SOURCE_DATE_EPOCH` still clamps
+/// it in the layer.
+fn stamp(root: &Root, made: &[PathBuf], time: (i64, i64)) -> Result<(), CopyError> {
+    for dir in made {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            continue;
+        };
+        let parent = open_dir(root, parent)?;
+        rfs::utimensat(&parent, name, &timestamps(time), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(errno(dir))?;
     }
     Ok(())
 }
@@ -291,6 +327,13 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
             set_owner(parent, name, item)?;
             rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(path))?;
         }
+        ItemKind::Device(device) => {
+            remove_non_dir(parent, name, existing, item)?;
+            umstage_oci::device::mknod_or_record(parent, name, *device, 0o600)
+                .map_err(io_err(path))?;
+            set_owner_mode(parent, name, item)?;
+            rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(path))?;
+        }
         ItemKind::Fifo => {
             remove_non_dir(parent, name, existing, item)?;
             rfs::mknodat(parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
@@ -335,10 +378,11 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), Cop
 }
 
 /// Opens a source file that the plan saw as a regular file, never through a symlink put in its
-/// place, or in the place of a directory above it, since.
+/// place, or in the place of a directory above it, since, nor blocking on a FIFO put there.
 pub(crate) fn open_source(path: &Path) -> io::Result<fs::File> {
     owner::lending_read(rustix::fs::CWD, path, || {
-        open_no_symlinks(path, OFlags::RDONLY).map(fs::File::from)
+        let fd = open_no_symlinks(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        umstage_oci::regular::checked(fd)
     })
 }
 

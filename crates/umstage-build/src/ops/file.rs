@@ -338,6 +338,9 @@ impl Step<'_, '_> {
                 ItemKind::Dir => {
                     k.str("dir");
                 }
+                ItemKind::Device(device) => {
+                    k.str("device").bytes(&device.encode());
+                }
                 ItemKind::Fifo | ItemKind::Inline(_) => {
                     k.str("other");
                 }

@@ -38,7 +38,7 @@ impl Step<'_, '_> {
         // which the sandbox resolves inside that directory, never on the host's terms.
         let mut in_root = |source: Option<CopySource>| -> Result<sandbox::InRoot, StepError> {
             let root = match source {
-                None => self.context_view()?,
+                None => self.context_view(m.kind == MountType::Bind && !m.readonly)?,
                 Some(CopySource::Dir { path, .. }) => path,
                 Some(CopySource::State(out, _)) => {
                     let (key, guard) = self.view(&out.state)?;
@@ -173,23 +173,27 @@ impl Step<'_, '_> {
     }
 
     /// The build context as a step may see it: what `.dockerignore` leaves, exactly as
-    /// `COPY .` sees it. Without a `.dockerignore` that is the context directory itself; with
-    /// one, a copy of what it keeps, made under the state root on first use and shared by the
-    /// build's steps (a writable bind is an overlay over it, so none changes it).
-    pub(crate) fn context_view(&self) -> Result<PathBuf, StepError> {
+    /// `COPY .` sees it. Without a `.dockerignore`, and for reading only, that is the context
+    /// directory itself; else a copy of what it keeps, owned by root as BuildKit's context is,
+    /// made under the state root on first use and shared by the build's steps (a writable bind
+    /// is an overlay over it, so none changes it). A writable bind needs the copy: the overlay
+    /// copies a file up before a chown or chmod, keeping its owner, and the kernel refuses
+    /// that for a context file whose group (or owner) the user namespace does not map.
+    pub(crate) fn context_view(&self, writable: bool) -> Result<PathBuf, StepError> {
         let build = self.build;
-        let Some(ignore) = build.ignore.as_ref() else {
+        let ignore = build.ignore.as_ref();
+        if ignore.is_none() && !writable {
             return Ok(build.request.context.clone());
-        };
+        }
         let made = build
-            .filtered_context
+            .context_copy
             .dir
             .get_or_init(|| self.make_context_view(ignore).map_err(Arc::new));
         made.clone().map_err(StepError::Shared)
     }
 
-    /// The filtered copy of the context [`Step::context_view`] shares, made.
-    fn make_context_view(&self, ignore: &Dockerignore) -> Result<PathBuf, StepError> {
+    /// The copy of the context [`Step::context_view`] shares, made.
+    fn make_context_view(&self, ignore: Option<&Dockerignore>) -> Result<PathBuf, StepError> {
         let build = self.build;
         {
             let dir = build
@@ -204,7 +208,7 @@ impl Step<'_, '_> {
                 use_ignore: true,
             };
             let copied = (|| -> Result<(), StepError> {
-                let tree = SourceTree::open(&build.request.context, Some(ignore), true)
+                let tree = SourceTree::open(&build.request.context, ignore, true)
                     .map_err(|e| self.copy_error(e, &context))?;
                 let plan = copy::plan(&tree, &[".".into()], "/", &CopyOptions::default(), &|_| {
                     true

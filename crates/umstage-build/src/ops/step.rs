@@ -35,13 +35,13 @@ pub(crate) struct StageOutput {
     pub(crate) state: State,
 }
 
-/// The filtered copy of the context (see `context_view`), removed when the build ends.
+/// The copy of the context steps bind (see `context_view`), removed when the build ends.
 #[derive(Default)]
-pub(crate) struct FilteredContext {
+pub(crate) struct ContextCopy {
     pub(crate) dir: OnceLock<Result<PathBuf, Arc<StepError>>>,
 }
 
-impl Drop for FilteredContext {
+impl Drop for ContextCopy {
     fn drop(&mut self) {
         if let Some(Ok(dir)) = self.dir.get()
             && let Err(e) = std::fs::remove_dir_all(dir)
@@ -70,7 +70,7 @@ pub(crate) struct Build<'a> {
     pub(crate) digests: ContextDigests,
     pub(crate) ignore: Option<Dockerignore>,
     /// The context as `.dockerignore` leaves it, made once for every step that binds it.
-    pub(crate) filtered_context: FilteredContext,
+    pub(crate) context_copy: ContextCopy,
     pub(crate) unpacker: Unpacker,
     /// Base images by reference and platform, each resolved once (later callers wait for it).
     pub(crate) images: Mutex<HashMap<String, Arc<ImageCell>>>,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::facts::{Facts, MapTool};
+use super::facts::{Facts, Landlock, MapTool};
 use super::status::{Seccomp, cap};
 use super::tier::Tier;
 use super::trial::{Trial, errno_name};
@@ -59,6 +59,12 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
+    /// Why the steps of the tiers without a namespace are not confined by Landlock, if they
+    /// are not: `not confined by Landlock: …`.
+    pub fn unconfined(&self) -> Option<&str> {
+        unconfined(&self.findings)
+    }
+
     /// The findings that keep `tier` out of reach, as `text (fix: …)`, joined by `; `.
     pub fn blockers_of(&self, tier: Tier) -> String {
         self.findings
@@ -84,6 +90,7 @@ pub fn diagnose(facts: &Facts) -> Diagnosis {
     namespace_findings(facts, &mut findings);
     mapping_findings(facts, &mut findings);
     environment_findings(facts, &mut findings);
+    landlock_finding(facts, &mut findings);
     let tier = choose(facts);
     let reason = reason(facts, tier, &findings);
     let upgrades = Tier::ALL
@@ -549,6 +556,40 @@ fn environment_findings(facts: &Facts, out: &mut Vec<Finding>) {
     }
 }
 
+/// The text of the Landlock finding when steps go unconfined.
+fn unconfined(findings: &[Finding]) -> Option<&str> {
+    findings
+        .iter()
+        .find(|f| f.topic == LANDLOCK && f.level != Level::Ok)
+        .map(|f| f.text.as_str())
+}
+
+/// The Landlock finding's topic.
+const LANDLOCK: &str = "landlock";
+
+fn landlock_finding(facts: &Facts, out: &mut Vec<Finding>) {
+    match &facts.landlock {
+        Landlock::Abi(abi) => push(
+            out,
+            LANDLOCK,
+            Level::Ok,
+            format!("Landlock ABI {abi}: chroot and ptrace steps reach only their own files"),
+            None,
+            None,
+        ),
+        Landlock::Unavailable(why) => push(
+            out,
+            LANDLOCK,
+            Level::Note,
+            format!("not confined by Landlock: {why}"),
+            Some(
+                "on the node: Linux 5.19 or later with Landlock enabled; pod: a seccomp profile allowing landlock_create_ruleset, landlock_add_rule and landlock_restrict_self",
+            ),
+            None,
+        ),
+    }
+}
+
 fn reason(facts: &Facts, tier: Option<Tier>, findings: &[Finding]) -> String {
     let first_blocker = |t: Tier| {
         findings
@@ -565,11 +606,18 @@ fn reason(facts: &Facts, tier: Option<Tier>, findings: &[Finding]) -> String {
             "a user namespace with one id, so owners other than root are recorded, not set, and a non-root USER is played by root: {}",
             first_blocker(Tier::Userns)
         ),
-        Some(tier @ (Tier::Chroot | Tier::Ptrace)) => format!(
-            "no user namespace ({}): {}",
-            first_blocker(Tier::UsernsSingle),
-            what_it_is(tier)
-        ),
+        Some(tier @ (Tier::Chroot | Tier::Ptrace)) => {
+            let mut reason = format!(
+                "no user namespace ({}): {}",
+                first_blocker(Tier::UsernsSingle),
+                what_it_is(tier)
+            );
+            if let Some(unconfined) = unconfined(findings) {
+                reason.push_str("; ");
+                reason.push_str(unconfined);
+            }
+            reason
+        }
         None => format!(
             "no tier can run RUN steps here: {}",
             first_blocker(Tier::UsernsSingle)

@@ -45,9 +45,14 @@ pub fn enter(choice: TierChoice, state_root: &Path) -> Result<Entered, EnterErro
             return Err(EnterError::NoNamespace { tier, why });
         }
         activate(tier);
+        let mut reason = format!("asked for: {}", super::diagnose::what_it_is(tier));
+        if let Some(unconfined) = diagnosis.unconfined() {
+            reason.push_str("; ");
+            reason.push_str(unconfined);
+        }
         return Ok(Entered {
             tier,
-            reason: format!("asked for: {}", super::diagnose::what_it_is(tier)),
+            reason,
             warning: None,
         });
     }

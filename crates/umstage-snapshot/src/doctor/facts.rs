@@ -37,6 +37,25 @@ pub struct StateRoot {
     pub unusable: Option<String>,
 }
 
+/// Whether the steps of the tiers without a namespace are confined by Landlock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Landlock {
+    /// Confined, with this Landlock ABI.
+    Abi(u32),
+    /// Not confined, and why.
+    Unavailable(String),
+}
+
+impl Landlock {
+    fn probe() -> Landlock {
+        match crate::sandbox::landlock::probe() {
+            Ok(abi) => Landlock::Abi(abi),
+            Err(why) => Landlock::Unavailable(why.to_string()),
+        }
+    }
+}
+
 /// Everything the diagnosis looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Facts {
@@ -66,6 +85,8 @@ pub struct Facts {
     pub proc_overmounts: Vec<String>,
     /// The state root, when one was named.
     pub state_root: Option<StateRoot>,
+    /// Landlock, for the `chroot` and `ptrace` tiers.
+    pub landlock: Landlock,
 }
 
 impl Facts {
@@ -101,6 +122,7 @@ impl Facts {
                 &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
             ),
             state_root: state_root.map(state_root_facts),
+            landlock: Landlock::probe(),
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod trial;
 
 pub use diagnose::{Diagnosis, Finding, Level, Upgrade, diagnose, keeps_out};
 pub use enter::{EnterError, Entered, enter};
-pub use facts::{Facts, MapTool, StateRoot};
+pub use facts::{Facts, Landlock, MapTool, StateRoot};
 pub use tier::{Tier, TierChoice, activate, active_tier};
 pub use trial::Trial;
 

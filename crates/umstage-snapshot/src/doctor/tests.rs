@@ -34,6 +34,7 @@ fn pod(uid: u32, caps: CapSet, nnp: bool, seccomp: Seccomp, trial: Trial) -> Fac
             free_bytes: Some(10 << 30),
             unusable: None,
         }),
+        landlock: Landlock::Abi(7),
     }
 }
 
@@ -103,6 +104,43 @@ fn root_with_default_capabilities_is_refused_a_namespace_and_gets_chroot() {
     ));
     assert_eq!(d.tier, Some(Tier::Ptrace));
     assert!(d.blockers_of(Tier::Chroot).contains("CAP_SYS_CHROOT"));
+}
+
+#[test]
+fn a_tier_without_namespaces_says_once_when_landlock_does_not_confine_it() {
+    let restricted = pod(
+        1000,
+        CapSet(0),
+        true,
+        Seccomp::Filter,
+        Trial::Unshare(EPERM),
+    );
+    let d = diagnose(&restricted);
+    assert_eq!(d.unconfined(), None);
+    assert!(!d.reason.contains("Landlock"), "{}", d.reason);
+    let why =
+        "landlock_create_ruleset fails: Operation not permitted (a seccomp filter refuses it)";
+    let d = diagnose(&Facts {
+        landlock: Landlock::Unavailable(why.into()),
+        ..restricted.clone()
+    });
+    assert_eq!(d.tier, Some(Tier::Ptrace));
+    let said = format!("not confined by Landlock: {why}");
+    assert_eq!(d.unconfined(), Some(said.as_str()));
+    assert_eq!(d.reason.matches("not confined by Landlock").count(), 1);
+    assert!(d.reason.ends_with(&said), "{}", d.reason);
+    // The namespace tiers need no Landlock: their reason does not mention it.
+    let unconfined = diagnose(&Facts {
+        landlock: Landlock::Unavailable(why.into()),
+        trial: Trial::Works,
+        ..restricted
+    });
+    assert_eq!(unconfined.tier, Some(Tier::UsernsSingle));
+    assert!(
+        !unconfined.reason.contains("Landlock"),
+        "{}",
+        unconfined.reason
+    );
 }
 
 #[test]

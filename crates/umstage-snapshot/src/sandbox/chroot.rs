@@ -6,8 +6,9 @@
 //! mounted), with the character devices a step expects made in `/dev` for the step and removed
 //! after it (reported as stubs). There is no `/proc` or `/sys`, no private hostname, and no
 //! `RUN --mount`: [`super::run_step`] refuses what needs a mount before the helper starts.
-//! The step cannot chroot itself (it could leave this chroot so); it shares the container's
-//! pid, network and ipc namespaces, so the container is the boundary.
+//! The step cannot chroot itself (it could leave this chroot so); where the kernel offers
+//! Landlock it is also confined to the snapshot's tree ([`confine`]), which holds whatever way
+//! out root finds. It shares the container's pid, network and ipc namespaces.
 
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use umstage_oci::inroot::Root;
 
 use super::failure::HelperError;
+use super::landlock::{Access, Ruleset};
 use super::rootfs::{Kind, Ready, ensure, user_and_workdir};
 
 /// `CAP_SYS_CHROOT`'s number, as `prctl` takes it.
@@ -85,4 +87,25 @@ pub(super) fn prepare_root(
         ));
     }
     Ok(Ready { user })
+}
+
+/// Confines the step, already chrooted, to its root with Landlock (and so sets
+/// no-new-privileges, which Landlock needs without `CAP_SYS_ADMIN`); without Landlock the
+/// step runs as before (the build's tier line said why).
+pub(super) fn confine() -> Result<(), HelperError> {
+    let mut rules = match Ruleset::new().map_err(|e| HelperError::Below(e.into()))? {
+        Ok(rules) => rules,
+        Err(why) => {
+            tracing::debug!("not confined by Landlock: {why}");
+            return Ok(());
+        }
+    };
+    rules
+        .allow(Path::new("/"), Access::ALL)
+        .map_err(|e| HelperError::Below(e.into()))?;
+    nix::sys::prctl::set_no_new_privs()
+        .map_err(|e| HelperError::during("PR_SET_NO_NEW_PRIVS", e))?;
+    rules
+        .restrict_self()
+        .map_err(|e| HelperError::Below(e.into()))
 }

@@ -565,6 +565,9 @@ fn try_exec(
     if let Some(setup) = traced {
         return setup.exec(&resolved.to_string_lossy(), &c_args, &c_env);
     }
+    if request.chroot.is_some() {
+        super::chroot::confine()?;
+    }
     nix::unistd::execve(&c_program, &c_args, &c_env)
         .map_err(|e| HelperError::during(format!("exec {}", resolved.display()), e))
 }

@@ -7,7 +7,7 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use umstage_oci::owner::{Owner, XATTR};
+use umstage_oci::owner::{Owner, XATTR, link};
 
 use crate::snapshot::MountSpec;
 
@@ -123,7 +123,9 @@ fn walk(upper: &Path, rel: &Path, lowers: &[PathBuf], owner: Owner) {
         let in_lower = lowers
             .iter()
             .any(|l| std::fs::symlink_metadata(l.join(&rel)).is_ok());
-        if !in_lower && !kind.is_symlink() {
+        if !in_lower && kind.is_symlink() {
+            own_new_link(&upper.join(&rel), owner);
+        } else if !in_lower {
             let path = upper.join(&rel);
             let recorded = rustix::fs::lgetxattr(&path, XATTR, &mut [0u8; 32]).is_ok();
             if !recorded {
@@ -141,6 +143,22 @@ fn walk(upper: &Path, rel: &Path, lowers: &[PathBuf], owner: Owner) {
         if kind.is_dir() {
             walk(upper, &rel, lowers, owner);
         }
+    }
+}
+
+/// Records `owner` for the new symlink at `path` (on its directory: `owner::link`) where it
+/// has no record yet.
+fn own_new_link(path: &Path, owner: Owner) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let Ok(dir) = std::fs::File::open(dir) else {
+        return;
+    };
+    if link::link_recorded(&dir, name).is_none()
+        && let Err(e) = link::record_link(&dir, name, owner)
+    {
+        tracing::debug!(path = %path.display(), "recording the step's user: {e}");
     }
 }
 

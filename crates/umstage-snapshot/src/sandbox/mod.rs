@@ -10,9 +10,11 @@
 
 pub(crate) mod caps;
 mod chroot;
+mod devices;
 mod failure;
 pub(crate) mod helper;
 mod identity;
+pub(crate) mod landlock;
 mod mounts;
 mod owners;
 mod rlimit;

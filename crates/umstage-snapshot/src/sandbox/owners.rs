@@ -11,16 +11,18 @@
 //! recorded owners into the tar, so a later `stat` (same step or a later one) and the image
 //! agree. Paths are resolved in the caller's root (`RESOLVE_IN_ROOT`), never in the helper's.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use rustix::fs::{OFlags, XattrFlags};
-use umstage_oci::owner::{Owner, XATTR};
+use umstage_oci::owner::{Owner, XATTR, link};
 
 use super::failure::HelperError;
 use super::identity::Identity;
@@ -45,6 +47,13 @@ enum Call {
         buf: u64,
         flags: i32,
         mask: u32,
+    },
+    /// `mknod`: a device is made as its placeholder ([`super::devices`]).
+    Mknod {
+        dirfd: i32,
+        addr: u64,
+        mode: u32,
+        dev: u64,
     },
 }
 
@@ -71,6 +80,7 @@ fn intercepted(with_identity: bool) -> Vec<i64> {
         libc::SYS_fstat,
         libc::SYS_newfstatat,
         libc::SYS_statx,
+        libc::SYS_mknodat,
     ];
     #[cfg(target_arch = "x86_64")]
     calls.extend([
@@ -78,6 +88,7 @@ fn intercepted(with_identity: bool) -> Vec<i64> {
         libc::SYS_lchown,
         libc::SYS_stat,
         libc::SYS_lstat,
+        libc::SYS_mknod,
     ]);
     if with_identity {
         calls.extend(super::identity::intercepted());
@@ -129,6 +140,14 @@ fn decode(nr: i64, a: [u64; 6]) -> Option<Call> {
                 buf: a[1],
             });
         }
+        libc::SYS_mknod => {
+            return Some(Call::Mknod {
+                dirfd: libc::AT_FDCWD,
+                addr: a[0],
+                mode: a[1] as u32,
+                dev: a[2],
+            });
+        }
         _ => {}
     }
     let _ = cwd;
@@ -156,6 +175,12 @@ fn decode(nr: i64, a: [u64; 6]) -> Option<Call> {
             buf: a[4],
             flags: a[2] as i32,
             mask: a[3] as u32,
+        }),
+        libc::SYS_mknodat => Some(Call::Mknod {
+            dirfd: fd(a[0]),
+            addr: a[1],
+            mode: a[2] as u32,
+            dev: a[3],
         }),
         _ => None,
     }
@@ -351,26 +376,64 @@ fn serve_one(listener: &OwnedFd, who: Option<Identity>) {
 /// Fails (and the call goes to the kernel) wherever the target cannot be found here.
 fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, call: Call) -> std::io::Result<Answer> {
     let pid = req.pid;
+    // The pid could have been reused since the call was made: only a live call is answered.
+    let live = || {
+        // SAFETY: ID_VALID reads the u64 id, which lives for the call.
+        let rc = unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                &req.id,
+            )
+        };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
     let target = match call {
         Call::Chown { target, .. } | Call::Stat { target, .. } | Call::Statx { target, .. } => {
             target
         }
+        Call::Mknod {
+            dirfd,
+            addr,
+            mode,
+            dev,
+        } => {
+            // A failure leaves the call to the kernel, which gives the errno it would have.
+            let (parent, name) = open_parent(pid, dirfd, addr)?;
+            live()?;
+            return Ok(
+                match super::devices::mknod(pid, &parent, &name, mode, dev)? {
+                    true => Answer::Done(0),
+                    false => Answer::Continue,
+                },
+            );
+        }
     };
     let file = open_target(pid, target)?;
-    // The pid could have been reused since the call was made: only a live call is answered.
-    // SAFETY: ID_VALID reads the u64 id, which lives for the call.
-    if unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &req.id,
-        )
-    } < 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
+    live()?;
     let proc_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let recorded = read_record(&proc_path);
+    // A symlink's owner is recorded on its directory (`owner::link`).
+    let is_link = rustix::fs::fstat(&file).is_ok_and(|s| {
+        rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Symlink
+    });
+    let link = match target {
+        Target::Path {
+            dirfd,
+            addr,
+            follow: false,
+            ..
+        } if is_link => Some(open_parent(pid, dirfd, addr)?),
+        _ => None,
+    };
+    let recorded = match &link {
+        Some((dir, name)) => link::link_recorded(dir, name),
+        None => umstage_oci::owner::recorded(&file),
+    };
+    let device = umstage_oci::device::recorded(&file);
     match call {
         Call::Chown { uid, gid, .. } => {
             let now = match recorded {
@@ -387,26 +450,41 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, call: Call) -> std::io:
                 uid: if uid == u32::MAX { now.uid } else { uid },
                 gid: if gid == u32::MAX { now.gid } else { gid },
             };
-            record(&file, &proc_path, new)?;
-            clear_set_ids(&file, &proc_path)?;
+            match &link {
+                Some((dir, name)) => link::record_link(dir, name, new)?,
+                None => {
+                    record(&file, &proc_path, new)?;
+                    clear_set_ids(&file, &proc_path)?;
+                }
+            }
             Ok(Answer::Done(0))
         }
         Call::Stat { buf, .. } => {
-            let Some(owner) = recorded else {
+            if recorded.is_none() && device.is_none() {
                 return Ok(Answer::Continue);
-            };
-            let mut st = rustix::fs::fstat(&file)?;
-            st.st_uid = owner.uid;
-            st.st_gid = owner.gid;
+            }
+            // SAFETY: stat is plain data.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes `st`, which lives for the call.
+            if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(owner) = recorded {
+                st.st_uid = owner.uid;
+                st.st_gid = owner.gid;
+            }
+            if let Some(device) = device {
+                super::devices::patch_stat(&mut st, device);
+            }
             write_struct(pid, buf, &st)?;
             Ok(Answer::Done(0))
         }
         Call::Statx {
             buf, flags, mask, ..
         } => {
-            let Some(owner) = recorded else {
+            if recorded.is_none() && device.is_none() {
                 return Ok(Answer::Continue);
-            };
+            }
             // SAFETY: statx is plain data.
             let mut stx: libc::statx = unsafe { std::mem::zeroed() };
             let sync = flags & libc::AT_STATX_SYNC_TYPE;
@@ -423,35 +501,53 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, call: Call) -> std::io:
             if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            stx.stx_uid = owner.uid;
-            stx.stx_gid = owner.gid;
+            if let Some(owner) = recorded {
+                stx.stx_uid = owner.uid;
+                stx.stx_gid = owner.gid;
+            }
+            if let Some(device) = device {
+                super::devices::patch_statx(&mut stx, device);
+            }
             write_struct(pid, buf, &stx)?;
             Ok(Answer::Done(0))
         }
+        Call::Mknod { .. } => Ok(Answer::Continue),
     }
 }
 
 /// Opens what a call names as an `O_PATH` descriptor, resolving paths in the caller's root.
 fn open_target(pid: u32, target: Target) -> std::io::Result<OwnedFd> {
-    let proc = |rest: String| -> std::io::Result<OwnedFd> {
-        // O_PATH follows the magic link to the file itself, whatever kind it is.
-        let flags = OFlags::PATH | OFlags::CLOEXEC;
-        Ok(rustix::fs::open(
-            format!("/proc/{pid}/{rest}"),
-            flags,
-            rustix::fs::Mode::empty(),
-        )?)
-    };
-    let (dirfd, addr, follow, empty_ok) = match target {
-        Target::Fd(fd) => return proc(format!("fd/{fd}")),
+    match target {
+        Target::Fd(fd) => open_proc(pid, &format!("fd/{fd}")),
         Target::Path {
             dirfd,
             addr,
             follow,
             empty_ok,
-        } => (dirfd, addr, follow, empty_ok),
-    };
-    let path = read_path(pid, addr)?;
+        } => open_path(pid, dirfd, &read_path(pid, addr)?, follow, empty_ok),
+    }
+}
+
+/// Opens `/proc/PID/<rest>` as an `O_PATH` descriptor (which follows the magic link to the
+/// file itself, whatever kind it is).
+fn open_proc(pid: u32, rest: &str) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        format!("/proc/{pid}/{rest}"),
+        OFlags::PATH | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?)
+}
+
+/// Opens `path` of process `pid` (relative to its `dirfd`) as an `O_PATH` descriptor,
+/// resolving it in the caller's root.
+fn open_path(
+    pid: u32,
+    dirfd: i32,
+    path: &Path,
+    follow: bool,
+    empty_ok: bool,
+) -> std::io::Result<OwnedFd> {
+    let proc = |rest: String| open_proc(pid, &rest);
     let base = |p: &Path| {
         if p.is_absolute() {
             proc("root".into())
@@ -465,7 +561,7 @@ fn open_target(pid: u32, target: Target) -> std::io::Result<OwnedFd> {
         if !empty_ok {
             return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
         }
-        return base(&path);
+        return base(path);
     }
     // A relative path is resolved with its directory as the root: one that climbs out of it
     // goes to the kernel untouched rather than being resolved wrongly.
@@ -482,7 +578,19 @@ fn open_target(pid: u32, target: Target) -> std::io::Result<OwnedFd> {
         } else {
             OFlags::NOFOLLOW
         };
-    umstage_oci::inroot::open_in_root(base(&path)?, &path, flags)
+    umstage_oci::inroot::open_in_root(base(path)?, path, flags)
+}
+
+/// Opens the directory a `mknod`'s path (at `addr`, relative to `dirfd`) makes its entry in,
+/// as an `O_PATH` descriptor resolved in the caller's root, with the entry's name.
+fn open_parent(pid: u32, dirfd: i32, addr: u64) -> std::io::Result<(OwnedFd, OsString)> {
+    let path = read_path(pid, addr)?;
+    let name = match path.file_name() {
+        Some(name) if !path.as_os_str().as_bytes().ends_with(b"/") => name.to_owned(),
+        _ => return Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    let parent = path.parent().unwrap_or(Path::new(""));
+    Ok((open_path(pid, dirfd, parent, true, true)?, name))
 }
 
 /// A chown of a file that is not a directory clears its set-user-id bit, and its set-group-id
@@ -536,12 +644,6 @@ fn write_struct<T>(pid: u32, addr: u64, value: &T) -> std::io::Result<()> {
         .write(true)
         .open(format!("/proc/{pid}/mem"))?;
     mem.write_all_at(bytes, addr)
-}
-
-pub(super) fn read_record(path: &Path) -> Option<Owner> {
-    let mut value = [0u8; 32];
-    let n = rustix::fs::getxattr(path, XATTR, &mut value).ok()?;
-    Owner::decode(&value[..n]).ok()
 }
 
 /// Records `owner` on `file`, through `path` (its `/proc/self/fd` link, which the xattr

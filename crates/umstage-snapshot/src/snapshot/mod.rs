@@ -463,19 +463,18 @@ impl Snapshotter {
 
     fn lock(&self) -> Result<File, SnapshotError> {
         let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(at("open", &path))?;
+        let file = umstage_oci::regular::open_with(
+            File::options().create(true).truncate(false).write(true),
+            &path,
+        )
+        .map_err(at("open", &path))?;
         flock(&file, libc::LOCK_EX).map_err(at("lock", &path))?;
         Ok(file)
     }
 
     fn read_record(&self, key: &str) -> Result<Option<Record>, SnapshotError> {
         let path = self.record_path(key);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match umstage_oci::regular::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(at("read", &path)(e).into()),
@@ -530,7 +529,7 @@ impl Snapshotter {
             if name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            match std::fs::read(entry.path()) {
+            match umstage_oci::regular::read(&entry.path()) {
                 Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
                     Ok(record) => records.push(record),
                     Err(e) => {
@@ -538,6 +537,9 @@ impl Snapshotter {
                     }
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if umstage_oci::regular::is_not_regular(&e) => {
+                    tracing::warn!(path = %entry.path().display(), "skipping a snapshot record: {e}")
+                }
                 Err(e) => return Err(at("read", &entry.path())(e).into()),
             }
         }
@@ -566,7 +568,7 @@ impl Snapshotter {
             if name == self.lease_id || name.starts_with('.') {
                 continue;
             }
-            let Ok(file) = File::open(entry.path()) else {
+            let Ok(file) = umstage_oci::regular::open(&entry.path()) else {
                 continue;
             };
             if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {

@@ -9,6 +9,7 @@ pub mod dockerd;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use umstage_testutil::archive::{self, Transport, Unpacked};
@@ -155,7 +156,58 @@ impl Env {
         args.push(&ctx);
         self.umstage(&args, envs)
     }
+
+    /// `build_in` for a build that may hang: one that has not ended after [`STUCK`] is sent
+    /// SIGTERM, then killed if that does not end it within a minute, and is an error saying so.
+    pub fn build_unless_stuck(
+        &self,
+        root: &Path,
+        ctx: &Path,
+        out: &str,
+        extra: &[&str],
+    ) -> Result<Output, String> {
+        let mut args = self.build_args(out);
+        args[2] = root.display().to_string();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push(ctx.display().to_string());
+        let mut cmd = self.dir.user().command(&self.bin);
+        cmd.args(&args)
+            .env("XDG_DATA_HOME", self.path("xdg"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let ended = |child: &mut std::process::Child, limit: Duration| {
+            let started = Instant::now();
+            while started.elapsed() < limit {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        };
+        if ended(&mut child, STUCK) {
+            return child.wait_with_output().map_err(|e| e.to_string());
+        }
+        // The child is umstage itself (the test user's command execs it).
+        let _ = umstage_testutil::run(
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string()),
+        );
+        let what = if ended(&mut child, Duration::from_secs(60)) {
+            "the build hung until SIGTERM"
+        } else {
+            let _ = child.kill();
+            "the build hung, and SIGTERM did not end it"
+        };
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        Err(format!("{what}:\n{}", text(&out)))
+    }
 }
+
+/// A build that has not ended after this long is stuck.
+pub const STUCK: Duration = Duration::from_secs(180);
 
 pub fn text(out: &Output) -> String {
     format!(
@@ -246,4 +298,118 @@ pub fn docker_manifest(env: &Env, archive: &str) -> Result<Value, Box<dyn std::e
             .arg("manifest.json"),
     )?;
     Ok(serde_json::from_str(&text)?)
+}
+
+/// The words after the step prefix (`#N 0.012 `) of each output line that starts with `prefix`.
+pub fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+/// The RUN and COPY steps the plain progress shows as run rather than cached, by their text.
+pub fn ran(out: &Output) -> Vec<String> {
+    let err = stderr(out);
+    let mut texts = std::collections::HashMap::new();
+    let mut ran = Vec::new();
+    for line in err.lines() {
+        let Some((n, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some((_, text)) = rest.split_once("] ")
+            && (text.starts_with("RUN ") || text.starts_with("COPY "))
+        {
+            texts.insert(n.to_string(), text.to_string());
+        } else if rest.starts_with("DONE ")
+            && let Some(text) = texts.get(n)
+        {
+            ran.push(text.clone());
+        }
+    }
+    ran
+}
+
+/// `umstage build` of `ctx` into `out` in the sandbox tier `tier`, with the plain progress.
+pub fn build_in_tier(env: &Env, ctx: &Path, out: &str, tier: &str) -> Output {
+    env.build(ctx, out, &["--sandbox", tier, "--progress", "plain"])
+}
+
+/// What a tier that records owners must show of the owners the build stage of the tiers'
+/// `OWNERS` Dockerfile sets: in its own `stat`s (`log`) and in the image (`archive`).
+pub fn assert_owners_kept(env: &Env, log: &str, archive: &str) -> TestResult {
+    assert_eq!(
+        lines_with(log, "same "),
+        ["same 1234:55 4755 /out/f", "same 7:8 755 /out/sub"],
+        "{log}"
+    );
+    assert_eq!(lines_with(log, "later "), ["later 1234:55 /out/f"], "{log}");
+    assert_eq!(lines_with(log, "back "), ["back 0:0"], "{log}");
+    let image = layers(env, archive)?;
+    let f = entry(&image, "res/f").ok_or("res/f missing")?;
+    assert_eq!((f.uid, f.gid, f.mode.as_str()), (1234, 55, "-rwsr-xr-x"));
+    let sub = entry(&image, "res/sub").ok_or("res/sub missing")?;
+    assert_eq!((sub.uid, sub.gid), (7, 8));
+    let g = entry(&image, "g").ok_or("g missing")?;
+    assert_eq!((g.uid, g.gid), (42, 43));
+    let back = entry(&image, "res/back").ok_or("res/back missing")?;
+    assert_eq!((back.uid, back.gid), (0, 0));
+    Ok(())
+}
+
+/// The last layer of the image in `archive` as Docker's `manifest.json` names it:
+/// `blobs/sha256/HEX`, where the state root's content store keeps it too.
+pub fn last_layer_path(env: &Env, archive: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let manifest = docker_manifest(env, archive)?;
+    Ok(manifest[0]["Layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l.as_str())
+        .ok_or("no layers in manifest.json")?
+        .to_owned())
+}
+
+/// A registry serving busybox, a context `name` building `FROM` it, and a first build (in the
+/// default state root, into `first.tar`) that exported its cache with `mode=max` to the
+/// registry as `NAME-cache:1`.
+pub fn registry_with_cache(
+    env: &Env,
+    name: &str,
+) -> Result<RegistryCache, Box<dyn std::error::Error>> {
+    let registry = umstage_testutil::registry::Registry::start()?;
+    let base = images::busybox()?.push(&registry)?;
+    let ctx = env.context(
+        name,
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo made > /made\n"),
+        )],
+    )?;
+    let cache = format!(
+        "type=registry,ref={}",
+        registry.reference(&format!("{name}-cache:1"))
+    );
+    let first = env.build(
+        &ctx,
+        "first.tar",
+        &["--cache-to", &format!("{cache},mode=max")],
+    );
+    assert_ok(&first);
+    Ok(RegistryCache {
+        registry,
+        base,
+        ctx,
+        cache,
+    })
+}
+
+/// What [`registry_with_cache`] made.
+pub struct RegistryCache {
+    pub registry: umstage_testutil::registry::Registry,
+    /// The busybox reference in the registry.
+    pub base: String,
+    pub ctx: PathBuf,
+    /// The cache's `type=registry,ref=` value.
+    pub cache: String,
 }

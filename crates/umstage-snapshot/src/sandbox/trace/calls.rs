@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use libc::user_regs_struct;
 use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
+use umstage_oci::device::Device;
 use umstage_oci::owner::{self, Owner};
 
 use super::super::identity::{self, Identity};
@@ -110,23 +111,25 @@ impl Context {
                 })
             }
             Kind::Creates { path, flags } => {
-                let Some((host, _)) = self.translate(pid, regs, &mut scratch, path)? else {
+                let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
+                let post = self.creates(pid, regs, &mut scratch, path, creating, who)?;
+                Ok(post.map_or(Entry::Pass, pending))
+            }
+            Kind::Mknod { path, mode, dev } => {
+                let (mode, dev) = (arg(regs, mode) as u32, arg(regs, dev));
+                if Device::from_mknod(mode, dev).is_none() {
+                    let post = self.creates(pid, regs, &mut scratch, path, true, who)?;
+                    return Ok(post.map_or(Entry::Pass, pending));
+                }
+                let Some((host, _)) = self.host_path(pid, regs, path)? else {
                     return Ok(Entry::Pass);
                 };
-                let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
                 let owner = Owner {
                     uid: who.uid,
                     gid: who.gid,
                 };
-                let new = creating
-                    && owner != Owner::default()
-                    && rustix::fs::lstat(Path::new(std::ffi::OsStr::from_bytes(&host)))
-                        .is_err_and(|e| e == rustix::io::Errno::NOENT);
-                Ok(pending(if new {
-                    Post::Own(host, owner)
-                } else {
-                    Post::Restore
-                }))
+                super::devices::mknod(pid, &host, mode, dev, owner).map_err(errno)?;
+                Ok(Entry::Skip(0))
             }
             Kind::Stat {
                 path,
@@ -199,6 +202,14 @@ impl Context {
                     Entry::Pass
                 })
             }
+            Kind::SendMsg { msg } => {
+                let rewritten = self.sendmsg(pid, regs, &mut scratch, msg)?;
+                Ok(if rewritten {
+                    pending(Post::Restore)
+                } else {
+                    Entry::Pass
+                })
+            }
             Kind::Refuse(e) => Err(e),
             Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
@@ -249,6 +260,36 @@ impl Context {
         for i in 0..6 {
             set_arg(regs, i, arg(&pending.saved, i));
         }
+    }
+
+    /// A call that may create the file at path argument `a` (translated in place): what its
+    /// exit does, where a step with a non-root user owns what it creates; `None` where the
+    /// path stays as it is.
+    fn creates(
+        &self,
+        pid: Pid,
+        regs: &mut user_regs_struct,
+        scratch: &mut Scratch,
+        a: PathArg,
+        creating: bool,
+        who: &Identity,
+    ) -> Result<Option<Post>, i32> {
+        let Some((host, _)) = self.translate(pid, regs, scratch, a)? else {
+            return Ok(None);
+        };
+        let owner = Owner {
+            uid: who.uid,
+            gid: who.gid,
+        };
+        let new = creating
+            && owner != Owner::default()
+            && rustix::fs::lstat(Path::new(std::ffi::OsStr::from_bytes(&host)))
+                .is_err_and(|e| e == rustix::io::Errno::NOENT);
+        Ok(Some(if new {
+            Post::Own(host, owner)
+        } else {
+            Post::Restore
+        }))
     }
 
     /// Translates path argument `a` in place; the host path, or `None` where it stays as it is
@@ -358,15 +399,9 @@ impl Context {
             return Ok(false);
         }
         let bytes = memory::read(pid, at, size).map_err(errno)?;
-        let Some(path) = sockets::path_of(&bytes) else {
+        let Some(new) = self.unix_address(pid, &bytes, follow)? else {
             return Ok(false);
         };
-        let Some(guest) = self.root.absolute(pid, libc::AT_FDCWD, &path) else {
-            return Ok(false);
-        };
-        let host = self.root.to_host(pid, &guest, follow)?;
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(errno)?;
-        let new = sockets::address(&host, cwd.as_os_str().as_bytes())?;
         let new_at = scratch.put(&new).map_err(errno)?;
         set_arg(regs, addr, new_at);
         set_arg(regs, len, new.len() as u64);
@@ -439,10 +474,36 @@ fn shown(fd: &OwnedFd, path: &Path) -> std::io::Result<Owner> {
     let read = || match rustix::fs::getxattr(path, umstage_oci::owner::XATTR, &mut [0u8; 32]) {
         Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
         Err(e) => Err(std::io::Error::from(e)),
-        Ok(_) => Ok(owners::read_record(path)),
+        Ok(_) => Ok(umstage_oci::owner::recorded_at(path)),
     };
     // A file whose record cannot be read even so (a /proc file) has none.
     if let Ok(Some(recorded)) = as_owner(fd, path, read) {
+        return Ok(recorded);
+    }
+    let st = rustix::fs::fstat(fd)?;
+    Ok(owner::in_image(st.st_uid, st.st_gid))
+}
+
+/// Where `target` is a symlink itself (a path whose final symlink is not followed): its
+/// directory and its name there, which its owner's record is kept by (`owner::link`).
+fn link_of(target: &Target, fd: &OwnedFd) -> Option<(OwnedFd, std::ffi::OsString)> {
+    let Target::Host(host, Follow::No) = target else {
+        return None;
+    };
+    let st = rustix::fs::fstat(fd).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Symlink {
+        return None;
+    }
+    let path = Path::new(std::ffi::OsStr::from_bytes(host));
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(path.parent()?, flags, Mode::empty()).ok()?;
+    Some((dir, path.file_name()?.to_owned()))
+}
+
+/// The owner the symlink `fd` (`name` in `dir`) shows: its record, or its real owner as the
+/// image sees it.
+fn link_shown(fd: &OwnedFd, dir: &OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<Owner> {
+    if let Some(recorded) = owner::link::link_recorded(dir, name) {
         return Ok(recorded);
     }
     let st = rustix::fs::fstat(fd)?;
@@ -479,11 +540,18 @@ fn as_owner<T>(
 /// A `chown`, recorded (`u32::MAX` keeps that id).
 fn chown(pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
-    let now = shown(&fd, &path)?;
+    let link = link_of(target, &fd);
+    let now = match &link {
+        Some((dir, name)) => link_shown(&fd, dir, name)?,
+        None => shown(&fd, &path)?,
+    };
     let new = Owner {
         uid: if uid == u32::MAX { now.uid } else { uid },
         gid: if gid == u32::MAX { now.gid } else { gid },
     };
+    if let Some((dir, name)) = &link {
+        return owner::link::record_link(dir, name, new);
+    }
     as_owner(&fd, &path, || owners::record(&fd, &path, new))?;
     owners::clear_set_ids(&fd, &path)
 }
@@ -497,7 +565,11 @@ fn stat_into(
     statx: Option<(i32, u32)>,
 ) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
-    let owner = shown(&fd, &path)?;
+    let owner = match link_of(target, &fd) {
+        Some((dir, name)) => link_shown(&fd, &dir, &name)?,
+        None => shown(&fd, &path)?,
+    };
+    let device = umstage_oci::device::recorded(&fd);
     match statx {
         None => {
             // SAFETY: stat is plain data.
@@ -508,6 +580,9 @@ fn stat_into(
             }
             st.st_uid = owner.uid;
             st.st_gid = owner.gid;
+            if let Some(device) = device {
+                super::super::devices::patch_stat(&mut st, device);
+            }
             memory::write(pid, buf, as_bytes(&st))
         }
         Some((flags, mask)) => {
@@ -529,6 +604,9 @@ fn stat_into(
             }
             stx.stx_uid = owner.uid;
             stx.stx_gid = owner.gid;
+            if let Some(device) = device {
+                super::super::devices::patch_statx(&mut stx, device);
+            }
             memory::write(pid, buf, as_bytes(&stx))
         }
     }

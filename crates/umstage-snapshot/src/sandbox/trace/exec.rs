@@ -1,8 +1,8 @@
 //! `execve` in the guest's root: the kernel would load a dynamic program's interpreter, and a
 //! script's, from the host's paths, so the supervisor picks the program itself. A static ELF
 //! is executed directly (its host path); a dynamic one by executing the guest's own dynamic
-//! loader (`ld.so --argv0 ARGV0 PROGRAM ARGS...`, glibc 2.33 and later), which then opens the
-//! program and its libraries through the translated `open`s; a `#!` script becomes its
+//! loader (`ld.so --argv0 ARGV0 PROGRAM ARGS...`: glibc 2.33 and later, musl), which then
+//! opens the program and its libraries through the translated `open`s; a `#!` script becomes its
 //! interpreter (with its optional argument) and the script's path, through the same rule.
 
 use std::io::Read;

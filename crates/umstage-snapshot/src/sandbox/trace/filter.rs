@@ -34,6 +34,37 @@ fn ret(k: u32) -> libc::sock_filter {
     stmt(libc::BPF_RET | libc::BPF_K, k)
 }
 
+/// `sendto`'s address argument: only a call that names one stops (every `send` is a
+/// `sendto` without).
+const SENDTO_ADDR: u32 = 4;
+
+/// Call `nr` stops when its argument `arg` is not zero, and runs otherwise.
+fn trace_with_arg(nr: i64, arg: u32) -> [libc::sock_filter; 7] {
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    // seccomp_data: the arguments from offset 16, 8 bytes each (low word first).
+    let low = 16 + 8 * arg;
+    let zero_or = |to_trace: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf: to_trace,
+        k: 0,
+    };
+    [
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 6,
+            k: nr as u32,
+        },
+        stmt(load, low),
+        zero_or(3),
+        stmt(load, low + 4),
+        zero_or(1),
+        ret(libc::SECCOMP_RET_ALLOW),
+        ret(libc::SECCOMP_RET_TRACE),
+    ]
+}
+
 /// The program: one comparison and return per call.
 pub(super) fn program() -> Vec<libc::sock_filter> {
     let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
@@ -54,6 +85,10 @@ pub(super) fn program() -> Vec<libc::sock_filter> {
     });
     prog.push(ret(enosys));
     for nr in super::syscalls::traced() {
+        if nr == libc::SYS_sendto {
+            prog.extend(trace_with_arg(nr, SENDTO_ADDR));
+            continue;
+        }
         prog.push(jeq_next(nr as u32));
         prog.push(ret(libc::SECCOMP_RET_TRACE));
     }
@@ -98,7 +133,8 @@ mod tests {
     fn the_filter_checks_the_abi_then_returns_per_call_and_allows_the_rest() {
         let prog = program();
         let calls = super::super::syscalls::traced().len() + super::super::syscalls::REFUSED.len();
-        assert_eq!(prog.len(), 7 + 2 * calls + 1);
+        // sendto's block has five more instructions.
+        assert_eq!(prog.len(), 7 + 2 * calls + 5 + 1);
         assert!(prog.len() < 4096);
         assert_eq!(prog[prog.len() - 1].k, libc::SECCOMP_RET_ALLOW);
         assert_eq!(prog[8].k, libc::SECCOMP_RET_TRACE);

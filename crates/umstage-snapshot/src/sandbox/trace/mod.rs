@@ -15,13 +15,17 @@
 //! `/etc/hosts`, `resolv.conf` and `hostname` are files the supervisor gives for those paths,
 //! and a cache or tmpfs `RUN --mount` a directory it gives for the target and all below it.
 //!
-//! This is no security boundary: the step runs as the same user as umstage and could kill it
-//! or touch its files. The pod is the boundary. It only keeps an honest step inside its root:
-//! `rm -rf /` touches the snapshot; the supervisor is not dumpable, so the step cannot read or
-//! write its memory; the step may neither trace (`ptrace` fails) nor chroot.
+//! Translation keeps an honest step inside its root: `rm -rf /` touches the snapshot; the
+//! supervisor is not dumpable, so the step cannot read or write its memory; the step may
+//! neither trace (`ptrace` fails) nor chroot. A hostile step could race it (a path resolved
+//! here is walked again by the kernel), so the step's process also confines itself with
+//! Landlock before it execs ([`super::landlock`]: its root, its mounts, its private files, a
+//! few devices, `/proc` and `/sys` to read), which holds whatever path the kernel walks.
 
 mod calls;
 mod context;
+mod datagrams;
+mod devices;
 mod exec;
 mod filter;
 mod follow;
@@ -45,9 +49,52 @@ use umstage_oci::inroot::Root as InRoot;
 
 use super::failure::HelperError;
 use super::identity::Identity;
+use super::landlock::{Access, Ruleset};
 use super::rootfs::user_and_workdir;
 use super::user::ResolvedUser;
 use super::{ExitStatus, Request};
+
+/// The devices a step is given from the container's `/dev` (read, write, ioctls).
+const DEVICES: [&str; 8] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
+];
+
+/// The Landlock rules of a step whose root is `rootfs`: everything beneath it, its private
+/// files and its `RUN --mount` directories; the devices it is given; `/proc` and `/sys` to read.
+fn confinement<'a>(
+    rootfs: &'a Path,
+    files: &'a Path,
+    dirs: impl Iterator<Item = &'a Path>,
+) -> Result<Option<Ruleset>, HelperError> {
+    let mut rules = match Ruleset::new().map_err(|e| HelperError::Below(e.into()))? {
+        Ok(rules) => rules,
+        Err(why) => {
+            tracing::debug!("not confined by Landlock: {why}");
+            return Ok(None);
+        }
+    };
+    let own = [rootfs, files].into_iter().chain(dirs);
+    let rules_for = own
+        .map(|dir| (dir, Access::ALL))
+        .chain(DEVICES.iter().map(|d| (Path::new(*d), Access::DEVICE)))
+        .chain([
+            (Path::new("/proc"), Access::READ),
+            (Path::new("/sys"), Access::READ),
+        ]);
+    for (path, access) in rules_for {
+        rules
+            .allow(path, access)
+            .map_err(|e| HelperError::Below(e.into()))?;
+    }
+    Ok(Some(rules))
+}
 
 /// What the helper prepares before it forks the step: both sides use it.
 pub(crate) struct Setup {
@@ -56,6 +103,9 @@ pub(crate) struct Setup {
     cwd: PathBuf,
     /// The step's private files (`/etc/hosts`...), removed when the step is over.
     files: PathBuf,
+    /// What the step may reach, applied by its process before it execs; `None` where the
+    /// kernel offers no Landlock (the build's tier line said why).
+    landlock: Option<Ruleset>,
 }
 
 impl Drop for Setup {
@@ -123,6 +173,20 @@ impl Setup {
                 HelperError::during(format!("mount {} on {}", dir.display(), guest.display()), e)
             })?;
         }
+        // The step's own /dev/shm (POSIX shared memory and semaphores), as a container has.
+        let shm = files.join("shm");
+        std::fs::create_dir(&shm)
+            .map_err(|e| HelperError::during(format!("creating {}", shm.display()), e))?;
+        root.add_dir(Path::new("/dev/shm"), &shm)
+            .map_err(|e| HelperError::during(format!("{} for /dev/shm", shm.display()), e))?;
+        let landlock = confinement(
+            rootfs,
+            &files,
+            request
+                .guest_dirs
+                .iter()
+                .filter_map(|(_, dir)| dir.as_deref()),
+        )?;
         let cwd = root
             .to_host(
                 nix::unistd::getpid(),
@@ -152,6 +216,7 @@ impl Setup {
             cwd: PathBuf::from(OsStr::from_bytes(&cwd)),
             user,
             files,
+            landlock,
         })
     }
 
@@ -201,6 +266,11 @@ impl Setup {
             .map_err(|e| HelperError::during("stopping for the supervisor", e))?;
         nix::sys::prctl::set_no_new_privs()
             .map_err(|e| HelperError::during("PR_SET_NO_NEW_PRIVS", e))?;
+        if let Some(rules) = &self.landlock {
+            rules
+                .restrict_self()
+                .map_err(|e| HelperError::Below(e.into()))?;
+        }
         filter::install()?;
         nix::unistd::execve(&program, args, env)
             .map_err(|e| HelperError::during(format!("exec {}", program.to_string_lossy()), e))

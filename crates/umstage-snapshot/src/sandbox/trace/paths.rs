@@ -169,6 +169,19 @@ impl Root {
         if let Some((_, host)) = self.private.iter().find(|(g, _)| *g == joined) {
             return Ok(host.clone());
         }
+        // A directory given for a guest path (a `RUN --mount`, the step's own `/dev/shm`)
+        // stands in for it, in the shared directories too. A trailing slash is kept for the
+        // kernel (it then wants a directory).
+        let trailing = guest.ends_with(b"/");
+        let mounted = self
+            .dirs
+            .iter()
+            .filter(|d| normal.starts_with(&d.guest))
+            .max_by_key(|d| d.guest.len());
+        if let Some(dir) = mounted {
+            let rest = normal[dir.guest.len()..].join(&b'/');
+            return resolve_path(&dir.fd, &rest, trailing, follow);
+        }
         if let Some(top) = normal.first()
             && SHARED.contains(&top.as_slice())
         {
@@ -180,17 +193,6 @@ impl Root {
                 shared::Walked::Guest(_) if links >= MAX_LINKS => Err(libc::ELOOP),
                 shared::Walked::Guest(next) => self.to_host_after(pid, &next, follow, links + 1),
             };
-        }
-        // A trailing slash is kept for the kernel (it then wants a directory).
-        let trailing = guest.ends_with(b"/");
-        let mounted = self
-            .dirs
-            .iter()
-            .filter(|d| normal.starts_with(&d.guest))
-            .max_by_key(|d| d.guest.len());
-        if let Some(dir) = mounted {
-            let rest = normal[dir.guest.len()..].join(&b'/');
-            return resolve_path(&dir.fd, &rest, trailing, follow);
         }
         resolve_path(&self.fd, trim(guest), trailing, follow)
     }
@@ -366,5 +368,22 @@ mod tests {
             b"/var/cache/sub"
         );
         assert_eq!(root.to_guest(cached).unwrap(), b"/var/cache");
+        // A directory given for a path in a shared directory stands in for it there too.
+        let shm = tempfile::tempdir().unwrap();
+        root.add_dir(Path::new("/dev/shm"), shm.path()).unwrap();
+        let shm_host = std::fs::canonicalize(shm.path()).unwrap();
+        let shm_host = shm_host.as_os_str().as_bytes();
+        assert_eq!(
+            root.to_host(me, b"/dev/shm/sem.x", Follow::Yes).unwrap(),
+            [shm_host, b"/sem.x"].concat()
+        );
+        assert_eq!(
+            root.to_guest(&[shm_host, b"/sem.x"].concat()).unwrap(),
+            b"/dev/shm/sem.x"
+        );
+        assert_eq!(
+            root.to_host(me, b"/dev/null", Follow::Yes).unwrap(),
+            b"/dev/null"
+        );
     }
 }

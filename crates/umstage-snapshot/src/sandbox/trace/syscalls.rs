@@ -36,6 +36,13 @@ pub(super) enum Kind {
     /// A call that may create the file at `path` (with `O_CREAT` in argument `flags`, for
     /// `open`): a step with a non-root user owns what it creates.
     Creates { path: PathArg, flags: Option<usize> },
+    /// `mknod` of `path` with the mode and device number in arguments `mode` and `dev`: a
+    /// device is made as its placeholder (see `devices`), anything else as `Creates`.
+    Mknod {
+        path: PathArg,
+        mode: usize,
+        dev: usize,
+    },
     /// A `stat` of a path (or, with none, of the descriptor in `fd`): the owner in the
     /// buffer is patched to the recorded one at the exit.
     Stat {
@@ -70,6 +77,9 @@ pub(super) enum Kind {
         len: usize,
         follow: bool,
     },
+    /// `sendmsg`: a unix socket's path in the address its message header (at argument
+    /// `msg`) names is translated (see `datagrams`).
+    SendMsg { msg: usize },
     /// Refused with this errno (`chroot`: the step has no way out of its root).
     Refuse(i32),
     /// `uname`: the node name is the step's hostname (there is no UTS namespace to set it in).
@@ -102,7 +112,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 58] = [
+pub(super) const TRACED: [i64; 60] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -161,6 +171,9 @@ pub(super) const TRACED: [i64; 58] = [
     libc::SYS_uname,
     libc::SYS_bind,
     libc::SYS_connect,
+    // Stops only with an address (see `filter`): a plain `send` is `sendto` without one.
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
 ];
 
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
@@ -206,13 +219,23 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
             path: p(0, Follow),
             flags: None,
         },
-        libc::SYS_mkdir | libc::SYS_mknod => Kind::Creates {
+        libc::SYS_mkdir => Kind::Creates {
             path: p(0, NoFollow),
             flags: None,
         },
-        libc::SYS_mkdirat | libc::SYS_mknodat => Kind::Creates {
+        libc::SYS_mkdirat => Kind::Creates {
             path: at(0, 1, NoFollow),
             flags: None,
+        },
+        libc::SYS_mknod => Kind::Mknod {
+            path: p(0, NoFollow),
+            mode: 1,
+            dev: 2,
+        },
+        libc::SYS_mknodat => Kind::Mknod {
+            path: at(0, 1, NoFollow),
+            mode: 2,
+            dev: 3,
         },
         libc::SYS_access
         | libc::SYS_chdir
@@ -334,6 +357,13 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
             len: 2,
             follow: true,
         },
+        // A datagram's address is a socket to send to, as connect's is.
+        libc::SYS_sendto => Kind::Socket {
+            addr: 4,
+            len: 5,
+            follow: true,
+        },
+        libc::SYS_sendmsg => Kind::SendMsg { msg: 1 },
         libc::SYS_prctl => Kind::Prctl,
         libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
