@@ -910,3 +910,88 @@ fn a_vfork_child_met_before_its_parents_fork_event_runs_as_given() -> TestResult
     );
     Ok(())
 }
+
+/// A new thread, which has made no call yet, starts `/bin/true` 200 times with
+/// `posix_spawn`; whether the process's address space stayed the size it had after the first.
+const SPAWN_THREAD_C: &str = r#"#include <pthread.h>
+#include <semaphore.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+static long vm_kib(void) {
+    FILE *status = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, status))
+        if (sscanf(line, "VmSize: %ld", &kib) == 1) break;
+    fclose(status);
+    return kib;
+}
+
+/* The spawner makes no call but its spawns: the main thread measures while it waits. */
+static sem_t first_done, measured;
+
+static void *spawner(void *arg) {
+    (void)arg;
+    char *argv[] = {"true", NULL};
+    long ok = 0;
+    for (int i = 0; i < 200; i++) {
+        pid_t pid;
+        int status;
+        if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ) == 0
+            && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            ok++;
+        if (i == 0) {
+            sem_post(&first_done);
+            sem_wait(&measured);
+        }
+    }
+    return (void *)ok;
+}
+
+int main(void) {
+    pthread_t t;
+    void *ok;
+    sem_init(&first_done, 0, 0);
+    sem_init(&measured, 0, 0);
+    pthread_create(&t, NULL, spawner, NULL);
+    sem_wait(&first_done);
+    long before = vm_kib();
+    sem_post(&measured);
+    pthread_join(t, &ok);
+    printf("spawned %ld space %s\n", (long)ok, vm_kib() - before < 4096 ? "kept" : "grew");
+    return 0;
+}
+"#;
+
+#[test]
+fn a_thread_without_a_slot_that_spawns_keeps_its_address_space() -> TestResult {
+    let env = Env::new()?;
+    let debian = with_debian(&env)?;
+    // The thread has no slot when it spawns: its first vfork's child maps one in the memory
+    // they share, which becomes the thread's when the child execs, so later children borrow
+    // it; left with the child, each of the 200 would stay mapped (12.5 MiB).
+    let dockerfile = "FROM debian\n\
+        COPY spawner.c /src/\n\
+        RUN gcc -pthread -o /usr/local/bin/spawner /src/spawner.c && spawner\n";
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", dockerfile), ("spawner.c", SPAWN_THREAD_C)],
+    )?;
+    let out = env.build(
+        &ctx,
+        "img.tar",
+        &["--sandbox", "ptrace", "--build-context", &debian],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert_eq!(
+        lines_with(&log, "spawned "),
+        ["spawned 200 space kept"],
+        "{log}"
+    );
+    Ok(())
+}

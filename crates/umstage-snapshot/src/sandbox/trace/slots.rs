@@ -8,7 +8,8 @@
 //! `syscall` instruction, so that the original call runs again and stops again. A fork's child
 //! has its copy of its parent's slot (a shell's child then execs with no call injected); a
 //! vfork's child borrows its parent's (the parent waits until the child execs or ends; the
-//! child never moves the slot); a new thread gets one a finished thread of its process left,
+//! child never moves the slot), and one it maps itself (its parent had none) goes to its
+//! parent then; a new thread gets one a finished thread of its process left,
 //! else its own, as does a child sharing memory with its parent otherwise; an exec forgets
 //! them all.
 
@@ -43,6 +44,23 @@ impl Slot {
             borrowed: true,
             ..self
         }
+    }
+
+    /// This slot, made by a vfork's child in the memory it shares with its waiting parent,
+    /// as the slot of that parent's thread `lender`.
+    pub(super) fn handed_back(self, lender: Pid, spare: &mut Spare) -> Slot {
+        let tgid = tgid_of(lender);
+        Slot {
+            tgid,
+            space: spare.space(tgid),
+            borrowed: false,
+            ..self
+        }
+    }
+
+    /// Whether the thread holding it made it (or was given it), rather than borrowing it.
+    pub(super) fn is_own(self) -> bool {
+        !self.borrowed
     }
 
     /// The copy of this slot that fork's child `child` has (see [`copies_memory`]).

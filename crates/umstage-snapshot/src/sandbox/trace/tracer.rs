@@ -50,6 +50,9 @@ struct Tracee {
     slot: Option<Slot>,
     /// The call that makes its slot, waiting for its exit stop.
     injected: Option<Injected>,
+    /// A vfork's child sharing its waiting parent's memory: that parent thread, which a slot
+    /// this child maps (in that memory) goes to when the child execs or ends.
+    lender: Option<Pid>,
 }
 
 impl Tracee {
@@ -61,6 +64,7 @@ impl Tracee {
             exe,
             slot: None,
             injected: None,
+            lender: None,
         }
     }
 }
@@ -189,8 +193,9 @@ pub(super) fn run(ctx: &Context, child: Pid) -> Result<ExitStatus, Errno> {
                         // The exec succeeded: its registers are the new program's, its
                         // address space new.
                         tracee.exe = tracee.pending.take().and_then(|p| p.into_exe());
-                        tracee.slot = None;
+                        let lent = tracee.lender.take().zip(tracee.slot.take());
                         spare.forget(pid);
+                        hand_back(&mut tracees, &mut spare, lent);
                         release(&mut tracees, pid);
                     } else if let Ok(new) = ptrace::getevent(pid)
                         && [
@@ -287,8 +292,10 @@ fn born(tracees: &mut HashMap<Pid, Tracee>, spare: &mut Spare, parent: Pid, even
     if start.is_none() {
         spare.forget(new);
     }
+    let vfork = event == Event::PTRACE_EVENT_VFORK as i32;
+    let lender = (vfork && !copies_memory(parent)).then_some(parent);
     let slot = match slot {
-        Some(slot) if event == Event::PTRACE_EVENT_VFORK as i32 => Some(slot.borrowed()),
+        Some(slot) if vfork => Some(slot.borrowed()),
         Some(slot) if event == Event::PTRACE_EVENT_FORK as i32 && copies_memory(parent) => {
             Some(slot.copied(new, spare))
         }
@@ -298,11 +305,13 @@ fn born(tracees: &mut HashMap<Pid, Tracee>, spare: &mut Spare, parent: Pid, even
         None => {
             let mut child = Tracee::new(played);
             child.slot = slot;
+            child.lender = lender;
             tracees.insert(new, child);
         }
         Some(Start::Held { .. }) => {
             let mut child = Tracee::new(played);
             child.slot = slot;
+            child.lender = lender;
             child.start = Start::Running;
             tracees.insert(new, child);
             resume_with(new, Resume::Cont, None);
@@ -334,10 +343,27 @@ fn copies_memory(pid: Pid) -> bool {
 
 /// A process or thread ended: a thread's slot stays for its process's next thread.
 fn gone(tracees: &mut HashMap<Pid, Tracee>, spare: &mut Spare, pid: Pid) {
-    if let Some(slot) = tracees.remove(&pid).and_then(|t| t.slot) {
-        spare.leave(pid, slot);
+    if let Some(tracee) = tracees.remove(&pid) {
+        match (tracee.lender, tracee.slot) {
+            (Some(lender), Some(slot)) => hand_back(tracees, spare, Some((lender, slot))),
+            (None, Some(slot)) => spare.leave(pid, slot),
+            (_, None) => {}
+        }
     }
     spare.forget(pid);
+}
+
+/// A vfork's child execs or ends: a slot it mapped itself, in the memory it shared with its
+/// parent, becomes its parent thread's where that has none, instead of staying there unused
+/// (64 KiB per process a thread with no slot starts).
+fn hand_back(tracees: &mut HashMap<Pid, Tracee>, spare: &mut Spare, lent: Option<(Pid, Slot)>) {
+    if let Some((lender, slot)) = lent
+        && slot.is_own()
+        && let Some(parent) = tracees.get_mut(&lender)
+        && parent.slot.is_none()
+    {
+        parent.slot = Some(slot.handed_back(lender, spare));
+    }
 }
 
 /// Handles a call's seccomp stop.
