@@ -361,8 +361,10 @@ fn fexecve_of_a_dynamic_program_loads_the_images_loader() -> TestResult {
 
 /// A hostile step's first race: another thread swaps the directory `/race/d` for a symlink
 /// to a host directory (`renameat2` with `RENAME_EXCHANGE`) between the supervisor's
-/// resolution of `/race/d/...` and the kernel's walk of the host path it gave. It reads
-/// `/race/d/secret` and creates `/race/d/made` until both escaped or the rounds are done.
+/// resolution of `/race/d/...` and the kernel's walk of the host path it gave (or the
+/// supervisor's own, for a device's placeholder). It reads `/race/d/secret`, creates
+/// `/race/d/made` and makes the device `/race/d/node` until the first two escaped or the
+/// rounds are done.
 const SWAP_C: &str = r#"#define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -372,6 +374,7 @@ const SWAP_C: &str = r#"#define _GNU_SOURCE
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 static atomic_int done;
 static void *swapper(void *arg) {
@@ -409,6 +412,9 @@ int main(int argc, char **argv) {
       close(fd);
       made++;
     }
+    /* The supervisor makes a device's placeholder itself, outside Landlock. */
+    if (mknod("/race/d/node", S_IFCHR | 0644, makedev(1, 3)) == 0)
+      unlink("/race/d/node");
   }
   atomic_store(&done, 1);
   pthread_join(t, 0);

@@ -359,3 +359,29 @@ fn a_writable_bind_of_the_context_may_chown_and_chmod_what_it_binds() -> TestRes
     assert_eq!(before, after, "the context itself changed");
     Ok(())
 }
+
+/// The same for a directory given as a named context (`--build-context NAME=DIR`), which
+/// BuildKit transfers as it does the context.
+#[test]
+fn a_writable_bind_of_a_directory_context_may_chown_and_chmod_what_it_binds() -> TestResult {
+    let env = Env::new()?;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=bind,from=extra,target=/x,rw \
+             chown 1234:5678 /x/a.txt && chmod 600 /x/a.txt && \
+             stat -c '%u:%g %a' /x/a.txt > /seen && echo changed > /x/a.txt\n",
+        )],
+    )?;
+    let extra = env.context("extra", &[("a.txt", "original\n")])?;
+    std::os::unix::fs::chown(extra.join("a.txt"), None, Some(0))?;
+    let named = format!("extra={}", extra.display());
+    let out = env.build(&ctx, "image.tar", &["--build-context", &named]);
+    assert_ok(&out);
+    let image = layers(&env, "image.tar")?;
+    assert_eq!(image.read_to_string("/seen")?, "1234:5678 600\n");
+    assert_eq!(std::fs::read_to_string(extra.join("a.txt"))?, "original\n");
+    Ok(())
+}

@@ -37,8 +37,11 @@ impl Step<'_, '_> {
         // The directory a `from=` (or the context) provides, and the `source=` path inside it,
         // which the sandbox resolves inside that directory, never on the host's terms.
         let mut in_root = |source: Option<CopySource>| -> Result<sandbox::InRoot, StepError> {
+            let writable = m.kind == MountType::Bind && !m.readonly;
             let root = match source {
-                None => self.context_view(m.kind == MountType::Bind && !m.readonly)?,
+                None => self.context_view(writable)?,
+                // A directory context is the context's kind: the same copy for writing.
+                Some(CopySource::Dir { path, .. }) if writable => self.dir_copy(&path, None)?,
                 Some(CopySource::Dir { path, .. }) => path,
                 Some(CopySource::State(out, _)) => {
                     let (key, guard) = self.view(&out.state)?;
@@ -185,45 +188,54 @@ impl Step<'_, '_> {
         if ignore.is_none() && !writable {
             return Ok(build.request.context.clone());
         }
-        let made = build
-            .context_copy
-            .dir
-            .get_or_init(|| self.make_context_view(ignore).map_err(Arc::new));
+        self.dir_copy(&build.request.context, ignore)
+    }
+
+    /// The build's copy of the directory `source` as `ignore` leaves it, owned by root, made
+    /// under the state root by the first step that needs it.
+    fn dir_copy(&self, source: &Path, ignore: Option<&Dockerignore>) -> Result<PathBuf, StepError> {
+        let cell = {
+            let mut dirs = (self.build.context_copy.dirs.lock()).unwrap_or_else(|p| p.into_inner());
+            Arc::clone(dirs.entry(source.to_path_buf()).or_default())
+        };
+        let made = cell.get_or_init(|| self.make_dir_copy(source, ignore).map_err(Arc::new));
         made.clone().map_err(StepError::Shared)
     }
 
-    /// The copy of the context [`Step::context_view`] shares, made.
-    fn make_context_view(&self, ignore: Option<&Dockerignore>) -> Result<PathBuf, StepError> {
-        let build = self.build;
-        {
-            let dir = build
-                .request
-                .state_root
-                .join("run")
-                .join(unique_key("context"));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| StepError::during(format!("{}", dir.display()), e))?;
-            let context = CopySource::Dir {
-                path: build.request.context.clone(),
-                use_ignore: true,
-            };
-            let copied = (|| -> Result<(), StepError> {
-                let tree = SourceTree::open(&build.request.context, ignore, true)
-                    .map_err(|e| self.copy_error(e, &context))?;
-                let plan = copy::plan(&tree, &[".".into()], "/", &CopyOptions::default(), &|_| {
-                    true
-                })
-                .map_err(|e| self.copy_error(e, &context))?;
-                let root = Root::open(&dir)
-                    .map_err(|e| StepError::during(format!("{}", dir.display()), e))?;
-                copy::execute_linked(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))
-            })();
-            match copied {
-                Ok(()) => Ok(dir),
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    Err(e)
-                }
+    /// The copy [`Step::dir_copy`] shares, made.
+    fn make_dir_copy(
+        &self,
+        source: &Path,
+        ignore: Option<&Dockerignore>,
+    ) -> Result<PathBuf, StepError> {
+        let dir = self
+            .build
+            .request
+            .state_root
+            .join("run")
+            .join(unique_key("context"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StepError::during(format!("{}", dir.display()), e))?;
+        let context = CopySource::Dir {
+            path: source.to_path_buf(),
+            use_ignore: ignore.is_some(),
+        };
+        let copied = (|| -> Result<(), StepError> {
+            let tree =
+                SourceTree::open(source, ignore, true).map_err(|e| self.copy_error(e, &context))?;
+            let plan = copy::plan(&tree, &[".".into()], "/", &CopyOptions::default(), &|_| {
+                true
+            })
+            .map_err(|e| self.copy_error(e, &context))?;
+            let root =
+                Root::open(&dir).map_err(|e| StepError::during(format!("{}", dir.display()), e))?;
+            copy::execute_linked(&root, &plan, (0, 0)).map_err(|e| self.copy_error(e, &context))
+        })();
+        match copied {
+            Ok(()) => Ok(dir),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
             }
         }
     }

@@ -35,18 +35,25 @@ pub(crate) struct StageOutput {
     pub(crate) state: State,
 }
 
-/// The copy of the context steps bind (see `context_view`), removed when the build ends.
+/// The copies of the context and of directory contexts that steps bind (see `context_view`),
+/// by the directory copied, each made once; removed when the build ends.
 #[derive(Default)]
 pub(crate) struct ContextCopy {
-    pub(crate) dir: OnceLock<Result<PathBuf, Arc<StepError>>>,
+    pub(crate) dirs: Mutex<HashMap<PathBuf, Arc<CopiedDir>>>,
 }
+
+/// One copy of [`ContextCopy`], made by the first step that needs it.
+pub(crate) type CopiedDir = OnceLock<Result<PathBuf, Arc<StepError>>>;
 
 impl Drop for ContextCopy {
     fn drop(&mut self) {
-        if let Some(Ok(dir)) = self.dir.get()
-            && let Err(e) = std::fs::remove_dir_all(dir)
-        {
-            tracing::warn!("removing {}: {e}", dir.display());
+        let dirs = self.dirs.get_mut().unwrap_or_else(|p| p.into_inner());
+        for made in dirs.values() {
+            if let Some(Ok(dir)) = made.get()
+                && let Err(e) = std::fs::remove_dir_all(dir)
+            {
+                tracing::warn!("removing {}: {e}", dir.display());
+            }
         }
     }
 }

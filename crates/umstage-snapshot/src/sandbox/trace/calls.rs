@@ -455,11 +455,14 @@ fn open(pid: Pid, target: &Target) -> std::io::Result<(OwnedFd, PathBuf)> {
                 Follow::Yes => OFlags::empty(),
                 Follow::No => OFlags::NOFOLLOW,
             };
-            rustix::fs::open(
-                Path::new(std::ffi::OsStr::from_bytes(host)),
-                flags | nofollow,
-                Mode::empty(),
-            )?
+            let path = Path::new(std::ffi::OsStr::from_bytes(host));
+            // A resolved path has no symlink but a /proc magic link: one elsewhere was swapped
+            // in since, and the supervisor, outside Landlock, must not follow it to the host.
+            if host.starts_with(b"/proc/") {
+                rustix::fs::open(path, flags | nofollow, Mode::empty())?
+            } else {
+                umstage_oci::inroot::open_no_symlinks(path, OFlags::PATH | nofollow)?
+            }
         }
         Target::Proc(rest) => {
             rustix::fs::open(format!("/proc/{pid}/{rest}"), flags, Mode::empty())?
@@ -495,8 +498,10 @@ fn link_of(target: &Target, fd: &OwnedFd) -> Option<(OwnedFd, std::ffi::OsString
         return None;
     }
     let path = Path::new(std::ffi::OsStr::from_bytes(host));
-    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let dir = rustix::fs::open(path.parent()?, flags, Mode::empty()).ok()?;
+    // Not through a symlink swapped in since the path was resolved (the supervisor is not
+    // confined by Landlock).
+    let flags = OFlags::PATH | OFlags::DIRECTORY;
+    let dir = umstage_oci::inroot::open_no_symlinks(path.parent()?, flags).ok()?;
     Some((dir, path.file_name()?.to_owned()))
 }
 

@@ -24,11 +24,9 @@ pub(super) fn mknod(
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     };
-    let dir = rustix::fs::open(
-        parent,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    // The supervisor is not confined by Landlock: a directory the step swapped for a symlink
+    // since the path was resolved must not lead it to the host.
+    let dir = umstage_oci::inroot::open_no_symlinks(parent, OFlags::PATH | OFlags::DIRECTORY)?;
     devices::mknod(pid.as_raw() as u32, &dir, name, mode, dev)?;
     if owner != Owner::default() {
         let made = rustix::fs::openat(

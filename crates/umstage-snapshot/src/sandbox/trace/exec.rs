@@ -214,7 +214,14 @@ fn read_argv(pid: Pid, at: u64) -> Result<Vec<u64>, i32> {
 
 /// What `path` is to `execve`; `Direct` when it cannot be read (the kernel then decides).
 fn classify(path: &Path) -> Program {
-    let Ok(mut file) = std::fs::File::open(path) else {
+    // As `calls::open`: no symlink swapped in since the path was resolved is followed.
+    let opened = if path.starts_with("/proc") {
+        std::fs::File::open(path)
+    } else {
+        umstage_oci::inroot::open_no_symlinks(path, rustix::fs::OFlags::RDONLY)
+            .map(std::fs::File::from)
+    };
+    let Ok(mut file) = opened else {
         return Program::Direct;
     };
     let mut head = [0u8; 256];

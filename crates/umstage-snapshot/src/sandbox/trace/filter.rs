@@ -139,4 +139,23 @@ mod tests {
         assert_eq!(prog[prog.len() - 1].k, libc::SECCOMP_RET_ALLOW);
         assert_eq!(prog[8].k, libc::SECCOMP_RET_TRACE);
     }
+
+    #[test]
+    fn sendto_stops_only_when_its_address_argument_is_set() {
+        let prog = program();
+        let at = prog
+            .iter()
+            .position(|i| i.k == libc::SYS_sendto as u32)
+            .unwrap_or(prog.len());
+        let block = &prog[at..at + 7];
+        // Another call skips the block; either word of args[4] set jumps to the stop.
+        assert_eq!((block[0].jt, block[0].jf), (0, 6));
+        assert_eq!((block[1].k, block[3].k), (48, 52));
+        assert_eq!(
+            (block[2].k, block[2].jf, block[4].k, block[4].jf),
+            (0, 3, 0, 1)
+        );
+        assert_eq!(block[5].k, libc::SECCOMP_RET_ALLOW);
+        assert_eq!(block[6].k, libc::SECCOMP_RET_TRACE);
+    }
 }

@@ -152,6 +152,9 @@ impl Setup {
                     .is_ok()
             })
             .ok_or("cannot create a directory for the step's private files")?;
+        // Canonical: the supervisor opens what it resolves below it with no symlink allowed.
+        let files = std::fs::canonicalize(&files)
+            .map_err(|e| HelperError::during(format!("{}", files.display()), e))?;
         for file in &request.files {
             let host = files.join(&file.name);
             std::fs::write(&host, &file.content)
