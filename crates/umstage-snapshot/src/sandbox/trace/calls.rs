@@ -18,6 +18,7 @@ use super::copyup::{CopyUp, Private};
 use super::memory::{self, Scratch};
 use super::paths::Follow;
 use super::regs::{arg, set_arg};
+use super::slots::Slot;
 use super::sockets;
 use super::syscalls::{How, Kind, PathArg};
 
@@ -29,6 +30,8 @@ pub(super) enum Entry {
     Skip(i64),
     /// It runs with rewritten arguments; the exit stop finishes it.
     Rewritten(Box<Pending>),
+    /// It needs a scratch slot of this many bytes first: nothing was done, it runs again then.
+    Scratch(u64),
 }
 
 /// A rewritten call waiting for its exit stop.
@@ -88,9 +91,14 @@ impl Context {
         regs: &mut user_regs_struct,
         who: &mut Identity,
         exe: Option<&[u8]>,
+        slot: Option<Slot>,
     ) -> Entry {
+        // A copy-up cannot be done twice: a thread without a slot gets one before it starts.
+        if slot.is_none() && super::copyup::changes(regs) {
+            return Entry::Scratch(libc::PATH_MAX as u64);
+        }
         let saved = *regs;
-        let mut scratch = Scratch::below(pid, regs.rsp);
+        let mut scratch = Scratch::new(pid, slot);
         match self.copy_up(pid, regs, &mut scratch) {
             Ok(None) => {}
             Ok(Some(entry)) => return entry,
@@ -220,6 +228,10 @@ impl Context {
             Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
             Kind::Prctl | Kind::ChangesFd => Ok(Entry::Pass),
         })();
+        if let Some(need) = scratch.short_of() {
+            *regs = saved;
+            return Entry::Scratch(need);
+        }
         match result {
             Ok(entry) => entry,
             Err(e) => {

@@ -117,6 +117,11 @@ fn errno(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// Whether the call at this stop may change a file in place (and so need a copy-up).
+pub(super) fn changes(regs: &user_regs_struct) -> bool {
+    changed(regs.orig_rax as i64, regs).is_some()
+}
+
 /// What call `nr` (with `regs`) would change in place, if anything.
 fn changed(nr: i64, regs: &user_regs_struct) -> Option<Changed> {
     let path = |dirfd: Option<usize>, path: usize, how: How| {
