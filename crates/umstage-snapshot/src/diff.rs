@@ -194,9 +194,10 @@ fn relinked(before: &Path, after: &Path) -> Result<BTreeSet<OsString>, PathError
 
 /// The changes from the tree `before` to the tree `after` (the native driver's diff).
 ///
-/// Entries are compared by metadata (type, mode, owner, size, mtime, xattrs, link target);
-/// file content is read only when the metadata cannot tell (equal, with a whole-second
-/// mtime that a coarse filesystem may have truncated).
+/// An entry that is the same inode in both is unchanged (a linked snapshot's file; see
+/// `crate::cow`). Others are compared by metadata (type, mode, owner, size, mtime, xattrs,
+/// link target); file content is read only when the metadata cannot tell (equal, with a
+/// whole-second mtime that a coarse filesystem may have truncated).
 pub fn tree_changes(before: &Path, after: &Path) -> Result<Vec<Change>, PathError> {
     let mut out = Vec::new();
     compare_dirs(before, after, Path::new(""), &mut out)?;
@@ -242,7 +243,10 @@ fn compare_dirs(
                     }
                     compare_dirs(before, after, &path, out)?;
                 } else if (meta.is_symlink() && relinked.contains(name))
-                    || file_changed(meta, &after_path, previous, &before_path)?
+                    // The parent's own inode (a linked snapshot) is as it was: nothing
+                    // changes one in place.
+                    || ((meta.dev(), meta.ino()) != (previous.dev(), previous.ino())
+                        && file_changed(meta, &after_path, previous, &before_path)?)
                 {
                     push(out, &path, ChangeKind::Upsert);
                 }
@@ -367,6 +371,42 @@ mod tests {
                 ("new/sub".to_string(), ChangeKind::Upsert),
                 ("new/sub/f".to_string(), ChangeKind::Upsert),
             ]
+        );
+    }
+
+    #[test]
+    fn a_linked_tree_diffs_by_inode_and_sees_copied_up_changes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let before = tmp.path().join("before");
+        std::fs::create_dir_all(before.join("etc")).expect("mkdir");
+        for name in ["keep", "edit", "touch", "gone", "moved"] {
+            std::fs::write(before.join("etc").join(name), b"same").expect("write");
+        }
+        let after = tmp.path().join("after");
+        crate::cow::link_tree(&before, &after).expect("link");
+        let edit = after.join("etc/edit");
+        crate::cow::copy_up(&edit).expect("copy up");
+        std::fs::write(&edit, b"new").expect("write");
+        // Copied up and left as it was: metadata and content equal, so unchanged.
+        crate::cow::copy_up(&after.join("etc/touch")).expect("copy up");
+        std::fs::remove_file(after.join("etc/gone")).expect("rm");
+        std::fs::rename(after.join("etc/moved"), after.join("etc/there")).expect("mv");
+        let etc_times = std::fs::metadata(before.join("etc")).expect("stat");
+        crate::fsutil::set_times(&after.join("etc"), &etc_times).expect("times");
+        let root_times = std::fs::metadata(&before).expect("stat");
+        crate::fsutil::set_times(&after, &root_times).expect("times");
+        assert_eq!(
+            sorted(tree_changes(&before, &after).expect("diff")),
+            vec![
+                ("etc/edit".to_string(), ChangeKind::Upsert),
+                ("etc/gone".to_string(), ChangeKind::Delete),
+                ("etc/moved".to_string(), ChangeKind::Delete),
+                ("etc/there".to_string(), ChangeKind::Upsert),
+            ]
+        );
+        assert_eq!(
+            std::fs::read(before.join("etc/edit")).expect("read"),
+            b"same"
         );
     }
 

@@ -214,13 +214,27 @@ fn copy_entry(
                 links,
             )?;
         }
-    } else if kind.is_file() {
-        if meta.nlink() > 1 {
-            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                return std::fs::hard_link(first, dst).map_err(at("link", dst));
-            }
-            links.insert((meta.dev(), meta.ino()), dst.to_path_buf());
+    } else if kind.is_file() && meta.nlink() > 1 {
+        if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+            return std::fs::hard_link(first, dst).map_err(at("link", dst));
         }
+        links.insert((meta.dev(), meta.ino()), dst.to_path_buf());
+        return copy_entry_alone(src, dst, meta);
+    } else {
+        return copy_entry_alone(src, dst, meta);
+    }
+    copy_metadata(dst, meta, src)
+}
+
+/// Copies one entry that is not a directory, with its metadata, as a new inode at `dst`
+/// (absent yet); `meta` is `src`'s.
+pub(crate) fn copy_entry_alone(
+    src: &Path,
+    dst: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<(), PathError> {
+    let kind = meta.file_type();
+    if kind.is_file() {
         copy_file_data(src, dst)?;
     } else if kind.is_symlink() {
         let target = std::fs::read_link(src).map_err(at("read link", src))?;
@@ -236,7 +250,12 @@ fn copy_entry(
     copy_metadata(dst, meta, src)
 }
 
-fn copy_metadata(dst: &Path, meta: &std::fs::Metadata, src: &Path) -> Result<(), PathError> {
+/// Gives `dst` the owner, mode, xattrs and times `src` has (`meta` is `src`'s).
+pub(crate) fn copy_metadata(
+    dst: &Path,
+    meta: &std::fs::Metadata,
+    src: &Path,
+) -> Result<(), PathError> {
     std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(at("chown", dst))?;
     if !meta.file_type().is_symlink() {
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))

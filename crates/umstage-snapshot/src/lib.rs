@@ -5,6 +5,7 @@
 //! namespace.
 
 pub mod cancel;
+mod cow;
 pub mod diff;
 pub mod doctor;
 mod fsutil;

@@ -90,8 +90,8 @@ pub enum SandboxChoice {
     UsernsSingle,
     /// No namespace: as root, steps run chrooted in copied snapshots (no /proc, no RUN --mount)
     Chroot,
-    /// No namespace, no privilege: steps run under a ptrace supervisor in copied snapshots,
-    /// root played and chown recorded
+    /// No namespace, no privilege: steps run under a ptrace supervisor in linked snapshots
+    /// (copied up before a change), root played and chown recorded
     Ptrace,
 }
 

@@ -290,7 +290,9 @@ fn create(parent: &OwnedFd, name: &OsStr, item: &Item) -> Result<(), CopyError> 
                             dest: path.display().to_string(),
                         }
                     })?;
-                } else if t != FileType::RegularFile {
+                } else {
+                    // Replaced, never written in place, as BuildKit's copier does: in a
+                    // linked snapshot (the ptrace tier) the inode may be the parent's too.
                     rfs::unlinkat(parent, name, AtFlags::empty()).map_err(errno(path))?;
                 }
             }

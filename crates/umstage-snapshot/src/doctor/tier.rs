@@ -17,8 +17,9 @@ pub enum Tier {
     /// are real, and there is no `/proc`, no `/sys` and no `RUN --mount`.
     Chroot,
     /// No namespace and no privilege at all (a non-root user under a runtime's default seccomp
-    /// profile): steps run under a ptrace supervisor that translates their paths into copied
-    /// (native) snapshots and plays root, recording owners as `userns-single` does.
+    /// profile): steps run under a ptrace supervisor that translates their paths into linked
+    /// native snapshots (`crate::cow`: the parent's files hard-linked, copied up before a
+    /// change) and plays root, recording owners as `userns-single` does.
     Ptrace,
 }
 

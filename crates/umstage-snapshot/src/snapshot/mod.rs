@@ -110,6 +110,8 @@ impl Snapshotter {
         fsutil::ensure_dir(state_root)?;
         // Outside any namespace a mount would land in the caller's own mount namespace.
         let chroot = crate::doctor::active_tier().is_some_and(crate::doctor::Tier::mounts_nothing);
+        // Only the ptrace supervisor sees every write a step makes, and copies shared files up.
+        let linked = crate::doctor::active_tier() == Some(crate::doctor::Tier::Ptrace);
         let (kind, reason) = match choice {
             DriverChoice::Overlay if chroot => {
                 return Err(SnapshotError::OverlayUnavailable(
@@ -121,7 +123,7 @@ impl Snapshotter {
                 format!(
                     "the {} sandbox tier mounts nothing; {}",
                     crate::doctor::active_tier().map_or("chroot", crate::doctor::Tier::name),
-                    native::detail(state_root)
+                    native::detail(state_root, linked)
                 ),
             ),
             DriverChoice::Overlay => match overlay::probe(state_root) {
@@ -130,13 +132,16 @@ impl Snapshotter {
             },
             DriverChoice::Native => (
                 DriverKind::Native,
-                format!("asked for; {}", native::detail(state_root)),
+                format!("asked for; {}", native::detail(state_root, linked)),
             ),
             DriverChoice::Auto => match overlay::probe(state_root) {
                 Ok(detail) => (DriverKind::Overlay, detail),
                 Err(e) => (
                     DriverKind::Native,
-                    format!("overlay unavailable ({e}); {}", native::detail(state_root)),
+                    format!(
+                        "overlay unavailable ({e}); {}",
+                        native::detail(state_root, linked)
+                    ),
                 ),
             },
         };
@@ -147,6 +152,7 @@ impl Snapshotter {
             }),
             DriverKind::Native => Box::new(native::Native {
                 empty: root.join("empty"),
+                linked,
             }),
         };
         for sub in ["meta", "data", "empty", "leases", "trash"] {

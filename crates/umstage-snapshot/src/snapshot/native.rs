@@ -1,5 +1,7 @@
-//! The native driver: copies (sharing file data by reflink where the filesystem can). A
-//! snapshot's content is a whole tree; its parent's tree is all it sits on.
+//! The native driver: whole trees. A snapshot's content is a whole tree; its parent's tree is
+//! all it sits on. Copied (sharing file data by reflink where the filesystem can), or, in the
+//! ptrace tier, whose supervisor copies a file up before a step changes it, linked
+//! (`crate::cow`): regular files are hard links to the parent's.
 
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,9 @@ use crate::fsutil::{self, at};
 #[derive(Debug)]
 pub(crate) struct Native {
     pub(crate) empty: PathBuf,
+    /// Whether new snapshots link their parent's files instead of copying them: only where
+    /// every writer into an active snapshot copies a shared file up first.
+    pub(crate) linked: bool,
 }
 
 impl Driver for Native {
@@ -25,6 +30,7 @@ impl Driver for Native {
 
     fn prepare(&self, fs: &Path, lowers: &dyn Lowers) -> Result<(), SnapshotError> {
         match lowers.parent()? {
+            Some(from) if self.linked => Ok(crate::cow::link_tree(&from, fs)?),
             Some(from) => Ok(fsutil::copy_tree(&from, fs)?),
             None => Ok(std::fs::create_dir(fs).map_err(at("mkdir", fs))?),
         }
@@ -75,9 +81,12 @@ impl Driver for Native {
     }
 }
 
-/// How the native driver's copies share data on the filesystem of `state_root`.
-pub(crate) fn detail(state_root: &Path) -> String {
-    if fsutil::supports_reflink(state_root) {
+/// How the native driver's snapshots share data on the filesystem of `state_root`.
+pub(crate) fn detail(state_root: &Path, linked: bool) -> String {
+    if linked {
+        "linked snapshots: files are hard links to the parent's, copied before a step changes them"
+            .into()
+    } else if fsutil::supports_reflink(state_root) {
         "copying snapshots share file data by reflink".into()
     } else {
         "copying snapshots copy file data (no reflink on this filesystem)".into()

@@ -14,9 +14,11 @@ use umstage_oci::owner::{self, Owner};
 use super::super::identity::{self, Identity};
 use super::super::owners;
 use super::context::Context;
+use super::copyup::{CopyUp, Private};
 use super::memory::{self, Scratch};
 use super::paths::Follow;
 use super::regs::{arg, set_arg};
+use super::slots::Slot;
 use super::sockets;
 use super::syscalls::{How, Kind, PathArg};
 
@@ -28,6 +30,8 @@ pub(super) enum Entry {
     Skip(i64),
     /// It runs with rewritten arguments; the exit stop finishes it.
     Rewritten(Box<Pending>),
+    /// It needs a scratch slot of this many bytes first: nothing was done, it runs again then.
+    Scratch(u64),
 }
 
 /// A rewritten call waiting for its exit stop.
@@ -87,133 +91,153 @@ impl Context {
         regs: &mut user_regs_struct,
         who: &mut Identity,
         exe: Option<&[u8]>,
+        slot: Option<Slot>,
     ) -> Entry {
+        // A read-only mount's files are neither copied up nor changed.
+        if let Some(kind) = super::syscalls::kind(regs.orig_rax as i64)
+            && let Err(e) = self.refuse_read_only(pid, regs, kind)
+        {
+            return Entry::Skip(-i64::from(e));
+        }
+        // A copy-up cannot be done twice: a thread without a slot gets one before it starts.
+        if slot.is_none() && super::copyup::changes(regs) {
+            return Entry::Scratch(libc::PATH_MAX as u64);
+        }
+        let saved = *regs;
+        let mut scratch = Scratch::new(pid, slot);
+        match self.copy_up(pid, regs, &mut scratch) {
+            Ok(None) => {}
+            Ok(Some(entry)) => return entry,
+            Err(e) => {
+                *regs = saved;
+                return Entry::Skip(-i64::from(e));
+            }
+        }
         let Some(kind) = super::syscalls::kind(regs.orig_rax as i64) else {
             return Entry::Pass;
         };
-        let saved = *regs;
-        let mut scratch = Scratch::below(pid, regs.rsp);
         let pending = |post| Entry::Rewritten(Box::new(Pending { saved, post }));
-        let result: Result<Entry, i32> = (|| {
-            self.refuse_read_only(pid, regs, kind)?;
-            match kind {
-                Kind::Paths(args) => {
-                    let mut any = false;
-                    for a in args {
-                        any |= self.translate(pid, regs, &mut scratch, *a)?.is_some();
-                    }
-                    Ok(if any {
-                        pending(Post::Restore)
-                    } else {
-                        Entry::Pass
-                    })
+        let result: Result<Entry, i32> = (|| match kind {
+            Kind::Paths(args) => {
+                let mut any = false;
+                for a in args {
+                    any |= self.translate(pid, regs, &mut scratch, *a)?.is_some();
                 }
-                Kind::Creates { path, flags } => {
-                    let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
-                    let post = self.creates(pid, regs, &mut scratch, path, creating, who)?;
-                    Ok(post.map_or(Entry::Pass, pending))
-                }
-                Kind::Mknod { path, mode, dev } => {
-                    let (mode, dev) = (arg(regs, mode) as u32, arg(regs, dev));
-                    if Device::from_mknod(mode, dev).is_none() {
-                        let post = self.creates(pid, regs, &mut scratch, path, true, who)?;
-                        return Ok(post.map_or(Entry::Pass, pending));
-                    }
-                    let Some((host, _)) = self.host_path(pid, regs, path)? else {
-                        return Ok(Entry::Pass);
-                    };
-                    let owner = Owner {
-                        uid: who.uid,
-                        gid: who.gid,
-                    };
-                    super::devices::mknod(pid, &host, mode, dev, owner).map_err(errno)?;
-                    Ok(Entry::Skip(0))
-                }
-                Kind::Stat {
-                    path,
-                    fd,
-                    buf,
-                    statx,
-                } => {
-                    let Some(target) = self.target(pid, regs, path, fd)? else {
-                        return Ok(Entry::Pass);
-                    };
-                    // Answered here, in one stop: the call needs nothing of the kernel's but the
-                    // owner, which is patched anyway.
-                    let statx = statx.then(|| (arg(regs, 2) as i32, arg(regs, 3) as u32));
-                    stat_into(pid, &target, arg(regs, buf), statx).map_err(errno)?;
-                    Ok(Entry::Skip(0))
-                }
-                Kind::Chown { path, fd, uid, gid } => {
-                    let (uid, gid) = (arg(regs, uid) as u32, arg(regs, gid) as u32);
-                    let Some(target) = self.target(pid, regs, path, fd)? else {
-                        return Ok(Entry::Pass);
-                    };
-                    chown(pid, &target, uid, gid).map_err(errno)?;
-                    Ok(Entry::Skip(0))
-                }
-                Kind::Readlink { path, buf, size } => {
-                    // The caller's own exe is its program, not the loader that runs it.
-                    let own_exe = format!("/proc/{pid}/exe").into_bytes();
-                    if let Some(exe) = exe
-                        && self
-                            .host_path(pid, regs, path)?
-                            .is_some_and(|(l, _)| l == own_exe)
-                    {
-                        let n = exe.len().min(arg(regs, size) as usize);
-                        memory::write(pid, arg(regs, buf), &exe[..n]).map_err(errno)?;
-                        return Ok(Entry::Skip(n as i64));
-                    }
-                    let translated = self.translate(pid, regs, &mut scratch, path)?;
-                    let (buf, size) = (arg(&saved, buf), arg(&saved, size));
-                    Ok(match translated {
-                        Some((link, _)) if link.starts_with(b"/proc/") => {
-                            pending(Post::Readlink { link, buf, size })
-                        }
-                        Some(_) => pending(Post::Restore),
-                        None => Entry::Pass,
-                    })
-                }
-                Kind::Getcwd => self.getcwd(pid, regs).map(Entry::Skip),
-                Kind::Identity => {
-                    let args = [0, 1, 2, 3, 4, 5].map(|i| arg(regs, i));
-                    let nr = regs.orig_rax as i64;
-                    let Some((value, writes)) = identity::answer(nr, args, *who) else {
-                        return Ok(Entry::Pass);
-                    };
-                    for (addr, id) in writes {
-                        memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
-                    }
-                    *who = after(nr, args, *who);
-                    Ok(Entry::Skip(value))
-                }
-                Kind::Exec { path, argv } => {
-                    let exe = super::exec::rewrite(self, pid, regs, &mut scratch, path, argv, exe)?;
-                    Ok(pending(Post::Exec(exe)))
-                }
-                Kind::Socket { addr, len, follow } => {
-                    let follow = if follow { Follow::Yes } else { Follow::No };
-                    let rewritten = self.socket(pid, regs, &mut scratch, (addr, len), follow)?;
-                    Ok(if rewritten {
-                        pending(Post::Restore)
-                    } else {
-                        Entry::Pass
-                    })
-                }
-                Kind::SendMsg { msg } => {
-                    let rewritten = self.sendmsg(pid, regs, &mut scratch, msg)?;
-                    Ok(if rewritten {
-                        pending(Post::Restore)
-                    } else {
-                        Entry::Pass
-                    })
-                }
-                Kind::Refuse(e) => Err(e),
-                Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
-                Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
-                Kind::Prctl | Kind::FdChange { .. } => Ok(Entry::Pass),
+                Ok(if any {
+                    pending(Post::Restore)
+                } else {
+                    Entry::Pass
+                })
             }
+            Kind::Creates { path, flags } => {
+                let creating = flags.is_none_or(|i| arg(&saved, i) as i32 & libc::O_CREAT != 0);
+                let post = self.creates(pid, regs, &mut scratch, path, creating, who)?;
+                Ok(post.map_or(Entry::Pass, pending))
+            }
+            Kind::Mknod { path, mode, dev } => {
+                let (mode, dev) = (arg(regs, mode) as u32, arg(regs, dev));
+                if Device::from_mknod(mode, dev).is_none() {
+                    let post = self.creates(pid, regs, &mut scratch, path, true, who)?;
+                    return Ok(post.map_or(Entry::Pass, pending));
+                }
+                let Some((host, _)) = self.host_path(pid, regs, path)? else {
+                    return Ok(Entry::Pass);
+                };
+                let owner = Owner {
+                    uid: who.uid,
+                    gid: who.gid,
+                };
+                super::devices::mknod(pid, &host, mode, dev, owner).map_err(errno)?;
+                Ok(Entry::Skip(0))
+            }
+            Kind::Stat {
+                path,
+                fd,
+                buf,
+                statx,
+            } => {
+                let Some(target) = self.target(pid, regs, path, fd)? else {
+                    return Ok(Entry::Pass);
+                };
+                // Answered here, in one stop: the call needs nothing of the kernel's but the
+                // owner, which is patched anyway.
+                let statx = statx.then(|| (arg(regs, 2) as i32, arg(regs, 3) as u32));
+                stat_into(pid, &target, arg(regs, buf), statx).map_err(errno)?;
+                Ok(Entry::Skip(0))
+            }
+            Kind::Chown { path, fd, uid, gid } => {
+                let (uid, gid) = (arg(regs, uid) as u32, arg(regs, gid) as u32);
+                let Some(target) = self.target(pid, regs, path, fd)? else {
+                    return Ok(Entry::Pass);
+                };
+                chown(&self.cow, pid, &target, uid, gid).map_err(errno)?;
+                Ok(Entry::Skip(0))
+            }
+            Kind::Readlink { path, buf, size } => {
+                // The caller's own exe is its program, not the loader that runs it.
+                let own_exe = format!("/proc/{pid}/exe").into_bytes();
+                if let Some(exe) = exe
+                    && self
+                        .host_path(pid, regs, path)?
+                        .is_some_and(|(l, _)| l == own_exe)
+                {
+                    let n = exe.len().min(arg(regs, size) as usize);
+                    memory::write(pid, arg(regs, buf), &exe[..n]).map_err(errno)?;
+                    return Ok(Entry::Skip(n as i64));
+                }
+                let translated = self.translate(pid, regs, &mut scratch, path)?;
+                let (buf, size) = (arg(&saved, buf), arg(&saved, size));
+                Ok(match translated {
+                    Some((link, _)) if link.starts_with(b"/proc/") => {
+                        pending(Post::Readlink { link, buf, size })
+                    }
+                    Some(_) => pending(Post::Restore),
+                    None => Entry::Pass,
+                })
+            }
+            Kind::Getcwd => self.getcwd(pid, regs).map(Entry::Skip),
+            Kind::Identity => {
+                let args = [0, 1, 2, 3, 4, 5].map(|i| arg(regs, i));
+                let nr = regs.orig_rax as i64;
+                let Some((value, writes)) = identity::answer(nr, args, *who) else {
+                    return Ok(Entry::Pass);
+                };
+                for (addr, id) in writes {
+                    memory::write(pid, addr, &id.to_ne_bytes()).map_err(errno)?;
+                }
+                *who = after(nr, args, *who);
+                Ok(Entry::Skip(value))
+            }
+            Kind::Exec { path, argv } => {
+                let exe = super::exec::rewrite(self, pid, regs, &mut scratch, path, argv, exe)?;
+                Ok(pending(Post::Exec(exe)))
+            }
+            Kind::Socket { addr, len, follow } => {
+                let follow = if follow { Follow::Yes } else { Follow::No };
+                let rewritten = self.socket(pid, regs, &mut scratch, (addr, len), follow)?;
+                Ok(if rewritten {
+                    pending(Post::Restore)
+                } else {
+                    Entry::Pass
+                })
+            }
+            Kind::SendMsg { msg } => {
+                let rewritten = self.sendmsg(pid, regs, &mut scratch, msg)?;
+                Ok(if rewritten {
+                    pending(Post::Restore)
+                } else {
+                    Entry::Pass
+                })
+            }
+            Kind::Refuse(e) => Err(e),
+            Kind::Uname => Ok(pending(Post::Uname(arg(regs, 0)))),
+            Kind::Prctl if arg(regs, 0) == libc::PR_SET_DUMPABLE as u64 => Ok(Entry::Skip(0)),
+            Kind::Prctl | Kind::ChangesFd => Ok(Entry::Pass),
         })();
+        if let Some(need) = scratch.short_of() {
+            *regs = saved;
+            return Entry::Scratch(need);
+        }
         match result {
             Ok(entry) => entry,
             Err(e) => {
@@ -537,10 +561,23 @@ fn as_owner<T>(
     result
 }
 
-/// A `chown`, recorded (`u32::MAX` keeps that id).
-fn chown(pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
+/// A `chown`, recorded (`u32::MAX` keeps that id) on the step's own inode.
+fn chown(cow: &CopyUp, pid: Pid, target: &Target, uid: u32, gid: u32) -> std::io::Result<()> {
     let (fd, path) = open(pid, target)?;
     let link = link_of(target, &fd);
+    // A symlink's owner is recorded in its directory, which is the step's own.
+    let private = match link {
+        Some(_) => Private::Already,
+        None => cow
+            .private(&fd)
+            .map_err(std::io::Error::from_raw_os_error)?,
+    };
+    let (fd, path) = match private {
+        Private::Already => (fd, path),
+        Private::Copied(real) => open(pid, &Target::Host(real, Follow::No))?,
+        // The parent's file, no longer in the step's root: nothing to record it on.
+        Private::Gone => return Ok(()),
+    };
     let now = match &link {
         Some((dir, name)) => link_shown(&fd, dir, name)?,
         None => shown(&fd, &path)?,

@@ -1,6 +1,7 @@
 //! What the supervisor knows while a step runs, shared by every call it answers.
 
 use super::super::identity::Identity;
+use super::copyup::CopyUp;
 use super::paths::Root;
 
 /// What the supervisor knows while a step runs.
@@ -12,4 +13,6 @@ pub(super) struct Context {
     /// The user the step starts as, in appearance (each process then has its own: a
     /// `setuid` changes it).
     pub(super) who: Identity,
+    /// What the step's root shares with its parent, copied up before a change.
+    pub(super) cow: CopyUp,
 }

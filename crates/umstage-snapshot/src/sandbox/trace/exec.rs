@@ -161,7 +161,7 @@ fn names_own_exe(pid: Pid, path: &[u8]) -> bool {
     }
 }
 
-/// Writes the program's host path and the command line below the stack pointer and points
+/// Writes the program's host path and the command line into the scratch slot and points
 /// the call's arguments at them.
 fn place(
     regs: &mut user_regs_struct,

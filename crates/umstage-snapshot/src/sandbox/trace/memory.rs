@@ -1,13 +1,15 @@
-//! A tracee's memory: strings read from it, and new strings written below its stack pointer
-//! (past the 128-byte red zone the x86-64 ABI leaves to leaf functions), where a stopped
-//! thread keeps nothing. Through `/proc/PID/mem`, which its tracer may use: the runtimes'
-//! default seccomp profiles refuse `process_vm_readv` and `process_vm_writev`.
+//! A tracee's memory: strings read from it, and new strings written into its thread's scratch
+//! slot, a mapping that holds nothing of the program's. Through `/proc/PID/mem`, which its
+//! tracer may use: the runtimes' default seccomp profiles refuse `process_vm_readv` and
+//! `process_vm_writev`.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
 use nix::unistd::Pid;
+
+use super::slots::Slot;
 
 /// The most a path may hold, with its NUL.
 const PATH_MAX: usize = libc::PATH_MAX as usize;
@@ -49,28 +51,43 @@ pub(super) fn write(pid: Pid, addr: u64, bytes: &[u8]) -> io::Result<()> {
         .write_all_at(bytes, addr)
 }
 
-/// Room below a stopped thread's stack pointer for what one system call is given instead of
-/// its own arguments.
+/// Room in the calling thread's slot ([`super::slots`]) for what one system call is given
+/// instead of its own arguments.
 pub(super) struct Scratch {
     pid: Pid,
-    next: u64,
+    slot: Option<Slot>,
+    /// What the call has been given so far, fitting the slot or not.
+    wanted: u64,
 }
 
 impl Scratch {
-    /// Below `sp` and its red zone.
-    pub(super) fn below(pid: Pid, sp: u64) -> Self {
+    /// In `slot`, where the thread has one.
+    pub(super) fn new(pid: Pid, slot: Option<Slot>) -> Self {
         Scratch {
             pid,
-            next: sp.saturating_sub(128),
+            slot,
+            wanted: 0,
         }
     }
 
-    /// Writes `bytes` (16-byte aligned) and returns their address.
+    /// Writes `bytes` (16-byte aligned) and returns their address. What does not fit the
+    /// slot is only counted (its address is 0): the call then waits for a larger slot
+    /// ([`Scratch::short_of`]) and nothing given it is used.
     pub(super) fn put(&mut self, bytes: &[u8]) -> io::Result<u64> {
-        let addr = self.next.saturating_sub(bytes.len() as u64) & !15;
-        write(self.pid, addr, bytes)?;
-        self.next = addr;
-        Ok(addr)
+        let at = self.wanted;
+        self.wanted += (bytes.len() as u64).next_multiple_of(16);
+        match self.slot {
+            Some(slot) if self.wanted <= slot.len => {
+                write(self.pid, slot.addr + at, bytes)?;
+                Ok(slot.addr + at)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// The room the call needs where its slot is missing or too small.
+    pub(super) fn short_of(&self) -> Option<u64> {
+        (self.wanted > self.slot.map_or(0, |s| s.len)).then_some(self.wanted)
     }
 
     /// Writes `text` with a NUL and returns its address.

@@ -6,8 +6,8 @@
 //! ([`filter`]) that stops only the calls the supervisor must see ([`syscalls`]), and execs.
 //! The supervisor ([`tracer`]) follows every fork and, at each stop ([`calls`]), translates
 //! path arguments from the guest's root (its snapshot's directory, a native snapshot) to host
-//! paths ([`paths`], resolved by the kernel with `RESOLVE_IN_ROOT`), writing them below the
-//! stack pointer ([`memory`]); gives `/proc`, `/dev` and `/sys` as the container's own; turns
+//! paths ([`paths`], resolved by the kernel with `RESOLVE_IN_ROOT`), writing them into a
+//! scratch mapping it makes in each thread ([`slots`], [`memory`]); gives `/proc`, `/dev` and `/sys` as the container's own; turns
 //! host paths back into the guest's (`getcwd`, `/proc` links); plays root or the step's
 //! `USER` to the identity calls; records `chown`s and shows them to `stat`s, as the
 //! `userns-single` tier does ([`super::owners`], [`super::identity`]); and loads programs
@@ -24,6 +24,7 @@
 
 mod calls;
 mod context;
+mod copyup;
 mod datagrams;
 mod devices;
 mod exec;
@@ -35,6 +36,7 @@ mod paths;
 mod readonly;
 mod regs;
 mod shared;
+mod slots;
 mod sockets;
 mod syscalls;
 mod tracer;
@@ -218,6 +220,7 @@ impl Setup {
                     uid: user.uid,
                     gid: user.gid,
                 },
+                cow: copyup::CopyUp::new(rootfs),
             },
             cwd: PathBuf::from(OsStr::from_bytes(&cwd)),
             user,

@@ -94,7 +94,13 @@ impl Context {
             std::fs::read_link(format!("/proc/{pid}/fd/{}", fd as i32))
                 .is_ok_and(|host| self.root.is_read_only(host.as_os_str().as_bytes()))
         };
-        if let Kind::Chown { path: None, fd, .. } | Kind::FdChange { fd } = kind {
+        let fd = match kind {
+            Kind::Chown { path: None, fd, .. } => Some(fd),
+            // `fchmod`, `fsetxattr`, `fremovexattr`, an inode-changing `ioctl`: the first.
+            Kind::ChangesFd => Some(0),
+            _ => None,
+        };
+        if let Some(fd) = fd {
             return if fd_read_only(arg(regs, fd)) {
                 Err(libc::EROFS)
             } else {

@@ -84,9 +84,8 @@ pub(super) enum Kind {
     Refuse(i32),
     /// `uname`: the node name is the step's hostname (there is no UTS namespace to set it in).
     Uname,
-    /// A change of the file open as descriptor `fd` (`fchmod`, `fsetxattr`...): runs, but
-    /// not on a read-only `RUN --mount` (see `readonly`).
-    FdChange { fd: usize },
+    /// A call that changes a file through a descriptor: see `copyup`, which runs first.
+    ChangesFd,
     /// `prctl`: `PR_SET_DUMPABLE` succeeds without effect (a process that is not dumpable
     /// shuts its tracer out of its memory, and every path it names could not be translated);
     /// the rest runs.
@@ -115,7 +114,7 @@ use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 pub(super) const SYS_FCHMODAT2: i64 = 452;
 
 /// Every call the filter sends to the supervisor.
-pub(super) const TRACED: [i64; 63] = [
+pub(super) const TRACED: [i64; 60] = [
     libc::SYS_open,
     libc::SYS_openat,
     libc::SYS_creat,
@@ -166,9 +165,6 @@ pub(super) const TRACED: [i64; 63] = [
     libc::SYS_removexattr,
     libc::SYS_lremovexattr,
     libc::SYS_inotify_add_watch,
-    libc::SYS_fchmod,
-    libc::SYS_fsetxattr,
-    libc::SYS_fremovexattr,
     libc::SYS_execve,
     libc::SYS_execveat,
     libc::SYS_getcwd,
@@ -185,6 +181,7 @@ pub(super) const TRACED: [i64; 63] = [
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
 pub(super) fn traced() -> Vec<i64> {
     let mut all = TRACED.to_vec();
+    all.extend(super::copyup::ON_DESCRIPTORS);
     all.extend(super::super::identity::intercepted());
     all
 }
@@ -371,7 +368,7 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
         },
         libc::SYS_sendmsg => Kind::SendMsg { msg: 1 },
         libc::SYS_prctl => Kind::Prctl,
-        libc::SYS_fchmod | libc::SYS_fsetxattr | libc::SYS_fremovexattr => Kind::FdChange { fd: 0 },
+        _ if super::copyup::ON_DESCRIPTORS.contains(&nr) => Kind::ChangesFd,
         libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
         _ => return None,
