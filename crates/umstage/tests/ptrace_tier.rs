@@ -289,6 +289,9 @@ fn mounts_in(tier: &str) -> Result<(Vec<String>, Unpacked), Box<dyn std::error::
         ],
     )?;
     let extra = env.context("extra", &[("n.txt", "named")])?;
+    // A second name for go.mod: a file with links is what a copy-up would replace.
+    fs::hard_link(ctx.join("go.mod"), ctx.join("go.mod.link"))?;
+    let mode = fs::metadata(ctx.join("go.mod"))?.permissions().mode();
     let secret = format!("id=npmrc,src={}", ctx.join("npmrc").display());
     let named = format!("extra={}", extra.display());
     let out = env.build(
@@ -306,6 +309,11 @@ fn mounts_in(tier: &str) -> Result<(Vec<String>, Unpacked), Box<dyn std::error::
         ],
     );
     assert_ok(&out);
+    // The read-only context is as it was: nothing written, removed, renamed or chmodded.
+    assert_eq!(fs::read_to_string(ctx.join("go.mod"))?, "module x");
+    assert_eq!(fs::metadata(ctx.join("go.mod"))?.permissions().mode(), mode);
+    assert!(ctx.join("sub/f").exists() && !ctx.join("new").exists());
+    assert_eq!(fs::read_to_string(ctx.join("go.mod.link"))?, "module x");
     let log = stderr(&out);
     let printed = [
         "gomod ", "ls ", "cache ", "rocache ", "ro ", "req ", "ctx ", "from ", "rw ", "after ",
