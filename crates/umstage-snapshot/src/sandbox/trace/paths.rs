@@ -29,6 +29,8 @@ pub(super) struct Root {
     dirs: Vec<Dir>,
     /// Canonical host directories and files the step may not change (read-only mounts).
     read_only: Vec<Vec<u8>>,
+    /// The guest paths of the read-only mounts, as components.
+    read_only_guests: Vec<Vec<Vec<u8>>>,
 }
 
 /// A host directory that stands for a guest directory and everything below it.
@@ -63,6 +65,7 @@ impl Root {
             private: Vec::new(),
             dirs: Vec::new(),
             read_only: Vec::new(),
+            read_only_guests: Vec::new(),
         })
     }
 
@@ -77,10 +80,11 @@ impl Root {
         let host = std::fs::read_link(fd_path(&fd))?
             .into_os_string()
             .into_vec();
+        let guest = lexical(guest.as_os_str().as_bytes());
         if read_only {
             self.read_only.push(host.clone());
+            self.read_only_guests.push(guest.clone());
         }
-        let guest = lexical(guest.as_os_str().as_bytes());
         self.dirs.push(Dir { guest, fd, host });
         Ok(())
     }
@@ -97,13 +101,12 @@ impl Root {
         let host = std::fs::read_link(fd_path(&fd))?
             .into_os_string()
             .into_vec();
+        let guest = lexical(guest.as_os_str().as_bytes());
         if read_only {
             self.read_only.push(host.clone());
+            self.read_only_guests.push(guest.clone());
         }
-        let guest = lexical(guest.as_os_str().as_bytes())
-            .iter()
-            .flat_map(|p| [&b"/"[..], p].concat())
-            .collect();
+        let guest = guest.iter().flat_map(|p| [&b"/"[..], p].concat()).collect();
         self.private.push((guest, host));
         Ok(())
     }
@@ -111,6 +114,21 @@ impl Root {
     /// Whether anything the step sees is read-only.
     pub(super) fn has_read_only(&self) -> bool {
         !self.read_only.is_empty()
+    }
+
+    /// Whether the guest's absolute path `guest` may lead to something read-only: it is, or
+    /// is below, a read-only mount's target, or it goes through a shared directory (whose
+    /// links lead anywhere in the guest); a mount is chosen by the lexical path, as
+    /// [`Root::to_host`] chooses it, and nothing resolved in another leads out of it.
+    pub(super) fn may_be_read_only(&self, guest: &[u8]) -> bool {
+        let normal = lexical(guest);
+        normal
+            .first()
+            .is_some_and(|top| SHARED.contains(&top.as_slice()))
+            || self
+                .read_only_guests
+                .iter()
+                .any(|ro| normal.starts_with(ro))
     }
 
     /// Whether the host path `host` is, or is below, something the step may not change.
@@ -454,6 +472,21 @@ mod tests {
             let host = root.to_host(me, guest, Follow::No).unwrap();
             assert!(
                 root.is_read_only(&host),
+                "{}",
+                String::from_utf8_lossy(guest)
+            );
+        }
+        for (guest, may) in [
+            (&b"/src/../src/x"[..], true),
+            (b"/w/go.mod", true),
+            (b"/proc/self/cwd/x", true),
+            (b"/srcx", false),
+            (b"/w/go.sum", false),
+            (b"/src/../etc", false),
+        ] {
+            assert_eq!(
+                root.may_be_read_only(guest),
+                may,
                 "{}",
                 String::from_utf8_lossy(guest)
             );

@@ -8,6 +8,7 @@ use libc::user_regs_struct;
 use nix::unistd::Pid;
 
 use super::context::Context;
+use super::memory;
 use super::regs::arg;
 use super::syscalls::{Kind, PathArg};
 
@@ -108,6 +109,21 @@ impl Context {
             };
         }
         for (a, change) in changed(nr, regs, kind) {
+            // Most writes are nowhere near a read-only mount: a look at the guest path spares
+            // them the resolution.
+            let addr = arg(regs, a.path);
+            let dirfd = a.dirfd.map_or(libc::AT_FDCWD, |i| arg(regs, i) as i32);
+            let path = (addr != 0)
+                .then(|| memory::read_cstr(pid, addr).ok())
+                .flatten();
+            if let Some(path) = path.filter(|p| !p.is_empty())
+                && self
+                    .root
+                    .absolute(pid, dirfd, &path)
+                    .is_some_and(|guest| !self.root.may_be_read_only(&guest))
+            {
+                continue;
+            }
             let Some((host, _)) = self.host_path(pid, regs, a)? else {
                 // No path (`utimensat(fd, NULL)`) or an empty one (`AT_EMPTY_PATH`): the
                 // directory argument's file.
