@@ -5,7 +5,8 @@
 //! root is played, and `USER 1000:1001` too; paths stay in the step's root (`..` and `/proc`
 //! links included); `/proc` is the container's own, and the step may neither chroot nor trace;
 //! dynamic programs (the host's own, copied in with their libraries) and `#!` scripts run
-//! through the guest's loader; a `setuid` is played per process.
+//! through the guest's loader; a `setuid` is played per process; every `RUN --mount` kind
+//! works as in the user namespace tier, read-only ones refusing writes with `EROFS`.
 
 mod common;
 
@@ -266,6 +267,7 @@ RUN --mount=type=bind,target=. echo \"ctx $(cat go.mod) $(ls sub)\" \\\n\
  && { chmod 600 go.mod || true; } 2>&1 | sed 's/^/ro /' && { touch sub/f || true; } 2>&1 | sed 's/^/ro /'\n\
 RUN --mount=type=bind,from=tools,source=/t,target=/tools echo \"from $(cat /tools/note)\"\n\
 RUN --mount=type=bind,from=extra,source=n.txt,target=/etc/n.txt echo \"named $(cat /etc/n.txt)\"\n\
+RUN --mount=type=bind,source=go.mod,target=/m,rw echo y >> /m && echo \"rwfile $(cat /m)\"\n\
 RUN --mount=type=bind,target=/ctx,rw echo changed > /ctx/go.mod && rm /ctx/sub/f && echo new > /ctx/new \\\n\
  && echo \"rw $(cat /ctx/go.mod) $(ls /ctx/sub | wc -l)\"\n\
 RUN --mount=type=bind,target=/ctx echo \"after $(cat /ctx/go.mod) $(ls /ctx/sub)\" && ls /ctx/new 2>/dev/null || echo 'after none'\n\
@@ -317,7 +319,7 @@ fn mounts_in(tier: &str) -> Result<(Vec<String>, Unpacked), Box<dyn std::error::
     let log = stderr(&out);
     let printed = [
         "gomod ", "ls ", "cache ", "rocache ", "ro ", "req ", "ctx ", "from ", "rw ", "after ",
-        "secret ", "target ", "named ", "left ",
+        "secret ", "target ", "named ", "rwfile ", "left ",
     ]
     .iter()
     .flat_map(|p| lines_with(&log, p))
@@ -348,6 +350,7 @@ fn ptrace_tier_gives_bind_secret_and_read_only_mounts_as_the_user_namespace_tier
         "ctx module x f".into(),
         "from tool".into(),
         "named named".into(),
+        "rwfile module xy".into(),
         "rw changed 0".into(),
         "after module x f".into(),
         "after none".into(),
@@ -373,6 +376,7 @@ fn ptrace_tier_gives_bind_secret_and_read_only_mounts_as_the_user_namespace_tier
         "ctx",
         "run/secrets/npmrc",
         "etc/n.txt",
+        "m",
     ] {
         assert!(entry(&image, path).is_none(), "{path} in the image");
     }
