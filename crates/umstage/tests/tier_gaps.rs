@@ -4,7 +4,7 @@
 //! written into the layer as the device); symlink owners (`chown -h`) recorded, shown by
 //! `stat` and kept by `COPY` and the layers, as the `userns` tier gives them; dynamic musl
 //! programs (Alpine's kind) started through the image's own musl loader in the `ptrace` tier,
-//! with the `argv[0]` they were run as.
+//! with the `argv[0]` they were run as; a secret file's owner in every tier.
 
 mod common;
 
@@ -190,6 +190,49 @@ fn dynamic_musl_programs_run_with_their_argv0_through_the_images_own_loader() ->
             ],
             "{tier}: {log}"
         );
+    }
+    Ok(())
+}
+
+/// A secret file's `uid`/`gid` in every tier: set where the ids are mapped, recorded where the
+/// tier maps one id (the kernel refuses the others) or plays root.
+#[test]
+fn a_secret_file_shows_its_owner_in_every_tier() -> TestResult {
+    for tier in ["userns", "userns-single", "ptrace"] {
+        let env = Env::new()?;
+        let ctx = env.context(
+            "ctx",
+            &[
+                (
+                    "Dockerfile",
+                    "FROM busybox\n\
+                     RUN --mount=type=secret,id=tok,uid=1000,gid=1001,mode=0440 \
+                     stat -c 'secret %a %u:%g' /run/secrets/tok && echo \"read $(cat /run/secrets/tok)\"\n",
+                ),
+                ("tok", "t"),
+            ],
+        )?;
+        let secret = format!("id=tok,src={}", ctx.join("tok").display());
+        let out = env.build(
+            &ctx,
+            "img.tar",
+            &[
+                "--sandbox",
+                tier,
+                "--progress",
+                "plain",
+                "--secret",
+                &secret,
+            ],
+        );
+        assert_ok(&out);
+        let log = stderr(&out);
+        assert_eq!(
+            lines_with(&log, "secret "),
+            ["secret 440 1000:1001"],
+            "{tier}: {log}"
+        );
+        assert_eq!(lines_with(&log, "read "), ["read t"], "{tier}: {log}");
     }
     Ok(())
 }

@@ -351,17 +351,7 @@ fn write_private_files(request: &Request) -> Result<(), HelperError> {
             .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
     }
     for secret in &request.secrets {
-        let content = super::mounts::read_secret(&secret.source).map_err(|e| {
-            HelperError::during(format!("reading secret {}", secret.source.display()), e)
-        })?;
-        let path = secrets.join(&secret.name);
-        std::fs::write(&path, content)
-            .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
-        std::os::unix::fs::chown(&path, Some(secret.uid), Some(secret.gid)).map_err(|e| {
-            HelperError::during(format!("chown secret to {}:{}", secret.uid, secret.gid), e)
-        })?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
-            .map_err(|e| HelperError::during("chmod secret", e))?;
+        super::mounts::write_secret(&secrets, secret)?;
     }
     Ok(())
 }

@@ -7,8 +7,10 @@
 //! including the last (`umstage_oci::inroot`), here and again by the helper when it mounts,
 //! so a symlink planted by a step, an image or the context never reaches a host file.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder};
@@ -16,9 +18,11 @@ use rustix::fs::{FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use umstage_oci::inroot::{self, Escape, Root};
 
+use super::failure::HelperError;
 use super::{RunStep, SandboxError};
 use crate::fsutil::{self, at};
 use umstage_oci::lease::flock;
+use umstage_oci::owner::{self, Owner};
 
 /// How concurrent steps share a cache mount (`sharing=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -597,6 +601,46 @@ fn set_owner_and_mode(dir: &Path, cache: &CacheMount) -> Result<(), SandboxError
     .map_err(at("chown cache dir", dir))?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(cache.mode & 0o7777))
         .map_err(|e| at("chmod", dir)(e.into()))?;
+    Ok(())
+}
+
+/// Writes `secret` into the directory `files`, with its mode and owner: set where the kernel
+/// takes it, recorded where root is played (the ptrace tier) or the id is not mapped (the
+/// one-id tier).
+pub(crate) fn write_secret(files: &Path, secret: &SecretFile) -> Result<(), HelperError> {
+    let content = read_secret(&secret.source).map_err(|e| {
+        HelperError::during(format!("reading secret {}", secret.source.display()), e)
+    })?;
+    let path = files.join(&secret.name);
+    std::fs::write(&path, content)
+        .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
+    let owner = Owner {
+        uid: secret.uid,
+        gid: secret.gid,
+    };
+    if owner != Owner::default() {
+        let dir = rustix::fs::open(
+            files,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            HelperError::during(format!("{}", files.display()), std::io::Error::from(e))
+        })?;
+        // Recorded in a user xattr, which a tmpfs older than Linux 6.6 does not take: the
+        // secret is then readable all the same, its owner shown as root.
+        if let Err(e) = owner::chown_or_record(&dir, OsStr::new(&secret.name), owner) {
+            tracing::warn!(
+                "secret {}: owner {}:{} not recorded: {e}",
+                secret.name,
+                owner.uid,
+                owner.gid
+            );
+        }
+    }
+    // After the owner: a record needs the file writable.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
+        .map_err(|e| HelperError::during("chmod secret", e))?;
     Ok(())
 }
 

@@ -176,7 +176,7 @@ impl Setup {
             root.add_private(&format!("/etc/{}", file.name), &host);
         }
         for secret in &request.secrets {
-            mounts::write_secret(&files, secret)?;
+            super::mounts::write_secret(&files, secret)?;
         }
         let mut stubs = Vec::new();
         let mut sources = Vec::new();

@@ -3,16 +3,12 @@
 //! file, secret, ssh agent socket) for its exact path. Their targets are made in the root
 //! as the other tiers make mount points, so `ls` shows them, and removed after the step.
 
-use std::ffi::OsStr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use umstage_oci::inroot::Root as InRoot;
-use umstage_oci::owner::{self, Owner};
 
 use super::super::failure::HelperError;
 use super::super::guest::{GuestMount, GuestSource};
-use super::super::mounts::{SecretFile, read_secret};
 use super::super::rootfs::{Kind, ensure};
 use super::paths::Root;
 
@@ -58,43 +54,4 @@ pub(super) fn give(
         )
     })?;
     Ok(source)
-}
-
-/// Writes `secret` into the step's private files, with its mode; its owner is recorded (root
-/// is played here, nothing can be chowned).
-pub(super) fn write_secret(files: &Path, secret: &SecretFile) -> Result<(), HelperError> {
-    let content = read_secret(&secret.source).map_err(|e| {
-        HelperError::during(format!("reading secret {}", secret.source.display()), e)
-    })?;
-    let path = files.join(&secret.name);
-    std::fs::write(&path, content)
-        .map_err(|e| HelperError::during(format!("{}", path.display()), e))?;
-    let owner = Owner {
-        uid: secret.uid,
-        gid: secret.gid,
-    };
-    if owner != Owner::default() {
-        let dir = rustix::fs::open(
-            files,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| {
-            HelperError::during(format!("{}", files.display()), std::io::Error::from(e))
-        })?;
-        // Recorded in a user xattr, which a tmpfs older than Linux 6.6 does not take: the
-        // secret is then readable all the same, its owner shown as root.
-        if let Err(e) = owner::chown_or_record(&dir, OsStr::new(&secret.name), owner) {
-            tracing::warn!(
-                "secret {}: owner {}:{} not recorded: {e}",
-                secret.name,
-                owner.uid,
-                owner.gid
-            );
-        }
-    }
-    // After the owner: a record needs the file writable.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(secret.mode & 0o7777))
-        .map_err(|e| HelperError::during("chmod secret", e))?;
-    Ok(())
 }
