@@ -14,9 +14,9 @@ use umstage_oci::owner::{self, Owner};
 use super::super::identity::{self, Identity};
 use super::super::owners;
 use super::context::Context;
-use super::copyup::{CopyUp, Private};
 use super::memory::{self, Scratch};
 use super::paths::Follow;
+use super::private::{CopyUp, Private};
 use super::regs::{arg, set_arg};
 use super::slots::Slot;
 use super::sockets;
@@ -107,7 +107,7 @@ impl Context {
         let mut scratch = Scratch::new(pid, slot);
         match self.copy_up(pid, regs, &mut scratch) {
             Ok(None) => {}
-            Ok(Some(entry)) => return entry,
+            Ok(Some(value)) => return Entry::Skip(value),
             Err(e) => {
                 *regs = saved;
                 return Entry::Skip(-i64::from(e));

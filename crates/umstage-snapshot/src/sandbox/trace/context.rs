@@ -1,8 +1,8 @@
 //! What the supervisor knows while a step runs, shared by every call it answers.
 
 use super::super::identity::Identity;
-use super::copyup::CopyUp;
 use super::paths::Root;
+use super::private::CopyUp;
 
 /// What the supervisor knows while a step runs.
 pub(super) struct Context {

@@ -8,9 +8,8 @@
 //! then given as the file's guest path. A call on a descriptor (`fchmod` on a read-only one,
 //! `fsetxattr`, `futimens`, an `ioctl` setting inode flags) is turned into its path form on
 //! the new inode, or for the `ioctl` made by the supervisor. The `chown` family records the
-//! owner in an xattr of the inode: `calls` asks [`CopyUp::private`] first.
+//! owner in an xattr of the inode: `calls` asks `CopyUp::private` first.
 
-use std::cell::OnceCell;
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -20,101 +19,23 @@ use libc::user_regs_struct;
 use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
 
-use super::calls::Entry;
 use super::context::Context;
 use super::memory::{self, Scratch};
 use super::paths::Follow;
+use super::private::{Private, errno};
 use super::regs::{arg, set_arg};
 use super::syscalls::{How, PathArg, SYS_FCHMODAT2};
-use crate::cow::{self, Shared};
 
 /// `FS_IOC_SETFLAGS` (`chattr`): sets an inode's flags through any descriptor of its owner.
 pub(super) const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
 /// `FS_IOC_FSSETXATTR`: sets an inode's extended flags and project id the same way.
 pub(super) const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 
-/// The calls that change a file through a descriptor of any access mode, which the filter
-/// sends to the supervisor besides `syscalls::TRACED` (`ioctl` only for the requests above).
-pub(super) const ON_DESCRIPTORS: [i64; 4] = [
-    libc::SYS_fchmod,
-    libc::SYS_fsetxattr,
-    libc::SYS_fremovexattr,
-    libc::SYS_ioctl,
-];
-
-/// The inodes the step's root shares with its parent, read at the first change.
-pub(super) struct CopyUp {
-    root: std::path::PathBuf,
-    shared: OnceCell<Shared>,
-}
-
-/// What a file that a call changes needs.
-pub(super) enum Private {
-    /// Nothing: it is the step's own.
-    Already,
-    /// It was the parent's and has been copied up: this host path leads to the copy.
-    Copied(Vec<u8>),
-    /// It is the parent's and has no name in the step's root any more (a descriptor of a
-    /// file the step removed): nothing the layer holds can change.
-    Gone,
-}
-
 /// What a call changes.
 enum Changed {
     Path(PathArg),
     /// The descriptor in this argument.
     Fd(usize),
-}
-
-impl CopyUp {
-    /// For the step's root `rootfs`.
-    pub(super) fn new(rootfs: &Path) -> CopyUp {
-        CopyUp {
-            root: rootfs.to_path_buf(),
-            shared: OnceCell::new(),
-        }
-    }
-
-    fn shared(&self) -> Result<&Shared, i32> {
-        if let Some(shared) = self.shared.get() {
-            return Ok(shared);
-        }
-        let shared = Shared::of(&self.root).map_err(|e| {
-            tracing::warn!("reading the shared inodes of {}: {e}", self.root.display());
-            e.raw_os_error().unwrap_or(libc::EIO)
-        })?;
-        Ok(self.shared.get_or_init(|| shared))
-    }
-
-    /// Makes the file open (`O_PATH`) as `file` the step's own before a change.
-    pub(super) fn private(&self, file: &OwnedFd) -> Result<Private, i32> {
-        let st = rustix::fs::fstat(file).map_err(|e| e.raw_os_error())?;
-        let linked = matches!(
-            rustix::fs::FileType::from_raw_mode(st.st_mode),
-            rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink
-        );
-        if !linked {
-            return Ok(Private::Already);
-        }
-        let shared = self.shared()?;
-        if shared.is_empty() || !shared.holds(st.st_dev, st.st_ino) {
-            return Ok(Private::Already);
-        }
-        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let real = std::fs::read_link(&link).map_err(errno)?;
-        let named = rustix::fs::lstat(&real)
-            .is_ok_and(|now| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino));
-        if !named {
-            return Ok(Private::Gone);
-        }
-        cow::copy_up(&real).map_err(errno)?;
-        tracing::trace!(path = %real.display(), "copied up");
-        Ok(Private::Copied(real.into_os_string().into_encoded_bytes()))
-    }
-}
-
-fn errno(e: std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// Whether the call at this stop may change a file in place (and so need a copy-up).
@@ -167,14 +88,14 @@ fn empty_path_flags(nr: i64) -> Option<usize> {
 
 impl Context {
     /// Before a traced call: copies up the file it would change, if that is the parent's,
-    /// and makes the call act on the copy (`regs` rewritten). `Some` where the call is
-    /// answered here.
+    /// and makes the call act on the copy (`regs` rewritten). `Some` with the call's return
+    /// value where it is answered here.
     pub(super) fn copy_up(
         &self,
         pid: Pid,
         regs: &mut user_regs_struct,
         scratch: &mut Scratch,
-    ) -> Result<Option<Entry>, i32> {
+    ) -> Result<Option<i64>, i32> {
         let nr = regs.orig_rax as i64;
         let Some(what) = changed(nr, regs) else {
             return Ok(None);
@@ -207,7 +128,7 @@ impl Context {
             }
             // Linked again, a removed file has one name in the root: nothing to keep apart.
             Private::Gone if matches!(nr, libc::SYS_link | libc::SYS_linkat) => return Ok(None),
-            Private::Gone => return Ok(Some(Entry::Skip(0))),
+            Private::Gone => return Ok(Some(0)),
             Private::Copied(real) => real,
         };
         if !by_fd && !magic {
@@ -215,7 +136,7 @@ impl Context {
         }
         let guest = self.root.to_guest(&real).ok_or(libc::EACCES)?;
         if nr == libc::SYS_ioctl {
-            return ioctl(pid, regs, &real).map(|r| Some(Entry::Skip(r)));
+            return ioctl(pid, regs, &real).map(Some);
         }
         let at = scratch.put_cstr(&guest).map_err(errno)?;
         let cwd = libc::AT_FDCWD as u64;

@@ -33,6 +33,7 @@ mod follow;
 mod memory;
 mod mounts;
 mod paths;
+mod private;
 mod readonly;
 mod regs;
 mod shared;
@@ -220,7 +221,7 @@ impl Setup {
                     uid: user.uid,
                     gid: user.gid,
                 },
-                cow: copyup::CopyUp::new(rootfs),
+                cow: private::CopyUp::new(rootfs),
             },
             cwd: PathBuf::from(OsStr::from_bytes(&cwd)),
             user,

@@ -110,6 +110,16 @@ const fn at(dirfd: usize, path: usize, how: How) -> PathArg {
 
 use How::{AtFlags, Follow, LinkFlags, NoFollow, OpenFlags};
 
+/// The calls that change a file through a descriptor of any access mode, which the filter
+/// sends to the supervisor besides [`TRACED`] (`ioctl` only for the requests `copyup`
+/// performs itself).
+pub(super) const ON_DESCRIPTORS: [i64; 4] = [
+    libc::SYS_fchmod,
+    libc::SYS_fsetxattr,
+    libc::SYS_fremovexattr,
+    libc::SYS_ioctl,
+];
+
 /// `fchmodat2`, newer than the libc crate's table.
 pub(super) const SYS_FCHMODAT2: i64 = 452;
 
@@ -181,7 +191,7 @@ pub(super) const TRACED: [i64; 60] = [
 /// Every call the filter sends to the supervisor: [`TRACED`] and the identity calls.
 pub(super) fn traced() -> Vec<i64> {
     let mut all = TRACED.to_vec();
-    all.extend(super::copyup::ON_DESCRIPTORS);
+    all.extend(ON_DESCRIPTORS);
     all.extend(super::super::identity::intercepted());
     all
 }
@@ -368,7 +378,7 @@ pub(super) fn kind(nr: i64) -> Option<Kind> {
         },
         libc::SYS_sendmsg => Kind::SendMsg { msg: 1 },
         libc::SYS_prctl => Kind::Prctl,
-        _ if super::copyup::ON_DESCRIPTORS.contains(&nr) => Kind::ChangesFd,
+        _ if ON_DESCRIPTORS.contains(&nr) => Kind::ChangesFd,
         libc::SYS_uname => Kind::Uname,
         _ if super::super::identity::intercepted().contains(&nr) => Kind::Identity,
         _ => return None,
