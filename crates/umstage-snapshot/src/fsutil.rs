@@ -257,12 +257,14 @@ pub(crate) fn copy_metadata(
     src: &Path,
 ) -> Result<(), PathError> {
     std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(at("chown", dst))?;
+    // The xattrs before the mode: a user xattr needs the file writable by its owner, which
+    // the source's mode (0444, 0555) may not be.
+    for (name, value) in xattrs(src).map_err(at("read xattrs", src))? {
+        set_xattr(dst, &name, &value).map_err(at("set xattr", dst))?;
+    }
     if !meta.file_type().is_symlink() {
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(at("chmod", dst))?;
-    }
-    for (name, value) in xattrs(src).map_err(at("read xattrs", src))? {
-        set_xattr(dst, &name, &value).map_err(at("set xattr", dst))?;
     }
     set_times(dst, meta).map_err(at("set times", dst))
 }

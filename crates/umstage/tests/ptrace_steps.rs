@@ -1176,3 +1176,85 @@ fn a_thread_without_a_slot_that_spawns_keeps_its_address_space() -> TestResult {
     );
     Ok(())
 }
+
+/// Across a `RUN --mount` and the root a rename copies (`mv` falls back when the kernel says
+/// `EXDEV`) and a hard link fails, as across real mounts: in the `ptrace` tier nothing is
+/// mounted, and a snapshot's file linked into a cache directory (or a cache file into the
+/// snapshot) would be changed in place later. A second change through a descriptor of a
+/// file copied up by the first reaches the copy (Perl's `chmod` on a handle is `fchmod`), and
+/// a read-only file with a recorded owner can be copied up (its record before its mode).
+#[test]
+fn renames_and_links_stay_in_their_tree_and_changes_through_a_descriptor_reach_the_copy()
+-> TestResult {
+    let dockerfile = "FROM debian AS change\n\
+         RUN echo base > /f && echo other > /g && echo third > /h && chmod 644 /f /g /h \
+         && echo r > /r && chown 5:5 /r && chmod 444 /r\n\
+         RUN --mount=type=cache,target=/c,sharing=private \
+         mv /f /c/f && echo \"moved $(cat /c/f)\" \
+         && if ln /g /c/g 2>/dev/null; then echo linked; else echo \"ln refused\"; fi \
+         && if ln /c/f /f2 2>/dev/null; then echo linked back; else echo \"back refused\"; fi \
+         && perl -e 'open(my $h, \"<\", \"/h\") or die; chmod(0600, $h) or die; chmod(0640, $h) or die' \
+         && stat -c 'mode %a' /h && chmod 640 /r && stat -c 'owned %a %u' /r\n\
+         FROM debian AS check\n\
+         RUN echo base > /f && echo other > /g && echo third > /h && chmod 644 /f /g /h\n\
+         RUN stat -c 'parent %a %n' /f /g /h\n";
+    for tier in ["userns", "ptrace"] {
+        let env = Env::new()?;
+        let debian = with_debian(&env)?;
+        let ctx = env.context("ctx", &[("Dockerfile", dockerfile)])?;
+        let out = env.build(
+            &ctx,
+            "img.tar",
+            &[
+                "--sandbox",
+                tier,
+                "--progress",
+                "plain",
+                "--target",
+                "change",
+                "--build-context",
+                &debian,
+            ],
+        );
+        assert_ok(&out);
+        let log = stderr(&out);
+        let lines: Vec<String> = ["moved ", "ln ", "back ", "linked", "mode ", "owned "]
+            .iter()
+            .flat_map(|p| lines_with(&log, p))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "moved base",
+                "ln refused",
+                "back refused",
+                "mode 640",
+                "owned 640 5"
+            ],
+            "{tier}: {log}"
+        );
+        let checked = env.build(
+            &ctx,
+            "check.tar",
+            &[
+                "--sandbox",
+                tier,
+                "--progress",
+                "plain",
+                "--target",
+                "check",
+                "--build-context",
+                &debian,
+            ],
+        );
+        assert_ok(&checked);
+        let log = stderr(&checked);
+        assert_eq!(
+            lines_with(&log, "parent "),
+            ["parent 644 /f", "parent 644 /g", "parent 644 /h"],
+            "{tier}: {log}"
+        );
+    }
+    Ok(())
+}

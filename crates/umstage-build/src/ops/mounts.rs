@@ -196,7 +196,10 @@ impl Step<'_, '_> {
     fn dir_copy(&self, source: &Path, ignore: Option<&Dockerignore>) -> Result<PathBuf, StepError> {
         let cell = {
             let mut dirs = (self.build.context_copy.dirs.lock()).unwrap_or_else(|p| p.into_inner());
-            Arc::clone(dirs.entry(source.to_path_buf()).or_default())
+            // The same directory is copied once with the .dockerignore and once without
+            // (the context, and a named context of the same path).
+            let key = (source.to_path_buf(), ignore.is_some());
+            Arc::clone(dirs.entry(key).or_default())
         };
         let made = cell.get_or_init(|| self.make_dir_copy(source, ignore).map_err(Arc::new));
         made.clone().map_err(StepError::Shared)

@@ -36,10 +36,11 @@ pub(crate) struct StageOutput {
 }
 
 /// The copies of the context and of directory contexts that steps bind (see `context_view`),
-/// by the directory copied, each made once; removed when the build ends.
+/// by the directory copied and whether a `.dockerignore` applies, each made once; removed when
+/// the build ends.
 #[derive(Default)]
 pub(crate) struct ContextCopy {
-    pub(crate) dirs: Mutex<HashMap<PathBuf, Arc<CopiedDir>>>,
+    pub(crate) dirs: Mutex<HashMap<(PathBuf, bool), Arc<CopiedDir>>>,
 }
 
 /// One copy of [`ContextCopy`], made by the first step that needs it.

@@ -632,7 +632,7 @@ pub(super) fn what_it_is(tier: Tier) -> &'static str {
             "steps run chrooted as real root in copied snapshots, without /proc, /sys or RUN --mount"
         }
         Tier::Ptrace => {
-            "steps run under a ptrace supervisor in linked snapshots (files hard-linked to the parent's, copied up before a change), as played root with owners recorded, with RUN --mount of caches and tmpfs only"
+            "steps run under a ptrace supervisor in linked snapshots (files hard-linked to the parent's, copied up before a change), as played root with owners recorded, without RUN --network=none"
         }
         Tier::Userns | Tier::UsernsSingle => "steps run in a user namespace",
     }

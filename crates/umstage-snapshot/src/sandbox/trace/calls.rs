@@ -119,10 +119,19 @@ impl Context {
         let pending = |post| Entry::Rewritten(Box::new(Pending { saved, post }));
         let result: Result<Entry, i32> = (|| match kind {
             Kind::Paths(args) => {
-                let mut any = false;
+                let mut hosts = Vec::with_capacity(args.len());
                 for a in args {
-                    any |= self.translate(pid, regs, &mut scratch, *a)?.is_some();
+                    hosts.push(self.translate(pid, regs, &mut scratch, *a)?);
                 }
+                // A rename or link between the root and a mount, or two mounts, fails as
+                // across real mounts: nothing of one tree may become part of another (a
+                // snapshot's shared file in a cache directory, a cache file in a snapshot).
+                if let [Some((from, _)), Some((to, _))] = hosts.as_slice()
+                    && self.root.tree_of(from) != self.root.tree_of(to)
+                {
+                    return Err(libc::EXDEV);
+                }
+                let any = hosts.iter().any(Option::is_some);
                 Ok(if any {
                     pending(Post::Restore)
                 } else {

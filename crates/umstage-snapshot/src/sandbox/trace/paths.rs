@@ -139,6 +139,23 @@ impl Root {
         })
     }
 
+    /// Which given tree the host path `host` lies in, as the kernel tells mounts apart: 0
+    /// for the root, then one for each `RUN --mount` directory and each file given for a
+    /// guest path; `None` for the container's own (`/proc`, `/dev`, a pipe...).
+    pub(super) fn tree_of(&self, host: &[u8]) -> Option<usize> {
+        let below = |top: &[u8]| {
+            host.strip_prefix(top)
+                .is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
+        };
+        if let Some(i) = self.dirs.iter().position(|dir| below(&dir.host)) {
+            return Some(1 + i);
+        }
+        if let Some(i) = self.private.iter().position(|(_, file)| file == host) {
+            return Some(1 + self.dirs.len() + i);
+        }
+        below(&self.host).then_some(0)
+    }
+
     /// Gives the guest's absolute path `guest` the host file `host`.
     pub(super) fn add_private(&mut self, guest: &str, host: &Path) {
         self.private.push((

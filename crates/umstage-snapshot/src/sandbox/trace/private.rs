@@ -2,16 +2,27 @@
 //! making one the step's own: a private inode with the same data and metadata, renamed over
 //! the name (see `copyup` for the calls that need it).
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cow::{self, Shared};
 
 /// The inodes the step's root shares with its parent, read at the first change.
 pub(super) struct CopyUp {
-    root: std::path::PathBuf,
+    root: PathBuf,
     shared: OnceCell<Shared>,
+    /// Each parent's inode copied up (device, inode), and where its copy is: a descriptor
+    /// opened before still leads to the parent's inode, and a change made through it must
+    /// reach the copy.
+    copies: RefCell<HashMap<(u64, u64), Copy>>,
+}
+
+/// Where a copied-up file's copy is, and which inode it is.
+struct Copy {
+    path: PathBuf,
+    inode: (u64, u64),
 }
 
 /// What a file that a call changes needs.
@@ -31,6 +42,7 @@ impl CopyUp {
         CopyUp {
             root: rootfs.to_path_buf(),
             shared: OnceCell::new(),
+            copies: RefCell::new(HashMap::new()),
         }
     }
 
@@ -64,11 +76,36 @@ impl CopyUp {
         let named = rustix::fs::lstat(&real)
             .is_ok_and(|now| (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino));
         if !named {
-            return Ok(Private::Gone);
+            return Ok(self.copy_of((st.st_dev, st.st_ino)));
         }
         cow::copy_up(&real).map_err(errno)?;
         tracing::trace!(path = %real.display(), "copied up");
+        if let Ok(copy) = rustix::fs::lstat(&real) {
+            self.copies.borrow_mut().insert(
+                (st.st_dev, st.st_ino),
+                Copy {
+                    path: real.clone(),
+                    inode: (copy.st_dev, copy.st_ino),
+                },
+            );
+        }
         Ok(Private::Copied(real.into_os_string().into_encoded_bytes()))
+    }
+
+    /// For a parent's inode that has no name in the root: its copy, where it was copied up
+    /// and the copy is still at the same path; otherwise it is gone.
+    fn copy_of(&self, inode: (u64, u64)) -> Private {
+        let copies = self.copies.borrow();
+        let Some(copy) = copies.get(&inode) else {
+            return Private::Gone;
+        };
+        let still =
+            rustix::fs::lstat(&copy.path).is_ok_and(|now| (now.st_dev, now.st_ino) == copy.inode);
+        if still {
+            Private::Copied(copy.path.clone().into_os_string().into_encoded_bytes())
+        } else {
+            Private::Gone
+        }
     }
 }
 
