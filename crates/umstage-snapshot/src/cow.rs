@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -151,11 +152,23 @@ impl Shared {
 /// Replaces the regular file or symlink at `path` by a private copy of it: same data, owner, mode,
 /// xattrs and times, a new inode renamed over the name. The directory's times are kept, as
 /// an in-place change would have kept them.
+///
+/// `path` is canonical, so the directory is opened with no symlink allowed and everything
+/// after goes through that descriptor (and the source is opened without following): a step
+/// that swaps a component for a symlink meanwhile makes the copy-up fail, never leads it
+/// out of the root.
 pub(crate) fn copy_up(path: &Path) -> io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };
-    let dir_meta = std::fs::symlink_metadata(dir)?;
+    let pinned = umstage_oci::inroot::open_no_symlinks(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+    )?;
+    // Through ".": the times are set without following, which must not mean the magic link.
+    let dir = &PathBuf::from(format!("/proc/self/fd/{}/.", pinned.as_raw_fd()));
+    let path = &dir.join(name);
+    let dir_meta = std::fs::metadata(dir)?;
     let meta = std::fs::symlink_metadata(path)?;
     let tmp = dir.join(temp_name(name));
     let made = with_writable_dir(dir, &dir_meta, || {

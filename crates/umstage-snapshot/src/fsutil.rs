@@ -273,8 +273,16 @@ pub(crate) fn copy_metadata(
 const FICLONE: libc::c_ulong = 0x4004_9409;
 
 fn copy_file_data(src: &Path, dst: &Path) -> Result<(), PathError> {
-    let mut from = umstage_oci::owner::lending_read(rustix::fs::CWD, src, || File::open(src))
-        .map_err(at("open", src))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never following: the caller copies what it saw as a regular file.
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(src)
+    };
+    let mut from =
+        umstage_oci::owner::lending_read(rustix::fs::CWD, src, open).map_err(at("open", src))?;
     let mut to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

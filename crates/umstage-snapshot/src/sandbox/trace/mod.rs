@@ -154,12 +154,17 @@ impl Setup {
         // helper's, which the supervisor gives for those paths. In the container's /dev/shm
         // where it has one (a tmpfs: creating files on a busy disk costs a step milliseconds),
         // else in the state root.
-        let name = format!("umstage-trace-{}", std::process::id());
+        // Unique: another umstage with the same pid (another pid namespace sharing the
+        // container's /dev/shm) must keep its own.
+        let name = format!(
+            "umstage-trace-{}-{}",
+            std::process::id(),
+            crate::fsutil::random_id()
+        );
         let files = [Path::new("/dev/shm"), request.sandbox_dir.as_path()]
             .into_iter()
             .map(|dir| dir.join(&name))
             .find(|dir| {
-                let _ = std::fs::remove_dir_all(dir);
                 std::fs::DirBuilder::new()
                     .mode(0o700)
                     .create(dir)
