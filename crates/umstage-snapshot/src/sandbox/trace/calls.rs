@@ -14,6 +14,7 @@ use umstage_oci::owner::{self, Owner};
 use super::super::identity::{self, Identity};
 use super::super::owners;
 use super::context::Context;
+use super::errno::errno;
 use super::memory::{self, Scratch};
 use super::paths::Follow;
 use super::private::{CopyUp, Private};
@@ -75,10 +76,6 @@ enum Target {
     Host(Vec<u8>, Follow),
     /// `/proc/PID/<this>`: a descriptor or the working directory of the caller.
     Proc(String),
-}
-
-fn errno(e: std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 impl Context {

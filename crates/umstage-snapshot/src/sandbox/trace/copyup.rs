@@ -20,9 +20,10 @@ use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags};
 
 use super::context::Context;
+use super::errno::errno;
 use super::memory::{self, Scratch};
 use super::paths::Follow;
-use super::private::{Private, errno};
+use super::private::Private;
 use super::regs::{arg, set_arg};
 use super::syscalls::{How, PathArg, SYS_FCHMODAT2};
 

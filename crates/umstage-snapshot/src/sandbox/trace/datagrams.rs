@@ -9,6 +9,7 @@ use libc::user_regs_struct;
 use nix::unistd::Pid;
 
 use super::context::Context;
+use super::errno::errno;
 use super::memory::{self, Scratch};
 use super::paths::Follow;
 use super::regs::{arg, set_arg};
@@ -16,10 +17,6 @@ use super::sockets;
 
 /// `struct msghdr`: `msg_name` at 0 (8 bytes), `msg_namelen` at 8 (4 bytes).
 const MSGHDR: usize = std::mem::size_of::<libc::msghdr>();
-
-fn errno(e: std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
 
 impl Context {
     /// The `sockaddr_un` for the host path of the one in `bytes` (the guest's), or `None`

@@ -14,6 +14,7 @@ use libc::user_regs_struct;
 use nix::unistd::Pid;
 
 use super::context::Context;
+use super::errno::errno;
 use super::memory::{self, Scratch};
 use super::paths::Follow;
 use super::regs::{arg, set_arg};
@@ -41,10 +42,6 @@ enum Program {
     Dynamic(Vec<u8>),
     /// Anything the kernel loads alone (a static ELF), or refuses.
     Direct,
-}
-
-fn errno(e: std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// Rewrites an exec's program and command line in `regs`, or says why it fails; the guest

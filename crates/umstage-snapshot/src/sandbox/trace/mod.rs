@@ -27,6 +27,7 @@ mod context;
 mod copyup;
 mod datagrams;
 mod devices;
+mod errno;
 mod exec;
 mod filter;
 mod follow;

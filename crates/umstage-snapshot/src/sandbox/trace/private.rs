@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use super::errno::errno;
 use crate::cow::{self, Shared};
 
 /// The inodes the step's root shares with its parent, read at the first change.
@@ -107,9 +108,4 @@ impl CopyUp {
             Private::Gone
         }
     }
-}
-
-/// The errno of `e`, EIO where it has none.
-pub(super) fn errno(e: std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
