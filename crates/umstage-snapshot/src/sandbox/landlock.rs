@@ -345,20 +345,7 @@ mod tests {
                 k: libc::SECCOMP_RET_ALLOW,
             },
         ];
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_mut_ptr(),
-        };
-        // SAFETY: `prog` points at `filter`, which outlives the call; the kernel copies it.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &prog as *const libc::sock_fprog,
-            )
-        };
-        rc == 0
+        crate::sandbox::seccomp::load(&mut filter, 0).is_ok()
     }
 
     #[test]

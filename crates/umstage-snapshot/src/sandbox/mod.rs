@@ -20,6 +20,7 @@ mod mounts;
 mod owners;
 mod rlimit;
 mod rootfs;
+mod seccomp;
 mod spec;
 #[cfg(target_arch = "x86_64")]
 mod trace;

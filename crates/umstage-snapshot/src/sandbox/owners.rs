@@ -222,26 +222,16 @@ fn program(with_identity: bool) -> Vec<libc::sock_filter> {
 
 /// In the step's pid 1, just before exec: installs the filter and returns its listener.
 pub(crate) fn install(who: Option<Identity>) -> Result<OwnedFd, HelperError> {
-    let mut filter = program(who.is_some());
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at `filter`, which outlives the call; the kernel copies it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if fd < 0 {
-        return Err(HelperError::during(
+    let fd = super::seccomp::load(
+        &mut program(who.is_some()),
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    )
+    .map_err(|e| {
+        HelperError::during(
             "installing the ownership recorder (seccomp user notification)",
-            std::io::Error::last_os_error(),
-        ));
-    }
+            e,
+        )
+    })?;
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

@@ -119,26 +119,8 @@ pub(super) fn program() -> Vec<libc::sock_filter> {
 
 /// Installs the filter on the calling thread (no-new-privileges must be set).
 pub(super) fn install() -> Result<(), HelperError> {
-    let mut filter = program();
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at `filter`, which outlives the call; the kernel copies it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if rc < 0 {
-        return Err(HelperError::during(
-            "installing the step's seccomp filter",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    super::super::seccomp::load(&mut program(), 0)
+        .map_err(|e| HelperError::during("installing the step's seccomp filter", e))?;
     Ok(())
 }
 
