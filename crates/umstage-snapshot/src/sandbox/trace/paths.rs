@@ -72,19 +72,7 @@ impl Root {
     /// Gives the guest directory `guest` (absolute) and all below it the host directory `dir`,
     /// which the step may not change if `read_only`.
     pub(super) fn add_dir(&mut self, guest: &Path, dir: &Path, read_only: bool) -> io::Result<()> {
-        let fd = rustix::fs::open(
-            dir,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let host = std::fs::read_link(fd_path(&fd))?
-            .into_os_string()
-            .into_vec();
-        let guest = lexical(guest.as_os_str().as_bytes());
-        if read_only {
-            self.read_only.push(host.clone());
-            self.read_only_guests.push(guest.clone());
-        }
+        let (guest, fd, host) = self.given(guest, dir, OFlags::DIRECTORY, read_only)?;
         self.dirs.push(Dir { guest, fd, host });
         Ok(())
     }
@@ -97,7 +85,26 @@ impl Root {
         file: &Path,
         read_only: bool,
     ) -> io::Result<()> {
-        let fd = rustix::fs::open(file, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+        let (guest, _, host) = self.given(guest, file, OFlags::empty(), read_only)?;
+        let guest = guest.iter().flat_map(|p| [&b"/"[..], p].concat()).collect();
+        self.private.push((guest, host));
+        Ok(())
+    }
+
+    /// What a mount gives for `guest` (absolute): its components, `source` opened (`O_PATH`
+    /// and `flags`) and its canonical host path; noted as read-only if `read_only`.
+    fn given(
+        &mut self,
+        guest: &Path,
+        source: &Path,
+        flags: OFlags,
+        read_only: bool,
+    ) -> io::Result<(Vec<Vec<u8>>, OwnedFd, Vec<u8>)> {
+        let fd = rustix::fs::open(
+            source,
+            OFlags::PATH | OFlags::CLOEXEC | flags,
+            Mode::empty(),
+        )?;
         let host = std::fs::read_link(fd_path(&fd))?
             .into_os_string()
             .into_vec();
@@ -106,9 +113,7 @@ impl Root {
             self.read_only.push(host.clone());
             self.read_only_guests.push(guest.clone());
         }
-        let guest = guest.iter().flat_map(|p| [&b"/"[..], p].concat()).collect();
-        self.private.push((guest, host));
-        Ok(())
+        Ok((guest, fd, host))
     }
 
     /// Whether anything the step sees is read-only.
