@@ -470,37 +470,3 @@ fn ptrace_tier_forwards_the_ssh_agent_socket_and_gives_a_secret_its_owner() -> T
     );
     Ok(())
 }
-
-#[test]
-fn ptrace_tier_mount_targets_leave_the_image_as_in_the_other_tiers() -> TestResult {
-    let env = Env::new()?;
-    let ctx = env.context(
-        "ctx",
-        &[(
-            "Dockerfile",
-            "FROM busybox\n\
-             RUN mkdir -p /test/qux\n\
-             RUN --mount=type=cache,target=/test/foo \
-                 --mount=type=cache,target=/test/bar/x/y \
-                 --mount=type=cache,target=/test/baz/x \
-                 --mount=type=tmpfs,target=/test/qux \
-                 touch /test/baz/keep && ls /test | tr '\\n' ' ' | sed 's/^/during /'\n",
-        )],
-    )?;
-    let out = build_in_tier(&env, &ctx, "image.tar", "ptrace");
-    assert_ok(&out);
-    let log = stderr(&out);
-    // The targets' parents are there while the step runs, as mount points are.
-    assert_eq!(
-        lines_with(&log, "during "),
-        ["during bar baz foo qux "],
-        "{log}"
-    );
-    let image = layers(&env, "image.tar")?;
-    assert!(image.path("/test/baz/keep").is_file());
-    assert!(image.path("/test/qux").is_dir());
-    for gone in ["/test/foo", "/test/bar", "/test/baz/x"] {
-        assert!(!image.path(gone).exists(), "{gone} left in the image");
-    }
-    Ok(())
-}

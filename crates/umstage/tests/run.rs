@@ -4,7 +4,7 @@
 mod common;
 
 use common::agent::Agent;
-use common::{Env, TestResult, assert_ok, entry, layers, stderr, text};
+use common::{Env, TestResult, assert_ok, build_in_tier, entry, layers, lines_with, stderr, text};
 
 #[test]
 fn ssh_mounts_forward_the_agent_socket_named_with_ssh() -> TestResult {
@@ -215,31 +215,46 @@ fn cache_mounts_with_other_owners_or_modes_are_other_caches() -> TestResult {
     Ok(())
 }
 
+/// In the namespace tier and in the `ptrace` tier, which mounts nothing and makes the
+/// targets in the snapshot for the step.
 #[test]
 fn mount_targets_made_for_a_step_leave_the_image_as_current_buildkit_leaves_them() -> TestResult {
-    let env = Env::new()?;
-    let ctx = env.context(
-        "ctx",
-        &[(
-            "Dockerfile",
-            "FROM busybox\n\
-             RUN mkdir -p /test/qux\n\
-             RUN --mount=type=cache,target=/test/foo \
-                 --mount=type=cache,target=/test/bar/x/y \
-                 --mount=type=cache,target=/test/baz/x \
-                 --mount=type=tmpfs,target=/test/qux \
-                 touch /test/baz/keep\n",
-        )],
-    )?;
-    assert_ok(&env.build(&ctx, "image.tar", &[]));
-    let image = layers(&env, "image.tar")?;
-    // Current BuildKit removes the empty stubs it made for mount targets, with the parents
-    // made for them (docker 20.10's BuildKit left them); a stub that got content stays, and a
-    // target that was there before stays (its testMountStubsDirectory).
-    assert!(image.path("/test/baz/keep").is_file());
-    assert!(image.path("/test/qux").is_dir());
-    for gone in ["/test/foo", "/test/bar", "/test/baz/x"] {
-        assert!(!image.path(gone).exists(), "{gone} left in the image");
+    for tier in ["userns", "ptrace"] {
+        let env = Env::new()?;
+        let ctx = env.context(
+            "ctx",
+            &[(
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN mkdir -p /test/qux\n\
+                 RUN --mount=type=cache,target=/test/foo \
+                     --mount=type=cache,target=/test/bar/x/y \
+                     --mount=type=cache,target=/test/baz/x \
+                     --mount=type=tmpfs,target=/test/qux \
+                     touch /test/baz/keep && ls /test | tr '\\n' ' ' | sed 's/^/during /'\n",
+            )],
+        )?;
+        let out = build_in_tier(&env, &ctx, "image.tar", tier);
+        assert_ok(&out);
+        let log = stderr(&out);
+        // The targets' parents are there while the step runs, as mount points are.
+        assert_eq!(
+            lines_with(&log, "during "),
+            ["during bar baz foo qux "],
+            "{tier}: {log}"
+        );
+        let image = layers(&env, "image.tar")?;
+        // Current BuildKit removes the empty stubs it made for mount targets, with the parents
+        // made for them (docker 20.10's BuildKit left them); a stub that got content stays,
+        // and a target that was there before stays (its testMountStubsDirectory).
+        assert!(image.path("/test/baz/keep").is_file(), "{tier}");
+        assert!(image.path("/test/qux").is_dir(), "{tier}");
+        for gone in ["/test/foo", "/test/bar", "/test/baz/x"] {
+            assert!(
+                !image.path(gone).exists(),
+                "{tier}: {gone} left in the image"
+            );
+        }
     }
     Ok(())
 }
