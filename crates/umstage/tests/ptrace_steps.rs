@@ -244,6 +244,40 @@ RUN useradd -m -u 1500 alice && groupadd -g 1600 team \\\n\
 USER alice\n\
 RUN echo \"id $(id -u):$(id -g)\" && touch /home/alice/mine\n";
 
+/// What an image holds, for comparing two tiers' images: its files (see [`tree`]) and each
+/// layer entry's mode, owners, size and link as the layers hold them (whatever the reader's
+/// extraction keeps), leaving out overlay whiteout markers (no file to compare) and `skip`.
+fn image_files(
+    env: &Env,
+    archive: &str,
+    skip: &[&str],
+) -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> {
+    let image = layers(env, archive)?;
+    let mut files = tree(&image.rootfs)?;
+    for path in skip {
+        files.remove(*path);
+    }
+    for e in image.layers.iter().flat_map(|l| l.entries.iter()) {
+        if !e.path.contains(".wh.") && !skip.contains(&e.path.as_str()) {
+            let link = e.link.as_deref().unwrap_or_default();
+            let entry = format!("{} {}:{} {} {link}", e.mode, e.uid, e.gid, e.size);
+            files.insert(format!("layer {}", e.path), entry);
+        }
+    }
+    Ok(files)
+}
+
+/// Asserts that the `userns` and `ptrace` tiers' images hold the same, naming what differs.
+fn assert_same_files(userns: &BTreeMap<String, String>, ptrace: &BTreeMap<String, String>) {
+    let differ: Vec<_> = userns
+        .keys()
+        .chain(ptrace.keys())
+        .filter(|k| userns.get(*k) != ptrace.get(*k))
+        .map(|k| format!("{k}: {:?} | {:?}", userns.get(k), ptrace.get(k)))
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+}
+
 #[test]
 fn real_steps_on_debian_give_the_userns_tiers_image() -> TestResult {
     let env = Env::new()?;
@@ -264,18 +298,7 @@ fn real_steps_on_debian_give_the_userns_tiers_image() -> TestResult {
         assert_ok(&out);
         // The snapshots are whole Debian trees in the ptrace tier: not kept past the build.
         fs::remove_dir_all(env.path(&format!("state-{tier}")))?;
-        let image = layers(&env, &out_name)?;
-        let mut files = tree(&image.rootfs)?;
-        // The owners as the layers hold them (whatever the reader's extraction keeps); an
-        // overlay whiteout marker has no file to compare.
-        for e in image.layers.iter().flat_map(|l| l.entries.iter()) {
-            if !e.path.contains(".wh.") {
-                let link = e.link.as_deref().unwrap_or_default();
-                let shown = format!("{} {}:{} {} {link}", e.mode, e.uid, e.gid, e.size);
-                files.insert(format!("layer {}", e.path), shown);
-            }
-        }
-        trees.push(files);
+        trees.push(image_files(&env, &out_name, &[])?);
         let said: Vec<String> = [
             "pwd ", "find ", "script ", "nested ", "bg ", "pipe ", "make ", "Hello", "id ",
         ]
@@ -301,14 +324,7 @@ fn real_steps_on_debian_give_the_userns_tiers_image() -> TestResult {
         ]
     );
     assert_eq!(logs[0], logs[1]);
-    let (userns, ptrace) = (&trees[0], &trees[1]);
-    let differ: Vec<_> = userns
-        .keys()
-        .chain(ptrace.keys())
-        .filter(|k| userns.get(*k) != ptrace.get(*k))
-        .map(|k| format!("{k}: {:?} | {:?}", userns.get(k), ptrace.get(k)))
-        .collect();
-    assert!(differ.is_empty(), "{differ:#?}");
+    assert_same_files(&trees[0], &trees[1]);
     Ok(())
 }
 
@@ -814,18 +830,8 @@ fn changes_to_the_parents_files_copy_them_up_and_leave_the_parent_pristine() -> 
         );
         fs::remove_dir_all(&state)?;
 
-        let image = layers(&env, &out_name)?;
-        let mut files = tree(&image.rootfs)?;
         // The base's listing holds the times of its build.
-        files.remove("pristine");
-        for e in image.layers.iter().flat_map(|l| l.entries.iter()) {
-            if !e.path.contains(".wh.") && e.path != "pristine" {
-                let link = e.link.as_deref().unwrap_or_default();
-                let entry = format!("{} {}:{} {} {link}", e.mode, e.uid, e.gid, e.size);
-                files.insert(format!("layer {}", e.path), entry);
-            }
-        }
-        trees.push(files);
+        trees.push(image_files(&env, &out_name, &["pristine"])?);
         let mut said: Vec<String> = lines_with(&log, "show ")
             .into_iter()
             .chain(lines_with(&log, "ioctl "))
@@ -843,14 +849,7 @@ fn changes_to_the_parents_files_copy_them_up_and_leave_the_parent_pristine() -> 
         shown[1]
     );
     assert_eq!(shown[0], shown[1]);
-    let (userns, ptrace) = (&trees[0], &trees[1]);
-    let differ: Vec<_> = userns
-        .keys()
-        .chain(ptrace.keys())
-        .filter(|k| userns.get(*k) != ptrace.get(*k))
-        .map(|k| format!("{k}: {:?} | {:?}", userns.get(k), ptrace.get(k)))
-        .collect();
-    assert!(differ.is_empty(), "{differ:#?}");
+    assert_same_files(&trees[0], &trees[1]);
     Ok(())
 }
 
